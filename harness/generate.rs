@@ -1,0 +1,165 @@
+//! Greedy generation of exactly N new tokens, with a hook on every step.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::clock;
+use crate::error::InputError;
+use crate::model::gpt2::Cache;
+use crate::model::tokenizer::END_OF_TEXT;
+use crate::model::LoadedModel;
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerateOptions {
+    /// Exactly this many new tokens are produced, unless `stop_at_end_of_text` is set
+    /// and the model emits `<|endoftext|>` first.
+    pub new_tokens: usize,
+    pub stop_at_end_of_text: bool,
+}
+
+impl GenerateOptions {
+    pub fn exactly(new_tokens: usize) -> Self {
+        GenerateOptions {
+            new_tokens,
+            stop_at_end_of_text: false,
+        }
+    }
+}
+
+/// Which kind of forward pass a step was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// The whole prompt in one pass, ending with the first new token.
+    Prefill,
+    /// One new token from the KV cache.
+    Decode,
+}
+
+/// One finished step, reported to the observer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Step {
+    pub kind: StepKind,
+    /// 0 for the prefill, then 1, 2, ... for each decode step.
+    pub index: usize,
+    /// The token the step produced.
+    pub token: u32,
+    /// Wall time of the step, the device synchronised at both ends.
+    pub seconds: f64,
+}
+
+/// Hooks into generation; the default does nothing.
+pub trait StepObserver {
+    fn on_step(&mut self, _step: &Step) {}
+}
+
+/// An observer that ignores every step.
+pub struct NoObserver;
+impl StepObserver for NoObserver {}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub new_ids: Vec<u32>,
+    pub text: String,
+    /// Per step, prefill first.
+    pub step_seconds: Vec<f64>,
+}
+
+impl Generation {
+    pub fn total_seconds(&self) -> f64 {
+        self.step_seconds.iter().sum()
+    }
+
+    /// Time to first token: the prefill step.
+    pub fn prefill_seconds(&self) -> f64 {
+        self.step_seconds.first().copied().unwrap_or(0.0)
+    }
+
+    /// Decode tokens per second (the steps after the prefill).
+    pub fn decode_tokens_per_second(&self) -> Option<f64> {
+        let decode: f64 = self.step_seconds.iter().skip(1).sum();
+        (self.step_seconds.len() > 1 && decode > 0.0)
+            .then(|| (self.step_seconds.len() - 1) as f64 / decode)
+    }
+}
+
+/// Checks that a prompt of `prompt_len` tokens plus `new_tokens` fits the context.
+pub fn check_fits(prompt_len: usize, new_tokens: usize, n_positions: usize) -> Result<(), InputError> {
+    if prompt_len == 0 {
+        return Err(InputError::new(
+            "the prompt is empty: GPT-2 needs at least one token to start from",
+        ));
+    }
+    // The last new token is produced, never fed back: it needs no position of its own.
+    let needed = prompt_len + new_tokens.saturating_sub(1);
+    if needed > n_positions {
+        return Err(InputError::new(format!(
+            "a prompt of {prompt_len} tokens plus {new_tokens} new tokens needs {needed} positions, more than the model's context of {n_positions} (n_positions); ask for at most {} new tokens or shorten the prompt",
+            (n_positions + 1).saturating_sub(prompt_len)
+        )));
+    }
+    Ok(())
+}
+
+/// Greedy decoding: the prompt in one pass, then one token per step from the KV cache.
+pub fn generate(
+    model: &LoadedModel,
+    prompt_ids: &[u32],
+    opts: GenerateOptions,
+    observer: &mut dyn StepObserver,
+) -> Result<Generation> {
+    let cfg = model.config();
+    check_fits(prompt_ids.len(), opts.new_tokens, cfg.n_positions)?;
+    let device = model.device();
+    let mut cache = Cache::new(cfg, prompt_ids.len() + opts.new_tokens);
+    let mut new_ids = Vec::with_capacity(opts.new_tokens);
+    let mut step_seconds = Vec::with_capacity(opts.new_tokens);
+    let mut input: Vec<u32> = prompt_ids.to_vec();
+    for index in 0..opts.new_tokens {
+        let start = clock::synced_now(device)?;
+        let logits = model.model.forward_last(&input, &mut cache)?;
+        let token = logits.argmax(0)?.to_scalar::<u32>()?;
+        let seconds = clock::synced_seconds_since(device, start)?;
+        let kind = if index == 0 {
+            StepKind::Prefill
+        } else {
+            StepKind::Decode
+        };
+        observer.on_step(&Step {
+            kind,
+            index,
+            token,
+            seconds,
+        });
+        new_ids.push(token);
+        step_seconds.push(seconds);
+        if opts.stop_at_end_of_text && token == END_OF_TEXT {
+            break;
+        }
+        input = vec![token];
+    }
+    let text = model.tokenizer.decode(&new_ids)?;
+    Ok(Generation {
+        prompt_ids: prompt_ids.to_vec(),
+        new_ids,
+        text,
+        step_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_limit_counts_only_fed_positions() {
+        assert!(check_fits(4, 50, 1024).is_ok());
+        assert!(check_fits(1000, 25, 1024).is_ok());
+        let e = check_fits(1000, 26, 1024).unwrap_err().to_string();
+        assert!(e.contains("1025") && e.contains("1024") && e.contains("at most 25"), "{e}");
+        assert!(check_fits(0, 5, 1024).unwrap_err().to_string().contains("empty"));
+    }
+}

@@ -1,0 +1,584 @@
+//! GPT-2 in candle: config and forward pass with a KV cache.
+//!
+//! Learned position embeddings, pre-LayerNorm blocks, a fused qkv projection,
+//! gelu_new (the tanh approximation), and an LM head tied to the token embedding, as in
+//! Hugging Face transformers' `GPT2LMHeadModel`. Weight matrices are stored `[out, in]`
+//! (Hugging Face's Conv1D stores `[in, out]`; the loader transposes) in whatever
+//! precision the loader chose, see [`Matrix`].
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+/// The activation of the MLP, by its transformers name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// The tanh approximation of GELU, GPT-2's own.
+    GeluNew,
+    /// The same tanh approximation under PyTorch's name.
+    GeluPytorchTanh,
+    /// The exact (erf) GELU.
+    Gelu,
+    Relu,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Result<Self, InputError> {
+        match name {
+            "gelu_new" => Ok(Activation::GeluNew),
+            "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluPytorchTanh),
+            "gelu" => Ok(Activation::Gelu),
+            "relu" => Ok(Activation::Relu),
+            other => Err(InputError::new(format!(
+                "activation_function '{other}' is not supported; valid: gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, relu"
+            ))),
+        }
+    }
+
+    fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::GeluNew | Activation::GeluPytorchTanh => xs.gelu(),
+            Activation::Gelu => xs.gelu_erf(),
+            Activation::Relu => xs.relu(),
+        }
+    }
+}
+
+/// The fields of a transformers `config.json` that GPT-2 uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// Width of the MLP; `None` means 4 * n_embd.
+    pub n_inner: Option<usize>,
+    pub layer_norm_epsilon: f64,
+    pub activation_function: Activation,
+    pub tie_word_embeddings: bool,
+    pub scale_attn_weights: bool,
+    pub scale_attn_by_inverse_layer_idx: bool,
+}
+
+/// config.json as found in the wild: every field optional, GPT-2's defaults otherwise.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    n_positions: Option<usize>,
+    n_ctx: Option<usize>,
+    n_embd: Option<usize>,
+    n_layer: Option<usize>,
+    n_head: Option<usize>,
+    n_inner: Option<usize>,
+    layer_norm_epsilon: Option<f64>,
+    activation_function: Option<String>,
+    tie_word_embeddings: Option<bool>,
+    scale_attn_weights: Option<bool>,
+    scale_attn_by_inverse_layer_idx: Option<bool>,
+    reorder_and_upcast_attn: Option<bool>,
+}
+
+impl Config {
+    /// GPT-2 small, the transformers defaults.
+    pub fn gpt2_small() -> Self {
+        Config {
+            vocab_size: 50257,
+            n_positions: 1024,
+            n_embd: 768,
+            n_layer: 12,
+            n_head: 12,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: Activation::GeluNew,
+            tie_word_embeddings: true,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+        }
+    }
+
+    /// Parse and check a transformers config.json; `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(text)
+            .map_err(|e| InputError::new(format!("{origin}: not a valid config.json: {e}")))?;
+        if let Some(mt) = &raw.model_type {
+            if mt != "gpt2" {
+                crate::bad_input!(
+                    "{origin}: model_type is '{mt}', but quantbench runs GPT-2-family models (model_type \"gpt2\")"
+                );
+            }
+        }
+        if raw.reorder_and_upcast_attn == Some(true) {
+            crate::bad_input!("{origin}: reorder_and_upcast_attn = true is not supported");
+        }
+        let d = Config::gpt2_small();
+        let activation = match raw.activation_function.as_deref() {
+            None => d.activation_function,
+            Some(name) => {
+                Activation::parse(name).map_err(|e| InputError::new(format!("{origin}: {e}")))?
+            }
+        };
+        let cfg = Config {
+            vocab_size: raw.vocab_size.unwrap_or(d.vocab_size),
+            n_positions: raw.n_positions.or(raw.n_ctx).unwrap_or(d.n_positions),
+            n_embd: raw.n_embd.unwrap_or(d.n_embd),
+            n_layer: raw.n_layer.unwrap_or(d.n_layer),
+            n_head: raw.n_head.unwrap_or(d.n_head),
+            n_inner: raw.n_inner,
+            layer_norm_epsilon: raw.layer_norm_epsilon.unwrap_or(d.layer_norm_epsilon),
+            activation_function: activation,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
+            scale_attn_weights: raw.scale_attn_weights.unwrap_or(true),
+            scale_attn_by_inverse_layer_idx: raw.scale_attn_by_inverse_layer_idx.unwrap_or(false),
+        };
+        cfg.validate()
+            .map_err(|e| InputError::new(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    /// The config.json transformers would write for this model.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_ctx": self.n_positions,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_inner": self.n_inner,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation_function": match self.activation_function {
+                Activation::GeluNew => "gelu_new",
+                Activation::GeluPytorchTanh => "gelu_pytorch_tanh",
+                Activation::Gelu => "gelu",
+                Activation::Relu => "relu",
+            },
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "scale_attn_weights": self.scale_attn_weights,
+            "scale_attn_by_inverse_layer_idx": self.scale_attn_by_inverse_layer_idx,
+            "initializer_range": 0.02,
+            "bos_token_id": 50256,
+            "eos_token_id": 50256,
+            "resid_pdrop": 0.1,
+            "embd_pdrop": 0.1,
+            "attn_pdrop": 0.1,
+            "torch_dtype": "float32",
+        })
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_embd ({}) must be a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.n_inner == Some(0) {
+            return Err("n_inner must be at least 1 (or null for 4 * n_embd)".into());
+        }
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon < 1.0) {
+            return Err(format!(
+                "layer_norm_epsilon ({}) must be between 0 and 1",
+                self.layer_norm_epsilon
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Number of parameters, counting the tied LM head once.
+    pub fn parameter_count(&self) -> usize {
+        let c = self.n_embd;
+        let block = 2 * 2 * c // ln_1, ln_2
+            + c * 3 * c + 3 * c // c_attn
+            + c * c + c // attn.c_proj
+            + c * self.inner() + self.inner() // c_fc
+            + self.inner() * c + c; // mlp.c_proj
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * c
+        };
+        self.vocab_size * c + self.n_positions * c + self.n_layer * block + 2 * c + head
+    }
+}
+
+/// A weight matrix stored `[out, in]`, as plain floats or as ggml quantized blocks.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Matrix {
+    /// `xs @ self^T`, from f32 activations to f32 activations.
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Quantized(q) => QMatMul::QTensor(q.clone()).forward(xs),
+            Matrix::Dense(w) => {
+                let dims = xs.dims().to_vec();
+                let k = *dims.last().expect("activations have a last dimension");
+                let rows = xs.elem_count() / k;
+                let x2 = xs.reshape((rows, k))?.to_dtype(w.dtype())?;
+                let y = x2.matmul(&w.t()?)?.to_dtype(DType::F32)?;
+                let mut out = dims;
+                *out.last_mut().expect("non-empty") = w.dim(0)?;
+                y.reshape(out)
+            }
+        }
+    }
+
+    /// The rows at `ids` (an embedding lookup), as f32. A quantized table is read row by
+    /// row: no dequantized copy of the table is ever made.
+    pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Quantized(q) => q.embedding(ids)?.to_dtype(DType::F32),
+            Matrix::Dense(w) => {
+                let mut out = ids.dims().to_vec();
+                out.push(w.dim(1)?);
+                w.index_select(&ids.flatten_all()?, 0)?
+                    .to_dtype(DType::F32)?
+                    .reshape(out)
+            }
+        }
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        let dims = match self {
+            Matrix::Dense(w) => w.dims().to_vec(),
+            Matrix::Quantized(q) => q.shape().dims().to_vec(),
+        };
+        (dims[0], dims[1])
+    }
+
+    pub fn elements(&self) -> usize {
+        let (r, c) = self.shape();
+        r * c
+    }
+
+    /// Bytes the stored matrix occupies, exactly.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Matrix::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Matrix::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+
+    /// The storage format's name: f32, f16, bf16, q8_0, q4k ...
+    pub fn format(&self) -> String {
+        match self {
+            Matrix::Dense(w) => w.dtype().as_str().to_string(),
+            Matrix::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+        }
+    }
+}
+
+/// A small float tensor (norm weight or bias) kept in the rest dtype.
+#[derive(Debug, Clone)]
+pub struct Vector(pub Tensor);
+
+impl Vector {
+    fn f32(&self) -> candle_core::Result<Tensor> {
+        self.0.to_dtype(DType::F32)
+    }
+    pub fn elements(&self) -> usize {
+        self.0.elem_count()
+    }
+    pub fn bytes(&self) -> usize {
+        self.0.elem_count() * self.0.dtype().size_in_bytes()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Matrix,
+    pub bias: Vector,
+}
+
+impl Linear {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.weight.forward(xs)?.broadcast_add(&self.bias.f32()?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Vector,
+    pub bias: Vector,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(weight: Vector, bias: Vector, eps: f64) -> Self {
+        LayerNorm {
+            weight,
+            bias,
+            eps: eps as f32,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(xs, &self.weight.f32()?, &self.bias.f32()?, self.eps)
+    }
+}
+
+/// One transformer block's weights.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub c_attn: Linear,
+    pub attn_proj: Linear,
+    pub ln_2: LayerNorm,
+    pub c_fc: Linear,
+    pub mlp_proj: Linear,
+}
+
+/// All weights of a GPT-2 model, in whatever precision they were loaded.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub wte: Matrix,
+    pub wpe: Matrix,
+    pub blocks: Vec<Block>,
+    pub ln_f: LayerNorm,
+    /// `None` when the LM head is tied to `wte`.
+    pub lm_head: Option<Matrix>,
+}
+
+/// The per-sequence state of generation: one key/value cache per layer.
+pub struct Cache {
+    layers: Vec<KvCache>,
+    position: usize,
+}
+
+impl Cache {
+    /// A cache with room for `capacity` positions, allocated on the first step.
+    pub fn new(config: &Config, capacity: usize) -> Self {
+        Cache {
+            layers: (0..config.n_layer)
+                .map(|_| KvCache::new(2, capacity.max(1)))
+                .collect(),
+            position: 0,
+        }
+    }
+
+    /// How many positions the cache holds.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+/// GPT-2 with its LM head.
+pub struct Gpt2 {
+    config: Config,
+    weights: Weights,
+    device: Device,
+}
+
+impl Gpt2 {
+    pub fn new(config: Config, weights: Weights, device: Device) -> Self {
+        Gpt2 {
+            config,
+            weights,
+            device,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Run `ids` (one sequence) through the model after what `cache` holds, and return
+    /// the final hidden states `[1, len, n_embd]`.
+    pub fn hidden(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        let len = ids.len();
+        let start = cache.position;
+        if start + len > self.config.n_positions {
+            return Err(InputError::new(format!(
+                "sequence of {} positions exceeds the model's context of {} (n_positions)",
+                start + len,
+                self.config.n_positions
+            ))
+            .into());
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(InputError::new(format!(
+                "token id {bad} is outside the model's vocabulary of {} (vocab_size)",
+                self.config.vocab_size
+            ))
+            .into());
+        }
+        let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let pos: Vec<u32> = (start as u32..(start + len) as u32).collect();
+        let pos_t = Tensor::new(pos.as_slice(), &self.device)?.unsqueeze(0)?;
+        let tok = self.weights.wte.rows(&ids_t)?;
+        let posv = self.weights.wpe.rows(&pos_t)?;
+        let mut xs = (tok + posv)?;
+        let mask = if len > 1 {
+            Some(causal_mask(len, start, &self.device)?)
+        } else {
+            None
+        };
+        for (i, (block, kv)) in self
+            .weights
+            .blocks
+            .iter()
+            .zip(cache.layers.iter_mut())
+            .enumerate()
+        {
+            xs = self
+                .block_forward(i, block, &xs, kv, mask.as_ref())
+                .with_context(|| format!("forward pass of block {i}"))?;
+        }
+        cache.position += len;
+        Ok(self.weights.ln_f.forward(&xs)?)
+    }
+
+    /// Logits `[vocab]` at the last position after feeding `ids`.
+    pub fn forward_last(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        let h = self.hidden(ids, cache)?;
+        let last = h.narrow(1, ids.len() - 1, 1)?;
+        Ok(self.lm_head(&last)?.flatten_all()?)
+    }
+
+    /// Logits `[len, vocab]` at every position after feeding `ids`.
+    pub fn forward_all(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        let h = self.hidden(ids, cache)?;
+        Ok(self.lm_head(&h)?.squeeze(0)?)
+    }
+
+    fn lm_head(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        self.weights
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.weights.wte)
+            .forward(h)
+    }
+
+    fn block_forward(
+        &self,
+        layer: usize,
+        b: &Block,
+        xs: &Tensor,
+        kv: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (bsz, len, c) = xs.dims3()?;
+        let heads = self.config.n_head;
+        let hd = c / heads;
+
+        let h = b.ln_1.forward(xs)?;
+        let qkv = b.c_attn.forward(&h)?;
+        let split = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(D::Minus1, i * c, c)?
+                .reshape((bsz, len, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let (k, v) = kv.append(&k, &v)?;
+        let mut scale = 1.0;
+        if self.config.scale_attn_weights {
+            scale /= (hd as f64).sqrt();
+        }
+        if self.config.scale_attn_by_inverse_layer_idx {
+            scale /= (layer + 1) as f64;
+        }
+        let mut att = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att
+            .matmul(&v.contiguous()?)?
+            .transpose(1, 2)?
+            .reshape((bsz, len, c))?;
+        let xs = (xs + b.attn_proj.forward(&y)?)?;
+
+        let h = b.ln_2.forward(&xs)?;
+        let h = self.config.activation_function.apply(&b.c_fc.forward(&h)?)?;
+        xs + b.mlp_proj.forward(&h)?
+    }
+}
+
+/// Additive mask `[len, start + len]`: query i sees keys up to start + i.
+fn causal_mask(len: usize, start: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let total = start + len;
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(mask, (len, total), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpt2_small_has_124m_parameters() {
+        assert_eq!(Config::gpt2_small().parameter_count(), 124_439_808);
+    }
+
+    #[test]
+    fn config_reads_defaults_and_rejects_bad_shapes() {
+        let c = Config::from_json(r#"{"n_layer": 2, "n_embd": 64, "n_head": 4}"#, "x.json").unwrap();
+        assert_eq!(c.n_layer, 2);
+        assert_eq!(c.vocab_size, 50257);
+        assert_eq!(c.inner(), 256);
+        let err = Config::from_json(r#"{"n_embd": 65, "n_head": 4}"#, "cfg/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cfg/config.json") && err.contains("n_head"), "{err}");
+        let err = Config::from_json(r#"{"activation_function": "swish"}"#, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("swish") && err.contains("gelu_new"), "{err}");
+        let err = Config::from_json(r#"{"model_type": "llama"}"#, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("llama"), "{err}");
+    }
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let m = causal_mask(2, 1, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(m[0][..2], [0.0, 0.0]);
+        assert!(m[0][2].is_infinite());
+        assert_eq!(m[1], vec![0.0, 0.0, 0.0]);
+    }
+}

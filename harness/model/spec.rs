@@ -1,0 +1,381 @@
+//! Model specs: one string says where a model's config, weights and tokenizer come from.
+//!
+//! - `synthetic:NAME[@SEED]`: a preset architecture with weights drawn from a seed.
+//! - `hf:ORG/NAME[@REVISION]`: a Hugging Face hub repository, through hf-hub's cache.
+//! - anything else: a local directory in the Hugging Face layout.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+use crate::model::gpt2::Config;
+use crate::model::synthetic::{Preset, DEFAULT_SEED, PRESETS};
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    Synthetic { preset: String, seed: u64 },
+    Hub { repo: String, revision: Option<String> },
+    Local(PathBuf),
+}
+
+impl ModelSpec {
+    /// The offline default: a synthetic GPT-2 small.
+    pub fn default_synthetic() -> Self {
+        ModelSpec::Synthetic {
+            preset: "gpt2".into(),
+            seed: DEFAULT_SEED,
+        }
+    }
+
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self, ModelSpec::Synthetic { .. })
+    }
+
+    /// The forms a spec can take, for error messages.
+    pub fn valid_forms() -> String {
+        format!(
+            "{}; hf:ORG/NAME[@REVISION]; or a path to a directory holding config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt)",
+            PRESETS
+                .iter()
+                .map(|p| format!("synthetic:{}", p.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+impl FromStr for ModelSpec {
+    type Err = InputError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix("synthetic:") {
+            let (name, seed) = match rest.split_once('@') {
+                Some((n, seed)) => (
+                    n,
+                    seed.parse::<u64>().map_err(|_| {
+                        InputError::new(format!(
+                            "model '{s}': seed '{seed}' is not a whole number"
+                        ))
+                    })?,
+                ),
+                None => (rest, DEFAULT_SEED),
+            };
+            Preset::find(name).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
+            return Ok(ModelSpec::Synthetic {
+                preset: name.to_string(),
+                seed,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("hf:") {
+            let (repo, revision) = match rest.split_once('@') {
+                Some((r, rev)) => (r, Some(rev.to_string())),
+                None => (rest, None),
+            };
+            check_repo_id(repo).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
+            if let Some(rev) = &revision {
+                check_revision(rev).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
+            }
+            return Ok(ModelSpec::Hub {
+                repo: repo.to_string(),
+                revision,
+            });
+        }
+        if s.is_empty() {
+            return Err(InputError::new(format!(
+                "empty model spec; valid: {}",
+                ModelSpec::valid_forms()
+            )));
+        }
+        Ok(ModelSpec::Local(PathBuf::from(s)))
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSpec::Synthetic { preset, seed } if *seed == DEFAULT_SEED => {
+                write!(f, "synthetic:{preset}")
+            }
+            ModelSpec::Synthetic { preset, seed } => write!(f, "synthetic:{preset}@{seed}"),
+            ModelSpec::Hub {
+                repo,
+                revision: Some(r),
+            } => write!(f, "hf:{repo}@{r}"),
+            ModelSpec::Hub { repo, .. } => write!(f, "hf:{repo}"),
+            ModelSpec::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for ModelSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn valid_name_part(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A hub id is ORG/NAME of letters, digits, '-', '_' and '.', so it cannot name a path
+/// outside the cache.
+fn check_repo_id(repo: &str) -> Result<(), String> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    let ok = match parts.as_slice() {
+        [name] => valid_name_part(name),
+        [org, name] => valid_name_part(org) && valid_name_part(name),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "hub id '{repo}' is not of the form ORG/NAME (letters, digits, '-', '_', '.')"
+        ))
+    }
+}
+
+fn check_revision(rev: &str) -> Result<(), String> {
+    if !rev.is_empty() && rev.split('/').all(valid_name_part) {
+        Ok(())
+    } else {
+        Err(format!(
+            "revision '{rev}' must be a branch, tag or commit of letters, digits, '-', '_', '.', '/'"
+        ))
+    }
+}
+
+/// Where the weights of a resolved model are.
+#[derive(Debug, Clone)]
+pub enum WeightFiles {
+    Synthetic { seed: u64 },
+    Safetensors(Vec<PathBuf>),
+}
+
+/// A spec resolved to files on disk (or a seed): everything `load` needs.
+#[derive(Debug, Clone)]
+pub struct ModelSource {
+    pub spec: ModelSpec,
+    /// How the model is named in outputs; synthetic models say so.
+    pub display_name: String,
+    pub config: Config,
+    pub weights: WeightFiles,
+    /// The directory holding tokenizer files, or `None` for the built-in GPT-2 BPE.
+    pub tokenizer_dir: Option<PathBuf>,
+}
+
+impl ModelSource {
+    pub fn is_synthetic(&self) -> bool {
+        self.spec.is_synthetic()
+    }
+}
+
+/// Resolve a spec: read its config and find its weights and tokenizer.
+pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
+    match spec {
+        ModelSpec::Synthetic { preset, seed } => {
+            let p = Preset::find(preset)?;
+            Ok(ModelSource {
+                spec: spec.clone(),
+                display_name: format!("{spec} (synthetic {}; random weights, text is noise)", p.about),
+                config: p.config(),
+                weights: WeightFiles::Synthetic { seed: *seed },
+                tokenizer_dir: None,
+            })
+        }
+        ModelSpec::Local(dir) => resolve_dir(spec, dir),
+        ModelSpec::Hub { repo, revision } => {
+            let dir = fetch_from_hub(repo, revision.as_deref())?;
+            resolve_dir(spec, &dir)
+        }
+    }
+}
+
+fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
+    if !dir.is_dir() {
+        return Err(InputError::new(format!(
+            "model '{}' is not a directory; valid model specs: {}",
+            dir.display(),
+            ModelSpec::valid_forms()
+        ))
+        .into());
+    }
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(InputError::new(format!(
+            "model directory {} has no config.json",
+            dir.display()
+        ))
+        .into());
+    }
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config = Config::from_json(&text, &config_path.display().to_string())?;
+    let weights = safetensors_files(dir)?;
+    Ok(ModelSource {
+        spec: spec.clone(),
+        display_name: spec.to_string(),
+        config,
+        weights: WeightFiles::Safetensors(weights),
+        tokenizer_dir: Some(dir.to_path_buf()),
+    })
+}
+
+/// model.safetensors, or the shards a model.safetensors.index.json lists.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index)?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| InputError::new(format!("{}: not valid JSON: {e}", index.display())))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+            InputError::new(format!("{}: no \"weight_map\" object", index.display()))
+        })?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for shard in map.values().filter_map(|s| s.as_str()) {
+            if !valid_name_part(shard) {
+                crate::bad_input!("{}: shard name '{shard}' is not a plain file name", index.display());
+            }
+            let p = dir.join(shard);
+            if !files.contains(&p) {
+                files.push(p);
+            }
+        }
+        for f in &files {
+            if !f.is_file() {
+                crate::bad_input!("{} lists {}, which is missing", index.display(), f.display());
+            }
+        }
+        return Ok(files);
+    }
+    if dir.join("pytorch_model.bin").is_file() {
+        crate::bad_input!(
+            "model directory {} has only pytorch_model.bin; quantbench loads safetensors only (pickle files can run code). Convert it, e.g. with transformers: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)",
+            dir.display()
+        );
+    }
+    crate::bad_input!(
+        "model directory {} has no model.safetensors (nor model.safetensors.index.json)",
+        dir.display()
+    )
+}
+
+/// The files of a hub repository, from hf-hub's local cache or, when online, the hub.
+fn fetch_from_hub(repo: &str, revision: Option<&str>) -> Result<PathBuf> {
+    use hf_hub::{Repo, RepoType};
+    let rev = revision.unwrap_or("main").to_string();
+    let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, rev.clone());
+    let cache = hf_hub::Cache::from_env();
+    let cached = cache.repo(hub_repo.clone());
+    let needed = ["config.json", "model.safetensors"];
+    let tokenizer_sets: [&[&str]; 2] = [&["tokenizer.json"], &["vocab.json", "merges.txt"]];
+    let in_cache = |f: &str| cached.get(f);
+    if let (Some(cfg), Some(_)) = (in_cache(needed[0]), in_cache(needed[1])) {
+        if tokenizer_sets
+            .iter()
+            .any(|set| set.iter().all(|f| in_cache(f).is_some()))
+        {
+            return Ok(cfg.parent().expect("cached file has a folder").to_path_buf());
+        }
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
+    if offline {
+        crate::bad_input!(
+            "hf:{repo}@{rev} is not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set; download it when online, or pass a local directory",
+            cache.path().display()
+        );
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+        .with_progress(false)
+        .build()
+        .context("starting the Hugging Face hub client")?;
+    let api_repo = api.repo(hub_repo);
+    let mut dir = None;
+    for f in needed {
+        let path = api_repo.get(f).map_err(|e| {
+            InputError::new(format!(
+                "hf:{repo}@{rev}: cannot get {f} from the local cache ({}) nor from the hub: {e}. Offline? Use synthetic:gpt2 or a local directory",
+                cache.path().display()
+            ))
+        })?;
+        dir = path.parent().map(Path::to_path_buf);
+    }
+    let mut got_tokenizer = false;
+    for set in tokenizer_sets {
+        if set.iter().all(|f| api_repo.get(f).is_ok()) {
+            got_tokenizer = true;
+            break;
+        }
+    }
+    if !got_tokenizer {
+        crate::bad_input!("hf:{repo}@{rev} has no tokenizer.json nor vocab.json + merges.txt");
+    }
+    Ok(dir.expect("at least one file was fetched"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(
+            "synthetic:gpt2".parse::<ModelSpec>().unwrap(),
+            ModelSpec::default_synthetic()
+        );
+        assert_eq!(
+            "synthetic:tiny@7".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Synthetic {
+                preset: "tiny".into(),
+                seed: 7
+            }
+        );
+        assert_eq!(
+            "hf:openai-community/gpt2@main".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Hub {
+                repo: "openai-community/gpt2".into(),
+                revision: Some("main".into())
+            }
+        );
+        assert_eq!(
+            "./models/x".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Local("./models/x".into())
+        );
+        for s in ["synthetic:gpt2", "synthetic:tiny@7", "hf:a/b@v1.0"] {
+            assert_eq!(s.parse::<ModelSpec>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_valid() {
+        let e = "synthetic:gpt5".parse::<ModelSpec>().unwrap_err().to_string();
+        assert!(e.contains("gpt5") && e.contains("synthetic:gpt2-xl"), "{e}");
+        for bad in ["hf:../../etc", "hf:a/b/c", "hf:a/..", "hf:a/b@../x", "hf:"] {
+            let e = bad.parse::<ModelSpec>().unwrap_err().to_string();
+            assert!(e.contains(bad.trim_start_matches("hf:").split('@').next().unwrap()), "{bad}: {e}");
+        }
+    }
+}

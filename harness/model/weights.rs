@@ -1,0 +1,347 @@
+//! Where a GPT-2's float weights come from (safetensors in either Hugging Face layout,
+//! or a seeded generator), and how they are stored once a precision is chosen.
+//!
+//! Tensors are named canonically, as in the hub's gpt2 files: `wte.weight`,
+//! `h.0.attn.c_attn.weight`, `ln_f.bias` ... with Conv1D weights shaped `[in, out]`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+use serde::Serialize;
+
+use crate::error::InputError;
+use crate::model::gpt2::{Block, Config, LayerNorm, Linear, Matrix, Vector, Weights};
+use crate::precision::{Policy, Precision, Quantization, Storage};
+
+/// A provider of f32 tensors by canonical name, each checked against its expected shape.
+pub trait TensorSource {
+    /// f32 tensor on the CPU with exactly `shape`; an error names the tensor, the file
+    /// and both shapes when they differ.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// Whether the source holds a tensor of that canonical name.
+    fn has(&self, name: &str) -> bool;
+}
+
+/// The canonical tensor names of a config and their shapes, in the Hugging Face layout.
+pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let c = cfg.n_embd;
+    let inner = cfg.inner();
+    let mut v = vec![
+        ("wte.weight".to_string(), vec![cfg.vocab_size, c]),
+        ("wpe.weight".to_string(), vec![cfg.n_positions, c]),
+    ];
+    for i in 0..cfg.n_layer {
+        let p = format!("h.{i}.");
+        for (n, s) in [
+            ("ln_1.weight", vec![c]),
+            ("ln_1.bias", vec![c]),
+            ("attn.c_attn.weight", vec![c, 3 * c]),
+            ("attn.c_attn.bias", vec![3 * c]),
+            ("attn.c_proj.weight", vec![c, c]),
+            ("attn.c_proj.bias", vec![c]),
+            ("ln_2.weight", vec![c]),
+            ("ln_2.bias", vec![c]),
+            ("mlp.c_fc.weight", vec![c, inner]),
+            ("mlp.c_fc.bias", vec![inner]),
+            ("mlp.c_proj.weight", vec![inner, c]),
+            ("mlp.c_proj.bias", vec![c]),
+        ] {
+            v.push((format!("{p}{n}"), s));
+        }
+    }
+    v.push(("ln_f.weight".to_string(), vec![c]));
+    v.push(("ln_f.bias".to_string(), vec![c]));
+    if !cfg.tie_word_embeddings {
+        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
+    }
+    v
+}
+
+/// One or more safetensors files (memory-mapped) in either GPT-2 layout: the hub's
+/// (no prefix, `h.N.attn.bias` mask buffers, which are ignored) or transformers'
+/// `save_pretrained` output (prefix `transformer.`, sometimes `lm_head.weight`).
+pub struct SafetensorsSource {
+    files: Vec<(PathBuf, Mmap)>,
+    /// canonical name -> (file index, key in the file)
+    keys: HashMap<String, (usize, String)>,
+}
+
+impl SafetensorsSource {
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut raw_keys: Vec<(usize, String)> = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            let file = File::open(path)
+                .with_context(|| format!("cannot open weights file {}", path.display()))?;
+            // SAFETY: the file is opened read-only; quantbench never writes to it while mapped.
+            let mmap = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("cannot map weights file {}", path.display()))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+                InputError::new(format!(
+                    "{} is not a valid safetensors file (truncated or corrupt?): {e}",
+                    path.display()
+                ))
+            })?;
+            for name in st.names() {
+                raw_keys.push((i, name.to_string()));
+            }
+            drop(st);
+            files.push((path.clone(), mmap));
+        }
+        let prefixed = raw_keys
+            .iter()
+            .any(|(_, k)| k.starts_with("transformer."));
+        let mut keys = HashMap::new();
+        for (i, k) in raw_keys {
+            let canonical = if k == "lm_head.weight" {
+                k.clone()
+            } else if prefixed {
+                match k.strip_prefix("transformer.") {
+                    Some(rest) => rest.to_string(),
+                    None => continue,
+                }
+            } else {
+                k.clone()
+            };
+            if canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias") {
+                continue; // causal-mask buffers, not weights
+            }
+            keys.insert(canonical, (i, k));
+        }
+        if !keys.contains_key("wte.weight") {
+            let shown: Vec<&str> = keys.keys().take(5).map(|s| s.as_str()).collect();
+            return Err(InputError::new(format!(
+                "{}: no GPT-2 token embedding (wte.weight or transformer.wte.weight); the file holds {} tensors such as {:?}",
+                paths.first().map(|p| p.display().to_string()).unwrap_or_default(),
+                keys.len(),
+                shown
+            ))
+            .into());
+        }
+        Ok(SafetensorsSource { files, keys })
+    }
+
+    /// The files behind this source.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.files.iter().map(|(p, _)| p.as_path()).collect()
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn has(&self, name: &str) -> bool {
+        self.keys.contains_key(name)
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (fi, key) = self.keys.get(name).ok_or_else(|| {
+            InputError::new(format!(
+                "{}: tensor '{name}' is missing",
+                self.files[0].0.display()
+            ))
+        })?;
+        let (path, mmap) = &self.files[*fi];
+        let st = SafeTensors::deserialize(mmap)
+            .with_context(|| format!("re-reading {}", path.display()))?;
+        let view = st.tensor(key)?;
+        if view.shape() != shape {
+            return Err(InputError::new(format!(
+                "{}: tensor '{key}' has shape {:?}, but config.json implies {:?}",
+                path.display(),
+                view.shape(),
+                shape
+            ))
+            .into());
+        }
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F64 => DType::F64,
+            other => {
+                return Err(InputError::new(format!(
+                    "{}: tensor '{key}' has dtype {other:?}; valid: F32, F16, BF16, F64",
+                    path.display()
+                ))
+                .into())
+            }
+        };
+        let t = Tensor::from_raw_buffer(view.data(), dtype, shape, &Device::Cpu)?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+/// How one group of weights is stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GroupBytes {
+    pub parameters: usize,
+    pub bytes: usize,
+}
+
+impl GroupBytes {
+    fn add(&mut self, parameters: usize, bytes: usize) {
+        self.parameters += parameters;
+        self.bytes += bytes;
+    }
+}
+
+/// Exactly how many bytes a loaded model's weights hold, by group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Footprint {
+    /// Token embedding (tied LM head counted once), position embedding, untied LM head.
+    pub embeddings: GroupBytes,
+    /// The four linear layers of each block.
+    pub linear: GroupBytes,
+    /// LayerNorm weights and biases, linear biases.
+    pub norms_biases: GroupBytes,
+    /// Matrices stored in another format than asked, and why.
+    pub fallbacks: Vec<String>,
+}
+
+impl Footprint {
+    pub fn of(weights: &Weights) -> Self {
+        let mut embeddings = GroupBytes::default();
+        let mut linear = GroupBytes::default();
+        let mut nb = GroupBytes::default();
+        for m in [&weights.wte, &weights.wpe]
+            .into_iter()
+            .chain(weights.lm_head.as_ref())
+        {
+            embeddings.add(m.elements(), m.bytes());
+        }
+        let mut vec = |v: &Vector| nb.add(v.elements(), v.bytes());
+        vec(&weights.ln_f.weight);
+        vec(&weights.ln_f.bias);
+        for b in &weights.blocks {
+            for ln in [&b.ln_1, &b.ln_2] {
+                vec(&ln.weight);
+                vec(&ln.bias);
+            }
+            for l in [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj] {
+                vec(&l.bias);
+                linear.add(l.weight.elements(), l.weight.bytes());
+            }
+        }
+        Footprint {
+            embeddings,
+            linear,
+            norms_biases: nb,
+            fallbacks: Vec::new(),
+        }
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.embeddings.bytes + self.linear.bytes + self.norms_biases.bytes
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.embeddings.parameters + self.linear.parameters + self.norms_biases.parameters
+    }
+
+    pub fn bits_per_weight(&self) -> f64 {
+        self.total_bytes() as f64 * 8.0 / self.parameters() as f64
+    }
+}
+
+/// Reads every tensor from `src`, stores each in the precision `q` gives it, on `device`.
+pub fn build(
+    cfg: &Config,
+    src: &dyn TensorSource,
+    q: Quantization,
+    device: &Device,
+) -> Result<(Weights, Vec<String>)> {
+    let mut fallbacks = Vec::new();
+    let rest = q.rest.dtype();
+    let vector = |name: &str, len: usize| -> Result<Vector> {
+        let t = src.get(name, &[len])?;
+        Ok(Vector(t.to_dtype(rest)?.to_device(device)?))
+    };
+    // A matrix in canonical layout: `conv1d` ones are stored [in, out] and transposed.
+    let mut matrix = |name: &str, shape: [usize; 2], conv1d: bool, quantize: bool| -> Result<Matrix> {
+        let t = src.get(name, &shape)?;
+        let t = if conv1d { t.t()?.contiguous()? } else { t };
+        let row_len = t.dim(1)?;
+        if !quantize {
+            return Ok(Matrix::Dense(t.to_dtype(rest)?.to_device(device)?));
+        }
+        let p = q.precision.for_row_len(row_len);
+        if p != q.precision {
+            fallbacks.push(format!(
+                "{name} stored as {p}: rows of {row_len} do not divide into {}'s blocks of {}",
+                q.precision,
+                q.precision.block_size()
+            ));
+        }
+        store(&t, p, device).with_context(|| format!("storing {name} as {p}"))
+    };
+    let c = cfg.n_embd;
+    let inner = cfg.inner();
+    let embed_q = q.policy == Policy::All;
+    let wte = matrix("wte.weight", [cfg.vocab_size, c], false, embed_q)?;
+    let wpe = matrix("wpe.weight", [cfg.n_positions, c], false, embed_q)?;
+    let lm_head = if cfg.tie_word_embeddings {
+        None
+    } else {
+        Some(matrix("lm_head.weight", [cfg.vocab_size, c], false, embed_q)?)
+    };
+    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    for i in 0..cfg.n_layer {
+        let p = |n: &str| format!("h.{i}.{n}");
+        let eps = cfg.layer_norm_epsilon;
+        let ln_1 = LayerNorm::new(vector(&p("ln_1.weight"), c)?, vector(&p("ln_1.bias"), c)?, eps);
+        let ln_2 = LayerNorm::new(vector(&p("ln_2.weight"), c)?, vector(&p("ln_2.bias"), c)?, eps);
+        let c_attn = Linear {
+            weight: matrix(&p("attn.c_attn.weight"), [c, 3 * c], true, true)?,
+            bias: vector(&p("attn.c_attn.bias"), 3 * c)?,
+        };
+        let attn_proj = Linear {
+            weight: matrix(&p("attn.c_proj.weight"), [c, c], true, true)?,
+            bias: vector(&p("attn.c_proj.bias"), c)?,
+        };
+        let c_fc = Linear {
+            weight: matrix(&p("mlp.c_fc.weight"), [c, inner], true, true)?,
+            bias: vector(&p("mlp.c_fc.bias"), inner)?,
+        };
+        let mlp_proj = Linear {
+            weight: matrix(&p("mlp.c_proj.weight"), [inner, c], true, true)?,
+            bias: vector(&p("mlp.c_proj.bias"), c)?,
+        };
+        blocks.push(Block {
+            ln_1,
+            c_attn,
+            attn_proj,
+            ln_2,
+            c_fc,
+            mlp_proj,
+        });
+    }
+    let ln_f = LayerNorm::new(
+        vector("ln_f.weight", c)?,
+        vector("ln_f.bias", c)?,
+        cfg.layer_norm_epsilon,
+    );
+    Ok((
+        Weights {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+        },
+        fallbacks,
+    ))
+}
+
+/// Stores an f32 `[rows, cols]` matrix in precision `p` on `device`.
+fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
+    Ok(match p.storage() {
+        Storage::Float(dt) => Matrix::Dense(t.to_dtype(dt)?.to_device(device)?),
+        Storage::Blocks(gg) => Matrix::Quantized(Arc::new(QTensor::quantize_onto(t, gg, device)?)),
+    })
+}

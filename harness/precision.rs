@@ -1,0 +1,380 @@
+//! Precisions, their aliases, the quantization policy, and bits-per-weight arithmetic.
+//!
+//! This is the only place that knows the list of precisions: adding one is a change
+//! here (plus a kernel in candle, if it needs one).
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+/// How the weight matrices of a model are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+    Q8_0,
+    Q6K,
+    Q5_1,
+    Q5_0,
+    Q5K,
+    Q4_1,
+    Q4_0,
+    Q4K,
+    Q3K,
+    Q2K,
+}
+
+/// What a precision is made of: a plain float dtype or a ggml block format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    Float(DType),
+    Blocks(GgmlDType),
+}
+
+impl Precision {
+    /// Every precision, from the most bits to the fewest.
+    pub const ALL: [Precision; 13] = [
+        Precision::F32,
+        Precision::F16,
+        Precision::Bf16,
+        Precision::Q8_0,
+        Precision::Q6K,
+        Precision::Q5_1,
+        Precision::Q5_0,
+        Precision::Q5K,
+        Precision::Q4_1,
+        Precision::Q4_0,
+        Precision::Q4K,
+        Precision::Q3K,
+        Precision::Q2K,
+    ];
+
+    /// The canonical name, as written in scenarios and results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+            Precision::Q8_0 => "q8_0",
+            Precision::Q6K => "q6_k",
+            Precision::Q5_1 => "q5_1",
+            Precision::Q5_0 => "q5_0",
+            Precision::Q5K => "q5_k",
+            Precision::Q4_1 => "q4_1",
+            Precision::Q4_0 => "q4_0",
+            Precision::Q4K => "q4_k",
+            Precision::Q3K => "q3_k",
+            Precision::Q2K => "q2_k",
+        }
+    }
+
+    /// Other names accepted for this precision.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Precision::F32 => &["fp32", "float32"],
+            Precision::F16 => &["fp16", "float16", "half"],
+            Precision::Bf16 => &["bfloat16"],
+            Precision::Q8_0 => &["int8", "q8"],
+            Precision::Q4_0 => &["int4", "q4"],
+            Precision::Q6K => &["q6k"],
+            Precision::Q5K => &["q5k"],
+            Precision::Q4K => &["q4k"],
+            Precision::Q3K => &["q3k"],
+            Precision::Q2K => &["q2k"],
+            _ => &[],
+        }
+    }
+
+    pub fn storage(self) -> Storage {
+        match self {
+            Precision::F32 => Storage::Float(DType::F32),
+            Precision::F16 => Storage::Float(DType::F16),
+            Precision::Bf16 => Storage::Float(DType::BF16),
+            Precision::Q8_0 => Storage::Blocks(GgmlDType::Q8_0),
+            Precision::Q6K => Storage::Blocks(GgmlDType::Q6K),
+            Precision::Q5_1 => Storage::Blocks(GgmlDType::Q5_1),
+            Precision::Q5_0 => Storage::Blocks(GgmlDType::Q5_0),
+            Precision::Q5K => Storage::Blocks(GgmlDType::Q5K),
+            Precision::Q4_1 => Storage::Blocks(GgmlDType::Q4_1),
+            Precision::Q4_0 => Storage::Blocks(GgmlDType::Q4_0),
+            Precision::Q4K => Storage::Blocks(GgmlDType::Q4K),
+            Precision::Q3K => Storage::Blocks(GgmlDType::Q3K),
+            Precision::Q2K => Storage::Blocks(GgmlDType::Q2K),
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        matches!(self.storage(), Storage::Blocks(_))
+    }
+
+    /// Elements per block (1 for plain floats).
+    pub fn block_size(self) -> usize {
+        match self.storage() {
+            Storage::Float(_) => 1,
+            Storage::Blocks(q) => q.block_size(),
+        }
+    }
+
+    /// Bytes per block (the element size for plain floats).
+    pub fn block_bytes(self) -> usize {
+        match self.storage() {
+            Storage::Float(d) => d.size_in_bytes(),
+            Storage::Blocks(q) => q.type_size(),
+        }
+    }
+
+    /// Nominal bits per weight of the format itself.
+    pub fn bits_per_weight(self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_size() as f64
+    }
+
+    /// Bytes that `elements` weights take in this format (which must divide into blocks).
+    pub fn bytes_for(self, elements: usize) -> usize {
+        elements / self.block_size() * self.block_bytes()
+    }
+
+    /// The precision llama.cpp falls back to when a matrix's rows do not divide into
+    /// this format's blocks (256-element k-quant blocks on GPT-2 XL's 1600-wide rows).
+    pub fn fallback(self) -> Precision {
+        match self {
+            Precision::Q2K | Precision::Q3K => Precision::Q4_0,
+            Precision::Q4K => Precision::Q5_0,
+            Precision::Q5K => Precision::Q5_1,
+            Precision::Q6K => Precision::Q8_0,
+            other => other,
+        }
+    }
+
+    /// The precision a row of `row_len` elements can be stored in: this one, or its fallback.
+    pub fn for_row_len(self, row_len: usize) -> Precision {
+        if row_len.is_multiple_of(self.block_size()) {
+            self
+        } else {
+            let fb = self.fallback();
+            if row_len.is_multiple_of(fb.block_size()) {
+                fb
+            } else {
+                Precision::F32
+            }
+        }
+    }
+
+    /// A comma-separated list of every accepted name, for error messages and `list`.
+    pub fn valid_names() -> String {
+        Precision::ALL
+            .iter()
+            .map(|p| {
+                if p.aliases().is_empty() {
+                    p.name().to_string()
+                } else {
+                    format!("{} ({})", p.name(), p.aliases().join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = InputError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Precision::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == wanted || p.aliases().contains(&wanted.as_str()))
+            .ok_or_else(|| {
+                InputError::new(format!(
+                    "unknown precision '{s}'; valid precisions are: {}",
+                    Precision::valid_names()
+                ))
+            })
+    }
+}
+
+impl Serialize for Precision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which weights a precision applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Every weight matrix a format can hold: the four linear layers of each block, the
+    /// tied token embedding / LM head and the position embedding (as llama.cpp does).
+    #[default]
+    All,
+    /// Only the four linear layers of each block (as bitsandbytes does).
+    Linear,
+}
+
+impl FromStr for Policy {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(Policy::All),
+            "linear" => Ok(Policy::Linear),
+            _ => Err(InputError::new(format!(
+                "unknown quantization policy '{s}'; valid policies are: all, linear"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Policy::All => "all",
+            Policy::Linear => "linear",
+        })
+    }
+}
+
+/// The dtype of the weights a precision does not apply to (norms and biases always, and
+/// the embeddings under the `linear` policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestDtype {
+    #[default]
+    F32,
+    /// As transformers keeps a bitsandbytes model's unquantized weights.
+    F16,
+}
+
+impl RestDtype {
+    pub fn dtype(self) -> DType {
+        match self {
+            RestDtype::F32 => DType::F32,
+            RestDtype::F16 => DType::F16,
+        }
+    }
+}
+
+impl FromStr for RestDtype {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(RestDtype::F32),
+            "f16" | "fp16" => Ok(RestDtype::F16),
+            _ => Err(InputError::new(format!(
+                "unknown dtype '{s}' for the unquantized rest; valid: f32, f16"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for RestDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestDtype::F32 => "f32",
+            RestDtype::F16 => "f16",
+        })
+    }
+}
+
+/// A precision together with what it applies to and how the rest is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantization {
+    pub precision: Precision,
+    pub policy: Policy,
+    pub rest: RestDtype,
+}
+
+impl Quantization {
+    pub fn new(precision: Precision) -> Self {
+        Quantization {
+            precision,
+            policy: Policy::All,
+            rest: RestDtype::F32,
+        }
+    }
+
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn with_rest(mut self, rest: RestDtype) -> Self {
+        self.rest = rest;
+        self
+    }
+}
+
+impl fmt::Display for Quantization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (policy {}, rest {})",
+            self.precision, self.policy, self.rest
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_aliases_parse() {
+        for p in Precision::ALL {
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
+            for a in p.aliases() {
+                assert_eq!(a.parse::<Precision>().unwrap(), p);
+            }
+        }
+        assert_eq!("INT8".parse::<Precision>().unwrap(), Precision::Q8_0);
+        assert_eq!("fp32".parse::<Precision>().unwrap(), Precision::F32);
+        assert_eq!("int4".parse::<Precision>().unwrap(), Precision::Q4_0);
+    }
+
+    #[test]
+    fn unknown_precision_lists_valid_names() {
+        let err = "int3".parse::<Precision>().unwrap_err().to_string();
+        assert!(err.contains("'int3'"), "{err}");
+        for p in Precision::ALL {
+            assert!(err.contains(p.name()), "{err} lacks {}", p.name());
+        }
+    }
+
+    #[test]
+    fn formats_have_the_ggml_sizes() {
+        assert_eq!(Precision::Q8_0.bits_per_weight(), 8.5);
+        assert_eq!(Precision::Q4_0.bits_per_weight(), 4.5);
+        assert_eq!(Precision::Q4K.bits_per_weight(), 4.5);
+        assert_eq!(Precision::Q6K.bits_per_weight(), 6.5625);
+        assert_eq!(Precision::Q2K.bits_per_weight(), 2.625);
+        assert_eq!(Precision::F16.bits_per_weight(), 16.0);
+        assert_eq!(Precision::Q8_0.bytes_for(64), 68);
+    }
+
+    #[test]
+    fn k_quants_fall_back_on_rows_that_do_not_divide() {
+        assert_eq!(Precision::Q4K.for_row_len(768), Precision::Q4K);
+        assert_eq!(Precision::Q4K.for_row_len(1600), Precision::Q5_0);
+        assert_eq!(Precision::Q6K.for_row_len(1600), Precision::Q8_0);
+        assert_eq!(Precision::Q4_0.for_row_len(1600), Precision::Q4_0);
+        assert_eq!(Precision::Q4_0.for_row_len(20), Precision::F32);
+    }
+}
