@@ -1,1 +1,168 @@
-fn main() {}
+//! The `quantbench` command line: parse arguments, call the library, map errors to exit
+//! statuses (0 success, 1 a failure while running, 2 bad input).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::{Parser, Subcommand};
+
+use quantbench::generate::{generate, GenerateOptions, NoObserver};
+use quantbench::model::synthetic::PRESETS;
+use quantbench::model::{self, ModelSpec};
+use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
+
+#[derive(Parser)]
+#[command(
+    name = "quantbench",
+    version,
+    about = "Measures what quantization does to a language model: memory, speed and quality at every precision"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate greedily from one model at one precision, and print the text, the token
+    /// ids and the weight bytes: check a model before benchmarking it.
+    Generate {
+        /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], or a directory.
+        #[arg(long, default_value = "synthetic:gpt2")]
+        model: ModelSpec,
+        /// Precision: f32, f16, bf16, q8_0 (int8), q4_0 (int4), q4_1, q5_0, q5_1, q2_k ... q6_k.
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        /// What the precision applies to: all (every weight matrix) or linear (the block's linear layers).
+        #[arg(long, default_value = "all")]
+        policy: Policy,
+        /// The dtype of the weights the precision does not apply to: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        rest: RestDtype,
+        #[arg(long, default_value = "Once upon a time")]
+        prompt: String,
+        /// Exactly this many tokens are generated (end-of-text does not stop it).
+        #[arg(long, default_value_t = 50)]
+        new_tokens: usize,
+        /// Stop early if the model emits <|endoftext|>.
+        #[arg(long)]
+        stop_at_eos: bool,
+    },
+    /// Write a model (a synthetic one, typically) in the Hugging Face layout: config.json,
+    /// model.safetensors (f32) and tokenizer files, for other tools to run the same weights.
+    Export {
+        #[arg(long, default_value = "synthetic:gpt2")]
+        model: ModelSpec,
+        /// The directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the precisions and model presets.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if quantbench::is_input_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate {
+            model,
+            precision,
+            policy,
+            rest,
+            prompt,
+            new_tokens,
+            stop_at_eos,
+        } => {
+            let q = Quantization::new(precision)
+                .with_policy(policy)
+                .with_rest(rest);
+            let source = model::resolve(&model)?;
+            let device = Device::Cpu;
+            let t0 = Instant::now();
+            let loaded = model::load(&source, q, &device)?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let ids = loaded.tokenizer.encode(&prompt)?;
+            let opts = GenerateOptions {
+                new_tokens,
+                stop_at_end_of_text: stop_at_eos,
+            };
+            let t1 = Instant::now();
+            let g = generate(&loaded, &ids, opts, &mut NoObserver)?;
+            let gen_s = t1.elapsed().as_secs_f64();
+            let fp = &loaded.footprint;
+            println!("model:        {}", loaded.name);
+            println!("quantization: {q}");
+            println!("prompt ids:   {:?}", g.prompt_ids);
+            println!("new ids:      {:?}", g.new_ids);
+            println!("text:         {:?}", g.text);
+            println!(
+                "weights:      {} bytes ({:.1} MB, {:.3} bits/weight over {} parameters)",
+                fp.total_bytes(),
+                fp.total_bytes() as f64 / 1e6,
+                fp.bits_per_weight(),
+                fp.parameters()
+            );
+            println!(
+                "  embeddings {} B, linear {} B, norms+biases {} B",
+                fp.embeddings.bytes, fp.linear.bytes, fp.norms_biases.bytes
+            );
+            for f in &fp.fallbacks {
+                println!("  note: {f}");
+            }
+            println!(
+                "timing:       load {load_s:.2} s; {} tokens in {gen_s:.3} s (prefill {:.1} ms, decode {} tok/s); one unwarmed run, use `quantbench run` for measurements",
+                g.new_ids.len(),
+                g.prefill_seconds() * 1e3,
+                g.decode_tokens_per_second()
+                    .map(|t| format!("{t:.1}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+            Ok(())
+        }
+        Command::Export { model, out } => {
+            let source = model::resolve(&model)?;
+            model::export::export(&source, &out)?;
+            println!("wrote {} to {}", source.display_name, out.display());
+            Ok(())
+        }
+        Command::List => {
+            println!("precisions (bits per weight of the format):");
+            for p in Precision::ALL {
+                let aliases = if p.aliases().is_empty() {
+                    String::new()
+                } else {
+                    format!("  also: {}", p.aliases().join(", "))
+                };
+                println!("  {:<6} {:>7.4}{aliases}", p.name(), p.bits_per_weight());
+            }
+            println!("\nmodel presets (offline, synthetic weights):");
+            for p in PRESETS {
+                println!(
+                    "  synthetic:{:<12} {} ({} parameters)",
+                    p.name,
+                    p.about,
+                    p.config().parameter_count()
+                );
+            }
+            println!("\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout");
+            Ok(())
+        }
+    }
+}
