@@ -27,7 +27,8 @@ impl std::error::Error for InputError {}
 
 /// Whether an error was caused by bad input anywhere along its chain.
 pub fn is_input_error(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.downcast_ref::<InputError>().is_some())
+    err.chain()
+        .any(|e| e.downcast_ref::<InputError>().is_some())
 }
 
 /// Shorthand for returning an [`InputError`].

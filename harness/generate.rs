@@ -87,7 +87,11 @@ impl Generation {
 }
 
 /// Checks that a prompt of `prompt_len` tokens plus `new_tokens` fits the context.
-pub fn check_fits(prompt_len: usize, new_tokens: usize, n_positions: usize) -> Result<(), InputError> {
+pub fn check_fits(
+    prompt_len: usize,
+    new_tokens: usize,
+    n_positions: usize,
+) -> Result<(), InputError> {
     if prompt_len == 0 {
         return Err(InputError::new(
             "the prompt is empty: GPT-2 needs at least one token to start from",
@@ -159,7 +163,13 @@ mod tests {
         assert!(check_fits(4, 50, 1024).is_ok());
         assert!(check_fits(1000, 25, 1024).is_ok());
         let e = check_fits(1000, 26, 1024).unwrap_err().to_string();
-        assert!(e.contains("1025") && e.contains("1024") && e.contains("at most 25"), "{e}");
-        assert!(check_fits(0, 5, 1024).unwrap_err().to_string().contains("empty"));
+        assert!(
+            e.contains("1025") && e.contains("1024") && e.contains("at most 25"),
+            "{e}"
+        );
+        assert!(check_fits(0, 5, 1024)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 }

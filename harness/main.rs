@@ -161,7 +161,9 @@ fn run(cli: Cli) -> Result<()> {
                     p.config().parameter_count()
                 );
             }
-            println!("\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout");
+            println!(
+                "\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout"
+            );
             Ok(())
         }
     }

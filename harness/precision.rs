@@ -151,18 +151,22 @@ impl Precision {
         }
     }
 
-    /// The precision a row of `row_len` elements can be stored in: this one, or its fallback.
+    /// Whether rows of `row_len` elements can be stored and multiplied in this format:
+    /// they must divide into whole blocks, and candle's q4_1 / q5_0 / q5_1 kernels (as
+    /// ggml's) take an even number of blocks.
+    pub fn fits_row_len(self, row_len: usize) -> bool {
+        let bs = self.block_size();
+        let even_blocks = matches!(self, Precision::Q4_1 | Precision::Q5_0 | Precision::Q5_1);
+        row_len.is_multiple_of(bs) && (!even_blocks || (row_len / bs).is_multiple_of(2))
+    }
+
+    /// The precision a row of `row_len` elements is stored in: this one if it fits, else
+    /// its llama.cpp fallback, else q8_0, else f32.
     pub fn for_row_len(self, row_len: usize) -> Precision {
-        if row_len.is_multiple_of(self.block_size()) {
-            self
-        } else {
-            let fb = self.fallback();
-            if row_len.is_multiple_of(fb.block_size()) {
-                fb
-            } else {
-                Precision::F32
-            }
-        }
+        [self, self.fallback(), Precision::Q8_0]
+            .into_iter()
+            .find(|p| p.fits_row_len(row_len))
+            .unwrap_or(Precision::F32)
     }
 
     /// A comma-separated list of every accepted name, for error messages and `list`.
@@ -376,5 +380,9 @@ mod tests {
         assert_eq!(Precision::Q6K.for_row_len(1600), Precision::Q8_0);
         assert_eq!(Precision::Q4_0.for_row_len(1600), Precision::Q4_0);
         assert_eq!(Precision::Q4_0.for_row_len(20), Precision::F32);
+        // 96 = 3 blocks of 32: q5_0's kernel wants an even count, so q8_0 it is.
+        assert_eq!(Precision::Q4K.for_row_len(96), Precision::Q8_0);
+        assert_eq!(Precision::Q5_1.for_row_len(96), Precision::Q8_0);
+        assert_eq!(Precision::Q4_0.for_row_len(96), Precision::Q4_0);
     }
 }

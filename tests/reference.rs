@@ -68,12 +68,20 @@ fn last_logits(m: &LoadedModel, ids: &[u32]) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn check_f32_matches_transformers(name: &str) {
     let r = reference();
-    let m = model::load(&source(name), Quantization::new(Precision::F32), &Device::Cpu).unwrap();
+    let m = model::load(
+        &source(name),
+        Quantization::new(Precision::F32),
+        &Device::Cpu,
+    )
+    .unwrap();
     for (i, p) in r.models[name].iter().enumerate() {
         let ids = m.tokenizer.encode(&p.prompt).unwrap();
         assert_eq!(ids, p.prompt_ids, "{name}: tokenization of {:?}", p.prompt);
@@ -82,7 +90,13 @@ fn check_f32_matches_transformers(name: &str) {
             diff <= 1e-4,
             "{name} prompt {i}: max |logit difference| {diff} > 1e-4"
         );
-        let g = generate(&m, &ids, GenerateOptions::exactly(r.new_tokens), &mut NoObserver).unwrap();
+        let g = generate(
+            &m,
+            &ids,
+            GenerateOptions::exactly(r.new_tokens),
+            &mut NoObserver,
+        )
+        .unwrap();
         assert_eq!(
             g.new_ids, p.greedy_new_ids,
             "{name} prompt {i}: greedy tokens differ from transformers' (smallest top-2 margin {})",
@@ -137,8 +151,15 @@ fn q8_0_logits_stay_close_to_f32() {
                 - want.iter().cloned().fold(f32::MAX, f32::min);
             let max = max_abs_diff(&want, &got);
             eprintln!("{name} prompt {i}: q8_0 relative L2 error {:.4}, max |diff| {max:.5} of range {range:.3}", err / spread);
-            assert!(err / spread < 0.05, "{name} prompt {i}: q8_0 relative L2 error {}", err / spread);
-            assert!(max < 0.05 * range, "{name} prompt {i}: max |diff| {max} vs range {range}");
+            assert!(
+                err / spread < 0.05,
+                "{name} prompt {i}: q8_0 relative L2 error {}",
+                err / spread
+            );
+            assert!(
+                max < 0.05 * range,
+                "{name} prompt {i}: max |diff| {max} vs range {range}"
+            );
             let top = |v: &[f32]| {
                 let mut idx: Vec<usize> = (0..v.len()).collect();
                 idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
@@ -146,7 +167,11 @@ fn q8_0_logits_stay_close_to_f32() {
             };
             let (want_top, margin) = top(&want);
             if margin > 2.0 * max {
-                assert_eq!(top(&got).0, want_top, "{name} prompt {i}: q8_0 changed a clear top-1");
+                assert_eq!(
+                    top(&got).0,
+                    want_top,
+                    "{name} prompt {i}: q8_0 changed a clear top-1"
+                );
             }
         }
     }

@@ -69,7 +69,12 @@ pub fn export(source: &ModelSource, dir: &Path) -> Result<()> {
     match &source.tokenizer_dir {
         None => tokenizer::write_gpt2_files(dir)?,
         Some(from) => {
-            for f in ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"] {
+            for f in [
+                "tokenizer.json",
+                "vocab.json",
+                "merges.txt",
+                "tokenizer_config.json",
+            ] {
                 if from.join(f).is_file() && from != dir {
                     std::fs::copy(from.join(f), dir.join(f))?;
                 }

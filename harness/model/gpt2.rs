@@ -531,7 +531,10 @@ impl Gpt2 {
         let xs = (xs + b.attn_proj.forward(&y)?)?;
 
         let h = b.ln_2.forward(&xs)?;
-        let h = self.config.activation_function.apply(&b.c_fc.forward(&h)?)?;
+        let h = self
+            .config
+            .activation_function
+            .apply(&b.c_fc.forward(&h)?)?;
         xs + b.mlp_proj.forward(&h)?
     }
 }
@@ -540,7 +543,15 @@ impl Gpt2 {
 fn causal_mask(len: usize, start: usize, device: &Device) -> candle_core::Result<Tensor> {
     let total = start + len;
     let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= start + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (len, total), device)
 }
@@ -556,14 +567,18 @@ mod tests {
 
     #[test]
     fn config_reads_defaults_and_rejects_bad_shapes() {
-        let c = Config::from_json(r#"{"n_layer": 2, "n_embd": 64, "n_head": 4}"#, "x.json").unwrap();
+        let c =
+            Config::from_json(r#"{"n_layer": 2, "n_embd": 64, "n_head": 4}"#, "x.json").unwrap();
         assert_eq!(c.n_layer, 2);
         assert_eq!(c.vocab_size, 50257);
         assert_eq!(c.inner(), 256);
         let err = Config::from_json(r#"{"n_embd": 65, "n_head": 4}"#, "cfg/config.json")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cfg/config.json") && err.contains("n_head"), "{err}");
+        assert!(
+            err.contains("cfg/config.json") && err.contains("n_head"),
+            "{err}"
+        );
         let err = Config::from_json(r#"{"activation_function": "swish"}"#, "c.json")
             .unwrap_err()
             .to_string();
@@ -576,7 +591,10 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_the_future() {
-        let m = causal_mask(2, 1, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let m = causal_mask(2, 1, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(m[0][..2], [0.0, 0.0]);
         assert!(m[0][2].is_infinite());
         assert_eq!(m[1], vec![0.0, 0.0, 0.0]);

@@ -18,8 +18,14 @@ use crate::model::synthetic::{Preset, DEFAULT_SEED, PRESETS};
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
-    Synthetic { preset: String, seed: u64 },
-    Hub { repo: String, revision: Option<String> },
+    Synthetic {
+        preset: String,
+        seed: u64,
+    },
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
     Local(PathBuf),
 }
 
@@ -59,9 +65,7 @@ impl FromStr for ModelSpec {
                 Some((n, seed)) => (
                     n,
                     seed.parse::<u64>().map_err(|_| {
-                        InputError::new(format!(
-                            "model '{s}': seed '{seed}' is not a whole number"
-                        ))
+                        InputError::new(format!("model '{s}': seed '{seed}' is not a whole number"))
                     })?,
                 ),
                 None => (rest, DEFAULT_SEED),
@@ -196,7 +200,10 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
             let p = Preset::find(preset)?;
             Ok(ModelSource {
                 spec: spec.clone(),
-                display_name: format!("{spec} (synthetic {}; random weights, text is noise)", p.about),
+                display_name: format!(
+                    "{spec} (synthetic {}; random weights, text is noise)",
+                    p.about
+                ),
                 config: p.config(),
                 weights: WeightFiles::Synthetic { seed: *seed },
                 tokenizer_dir: None,
@@ -251,13 +258,19 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let text = std::fs::read_to_string(&index)?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| InputError::new(format!("{}: not valid JSON: {e}", index.display())))?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-            InputError::new(format!("{}: no \"weight_map\" object", index.display()))
-        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| {
+                InputError::new(format!("{}: no \"weight_map\" object", index.display()))
+            })?;
         let mut files: Vec<PathBuf> = Vec::new();
         for shard in map.values().filter_map(|s| s.as_str()) {
             if !valid_name_part(shard) {
-                crate::bad_input!("{}: shard name '{shard}' is not a plain file name", index.display());
+                crate::bad_input!(
+                    "{}: shard name '{shard}' is not a plain file name",
+                    index.display()
+                );
             }
             let p = dir.join(shard);
             if !files.contains(&p) {
@@ -266,7 +279,11 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         for f in &files {
             if !f.is_file() {
-                crate::bad_input!("{} lists {}, which is missing", index.display(), f.display());
+                crate::bad_input!(
+                    "{} lists {}, which is missing",
+                    index.display(),
+                    f.display()
+                );
             }
         }
         return Ok(files);
@@ -298,7 +315,10 @@ fn fetch_from_hub(repo: &str, revision: Option<&str>) -> Result<PathBuf> {
             .iter()
             .any(|set| set.iter().all(|f| in_cache(f).is_some()))
         {
-            return Ok(cfg.parent().expect("cached file has a folder").to_path_buf());
+            return Ok(cfg
+                .parent()
+                .expect("cached file has a folder")
+                .to_path_buf());
         }
     }
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
@@ -354,7 +374,9 @@ mod tests {
             }
         );
         assert_eq!(
-            "hf:openai-community/gpt2@main".parse::<ModelSpec>().unwrap(),
+            "hf:openai-community/gpt2@main"
+                .parse::<ModelSpec>()
+                .unwrap(),
             ModelSpec::Hub {
                 repo: "openai-community/gpt2".into(),
                 revision: Some("main".into())
@@ -371,11 +393,17 @@ mod tests {
 
     #[test]
     fn bad_specs_say_what_is_valid() {
-        let e = "synthetic:gpt5".parse::<ModelSpec>().unwrap_err().to_string();
+        let e = "synthetic:gpt5"
+            .parse::<ModelSpec>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gpt5") && e.contains("synthetic:gpt2-xl"), "{e}");
         for bad in ["hf:../../etc", "hf:a/b/c", "hf:a/..", "hf:a/b@../x", "hf:"] {
             let e = bad.parse::<ModelSpec>().unwrap_err().to_string();
-            assert!(e.contains(bad.trim_start_matches("hf:").split('@').next().unwrap()), "{bad}: {e}");
+            assert!(
+                e.contains(bad.trim_start_matches("hf:").split('@').next().unwrap()),
+                "{bad}: {e}"
+            );
         }
     }
 }

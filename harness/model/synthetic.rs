@@ -137,9 +137,11 @@ impl SyntheticSource {
             Init::Normal(std) => {
                 let tensor_seed = splitmix64(self.seed ^ fnv1a(name.as_bytes()));
                 let mut out = vec![0f32; len];
-                out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
-                    fill_normal(chunk, splitmix64(tensor_seed.wrapping_add(i as u64)), std);
-                });
+                out.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .for_each(|(i, chunk)| {
+                        fill_normal(chunk, splitmix64(tensor_seed.wrapping_add(i as u64)), std);
+                    });
                 out
             }
         }
@@ -153,7 +155,11 @@ impl TensorSource for SyntheticSource {
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let len = shape.iter().product();
-        Ok(Tensor::from_vec(self.values(name, len), shape, &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            self.values(name, len),
+            shape,
+            &Device::Cpu,
+        )?)
     }
 }
 
@@ -236,7 +242,10 @@ mod tests {
         let sd = (proj.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / 200_000.0).sqrt();
         assert!((sd - 0.01).abs() < 1e-4, "c_proj std {sd}");
         assert!(src.values("ln_f.weight", 4).iter().all(|&x| x == 1.0));
-        assert!(src.values("h.0.attn.c_attn.bias", 4).iter().all(|&x| x == 0.0));
+        assert!(src
+            .values("h.0.attn.c_attn.bias", 4)
+            .iter()
+            .all(|&x| x == 0.0));
     }
 
     #[test]

@@ -32,7 +32,10 @@ impl Tokenizer {
         let json = dir.join("tokenizer.json");
         if json.is_file() {
             let t = tokenizers::Tokenizer::from_file(&json).map_err(|e| {
-                InputError::new(format!("{}: not a valid tokenizer.json: {e}", json.display()))
+                InputError::new(format!(
+                    "{}: not a valid tokenizer.json: {e}",
+                    json.display()
+                ))
             })?;
             return Ok(Tokenizer::HuggingFace(Box::new(t)));
         }
@@ -106,7 +109,8 @@ fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {

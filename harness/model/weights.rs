@@ -95,9 +95,7 @@ impl SafetensorsSource {
             drop(st);
             files.push((path.clone(), mmap));
         }
-        let prefixed = raw_keys
-            .iter()
-            .any(|(_, k)| k.starts_with("transformer."));
+        let prefixed = raw_keys.iter().any(|(_, k)| k.starts_with("transformer."));
         let mut keys = HashMap::new();
         for (i, k) in raw_keys {
             let canonical = if k == "lm_head.weight" {
@@ -256,30 +254,31 @@ pub fn build(
     q: Quantization,
     device: &Device,
 ) -> Result<(Weights, Vec<String>)> {
-    let mut fallbacks = Vec::new();
+    // (stored precision, row length) -> names of the matrices that fell back
+    let mut fallbacks: Vec<((Precision, usize), Vec<String>)> = Vec::new();
     let rest = q.rest.dtype();
     let vector = |name: &str, len: usize| -> Result<Vector> {
         let t = src.get(name, &[len])?;
         Ok(Vector(t.to_dtype(rest)?.to_device(device)?))
     };
     // A matrix in canonical layout: `conv1d` ones are stored [in, out] and transposed.
-    let mut matrix = |name: &str, shape: [usize; 2], conv1d: bool, quantize: bool| -> Result<Matrix> {
-        let t = src.get(name, &shape)?;
-        let t = if conv1d { t.t()?.contiguous()? } else { t };
-        let row_len = t.dim(1)?;
-        if !quantize {
-            return Ok(Matrix::Dense(t.to_dtype(rest)?.to_device(device)?));
-        }
-        let p = q.precision.for_row_len(row_len);
-        if p != q.precision {
-            fallbacks.push(format!(
-                "{name} stored as {p}: rows of {row_len} do not divide into {}'s blocks of {}",
-                q.precision,
-                q.precision.block_size()
-            ));
-        }
-        store(&t, p, device).with_context(|| format!("storing {name} as {p}"))
-    };
+    let mut matrix =
+        |name: &str, shape: [usize; 2], conv1d: bool, quantize: bool| -> Result<Matrix> {
+            let t = src.get(name, &shape)?;
+            let t = if conv1d { t.t()?.contiguous()? } else { t };
+            let row_len = t.dim(1)?;
+            if !quantize {
+                return Ok(Matrix::Dense(t.to_dtype(rest)?.to_device(device)?));
+            }
+            let p = q.precision.for_row_len(row_len);
+            if p != q.precision {
+                match fallbacks.iter_mut().find(|(k, _)| *k == (p, row_len)) {
+                    Some((_, names)) => names.push(name.to_string()),
+                    None => fallbacks.push(((p, row_len), vec![name.to_string()])),
+                }
+            }
+            store(&t, p, device).with_context(|| format!("storing {name} as {p}"))
+        };
     let c = cfg.n_embd;
     let inner = cfg.inner();
     let embed_q = q.policy == Policy::All;
@@ -288,14 +287,27 @@ pub fn build(
     let lm_head = if cfg.tie_word_embeddings {
         None
     } else {
-        Some(matrix("lm_head.weight", [cfg.vocab_size, c], false, embed_q)?)
+        Some(matrix(
+            "lm_head.weight",
+            [cfg.vocab_size, c],
+            false,
+            embed_q,
+        )?)
     };
     let mut blocks = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let p = |n: &str| format!("h.{i}.{n}");
         let eps = cfg.layer_norm_epsilon;
-        let ln_1 = LayerNorm::new(vector(&p("ln_1.weight"), c)?, vector(&p("ln_1.bias"), c)?, eps);
-        let ln_2 = LayerNorm::new(vector(&p("ln_2.weight"), c)?, vector(&p("ln_2.bias"), c)?, eps);
+        let ln_1 = LayerNorm::new(
+            vector(&p("ln_1.weight"), c)?,
+            vector(&p("ln_1.bias"), c)?,
+            eps,
+        );
+        let ln_2 = LayerNorm::new(
+            vector(&p("ln_2.weight"), c)?,
+            vector(&p("ln_2.bias"), c)?,
+            eps,
+        );
         let c_attn = Linear {
             weight: matrix(&p("attn.c_attn.weight"), [c, 3 * c], true, true)?,
             bias: vector(&p("attn.c_attn.bias"), 3 * c)?,
@@ -326,6 +338,20 @@ pub fn build(
         vector("ln_f.bias", c)?,
         cfg.layer_norm_epsilon,
     );
+    let notes = fallbacks
+        .into_iter()
+        .map(|((p, row_len), names)| {
+            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            format!(
+                "{} matrices stored as {p} ({}{}): rows of {row_len} do not divide into {}'s blocks of {}",
+                names.len(),
+                shown.join(", "),
+                if names.len() > 3 { ", ..." } else { "" },
+                q.precision,
+                q.precision.block_size()
+            )
+        })
+        .collect();
     Ok((
         Weights {
             wte,
@@ -334,7 +360,7 @@ pub fn build(
             ln_f,
             lm_head,
         },
-        fallbacks,
+        notes,
     ))
 }
 

@@ -1,0 +1,232 @@
+//! Bad input, through the real binary: exit status 2 and a message that names the thing
+//! and what would be valid.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn quantbench(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `generate` on `model` and expects bad input naming every one of `needles`.
+fn expect_bad(args: &[&str], needles: &[&str]) {
+    let (code, _, err) = quantbench(args);
+    assert_eq!(code, 2, "{args:?} should be bad input; stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr lacks {n:?}:\n{err}");
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A copy of the hub-layout fixture with the GPT-2 tokenizer files beside it.
+fn model_dir(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("gpt2-hub-layout").join(f), dir.join(f)).unwrap();
+    }
+    quantbench::model::tokenizer::write_gpt2_files(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_complete_model_directory_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model_dir(tmp.path());
+    let (code, out, err) = quantbench(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--new-tokens",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("prompt ids:   [7454, 2402, 257, 640]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_precision_lists_the_valid_names() {
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            "synthetic:tiny",
+            "--precision",
+            "int3",
+        ],
+        &["int3", "f32", "q8_0 (int8", "q4_0 (int4", "q2_k"],
+    );
+}
+
+#[test]
+fn unknown_synthetic_model_and_bad_hub_ids_are_named() {
+    expect_bad(
+        &["generate", "--model", "synthetic:gpt5"],
+        &["gpt5", "synthetic:gpt2-medium"],
+    );
+    expect_bad(
+        &["generate", "--model", "hf:../../etc/passwd"],
+        &["../../etc/passwd", "ORG/NAME"],
+    );
+    expect_bad(
+        &["generate", "--model", "hf:org/name@../../x"],
+        &["revision '../../x'"],
+    );
+}
+
+#[test]
+fn a_hub_model_that_is_not_cached_offline_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
+        .args(["generate", "--model", "hf:openai-community/gpt2"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("hf:openai-community/gpt2")
+            && err.contains("not in the local Hugging Face cache"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_model_directory_without_its_files_names_the_missing_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("empty");
+    std::fs::create_dir(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    expect_bad(&["generate", "--model", d], &["config.json"]);
+    std::fs::copy(
+        fixture("gpt2-hub-layout/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    expect_bad(&["generate", "--model", d], &["model.safetensors"]);
+    std::fs::write(dir.join("pytorch_model.bin"), b"not really").unwrap();
+    expect_bad(
+        &["generate", "--model", d],
+        &["pytorch_model.bin", "safetensors only"],
+    );
+    std::fs::copy(
+        fixture("gpt2-hub-layout/model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    expect_bad(
+        &["generate", "--model", d],
+        &["tokenizer.json", "vocab.json"],
+    );
+    expect_bad(
+        &["generate", "--model", "/no/such/dir"],
+        &["/no/such/dir", "synthetic:gpt2"],
+    );
+}
+
+#[test]
+fn truncated_or_corrupt_safetensors_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model_dir(tmp.path());
+    let weights = dir.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let d = dir.to_str().unwrap();
+    expect_bad(
+        &["generate", "--model", d],
+        &["model.safetensors", "truncated or corrupt"],
+    );
+    // A header that claims to be 2^60 bytes long.
+    let mut lying = (1u64 << 60).to_le_bytes().to_vec();
+    lying.extend_from_slice(b"{}");
+    std::fs::write(&weights, lying).unwrap();
+    expect_bad(
+        &["generate", "--model", d],
+        &["model.safetensors", "truncated or corrupt"],
+    );
+    std::fs::write(&weights, b"").unwrap();
+    expect_bad(&["generate", "--model", d], &["model.safetensors"]);
+}
+
+#[test]
+fn a_config_whose_shapes_do_not_match_the_tensors_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model_dir(tmp.path());
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["n_embd"] = 128.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    expect_bad(
+        &["generate", "--model", dir.to_str().unwrap()],
+        &["wte.weight", "[8192, 64]", "[8192, 128]", "config.json"],
+    );
+    std::fs::write(&cfg_path, "{\"n_embd\": 64, \"n_head\": 5}").unwrap();
+    expect_bad(
+        &["generate", "--model", dir.to_str().unwrap()],
+        &["config.json", "n_head"],
+    );
+    std::fs::write(&cfg_path, "{not json").unwrap();
+    expect_bad(
+        &["generate", "--model", dir.to_str().unwrap()],
+        &["config.json", "not a valid"],
+    );
+}
+
+#[test]
+fn a_prompt_that_overflows_the_context_is_refused() {
+    // synthetic:tiny has 256 positions; "Once upon a time" is 4 tokens.
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            "synthetic:tiny",
+            "--new-tokens",
+            "300",
+        ],
+        &[
+            "4 tokens plus 300 new tokens",
+            "context of 256",
+            "at most 253",
+        ],
+    );
+    expect_bad(
+        &["generate", "--model", "synthetic:tiny", "--prompt", ""],
+        &["prompt is empty"],
+    );
+}
+
+#[test]
+fn a_prompt_beyond_the_model_vocabulary_is_refused() {
+    // The fixture model has 8192 tokens; " cute" is token 13779.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model_dir(tmp.path());
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "my dog is cute",
+        ],
+        &["token id 13779", "vocabulary of 8192"],
+    );
+}

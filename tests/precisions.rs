@@ -1,0 +1,191 @@
+//! Every precision loads, holds exactly the bytes its format promises, and generates
+//! exactly the requested number of tokens.
+
+use candle_core::{Device, Tensor};
+use quantbench::generate::{generate, GenerateOptions, NoObserver, Step, StepKind, StepObserver};
+use quantbench::model::gpt2::{Config, Matrix};
+use quantbench::model::{self, ModelSource};
+use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
+
+fn synthetic(name: &str) -> ModelSource {
+    model::resolve(&name.parse().unwrap()).unwrap()
+}
+
+/// What the weights must take, worked out from the config alone.
+fn expected_bytes(cfg: &Config, q: Quantization) -> usize {
+    let c = cfg.n_embd;
+    let inner = cfg.inner();
+    let rest = match q.rest {
+        RestDtype::F32 => 4,
+        RestDtype::F16 => 2,
+    };
+    let quant = |rows: usize, cols: usize| q.precision.for_row_len(cols).bytes_for(rows * cols);
+    let embeddings = match q.policy {
+        Policy::All => quant(cfg.vocab_size, c) + quant(cfg.n_positions, c),
+        Policy::Linear => (cfg.vocab_size + cfg.n_positions) * c * rest,
+    };
+    let linear = cfg.n_layer * (quant(3 * c, c) + quant(c, c) + quant(inner, c) + quant(c, inner));
+    let norms_biases = (cfg.n_layer * (4 * c + 3 * c + c + inner + c) + 2 * c) * rest;
+    embeddings + linear + norms_biases
+}
+
+#[test]
+fn synthetic_gpt2_weighs_what_the_issue_says() {
+    let src = synthetic("synthetic:gpt2");
+    let load = |q| model::load(&src, q, &Device::Cpu).unwrap().footprint;
+
+    let f32 = load(Quantization::new(Precision::F32));
+    assert_eq!(f32.total_bytes(), 497_759_232);
+    assert_eq!(f32.parameters(), 124_439_808);
+
+    let q8 = load(Quantization::new(Precision::Q8_0));
+    assert_eq!(q8.total_bytes(), 132_573_744);
+    assert!(q8.bits_per_weight() <= 8.6, "{}", q8.bits_per_weight());
+
+    let q4 = load(Quantization::new(Precision::Q4_0));
+    assert_eq!(q4.total_bytes(), 70_414_512);
+    assert!(q4.bits_per_weight() <= 4.6, "{}", q4.bits_per_weight());
+
+    // bitsandbytes-like: only the block's linear layers quantized, the rest in f16.
+    let bnb4 = load(
+        Quantization::new(Precision::Q4_0)
+            .with_policy(Policy::Linear)
+            .with_rest(RestDtype::F16),
+    );
+    assert_eq!(bnb4.linear.bytes, 84_934_656 / 32 * 18);
+    assert_eq!(bnb4.embeddings.bytes, (50257 + 1024) * 768 * 2);
+    assert_eq!(bnb4.total_bytes(), 126_786_048);
+}
+
+#[test]
+fn every_precision_and_policy_holds_exactly_its_format_bytes() {
+    let src = synthetic("synthetic:tiny");
+    for p in Precision::ALL {
+        for policy in [Policy::All, Policy::Linear] {
+            for rest in [RestDtype::F32, RestDtype::F16] {
+                let q = Quantization::new(p).with_policy(policy).with_rest(rest);
+                let m = model::load(&src, q, &Device::Cpu).unwrap();
+                assert_eq!(
+                    m.footprint.total_bytes(),
+                    expected_bytes(&src.config, q),
+                    "{q}"
+                );
+                assert_eq!(
+                    m.footprint.parameters(),
+                    src.config.parameter_count(),
+                    "{q}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k_quants_fall_back_where_rows_do_not_divide_into_blocks() {
+    // A width of 96 divides into 32-element blocks but not into 256-element ones (nor
+    // into the even block count q5_0's kernel takes).
+    let mut src = synthetic("synthetic:tiny");
+    src.config.n_embd = 96;
+    src.config.n_head = 4;
+    let m = model::load(&src, Quantization::new(Precision::Q4K), &Device::Cpu).unwrap();
+    assert_eq!(
+        m.footprint.total_bytes(),
+        expected_bytes(&src.config, Quantization::new(Precision::Q4K))
+    );
+    let notes = m.footprint.fallbacks.join("\n");
+    assert!(
+        notes.contains("stored as q8_0") && notes.contains("rows of 96"),
+        "{notes}"
+    );
+    // ... and still generate.
+    let g = generate(&m, &[1, 2, 3], GenerateOptions::exactly(3), &mut NoObserver).unwrap();
+    assert_eq!(g.new_ids.len(), 3);
+}
+
+struct Recorder(Vec<Step>);
+impl StepObserver for Recorder {
+    fn on_step(&mut self, step: &Step) {
+        self.0.push(*step);
+    }
+}
+
+#[test]
+fn every_precision_generates_exactly_n_tokens_and_reports_every_step() {
+    let src = synthetic("synthetic:tiny");
+    let prompt = [7454, 2402, 257, 640];
+    for p in Precision::ALL {
+        for policy in [Policy::All, Policy::Linear] {
+            let q = Quantization::new(p).with_policy(policy);
+            let m = model::load(&src, q, &Device::Cpu).unwrap();
+            let mut rec = Recorder(Vec::new());
+            let g = generate(&m, &prompt, GenerateOptions::exactly(12), &mut rec).unwrap();
+            assert_eq!(g.new_ids.len(), 12, "{q}");
+            assert_eq!(g.step_seconds.len(), 12, "{q}");
+            assert_eq!(rec.0.len(), 12, "{q}");
+            assert_eq!(rec.0[0].kind, StepKind::Prefill);
+            assert!(rec.0[1..].iter().all(|s| s.kind == StepKind::Decode));
+            assert_eq!(rec.0.iter().map(|s| s.token).collect::<Vec<_>>(), g.new_ids);
+            assert!(g.step_seconds.iter().all(|&s| s > 0.0));
+            assert!(g
+                .new_ids
+                .iter()
+                .all(|&t| (t as usize) < src.config.vocab_size));
+        }
+    }
+}
+
+#[test]
+fn generation_is_deterministic_and_the_kv_cache_matches_a_full_recompute() {
+    let src = synthetic("synthetic:tiny");
+    let m = model::load(&src, Quantization::new(Precision::F32), &Device::Cpu).unwrap();
+    let prompt = [464, 3616, 286, 1204, 318];
+    let a = generate(&m, &prompt, GenerateOptions::exactly(10), &mut NoObserver).unwrap();
+    let b = generate(&m, &prompt, GenerateOptions::exactly(10), &mut NoObserver).unwrap();
+    assert_eq!(a.new_ids, b.new_ids);
+    // Without the cache: feed the whole sequence each time and take the last argmax.
+    let mut seq = prompt.to_vec();
+    for _ in 0..10 {
+        let mut cache = quantbench::model::gpt2::Cache::new(m.config(), seq.len());
+        let logits = m.model.forward_last(&seq, &mut cache).unwrap();
+        seq.push(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
+    }
+    assert_eq!(&seq[prompt.len()..], a.new_ids.as_slice());
+}
+
+#[test]
+fn quantized_embedding_rows_equal_the_dequantized_table() {
+    let src = synthetic("synthetic:tiny");
+    for p in [
+        Precision::Q4_0,
+        Precision::Q8_0,
+        Precision::Q4K,
+        Precision::Q2K,
+    ] {
+        let m = model::load(&src, Quantization::new(p), &Device::Cpu).unwrap();
+        let Matrix::Quantized(q) = &m.model.weights().wte else {
+            panic!("{p}: wte should be quantized under the `all` policy");
+        };
+        let ids = Tensor::new(&[[0u32, 50256, 7454]], &Device::Cpu).unwrap();
+        let rows = m
+            .model
+            .weights()
+            .wte
+            .rows(&ids)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let table = q.dequantize(&Device::Cpu).unwrap();
+        let want = table
+            .index_select(&Tensor::new(&[0u32, 50256, 7454], &Device::Cpu).unwrap(), 0)
+            .unwrap();
+        let diff = (rows - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0, "{p}");
+    }
+}
