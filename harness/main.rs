@@ -13,6 +13,9 @@ use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::synthetic::PRESETS;
 use quantbench::model::{self, ModelSpec};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
+use quantbench::scenario::{self, DeviceChoice, Scenario};
+
+mod cli_run;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +30,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a benchmark scenario: every precision loaded, probed, warmed up, timed and
+    /// dropped in turn; writes results.json, results.csv, report.md and charts.
+    Run(RunArgs),
+    /// Re-render report.md and the charts from a results.json.
+    Report {
+        /// A results.json written by `quantbench run`.
+        results: PathBuf,
+        /// Where to write (default: the results file's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Generate greedily from one model at one precision, and print the text, the token
     /// ids and the weight bytes: check a model before benchmarking it.
     Generate {
@@ -60,14 +74,94 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// List the precisions and model presets.
+    /// List the precisions, model presets and the scenarios in scenarios/.
     List,
+}
+
+/// Flags of `quantbench run`; each overrides the scenario file's value.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A scenario file (TOML). Without one, the flags make a one-off scenario from the
+    /// quickstart's defaults.
+    scenario: Option<PathBuf>,
+    #[arg(long)]
+    model: Option<ModelSpec>,
+    /// Comma-separated precisions, e.g. f32,int8,int4.
+    #[arg(long, value_delimiter = ',')]
+    precisions: Option<Vec<Precision>>,
+    #[arg(long)]
+    policy: Option<Policy>,
+    #[arg(long)]
+    rest: Option<RestDtype>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long)]
+    new_tokens: Option<usize>,
+    #[arg(long)]
+    warmup: Option<usize>,
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// Keep repeating until this many seconds of timed generation are reached too.
+    #[arg(long)]
+    min_seconds: Option<f64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Output folder (default: reports/<scenario>-<timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bars and no summary table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn scenario(&self) -> Result<Scenario> {
+        let mut s = match &self.scenario {
+            Some(path) => Scenario::load(path)?,
+            None => Scenario::quickstart_defaults(),
+        };
+        if let Some(v) = &self.model {
+            s.model = v.clone();
+        }
+        if let Some(v) = &self.precisions {
+            s.precisions = v.clone();
+        }
+        if let Some(v) = self.policy {
+            s.policy = v;
+        }
+        if let Some(v) = self.rest {
+            s.rest = v;
+        }
+        if let Some(v) = &self.prompt {
+            s.prompt = v.clone();
+        }
+        if let Some(v) = self.new_tokens {
+            s.new_tokens = v;
+        }
+        if let Some(v) = self.warmup {
+            s.warmup = v;
+        }
+        if let Some(v) = self.repeats {
+            s.repeats = v;
+        }
+        if let Some(v) = self.min_seconds {
+            s.min_seconds = Some(v);
+        }
+        if let Some(v) = self.device {
+            s.device = v;
+        }
+        s.validate().map_err(|(field, msg)| {
+            quantbench::InputError::new(format!("after applying flags, `{field}`: {msg}"))
+        })?;
+        Ok(s)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             if quantbench::is_input_error(&e) {
@@ -79,8 +173,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => {
+            let scenario = args.scenario()?;
+            cli_run::run(scenario, args.scenario.as_deref(), args.out, args.quiet)
+        }
+        Command::Report { results, out } => {
+            let run = quantbench::report::read_results(&results)?;
+            let dir = out.unwrap_or_else(|| {
+                results
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(|| PathBuf::from("."))
+            });
+            std::fs::create_dir_all(&dir)?;
+            for f in quantbench::report::write_all(&run, &dir)? {
+                println!("wrote {}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Generate {
             model,
             precision,
@@ -134,13 +246,13 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|t| format!("{t:.1}"))
                     .unwrap_or_else(|| "-".into())
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Export { model, out } => {
             let source = model::resolve(&model)?;
             model::export::export(&source, &out)?;
             println!("wrote {} to {}", source.display_name, out.display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::List => {
             println!("precisions (bits per weight of the format):");
@@ -164,7 +276,24 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout"
             );
-            Ok(())
+            println!("\nscenarios (scenarios/):");
+            for path in scenario::list_dir(std::path::Path::new("scenarios")) {
+                match Scenario::load(&path) {
+                    Ok(s) => println!(
+                        "  {:<34} {} [{}] {}",
+                        path.display(),
+                        s.model,
+                        s.precisions
+                            .iter()
+                            .map(|p| p.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        s.description.unwrap_or_default()
+                    ),
+                    Err(e) => println!("  {:<34} invalid: {e}", path.display()),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

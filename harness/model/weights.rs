@@ -176,7 +176,7 @@ impl TensorSource for SafetensorsSource {
 }
 
 /// How one group of weights is stored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct GroupBytes {
     pub parameters: usize,
     pub bytes: usize,

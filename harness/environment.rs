@@ -1,0 +1,164 @@
+//! What machine and build produced a result: enough to tell two machines and two builds
+//! apart, and a short fingerprint of the hardware.
+
+use serde::{Deserialize, Serialize};
+use sysinfo::System;
+
+/// The machine, the build and the device a run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub cpu_model: String,
+    /// Instruction-set extensions that change kernel speed (AVX2, AVX-512, NEON ...).
+    pub cpu_flags: Vec<String>,
+    pub physical_cores: Option<usize>,
+    pub logical_cores: usize,
+    /// Threads candle's CPU kernels use.
+    pub threads: usize,
+    pub ram_bytes: u64,
+    pub os: String,
+    pub kernel: String,
+    pub quantbench_version: String,
+    /// Git commit of the build, with "-dirty" when the tree had uncommitted changes.
+    pub git_commit: String,
+    pub candle_version: String,
+    pub rustc_version: String,
+    /// Cargo features the binary was built with.
+    pub build_features: Vec<String>,
+    pub build_profile: String,
+    /// The device the run asked for and got, e.g. "cpu" or "cuda:0".
+    pub device: String,
+    /// When the run started (RFC 3339, UTC).
+    pub timestamp: String,
+    /// A short hash of the hardware fields, equal on equal machines.
+    pub hardware_fingerprint: String,
+}
+
+impl Environment {
+    /// Read the current machine and build; `device` names the device in use.
+    pub fn capture(device: &str) -> Self {
+        let mut sys = System::new();
+        sys.refresh_memory();
+        sys.refresh_cpu_all();
+        let cpu_model = sys
+            .cpus()
+            .first()
+            .map(|c| c.brand().trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let mut env = Environment {
+            cpu_model,
+            cpu_flags: cpu_flags(),
+            physical_cores: System::physical_core_count(),
+            logical_cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            threads: candle_core::utils::get_num_threads(),
+            ram_bytes: sys.total_memory(),
+            os: System::long_os_version().unwrap_or_else(|| std::env::consts::OS.to_string()),
+            kernel: System::kernel_version().unwrap_or_default(),
+            quantbench_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_commit: env!("QB_GIT_COMMIT").to_string(),
+            candle_version: env!("QB_CANDLE_VERSION").to_string(),
+            rustc_version: env!("QB_RUSTC_VERSION").to_string(),
+            build_features: build_features(),
+            build_profile: if cfg!(debug_assertions) {
+                "debug".into()
+            } else {
+                "release".into()
+            },
+            device: device.to_string(),
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            hardware_fingerprint: String::new(),
+        };
+        env.hardware_fingerprint = env.fingerprint();
+        env
+    }
+
+    /// 12 hex digits over CPU model, flags, cores, RAM (rounded to GiB) and device.
+    pub fn fingerprint(&self) -> String {
+        let key = format!(
+            "{}|{}|{:?}|{}|{}|{}",
+            self.cpu_model,
+            self.cpu_flags.join(","),
+            self.physical_cores,
+            self.logical_cores,
+            (self.ram_bytes as f64 / (1u64 << 30) as f64).round() as u64,
+            self.device
+        );
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{:012x}", h & 0xffff_ffff_ffff)
+    }
+}
+
+fn build_features() -> Vec<String> {
+    let mut f = Vec::new();
+    if cfg!(feature = "cuda") {
+        f.push("cuda".to_string());
+    }
+    f
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_flags() -> Vec<String> {
+    let mut f = Vec::new();
+    macro_rules! flag {
+        ($($name:tt),*) => {$(
+            if std::arch::is_x86_feature_detected!($name) {
+                f.push($name.to_string());
+            }
+        )*};
+    }
+    flag!(
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512vnni",
+        "avx512bf16"
+    );
+    f
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cpu_flags() -> Vec<String> {
+    let mut f = vec!["neon".to_string()];
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        f.push("dotprod".into());
+    }
+    if std::arch::is_aarch64_feature_detected!("i8mm") {
+        f.push("i8mm".into());
+    }
+    f
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cpu_flags() -> Vec<String> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_describes_this_machine_and_build() {
+        let e = Environment::capture("cpu");
+        assert!(!e.cpu_model.is_empty());
+        assert!(e.logical_cores >= 1 && e.ram_bytes > 0);
+        assert_eq!(e.quantbench_version, env!("CARGO_PKG_VERSION"));
+        assert!(!e.git_commit.is_empty() && !e.candle_version.is_empty());
+        assert!(e.rustc_version.starts_with("rustc"), "{}", e.rustc_version);
+        assert_eq!(e.hardware_fingerprint.len(), 12);
+        let mut other = e.clone();
+        other.device = "cuda:0".into();
+        assert_ne!(other.fingerprint(), e.fingerprint());
+        other.device = "cpu".into();
+        other.timestamp = "later".into();
+        assert_eq!(other.fingerprint(), e.fingerprint(), "time is not hardware");
+    }
+}

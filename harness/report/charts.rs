@@ -1,0 +1,318 @@
+//! Charts with plotters, as SVG or PNG (picked by the file's extension): memory per
+//! variant as grouped bars, and latency as lines with min–max whiskers.
+//!
+//! PNG text needs a font: DejaVu Sans ships inside the binary (assets/fonts), so a fresh
+//! machine with no fonts installed renders the same labels.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use super::{atomic, mb, RSS};
+use crate::record::{Moment, RunRecord, VariantRecord};
+
+const FONT: &str = "sans-serif";
+const SIZE: (u32, u32) = (1200, 650);
+
+fn ensure_font() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if register_font(FONT, style, bytes).is_err() {
+                panic!("the bundled font assets/fonts/DejaVuSans.ttf does not parse");
+            }
+        }
+    });
+}
+
+/// Draw with an SVG or PNG backend, chosen by `path`'s extension, atomically.
+fn render(
+    path: &Path,
+    draw: impl Fn(DrawingArea<SVGBackend, Shift>) -> Result<()>,
+    draw_png: impl Fn(DrawingArea<BitMapBackend, Shift>) -> Result<()>,
+) -> Result<()> {
+    ensure_font();
+    let tmp = atomic::temp_beside(path);
+    let result = match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => draw(SVGBackend::new(&tmp, SIZE).into_drawing_area()),
+        Some("png") => draw_png(BitMapBackend::new(&tmp, SIZE).into_drawing_area()),
+        other => Err(anyhow!("charts are .svg or .png, not {other:?}")),
+    };
+    atomic::finish(&tmp, path, result)
+}
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {e:?}")
+}
+
+/// Memory per variant: process RSS before load, after load, peak, after cleanup, and the
+/// exact weight bytes, as grouped bars (MB).
+pub fn memory(run: &RunRecord, path: &Path) -> Result<()> {
+    render(path, |a| draw_memory(a, run), |a| draw_memory(a, run))
+}
+
+/// Generation time (median with min–max whiskers) and decode tokens/s per variant.
+pub fn latency(run: &RunRecord, path: &Path) -> Result<()> {
+    render(path, |a| draw_latency(a, run), |a| draw_latency(a, run))
+}
+
+const SERIES: [(&str, RGBColor); 5] = [
+    ("RSS before load", RGBColor(158, 202, 225)),
+    ("RSS after load", RGBColor(49, 130, 189)),
+    ("RSS peak during generation", RGBColor(8, 48, 107)),
+    ("RSS after cleanup", RGBColor(189, 189, 189)),
+    ("weights (exact bytes)", RGBColor(230, 85, 13)),
+];
+
+fn memory_values(v: &VariantRecord) -> [Option<f64>; 5] {
+    let rss = |m| v.memory_at(m, RSS).map(mb);
+    [
+        rss(Moment::BeforeLoad),
+        rss(Moment::AfterLoad),
+        rss(Moment::Peak),
+        rss(Moment::AfterCleanup),
+        v.weights_bytes.map(mb),
+    ]
+}
+
+fn title(run: &RunRecord, what: &str) -> String {
+    let model = &run.model.spec;
+    let synthetic = if run.model.synthetic {
+        " (synthetic weights)"
+    } else {
+        ""
+    };
+    format!("{what} — {model}{synthetic} on {}", run.environment.device)
+}
+
+fn draw_memory<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let n = run.variants.len().max(1);
+    let values: Vec<[Option<f64>; 5]> = run.variants.iter().map(memory_values).collect();
+    let top = values
+        .iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .fold(1.0, f64::max)
+        * 1.18;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title(run, "Memory per variant"), (FONT, 24))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_desc("megabytes (10^6 bytes)")
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .draw()
+        .map_err(plot_err)?;
+    let width = 0.8 / SERIES.len() as f64;
+    for (s, (label, color)) in SERIES.iter().enumerate() {
+        let bars = values.iter().enumerate().filter_map(|(i, vals)| {
+            vals[s].map(|v| {
+                let x0 = i as f64 - 0.4 + s as f64 * width;
+                Rectangle::new([(x0 + 0.01, 0.0), (x0 + width - 0.01, v)], color.filled())
+            })
+        });
+        let c = *color;
+        chart
+            .draw_series(bars)
+            .map_err(plot_err)?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
+        let labels = values.iter().enumerate().filter_map(|(i, vals)| {
+            vals[s].map(|v| {
+                let x = i as f64 - 0.4 + (s as f64 + 0.5) * width;
+                Text::new(
+                    format!("{v:.0}"),
+                    (x, v + top * 0.01),
+                    (FONT, 13).into_font().color(&BLACK).pos(
+                        plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Bottom,
+                        ),
+                    ),
+                )
+            })
+        });
+        chart.draw_series(labels).map_err(plot_err)?;
+    }
+    category_labels(&root, &chart, run)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// Variant names (and "failed") under each group, drawn in pixel space.
+fn category_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &ChartContext<
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    run: &RunRecord,
+) -> Result<()> {
+    // backend_coord is in the whole image's pixels; `root` may be a panel of it.
+    let (bx, by) = root.get_base_pixel();
+    for (i, v) in run.variants.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64, 0.0));
+        let (x, y) = (x - bx, y - by);
+        let text = if v.is_ok() {
+            v.precision.name().to_string()
+        } else {
+            format!("{} (failed)", v.precision.name())
+        };
+        let style =
+            (FONT, 18)
+                .into_font()
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Top,
+                ));
+        root.draw(&Text::new(text, (x, y + 10), style))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+fn draw_latency<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let root = root
+        .titled(&title(run, "Latency per variant"), (FONT, 24))
+        .map_err(plot_err)?;
+    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    let gen: Vec<Option<(f64, f64, f64)>> = run
+        .variants
+        .iter()
+        .map(|v| {
+            v.timing.as_ref().map(|t| {
+                (
+                    t.generate_seconds.min,
+                    t.generate_seconds.median,
+                    t.generate_seconds.max,
+                )
+            })
+        })
+        .collect();
+    let tps: Vec<Option<(f64, f64, f64)>> = run
+        .variants
+        .iter()
+        .map(|v| {
+            v.timing.as_ref().map(|t| {
+                let d = &t.decode_tokens_per_second;
+                (d.min, d.median, d.max)
+            })
+        })
+        .collect();
+    panel(
+        &left,
+        run,
+        &gen,
+        &format!(
+            "{}-token generation time (median, min–max)",
+            run.scenario.new_tokens
+        ),
+        "seconds",
+        RGBColor(49, 130, 189),
+        |v| format!("{v:.3} s"),
+    )?;
+    panel(
+        &right,
+        run,
+        &tps,
+        "decode throughput (median, min–max)",
+        "tokens per second",
+        RGBColor(230, 85, 13),
+        |v| format!("{v:.1}"),
+    )?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    run: &RunRecord,
+    points: &[Option<(f64, f64, f64)>],
+    caption: &str,
+    y_desc: &str,
+    color: RGBColor,
+    fmt: impl Fn(f64) -> String,
+) -> Result<()> {
+    let n = points.len().max(1);
+    let top = points.iter().flatten().map(|p| p.2).fold(1e-9, f64::max) * 1.25;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 18))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_desc(y_desc)
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(plot_err)?;
+    let ok: Vec<(f64, (f64, f64, f64))> = points
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.map(|p| (i as f64, p)))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(
+            ok.iter().map(|(x, p)| (*x, p.1)),
+            color.stroke_width(3),
+        ))
+        .map_err(plot_err)?;
+    chart
+        .draw_series(
+            ok.iter()
+                .map(|(x, p)| ErrorBar::new_vertical(*x, p.0, p.1, p.2, color.stroke_width(2), 16)),
+        )
+        .map_err(plot_err)?;
+    chart
+        .draw_series(
+            ok.iter()
+                .map(|(x, p)| Circle::new((*x, p.1), 6, color.filled())),
+        )
+        .map_err(plot_err)?;
+    chart
+        .draw_series(ok.iter().map(|(x, p)| {
+            Text::new(
+                fmt(p.1),
+                (*x + 0.06, p.1),
+                (FONT, 15)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Left,
+                        plotters::style::text_anchor::VPos::Bottom,
+                    )),
+            )
+        }))
+        .map_err(plot_err)?;
+    category_labels(area, &chart, run)?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! results.csv: one row per variant with the headline columns.
+
+use anyhow::Result;
+
+use super::Headline;
+use crate::record::RunRecord;
+
+pub const COLUMNS: [&str; 19] = [
+    "precision",
+    "status",
+    "weights_bytes",
+    "bits_per_weight",
+    "load_seconds",
+    "rss_before_load_bytes",
+    "rss_after_load_bytes",
+    "rss_peak_bytes",
+    "rss_after_cleanup_bytes",
+    "new_tokens",
+    "repetitions",
+    "generate_seconds_median",
+    "generate_seconds_min",
+    "generate_seconds_max",
+    "tokens_per_second_median",
+    "decode_tokens_per_second_median",
+    "prefill_seconds_median",
+    "speedup_vs_f32",
+    "error",
+];
+
+pub fn render(run: &RunRecord) -> Result<String> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    w.write_record(COLUMNS)?;
+    let num = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
+    let int = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for v in &run.variants {
+        let h = Headline::of(v, run);
+        w.write_record([
+            h.label.clone(),
+            if h.ok { "ok".into() } else { "failed".into() },
+            int(h.weights_bytes),
+            num(h.bits_per_weight),
+            num(h.load_seconds),
+            int(h.rss[0]),
+            int(h.rss[1]),
+            int(h.rss[2]),
+            int(h.rss[3]),
+            v.new_tokens.to_string(),
+            h.repetitions.to_string(),
+            num(h.generate_median),
+            num(h.generate_min),
+            num(h.generate_max),
+            num(h.tokens_per_second),
+            num(h.decode_tokens_per_second),
+            num(h.prefill_median),
+            num(h.speedup_vs_f32),
+            h.error.clone().unwrap_or_default(),
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}

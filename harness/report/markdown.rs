@@ -1,0 +1,207 @@
+//! report.md: the notebook's table in its own terms, then everything a reader needs to
+//! trust and compare the figures.
+
+use std::fmt::Write;
+
+use super::{fmt_opt, mb, Headline, RSS};
+use crate::record::{Moment, RunRecord};
+use crate::runner::PEAK_SAMPLE_INTERVAL;
+
+pub fn render(run: &RunRecord) -> String {
+    let mut o = String::new();
+    let s = &run.scenario;
+    let e = &run.environment;
+    let rows: Vec<Headline> = run.variants.iter().map(|v| Headline::of(v, run)).collect();
+    let _ = writeln!(o, "# quantbench: {}\n", s.name);
+    if let Some(d) = &s.description {
+        let _ = writeln!(o, "{d}\n");
+    }
+    let _ = writeln!(o, "- model: {}", run.model.name);
+    let _ = writeln!(
+        o,
+        "- {} parameters; {} layers, width {}, {} heads, vocabulary {}, context {}",
+        run.model.parameters,
+        run.model.n_layer,
+        run.model.n_embd,
+        run.model.n_head,
+        run.model.vocab_size,
+        run.model.n_positions
+    );
+    let _ = writeln!(
+        o,
+        "- device: {} ({}, {} logical cores, {:.1} GiB RAM), {} threads",
+        e.device,
+        e.cpu_model,
+        e.logical_cores,
+        e.ram_bytes as f64 / (1u64 << 30) as f64,
+        e.threads
+    );
+    let _ = writeln!(
+        o,
+        "- prompt {:?}, exactly {} new tokens, greedy; {} warm-up + {} timed repetitions{}; policy `{}`, rest `{}`",
+        s.prompt,
+        s.new_tokens,
+        s.warmup,
+        s.repeats,
+        s.min_seconds
+            .map(|t| format!(" (and at least {t} s of timed generation)"))
+            .unwrap_or_default(),
+        s.policy,
+        s.rest
+    );
+    let _ = writeln!(
+        o,
+        "- quantbench {} ({}), candle {}, {}, run {} (status: {:?})",
+        e.quantbench_version,
+        e.git_commit,
+        e.candle_version,
+        e.build_profile,
+        run.started_at,
+        run.status
+    );
+    if run.model.synthetic {
+        let _ = writeln!(
+            o,
+            "\n> The model is synthetic: GPT-2's real shapes with random weights. Its memory and speed are those of the real model; its generated text is noise."
+        );
+    }
+
+    let _ = writeln!(o, "\n## The notebook's table\n");
+    let _ = writeln!(
+        o,
+        "Process resident memory (RSS) after load and after cleanup, and the median time of one {}-token generation. The notebook read GPU allocator memory instead; on a CPU the model lives in process memory.\n",
+        s.new_tokens
+    );
+    let _ = writeln!(
+        o,
+        "| variant | memory after load | {}-token generate | memory after cleanup |",
+        s.new_tokens
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|");
+    for h in &rows {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            h.label,
+            mem(h.rss[1]),
+            h.generate_median
+                .map(|g| format!("{g:.3} s"))
+                .unwrap_or_else(|| "failed".into()),
+            mem(h.rss[3])
+        );
+    }
+
+    let _ = writeln!(o, "\n## Speed\n");
+    let _ = writeln!(
+        o,
+        "| variant | generate median (s) | min–max (s) | spread | tokens/s | decode tokens/s | prefill (ms) | speed-up vs f32 | load (s) |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (h, v) in rows.iter().zip(&run.variants) {
+        let spread = v
+            .timing
+            .as_ref()
+            .map(|t| format!("±{:.1}%", t.generate_seconds.range_percent() / 2.0))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "| {} | {} | {}–{} | {} | {} | {} | {} | {} | {} |",
+            h.label,
+            fmt_opt(h.generate_median, 3),
+            fmt_opt(h.generate_min, 3),
+            fmt_opt(h.generate_max, 3),
+            spread,
+            fmt_opt(h.tokens_per_second, 1),
+            fmt_opt(h.decode_tokens_per_second, 1),
+            fmt_opt(h.prefill_median.map(|p| p * 1e3), 1),
+            h.speedup_vs_f32
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or_else(|| "-".into()),
+            fmt_opt(h.load_seconds, 2)
+        );
+    }
+
+    let _ = writeln!(o, "\n## Memory\n");
+    let _ = writeln!(
+        o,
+        "Weights are the exact bytes the loaded tensors hold. The other columns are process RSS at each moment (peak sampled every {} ms during the timed repetitions); \"held\" is RSS after load minus RSS before load.\n",
+        PEAK_SAMPLE_INTERVAL.as_millis()
+    );
+    let _ = writeln!(
+        o,
+        "| variant | weights (MB) | bits/weight | saving vs f32 | before load | after load | held | peak | after cleanup |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for h in &rows {
+        let held = h.rss[1]
+            .zip(h.rss[0])
+            .map(|(a, b)| format!("{:.1} MB", (a as f64 - b as f64) / 1e6))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            h.label,
+            fmt_opt(h.weights_bytes.map(mb), 1),
+            fmt_opt(h.bits_per_weight, 2),
+            h.weight_saving_vs_f32
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            mem(h.rss[0]),
+            mem(h.rss[1]),
+            held,
+            mem(h.rss[2]),
+            mem(h.rss[3])
+        );
+    }
+
+    let _ = writeln!(o, "\n## Generated text\n");
+    for v in &run.variants {
+        match &v.error {
+            Some(err) => {
+                let _ = writeln!(o, "- **{}**: failed: {err}", v.precision);
+            }
+            None => {
+                let same = v
+                    .tokens_identical_across_repetitions
+                    .map(|b| {
+                        if b {
+                            ""
+                        } else {
+                            " (tokens differed between repetitions!)"
+                        }
+                    })
+                    .unwrap_or("");
+                let _ = writeln!(o, "- **{}**{same}: {:?}", v.precision, v.generated_text);
+            }
+        }
+    }
+    for v in &run.variants {
+        if let Some(w) = &v.weights {
+            for f in &w.fallbacks {
+                let _ = writeln!(o, "\nNote ({}): {f}", v.precision);
+            }
+        }
+    }
+
+    let _ = writeln!(o, "\n## How this was measured\n");
+    let _ = writeln!(
+        o,
+        "Each variant ran in turn in one process: memory read before load; model loaded and converted (timed); memory read; {} warm-up generation(s); then timed generations of exactly {} new tokens each, with the device synchronised before every clock read, while a background thread sampled memory for the peak; then the model was dropped, the allocator asked to return freed memory, and memory read once more. Medians and spreads are over the timed repetitions. Full per-step timings are in results.json.",
+        s.warmup, s.new_tokens
+    );
+    let _ = writeln!(
+        o,
+        "\nMemory columns are {RSS} from the `process` probe; {}.",
+        Moment::ALL
+            .iter()
+            .map(|m| m.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    o
+}
+
+fn mem(v: Option<u64>) -> String {
+    v.map(|b| format!("{:.1} MB", mb(b)))
+        .unwrap_or_else(|| "-".into())
+}

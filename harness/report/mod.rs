@@ -1,0 +1,120 @@
+//! Outputs of a run, read from its [`RunRecord`] only: results.json, results.csv,
+//! report.md and the charts. Every file is written atomically.
+
+pub mod atomic;
+pub mod charts;
+pub mod csv;
+pub mod markdown;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::record::{Moment, RunRecord, VariantRecord};
+
+pub const RSS: &str = "process_rss_bytes";
+
+/// The figures a table row shows for one variant, derived from its record and the f32
+/// reference of the same run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    pub label: String,
+    pub ok: bool,
+    pub weights_bytes: Option<u64>,
+    pub bits_per_weight: Option<f64>,
+    pub load_seconds: Option<f64>,
+    pub rss: [Option<u64>; 4],
+    pub generate_median: Option<f64>,
+    pub generate_min: Option<f64>,
+    pub generate_max: Option<f64>,
+    pub tokens_per_second: Option<f64>,
+    pub decode_tokens_per_second: Option<f64>,
+    pub prefill_median: Option<f64>,
+    pub repetitions: usize,
+    /// f32's median generation time over this one's.
+    pub speedup_vs_f32: Option<f64>,
+    /// 1 - weight bytes / f32's weight bytes.
+    pub weight_saving_vs_f32: Option<f64>,
+    pub error: Option<String>,
+}
+
+impl Headline {
+    pub fn of(v: &VariantRecord, run: &RunRecord) -> Self {
+        let t = v.timing.as_ref();
+        let f32 = run.f32_reference();
+        let gen = t.map(|t| t.generate_seconds.median);
+        Headline {
+            label: v.precision.name().to_string(),
+            ok: v.is_ok(),
+            weights_bytes: v.weights_bytes,
+            bits_per_weight: v.weights.as_ref().map(|w| w.bits_per_weight),
+            load_seconds: v.load_seconds,
+            rss: Moment::ALL.map(|m| v.memory_at(m, RSS)),
+            generate_median: gen,
+            generate_min: t.map(|t| t.generate_seconds.min),
+            generate_max: t.map(|t| t.generate_seconds.max),
+            tokens_per_second: t.map(|t| t.tokens_per_second.median),
+            decode_tokens_per_second: t.map(|t| t.decode_tokens_per_second.median),
+            prefill_median: t.map(|t| t.prefill_seconds.median),
+            repetitions: v.generate_seconds.len(),
+            speedup_vs_f32: f32
+                .and_then(|r| r.timing.as_ref())
+                .zip(gen)
+                .map(|(r, g)| r.generate_seconds.median / g),
+            weight_saving_vs_f32: f32
+                .and_then(|r| r.weights_bytes)
+                .zip(v.weights_bytes)
+                .map(|(r, w)| 1.0 - w as f64 / r as f64),
+            error: v.error.clone(),
+        }
+    }
+}
+
+/// Bytes as decimal megabytes.
+pub fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// "12.3" or "-" for a missing value.
+pub fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The files a run writes, in the order they are written.
+pub const OUTPUT_FILES: [&str; 7] = [
+    "results.json",
+    "results.csv",
+    "report.md",
+    "memory.svg",
+    "memory.png",
+    "latency.svg",
+    "latency.png",
+];
+
+/// Write results.json and results.csv (after every variant).
+pub fn write_results(run: &RunRecord, dir: &Path) -> Result<()> {
+    let json = serde_json::to_vec_pretty(run).context("serializing the results")?;
+    atomic::write(&dir.join("results.json"), &json)?;
+    atomic::write(&dir.join("results.csv"), csv::render(run)?.as_bytes())?;
+    Ok(())
+}
+
+/// Write every output: results, report.md and the charts.
+pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
+    write_results(run, dir)?;
+    atomic::write(&dir.join("report.md"), markdown::render(run).as_bytes())?;
+    charts::memory(run, &dir.join("memory.svg"))?;
+    charts::memory(run, &dir.join("memory.png"))?;
+    charts::latency(run, &dir.join("latency.svg"))?;
+    charts::latency(run, &dir.join("latency.png"))?;
+    Ok(OUTPUT_FILES.iter().map(|f| dir.join(f)).collect())
+}
+
+/// Read a results.json.
+pub fn read_results(path: &Path) -> Result<RunRecord> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::InputError::new(format!("cannot read results file {}: {e}", path.display()))
+    })?;
+    RunRecord::from_json(&text, &path.display().to_string())
+}

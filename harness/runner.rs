@@ -1,0 +1,302 @@
+//! One variant's life — probe, load, probe, warm up, repeat, drop, probe — and a whole
+//! scenario as a sequence of such lives, each recorded whether it succeeds or fails.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+
+use crate::clock;
+use crate::environment::Environment;
+use crate::generate::{generate, GenerateOptions, NoObserver};
+use crate::model::{self, ModelSource, Tokenizer};
+use crate::probe::{process::release_freed_memory, Probes};
+use crate::record::{
+    MemoryMoments, ModelInfo, RunRecord, RunStatus, TimingSummary, VariantRecord, VariantStatus,
+    WeightsInfo, SCHEMA_VERSION,
+};
+use crate::scenario::{Scenario, Variant};
+use crate::stats::Summary;
+
+/// A safety cap on repetitions when `min_seconds` asks for more.
+const MAX_REPETITIONS: usize = 100_000;
+/// How often the background sampler reads memory during generation.
+pub const PEAK_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Where a variant is in its life, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Loading,
+    WarmingUp { done: usize, total: usize },
+    Timing { done: usize, total: usize },
+    CleaningUp,
+}
+
+/// Hooks the runner calls; `variant_finished` is where results get written.
+pub trait RunObserver {
+    fn variant_started(&mut self, _variant: &Variant, _count: usize) {}
+    fn phase(&mut self, _variant: &Variant, _phase: Phase) {}
+    /// Called with the run so far after each variant; an error stops the run.
+    fn variant_finished(&mut self, _record: &VariantRecord, _run: &RunRecord) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl RunObserver for Silent {}
+
+/// Everything a run needs, resolved before any variant runs so that bad input fails fast.
+pub struct Prepared {
+    pub scenario: Scenario,
+    /// The file the scenario was read from, for the record.
+    pub scenario_file: Option<String>,
+    pub source: ModelSource,
+    pub device: Device,
+    pub device_name: String,
+    pub prompt_ids: Vec<u32>,
+}
+
+/// Resolve the model, open the device, tokenize the prompt and check it fits.
+pub fn prepare(scenario: &Scenario) -> Result<Prepared> {
+    let source = model::resolve(&scenario.model_spec())?;
+    let (device, device_name) = scenario.device.open()?;
+    let tokenizer = match &source.tokenizer_dir {
+        None => Tokenizer::gpt2()?,
+        Some(dir) => Tokenizer::from_dir(dir)?,
+    };
+    let prompt_ids = tokenizer.encode(&scenario.prompt)?;
+    crate::generate::check_fits(
+        prompt_ids.len(),
+        scenario.new_tokens,
+        source.config.n_positions,
+    )?;
+    if let Some(&bad) = prompt_ids
+        .iter()
+        .find(|&&t| t as usize >= source.config.vocab_size)
+    {
+        crate::bad_input!(
+            "the prompt's token {bad} is outside the model's vocabulary of {}",
+            source.config.vocab_size
+        );
+    }
+    Ok(Prepared {
+        scenario: scenario.clone(),
+        scenario_file: None,
+        source,
+        device,
+        device_name,
+        prompt_ids,
+    })
+}
+
+/// A fresh run record, before any variant.
+pub fn new_record(p: &Prepared) -> RunRecord {
+    let cfg = &p.source.config;
+    let environment = Environment::capture(&p.device_name);
+    RunRecord {
+        schema_version: SCHEMA_VERSION,
+        status: RunStatus::Running,
+        started_at: environment.timestamp.clone(),
+        environment,
+        scenario: p.scenario.clone(),
+        scenario_file: p.scenario_file.clone(),
+        model: ModelInfo {
+            spec: p.source.spec.to_string(),
+            name: p.source.display_name.clone(),
+            synthetic: p.source.is_synthetic(),
+            parameters: cfg.parameter_count(),
+            n_layer: cfg.n_layer,
+            n_embd: cfg.n_embd,
+            n_head: cfg.n_head,
+            vocab_size: cfg.vocab_size,
+            n_positions: cfg.n_positions,
+        },
+        variants: Vec::new(),
+        finished_at: None,
+    }
+}
+
+/// Run every variant of a prepared scenario, in order.
+pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Result<RunRecord> {
+    let mut run = new_record(p);
+    let variants = p.scenario.variants();
+    for v in &variants {
+        observer.variant_started(v, variants.len());
+        let rec = run_variant(p, v, probes, observer);
+        run.variants.push(rec);
+        if run.variants.len() == variants.len() {
+            run.status = RunStatus::Complete;
+            run.finished_at =
+                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        let last = run.variants.last().expect("just pushed");
+        observer.variant_finished(last, &run)?;
+    }
+    Ok(run)
+}
+
+/// One variant's whole life. Never fails: an error or a panic is recorded in the result.
+pub fn run_variant(
+    p: &Prepared,
+    v: &Variant,
+    probes: &Probes,
+    observer: &mut dyn RunObserver,
+) -> VariantRecord {
+    let s = &p.scenario;
+    let mut rec = VariantRecord {
+        precision: v.quantization.precision,
+        policy: v.quantization.policy,
+        rest: v.quantization.rest,
+        status: VariantStatus::Failed,
+        error: None,
+        new_tokens: s.new_tokens,
+        generated_token_ids: Vec::new(),
+        generated_text: String::new(),
+        tokens_identical_across_repetitions: None,
+        prompt_token_ids: p.prompt_ids.clone(),
+        weights_bytes: None,
+        weights: None,
+        load_seconds: None,
+        warmup_repetitions: s.warmup,
+        generate_seconds: Vec::new(),
+        prefill_seconds: Vec::new(),
+        decode_step_seconds: Vec::new(),
+        timing: None,
+        memory: MemoryMoments::default(),
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        measure(p, v, probes, observer, &mut rec)
+    }));
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(panic) => Some(format!(
+            "panicked: {}",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic")
+        )),
+    };
+    // Whatever happened, the model is gone by now: read memory after cleanup.
+    release_freed_memory();
+    let _ = p.device.synchronize();
+    rec.memory.after_cleanup = Some(probes.read());
+    match error {
+        None => rec.status = VariantStatus::Ok,
+        Some(e) => {
+            rec.status = VariantStatus::Failed;
+            rec.error = Some(e);
+        }
+    }
+    rec
+}
+
+fn measure(
+    p: &Prepared,
+    v: &Variant,
+    probes: &Probes,
+    observer: &mut dyn RunObserver,
+    rec: &mut VariantRecord,
+) -> Result<()> {
+    let s = &p.scenario;
+    rec.memory.before_load = probes.read();
+
+    observer.phase(v, Phase::Loading);
+    let t0 = clock::synced_now(&p.device)?;
+    let loaded = model::load(&p.source, v.quantization, &p.device)?;
+    rec.load_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
+    rec.memory.after_load = probes.read();
+    let fp = &loaded.footprint;
+    rec.weights_bytes = Some(fp.total_bytes() as u64);
+    rec.weights = Some(WeightsInfo {
+        embeddings: fp.embeddings.clone(),
+        linear: fp.linear.clone(),
+        norms_biases: fp.norms_biases.clone(),
+        parameters: fp.parameters(),
+        bits_per_weight: fp.bits_per_weight(),
+        fallbacks: fp.fallbacks.clone(),
+    });
+
+    let opts = GenerateOptions::exactly(s.new_tokens);
+    let mut all_tokens: Vec<Vec<u32>> = Vec::new();
+    for i in 0..s.warmup {
+        observer.phase(
+            v,
+            Phase::WarmingUp {
+                done: i,
+                total: s.warmup,
+            },
+        );
+        let g = generate(&loaded, &p.prompt_ids, opts, &mut NoObserver).context("warm-up")?;
+        all_tokens.push(g.new_ids);
+    }
+
+    let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
+    let min_seconds = s.min_seconds.unwrap_or(0.0);
+    let mut measured = 0.0;
+    let mut rep = 0;
+    while (rep < s.repeats || measured < min_seconds) && rep < MAX_REPETITIONS {
+        observer.phase(
+            v,
+            Phase::Timing {
+                done: rep,
+                total: s.repeats,
+            },
+        );
+        let g = generate(&loaded, &p.prompt_ids, opts, &mut NoObserver)
+            .with_context(|| format!("timed repetition {}", rep + 1))?;
+        anyhow::ensure!(
+            g.new_ids.len() == s.new_tokens,
+            "repetition {} generated {} tokens, not the {} asked for",
+            rep + 1,
+            g.new_ids.len(),
+            s.new_tokens
+        );
+        measured += g.total_seconds();
+        rec.generate_seconds.push(g.total_seconds());
+        rec.prefill_seconds.push(g.prefill_seconds());
+        rec.decode_step_seconds.push(g.step_seconds[1..].to_vec());
+        if rep == 0 {
+            rec.generated_token_ids = g.new_ids.clone();
+            rec.generated_text = g.text.clone();
+        }
+        all_tokens.push(g.new_ids);
+        rep += 1;
+    }
+    let (peak, samples) = sampler.finish();
+    rec.memory.peak_during_generation = Some(peak);
+    rec.memory.peak_samples = samples;
+    rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
+    rec.timing = Some(summarize(rec, s.new_tokens));
+
+    observer.phase(v, Phase::CleaningUp);
+    drop(loaded);
+    Ok(())
+}
+
+fn summarize(rec: &VariantRecord, new_tokens: usize) -> TimingSummary {
+    let per_rep = |f: &dyn Fn(usize) -> f64| -> Summary {
+        let v: Vec<f64> = (0..rec.generate_seconds.len()).map(f).collect();
+        Summary::of(&v).expect("at least one repetition")
+    };
+    let decode_total = |i: usize| rec.decode_step_seconds[i].iter().sum::<f64>();
+    let decode_steps = new_tokens.saturating_sub(1).max(1) as f64;
+    TimingSummary {
+        generate_seconds: per_rep(&|i| rec.generate_seconds[i]),
+        prefill_seconds: per_rep(&|i| rec.prefill_seconds[i]),
+        decode_step_seconds: per_rep(&|i| decode_total(i) / decode_steps),
+        tokens_per_second: per_rep(&|i| new_tokens as f64 / rec.generate_seconds[i]),
+        decode_tokens_per_second: per_rep(&|i| {
+            let d = decode_total(i);
+            if d > 0.0 {
+                (new_tokens - 1) as f64 / d
+            } else {
+                0.0
+            }
+        }),
+    }
+}

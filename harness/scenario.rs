@@ -1,0 +1,417 @@
+//! Scenarios: what to run, read from TOML, checked, and expanded into variants.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+use crate::model::ModelSpec;
+use crate::precision::{Policy, Precision, Quantization, RestDtype};
+
+/// Where a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first CUDA GPU when the binary has CUDA and one exists, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, InputError> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| {
+                    InputError::new(format!(
+                        "unknown device '{s}'; valid: auto, cpu, cuda, cuda:N"
+                    ))
+                }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl DeviceChoice {
+    /// Open the device; asking for CUDA from a build without it is bad input.
+    pub fn open(self) -> Result<(Device, String)> {
+        match self {
+            DeviceChoice::Cpu => Ok((Device::Cpu, "cpu".into())),
+            DeviceChoice::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    if let Ok(d) = Device::new_cuda(0) {
+                        return Ok((d, "cuda:0".into()));
+                    }
+                }
+                Ok((Device::Cpu, "cpu".into()))
+            }
+            DeviceChoice::Cuda(n) => {
+                if !candle_core::utils::cuda_is_available() {
+                    crate::bad_input!(
+                        "device cuda:{n} was asked for, but this quantbench was built without CUDA; rebuild with `--features cuda` (see README, \"Running on a GPU\") or use device = \"cpu\""
+                    );
+                }
+                let d = Device::new_cuda(n).with_context(|| format!("opening cuda:{n}"))?;
+                Ok((d, format!("cuda:{n}")))
+            }
+        }
+    }
+}
+
+fn default_model() -> ModelSpec {
+    ModelSpec::default_synthetic()
+}
+fn default_precisions() -> Vec<Precision> {
+    vec![Precision::F32, Precision::Q8_0, Precision::Q4_0]
+}
+fn default_prompt() -> String {
+    "Once upon a time".into()
+}
+fn default_new_tokens() -> usize {
+    50
+}
+fn default_warmup() -> usize {
+    1
+}
+fn default_repeats() -> usize {
+    5
+}
+
+/// A benchmark scenario, as written in scenarios/*.toml. Every field but `name` has the
+/// quickstart's default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default = "default_model")]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub device: DeviceChoice,
+    #[serde(default = "default_precisions")]
+    pub precisions: Vec<Precision>,
+    /// What the precisions apply to: "all" or "linear".
+    #[serde(default)]
+    pub policy: Policy,
+    /// The dtype of the unquantized rest: "f32" or "f16".
+    #[serde(default)]
+    pub rest: RestDtype,
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
+    /// Exactly this many new tokens per generation.
+    #[serde(default = "default_new_tokens")]
+    pub new_tokens: usize,
+    /// Untimed generations before the timed ones.
+    #[serde(default = "default_warmup")]
+    pub warmup: usize,
+    /// Timed generations, at least.
+    #[serde(default = "default_repeats")]
+    pub repeats: usize,
+    /// Keep repeating until both `repeats` and this many seconds of timed generation are
+    /// reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_seconds: Option<f64>,
+    /// Seed of a synthetic model's weights (generation itself is greedy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// One precision of a scenario: loaded, probed, run and dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub index: usize,
+    pub quantization: Quantization,
+}
+
+impl Variant {
+    pub fn label(&self) -> String {
+        self.quantization.precision.name().to_string()
+    }
+}
+
+impl Scenario {
+    /// The scenario a bare `quantbench run` uses: the quickstart's defaults.
+    pub fn quickstart_defaults() -> Self {
+        toml::from_str("name = \"one-off\"").expect("defaults parse")
+    }
+
+    /// Read and check a scenario file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InputError::new(format!("cannot read scenario {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check scenario TOML; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let s: Scenario = toml::from_str(text)
+            .map_err(|e| InputError::new(format!("{origin}: {}", e.to_string().trim_end())))?;
+        s.validate()
+            .map_err(|(field, msg)| InputError::new(locate(text, origin, field, &msg)))?;
+        Ok(s)
+    }
+
+    /// Check the values that types alone cannot: (field, problem) on failure.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.name.trim().is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err((
+                "name",
+                format!(
+                    "name '{}' must be letters, digits, '-', '_' or '.' (it names the output folder)",
+                    self.name
+                ),
+            ));
+        }
+        if self.precisions.is_empty() {
+            return Err((
+                "precisions",
+                format!("precisions is empty; valid: {}", Precision::valid_names()),
+            ));
+        }
+        for (i, p) in self.precisions.iter().enumerate() {
+            if self.precisions[..i].contains(p) {
+                return Err(("precisions", format!("precision {p} is listed twice")));
+            }
+        }
+        if self.prompt.is_empty() {
+            return Err(("prompt", "prompt is empty".into()));
+        }
+        if self.new_tokens == 0 {
+            return Err(("new_tokens", "new_tokens must be at least 1".into()));
+        }
+        if self.repeats == 0 {
+            return Err(("repeats", "repeats must be at least 1".into()));
+        }
+        if let Some(t) = self.min_seconds {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err((
+                    "min_seconds",
+                    format!("min_seconds must be a number of seconds >= 0 (got {t})"),
+                ));
+            }
+        }
+        if let (
+            Some(seed),
+            ModelSpec::Synthetic {
+                seed: spec_seed, ..
+            },
+        ) = (self.seed, &self.model)
+        {
+            let default = crate::model::synthetic::DEFAULT_SEED;
+            if *spec_seed != default && *spec_seed != seed {
+                return Err((
+                    "seed",
+                    format!("seed {seed} disagrees with the model spec's @{spec_seed}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model spec with the scenario's seed applied to a synthetic model.
+    pub fn model_spec(&self) -> ModelSpec {
+        match (&self.model, self.seed) {
+            (ModelSpec::Synthetic { preset, .. }, Some(seed)) => ModelSpec::Synthetic {
+                preset: preset.clone(),
+                seed,
+            },
+            (m, _) => m.clone(),
+        }
+    }
+
+    /// One variant per precision, in the order given.
+    pub fn variants(&self) -> Vec<Variant> {
+        self.precisions
+            .iter()
+            .enumerate()
+            .map(|(index, &p)| Variant {
+                index,
+                quantization: Quantization::new(p)
+                    .with_policy(self.policy)
+                    .with_rest(self.rest),
+            })
+            .collect()
+    }
+}
+
+/// "FILE, line N, field `F`: message" when the field is written in the file.
+fn locate(text: &str, origin: &str, field: &str, msg: &str) -> String {
+    let line = text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    match line {
+        Some(n) => format!("{origin}, line {}, field `{field}`: {msg}", n + 1),
+        None => format!("{origin}, field `{field}`: {msg}"),
+    }
+}
+
+/// The scenario files in a folder, sorted by name.
+pub fn list_dir(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_scenario_gets_the_quickstart_defaults() {
+        let s = Scenario::parse("name = \"x\"", "x.toml").unwrap();
+        assert_eq!(s.model, ModelSpec::default_synthetic());
+        assert_eq!(s.precisions, default_precisions());
+        assert_eq!((s.new_tokens, s.warmup, s.repeats), (50, 1, 5));
+        assert_eq!(s.variants().len(), 3);
+        assert_eq!(s.variants()[1].label(), "q8_0");
+    }
+
+    #[test]
+    fn aliases_and_every_field_parse() {
+        let s = Scenario::parse(
+            r#"
+name = "full"
+description = "all fields"
+model = "synthetic:tiny"
+device = "cpu"
+precisions = ["fp32", "int8", "q4_k"]
+policy = "linear"
+rest = "f16"
+prompt = "Hi"
+new_tokens = 7
+warmup = 0
+repeats = 2
+min_seconds = 0.5
+seed = 3
+"#,
+            "full.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            s.precisions,
+            vec![Precision::F32, Precision::Q8_0, Precision::Q4K]
+        );
+        assert_eq!(s.device, DeviceChoice::Cpu);
+        assert_eq!(s.variants()[2].quantization.policy, Policy::Linear);
+        assert_eq!(
+            s.model_spec(),
+            ModelSpec::Synthetic {
+                preset: "tiny".into(),
+                seed: 3
+            }
+        );
+    }
+
+    fn err(text: &str) -> String {
+        Scenario::parse(text, "scenarios/bad.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_scenarios_name_the_file_line_and_field() {
+        let e = err("name = \"x\"\nrepeat = 3\n");
+        assert!(
+            e.contains("scenarios/bad.toml") && e.contains("line 2") && e.contains("repeat"),
+            "{e}"
+        );
+        let e = err("name = \"x\"\nnew_tokens = \"fifty\"\n");
+        assert!(e.contains("line 2") && e.contains("new_tokens"), "{e}");
+        let e = err("name = \"x\"\nprecisions = [\"f32\", \"int3\"]\n");
+        assert!(
+            e.contains("line 2") && e.contains("int3") && e.contains("q4_k"),
+            "{e}"
+        );
+        let e = err("name = \"x\"\n\nrepeats = 0\n");
+        assert!(
+            e.contains("line 3, field `repeats`") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = err("name = \"x\"\ndevice = \"tpu\"\n");
+        assert!(e.contains("line 2") && e.contains("cuda:N"), "{e}");
+        let e = err("name = \"x\"\npolicy = \"some\"\n");
+        assert!(e.contains("line 2") && e.contains("linear"), "{e}");
+        let e = err("name = \"x\"\nprecisions = [\"f32\", \"fp32\"]\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("name = \"a b\"\n");
+        assert!(e.contains("line 1, field `name`"), "{e}");
+        let e = err("precisions = []\n");
+        assert!(e.contains("name"), "{e}");
+        let e = err("name = \"x\"\nmodel = \"synthetic:gpt9\"\n");
+        assert!(e.contains("line 2") && e.contains("gpt9"), "{e}");
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(1)
+        );
+        assert_eq!(
+            "CUDA".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_build_without_cuda_runs_on_the_cpu_and_refuses_cuda() {
+        assert_eq!(DeviceChoice::Auto.open().unwrap().1, "cpu");
+        let e = DeviceChoice::Cuda(0).open().unwrap_err();
+        assert!(
+            crate::is_input_error(&e) && e.to_string().contains("without CUDA"),
+            "{e}"
+        );
+    }
+}
