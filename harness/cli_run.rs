@@ -24,9 +24,11 @@ pub fn run(
         let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
         PathBuf::from("reports").join(format!("{}-{stamp}", scenario.name))
     });
-    prepare_dir(&dir)?;
+    // Check everything that can be checked before any model loads: the scenario, the
+    // model's files, the device, the prompt, and the output folder.
     let mut prepared = runner::prepare(&scenario)?;
     prepared.scenario_file = scenario_file.map(|p| p.display().to_string());
+    prepare_dir(&dir)?;
     let probes = Probes::available();
     let mut observer = Progress {
         dir: dir.clone(),

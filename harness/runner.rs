@@ -210,6 +210,7 @@ fn measure(
     let loaded = model::load(&p.source, v.quantization, &p.device)?;
     rec.load_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
     rec.memory.after_load = probes.read();
+    check_budget(s, &rec.memory.after_load, "after load")?;
     let fp = &loaded.footprint;
     rec.weights_bytes = Some(fp.total_bytes() as u64);
     rec.weights = Some(WeightsInfo {
@@ -268,13 +269,28 @@ fn measure(
         rep += 1;
     }
     let (peak, samples) = sampler.finish();
-    rec.memory.peak_during_generation = Some(peak);
     rec.memory.peak_samples = samples;
+    let over = check_budget(s, &peak, "during generation");
+    rec.memory.peak_during_generation = Some(peak);
+    over?;
     rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
     rec.timing = Some(summarize(rec, s.new_tokens));
 
     observer.phase(v, Phase::CleaningUp);
     drop(loaded);
+    Ok(())
+}
+
+/// Fails when process memory exceeds the scenario's memory budget.
+fn check_budget(s: &Scenario, reading: &crate::probe::Reading, when: &str) -> Result<()> {
+    let (Some(budget), Some(rss)) = (s.memory_budget_mb, reading.get("process_rss_bytes")) else {
+        return Ok(());
+    };
+    let rss_mb = rss as f64 / 1e6;
+    anyhow::ensure!(
+        rss_mb <= budget,
+        "out of memory budget: process memory {when} was {rss_mb:.1} MB, over the scenario's memory_budget_mb of {budget}"
+    );
     Ok(())
 }
 

@@ -147,6 +147,10 @@ pub struct Scenario {
     /// reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_seconds: Option<f64>,
+    /// A variant whose process memory (RSS) exceeds this many megabytes after loading or
+    /// during generation is stopped and recorded as failed ("out of memory budget").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget_mb: Option<f64>,
     /// Seed of a synthetic model's weights (generation itself is greedy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
