@@ -10,9 +10,11 @@
 //! results.json, results.csv, report.md and charts from the record alone.
 
 pub mod clock;
+pub mod compare;
 pub mod environment;
 pub mod error;
 pub mod generate;
+pub mod history;
 pub mod model;
 pub mod precision;
 pub mod probe;

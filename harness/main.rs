@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::Device;
 use clap::{Parser, Subcommand};
 
 use quantbench::generate::{generate, GenerateOptions, NoObserver};
@@ -64,6 +63,9 @@ enum Command {
         /// Stop early if the model emits <|endoftext|>.
         #[arg(long)]
         stop_at_eos: bool,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
     },
     /// Write a model (a synthetic one, typically) in the Hugging Face layout: config.json,
     /// model.safetensors (f32) and tokenizer files, for other tools to run the same weights.
@@ -74,8 +76,74 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Compare two runs: per shared variant and metric, base, new, change and a verdict
+    /// (faster / slower / same within noise) from a bootstrap interval over repetitions.
+    Compare {
+        /// The base run: a results.json or the folder holding it.
+        base: PathBuf,
+        /// The new run: a results.json or the folder holding it.
+        new: PathBuf,
+        /// text (terminal), md (Markdown, for a CI comment) or json.
+        #[arg(long, default_value = "text")]
+        format: CompareFormat,
+        /// A change below this many percent is noise.
+        #[arg(long, default_value_t = 3.0)]
+        noise: f64,
+        /// Per-metric noise threshold, METRIC=PERCENT (e.g. generate_seconds=5); repeatable.
+        #[arg(long = "threshold", value_parser = parse_threshold)]
+        thresholds: Vec<(String, f64)>,
+        /// Exit with status 1 when any metric got worse beyond noise.
+        #[arg(long)]
+        fail_on_regression: bool,
+    },
+    /// Trends over many runs: reads every results.json under the folders, writes
+    /// history.csv and a trend chart per scenario and metric (SVG and PNG).
+    History {
+        /// Folders (searched recursively) or results files.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write.
+        #[arg(long, default_value = "reports/history")]
+        out: PathBuf,
+    },
     /// List the precisions, model presets and the scenarios in scenarios/.
     List,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompareFormat {
+    Text,
+    Md,
+    Json,
+}
+
+fn parse_threshold(s: &str) -> Result<(String, f64), String> {
+    let (name, pct) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not METRIC=PERCENT"))?;
+    if quantbench::compare::Metric::find(name).is_none() {
+        return Err(format!(
+            "unknown metric '{name}'; valid: {}",
+            quantbench::compare::METRICS
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let pct: f64 = pct
+        .parse()
+        .map_err(|_| format!("'{pct}' is not a number of percent"))?;
+    Ok((name.to_string(), pct))
+}
+
+/// A results.json, or the folder holding one.
+fn results_path(p: &std::path::Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("results.json")
+    } else {
+        p.to_path_buf()
+    }
 }
 
 /// Flags of `quantbench run`; each overrides the scenario file's value.
@@ -179,6 +247,68 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let scenario = args.scenario()?;
             cli_run::run(scenario, args.scenario.as_deref(), args.out, args.quiet)
         }
+        Command::Compare {
+            base,
+            new,
+            format,
+            noise,
+            thresholds,
+            fail_on_regression,
+        } => {
+            use quantbench::compare;
+            let (bp, np) = (results_path(&base), results_path(&new));
+            let b = quantbench::report::read_results(&bp)?;
+            let n = quantbench::report::read_results(&np)?;
+            let opts = compare::Options {
+                noise_percent: noise,
+                thresholds: thresholds.into_iter().collect(),
+                ..Default::default()
+            };
+            let c = compare::compare(
+                &b,
+                &n,
+                &bp.display().to_string(),
+                &np.display().to_string(),
+                &opts,
+            );
+            match format {
+                CompareFormat::Text => print!("{}", compare::render_text(&c)),
+                CompareFormat::Md => print!("{}", compare::render_markdown(&c)),
+                CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c)?),
+            }
+            Ok(if fail_on_regression && !c.regressions().is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::History { dirs, out } => {
+            use quantbench::history;
+            let files = history::find_results(&dirs);
+            let (points, problems) = history::load(&files);
+            for (f, p) in &problems {
+                eprintln!("skipped {}: {p}", f.display());
+            }
+            if points.is_empty() {
+                quantbench::bad_input!(
+                    "no readable results.json under {}",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let written = history::write(&points, &out)?;
+            println!(
+                "{} variant results from {} files ({} skipped); wrote {} files to {}",
+                points.len(),
+                files.len() - problems.len(),
+                problems.len(),
+                written.len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { results, out } => {
             let run = quantbench::report::read_results(&results)?;
             let dir = out.unwrap_or_else(|| {
@@ -201,12 +331,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             prompt,
             new_tokens,
             stop_at_eos,
+            device,
         } => {
             let q = Quantization::new(precision)
                 .with_policy(policy)
                 .with_rest(rest);
             let source = model::resolve(&model)?;
-            let device = Device::Cpu;
+            let (device, device_name) = device.open()?;
             let t0 = Instant::now();
             let loaded = model::load(&source, q, &device)?;
             let load_s = t0.elapsed().as_secs_f64();
@@ -221,6 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let fp = &loaded.footprint;
             println!("model:        {}", loaded.name);
             println!("quantization: {q}");
+            println!("device:       {device_name}");
             println!("prompt ids:   {:?}", g.prompt_ids);
             println!("new ids:      {:?}", g.new_ids);
             println!("text:         {:?}", g.text);

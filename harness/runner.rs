@@ -209,6 +209,9 @@ fn measure(
     let t0 = clock::synced_now(&p.device)?;
     let loaded = model::load(&p.source, v.quantization, &p.device)?;
     rec.load_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
+    // Conversion's f32 temporaries are freed by now; return them to the OS so that
+    // "after load" is what the loaded model holds, not the allocator's cache.
+    release_freed_memory();
     rec.memory.after_load = probes.read();
     check_budget(s, &rec.memory.after_load, "after load")?;
     let fp = &loaded.footprint;

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
+use safetensors::tensor::Metadata;
 use safetensors::SafeTensors;
 use serde::Serialize;
 
@@ -68,9 +69,17 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 /// (no prefix, `h.N.attn.bias` mask buffers, which are ignored) or transformers'
 /// `save_pretrained` output (prefix `transformer.`, sometimes `lm_head.weight`).
 pub struct SafetensorsSource {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<MappedFile>,
     /// canonical name -> (file index, key in the file)
     keys: HashMap<String, (usize, String)>,
+}
+
+/// A memory-mapped safetensors file and its header, parsed and validated once.
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    header_len: usize,
+    metadata: Metadata,
 }
 
 impl SafetensorsSource {
@@ -83,17 +92,22 @@ impl SafetensorsSource {
             // SAFETY: the file is opened read-only; quantbench never writes to it while mapped.
             let mmap = unsafe { Mmap::map(&file) }
                 .with_context(|| format!("cannot map weights file {}", path.display()))?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+            // Checks the header's size, JSON, dtypes, shapes and offsets against the file.
+            let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
                 InputError::new(format!(
                     "{} is not a valid safetensors file (truncated or corrupt?): {e}",
                     path.display()
                 ))
             })?;
-            for name in st.names() {
+            for name in metadata.tensors().keys() {
                 raw_keys.push((i, name.to_string()));
             }
-            drop(st);
-            files.push((path.clone(), mmap));
+            files.push(MappedFile {
+                path: path.clone(),
+                mmap,
+                header_len,
+                metadata,
+            });
         }
         let prefixed = raw_keys.iter().any(|(_, k)| k.starts_with("transformer."));
         let mut keys = HashMap::new();
@@ -128,7 +142,7 @@ impl SafetensorsSource {
 
     /// The files behind this source.
     pub fn paths(&self) -> Vec<&Path> {
-        self.files.iter().map(|(p, _)| p.as_path()).collect()
+        self.files.iter().map(|f| f.path.as_path()).collect()
     }
 }
 
@@ -141,23 +155,28 @@ impl TensorSource for SafetensorsSource {
         let (fi, key) = self.keys.get(name).ok_or_else(|| {
             InputError::new(format!(
                 "{}: tensor '{name}' is missing",
-                self.files[0].0.display()
+                self.files[0].path.display()
             ))
         })?;
-        let (path, mmap) = &self.files[*fi];
-        let st = SafeTensors::deserialize(mmap)
-            .with_context(|| format!("re-reading {}", path.display()))?;
-        let view = st.tensor(key)?;
-        if view.shape() != shape {
+        let file = &self.files[*fi];
+        let path = &file.path;
+        let info = file
+            .metadata
+            .info(key)
+            .with_context(|| format!("{}: tensor '{key}' vanished", path.display()))?;
+        if info.shape != shape {
             return Err(InputError::new(format!(
                 "{}: tensor '{key}' has shape {:?}, but config.json implies {:?}",
                 path.display(),
-                view.shape(),
+                info.shape,
                 shape
             ))
             .into());
         }
-        let dtype = match view.dtype() {
+        // Offsets were validated against the file's length when it was opened.
+        let start = 8 + file.header_len + info.data_offsets.0;
+        let data = &file.mmap[start..8 + file.header_len + info.data_offsets.1];
+        let dtype = match info.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
             safetensors::Dtype::BF16 => DType::BF16,
@@ -170,7 +189,7 @@ impl TensorSource for SafetensorsSource {
                 .into())
             }
         };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, shape, &Device::Cpu)?;
+        let t = Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)?;
         Ok(t.to_dtype(DType::F32)?)
     }
 }

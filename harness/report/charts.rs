@@ -15,7 +15,7 @@ use plotters::style::{register_font, FontStyle};
 use super::{atomic, mb, RSS};
 use crate::record::{Moment, RunRecord, VariantRecord};
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (1200, 650);
 
 fn ensure_font() {
@@ -31,7 +31,7 @@ fn ensure_font() {
 }
 
 /// Draw with an SVG or PNG backend, chosen by `path`'s extension, atomically.
-fn render(
+pub(crate) fn render(
     path: &Path,
     draw: impl Fn(DrawingArea<SVGBackend, Shift>) -> Result<()>,
     draw_png: impl Fn(DrawingArea<BitMapBackend, Shift>) -> Result<()>,
@@ -46,7 +46,7 @@ fn render(
     atomic::finish(&tmp, path, result)
 }
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
 }
 

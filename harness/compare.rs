@@ -1,0 +1,629 @@
+//! Verdicts between two runs: for every variant both ran and every headline metric,
+//! base, new, change, and whether it got better, worse or stayed the same within noise.
+//!
+//! Metrics measured over repetitions get a bootstrap confidence interval of the change
+//! in medians (as criterion does): a change is real only when the interval excludes
+//! zero *and* the point estimate exceeds the noise threshold. Wide noise therefore never
+//! yields a verdict. Single readings (memory, exact weight bytes) are compared against
+//! the threshold alone.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::Serialize;
+
+use crate::record::{Moment, RunRecord, VariantRecord};
+use crate::stats::median;
+
+/// Whether a larger value is better or worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    LowerIsBetter,
+    HigherIsBetter,
+}
+
+/// A headline metric of a variant.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub direction: Direction,
+    /// "time" metrics say faster/slower, "memory" ones smaller/larger.
+    pub kind: MetricKind,
+    extract: fn(&VariantRecord) -> Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Time,
+    Memory,
+}
+
+fn per_rep_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
+    v.generate_seconds
+        .iter()
+        .map(|g| v.new_tokens as f64 / g)
+        .collect()
+}
+
+fn per_rep_decode_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
+    v.decode_step_seconds
+        .iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| d.len() as f64 / d.iter().sum::<f64>())
+        .collect()
+}
+
+fn rss(v: &VariantRecord, m: Moment) -> Vec<f64> {
+    v.memory_at(m, "process_rss_bytes")
+        .map(|b| vec![b as f64])
+        .unwrap_or_default()
+}
+
+/// The metrics `compare` judges.
+pub const METRICS: [Metric; 7] = [
+    Metric {
+        name: "generate_seconds",
+        unit: "s",
+        direction: Direction::LowerIsBetter,
+        kind: MetricKind::Time,
+        extract: |v| v.generate_seconds.clone(),
+    },
+    Metric {
+        name: "tokens_per_second",
+        unit: "tok/s",
+        direction: Direction::HigherIsBetter,
+        kind: MetricKind::Time,
+        extract: per_rep_tokens_per_second,
+    },
+    Metric {
+        name: "decode_tokens_per_second",
+        unit: "tok/s",
+        direction: Direction::HigherIsBetter,
+        kind: MetricKind::Time,
+        extract: per_rep_decode_tokens_per_second,
+    },
+    Metric {
+        name: "prefill_seconds",
+        unit: "s",
+        direction: Direction::LowerIsBetter,
+        kind: MetricKind::Time,
+        extract: |v| v.prefill_seconds.clone(),
+    },
+    Metric {
+        name: "weights_bytes",
+        unit: "B",
+        direction: Direction::LowerIsBetter,
+        kind: MetricKind::Memory,
+        extract: |v| v.weights_bytes.map(|b| vec![b as f64]).unwrap_or_default(),
+    },
+    Metric {
+        name: "rss_after_load_bytes",
+        unit: "B",
+        direction: Direction::LowerIsBetter,
+        kind: MetricKind::Memory,
+        extract: |v| rss(v, Moment::AfterLoad),
+    },
+    Metric {
+        name: "rss_peak_bytes",
+        unit: "B",
+        direction: Direction::LowerIsBetter,
+        kind: MetricKind::Memory,
+        extract: |v| rss(v, Moment::Peak),
+    },
+];
+
+impl Metric {
+    pub fn find(name: &str) -> Option<Metric> {
+        METRICS.iter().copied().find(|m| m.name == name)
+    }
+
+    pub fn values(&self, v: &VariantRecord) -> Vec<f64> {
+        (self.extract)(v)
+    }
+}
+
+/// The verdict on one metric of one variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Faster,
+    Slower,
+    Smaller,
+    Larger,
+    /// No change beyond noise.
+    Same,
+    /// Too few samples on one side to judge.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn is_regression(self) -> bool {
+        matches!(self, Verdict::Slower | Verdict::Larger)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Faster => "faster",
+            Verdict::Slower => "slower",
+            Verdict::Smaller => "smaller",
+            Verdict::Larger => "larger",
+            Verdict::Same => "same",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// How `compare` decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// A change smaller than this (percent) is noise, whatever the interval says.
+    pub noise_percent: f64,
+    /// Per-metric thresholds overriding `noise_percent`.
+    pub thresholds: BTreeMap<String, f64>,
+    /// Confidence level of the bootstrap interval.
+    pub confidence: f64,
+    pub resamples: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            noise_percent: 3.0,
+            thresholds: BTreeMap::new(),
+            confidence: 0.95,
+            resamples: 10_000,
+        }
+    }
+}
+
+impl Options {
+    pub fn threshold(&self, metric: &str) -> f64 {
+        self.thresholds
+            .get(metric)
+            .copied()
+            .unwrap_or(self.noise_percent)
+    }
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub variant: String,
+    pub metric: &'static str,
+    pub unit: &'static str,
+    /// Median of the base run's samples.
+    pub base: f64,
+    pub new: f64,
+    /// (new - base) / base, percent.
+    pub change_percent: f64,
+    /// Bootstrap confidence interval of the change, percent (None for single readings).
+    pub ci_percent: Option<(f64, f64)>,
+    pub base_samples: usize,
+    pub new_samples: usize,
+    pub threshold_percent: f64,
+    pub verdict: Verdict,
+}
+
+/// An environment field that differs between the runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnvDiff {
+    pub field: String,
+    pub base: String,
+    pub new: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub base_label: String,
+    pub new_label: String,
+    pub environment_differences: Vec<EnvDiff>,
+    pub rows: Vec<Row>,
+    /// Variants only one side ran.
+    pub unmatched: Vec<String>,
+}
+
+impl Comparison {
+    pub fn regressions(&self) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.verdict.is_regression())
+            .collect()
+    }
+}
+
+fn variant_key(v: &VariantRecord) -> String {
+    format!("{} ({}, rest {})", v.precision, v.policy, v.rest)
+}
+
+/// Compare two runs variant by variant, metric by metric.
+pub fn compare(
+    base: &RunRecord,
+    new: &RunRecord,
+    base_label: &str,
+    new_label: &str,
+    opts: &Options,
+) -> Comparison {
+    let mut rows = Vec::new();
+    let mut unmatched = Vec::new();
+    for b in base.variants.iter() {
+        let Some(n) = new
+            .variants
+            .iter()
+            .find(|n| variant_key(n) == variant_key(b))
+        else {
+            unmatched.push(format!("{} (base only)", variant_key(b)));
+            continue;
+        };
+        for m in METRICS {
+            let (bs, ns) = (m.values(b), m.values(n));
+            if bs.is_empty() || ns.is_empty() {
+                continue;
+            }
+            rows.push(judge(&b.precision.to_string(), m, &bs, &ns, opts));
+        }
+    }
+    for n in &new.variants {
+        if !base
+            .variants
+            .iter()
+            .any(|b| variant_key(b) == variant_key(n))
+        {
+            unmatched.push(format!("{} (new only)", variant_key(n)));
+        }
+    }
+    Comparison {
+        base_label: base_label.to_string(),
+        new_label: new_label.to_string(),
+        environment_differences: environment_differences(base, new),
+        rows,
+        unmatched,
+    }
+}
+
+/// The verdict on one metric from the two runs' samples.
+pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options) -> Row {
+    let (b, n) = (median(base), median(new));
+    let change = if b != 0.0 { (n - b) / b * 100.0 } else { 0.0 };
+    let threshold = opts.threshold(m.name);
+    let repeated = base.len() > 1 && new.len() > 1;
+    let ci = repeated.then(|| bootstrap_ci(base, new, opts));
+    let real = match ci {
+        // The interval must exclude zero and the change must exceed the noise threshold.
+        Some((lo, hi)) => (lo > 0.0 || hi < 0.0) && change.abs() > threshold,
+        None => change.abs() > threshold,
+    };
+    let worse = match m.direction {
+        Direction::LowerIsBetter => change > 0.0,
+        Direction::HigherIsBetter => change < 0.0,
+    };
+    let verdict = if m.kind == MetricKind::Time && !repeated {
+        Verdict::Unknown
+    } else if !real {
+        Verdict::Same
+    } else {
+        match (m.kind, worse) {
+            (MetricKind::Time, true) => Verdict::Slower,
+            (MetricKind::Time, false) => Verdict::Faster,
+            (MetricKind::Memory, true) => Verdict::Larger,
+            (MetricKind::Memory, false) => Verdict::Smaller,
+        }
+    };
+    Row {
+        variant: variant.to_string(),
+        metric: m.name,
+        unit: m.unit,
+        base: b,
+        new: n,
+        change_percent: change,
+        ci_percent: ci,
+        base_samples: base.len(),
+        new_samples: new.len(),
+        threshold_percent: threshold,
+        verdict,
+    }
+}
+
+/// Percentile bootstrap interval of the relative change in medians, percent. Seeded, so
+/// the same inputs always give the same interval.
+pub fn bootstrap_ci(base: &[f64], new: &[f64], opts: &Options) -> (f64, f64) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de);
+    let mut draw = |xs: &[f64], buf: &mut Vec<f64>| {
+        buf.clear();
+        for _ in 0..xs.len() {
+            buf.push(xs[(rng.next_u64() % xs.len() as u64) as usize]);
+        }
+        median(buf)
+    };
+    let (mut bb, mut nb) = (Vec::new(), Vec::new());
+    let mut changes: Vec<f64> = (0..opts.resamples.max(100))
+        .map(|_| {
+            let b = draw(base, &mut bb);
+            let n = draw(new, &mut nb);
+            if b != 0.0 {
+                (n - b) / b * 100.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    changes.sort_by(f64::total_cmp);
+    let alpha = (1.0 - opts.confidence) / 2.0;
+    let at = |q: f64| changes[((changes.len() - 1) as f64 * q).round() as usize];
+    (at(alpha), at(1.0 - alpha))
+}
+
+/// The environment fields whose values differ, side by side.
+pub fn environment_differences(base: &RunRecord, new: &RunRecord) -> Vec<EnvDiff> {
+    let flat = |r: &RunRecord| -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        if let serde_json::Value::Object(o) =
+            serde_json::to_value(&r.environment).unwrap_or_default()
+        {
+            for (k, v) in o {
+                if k == "timestamp" {
+                    continue;
+                }
+                let s = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                m.insert(k, s);
+            }
+        }
+        m
+    };
+    let (b, n) = (flat(base), flat(new));
+    b.iter()
+        .filter_map(|(k, bv)| {
+            let nv = n.get(k).cloned().unwrap_or_default();
+            (bv != &nv).then(|| EnvDiff {
+                field: k.clone(),
+                base: bv.clone(),
+                new: nv,
+            })
+        })
+        .collect()
+}
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    match unit {
+        "B" => format!("{:.1} MB", v / 1e6),
+        "s" => format!("{:.4} s", v),
+        _ => format!("{v:.1} {unit}"),
+    }
+}
+
+fn fmt_ci(r: &Row) -> String {
+    r.ci_percent
+        .map(|(lo, hi)| format!("[{lo:+.1}%, {hi:+.1}%]"))
+        .unwrap_or_else(|| "single reading".into())
+}
+
+/// A plain-text table for the terminal.
+pub fn render_text(c: &Comparison) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "base: {}\nnew:  {}", c.base_label, c.new_label);
+    if c.environment_differences.is_empty() {
+        let _ = writeln!(o, "\nsame machine and build (no environment field differs)");
+    } else {
+        let _ = writeln!(o, "\nenvironment differences:");
+        for d in &c.environment_differences {
+            let _ = writeln!(o, "  {:<22} {}  ->  {}", d.field, d.base, d.new);
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<8} {:<26} {:>14} {:>14} {:>9} {:>20} {:>8}",
+        "variant", "metric", "base", "new", "change", "95% CI", "verdict"
+    );
+    for r in &c.rows {
+        let _ = writeln!(
+            o,
+            "{:<8} {:<26} {:>14} {:>14} {:>+8.1}% {:>20} {:>8}",
+            r.variant,
+            r.metric,
+            fmt_value(r.base, r.unit),
+            fmt_value(r.new, r.unit),
+            r.change_percent,
+            fmt_ci(r),
+            r.verdict.label()
+        );
+    }
+    for u in &c.unmatched {
+        let _ = writeln!(o, "not compared: {u}");
+    }
+    let _ = writeln!(o, "\n{}", summary_line(c));
+    o
+}
+
+/// Markdown, for a CI comment.
+pub fn render_markdown(c: &Comparison) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "### quantbench compare\n\nbase: `{}`  \nnew: `{}`\n",
+        c.base_label, c.new_label
+    );
+    if !c.environment_differences.is_empty() {
+        let _ = writeln!(o, "| environment | base | new |\n|---|---|---|");
+        for d in &c.environment_differences {
+            let _ = writeln!(o, "| {} | {} | {} |", d.field, d.base, d.new);
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(o, "| variant | metric | base | new | change | 95% CI | verdict |\n|---|---|---:|---:|---:|---:|---|");
+    for r in &c.rows {
+        let verdict = if r.verdict.is_regression() {
+            format!("**{}**", r.verdict.label())
+        } else {
+            r.verdict.label().to_string()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {:+.1}% | {} | {} |",
+            r.variant,
+            r.metric,
+            fmt_value(r.base, r.unit),
+            fmt_value(r.new, r.unit),
+            r.change_percent,
+            fmt_ci(r),
+            verdict
+        );
+    }
+    let _ = writeln!(o, "\n{}", summary_line(c));
+    o
+}
+
+fn summary_line(c: &Comparison) -> String {
+    let count = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
+    format!(
+        "{} comparisons: {} same, {} faster, {} slower, {} smaller, {} larger, {} unknown",
+        c.rows.len(),
+        count(Verdict::Same),
+        count(Verdict::Faster),
+        count(Verdict::Slower),
+        count(Verdict::Smaller),
+        count(Verdict::Larger),
+        count(Verdict::Unknown)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gen() -> Metric {
+        Metric::find("generate_seconds").unwrap()
+    }
+
+    /// Samples around `center` with a relative spread of +-`spread`.
+    fn samples(center: f64, spread: f64) -> Vec<f64> {
+        [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]
+            .iter()
+            .map(|k| center * (1.0 + k * spread))
+            .collect()
+    }
+
+    #[test]
+    fn a_20_percent_slowdown_with_tight_repetitions_is_slower() {
+        let r = judge(
+            "f32",
+            gen(),
+            &samples(1.0, 0.01),
+            &samples(1.2, 0.01),
+            &Options::default(),
+        );
+        assert_eq!(r.verdict, Verdict::Slower, "{r:?}");
+        assert!((r.change_percent - 20.0).abs() < 1e-9);
+        let (lo, hi) = r.ci_percent.unwrap();
+        assert!(lo > 15.0 && hi < 25.0, "{lo} {hi}");
+        let r = judge(
+            "f32",
+            gen(),
+            &samples(1.2, 0.01),
+            &samples(1.0, 0.01),
+            &Options::default(),
+        );
+        assert_eq!(r.verdict, Verdict::Faster);
+    }
+
+    #[test]
+    fn a_1_percent_change_inside_noise_is_same() {
+        let r = judge(
+            "f32",
+            gen(),
+            &samples(1.0, 0.02),
+            &samples(1.01, 0.02),
+            &Options::default(),
+        );
+        assert_eq!(r.verdict, Verdict::Same, "{r:?}");
+        // Even perfectly tight: 1% is under the 3% noise threshold.
+        let r = judge(
+            "f32",
+            gen(),
+            &samples(1.0, 0.0001),
+            &samples(1.01, 0.0001),
+            &Options::default(),
+        );
+        assert_eq!(r.verdict, Verdict::Same, "{r:?}");
+        // ... unless the threshold is lowered for that metric.
+        let mut opts = Options::default();
+        opts.thresholds.insert("generate_seconds".into(), 0.5);
+        let r = judge(
+            "f32",
+            gen(),
+            &samples(1.0, 0.0001),
+            &samples(1.01, 0.0001),
+            &opts,
+        );
+        assert_eq!(r.verdict, Verdict::Slower, "{r:?}");
+    }
+
+    #[test]
+    fn wide_noise_is_never_slower() {
+        // Medians 20% apart, but each side spreads over a factor of two.
+        for shift in [1.05, 1.1, 1.2, 1.3] {
+            let r = judge(
+                "f32",
+                gen(),
+                &samples(1.0, 0.6),
+                &samples(shift, 0.6),
+                &Options::default(),
+            );
+            assert_eq!(r.verdict, Verdict::Same, "shift {shift}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn higher_is_better_metrics_flip_the_verdict() {
+        let tps = Metric::find("tokens_per_second").unwrap();
+        let r = judge(
+            "q4_0",
+            tps,
+            &samples(100.0, 0.01),
+            &samples(80.0, 0.01),
+            &Options::default(),
+        );
+        assert_eq!(r.verdict, Verdict::Slower);
+        assert!(r.verdict.is_regression());
+    }
+
+    #[test]
+    fn memory_readings_use_the_threshold_alone() {
+        let w = Metric::find("weights_bytes").unwrap();
+        let opts = Options::default();
+        assert_eq!(
+            judge("q8_0", w, &[100.0], &[100.0], &opts).verdict,
+            Verdict::Same
+        );
+        assert_eq!(
+            judge("q8_0", w, &[100.0], &[110.0], &opts).verdict,
+            Verdict::Larger
+        );
+        assert_eq!(
+            judge("q8_0", w, &[100.0], &[90.0], &opts).verdict,
+            Verdict::Smaller
+        );
+        assert_eq!(
+            judge("q8_0", w, &[100.0], &[101.0], &opts).verdict,
+            Verdict::Same
+        );
+        // A single timing cannot be judged.
+        assert_eq!(
+            judge("f32", gen(), &[1.0], &[2.0], &opts).verdict,
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn the_interval_is_reproducible() {
+        let (b, n) = (samples(1.0, 0.05), samples(1.1, 0.05));
+        let opts = Options::default();
+        assert_eq!(bootstrap_ci(&b, &n, &opts), bootstrap_ci(&b, &n, &opts));
+    }
+}
