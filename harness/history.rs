@@ -198,20 +198,29 @@ fn trend_chart(
     path: &Path,
 ) -> Result<()> {
     let t0 = points.iter().map(|p| p.time).min().unwrap_or_default();
-    let hours = |t: DateTime<Utc>| (t - t0).num_seconds() as f64 / 3600.0;
+    let span = points
+        .iter()
+        .map(|p| (p.time - t0).num_seconds())
+        .max()
+        .unwrap_or(0);
+    let (unit, seconds) = if span < 2 * 3600 {
+        ("minutes", 60.0)
+    } else if span < 3 * 86400 {
+        ("hours", 3600.0)
+    } else {
+        ("days", 86400.0)
+    };
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in points {
         if let Some(v) = p.metric(metric) {
-            series
-                .entry(p.series())
-                .or_default()
-                .push((hours(p.time), v));
+            let x = (p.time - t0).num_seconds() as f64 / seconds;
+            series.entry(p.series()).or_default().push((x, v));
         }
     }
     let trend = Trend {
         title: format!("{scenario}: {desc}"),
         desc: desc.to_string(),
-        x_desc: format!("hours since {}", t0.format("%Y-%m-%d %H:%M UTC")),
+        x_desc: format!("{unit} since {}", t0.format("%Y-%m-%d %H:%M UTC")),
         xmax: series
             .values()
             .flatten()
