@@ -4,6 +4,61 @@
 use serde::{Deserialize, Serialize};
 use sysinfo::System;
 
+/// One GPU as nvidia-smi describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub name: String,
+    pub memory_bytes: u64,
+    pub driver_version: String,
+    /// The highest CUDA version the driver supports.
+    pub cuda_version: String,
+}
+
+/// GPUs from `nvidia-smi`, or none when it is absent or fails.
+pub fn detect_gpus() -> Vec<GpuInfo> {
+    let query = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total,driver_version",
+            "--format=csv,noheader,nounits",
+        ])
+        .output();
+    let Ok(out) = query else { return Vec::new() };
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let banner = std::process::Command::new("nvidia-smi")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    parse_nvidia_smi(&String::from_utf8_lossy(&out.stdout), &banner)
+}
+
+/// Parse `nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits`
+/// (memory in MiB) and the CUDA version from its banner.
+pub fn parse_nvidia_smi(csv: &str, banner: &str) -> Vec<GpuInfo> {
+    let cuda = banner
+        .split("CUDA Version:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("")
+        .trim_end_matches('|')
+        .to_string();
+    csv.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            match f.as_slice() {
+                [name, mib, driver] => Some(GpuInfo {
+                    name: name.to_string(),
+                    memory_bytes: mib.parse::<u64>().ok()? << 20,
+                    driver_version: driver.to_string(),
+                    cuda_version: cuda.clone(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// The machine, the build and the device a run used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -25,6 +80,9 @@ pub struct Environment {
     /// Cargo features the binary was built with.
     pub build_features: Vec<String>,
     pub build_profile: String,
+    /// NVIDIA GPUs on the machine (from nvidia-smi), whether or not the run used one.
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
     /// The device the run asked for and got, e.g. "cpu" or "cuda:0".
     pub device: String,
     /// When the run started (RFC 3339, UTC).
@@ -61,6 +119,7 @@ impl Environment {
             candle_version: env!("QB_CANDLE_VERSION").to_string(),
             rustc_version: env!("QB_RUSTC_VERSION").to_string(),
             build_features: build_features(),
+            gpus: detect_gpus(),
             build_profile: if cfg!(debug_assertions) {
                 "debug".into()
             } else {
@@ -74,16 +133,30 @@ impl Environment {
         env
     }
 
-    /// 12 hex digits over CPU model, flags, cores, RAM (rounded to GiB) and device.
+    /// 12 hex digits over CPU model, flags, cores, RAM (rounded to GiB), the GPU used
+    /// (name and memory) and the device.
     pub fn fingerprint(&self) -> String {
+        let gpu = match self
+            .device
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(i) => self
+                .gpus
+                .get(i)
+                .map(|g| format!("{}:{}", g.name, g.memory_bytes >> 30))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
         let key = format!(
-            "{}|{}|{:?}|{}|{}|{}",
+            "{}|{}|{:?}|{}|{}|{}|{}",
             self.cpu_model,
             self.cpu_flags.join(","),
             self.physical_cores,
             self.logical_cores,
             (self.ram_bytes as f64 / (1u64 << 30) as f64).round() as u64,
-            self.device
+            self.device,
+            gpu
         );
         let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
@@ -160,5 +233,32 @@ mod tests {
         other.device = "cpu".into();
         other.timestamp = "later".into();
         assert_eq!(other.fingerprint(), e.fingerprint(), "time is not hardware");
+    }
+
+    #[test]
+    fn nvidia_smi_output_is_parsed() {
+        let csv = "NVIDIA H100 80GB HBM3, 81559, 580.159.04\n";
+        let banner =
+            "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0     |";
+        let g = parse_nvidia_smi(csv, banner);
+        assert_eq!(
+            g,
+            vec![GpuInfo {
+                name: "NVIDIA H100 80GB HBM3".into(),
+                memory_bytes: 81559 << 20,
+                driver_version: "580.159.04".into(),
+                cuda_version: "13.0".into(),
+            }]
+        );
+        assert!(parse_nvidia_smi("garbage", "").is_empty());
+        let mut a = Environment::capture("cuda:0");
+        a.gpus = g.clone();
+        let mut b = a.clone();
+        b.gpus[0].name = "NVIDIA H200".into();
+        assert_ne!(
+            a.fingerprint(),
+            b.fingerprint(),
+            "another GPU is another machine"
+        );
     }
 }
