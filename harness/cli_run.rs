@@ -26,8 +26,7 @@ pub fn run(
     });
     // Check everything that can be checked before any model loads: the scenario, the
     // model's files, the device, the prompt, and the output folder.
-    let mut prepared = runner::prepare(&scenario)?;
-    prepared.scenario_file = scenario_file.map(|p| p.display().to_string());
+    let prepared = runner::prepare(&scenario, scenario_file)?;
     prepare_dir(&dir)?;
     let probes = Probes::available();
     let mut observer = Progress {
@@ -54,6 +53,8 @@ pub fn run(
     }
     Ok(if run.any_failed() {
         ExitCode::from(1)
+    } else if !run.gate_failures().is_empty() {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })
@@ -91,6 +92,12 @@ struct Progress {
 }
 
 impl RunObserver for Progress {
+    fn reference_started(&mut self) {
+        if !self.quiet {
+            eprintln!("quality: computing the f32 reference over the evaluation text");
+        }
+    }
+
     fn variant_started(&mut self, v: &Variant, count: usize) {
         if self.quiet {
             return;
@@ -122,6 +129,7 @@ impl RunObserver for Progress {
                 bar.set_position(done as u64);
                 bar.set_message("timed repetitions");
             }
+            Phase::Quality => bar.set_message("quality pass (KL against f32)"),
             Phase::CleaningUp => bar.set_message("cleaning up"),
         }
     }

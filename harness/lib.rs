@@ -18,6 +18,7 @@ pub mod history;
 pub mod model;
 pub mod precision;
 pub mod probe;
+pub mod quality;
 pub mod record;
 pub mod report;
 pub mod runner;

@@ -28,6 +28,12 @@ pub struct RunRecord {
     /// The model as resolved (synthetic models say so).
     pub model: ModelInfo,
     pub variants: Vec<VariantRecord>,
+    /// The f32 reference of the quality pass, when it ran.
+    #[serde(default)]
+    pub quality_reference: Option<crate::quality::ReferenceInfo>,
+    /// Why the quality pass could not run, if it failed.
+    #[serde(default)]
+    pub quality_error: Option<String>,
     pub started_at: String,
     #[serde(default)]
     pub finished_at: Option<String>,
@@ -133,6 +139,9 @@ pub struct VariantRecord {
     pub decode_step_seconds: Vec<Vec<f64>>,
     pub timing: Option<TimingSummary>,
     pub memory: MemoryMoments,
+    /// KL divergence, same-top-1 and perplexity against the f32 reference.
+    #[serde(default)]
+    pub quality: Option<crate::quality::QualityRecord>,
 }
 
 impl VariantRecord {
@@ -189,6 +198,19 @@ impl RunRecord {
 
     pub fn any_failed(&self) -> bool {
         self.variants.iter().any(|v| !v.is_ok())
+    }
+
+    /// Variants that failed the scenario's quality gate.
+    pub fn gate_failures(&self) -> Vec<&VariantRecord> {
+        self.variants
+            .iter()
+            .filter(|v| {
+                v.quality
+                    .as_ref()
+                    .and_then(|q| q.gate.as_ref())
+                    .is_some_and(|g| !g.passed)
+            })
+            .collect()
     }
 
     /// Read a results.json, checking its schema version.

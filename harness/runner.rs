@@ -2,6 +2,7 @@
 //! scenario as a sequence of such lives, each recorded whether it succeeds or fails.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,7 +12,9 @@ use crate::clock;
 use crate::environment::Environment;
 use crate::generate::{generate, GenerateOptions, NoObserver};
 use crate::model::{self, ModelSource, Tokenizer};
+use crate::precision::{Precision, Quantization, RestDtype};
 use crate::probe::{process::release_freed_memory, Probes};
+use crate::quality::{self, Evaluation, Reference, ReferenceInfo};
 use crate::record::{
     MemoryMoments, ModelInfo, RunRecord, RunStatus, TimingSummary, VariantRecord, VariantStatus,
     WeightsInfo, SCHEMA_VERSION,
@@ -30,11 +33,14 @@ pub enum Phase {
     Loading,
     WarmingUp { done: usize, total: usize },
     Timing { done: usize, total: usize },
+    Quality,
     CleaningUp,
 }
 
 /// Hooks the runner calls; `variant_finished` is where results get written.
 pub trait RunObserver {
+    /// The quality pass's f32 reference is being computed.
+    fn reference_started(&mut self) {}
     fn variant_started(&mut self, _variant: &Variant, _count: usize) {}
     fn phase(&mut self, _variant: &Variant, _phase: Phase) {}
     /// Called with the run so far after each variant; an error stops the run.
@@ -52,14 +58,17 @@ pub struct Prepared {
     pub scenario: Scenario,
     /// The file the scenario was read from, for the record.
     pub scenario_file: Option<String>,
+    /// The quality pass's tokens and windows, when it is enabled.
+    pub evaluation: Option<Evaluation>,
     pub source: ModelSource,
     pub device: Device,
     pub device_name: String,
     pub prompt_ids: Vec<u32>,
 }
 
-/// Resolve the model, open the device, tokenize the prompt and check it fits.
-pub fn prepare(scenario: &Scenario) -> Result<Prepared> {
+/// Resolve the model, open the device, tokenize the prompt and the evaluation text, and
+/// check they fit. `scenario_file` anchors the scenario's relative paths.
+pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prepared> {
     let source = model::resolve(&scenario.model_spec())?;
     let (device, device_name) = scenario.device.open()?;
     let tokenizer = match &source.tokenizer_dir {
@@ -81,9 +90,23 @@ pub fn prepare(scenario: &Scenario) -> Result<Prepared> {
             source.config.vocab_size
         );
     }
+    let evaluation = if scenario.quality.enabled {
+        let base = scenario_file.and_then(|f| f.parent());
+        let (text, source_name) = scenario.quality.load_text(base)?;
+        let tokens = tokenizer.encode(&text)?;
+        Some(Evaluation::new(
+            &scenario.quality,
+            tokens,
+            source_name,
+            source.config.n_positions,
+        )?)
+    } else {
+        None
+    };
     Ok(Prepared {
         scenario: scenario.clone(),
-        scenario_file: None,
+        scenario_file: scenario_file.map(|p| p.display().to_string()),
+        evaluation,
         source,
         device,
         device_name,
@@ -114,17 +137,55 @@ pub fn new_record(p: &Prepared) -> RunRecord {
             n_positions: cfg.n_positions,
         },
         variants: Vec::new(),
+        quality_reference: None,
+        quality_error: None,
         finished_at: None,
     }
+}
+
+/// The f32 reference of the quality pass: loaded, evaluated once, dropped.
+pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, ReferenceInfo)> {
+    let t0 = clock::synced_now(&p.device)?;
+    let m = model::load(&p.source, Quantization::new(Precision::F32), &p.device)?;
+    let load_seconds = clock::synced_seconds_since(&p.device, t0)?;
+    let generated = quality::reference_generation(&m, &p.prompt_ids, p.scenario.new_tokens)?;
+    let reference = Reference::compute(&m, eval, generated)?;
+    drop(m);
+    release_freed_memory();
+    let info = ReferenceInfo {
+        text_source: eval.text_source.clone(),
+        tokens: eval.tokens.len(),
+        positions: reference.positions,
+        window: eval.window,
+        stride: eval.stride,
+        windows: reference.windows,
+        perplexity: reference.perplexity,
+        seconds: reference.seconds,
+        load_seconds,
+        stored_bytes: reference.stored_bytes(),
+        generated_token_ids: reference.generated_token_ids.clone(),
+    };
+    Ok((reference, info))
 }
 
 /// Run every variant of a prepared scenario, in order.
 pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Result<RunRecord> {
     let mut run = new_record(p);
+    let mut reference = None;
+    if let Some(eval) = &p.evaluation {
+        observer.reference_started();
+        match reference_pass(p, eval) {
+            Ok((r, info)) => {
+                run.quality_reference = Some(info);
+                reference = Some(r);
+            }
+            Err(e) => run.quality_error = Some(format!("{e:#}")),
+        }
+    }
     let variants = p.scenario.variants();
     for v in &variants {
         observer.variant_started(v, variants.len());
-        let rec = run_variant(p, v, probes, observer);
+        let rec = run_variant(p, v, probes, reference.as_ref(), observer);
         run.variants.push(rec);
         if run.variants.len() == variants.len() {
             run.status = RunStatus::Complete;
@@ -142,6 +203,7 @@ pub fn run_variant(
     p: &Prepared,
     v: &Variant,
     probes: &Probes,
+    reference: Option<&Reference>,
     observer: &mut dyn RunObserver,
 ) -> VariantRecord {
     let s = &p.scenario;
@@ -165,9 +227,10 @@ pub fn run_variant(
         decode_step_seconds: Vec::new(),
         timing: None,
         memory: MemoryMoments::default(),
+        quality: None,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        measure(p, v, probes, observer, &mut rec)
+        measure(p, v, probes, reference, observer, &mut rec)
     }));
     let error = match outcome {
         Ok(Ok(())) => None,
@@ -199,6 +262,7 @@ fn measure(
     p: &Prepared,
     v: &Variant,
     probes: &Probes,
+    reference: Option<&Reference>,
     observer: &mut dyn RunObserver,
     rec: &mut VariantRecord,
 ) -> Result<()> {
@@ -278,6 +342,28 @@ fn measure(
     over?;
     rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
     rec.timing = Some(summarize(rec, s.new_tokens));
+
+    if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
+        observer.phase(v, Phase::Quality);
+        let is_reference =
+            v.quantization.precision == Precision::F32 && v.quantization.rest == RestDtype::F32;
+        let mut q = if is_reference {
+            // The same weights as the reference, bit for bit: its pass was this variant's.
+            let mut own = r.own.clone();
+            own.leading_tokens_equal_to_f32 = r
+                .generated_token_ids
+                .iter()
+                .zip(&rec.generated_token_ids)
+                .take_while(|(a, b)| a == b)
+                .count();
+            own
+        } else {
+            r.compare(&loaded, eval, &rec.generated_token_ids)
+                .context("quality pass")?
+        };
+        q.apply_gate(&s.quality);
+        rec.quality = Some(q);
+    }
 
     observer.phase(v, Phase::CleaningUp);
     drop(loaded);

@@ -151,6 +151,9 @@ pub struct Scenario {
     /// during generation is stopped and recorded as failed ("out of memory budget").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_budget_mb: Option<f64>,
+    /// The quality pass: KL divergence, same-top-1 and perplexity against f32.
+    #[serde(default)]
+    pub quality: crate::quality::QualityConfig,
     /// Seed of a synthetic model's weights (generation itself is greedy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,

@@ -192,7 +192,10 @@ fn a_tiny_scenario_writes_every_output() {
 fn a_failing_variant_is_recorded_and_the_others_still_run() {
     // f32 synthetic:tiny holds ~55 MB of weights: a 45 MB budget fails it, not int4.
     let tmp = tempfile::tempdir().unwrap();
-    let text = TINY.replace("repeats = 2", "repeats = 1\nmemory_budget_mb = 45");
+    let text = TINY.replace(
+        "repeats = 2",
+        "repeats = 1\nmemory_budget_mb = 45\n[quality]\nenabled = false",
+    );
     let scenario = write_scenario(tmp.path(), &text);
     let out = tmp.path().join("out");
     let (code, stdout, stderr) = quantbench(
@@ -310,4 +313,65 @@ fn every_committed_scenario_parses() {
     assert_eq!(q.model.to_string(), "synthetic:gpt2");
     assert_eq!((q.new_tokens, q.warmup, q.repeats), (50, 1, 5));
     assert_eq!(q.prompt, "Once upon a time");
+}
+
+#[test]
+fn the_quality_gate_fails_a_variant_and_sets_exit_status_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("eval.txt"),
+        "A short evaluation text, read from beside the scenario file, long enough for a few windows of tokens to be scored against the reference.",
+    )
+    .unwrap();
+    let text = r#"
+name = "gate"
+model = "synthetic:tiny"
+device = "cpu"
+precisions = ["f32", "q4_0"]
+new_tokens = 3
+warmup = 0
+repeats = 1
+
+[quality]
+text = "eval.txt"
+window = 16
+max_kl = 1e-9
+min_same_top1 = 0.5
+"#;
+    let scenario = write_scenario(tmp.path(), text);
+    let out = tmp.path().join("out");
+    let (code, _, stderr) = quantbench(
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(code, 3, "a failed quality gate exits 3: {stderr}");
+    let run = quantbench::report::read_results(&out.join("results.json")).unwrap();
+    let r = run.quality_reference.as_ref().unwrap();
+    assert!(r.text_source.ends_with("eval.txt"), "{}", r.text_source);
+    assert_eq!((r.window, r.stride), (16, 16));
+    let gate = |i: usize| {
+        run.variants[i]
+            .quality
+            .as_ref()
+            .unwrap()
+            .gate
+            .clone()
+            .unwrap()
+    };
+    assert!(gate(0).passed);
+    assert!(
+        !gate(1).passed && gate(1).reasons[0].contains("max_kl"),
+        "{:?}",
+        gate(1)
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("**fail**: mean KL"), "{md}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().nth(2).unwrap().contains(",fail,"), "{csv}");
 }

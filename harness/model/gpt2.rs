@@ -482,6 +482,11 @@ impl Gpt2 {
         Ok(self.lm_head(&h)?.squeeze(0)?)
     }
 
+    /// Logits from final hidden states `[.., n_embd]` (the LM head alone).
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head(h)?)
+    }
+
     fn lm_head(&self, h: &Tensor) -> candle_core::Result<Tensor> {
         self.weights
             .lm_head

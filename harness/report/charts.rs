@@ -316,3 +316,95 @@ fn panel<DB: DrawingBackend>(
     category_labels(area, &chart, run)?;
     Ok(())
 }
+
+/// Each variant's weight bytes against its mean KL divergence from f32 (log scale): the
+/// best trade-offs sit low and to the left.
+pub fn quality(run: &RunRecord, path: &Path) -> Result<()> {
+    render(path, |a| draw_quality(a, run), |a| draw_quality(a, run))
+}
+
+fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let pts: Vec<(String, f64, f64, bool)> = run
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let q = v.quality.as_ref()?;
+            Some((
+                v.precision.to_string(),
+                mb(v.weights_bytes?),
+                q.kl_mean,
+                q.gate.as_ref().is_none_or(|g| g.passed),
+            ))
+        })
+        .collect();
+    if pts.is_empty() {
+        let style = (FONT, 22).into_font().color(&BLACK);
+        root.draw(&Text::new(
+            "no quality results (the quality pass was off or failed)",
+            (60, (SIZE.1 / 2) as i32),
+            style,
+        ))
+        .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+        return Ok(());
+    }
+    let positive: Vec<f64> = pts.iter().map(|p| p.2).filter(|&k| k > 0.0).collect();
+    let lo = positive.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = positive.iter().cloned().fold(0.0, f64::max);
+    let (lo, hi) = if positive.is_empty() {
+        (1e-6, 1e-2)
+    } else {
+        (lo / 10.0, hi * 5.0)
+    };
+    let floor = lo * 1.5; // where a KL of exactly 0 is drawn
+    let xmax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title(run, "Quality against size"), (FONT, 24))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(100)
+        .build_cartesian_2d(0f64..xmax, (lo..hi).log_scale())
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("weights (MB)")
+        .y_desc("mean KL(f32 || variant), nats (log scale)")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()
+        .map_err(plot_err)?;
+    let color = RGBColor(49, 130, 189);
+    let fail = RGBColor(215, 48, 39);
+    chart
+        .draw_series(pts.iter().map(|(_, x, k, ok)| {
+            let c = if *ok { color } else { fail };
+            Circle::new((*x, k.max(floor)), 8, c.filled())
+        }))
+        .map_err(plot_err)?;
+    chart
+        .draw_series(pts.iter().map(|(name, x, k, ok)| {
+            let label = if *k == 0.0 {
+                format!("{name} (reference, KL 0)")
+            } else if *ok {
+                format!("{name}  {k:.2e}")
+            } else {
+                format!("{name}  {k:.2e}  fails gate")
+            };
+            Text::new(
+                label,
+                (*x + xmax * 0.012, k.max(floor)),
+                (FONT, 15)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Left,
+                        plotters::style::text_anchor::VPos::Bottom,
+                    )),
+            )
+        }))
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}

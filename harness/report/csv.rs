@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::Headline;
 use crate::record::RunRecord;
 
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 27] = [
     "precision",
     "status",
     "weights_bytes",
@@ -24,6 +24,14 @@ pub const COLUMNS: [&str; 19] = [
     "decode_tokens_per_second_median",
     "prefill_seconds_median",
     "speedup_vs_f32",
+    "kl_mean",
+    "kl_p99",
+    "kl_max",
+    "same_top1",
+    "perplexity",
+    "perplexity_ratio",
+    "leading_tokens_equal_to_f32",
+    "quality_gate",
     "error",
 ];
 
@@ -34,6 +42,11 @@ pub fn render(run: &RunRecord) -> Result<String> {
     let int = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     for v in &run.variants {
         let h = Headline::of(v, run);
+        let q = v.quality.as_ref();
+        let gate = q
+            .and_then(|q| q.gate.as_ref())
+            .map(|g| if g.passed { "pass" } else { "fail" })
+            .unwrap_or_default();
         w.write_record([
             h.label.clone(),
             if h.ok { "ok".into() } else { "failed".into() },
@@ -53,6 +66,15 @@ pub fn render(run: &RunRecord) -> Result<String> {
             num(h.decode_tokens_per_second),
             num(h.prefill_median),
             num(h.speedup_vs_f32),
+            num(q.map(|q| q.kl_mean)),
+            num(q.map(|q| q.kl_p99)),
+            num(q.map(|q| q.kl_max)),
+            num(q.map(|q| q.same_top1)),
+            num(q.map(|q| q.perplexity)),
+            num(q.map(|q| q.perplexity_ratio)),
+            q.map(|q| q.leading_tokens_equal_to_f32.to_string())
+                .unwrap_or_default(),
+            gate.to_string(),
             h.error.clone().unwrap_or_default(),
         ])?;
     }

@@ -154,6 +154,8 @@ pub fn render(run: &RunRecord) -> String {
         );
     }
 
+    render_quality(&mut o, run);
+
     let _ = writeln!(o, "\n## Generated text\n");
     for v in &run.variants {
         match &v.error {
@@ -204,4 +206,79 @@ pub fn render(run: &RunRecord) -> String {
 fn mem(v: Option<u64>) -> String {
     v.map(|b| format!("{:.1} MB", mb(b)))
         .unwrap_or_else(|| "-".into())
+}
+
+fn render_quality(o: &mut String, run: &RunRecord) {
+    let _ = writeln!(o, "\n## Quality\n");
+    if let Some(e) = &run.quality_error {
+        let _ = writeln!(o, "The quality pass failed: {e}");
+        return;
+    }
+    let Some(r) = &run.quality_reference else {
+        let _ = writeln!(
+            o,
+            "The quality pass was turned off (`[quality] enabled = false`)."
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "Each variant against the f32 model of this run, teacher-forced over {} tokens of the evaluation text ({}) in {} windows of {} tokens (stride {}), {} positions scored. KL is KL(f32 || variant) of the next-token distributions in nats; same top-1 is how often the variant's most likely next token is f32's; leading tokens counts how many of the {} generated tokens on the prompt equal f32's before the first difference. The f32 reference pass took {:.1} s (plus {:.1} s to load); its distributions were stored as 16-bit log-probabilities ({:.0} MB on disk).\n",
+        r.tokens,
+        r.text_source,
+        r.windows,
+        r.window,
+        r.stride,
+        r.positions,
+        run.scenario.new_tokens,
+        r.seconds,
+        r.load_seconds,
+        r.stored_bytes as f64 / 1e6
+    );
+    if run.model.synthetic {
+        let _ = writeln!(
+            o,
+            "> The model is synthetic: its perplexity (near the vocabulary size) means nothing about language, but KL and same-top-1 still measure exactly how far each precision's arithmetic moves the model's outputs.\n"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| variant | weights (MB) | mean KL | p99 KL | max KL | same top-1 | perplexity | vs f32 | leading tokens = f32 | pass (s) | gate |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for v in &run.variants {
+        let Some(q) = &v.quality else {
+            let _ = writeln!(
+                o,
+                "| {} | - | - | - | - | - | - | - | - | - | - |",
+                v.precision
+            );
+            continue;
+        };
+        let gate = match &q.gate {
+            None => "-".to_string(),
+            Some(g) if g.passed => "pass".to_string(),
+            Some(g) => format!("**fail**: {}", g.reasons.join("; ")),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.3e} | {:.3e} | {:.3e} | {:.2}% | {:.1} | {:.4} | {}/{} | {} | {} |",
+            v.precision,
+            fmt_opt(v.weights_bytes.map(mb), 1),
+            q.kl_mean,
+            q.kl_p99,
+            q.kl_max,
+            q.same_top1 * 100.0,
+            q.perplexity,
+            q.perplexity_ratio,
+            q.leading_tokens_equal_to_f32,
+            run.scenario.new_tokens,
+            if q.is_reference {
+                "reference".to_string()
+            } else {
+                format!("{:.1}", q.seconds)
+            },
+            gate
+        );
+    }
 }

@@ -82,7 +82,7 @@ pub fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 }
 
 /// The files a run writes, in the order they are written.
-pub const OUTPUT_FILES: [&str; 7] = [
+pub const OUTPUT_FILES: [&str; 9] = [
     "results.json",
     "results.csv",
     "report.md",
@@ -90,6 +90,8 @@ pub const OUTPUT_FILES: [&str; 7] = [
     "memory.png",
     "latency.svg",
     "latency.png",
+    "quality.svg",
+    "quality.png",
 ];
 
 /// Write results.json and results.csv (after every variant).
@@ -108,6 +110,8 @@ pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
     charts::memory(run, &dir.join("memory.png"))?;
     charts::latency(run, &dir.join("latency.svg"))?;
     charts::latency(run, &dir.join("latency.png"))?;
+    charts::quality(run, &dir.join("quality.svg"))?;
+    charts::quality(run, &dir.join("quality.png"))?;
     Ok(OUTPUT_FILES.iter().map(|f| dir.join(f)).collect())
 }
 

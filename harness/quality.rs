@@ -1,0 +1,641 @@
+//! What a precision costs in quality: perplexity, KL divergence from the f32 model and
+//! same-top-1 rate over an evaluation text, teacher-forced in windows of the context.
+//!
+//! The f32 reference is computed once per run. Its next-token distributions (2,000
+//! positions x 50,257 tokens would be 400 MB at f32) are kept compactly on disk, as
+//! llama.cpp's perplexity tool does: each position's log-probabilities as 16-bit codes
+//! with the row's minimum and step, streamed back for every variant. The variant's
+//! log-probabilities are coded the same way before the divergence is taken, so two
+//! bit-identical models score exactly 0; the coding error (a step of range/65535, about
+//! 1e-4 nats) moves a KL by far less than any quantization format does.
+
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::DType;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+use crate::model::gpt2::Cache;
+use crate::model::LoadedModel;
+
+/// The evaluation text that ships with quantbench (about 2,300 GPT-2 tokens).
+pub const DEFAULT_TEXT: &str = include_str!("../assets/eval/default.txt");
+/// Rows of logits computed at once through the LM head (bounds the memory spike).
+const LOGIT_CHUNK: usize = 128;
+
+/// The `[quality]` table of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Run the quality pass (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Evaluation text file, relative to the scenario file; default: the built-in text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<PathBuf>,
+    /// Tokens per window (default: the model's context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    /// How far each window moves on (default: the window, so each token is fed once;
+    /// smaller strides give later positions more context at more cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<usize>,
+    /// Evaluate at most this many tokens of the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
+    /// Quality gate: a variant whose mean KL exceeds this fails the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_kl: Option<f64>,
+    /// Quality gate: a variant whose same-top-1 rate (0..1) is below this fails the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_same_top1: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            enabled: true,
+            text: None,
+            window: None,
+            stride: None,
+            max_tokens: None,
+            max_kl: None,
+            min_same_top1: None,
+        }
+    }
+}
+
+impl QualityConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (name, v) in [
+            ("window", self.window),
+            ("stride", self.stride),
+            ("max_tokens", self.max_tokens),
+        ] {
+            if v == Some(0) {
+                return Err((name, format!("quality.{name} must be at least 1")));
+            }
+        }
+        if let (Some(w), Some(s)) = (self.window, self.stride) {
+            if s > w {
+                return Err((
+                    "stride",
+                    format!("quality.stride ({s}) must not exceed quality.window ({w})"),
+                ));
+            }
+        }
+        if let Some(k) = self.max_kl {
+            if !(k.is_finite() && k >= 0.0) {
+                return Err(("max_kl", format!("quality.max_kl must be >= 0 (got {k})")));
+            }
+        }
+        if let Some(t) = self.min_same_top1 {
+            if !(0.0..=1.0).contains(&t) {
+                return Err((
+                    "min_same_top1",
+                    format!("quality.min_same_top1 is a rate between 0 and 1 (got {t})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The evaluation text: the file (relative to `base_dir`) or the built-in one.
+    pub fn load_text(&self, base_dir: Option<&Path>) -> Result<(String, String)> {
+        match &self.text {
+            None => Ok((
+                DEFAULT_TEXT.to_string(),
+                "built-in (assets/eval/default.txt)".into(),
+            )),
+            Some(p) => {
+                let path = match base_dir {
+                    Some(d) if p.is_relative() => d.join(p),
+                    _ => p.clone(),
+                };
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    InputError::new(format!("quality.text: cannot read {}: {e}", path.display()))
+                })?;
+                Ok((text, path.display().to_string()))
+            }
+        }
+    }
+}
+
+/// Windows over `n` tokens: (begin, end, first position scored). Position p predicts
+/// token p + 1, so a window scores positions up to end - 2; each position is scored in
+/// exactly one window. Windows start `stride` apart, but never past the first position
+/// not yet scored (with stride = window, consecutive windows share one token).
+pub fn windows(n: usize, window: usize, stride: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut scored_to = 0; // positions below this are scored already
+    let mut begin = 0;
+    while scored_to + 1 < n {
+        let end = (begin + window).min(n);
+        out.push((begin, end, scored_to.max(begin)));
+        scored_to = end - 1;
+        if end == n {
+            break;
+        }
+        begin = (begin + stride).min(scored_to);
+    }
+    out
+}
+
+/// The log-softmax of one row of logits (exponentials in f32, their sum in f64).
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| (x - max).exp() as f64).sum();
+    let lse = max as f64 + sum.ln();
+    logits.iter().map(|&x| (x as f64 - lse) as f32).collect()
+}
+
+/// A row of log-probabilities as 16-bit codes: (min, step, codes).
+pub type Coded = (f32, f32, Vec<u16>);
+
+/// 16-bit codes of a row of log-probabilities.
+pub fn encode(lp: &[f32]) -> Coded {
+    let min = lp.iter().cloned().fold(f32::INFINITY, f32::min);
+    let max = lp.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let step = ((max - min) / 65535.0).max(f32::MIN_POSITIVE);
+    let codes = lp
+        .iter()
+        .map(|&x| ((x - min) / step).round().clamp(0.0, 65535.0) as u16)
+        .collect();
+    (min, step, codes)
+}
+
+pub fn decode(min: f32, step: f32, codes: &[u16]) -> Vec<f64> {
+    codes
+        .iter()
+        .map(|&c| min as f64 + c as f64 * step as f64)
+        .collect()
+}
+
+/// KL(P || Q) = sum p log(p / q) from log-probabilities, in nats.
+pub fn kl_divergence(lp: &[f64], lq: &[f64]) -> f64 {
+    lp.iter().zip(lq).map(|(&p, &q)| p.exp() * (p - q)).sum()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Feed `tokens` window by window and call `f(targets, logits)` for each chunk of scored
+/// positions, in order: `logits[i]` predicts `targets[i]`.
+fn for_each_chunk(
+    m: &LoadedModel,
+    tokens: &[u32],
+    window: usize,
+    stride: usize,
+    mut f: impl FnMut(&[u32], &[Vec<f32>]) -> Result<()>,
+) -> Result<usize> {
+    let wins = windows(tokens.len(), window, stride);
+    for &(begin, end, first) in &wins {
+        let mut cache = Cache::new(m.config(), end - begin);
+        let hidden = m.model.hidden(&tokens[begin..end], &mut cache)?; // [1, len, c]
+        let last = end - 1; // the window's last token has no target inside it
+        let mut p = first;
+        while p < last {
+            let rows = (last - p).min(LOGIT_CHUNK);
+            let h = hidden.narrow(1, p - begin, rows)?;
+            let logits = m.model.logits(&h)?.squeeze(0)?.to_dtype(DType::F32)?;
+            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+            f(&tokens[p + 1..p + 1 + rows], &logits)?;
+            p += rows;
+        }
+    }
+    Ok(wins.len())
+}
+
+/// Where the evaluation runs: tokens and windows, shared by the reference and variants.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub tokens: Vec<u32>,
+    pub text_source: String,
+    pub window: usize,
+    pub stride: usize,
+}
+
+impl Evaluation {
+    pub fn new(
+        cfg: &QualityConfig,
+        tokens: Vec<u32>,
+        text_source: String,
+        n_positions: usize,
+    ) -> Result<Self> {
+        let mut tokens = tokens;
+        if let Some(max) = cfg.max_tokens {
+            tokens.truncate(max);
+        }
+        if tokens.len() < 2 {
+            crate::bad_input!("quality.text ({text_source}) has fewer than 2 tokens");
+        }
+        let window = cfg.window.unwrap_or(n_positions);
+        if window > n_positions {
+            crate::bad_input!(
+                "quality.window ({window}) exceeds the model's context of {n_positions}"
+            );
+        }
+        let stride = cfg.stride.unwrap_or(window);
+        Ok(Evaluation {
+            tokens,
+            text_source,
+            window,
+            stride,
+        })
+    }
+}
+
+/// The f32 reference: its distributions on disk, its top-1 tokens and log-likelihood.
+pub struct Reference {
+    file: tempfile::NamedTempFile,
+    pub positions: usize,
+    pub windows: usize,
+    vocab: usize,
+    top1: Vec<u32>,
+    pub perplexity: f64,
+    pub seconds: f64,
+    /// The reference's greedy tokens on the benchmark prompt.
+    pub generated_token_ids: Vec<u32>,
+    /// The reference's own record: what a variant identical to it scores.
+    pub own: QualityRecord,
+}
+
+impl Reference {
+    /// Evaluate the reference model once and store its distributions.
+    pub fn compute(
+        m: &LoadedModel,
+        eval: &Evaluation,
+        generated_token_ids: Vec<u32>,
+    ) -> Result<Self> {
+        let t0 = Instant::now();
+        let file = tempfile::Builder::new()
+            .prefix("quantbench-reference-")
+            .tempfile()
+            .context("creating the reference file for the quality pass")?;
+        let mut w = BufWriter::with_capacity(1 << 20, file.reopen()?);
+        let mut top1 = Vec::new();
+        let mut nll = 0.0f64;
+        let mut vocab = 0;
+        let mut self_kls = Vec::new();
+        let windows = for_each_chunk(
+            m,
+            &eval.tokens,
+            eval.window,
+            eval.stride,
+            |targets, rows| {
+                // The heavy per-row work in parallel, the writing in order.
+                let coded: Vec<(f64, u32, f64, Coded)> = rows
+                    .par_iter()
+                    .zip(targets)
+                    .map(|(logits, &target)| {
+                        let lp = log_softmax(logits);
+                        let coded = encode(&lp);
+                        // The reference against itself, through the same coding as any variant.
+                        let back = decode(coded.0, coded.1, &coded.2);
+                        (
+                            -(lp[target as usize] as f64),
+                            argmax(logits),
+                            kl_divergence(&back, &back),
+                            coded,
+                        )
+                    })
+                    .collect();
+                for (row_nll, top, self_kl, (min, step, codes)) in coded {
+                    vocab = codes.len();
+                    nll += row_nll;
+                    top1.push(top);
+                    self_kls.push(self_kl);
+                    w.write_all(&min.to_le_bytes())?;
+                    w.write_all(&step.to_le_bytes())?;
+                    let bytes: Vec<u8> = codes.iter().flat_map(|c| c.to_le_bytes()).collect();
+                    w.write_all(&bytes)?;
+                }
+                Ok(())
+            },
+        )?;
+        w.flush().context("writing the reference distributions")?;
+        let positions = top1.len();
+        let perplexity = (nll / positions as f64).exp();
+        let seconds = t0.elapsed().as_secs_f64();
+        let mut own = QualityRecord::from_kls(
+            &self_kls,
+            positions,
+            perplexity,
+            perplexity,
+            generated_token_ids.len(),
+            seconds,
+        );
+        own.is_reference = true;
+        Ok(Reference {
+            file,
+            positions,
+            windows,
+            vocab,
+            top1,
+            perplexity,
+            seconds,
+            generated_token_ids,
+            own,
+        })
+    }
+
+    /// Bytes the stored distributions take on disk.
+    pub fn stored_bytes(&self) -> u64 {
+        (self.positions * (8 + 2 * self.vocab)) as u64
+    }
+
+    /// Compare a model with the reference over the same evaluation.
+    pub fn compare(
+        &self,
+        m: &LoadedModel,
+        eval: &Evaluation,
+        generated: &[u32],
+    ) -> Result<QualityRecord> {
+        let t0 = Instant::now();
+        let mut r = BufReader::with_capacity(1 << 20, self.file.reopen()?);
+        r.rewind()?;
+        let mut kls = Vec::with_capacity(self.positions);
+        let mut same = 0usize;
+        let mut nll = 0.0f64;
+        let row_bytes = 8 + 2 * self.vocab;
+        let mut raw = Vec::new();
+        let mut idx = 0usize;
+        for_each_chunk(
+            m,
+            &eval.tokens,
+            eval.window,
+            eval.stride,
+            |targets, rows| {
+                anyhow::ensure!(
+                    rows.iter().all(|r| r.len() == self.vocab),
+                    "vocabulary differs from the reference's"
+                );
+                anyhow::ensure!(
+                    idx + rows.len() <= self.positions,
+                    "more positions than the reference"
+                );
+                // Read the reference rows of this chunk in order, then work on them in parallel.
+                raw.resize(row_bytes * rows.len(), 0);
+                r.read_exact(&mut raw)?;
+                let results: Vec<(f64, f64, bool)> = rows
+                    .par_iter()
+                    .zip(targets)
+                    .zip(raw.par_chunks(row_bytes))
+                    .zip(&self.top1[idx..idx + rows.len()])
+                    .map(|(((logits, &target), stored), &ref_top)| {
+                        let min = f32::from_le_bytes(stored[..4].try_into().expect("4 bytes"));
+                        let step = f32::from_le_bytes(stored[4..8].try_into().expect("4 bytes"));
+                        let codes: Vec<u16> = stored[8..]
+                            .chunks_exact(2)
+                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                            .collect();
+                        let lp = decode(min, step, &codes);
+                        let lq_exact = log_softmax(logits);
+                        let (qmin, qstep, qcodes) = encode(&lq_exact);
+                        let lq = decode(qmin, qstep, &qcodes);
+                        (
+                            kl_divergence(&lp, &lq),
+                            -(lq_exact[target as usize] as f64),
+                            argmax(logits) == ref_top,
+                        )
+                    })
+                    .collect();
+                for (kl, row_nll, same_top) in results {
+                    kls.push(kl);
+                    nll += row_nll;
+                    same += same_top as usize;
+                }
+                idx += rows.len();
+                Ok(())
+            },
+        )?;
+        anyhow::ensure!(
+            idx == self.positions,
+            "evaluated {idx} positions, the reference has {}",
+            self.positions
+        );
+        let perplexity = (nll / idx as f64).exp();
+        let leading = self
+            .generated_token_ids
+            .iter()
+            .zip(generated)
+            .take_while(|(a, b)| a == b)
+            .count();
+        Ok(QualityRecord::from_kls(
+            &kls,
+            same,
+            perplexity,
+            self.perplexity,
+            leading,
+            t0.elapsed().as_secs_f64(),
+        ))
+    }
+}
+
+/// What the quality pass measured for one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualityRecord {
+    /// Positions scored (each predicts the next token of the text).
+    pub positions: usize,
+    /// exp(mean negative log-likelihood of the text's next tokens).
+    pub perplexity: f64,
+    /// perplexity / the f32 reference's perplexity.
+    pub perplexity_ratio: f64,
+    /// Mean over positions of KL(f32 || variant) of the next-token distributions, nats.
+    pub kl_mean: f64,
+    pub kl_p99: f64,
+    pub kl_max: f64,
+    /// Share of positions where the variant's most likely token is f32's (0..1).
+    pub same_top1: f64,
+    /// Leading generated tokens on the benchmark prompt equal to f32's.
+    pub leading_tokens_equal_to_f32: usize,
+    /// Wall time of this variant's quality pass.
+    pub seconds: f64,
+    /// Whether this variant is the reference configuration itself, whose pass was the
+    /// reference pass (computed once per run, compared with itself).
+    #[serde(default)]
+    pub is_reference: bool,
+    /// The quality gate's verdict, when the scenario sets thresholds.
+    #[serde(default)]
+    pub gate: Option<Gate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    pub passed: bool,
+    pub reasons: Vec<String>,
+}
+
+impl QualityRecord {
+    fn from_kls(
+        kls: &[f64],
+        same: usize,
+        ppl: f64,
+        ref_ppl: f64,
+        leading: usize,
+        seconds: f64,
+    ) -> Self {
+        let n = kls.len().max(1);
+        let mut sorted = kls.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let p99 = sorted
+            .get(((sorted.len() as f64 - 1.0) * 0.99).round() as usize)
+            .copied()
+            .unwrap_or(0.0);
+        QualityRecord {
+            positions: kls.len(),
+            perplexity: ppl,
+            perplexity_ratio: ppl / ref_ppl,
+            kl_mean: kls.iter().sum::<f64>() / n as f64,
+            kl_p99: p99,
+            kl_max: sorted.last().copied().unwrap_or(0.0),
+            same_top1: same as f64 / n as f64,
+            leading_tokens_equal_to_f32: leading,
+            seconds,
+            is_reference: false,
+            gate: None,
+        }
+    }
+
+    /// Apply the scenario's thresholds.
+    pub fn apply_gate(&mut self, cfg: &QualityConfig) {
+        if cfg.max_kl.is_none() && cfg.min_same_top1.is_none() {
+            return;
+        }
+        let mut reasons = Vec::new();
+        if let Some(k) = cfg.max_kl {
+            if self.kl_mean > k {
+                reasons.push(format!("mean KL {:.3e} > max_kl {k}", self.kl_mean));
+            }
+        }
+        if let Some(t) = cfg.min_same_top1 {
+            if self.same_top1 < t {
+                reasons.push(format!(
+                    "same-top-1 {:.4} < min_same_top1 {t}",
+                    self.same_top1
+                ));
+            }
+        }
+        self.gate = Some(Gate {
+            passed: reasons.is_empty(),
+            reasons,
+        });
+    }
+}
+
+/// What the run records about its reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceInfo {
+    pub text_source: String,
+    pub tokens: usize,
+    pub positions: usize,
+    pub window: usize,
+    pub stride: usize,
+    pub windows: usize,
+    pub perplexity: f64,
+    /// Wall time of the reference pass (forward passes and storing the distributions).
+    pub seconds: f64,
+    /// Load time of the reference model.
+    pub load_seconds: f64,
+    /// Bytes of the stored distributions (on disk, deleted after the run).
+    pub stored_bytes: u64,
+    pub generated_token_ids: Vec<u32>,
+}
+
+/// Greedy tokens of the reference on the prompt, for the leading-agreement count.
+pub fn reference_generation(m: &LoadedModel, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+    let g = crate::generate::generate(
+        m,
+        prompt,
+        crate::generate::GenerateOptions::exactly(n),
+        &mut crate::generate::NoObserver,
+    )?;
+    Ok(g.new_ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_score_every_position_once() {
+        for (n, w, s) in [
+            (10, 4, 4),
+            (10, 4, 2),
+            (10, 10, 10),
+            (2300, 1024, 1024),
+            (2300, 1024, 512),
+            (5, 8, 8),
+            (9, 4, 3),
+        ] {
+            let wins = windows(n, w, s);
+            let mut scored = Vec::new();
+            for &(b, e, first) in &wins {
+                assert!(e - b <= w && first >= b && first < e, "{wins:?}");
+                scored.extend(first..e - 1);
+            }
+            assert_eq!(
+                scored,
+                (0..n - 1).collect::<Vec<_>>(),
+                "n={n} w={w} s={s}: {wins:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn coding_is_tight_and_identical_rows_code_identically() {
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0)
+            .collect();
+        let lp = log_softmax(&logits);
+        let total: f64 = lp.iter().map(|&x| (x as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        let (min, step, codes) = encode(&lp);
+        let back = decode(min, step, &codes);
+        let err = lp
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err <= step as f64 / 2.0 + 1e-6, "{err} vs step {step}");
+        assert_eq!(kl_divergence(&back, &back), 0.0);
+    }
+
+    #[test]
+    fn kl_matches_a_hand_computation() {
+        // P = (0.5, 0.25, 0.25), Q = (0.25, 0.5, 0.25): KL = 0.5 ln 2 - 0.25 ln 2 = 0.25 ln 2.
+        let lp: Vec<f64> = [0.5f64, 0.25, 0.25].iter().map(|x| x.ln()).collect();
+        let lq: Vec<f64> = [0.25f64, 0.5, 0.25].iter().map(|x| x.ln()).collect();
+        assert!((kl_divergence(&lp, &lq) - 0.25 * 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let c = QualityConfig {
+            stride: Some(9),
+            window: Some(8),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().0, "stride");
+        let c = QualityConfig {
+            min_same_top1: Some(1.5),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().0, "min_same_top1");
+    }
+}
