@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use quantbench::probe::Probes;
-use quantbench::record::{RunRecord, VariantRecord};
+use quantbench::record::{RunRecord, RunStatus, VariantRecord};
 use quantbench::report::{self, fmt_opt, mb, Headline};
 use quantbench::runner::{self, Phase, RunObserver};
 use quantbench::scenario::{Scenario, Variant};
@@ -27,6 +27,7 @@ pub fn run(
     // Check everything that can be checked before any model loads: the scenario, the
     // model's files, the device, the prompt, and the output folder.
     let prepared = runner::prepare(&scenario, scenario_file)?;
+    quantbench::interrupt::install_handler()?;
     prepare_dir(&dir)?;
     let probes = Probes::available();
     let mut observer = Progress {
@@ -51,7 +52,14 @@ pub fn run(
     if !quiet {
         print_summary(&run, &dir);
     }
-    Ok(if run.any_failed() {
+    Ok(if run.status == RunStatus::Interrupted {
+        eprintln!(
+            "interrupted: {} finished variant(s) kept in {}",
+            run.variants.iter().filter(|v| v.is_ok()).count(),
+            dir.display()
+        );
+        ExitCode::from(130)
+    } else if run.any_failed() {
         ExitCode::from(1)
     } else if !run.gate_failures().is_empty() {
         ExitCode::from(3)
@@ -144,7 +152,7 @@ impl RunObserver for Progress {
                     fmt_opt(h.tokens_per_second, 1)
                 )
             } else {
-                format!("FAILED: {}", h.error.unwrap_or_default())
+                format!("{:?}: {}", rec.status, h.error.unwrap_or_default()).to_uppercase()
             };
             bar.finish_with_message(msg);
         }
@@ -175,7 +183,11 @@ fn print_summary(run: &RunRecord, dir: &Path) {
         println!(
             "{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
             h.label,
-            if h.ok { "ok" } else { "FAILED" },
+            match v.status {
+                quantbench::record::VariantStatus::Ok => "ok",
+                quantbench::record::VariantStatus::Failed => "FAILED",
+                quantbench::record::VariantStatus::Interrupted => "INTERR",
+            },
             fmt_opt(h.weights_bytes.map(mb), 1),
             fmt_opt(h.bits_per_weight, 2),
             fmt_opt(h.rss[1].map(mb), 1),

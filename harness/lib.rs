@@ -15,6 +15,7 @@ pub mod environment;
 pub mod error;
 pub mod generate;
 pub mod history;
+pub mod interrupt;
 pub mod model;
 pub mod precision;
 pub mod probe;

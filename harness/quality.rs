@@ -210,6 +210,7 @@ fn for_each_chunk(
         let last = end - 1; // the window's last token has no target inside it
         let mut p = first;
         while p < last {
+            crate::interrupt::check()?;
             let rows = (last - p).min(LOGIT_CHUNK);
             let h = hidden.narrow(1, p - begin, rows)?;
             let logits = m.model.logits(&h)?.squeeze(0)?.to_dtype(DType::F32)?;

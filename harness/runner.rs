@@ -11,6 +11,7 @@ use candle_core::Device;
 use crate::clock;
 use crate::environment::Environment;
 use crate::generate::{generate, GenerateOptions, NoObserver};
+use crate::interrupt;
 use crate::model::{self, ModelSource, Tokenizer};
 use crate::precision::{Precision, Quantization, RestDtype};
 use crate::probe::{process::release_freed_memory, Probes};
@@ -183,17 +184,28 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
         }
     }
     let variants = p.scenario.variants();
+    let now = || Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     for v in &variants {
+        if interrupt::requested() {
+            break;
+        }
         observer.variant_started(v, variants.len());
         let rec = run_variant(p, v, probes, reference.as_ref(), observer);
         run.variants.push(rec);
-        if run.variants.len() == variants.len() {
+        if interrupt::requested() {
+            run.status = RunStatus::Interrupted;
+            run.finished_at = now();
+        } else if run.variants.len() == variants.len() {
             run.status = RunStatus::Complete;
-            run.finished_at =
-                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            run.finished_at = now();
         }
         let last = run.variants.last().expect("just pushed");
         observer.variant_finished(last, &run)?;
+    }
+    if interrupt::requested() && run.status != RunStatus::Interrupted {
+        // Stopped during the reference pass, before any variant.
+        run.status = RunStatus::Interrupted;
+        run.finished_at = now();
     }
     Ok(run)
 }
@@ -232,9 +244,13 @@ pub fn run_variant(
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         measure(p, v, probes, reference, observer, &mut rec)
     }));
+    let mut interrupted = false;
     let error = match outcome {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("{e:#}")),
+        Ok(Err(e)) => {
+            interrupted = interrupt::is_interrupted(&e);
+            Some(format!("{e:#}"))
+        }
         Err(panic) => Some(format!(
             "panicked: {}",
             panic
@@ -251,7 +267,11 @@ pub fn run_variant(
     match error {
         None => rec.status = VariantStatus::Ok,
         Some(e) => {
-            rec.status = VariantStatus::Failed;
+            rec.status = if interrupted {
+                VariantStatus::Interrupted
+            } else {
+                VariantStatus::Failed
+            };
             rec.error = Some(e);
         }
     }
@@ -269,6 +289,7 @@ fn measure(
     let s = &p.scenario;
     rec.memory.before_load = probes.read();
 
+    interrupt::check()?;
     observer.phase(v, Phase::Loading);
     let t0 = clock::synced_now(&p.device)?;
     let loaded = model::load(&p.source, v.quantization, &p.device)?;
@@ -292,6 +313,7 @@ fn measure(
     let opts = GenerateOptions::exactly(s.new_tokens);
     let mut all_tokens: Vec<Vec<u32>> = Vec::new();
     for i in 0..s.warmup {
+        interrupt::check()?;
         observer.phase(
             v,
             Phase::WarmingUp {
@@ -308,6 +330,7 @@ fn measure(
     let mut measured = 0.0;
     let mut rep = 0;
     while (rep < s.repeats || measured < min_seconds) && rep < MAX_REPETITIONS {
+        interrupt::check()?;
         observer.phase(
             v,
             Phase::Timing {
