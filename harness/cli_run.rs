@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use quantbench::probe::Probes;
@@ -28,7 +28,7 @@ pub fn run(
     // model's files, the device, the prompt, and the output folder.
     let prepared = runner::prepare(&scenario, scenario_file)?;
     quantbench::interrupt::install_handler()?;
-    prepare_dir(&dir)?;
+    let _lock = prepare_dir(&dir)?;
     let probes = Probes::available();
     let mut observer = Progress {
         dir: dir.clone(),
@@ -68,29 +68,58 @@ pub fn run(
     })
 }
 
-/// The output folder must be new (or hold no results) and writable, before any model loads.
-fn prepare_dir(dir: &Path) -> Result<()> {
-    if dir.join("results.json").exists() {
-        quantbench::bad_input!(
-            "{} already holds a results.json; choose another --out or remove it",
-            dir.display()
-        );
+/// Held while a run writes into a folder; removed when the run ends.
+struct DirLock(PathBuf);
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
+}
+
+pub const LOCK_FILE: &str = ".quantbench.lock";
+
+/// The output folder must be writable, hold no results, and have no other run writing
+/// into it; checked before any model loads. The lock is taken atomically (create_new),
+/// so of two runs started together on one folder exactly one proceeds.
+fn prepare_dir(dir: &Path) -> Result<DirLock> {
     std::fs::create_dir_all(dir).map_err(|e| {
         quantbench::InputError::new(format!(
             "cannot create output folder {}: {e}",
             dir.display()
         ))
     })?;
-    let probe = dir.join(".quantbench-write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| {
-        quantbench::InputError::new(format!(
-            "output folder {} is not writable: {e}",
+    let lock = dir.join(LOCK_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+    {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                .map_err(|e| {
+                    quantbench::InputError::new(format!(
+                        "output folder {} is not writable: {e}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => quantbench::bad_input!(
+            "another quantbench run is writing into {} (it holds {}); choose another --out, or remove the lock if no run is alive",
+            dir.display(),
+            lock.display()
+        ),
+        Err(e) => quantbench::bad_input!("output folder {} is not writable: {e}", dir.display()),
+    }
+    let guard = DirLock(lock);
+    if dir.join("results.json").exists() {
+        quantbench::bad_input!(
+            "{} already holds a results.json; choose another --out or remove it",
             dir.display()
-        ))
-    })?;
-    std::fs::remove_file(&probe).with_context(|| format!("cleaning {}", probe.display()))?;
-    Ok(())
+        );
+    }
+    Ok(guard)
 }
 
 struct Progress {

@@ -178,6 +178,9 @@ struct RunArgs {
     /// Output folder (default: reports/<scenario>-<timestamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Skip the quality pass (KL against f32).
+    #[arg(long)]
+    no_quality: bool,
     /// No progress bars and no summary table.
     #[arg(long)]
     quiet: bool,
@@ -218,6 +221,9 @@ impl RunArgs {
         }
         if let Some(v) = self.device {
             s.device = v;
+        }
+        if self.no_quality {
+            s.quality.enabled = false;
         }
         s.validate().map_err(|(field, msg)| {
             quantbench::InputError::new(format!("after applying flags, `{field}`: {msg}"))

@@ -183,7 +183,19 @@ impl Scenario {
         let text = std::fs::read_to_string(path).map_err(|e| {
             InputError::new(format!("cannot read scenario {}: {e}", path.display()))
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut s = Self::parse(&text, &path.display().to_string())?;
+        // Paths in a scenario are relative to the scenario file, not the working folder.
+        if let (ModelSpec::Local(dir), Some(base)) = (&s.model, path.parent()) {
+            if dir.is_relative() {
+                s.model = ModelSpec::Local(base.join(dir));
+            }
+        }
+        if let (Some(text), Some(base)) = (&s.quality.text, path.parent()) {
+            if text.is_relative() {
+                s.quality.text = Some(base.join(text));
+            }
+        }
+        Ok(s)
     }
 
     /// Parse and check scenario TOML; `origin` names the file in errors.

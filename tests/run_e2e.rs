@@ -375,3 +375,119 @@ min_same_top1 = 0.5
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv.lines().nth(2).unwrap().contains(",fail,"), "{csv}");
 }
+
+#[test]
+fn an_unwritable_output_folder_or_a_held_lock_is_refused_before_loading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(tmp.path(), TINY);
+    let start = std::time::Instant::now();
+    let (code, _, stderr) = quantbench(
+        &["run", scenario.to_str().unwrap(), "--out", "/dev/null/out"],
+        tmp.path(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot create output folder /dev/null/out"),
+        "{stderr}"
+    );
+    assert!(
+        start.elapsed().as_secs() < 20,
+        "refused before any model loaded"
+    );
+
+    // A folder another run is writing into (its lock is there).
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join(".quantbench.lock"), "12345\n").unwrap();
+    let (code, _, stderr) = quantbench(
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            busy.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("another quantbench run is writing into"),
+        "{stderr}"
+    );
+    assert!(!busy.join("results.json").exists());
+}
+
+#[test]
+fn two_runs_started_together_on_one_folder_never_interleave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = TINY.replace("repeats = 2", "repeats = 1\n[quality]\nenabled = false");
+    let scenario = write_scenario(tmp.path(), &text);
+    let out = tmp.path().join("shared");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_quantbench"))
+            .args([
+                "run",
+                scenario.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    let mut codes = [a.status.code().unwrap(), b.status.code().unwrap()];
+    codes.sort();
+    assert_eq!(codes, [0, 2], "one runs, one is refused");
+    let run = quantbench::report::read_results(&out.join("results.json")).unwrap();
+    assert_eq!(run.variants.len(), 3);
+    assert!(
+        !out.join(".quantbench.lock").exists(),
+        "the lock is released"
+    );
+}
+
+#[test]
+fn a_scenarios_paths_are_relative_to_the_scenario_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The model beside the scenario, in scenarios/models/small; run from elsewhere.
+    let scenarios = tmp.path().join("scenarios");
+    let model = scenarios.join("models/small");
+    std::fs::create_dir_all(&model).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-hub-layout");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), model.join(f)).unwrap();
+    }
+    quantbench::model::tokenizer::write_gpt2_files(&model).unwrap();
+    std::fs::write(
+        scenarios.join("eval.txt"),
+        "Once upon a time there was a model that was small.",
+    )
+    .unwrap();
+    let scenario = scenarios.join("small.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"small\"\nmodel = \"models/small\"\ndevice = \"cpu\"\nprecisions = [\"f32\"]\nnew_tokens = 2\nrepeats = 1\n[quality]\ntext = \"eval.txt\"\nwindow = 8\n",
+    )
+    .unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let (code, _, stderr) = quantbench(
+        &["run", scenario.to_str().unwrap(), "--out", "out", "--quiet"],
+        &elsewhere,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let run = quantbench::report::read_results(&elsewhere.join("out/results.json")).unwrap();
+    assert!(
+        run.model.spec.ends_with("scenarios/models/small"),
+        "{}",
+        run.model.spec
+    );
+    assert!(run
+        .quality_reference
+        .unwrap()
+        .text_source
+        .ends_with("scenarios/eval.txt"));
+}

@@ -177,15 +177,23 @@ impl Config {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("n_positions", self.n_positions),
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
+        // Generous limits (GPT-2 XL is 50257 / 1024 / 1600 / 48 / 25): a lying config
+        // cannot make the loader's arithmetic overflow or ask for absurd memory.
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("n_positions", self.n_positions, 1 << 20),
+            ("n_embd", self.n_embd, 1 << 16),
+            ("n_layer", self.n_layer, 1 << 10),
+            ("n_head", self.n_head, 1 << 10),
+            ("n_inner", self.n_inner.unwrap_or(1), 1 << 20),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1"));
+            }
+            if v > max {
+                return Err(format!(
+                    "{name} = {v} is beyond what quantbench accepts ({max})"
+                ));
             }
         }
         if !self.n_embd.is_multiple_of(self.n_head) {

@@ -61,6 +61,21 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
+    /// A full disk, simulated: the temporary file is a link to /dev/full, where every
+    /// write fails with "no space left on device".
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("results.json");
+        write(&t, b"previous, complete results").unwrap();
+        std::os::unix::fs::symlink("/dev/full", temp_beside(&t)).unwrap();
+        let err = write(&t, &vec![b'x'; 1 << 16]).unwrap_err();
+        assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        assert_eq!(std::fs::read(&t).unwrap(), b"previous, complete results");
+        assert!(!temp_beside(&t).exists(), "the temporary is removed");
+    }
+
     #[test]
     fn a_failed_write_keeps_the_previous_file() {
         let dir = tempfile::tempdir().unwrap();
