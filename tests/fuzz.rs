@@ -11,6 +11,14 @@ use quantbench::model::weights::{SafetensorsSource, TensorSource};
 use quantbench::record::RunRecord;
 use quantbench::Scenario;
 
+/// 400 cases per target in the test suite; PROPTEST_CASES for longer runs.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400)
+}
+
 fn example_results() -> String {
     std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/example/results.json"),
@@ -56,7 +64,7 @@ fn scenario_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn scenario_parser_never_panics(text in scenario_text()) {
