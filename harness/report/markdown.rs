@@ -260,14 +260,21 @@ fn render_quality(o: &mut String, run: &RunRecord) {
             Some(g) if g.passed => "pass".to_string(),
             Some(g) => format!("**fail**: {}", g.reasons.join("; ")),
         };
+        let kl = |x: f64| {
+            if x == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{x:.3e}")
+            }
+        };
         let _ = writeln!(
             o,
-            "| {} | {} | {:.3e} | {:.3e} | {:.3e} | {:.2}% | {:.1} | {:.4} | {}/{} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2}% | {:.1} | {:.4} | {}/{} | {} | {} |",
             v.precision,
             fmt_opt(v.weights_bytes.map(mb), 1),
-            q.kl_mean,
-            q.kl_p99,
-            q.kl_max,
+            kl(q.kl_mean),
+            kl(q.kl_p99),
+            kl(q.kl_max),
             q.same_top1 * 100.0,
             q.perplexity,
             q.perplexity_ratio,
