@@ -29,7 +29,12 @@ pub fn run(
     let prepared = runner::prepare(&scenario, scenario_file)?;
     quantbench::interrupt::install_handler()?;
     let _lock = prepare_dir(&dir)?;
-    let probes = Probes::available();
+    let (probes, missing) = Probes::for_device(&prepared.device_name);
+    for m in &missing {
+        if !quiet {
+            eprintln!("note: {m}; the run goes on without it");
+        }
+    }
     let mut observer = Progress {
         dir: dir.clone(),
         bar: None,

@@ -34,6 +34,12 @@ pub struct RunRecord {
     /// Why the quality pass could not run, if it failed.
     #[serde(default)]
     pub quality_error: Option<String>,
+    /// The probes that read memory ("process", "nvml" ...).
+    #[serde(default)]
+    pub probes: Vec<String>,
+    /// What a probe could not measure, or why an expected probe is missing.
+    #[serde(default)]
+    pub probe_notes: Vec<String>,
     pub started_at: String,
     #[serde(default)]
     pub finished_at: Option<String>,
@@ -142,6 +148,10 @@ pub struct VariantRecord {
     /// KL divergence, same-top-1 and perplexity against the f32 reference.
     #[serde(default)]
     pub quality: Option<crate::quality::QualityRecord>,
+    /// Device energy over the timed repetitions per generated token, where a probe has
+    /// an energy counter (NVML on NVIDIA GPUs); absent otherwise, never 0.
+    #[serde(default)]
+    pub energy_joules_per_token: Option<f64>,
 }
 
 impl VariantRecord {

@@ -140,6 +140,8 @@ pub fn new_record(p: &Prepared) -> RunRecord {
         variants: Vec::new(),
         quality_reference: None,
         quality_error: None,
+        probes: Vec::new(),
+        probe_notes: Vec::new(),
         finished_at: None,
     }
 }
@@ -172,6 +174,7 @@ pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, Ref
 /// Run every variant of a prepared scenario, in order.
 pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Result<RunRecord> {
     let mut run = new_record(p);
+    run.probes = probes.names();
     let mut reference = None;
     if let Some(eval) = &p.evaluation {
         observer.reference_started();
@@ -199,6 +202,7 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
             run.status = RunStatus::Complete;
             run.finished_at = now();
         }
+        run.probe_notes = probes.notes();
         let last = run.variants.last().expect("just pushed");
         observer.variant_finished(last, &run)?;
     }
@@ -240,6 +244,7 @@ pub fn run_variant(
         timing: None,
         memory: MemoryMoments::default(),
         quality: None,
+        energy_joules_per_token: None,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         measure(p, v, probes, reference, observer, &mut rec)
@@ -325,6 +330,8 @@ fn measure(
         all_tokens.push(g.new_ids);
     }
 
+    const ENERGY: &str = "gpu_energy_millijoules";
+    let energy_start = probes.read().get(ENERGY);
     let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
     let min_seconds = s.min_seconds.unwrap_or(0.0);
     let mut measured = 0.0;
@@ -359,6 +366,11 @@ fn measure(
         rep += 1;
     }
     let (peak, samples) = sampler.finish();
+    let _ = p.device.synchronize();
+    if let (Some(e0), Some(e1)) = (energy_start, probes.read().get(ENERGY)) {
+        let tokens = (rep * s.new_tokens) as f64;
+        rec.energy_joules_per_token = Some(e1.saturating_sub(e0) as f64 / 1000.0 / tokens);
+    }
     rec.memory.peak_samples = samples;
     let over = check_budget(s, &peak, "during generation");
     rec.memory.peak_during_generation = Some(peak);

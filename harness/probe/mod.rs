@@ -5,6 +5,7 @@
 //! [`Reading`] merges every probe's values at one moment. An NVML probe plugs in beside
 //! the process probe by implementing [`Probe`].
 
+pub mod nvml;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -39,20 +40,52 @@ pub trait Probe: Send + Sync {
     fn name(&self) -> &str;
     /// Current values; an unavailable figure is left out, never reported as 0.
     fn read(&self) -> BTreeMap<String, u64>;
+    /// What the probe could not measure, and why (said once each).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Every probe, read together.
+/// Every probe, read together, and why any expected probe is missing.
 #[derive(Clone)]
-pub struct Probes(Vec<Arc<dyn Probe>>);
+pub struct Probes(Vec<Arc<dyn Probe>>, Vec<String>);
 
 impl Probes {
     /// The probes available on this machine: process memory always.
     pub fn available() -> Self {
-        Probes(vec![Arc::new(process::ProcessProbe::new())])
+        Probes(vec![Arc::new(process::ProcessProbe::new())], Vec::new())
+    }
+
+    /// The probes for a run on `device` ("cpu" or "cuda:N"): process memory, plus NVML
+    /// for a CUDA device when a driver answers. Also returns why a probe is missing.
+    pub fn for_device(device: &str) -> (Self, Vec<String>) {
+        let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(process::ProcessProbe::new())];
+        let mut missing = Vec::new();
+        if let Some(i) = device
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            match nvml::NvmlProbe::open(i) {
+                Ok(p) => probes.push(Arc::new(p)),
+                Err(why) => missing.push(format!("nvml: {why}")),
+            }
+        }
+        (Probes(probes, missing.clone()), missing)
+    }
+
+    /// Why expected probes are missing, then every probe's notes, prefixed with its name.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = self.1.clone();
+        out.extend(self.0.iter().flat_map(|p| {
+            p.notes()
+                .into_iter()
+                .map(move |n| format!("{}: {n}", p.name()))
+        }));
+        out
     }
 
     pub fn new(probes: Vec<Arc<dyn Probe>>) -> Self {
-        Probes(probes)
+        Probes(probes, Vec::new())
     }
 
     pub fn names(&self) -> Vec<String> {

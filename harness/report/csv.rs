@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::Headline;
 use crate::record::RunRecord;
 
-pub const COLUMNS: [&str; 27] = [
+pub const COLUMNS: [&str; 28] = [
     "precision",
     "status",
     "weights_bytes",
@@ -32,6 +32,7 @@ pub const COLUMNS: [&str; 27] = [
     "perplexity_ratio",
     "leading_tokens_equal_to_f32",
     "quality_gate",
+    "energy_joules_per_token",
     "error",
 ];
 
@@ -75,6 +76,7 @@ pub fn render(run: &RunRecord) -> Result<String> {
             q.map(|q| q.leading_tokens_equal_to_f32.to_string())
                 .unwrap_or_default(),
             gate.to_string(),
+            num(v.energy_joules_per_token),
             h.error.clone().unwrap_or_default(),
         ])?;
     }

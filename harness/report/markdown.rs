@@ -154,6 +154,28 @@ pub fn render(run: &RunRecord) -> String {
         );
     }
 
+    let energy: Vec<String> = run
+        .variants
+        .iter()
+        .filter_map(|v| {
+            v.energy_joules_per_token
+                .map(|j| format!("{} {j:.4} J/token", v.precision))
+        })
+        .collect();
+    if !energy.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nDevice energy over the timed repetitions: {}.",
+            energy.join(", ")
+        );
+    }
+    if !run.probe_notes.is_empty() {
+        let _ = writeln!(o, "\nProbes ({}):", run.probes.join(", "));
+        for n in &run.probe_notes {
+            let _ = writeln!(o, "- {n}");
+        }
+    }
+
     render_quality(&mut o, run);
 
     let _ = writeln!(o, "\n## Generated text\n");
