@@ -238,7 +238,7 @@ fn print_summary(run: &RunRecord, dir: &Path) {
         }
     }
     println!(
-        "\nresults in {}/ (report.md, results.json, results.csv, memory.png, latency.png)",
+        "\nresults in {}/ (report.md, results.json, results.csv, memory.png, latency.png, quality.png)",
         dir.display()
     );
 }
