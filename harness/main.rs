@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use quantbench::clock;
 use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::synthetic::PRESETS;
 use quantbench::model::{self, ModelSpec};
@@ -344,17 +344,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_rest(rest);
             let source = model::resolve(&model)?;
             let (device, device_name) = device.open()?;
-            let t0 = Instant::now();
+            let t0 = clock::synced_now(&device)?;
             let loaded = model::load(&source, q, &device)?;
-            let load_s = t0.elapsed().as_secs_f64();
+            let load_s = clock::synced_seconds_since(&device, t0)?;
             let ids = loaded.tokenizer.encode(&prompt)?;
             let opts = GenerateOptions {
                 new_tokens,
                 stop_at_end_of_text: stop_at_eos,
             };
-            let t1 = Instant::now();
             let g = generate(&loaded, &ids, opts, &mut NoObserver)?;
-            let gen_s = t1.elapsed().as_secs_f64();
+            // The sum of the generation's steps, each timed with the device synchronised.
+            let gen_s = g.total_seconds();
             let fp = &loaded.footprint;
             println!("model:        {}", loaded.name);
             println!("quantization: {q}");

@@ -11,7 +11,6 @@
 
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::DType;
@@ -283,7 +282,7 @@ impl Reference {
         eval: &Evaluation,
         generated_token_ids: Vec<u32>,
     ) -> Result<Self> {
-        let t0 = Instant::now();
+        let t0 = crate::clock::synced_now(m.device())?;
         let file = tempfile::Builder::new()
             .prefix("quantbench-reference-")
             .tempfile()
@@ -332,7 +331,7 @@ impl Reference {
         w.flush().context("writing the reference distributions")?;
         let positions = top1.len();
         let perplexity = (nll / positions as f64).exp();
-        let seconds = t0.elapsed().as_secs_f64();
+        let seconds = crate::clock::synced_seconds_since(m.device(), t0)?;
         let mut own = QualityRecord::from_kls(
             &self_kls,
             positions,
@@ -367,7 +366,7 @@ impl Reference {
         eval: &Evaluation,
         generated: &[u32],
     ) -> Result<QualityRecord> {
-        let t0 = Instant::now();
+        let t0 = crate::clock::synced_now(m.device())?;
         let mut r = BufReader::with_capacity(1 << 20, self.file.reopen()?);
         r.rewind()?;
         let mut kls = Vec::with_capacity(self.positions);
@@ -443,7 +442,7 @@ impl Reference {
             perplexity,
             self.perplexity,
             leading,
-            t0.elapsed().as_secs_f64(),
+            crate::clock::synced_seconds_since(m.device(), t0)?,
         ))
     }
 }

@@ -4,18 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn quantbench(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::quantbench;
 
 /// Runs `generate` on `model` and expects bad input naming every one of `needles`.
 fn expect_bad(args: &[&str], needles: &[&str]) {

@@ -1,21 +1,11 @@
 //! compare and history through the binary, on result files with known repetitions.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-fn quantbench(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::quantbench;
 
 /// The committed example run, with every variant's repetitions replaced by `reps`
 /// (seconds per generation) scaled by the variant's position.

@@ -6,19 +6,8 @@ use std::process::Command;
 
 use quantbench::record::{RunRecord, RunStatus, VariantStatus};
 
-fn quantbench(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
-        .args(args)
-        .current_dir(cwd)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("the binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::quantbench_in as quantbench;
 
 const TINY: &str = r#"
 name = "tiny"

@@ -3,7 +3,7 @@
 //! and on every run. (The full soak, all-precisions on synthetic:gpt2 with 20 repeats,
 //! is `quantbench run scenarios/all-precisions.toml --repeats 20 --no-quality`.)
 
-use std::process::Command;
+mod common;
 
 use quantbench::record::{Moment, RunRecord};
 
@@ -25,17 +25,17 @@ enabled = false
     )
     .unwrap();
     let out = dir.join(name);
-    let o = Command::new(env!("CARGO_BIN_EXE_quantbench"))
-        .args([
+    let (code, _, stderr) = common::quantbench_in(
+        &[
             "run",
             scenario.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
             "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "{stderr}");
     quantbench::report::read_results(&out.join("results.json")).unwrap()
 }
 

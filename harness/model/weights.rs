@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -138,11 +138,6 @@ impl SafetensorsSource {
             .into());
         }
         Ok(SafetensorsSource { files, keys })
-    }
-
-    /// The files behind this source.
-    pub fn paths(&self) -> Vec<&Path> {
-        self.files.iter().map(|f| f.path.as_path()).collect()
     }
 }
 

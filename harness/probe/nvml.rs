@@ -42,43 +42,6 @@ impl NvmlProbe {
             notes.push(text);
         }
     }
-
-    /// Name, memory, driver and CUDA version, clocks: what the run records at its start.
-    pub fn describe(&self) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        if let Ok(d) = self.nvml.device_by_index(self.index) {
-            if let Ok(n) = d.name() {
-                out.insert("name".into(), n);
-            }
-            if let Ok(m) = d.memory_info() {
-                out.insert("memory_total_bytes".into(), m.total.to_string());
-            }
-            for (key, clock) in [
-                (
-                    "graphics_clock_mhz",
-                    nvml_wrapper::enum_wrappers::device::Clock::Graphics,
-                ),
-                (
-                    "memory_clock_mhz",
-                    nvml_wrapper::enum_wrappers::device::Clock::Memory,
-                ),
-            ] {
-                if let Ok(c) = d.clock_info(clock) {
-                    out.insert(key.into(), c.to_string());
-                }
-            }
-        }
-        if let Ok(v) = self.nvml.sys_driver_version() {
-            out.insert("driver_version".into(), v);
-        }
-        if let Ok(v) = self.nvml.sys_cuda_driver_version() {
-            out.insert(
-                "cuda_version".into(),
-                format!("{}.{}", v / 1000, (v % 1000) / 10),
-            );
-        }
-        out
-    }
 }
 
 impl Probe for NvmlProbe {

@@ -10,6 +10,7 @@ use std::sync::Once;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use super::{atomic, mb, RSS};
@@ -17,6 +18,11 @@ use crate::record::{Moment, RunRecord, VariantRecord};
 
 pub(crate) const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (1200, 650);
+
+/// Black text of `size` px anchored at (h, v) of its position.
+fn anchored(size: u32, h: HPos, v: VPos) -> TextStyle<'static> {
+    (FONT, size).into_font().color(&BLACK).pos(Pos::new(h, v))
+}
 
 fn ensure_font() {
     static REGISTER: Once = Once::new();
@@ -137,12 +143,7 @@ fn draw_memory<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord
                 Text::new(
                     format!("{v:.0}"),
                     (x, v + top * 0.01),
-                    (FONT, 13).into_font().color(&BLACK).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Bottom,
-                        ),
-                    ),
+                    anchored(13, HPos::Center, VPos::Bottom),
                 )
             })
         });
@@ -180,14 +181,7 @@ fn category_labels<DB: DrawingBackend>(
         } else {
             format!("{} (failed)", v.precision.name())
         };
-        let style =
-            (FONT, 18)
-                .into_font()
-                .color(&BLACK)
-                .pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Top,
-                ));
+        let style = anchored(18, HPos::Center, VPos::Top);
         root.draw(&Text::new(text, (x, y + 10), style))
             .map_err(plot_err)?;
     }
@@ -303,13 +297,7 @@ fn panel<DB: DrawingBackend>(
             Text::new(
                 fmt(p.1),
                 (*x + 0.06, p.1),
-                (FONT, 15)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Left,
-                        plotters::style::text_anchor::VPos::Bottom,
-                    )),
+                anchored(15, HPos::Left, VPos::Bottom),
             )
         }))
         .map_err(plot_err)?;
@@ -395,13 +383,7 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
             Text::new(
                 label,
                 (*x + xmax * 0.012, k.max(floor)),
-                (FONT, 15)
-                    .into_font()
-                    .color(&BLACK)
-                    .pos(plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Left,
-                        plotters::style::text_anchor::VPos::Bottom,
-                    )),
+                anchored(15, HPos::Left, VPos::Bottom),
             )
         }))
         .map_err(plot_err)?;
