@@ -16,6 +16,7 @@ pub mod error;
 pub mod generate;
 pub mod history;
 pub mod interrupt;
+pub mod kernel;
 pub mod model;
 pub mod precision;
 pub mod probe;

@@ -248,6 +248,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Ok(v) = std::env::var(quantbench::kernel::ENV) {
+        if let Err(msg) = quantbench::kernel::parse(&v) {
+            return Err(quantbench::InputError::new(msg).into());
+        }
+    }
     match cli.command {
         Command::Run(args) => {
             let scenario = args.scenario()?;

@@ -15,6 +15,7 @@ use candle_nn::kv_cache::KvCache;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
+use crate::kernel::QuantMatmul;
 
 /// The activation of the MLP, by its transformers name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +251,10 @@ impl Matrix {
     /// `xs @ self^T`, from f32 activations to f32 activations.
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Matrix::Quantized(q) => QMatMul::QTensor(q.clone()).forward(xs),
+            Matrix::Quantized(q) => match QuantMatmul::for_weights(q) {
+                Some(op) => op.forward(xs),
+                None => QMatMul::QTensor(q.clone()).forward(xs),
+            },
             Matrix::Dense(w) => {
                 let dims = xs.dims().to_vec();
                 let k = *dims.last().expect("activations have a last dimension");

@@ -1,0 +1,139 @@
+//! Activations rounded to 8 bits in blocks of 32, as ggml's `q8_0` (and candle's vec-dot
+//! type for the 32-element formats) does: one scale per block, `x ≈ scale × q` with
+//! `|q| ≤ 127`. Laid out for the kernels rather than as ggml blocks: a row's quants are
+//! contiguous, scales and `scale × Σq` (which the formats with a minimum need) sit in
+//! their own arrays.
+
+use half::f16;
+
+/// Elements per block, for the activations and every weight format here.
+pub const BLOCK: usize = 32;
+
+/// `rows` activation vectors of `k` elements each, quantized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activations {
+    pub rows: usize,
+    pub k: usize,
+    /// `rows × k` quants.
+    pub qs: Vec<i8>,
+    /// `rows × k/32` block scales, rounded to f16 like ggml stores them.
+    pub scales: Vec<f32>,
+    /// `rows × k/32`: each block's `scale × Σ q`.
+    pub sums: Vec<f32>,
+}
+
+impl Activations {
+    /// Quantize `x` (`rows × k`, row-major; `k` a multiple of 32). Rounds half to even.
+    pub fn quantize(x: &[f32], rows: usize, k: usize) -> Activations {
+        assert_eq!(x.len(), rows * k, "activations are {rows} x {k}");
+        assert_eq!(k % BLOCK, 0, "k = {k} is not a multiple of {BLOCK}");
+        let nb = k / BLOCK;
+        let mut a = Activations {
+            rows,
+            k,
+            qs: vec![0; rows * k],
+            scales: vec![0.0; rows * nb],
+            sums: vec![0.0; rows * nb],
+        };
+        let simd = super::simd_supported();
+        for (((xr, qr), sr), ur) in x
+            .chunks_exact(k)
+            .zip(a.qs.chunks_exact_mut(k))
+            .zip(a.scales.chunks_exact_mut(nb))
+            .zip(a.sums.chunks_exact_mut(nb))
+        {
+            for (b, (xb, qb)) in xr
+                .chunks_exact(BLOCK)
+                .zip(qr.chunks_exact_mut(BLOCK))
+                .enumerate()
+            {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: simd_supported() checked the CPU features; both blocks are 32 long.
+                    let (d, s) = unsafe { quantize_block_avx512(xb, qb) };
+                    sr[b] = d;
+                    ur[b] = s;
+                    continue;
+                }
+                let _ = simd;
+                let (d, s) = quantize_block(xb, qb);
+                sr[b] = d;
+                ur[b] = s;
+            }
+        }
+        a
+    }
+
+    pub fn blocks_per_row(&self) -> usize {
+        self.k / BLOCK
+    }
+}
+
+/// The portable rounding of one block: returns (scale, scale × Σq).
+pub fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (qi, xi) in q.iter_mut().zip(x) {
+        let v = (xi * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+        sum += v as i32;
+        *qi = v;
+    }
+    let d = f16::from_f32(d).to_f32();
+    (d, d * sum as f32)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len() == BLOCK && q.len() == BLOCK);
+    let v0 = _mm512_loadu_ps(x.as_ptr());
+    let v1 = _mm512_loadu_ps(x.as_ptr().add(16));
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm512_set1_ps(id);
+    // The default rounding mode (nearest, ties to even), as in quantize_block.
+    let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+    let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+    _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128(
+        q.as_mut_ptr().add(16) as *mut __m128i,
+        _mm512_cvtsepi32_epi8(q1),
+    );
+    let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    let d = f16::from_f32(d).to_f32();
+    (d, d * sum as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_matches_the_portable_path_and_bounds_the_error() {
+        let x: Vec<f32> = (0..4 * 96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013 + if i % 7 == 0 { 2.5 } else { 0.0 })
+            .collect();
+        let a = Activations::quantize(&x, 4, 96);
+        for (b, (xb, qb)) in x.chunks(32).zip(a.qs.chunks(32)).enumerate() {
+            let mut q = [0i8; 32];
+            let (d, s) = quantize_block(xb, &mut q);
+            assert_eq!(qb, q, "block {b}");
+            assert_eq!((a.scales[b], a.sums[b]), (d, s), "block {b}");
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (xi, qi) in xb.iter().zip(qb) {
+                // Half a step, plus the f16 rounding of the scale.
+                assert!(
+                    (xi - d * *qi as f32).abs() <= d * 0.5 + amax * 1e-3,
+                    "{xi} vs {qi}"
+                );
+            }
+        }
+        let zeros = Activations::quantize(&[0.0; 32], 1, 32);
+        assert_eq!((zeros.scales[0], zeros.sums[0]), (0.0, 0.0));
+        assert!(zeros.qs.iter().all(|&q| q == 0));
+    }
+}

@@ -1,0 +1,175 @@
+//! The AVX-512 VNNI micro-kernel: an R × C tile of outputs (R weight rows against C
+//! activation rows), walking the shared dimension one 32-element block at a time.
+//!
+//! Each weight block is unpacked once into 32 unsigned bytes and multiplied against the
+//! C activation blocks with `vpdpbusd` (u8 × i8, four products summed per 32-bit lane).
+//! The format's offset (8, 16 or 128) is not subtracted from the weights: the lanes
+//! start from `−offset × Σa` instead, computed once per activation block, so the inner
+//! step per (row, column) is one `vpdpbusd`, one conversion and one fused multiply-add
+//! with the product of the two block scales. A minimum (`q4_1`, `q5_1`) adds `m × d_a × Σa`.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use super::activations::{Activations, BLOCK};
+use super::format::Format;
+
+/// How far ahead of the block in use each weight row is prefetched, in bytes.
+const PREFETCH: usize = 384;
+
+/// Features every function here needs (checked by `super::simd_supported`).
+macro_rules! simd_fn {
+    ($($item:item)*) => {$(
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        $item
+    )*};
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = std::ptr::read_unaligned(p as *const u16);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// The block at `p` as 32 unsigned quants, its scale and its minimum.
+#[inline(always)]
+unsafe fn unpack<const F: u8>(p: *const u8) -> (__m256i, f32, f32) {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let nibbles = |qs: *const u8| {
+        let x = _mm_loadu_si128(qs as *const __m128i);
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4)
+    };
+    let high_bits = |qh: *const u8| {
+        let bits = std::ptr::read_unaligned(qh as *const u32);
+        _mm256_and_si256(_mm256_movm_epi8(bits), _mm256_set1_epi8(0x10))
+    };
+    match Format::from_id(F) {
+        Format::Q4_0 => (nibbles(p.add(2)), f16_at(p), 0.0),
+        Format::Q4_1 => (nibbles(p.add(4)), f16_at(p), f16_at(p.add(2))),
+        Format::Q5_0 => (
+            _mm256_or_si256(nibbles(p.add(6)), high_bits(p.add(2))),
+            f16_at(p),
+            0.0,
+        ),
+        Format::Q5_1 => (
+            _mm256_or_si256(nibbles(p.add(8)), high_bits(p.add(4))),
+            f16_at(p),
+            f16_at(p.add(2)),
+        ),
+        Format::Q8_0 => (
+            _mm256_xor_si256(
+                _mm256_loadu_si256(p.add(2) as *const __m256i),
+                _mm256_set1_epi8(-128),
+            ),
+            f16_at(p),
+            0.0,
+        ),
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_hadd_ps(s, s);
+    _mm_cvtss_f32(_mm_hadd_ps(s, s))
+}
+
+/// Where a tile reads and writes.
+pub struct Operands<'a> {
+    /// Weight rows, `row_bytes` apart.
+    pub weights: *const u8,
+    pub row_bytes: usize,
+    pub acts: &'a Activations,
+    /// The output, `acts.rows × n`, row-major.
+    pub out: *mut f32,
+    pub n: usize,
+}
+
+simd_fn! {
+    /// Outputs `[a_row, a_row + C) × [w_row, w_row + R)`.
+    unsafe fn tile<const F: u8, const R: usize, const C: usize>(
+        ops: &Operands,
+        w_row: usize,
+        a_row: usize,
+    ) {
+        let format = Format::from_id(F);
+        let nb = ops.acts.blocks_per_row();
+        let k = ops.acts.k;
+        let offset = _mm256_set1_epi8(format.offset() as u8 as i8);
+        let has_offset = format.offset() != 0;
+        let has_min = !has_offset;
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut acc_min = [[0f32; C]; R];
+        let qs = ops.acts.qs.as_ptr();
+        let bytes = format.block_bytes();
+        for b in 0..nb {
+            let mut av = [zero; C];
+            let mut start = [zero; C];
+            let mut da = [0f32; C];
+            let mut sa = [0f32; C];
+            for c in 0..C {
+                let row = a_row + c;
+                av[c] = _mm256_loadu_si256(qs.add(row * k + b * BLOCK) as *const __m256i);
+                da[c] = *ops.acts.scales.get_unchecked(row * nb + b);
+                sa[c] = *ops.acts.sums.get_unchecked(row * nb + b);
+                if has_offset {
+                    start[c] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, offset, av[c]));
+                }
+            }
+            for r in 0..R {
+                let p = ops.weights.add((w_row + r) * ops.row_bytes + b * bytes);
+                // Weights stream from memory once: ask for them ahead of use.
+                _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH) as *const i8);
+                let (w, d, m) = unpack::<F>(p);
+                for c in 0..C {
+                    let dot = _mm256_dpbusd_epi32(start[c], w, av[c]);
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(dot),
+                        _mm256_set1_ps(d * da[c]),
+                        acc[r][c],
+                    );
+                    if has_min {
+                        acc_min[r][c] += m * sa[c];
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            for c in 0..C {
+                *ops.out.add((a_row + c) * ops.n + w_row + r) = hsum(acc[r][c]) + acc_min[r][c];
+            }
+        }
+    }
+
+    /// All activation rows against weight rows `[r0, r1)`, in 4 × 4 tiles where they fit.
+    pub unsafe fn rows<const F: u8>(ops: &Operands, r0: usize, r1: usize) {
+        let m = ops.acts.rows;
+        let mut c = 0;
+        while c + 4 <= m {
+            let mut r = r0;
+            while r + 4 <= r1 {
+                tile::<F, 4, 4>(ops, r, c);
+                r += 4;
+            }
+            while r < r1 {
+                tile::<F, 1, 4>(ops, r, c);
+                r += 1;
+            }
+            c += 4;
+        }
+        while c < m {
+            let mut r = r0;
+            while r + 4 <= r1 {
+                tile::<F, 4, 1>(ops, r, c);
+                r += 4;
+            }
+            while r < r1 {
+                tile::<F, 1, 1>(ops, r, c);
+                r += 1;
+            }
+            c += 1;
+        }
+    }
+}
