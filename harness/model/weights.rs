@@ -379,7 +379,7 @@ pub fn build(
 }
 
 /// Stores an f32 `[rows, cols]` matrix in precision `p` on `device`.
-fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
+pub fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
     Ok(match p.storage() {
         Storage::Float(dt) => Matrix::Dense(t.to_dtype(dt)?.to_device(device)?),
         Storage::Blocks(gg) => Matrix::Quantized(Arc::new(QTensor::quantize_onto(t, gg, device)?)),
