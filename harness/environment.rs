@@ -12,13 +12,22 @@ pub struct GpuInfo {
     pub driver_version: String,
     /// The highest CUDA version the driver supports.
     pub cuda_version: String,
+    /// Clocks when the run started, in MHz (None where nvidia-smi reports N/A): the SM
+    /// and memory clocks now, and the SM clock's maximum. A GPU idling at a low clock
+    /// or capped below its maximum explains timings that differ between runs.
+    #[serde(default)]
+    pub sm_clock_mhz: Option<u32>,
+    #[serde(default)]
+    pub memory_clock_mhz: Option<u32>,
+    #[serde(default)]
+    pub max_sm_clock_mhz: Option<u32>,
 }
 
 /// GPUs from `nvidia-smi`, or none when it is absent or fails.
 pub fn detect_gpus() -> Vec<GpuInfo> {
     let query = std::process::Command::new("nvidia-smi")
         .args([
-            "--query-gpu=name,memory.total,driver_version",
+            "--query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem,clocks.max.sm",
             "--format=csv,noheader,nounits",
         ])
         .output();
@@ -33,8 +42,9 @@ pub fn detect_gpus() -> Vec<GpuInfo> {
     parse_nvidia_smi(&String::from_utf8_lossy(&out.stdout), &banner)
 }
 
-/// Parse `nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits`
-/// (memory in MiB) and the CUDA version from its banner.
+/// Parse `nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem,
+/// clocks.max.sm --format=csv,noheader,nounits` (memory in MiB, clocks in MHz) and the
+/// CUDA version from its banner.
 pub fn parse_nvidia_smi(csv: &str, banner: &str) -> Vec<GpuInfo> {
     let cuda = banner
         .split("CUDA Version:")
@@ -47,11 +57,14 @@ pub fn parse_nvidia_smi(csv: &str, banner: &str) -> Vec<GpuInfo> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').map(str::trim).collect();
             match f.as_slice() {
-                [name, mib, driver] => Some(GpuInfo {
+                [name, mib, driver, sm, mem, max_sm] => Some(GpuInfo {
                     name: name.to_string(),
                     memory_bytes: mib.parse::<u64>().ok()? << 20,
                     driver_version: driver.to_string(),
                     cuda_version: cuda.clone(),
+                    sm_clock_mhz: sm.parse().ok(),
+                    memory_clock_mhz: mem.parse().ok(),
+                    max_sm_clock_mhz: max_sm.parse().ok(),
                 }),
                 _ => None,
             }
@@ -85,6 +98,10 @@ pub struct Environment {
     pub gpus: Vec<GpuInfo>,
     /// The device the run asked for and got, e.g. "cpu" or "cuda:0".
     pub device: String,
+    /// Which kernels multiply by quantized weights on the CPU, and why
+    /// (`kernel::describe`).
+    #[serde(default)]
+    pub kernels: String,
     /// When the run started (RFC 3339, UTC).
     pub timestamp: String,
     /// A short hash of the hardware fields, equal on equal machines.
@@ -126,6 +143,7 @@ impl Environment {
                 "release".into()
             },
             device: device.to_string(),
+            kernels: crate::kernel::describe(),
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             hardware_fingerprint: String::new(),
         };
@@ -237,7 +255,7 @@ mod tests {
 
     #[test]
     fn nvidia_smi_output_is_parsed() {
-        let csv = "NVIDIA H100 80GB HBM3, 81559, 580.159.04\n";
+        let csv = "NVIDIA H100 80GB HBM3, 81559, 580.159.04, 345, 2619, 1980\n";
         let banner =
             "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0     |";
         let g = parse_nvidia_smi(csv, banner);
@@ -248,7 +266,15 @@ mod tests {
                 memory_bytes: 81559 << 20,
                 driver_version: "580.159.04".into(),
                 cuda_version: "13.0".into(),
+                sm_clock_mhz: Some(345),
+                memory_clock_mhz: Some(2619),
+                max_sm_clock_mhz: Some(1980),
             }]
+        );
+        let na = parse_nvidia_smi("A GPU, 1024, 1.0, [N/A], [N/A], 1500\n", "");
+        assert_eq!(
+            (na[0].sm_clock_mhz, na[0].max_sm_clock_mhz),
+            (None, Some(1500))
         );
         assert!(parse_nvidia_smi("garbage", "").is_empty());
         let mut a = Environment::capture("cuda:0");

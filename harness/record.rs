@@ -87,7 +87,13 @@ pub struct MemoryMoments {
     /// Samples the peak sampler took.
     pub peak_samples: usize,
     /// After the model was dropped and the allocator asked to return freed memory.
+    /// On a CUDA device the memory pool may still hold freed memory here
+    /// (`cuda_pool_reserved_bytes`, and inside `gpu_used_bytes`).
     pub after_cleanup: Option<Reading>,
+    /// After cleanup and after a device memory pool was trimmed to what is in use:
+    /// present only where a probe watches such a pool (CUDA builds on a GPU).
+    #[serde(default)]
+    pub after_pool_trim: Option<Reading>,
 }
 
 /// Weight bytes of the loaded model by group.

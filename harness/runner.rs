@@ -269,6 +269,10 @@ pub fn run_variant(
     release_freed_memory();
     let _ = p.device.synchronize();
     rec.memory.after_cleanup = Some(probes.read());
+    if probes.trim_caches() {
+        let _ = p.device.synchronize();
+        rec.memory.after_pool_trim = Some(probes.read());
+    }
     match error {
         None => rec.status = VariantStatus::Ok,
         Some(e) => {

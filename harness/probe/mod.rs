@@ -5,6 +5,8 @@
 //! [`Reading`] merges every probe's values at one moment. An NVML probe plugs in beside
 //! the process probe by implementing [`Probe`].
 
+#[cfg(feature = "cuda")]
+pub mod cuda_pool;
 pub mod nvml;
 pub mod process;
 
@@ -44,6 +46,11 @@ pub trait Probe: Send + Sync {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Ask the allocator this probe watches to give its cached, unused memory back (a
+    /// CUDA memory pool); true if it did. Most probes watch no cache.
+    fn trim_cache(&self) -> bool {
+        false
+    }
 }
 
 /// Every probe, read together, and why any expected probe is missing.
@@ -69,6 +76,8 @@ impl Probes {
                 Ok(p) => probes.push(Arc::new(p)),
                 Err(why) => missing.push(format!("nvml: {why}")),
             }
+            #[cfg(feature = "cuda")]
+            probes.push(Arc::new(cuda_pool::CudaPoolProbe::new(i)));
         }
         (Probes(probes, missing.clone()), missing)
     }
@@ -90,6 +99,13 @@ impl Probes {
 
     pub fn names(&self) -> Vec<String> {
         self.0.iter().map(|p| p.name().to_string()).collect()
+    }
+
+    /// Ask every probe's allocator to give cached memory back; true if any did.
+    pub fn trim_caches(&self) -> bool {
+        // Every probe is asked: no short-circuit.
+        let trimmed: Vec<bool> = self.0.iter().map(|p| p.trim_cache()).collect();
+        trimmed.contains(&true)
     }
 
     pub fn read(&self) -> Reading {
