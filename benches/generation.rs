@@ -39,6 +39,7 @@ fn load_all(device: &candle_core::Device) -> Vec<(Precision, LoadedModel)> {
 }
 
 fn generation(c: &mut Criterion) {
+    quantbench::kernel::configure_threads();
     let (device, _) = DeviceChoice::Auto.open().expect("opening the device");
     let models = load_all(&device);
 

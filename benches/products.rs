@@ -35,6 +35,7 @@ const SHAPES: [(&str, usize, usize); 5] = [
 const PREFILL_ROWS: usize = 16;
 
 fn products(c: &mut Criterion) {
+    quantbench::kernel::configure_threads();
     let (device, _) = DeviceChoice::Auto.open().expect("opening the device");
     for (name, k, n) in SHAPES {
         // GPT-2's initialisation: N(0, 0.02).

@@ -233,6 +233,7 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    quantbench::kernel::configure_threads();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -59,6 +59,26 @@ pub fn simd_supported() -> bool {
     })
 }
 
+/// Settle candle's CPU threading for the process; call first thing in `main`, before any
+/// thread starts (it sets environment variables).
+///
+/// - candle reads its thread count on every float matmul, and where it finds no
+///   `RAYON_NUM_THREADS` it re-parses `/proc/cpuinfo` each time (num_cpus): tens of
+///   microseconds per attention product, 24 times a token. The count is fixed here once.
+/// - candle's pool workers spin 25,000 times, then sleep, between parallel ops; the
+///   serial ops of a decode step outlast that, so every kernel call woke a sleeping worker
+///   and the caller waited for it. Workers now spin for about a millisecond, unless
+///   `CANDLE_BARRIER_POOL_SPIN_LIMIT` says otherwise.
+pub fn configure_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "2000000");
+    }
+}
+
 /// Parse a value of [`ENV`]; the error names the valid values.
 pub fn parse(value: &str) -> Result<Kernels, String> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -178,10 +198,12 @@ fn simd_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f3
     out
 }
 
-/// A product with a quantized matrix, as a candle op on the activations.
+/// A product with a quantized matrix, plus an optional bias, as a candle op on the
+/// activations.
 pub struct QuantMatmul {
     weights: Arc<QTensor>,
     format: Format,
+    bias: Option<Vec<f32>>,
 }
 
 impl QuantMatmul {
@@ -193,7 +215,19 @@ impl QuantMatmul {
         Some(QuantMatmul {
             format: Format::of(weights.dtype())?,
             weights: weights.clone(),
+            bias: None,
         })
+    }
+
+    /// Add `bias` (one value per output) to every row of the product.
+    pub fn with_bias(mut self, bias: &Tensor) -> candle_core::Result<QuantMatmul> {
+        let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let n = self.weights.shape().dims2()?.0;
+        if bias.len() != n {
+            candle_core::bail!("a bias of {} for {n} outputs", bias.len());
+        }
+        self.bias = Some(bias);
+        Ok(self)
     }
 
     /// `xs @ weights^T` (`xs` f32, any leading dimensions).
@@ -226,7 +260,12 @@ impl CustomOp1 for QuantMatmul {
         let x = &storage.as_slice::<f32>()?[start..end];
         let m = x.len() / k;
         let data = self.weights.data()?;
-        let out = matmul(self.format, &data, n, k, x, m);
+        let mut out = matmul(self.format, &data, n, k, x, m);
+        if let Some(bias) = &self.bias {
+            for row in out.chunks_exact_mut(n) {
+                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            }
+        }
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("non-empty") = n;
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))

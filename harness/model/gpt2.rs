@@ -337,6 +337,12 @@ pub struct Linear {
 
 impl Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        if let Matrix::Quantized(q) = &self.weight {
+            if let Some(op) = QuantMatmul::for_weights(q) {
+                // One op instead of two: the bias is added as the product is written.
+                return op.with_bias(&self.bias.0)?.forward(xs);
+            }
+        }
         self.weight.forward(xs)?.broadcast_add(&self.bias.f32()?)
     }
 }
@@ -541,10 +547,7 @@ impl Gpt2 {
             att = att.broadcast_add(m)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att
-            .matmul(&v.contiguous()?)?
-            .transpose(1, 2)?
-            .reshape((bsz, len, c))?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, len, c))?;
         let xs = (xs + b.attn_proj.forward(&y)?)?;
 
         let h = b.ln_2.forward(&xs)?;
