@@ -15,6 +15,7 @@
 //! kernels run instead; [`describe`] says which, and results record it.
 
 pub mod activations;
+pub mod dense;
 pub mod format;
 mod tile;
 
@@ -112,7 +113,7 @@ pub fn active() -> Kernels {
 pub fn describe() -> String {
     match active() {
         Kernels::Quantbench => {
-            "quantbench avx512-vnni (q4_0 q4_1 q5_0 q5_1 q8_0); candle for the rest".into()
+            "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f16 bf16, and f32 up to 16 rows); candle for the rest".into()
         }
         Kernels::Candle if simd_supported() => format!("candle ({ENV}=candle)"),
         Kernels::Candle => "candle (this CPU lacks AVX-512 VNNI)".into(),
@@ -173,29 +174,40 @@ fn simd_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f3
         out: out.as_mut_ptr(),
         n,
     };
-    // Work items of 16 weight rows: each writes its own columns of `out`.
-    const ROWS: usize = 16;
-    let items = n.div_ceil(ROWS);
     let ops_addr = &ops as *const tile::Operands as usize;
-    let run = |range: std::ops::Range<usize>| {
-        // SAFETY: `ops` outlives the pool call; items write disjoint outputs; the CPU
+    for_each_tile(n, acts.rows, |w, a| {
+        // SAFETY: `ops` outlives the pool call; tiles write disjoint outputs; the CPU
         // features were checked by simd_supported().
         let ops = unsafe { &*(ops_addr as *const tile::Operands) };
-        for item in range {
-            let (r0, r1) = (item * ROWS, n.min(item * ROWS + ROWS));
-            unsafe {
-                match format {
-                    Format::Q4_0 => tile::rows::<0>(ops, r0, r1),
-                    Format::Q4_1 => tile::rows::<1>(ops, r0, r1),
-                    Format::Q5_0 => tile::rows::<2>(ops, r0, r1),
-                    Format::Q5_1 => tile::rows::<3>(ops, r0, r1),
-                    Format::Q8_0 => tile::rows::<4>(ops, r0, r1),
-                }
+        unsafe {
+            match format {
+                Format::Q4_0 => tile::rows::<0>(ops, w, a),
+                Format::Q4_1 => tile::rows::<1>(ops, w, a),
+                Format::Q5_0 => tile::rows::<2>(ops, w, a),
+                Format::Q5_1 => tile::rows::<3>(ops, w, a),
+                Format::Q8_0 => tile::rows::<4>(ops, w, a),
             }
         }
-    };
-    candle_core::utils::barrier_pool().execute_chunked(items, run);
+    });
     out
+}
+
+/// Split an `m × n` output into tiles (weight rows × activation rows) and run `f` on
+/// each, on candle's thread pool. One activation row (decode): 16 weight rows a tile, so
+/// both threads stay busy on small matrices. More: 64 × 64 tiles, so a tile's weights
+/// and activations stay in the core's cache while it works on them.
+fn for_each_tile(n: usize, m: usize, f: impl Fn((usize, usize), (usize, usize)) + Sync) {
+    let (wt, at) = if m == 1 { (16, 1) } else { (64, 64) };
+    let (w_tiles, a_tiles) = (n.div_ceil(wt), m.div_ceil(at));
+    candle_core::utils::barrier_pool().execute_chunked(w_tiles * a_tiles, |range| {
+        for item in range {
+            let (wi, ai) = (item % w_tiles, item / w_tiles);
+            f(
+                (wi * wt, n.min(wi * wt + wt)),
+                (ai * at, m.min(ai * at + at)),
+            );
+        }
+    });
 }
 
 /// A product with a quantized matrix, plus an optional bias, as a candle op on the
@@ -221,12 +233,7 @@ impl QuantMatmul {
 
     /// Add `bias` (one value per output) to every row of the product.
     pub fn with_bias(mut self, bias: &Tensor) -> candle_core::Result<QuantMatmul> {
-        let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
-        let n = self.weights.shape().dims2()?.0;
-        if bias.len() != n {
-            candle_core::bail!("a bias of {} for {n} outputs", bias.len());
-        }
-        self.bias = Some(bias);
+        self.bias = Some(bias_values(bias, self.weights.shape().dims2()?.0)?);
         Ok(self)
     }
 
@@ -247,28 +254,133 @@ impl CustomOp1 for QuantMatmul {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, k) = self.weights.shape().dims2()?;
-        let dims = layout.shape().dims();
-        if dims.last() != Some(&k) {
-            candle_core::bail!(
-                "activations {:?} do not end in the weights' {k} columns",
-                dims
-            );
-        }
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("activations are not contiguous".into()))?;
-        let x = &storage.as_slice::<f32>()?[start..end];
+        let (x, mut dims) = activations(storage, layout, k)?;
         let m = x.len() / k;
         let data = self.weights.data()?;
         let mut out = matmul(self.format, &data, n, k, x, m);
-        if let Some(bias) = &self.bias {
-            for row in out.chunks_exact_mut(n) {
-                row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-            }
+        add_bias(&mut out, self.bias.as_ref());
+        *dims.last_mut().expect("non-empty") = n;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// A product with float weights (f32, f16, bf16), plus an optional bias, as a candle op
+/// on the activations: [`dense`]'s kernels.
+pub struct DenseMatmul {
+    weights: Tensor,
+    format: dense::Float,
+    bias: Option<Vec<f32>>,
+}
+
+/// Up to this many activation rows, f32 weights go through [`dense`]; beyond, candle's
+/// gemm (which packs and tiles for many rows) is faster. f16 and bf16 always do.
+pub const DENSE_F32_MAX_ROWS: usize = 16;
+
+impl DenseMatmul {
+    /// The op for `weights` multiplying `rows` activation rows, when these kernels are
+    /// active and fit.
+    pub fn for_weights(weights: &Tensor, rows: usize) -> Option<DenseMatmul> {
+        if active() != Kernels::Quantbench || !weights.device().is_cpu() || !weights.is_contiguous()
+        {
+            return None;
         }
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("non-empty") = n;
-        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+        let format = dense::Float::of(weights.dtype())?;
+        if format == dense::Float::F32 && rows > DENSE_F32_MAX_ROWS {
+            return None;
+        }
+        Some(DenseMatmul {
+            weights: weights.clone(),
+            format,
+            bias: None,
+        })
+    }
+
+    /// Add `bias` (one value per output) to every row of the product.
+    pub fn with_bias(mut self, bias: &Tensor) -> candle_core::Result<DenseMatmul> {
+        self.bias = Some(bias_values(bias, self.weights.dim(0)?)?);
+        Ok(self)
+    }
+
+    /// `xs @ weights^T` (`xs` f32, any leading dimensions).
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        xs.contiguous()?.apply_op1_no_bwd(self)
+    }
+}
+
+fn bias_values(bias: &Tensor, n: usize) -> candle_core::Result<Vec<f32>> {
+    let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    if bias.len() != n {
+        candle_core::bail!("a bias of {} for {n} outputs", bias.len());
+    }
+    Ok(bias)
+}
+
+fn add_bias(out: &mut [f32], bias: Option<&Vec<f32>>) {
+    if let Some(bias) = bias {
+        for row in out.chunks_exact_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+        }
+    }
+}
+
+/// The f32 activations of a custom op's input, checked against `k` columns.
+fn activations<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    k: usize,
+) -> candle_core::Result<(&'a [f32], Vec<usize>)> {
+    let dims = layout.shape().dims();
+    if dims.last() != Some(&k) {
+        candle_core::bail!(
+            "activations {:?} do not end in the weights' {k} columns",
+            dims
+        );
+    }
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("activations are not contiguous".into()))?;
+    Ok((&storage.as_slice::<f32>()?[start..end], dims.to_vec()))
+}
+
+impl CustomOp1 for DenseMatmul {
+    fn name(&self) -> &'static str {
+        "quantbench-dense-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, k) = self.weights.dims2()?;
+        let (x, mut dims) = activations(storage, layout, k)?;
+        let m = x.len() / k;
+        let (w_storage, w_layout) = self.weights.storage_and_layout();
+        let candle_core::Storage::Cpu(w) = &*w_storage else {
+            candle_core::bail!("dense weights are not on the CPU");
+        };
+        let (a, b) = w_layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("weights are not contiguous".into()))?;
+        // SAFETY: viewing initialised f32/f16/bf16 elements as their bytes.
+        let bytes: &[u8] = unsafe {
+            match w {
+                CpuStorage::F32(v) => {
+                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 4)
+                }
+                CpuStorage::F16(v) => {
+                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 2)
+                }
+                CpuStorage::BF16(v) => {
+                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 2)
+                }
+                _ => candle_core::bail!("dense weights of dtype {:?}", self.weights.dtype()),
+            }
+        };
+        let mut out = dense::matmul(self.format, bytes, n, k, x, m);
+        add_bias(&mut out, self.bias.as_ref());
+        *dims.last_mut().expect("non-empty") = n;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
 
@@ -295,7 +407,13 @@ mod tests {
             eprintln!("this CPU lacks AVX-512 VNNI: only the reference path is in use");
             return;
         }
-        for (m, n, k) in [(1, 37, 64), (7, 22, 96), (4, 4, 32), (9, 19, 128)] {
+        for (m, n, k) in [
+            (1, 37, 64),
+            (7, 22, 96),
+            (4, 4, 32),
+            (9, 19, 128),
+            (70, 130, 64),
+        ] {
             let w = Tensor::from_vec(data(n * k, 1), (n, k), &Device::Cpu).unwrap();
             let x = data(m * k, 2);
             for f in Format::ALL {

@@ -143,10 +143,10 @@ simd_fn! {
         }
     }
 
-    /// All activation rows against weight rows `[r0, r1)`, in 4 × 4 tiles where they fit.
-    pub unsafe fn rows<const F: u8>(ops: &Operands, r0: usize, r1: usize) {
-        let m = ops.acts.rows;
-        let mut c = 0;
+    /// Activation rows `[c0, m)` against weight rows `[r0, r1)`, in 4 × 4 tiles where
+    /// they fit.
+    pub unsafe fn rows<const F: u8>(ops: &Operands, (r0, r1): (usize, usize), (c0, m): (usize, usize)) {
+        let mut c = c0;
         while c + 4 <= m {
             let mut r = r0;
             while r + 4 <= r1 {

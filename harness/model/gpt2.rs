@@ -15,7 +15,7 @@ use candle_nn::kv_cache::KvCache;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::kernel::QuantMatmul;
+use crate::kernel::{DenseMatmul, QuantMatmul};
 
 /// The activation of the MLP, by its transformers name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +256,9 @@ impl Matrix {
                 None => QMatMul::QTensor(q.clone()).forward(xs),
             },
             Matrix::Dense(w) => {
+                if let Some(op) = DenseMatmul::for_weights(w, rows(xs)?) {
+                    return op.forward(xs);
+                }
                 let dims = xs.dims().to_vec();
                 let k = *dims.last().expect("activations have a last dimension");
                 let rows = xs.elem_count() / k;
@@ -337,14 +340,26 @@ pub struct Linear {
 
 impl Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        if let Matrix::Quantized(q) = &self.weight {
-            if let Some(op) = QuantMatmul::for_weights(q) {
-                // One op instead of two: the bias is added as the product is written.
-                return op.with_bias(&self.bias.0)?.forward(xs);
+        // quantbench's kernels add the bias as they write the product: one op, not two.
+        match &self.weight {
+            Matrix::Quantized(q) => {
+                if let Some(op) = QuantMatmul::for_weights(q) {
+                    return op.with_bias(&self.bias.0)?.forward(xs);
+                }
+            }
+            Matrix::Dense(w) => {
+                if let Some(op) = DenseMatmul::for_weights(w, rows(xs)?) {
+                    return op.with_bias(&self.bias.0)?.forward(xs);
+                }
             }
         }
         self.weight.forward(xs)?.broadcast_add(&self.bias.f32()?)
     }
+}
+
+/// Activation rows of `xs` (every dimension but the last).
+fn rows(xs: &Tensor) -> candle_core::Result<usize> {
+    Ok(xs.elem_count() / xs.dims().last().copied().unwrap_or(1).max(1))
 }
 
 #[derive(Debug, Clone)]
