@@ -180,7 +180,12 @@ pub fn decode(min: f32, step: f32, codes: &[u16]) -> Vec<f64> {
 
 /// KL(P || Q) = sum p log(p / q) from log-probabilities, in nats.
 pub fn kl_divergence(lp: &[f64], lq: &[f64]) -> f64 {
-    lp.iter().zip(lq).map(|(&p, &q)| p.exp() * (p - q)).sum()
+    // The weight p in f32 (libm's expf is several times faster than exp, and a relative
+    // error of 1e-7 in a weight is far below the 16-bit coding); the difference in f64.
+    lp.iter()
+        .zip(lq)
+        .map(|(&p, &q)| (p as f32).exp() as f64 * (p - q))
+        .sum()
 }
 
 fn argmax(v: &[f32]) -> u32 {

@@ -17,6 +17,7 @@
 pub mod activations;
 pub mod dense;
 pub mod format;
+pub mod gelu;
 mod tile;
 
 use std::sync::{Arc, OnceLock};
@@ -113,7 +114,7 @@ pub fn active() -> Kernels {
 pub fn describe() -> String {
     match active() {
         Kernels::Quantbench => {
-            "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f16 bf16, and f32 up to 16 rows); candle for the rest".into()
+            "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".into()
         }
         Kernels::Candle if simd_supported() => format!("candle ({ENV}=candle)"),
         Kernels::Candle => "candle (this CPU lacks AVX-512 VNNI)".into(),
@@ -272,22 +273,15 @@ pub struct DenseMatmul {
     bias: Option<Vec<f32>>,
 }
 
-/// Up to this many activation rows, f32 weights go through [`dense`]; beyond, candle's
-/// gemm (which packs and tiles for many rows) is faster. f16 and bf16 always do.
-pub const DENSE_F32_MAX_ROWS: usize = 16;
-
 impl DenseMatmul {
-    /// The op for `weights` multiplying `rows` activation rows, when these kernels are
-    /// active and fit.
-    pub fn for_weights(weights: &Tensor, rows: usize) -> Option<DenseMatmul> {
+    /// The op for `weights`, when these kernels are active and cover its dtype. (They
+    /// beat candle's gemm at every row count measured: 1 to 1,024.)
+    pub fn for_weights(weights: &Tensor) -> Option<DenseMatmul> {
         if active() != Kernels::Quantbench || !weights.device().is_cpu() || !weights.is_contiguous()
         {
             return None;
         }
         let format = dense::Float::of(weights.dtype())?;
-        if format == dense::Float::F32 && rows > DENSE_F32_MAX_ROWS {
-            return None;
-        }
         Some(DenseMatmul {
             weights: weights.clone(),
             format,

@@ -45,7 +45,16 @@ impl Activation {
 
     fn apply(self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Activation::GeluNew | Activation::GeluPytorchTanh => xs.gelu(),
+            Activation::GeluNew | Activation::GeluPytorchTanh => {
+                if crate::kernel::active() == crate::kernel::Kernels::Quantbench
+                    && xs.device().is_cpu()
+                    && xs.dtype() == DType::F32
+                {
+                    crate::kernel::gelu::GeluNew::forward(xs)
+                } else {
+                    xs.gelu()
+                }
+            }
             Activation::Gelu => xs.gelu_erf(),
             Activation::Relu => xs.relu(),
         }
@@ -256,7 +265,7 @@ impl Matrix {
                 None => QMatMul::QTensor(q.clone()).forward(xs),
             },
             Matrix::Dense(w) => {
-                if let Some(op) = DenseMatmul::for_weights(w, rows(xs)?) {
+                if let Some(op) = DenseMatmul::for_weights(w) {
                     return op.forward(xs);
                 }
                 let dims = xs.dims().to_vec();
@@ -348,18 +357,13 @@ impl Linear {
                 }
             }
             Matrix::Dense(w) => {
-                if let Some(op) = DenseMatmul::for_weights(w, rows(xs)?) {
+                if let Some(op) = DenseMatmul::for_weights(w) {
                     return op.with_bias(&self.bias.0)?.forward(xs);
                 }
             }
         }
         self.weight.forward(xs)?.broadcast_add(&self.bias.f32()?)
     }
-}
-
-/// Activation rows of `xs` (every dimension but the last).
-fn rows(xs: &Tensor) -> candle_core::Result<usize> {
-    Ok(xs.elem_count() / xs.dims().last().copied().unwrap_or(1).max(1))
 }
 
 #[derive(Debug, Clone)]
