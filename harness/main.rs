@@ -233,6 +233,7 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
+    quantbench::probe::process::use_one_allocator_arena();
     quantbench::kernel::configure_threads();
     let cli = Cli::parse();
     match run(cli) {

@@ -40,8 +40,10 @@ impl Float {
     }
 }
 
+/// Weights are prefetched 8 rows ahead, as in the quantized kernels (f16 decode on GPT-2
+/// small: 58 tok/s with 512 bytes ahead in the same row, 73 with 8 rows ahead).
 #[cfg(target_arch = "x86_64")]
-const PREFETCH: usize = 512;
+const PREFETCH_ROWS: usize = 8;
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! simd_fn {
@@ -94,7 +96,7 @@ simd_fn! {
             }
             for r in 0..R {
                 let p = o.w.add(((w_row + r) * o.k + i) * o.elem);
-                _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * o.k * o.elem) as *const i8);
                 let wv = load16::<F>(p);
                 for c in 0..C {
                     acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);

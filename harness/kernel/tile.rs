@@ -15,8 +15,11 @@ use std::arch::x86_64::*;
 use super::activations::{Activations, BLOCK};
 use super::format::Format;
 
-/// How far ahead of the block in use each weight row is prefetched, in bytes.
-const PREFETCH: usize = 384;
+/// How far ahead weights are prefetched: the same block of the weight row this many rows
+/// on, two tiles ahead. Rows lie one after another, so this runs ahead of the whole tile
+/// in memory order; measured on GPT-2 small's q4_0 decode (median of 5 runs), 384 bytes
+/// ahead in the same row gave 151 tok/s, 2 KB ahead 194, 4 rows ahead 212, 8 rows 217.
+pub(super) const PREFETCH_ROWS: usize = 8;
 
 /// Features every function here needs (checked by `super::simd_supported`).
 macro_rules! simd_fn {
@@ -121,7 +124,7 @@ simd_fn! {
             for r in 0..R {
                 let p = ops.weights.add((w_row + r) * ops.row_bytes + b * bytes);
                 // Weights stream from memory once: ask for them ahead of use.
-                _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * ops.row_bytes) as *const i8);
                 let (w, d, m) = unpack::<F>(p);
                 for c in 0..C {
                     let dot = _mm256_dpbusd_epi32(start[c], w, av[c]);
