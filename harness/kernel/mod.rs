@@ -212,7 +212,7 @@ fn for_each_tile(n: usize, m: usize, f: impl Fn((usize, usize), (usize, usize)) 
 pub struct QuantMatmul {
     weights: Arc<QTensor>,
     format: Format,
-    bias: Option<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
 }
 
 impl QuantMatmul {
@@ -229,8 +229,9 @@ impl QuantMatmul {
     }
 
     /// Add `bias` (one value per output) to every row of the product.
-    pub fn with_bias(mut self, bias: &Tensor) -> candle_core::Result<QuantMatmul> {
-        self.bias = Some(bias_values(bias, self.weights.shape().dims2()?.0)?);
+    pub fn with_bias(mut self, bias: Arc<Vec<f32>>) -> candle_core::Result<QuantMatmul> {
+        check_bias(&bias, self.weights.shape().dims2()?.0)?;
+        self.bias = Some(bias);
         Ok(self)
     }
 
@@ -266,7 +267,7 @@ impl CustomOp1 for QuantMatmul {
 pub struct DenseMatmul {
     weights: Tensor,
     format: dense::Float,
-    bias: Option<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
 }
 
 impl DenseMatmul {
@@ -286,8 +287,9 @@ impl DenseMatmul {
     }
 
     /// Add `bias` (one value per output) to every row of the product.
-    pub fn with_bias(mut self, bias: &Tensor) -> candle_core::Result<DenseMatmul> {
-        self.bias = Some(bias_values(bias, self.weights.dim(0)?)?);
+    pub fn with_bias(mut self, bias: Arc<Vec<f32>>) -> candle_core::Result<DenseMatmul> {
+        check_bias(&bias, self.weights.dim(0)?)?;
+        self.bias = Some(bias);
         Ok(self)
     }
 
@@ -297,18 +299,17 @@ impl DenseMatmul {
     }
 }
 
-fn bias_values(bias: &Tensor, n: usize) -> candle_core::Result<Vec<f32>> {
-    let bias = bias.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+fn check_bias(bias: &[f32], n: usize) -> candle_core::Result<()> {
     if bias.len() != n {
         candle_core::bail!("a bias of {} for {n} outputs", bias.len());
     }
-    Ok(bias)
+    Ok(())
 }
 
-fn add_bias(out: &mut [f32], bias: Option<&Vec<f32>>) {
+fn add_bias(out: &mut [f32], bias: Option<&Arc<Vec<f32>>>) {
     if let Some(bias) = bias {
         for row in out.chunks_exact_mut(bias.len()) {
-            row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+            row.iter_mut().zip(bias.iter()).for_each(|(o, b)| *o += b);
         }
     }
 }

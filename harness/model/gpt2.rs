@@ -345,20 +345,32 @@ impl Vector {
 pub struct Linear {
     pub weight: Matrix,
     pub bias: Vector,
+    /// The bias as f32 values, read once at load for quantbench's kernels (which add it
+    /// as they write the product), not once per forward pass.
+    bias_f32: Arc<Vec<f32>>,
 }
 
 impl Linear {
+    pub fn new(weight: Matrix, bias: Vector) -> candle_core::Result<Linear> {
+        let bias_f32 = Arc::new(bias.f32()?.to_vec1::<f32>()?);
+        Ok(Linear {
+            weight,
+            bias,
+            bias_f32,
+        })
+    }
+
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         // quantbench's kernels add the bias as they write the product: one op, not two.
         match &self.weight {
             Matrix::Quantized(q) => {
                 if let Some(op) = QuantMatmul::for_weights(q) {
-                    return op.with_bias(&self.bias.0)?.forward(xs);
+                    return op.with_bias(self.bias_f32.clone())?.forward(xs);
                 }
             }
             Matrix::Dense(w) => {
                 if let Some(op) = DenseMatmul::for_weights(w) {
-                    return op.with_bias(&self.bias.0)?.forward(xs);
+                    return op.with_bias(self.bias_f32.clone())?.forward(xs);
                 }
             }
         }

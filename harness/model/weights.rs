@@ -323,22 +323,22 @@ pub fn build(
             vector(&p("ln_2.bias"), c)?,
             eps,
         );
-        let c_attn = Linear {
-            weight: matrix(&p("attn.c_attn.weight"), [c, 3 * c], true, true)?,
-            bias: vector(&p("attn.c_attn.bias"), 3 * c)?,
-        };
-        let attn_proj = Linear {
-            weight: matrix(&p("attn.c_proj.weight"), [c, c], true, true)?,
-            bias: vector(&p("attn.c_proj.bias"), c)?,
-        };
-        let c_fc = Linear {
-            weight: matrix(&p("mlp.c_fc.weight"), [c, inner], true, true)?,
-            bias: vector(&p("mlp.c_fc.bias"), inner)?,
-        };
-        let mlp_proj = Linear {
-            weight: matrix(&p("mlp.c_proj.weight"), [inner, c], true, true)?,
-            bias: vector(&p("mlp.c_proj.bias"), c)?,
-        };
+        let c_attn = Linear::new(
+            matrix(&p("attn.c_attn.weight"), [c, 3 * c], true, true)?,
+            vector(&p("attn.c_attn.bias"), 3 * c)?,
+        )?;
+        let attn_proj = Linear::new(
+            matrix(&p("attn.c_proj.weight"), [c, c], true, true)?,
+            vector(&p("attn.c_proj.bias"), c)?,
+        )?;
+        let c_fc = Linear::new(
+            matrix(&p("mlp.c_fc.weight"), [c, inner], true, true)?,
+            vector(&p("mlp.c_fc.bias"), inner)?,
+        )?;
+        let mlp_proj = Linear::new(
+            matrix(&p("mlp.c_proj.weight"), [inner, c], true, true)?,
+            vector(&p("mlp.c_proj.bias"), c)?,
+        )?;
         blocks.push(Block {
             ln_1,
             c_attn,
