@@ -15,6 +15,7 @@ use candle_core::DType;
 
 /// The float formats with a kernel here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Float {
     F32,
     F16,
@@ -31,11 +32,13 @@ impl Float {
         }
     }
 
-    const fn id(self) -> u8 {
-        match self {
-            Float::F32 => 0,
-            Float::F16 => 1,
-            Float::BF16 => 2,
+    /// The format whose discriminant (`format as u8`, the kernels' const parameter) is `id`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const fn from_id(id: u8) -> Float {
+        match id {
+            0 => Float::F32,
+            1 => Float::F16,
+            _ => Float::BF16,
         }
     }
 }
@@ -58,10 +61,10 @@ macro_rules! simd_fn {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn load16<const F: u8>(p: *const u8) -> __m512 {
-    match F {
-        0 => _mm512_loadu_ps(p as *const f32),
-        1 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
-        _ => _mm512_castsi512_ps(_mm512_slli_epi32(
+    match Float::from_id(F) {
+        Float::F32 => _mm512_loadu_ps(p as *const f32),
+        Float::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+        Float::BF16 => _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
             16,
         )),
@@ -113,10 +116,10 @@ simd_fn! {
                 let mut sum = _mm512_reduce_add_ps(acc[r][c]);
                 for j in k16..o.k {
                     let w = o.w.add(((w_row + r) * o.k + j) * o.elem);
-                    let wj = match F {
-                        0 => *(w as *const f32),
-                        1 => half::f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
-                        _ => half::bf16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
+                    let wj = match Float::from_id(F) {
+                        Float::F32 => *(w as *const f32),
+                        Float::F16 => half::f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
+                        Float::BF16 => half::bf16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
                     };
                     sum += wj * *o.x.add((a_row + c) * o.k + j);
                 }
@@ -186,10 +189,10 @@ pub fn matmul(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) 
             // were checked above.
             let o = unsafe { &*(addr as *const Operands) };
             unsafe {
-                match format.id() {
-                    0 => rows::<0>(o, w_rows, a_rows),
-                    1 => rows::<1>(o, w_rows, a_rows),
-                    _ => rows::<2>(o, w_rows, a_rows),
+                match format {
+                    Float::F32 => rows::<{ Float::F32 as u8 }>(o, w_rows, a_rows),
+                    Float::F16 => rows::<{ Float::F16 as u8 }>(o, w_rows, a_rows),
+                    Float::BF16 => rows::<{ Float::BF16 as u8 }>(o, w_rows, a_rows),
                 }
             }
         });

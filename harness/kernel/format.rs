@@ -44,11 +44,7 @@ impl Format {
         })
     }
 
-    /// A small number for each format, to pick a kernel at compile time.
-    pub const fn id(self) -> u8 {
-        self as u8
-    }
-
+    /// The format whose discriminant (`format as u8`, the kernels' const parameter) is `id`.
     pub const fn from_id(id: u8) -> Format {
         match id {
             0 => Format::Q4_0,

@@ -178,11 +178,11 @@ fn simd_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f3
         let ops = unsafe { &*(ops_addr as *const tile::Operands) };
         unsafe {
             match format {
-                Format::Q4_0 => tile::rows::<0>(ops, w, a),
-                Format::Q4_1 => tile::rows::<1>(ops, w, a),
-                Format::Q5_0 => tile::rows::<2>(ops, w, a),
-                Format::Q5_1 => tile::rows::<3>(ops, w, a),
-                Format::Q8_0 => tile::rows::<4>(ops, w, a),
+                Format::Q4_0 => tile::rows::<{ Format::Q4_0 as u8 }>(ops, w, a),
+                Format::Q4_1 => tile::rows::<{ Format::Q4_1 as u8 }>(ops, w, a),
+                Format::Q5_0 => tile::rows::<{ Format::Q5_0 as u8 }>(ops, w, a),
+                Format::Q5_1 => tile::rows::<{ Format::Q5_1 as u8 }>(ops, w, a),
+                Format::Q8_0 => tile::rows::<{ Format::Q8_0 as u8 }>(ops, w, a),
             }
         }
     });
