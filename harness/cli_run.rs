@@ -20,14 +20,14 @@ pub fn run(
     out: Option<PathBuf>,
     quiet: bool,
 ) -> Result<ExitCode> {
-    let dir = out.unwrap_or_else(|| {
-        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-        PathBuf::from("reports").join(format!("{}-{stamp}", scenario.name))
-    });
     // Check everything that can be checked before any model loads: the scenario, the
     // model's files, the device, the prompt, and the output folder.
     let prepared = runner::prepare(&scenario, scenario_file)?;
     quantbench::interrupt::install_handler()?;
+    let dir = match out {
+        Some(d) => d,
+        None => default_dir(Path::new("reports"), &scenario.name)?,
+    };
     let _lock = prepare_dir(&dir)?;
     let (probes, missing) = Probes::for_device(&prepared.device_name);
     for m in &missing {
@@ -57,6 +57,14 @@ pub fn run(
     if !quiet {
         print_summary(&run, &dir);
     }
+    // Said on stderr whatever --quiet says: a figure the run promised is missing.
+    if let Some(e) = &run.quality_error {
+        eprintln!("quality pass failed: {e}");
+    }
+    let gate = run.gate_failures();
+    for (v, why) in &gate {
+        eprintln!("quality gate: {} did not pass: {why}", v.precision);
+    }
     Ok(if run.status == RunStatus::Interrupted {
         eprintln!(
             "interrupted: {} finished variant(s) kept in {}",
@@ -66,58 +74,128 @@ pub fn run(
         ExitCode::from(130)
     } else if run.any_failed() {
         ExitCode::from(1)
-    } else if !run.gate_failures().is_empty() {
+    } else if !gate.is_empty() {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-/// Held while a run writes into a folder; removed when the run ends.
-struct DirLock(PathBuf);
+/// A fresh folder for a run's outputs under `parent`: `<scenario>-<UTC time>`, with
+/// `-2`, `-3` ... appended when another run took that name in the same second. Created
+/// here (atomically), so two runs started together never share it.
+fn default_dir(parent: &Path, scenario: &str) -> Result<PathBuf> {
+    quantbench::fsutil::create_output_dir(parent)?;
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    for n in 1..=1000 {
+        let name = if n == 1 {
+            format!("{scenario}-{stamp}")
+        } else {
+            format!("{scenario}-{stamp}-{n}")
+        };
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => quantbench::bad_input!("cannot create output folder {}: {e}", dir.display()),
+        }
+    }
+    quantbench::bad_input!(
+        "{}: 1000 runs of {scenario} started this second; pass --out",
+        parent.display()
+    )
+}
+
+/// Held while a run writes into a folder: a lock file holding the run's process id, with
+/// an advisory lock (flock) on it that the kernel releases when the process ends however
+/// it ends. A lock file whose flock is free was left by a run that died (SIGKILL, abort):
+/// it is taken over, and the run says so. Removed when the run ends.
+struct DirLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        // Removed while still locked; a run waiting on the old file sees it is gone.
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
 pub const LOCK_FILE: &str = ".quantbench.lock";
 
-/// The output folder must be writable, hold no results, and have no other run writing
-/// into it; checked before any model loads. The lock is taken atomically (create_new),
-/// so of two runs started together on one folder exactly one proceeds.
-fn prepare_dir(dir: &Path) -> Result<DirLock> {
-    std::fs::create_dir_all(dir).map_err(|e| {
+/// Take the lock of `dir`: Ok(None) when another live process holds it.
+fn take_lock(dir: &Path) -> Result<Option<DirLock>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let not_writable = |e: std::io::Error| {
         quantbench::InputError::new(format!(
-            "cannot create output folder {}: {e}",
+            "output folder {} is not writable: {e}",
             dir.display()
         ))
-    })?;
-    let lock = dir.join(LOCK_FILE);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&lock)
-    {
-        Ok(mut f) => {
-            use std::io::Write;
-            f.write_all(format!("{}\n", std::process::id()).as_bytes())
-                .map_err(|e| {
-                    quantbench::InputError::new(format!(
-                        "output folder {} is not writable: {e}",
-                        dir.display()
-                    ))
-                })?;
+    };
+    for _ in 0..10 {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(not_writable)?;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Ok(None);
+            }
+            return Err(not_writable(e).into());
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => quantbench::bad_input!(
-            "another quantbench run is writing into {} (it holds {}); choose another --out, or remove the lock if no run is alive",
-            dir.display(),
-            lock.display()
-        ),
-        Err(e) => quantbench::bad_input!("output folder {} is not writable: {e}", dir.display()),
+        // The file may have been removed (its run finished) between open and flock: then
+        // this lock is on a file nobody else will look at; start again.
+        let same = match (file.metadata(), std::fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
+        let previous = previous.trim();
+        if !previous.is_empty() {
+            eprintln!(
+                "note: took over the lock {} left by a run that is no longer alive (pid {previous})",
+                path.display()
+            );
+        }
+        file.set_len(0).map_err(not_writable)?;
+        file.rewind().map_err(not_writable)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(not_writable)?;
+        return Ok(Some(DirLock { path, _file: file }));
     }
-    let guard = DirLock(lock);
+    quantbench::bad_input!(
+        "could not take the lock {} (it keeps being replaced); is another run starting there?",
+        path.display()
+    )
+}
+
+/// The output folder must be writable, hold no results, and have no other run writing
+/// into it; checked before any model loads. Of two runs started together on one folder
+/// exactly one proceeds.
+fn prepare_dir(dir: &Path) -> Result<DirLock> {
+    quantbench::fsutil::create_output_dir(dir)?;
+    let Some(guard) = take_lock(dir)? else {
+        let lock = dir.join(LOCK_FILE);
+        let pid = std::fs::read_to_string(&lock).unwrap_or_default();
+        quantbench::bad_input!(
+            "another quantbench run (pid {}) is writing into {}; choose another --out",
+            pid.trim(),
+            dir.display()
+        );
+    };
     if dir.join("results.json").exists() {
         quantbench::bad_input!(
             "{} already holds a results.json; choose another --out or remove it",
@@ -195,7 +273,8 @@ impl RunObserver for Progress {
 }
 
 fn print_summary(run: &RunRecord, dir: &Path) {
-    println!(
+    let gate = run.gate_failures();
+    crate::outln!(
         "\n{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
         "variant",
         "status",
@@ -214,10 +293,15 @@ fn print_summary(run: &RunRecord, dir: &Path) {
             .timing
             .as_ref()
             .map(|t| format!("{:.1}", t.generate_seconds.range_percent() / 2.0));
-        println!(
+        crate::outln!(
             "{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
             h.label,
             match v.status {
+                quantbench::record::VariantStatus::Ok
+                    if gate.iter().any(|(g, _)| std::ptr::eq(*g, v)) =>
+                {
+                    "GATE"
+                }
                 quantbench::record::VariantStatus::Ok => "ok",
                 quantbench::record::VariantStatus::Failed => "FAILED",
                 quantbench::record::VariantStatus::Interrupted => "INTERR",
@@ -234,10 +318,13 @@ fn print_summary(run: &RunRecord, dir: &Path) {
                 .unwrap_or_else(|| "-".into()),
         );
         if let Some(e) = &h.error {
-            println!("        error: {e}");
+            crate::outln!("        error: {e}");
+        }
+        if let Some((_, why)) = gate.iter().find(|(g, _)| std::ptr::eq(*g, v)) {
+            crate::outln!("        quality gate: {why}");
         }
     }
-    println!(
+    crate::outln!(
         "\nresults in {}/ (report.md, results.json, results.csv, memory.png, latency.png, quality.png)",
         dir.display()
     );

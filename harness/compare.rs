@@ -1,11 +1,20 @@
-//! Verdicts between two runs: for every variant both ran and every headline metric,
-//! base, new, change, and whether it got better, worse or stayed the same within noise.
+//! Verdicts between two sides, each one run or several runs of the same thing: for every
+//! variant both sides ran and every headline metric, base, new, change, and whether it
+//! got better, worse or stayed the same within noise.
 //!
-//! Metrics measured over repetitions get a bootstrap confidence interval of the change
-//! in medians (as criterion does): a change is real only when the interval excludes
-//! zero *and* the point estimate exceeds the noise threshold. Wide noise therefore never
-//! yields a verdict. Single readings (memory, exact weight bytes) are compared against
-//! the threshold alone.
+//! The rule is criterion's: a bootstrap confidence interval of the relative change in
+//! medians is taken, and a change is real only when the *whole* interval lies beyond the
+//! noise threshold (above +t or below -t). An interval such as [+0.5%, +8%] around +4%
+//! with a 3% threshold is "same": part of what it allows is noise.
+//!
+//! What the interval is made of decides what noise it can see. On this kind of machine
+//! two runs of one build, one after the other, can differ by 25% with tight repetitions
+//! inside each (CPU placement, neighbours, page layout are drawn once per process), so an
+//! interval over one run's repetitions does not see the noise that matters. With two or
+//! more runs per side the samples are the runs' medians and the interval is the spread
+//! between runs; with one run per side it falls back to the repetitions and says so.
+//! Single readings (memory, exact weight bytes, one per run) with one run per side are
+//! compared against the threshold alone.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -46,6 +55,7 @@ pub enum MetricKind {
 fn per_rep_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
     v.generate_seconds
         .iter()
+        .filter(|&&g| g > 0.0)
         .map(|g| v.new_tokens as f64 / g)
         .collect()
 }
@@ -53,8 +63,7 @@ fn per_rep_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
 fn per_rep_decode_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
     v.decode_step_seconds
         .iter()
-        .filter(|d| !d.is_empty())
-        .map(|d| d.len() as f64 / d.iter().sum::<f64>())
+        .filter_map(|d| crate::record::decode_tokens_per_second(d))
         .collect()
 }
 
@@ -190,6 +199,18 @@ impl Options {
     }
 }
 
+/// What the samples behind a verdict are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// One median per run, two or more runs per side: the interval sees the noise between
+    /// processes.
+    BetweenRuns,
+    /// The repetitions (or readings) of the runs given, fewer than two runs on a side:
+    /// the interval sees only the noise within a process.
+    WithinRun,
+}
+
 /// One row of the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
@@ -206,6 +227,7 @@ pub struct Row {
     pub base_samples: usize,
     pub new_samples: usize,
     pub threshold_percent: f64,
+    pub basis: Basis,
     pub verdict: Verdict,
 }
 
@@ -221,6 +243,9 @@ pub struct EnvDiff {
 pub struct Comparison {
     pub base_label: String,
     pub new_label: String,
+    /// Runs on each side.
+    pub base_runs: usize,
+    pub new_runs: usize,
     pub environment_differences: Vec<EnvDiff>,
     pub rows: Vec<Row>,
     /// Variants only one side ran.
@@ -236,8 +261,30 @@ impl Comparison {
     }
 }
 
-fn variant_key(v: &VariantRecord) -> String {
-    format!("{} ({}, rest {})", v.precision, v.policy, v.rest)
+impl Options {
+    /// Check the thresholds: each a finite number of percent >= 0.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |what: &str, x: f64| {
+            if x.is_finite() && x >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} must be a finite number of percent >= 0 (got {x})"
+                ))
+            }
+        };
+        check("--noise", self.noise_percent)?;
+        for (m, t) in &self.thresholds {
+            check(&format!("--threshold {m}"), *t)?;
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(format!(
+                "the confidence level must be between 0 and 1 (got {})",
+                self.confidence
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Compare two runs variant by variant, metric by metric.
@@ -248,44 +295,102 @@ pub fn compare(
     new_label: &str,
     opts: &Options,
 ) -> Comparison {
+    compare_runs(
+        std::slice::from_ref(base),
+        std::slice::from_ref(new),
+        base_label,
+        new_label,
+        opts,
+    )
+}
+
+/// Compare two sides of one or more runs each. Variants are matched by precision, policy
+/// and rest; the order is the first base run's.
+pub fn compare_runs(
+    base: &[RunRecord],
+    new: &[RunRecord],
+    base_label: &str,
+    new_label: &str,
+    opts: &Options,
+) -> Comparison {
+    let mut keys: Vec<(String, String)> = Vec::new(); // (key, shown name)
+    for r in base.iter().chain(new) {
+        for v in &r.variants {
+            if !keys.iter().any(|(k, _)| *k == v.key()) {
+                keys.push((v.key(), v.precision.to_string()));
+            }
+        }
+    }
+    let ran = |runs: &[RunRecord], key: &str| {
+        runs.iter()
+            .any(|r| r.variants.iter().any(|v| v.key() == key))
+    };
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
-    for b in base.variants.iter() {
-        let Some(n) = new
-            .variants
-            .iter()
-            .find(|n| variant_key(n) == variant_key(b))
-        else {
-            unmatched.push(format!("{} (base only)", variant_key(b)));
-            continue;
+    for (key, shown) in &keys {
+        match (ran(base, key), ran(new, key)) {
+            (true, true) => {}
+            (true, false) => {
+                unmatched.push(format!("{key} (base only)"));
+                continue;
+            }
+            _ => {
+                unmatched.push(format!("{key} (new only)"));
+                continue;
+            }
+        }
+        let per_run = |runs: &[RunRecord], m: Metric| -> Vec<Vec<f64>> {
+            runs.iter()
+                .filter_map(|r| r.variants.iter().find(|v| v.key() == *key))
+                .map(|v| m.values(v))
+                .filter(|xs| !xs.is_empty())
+                .collect()
         };
         for m in METRICS {
-            let (bs, ns) = (m.values(b), m.values(n));
+            let (bs, ns) = (per_run(base, m), per_run(new, m));
             if bs.is_empty() || ns.is_empty() {
                 continue;
             }
-            rows.push(judge(&b.precision.to_string(), m, &bs, &ns, opts));
-        }
-    }
-    for n in &new.variants {
-        if !base
-            .variants
-            .iter()
-            .any(|b| variant_key(b) == variant_key(n))
-        {
-            unmatched.push(format!("{} (new only)", variant_key(n)));
+            rows.push(judge_runs(shown, m, &bs, &ns, opts));
         }
     }
     Comparison {
         base_label: base_label.to_string(),
         new_label: new_label.to_string(),
-        environment_differences: environment_differences(base, new),
+        base_runs: base.len(),
+        new_runs: new.len(),
+        environment_differences: match (base.first(), new.first()) {
+            (Some(b), Some(n)) => environment_differences(b, n),
+            _ => Vec::new(),
+        },
         rows,
         unmatched,
     }
 }
 
-/// The verdict on one metric from the two runs' samples.
+/// The verdict on one metric from each side's runs (each run's samples of the metric).
+/// Two or more runs on both sides: the samples are the runs' medians. Otherwise the
+/// samples of all runs given are pooled.
+pub fn judge_runs(
+    variant: &str,
+    m: Metric,
+    base: &[Vec<f64>],
+    new: &[Vec<f64>],
+    opts: &Options,
+) -> Row {
+    if base.len() >= 2 && new.len() >= 2 {
+        let medians = |runs: &[Vec<f64>]| runs.iter().map(|xs| median(xs)).collect::<Vec<_>>();
+        let mut row = judge(variant, m, &medians(base), &medians(new), opts);
+        row.basis = Basis::BetweenRuns;
+        row
+    } else {
+        let pool = |runs: &[Vec<f64>]| runs.concat();
+        judge(variant, m, &pool(base), &pool(new), opts)
+    }
+}
+
+/// The verdict on one metric from the two sides' samples: criterion's rule, the whole
+/// confidence interval of the change beyond the noise threshold.
 pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options) -> Row {
     let (b, n) = (median(base), median(new));
     let change = if b != 0.0 { (n - b) / b * 100.0 } else { 0.0 };
@@ -293,8 +398,8 @@ pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options
     let repeated = base.len() > 1 && new.len() > 1;
     let ci = repeated.then(|| bootstrap_ci(base, new, opts));
     let real = match ci {
-        // The interval must exclude zero and the change must exceed the noise threshold.
-        Some((lo, hi)) => (lo > 0.0 || hi < 0.0) && change.abs() > threshold,
+        // Every change the interval allows is beyond the threshold, on one side.
+        Some((lo, hi)) => lo > threshold || hi < -threshold,
         None => change.abs() > threshold,
     };
     let worse = match m.direction {
@@ -324,6 +429,7 @@ pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options
         base_samples: base.len(),
         new_samples: new.len(),
         threshold_percent: threshold,
+        basis: Basis::WithinRun,
         verdict,
     }
 }
@@ -479,17 +585,33 @@ pub fn render_markdown(c: &Comparison) -> String {
     o
 }
 
+/// What the verdicts rest on, in words.
+pub fn basis_line(c: &Comparison) -> String {
+    if c.base_runs >= 2 && c.new_runs >= 2 {
+        format!(
+            "verdicts rest on the spread between runs ({} base, {} new; one median per run), with criterion's rule: the whole 95% interval beyond the noise threshold",
+            c.base_runs, c.new_runs
+        )
+    } else {
+        format!(
+            "verdicts rest on the repetitions inside {} base and {} new run(s): noise between processes (here up to ~25% between two runs of one build) is NOT seen; give 3 or more runs per side (compare BASE... -- NEW...) for a verdict to trust. Rule: the whole 95% interval beyond the noise threshold",
+            c.base_runs, c.new_runs
+        )
+    }
+}
+
 fn summary_line(c: &Comparison) -> String {
     let count = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
     format!(
-        "{} comparisons: {} same, {} faster, {} slower, {} smaller, {} larger, {} unknown",
+        "{} comparisons: {} same, {} faster, {} slower, {} smaller, {} larger, {} unknown\n{}",
         c.rows.len(),
         count(Verdict::Same),
         count(Verdict::Faster),
         count(Verdict::Slower),
         count(Verdict::Smaller),
         count(Verdict::Larger),
-        count(Verdict::Unknown)
+        count(Verdict::Unknown),
+        basis_line(c)
     )
 }
 
@@ -625,5 +747,103 @@ mod tests {
         let (b, n) = (samples(1.0, 0.05), samples(1.1, 0.05));
         let opts = Options::default();
         assert_eq!(bootstrap_ci(&b, &n, &opts), bootstrap_ci(&b, &n, &opts));
+    }
+
+    #[test]
+    fn an_interval_that_reaches_inside_the_threshold_is_same() {
+        // The case: about +4% with an interval of roughly [+0.5%, +8%]: part of
+        // what the interval allows is noise, so no verdict (it was "slower" before).
+        let base = samples(1.0, 0.08);
+        let new = samples(1.04, 0.08);
+        let opts = Options::default();
+        let r = judge("f32", gen(), &base, &new, &opts);
+        let (lo, hi) = r.ci_percent.unwrap();
+        assert!(lo < 3.0 && hi > 3.0, "{lo} {hi}");
+        assert!(r.change_percent > 3.0);
+        assert_eq!(r.verdict, Verdict::Same, "{r:?}");
+        // The whole interval above the threshold: slower.
+        let r = judge(
+            "f32",
+            gen(),
+            &samples(1.0, 0.002),
+            &samples(1.05, 0.002),
+            &opts,
+        );
+        let (lo, _) = r.ci_percent.unwrap();
+        assert!(lo > 3.0, "{r:?}");
+        assert_eq!(r.verdict, Verdict::Slower);
+    }
+
+    #[test]
+    fn the_threshold_itself_is_not_beyond_it() {
+        // Identical samples on each side: the interval is one point, exactly +5%.
+        let opts = Options {
+            noise_percent: 5.0,
+            ..Default::default()
+        };
+        let r = judge("f32", gen(), &[1.0, 1.0, 1.0], &[1.05, 1.05, 1.05], &opts);
+        let (lo, hi) = r.ci_percent.unwrap();
+        assert!(
+            (lo - 5.0).abs() < 1e-9 && (hi - 5.0).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        // 1.05 / 1.0 is a hair above 5% in floating point; use 4.999 to stay exact.
+        let opts = Options {
+            noise_percent: 5.000001,
+            ..Default::default()
+        };
+        assert_eq!(
+            judge("f32", gen(), &[1.0, 1.0, 1.0], &[1.05, 1.05, 1.05], &opts).verdict,
+            Verdict::Same
+        );
+        let opts = Options {
+            noise_percent: 4.999,
+            ..Default::default()
+        };
+        assert_eq!(
+            judge("f32", gen(), &[1.0, 1.0, 1.0], &[1.05, 1.05, 1.05], &opts).verdict,
+            Verdict::Slower
+        );
+    }
+
+    #[test]
+    fn several_runs_per_side_judge_by_the_spread_between_runs() {
+        // Tight repetitions inside each run, but the runs' medians spread by 25%: the
+        // between-run interval sees it and calls a 10% change "same".
+        let run = |c: f64| samples(c, 0.002);
+        let base = vec![run(1.0), run(1.25), run(1.1)];
+        let new = vec![run(1.1), run(1.0), run(1.22)];
+        let opts = Options::default();
+        let r = judge_runs("f32", gen(), &base, &new, &opts);
+        assert_eq!(r.basis, Basis::BetweenRuns);
+        assert_eq!((r.base_samples, r.new_samples), (3, 3));
+        assert_eq!(r.verdict, Verdict::Same, "{r:?}");
+        // One run per side of the same data: within-run, and a (wrong) verdict it cannot
+        // help, which is why the output says what it rests on.
+        let r = judge_runs("f32", gen(), &base[..1], &new[..1], &opts);
+        assert_eq!(r.basis, Basis::WithinRun);
+        assert_eq!(r.verdict, Verdict::Slower);
+        // A real 40% slowdown across all runs is still found between runs.
+        let new = vec![run(1.5), run(1.6), run(1.55)];
+        let r = judge_runs("f32", gen(), &base, &new, &opts);
+        assert_eq!(r.verdict, Verdict::Slower, "{r:?}");
+    }
+
+    #[test]
+    fn thresholds_must_be_finite_and_not_negative() {
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            let o = Options {
+                noise_percent: bad,
+                ..Default::default()
+            };
+            assert!(o.validate().unwrap_err().contains("--noise"), "{bad}");
+            let mut o = Options::default();
+            o.thresholds.insert("generate_seconds".into(), bad);
+            assert!(
+                o.validate().unwrap_err().contains("generate_seconds"),
+                "{bad}"
+            );
+        }
+        assert!(Options::default().validate().is_ok());
     }
 }

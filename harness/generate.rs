@@ -78,11 +78,10 @@ impl Generation {
         self.step_seconds.first().copied().unwrap_or(0.0)
     }
 
-    /// Decode tokens per second (the steps after the prefill).
+    /// Decode tokens per second (the steps after the prefill), as
+    /// [`crate::record::decode_tokens_per_second`] defines it.
     pub fn decode_tokens_per_second(&self) -> Option<f64> {
-        let decode: f64 = self.step_seconds.iter().skip(1).sum();
-        (self.step_seconds.len() > 1 && decode > 0.0)
-            .then(|| (self.step_seconds.len() - 1) as f64 / decode)
+        crate::record::decode_tokens_per_second(self.step_seconds.get(1..).unwrap_or(&[]))
     }
 }
 
@@ -97,12 +96,21 @@ pub fn check_fits(
             "the prompt is empty: GPT-2 needs at least one token to start from",
         ));
     }
-    // The last new token is produced, never fed back: it needs no position of its own.
-    let needed = prompt_len + new_tokens.saturating_sub(1);
-    if needed > n_positions {
+    if prompt_len > n_positions {
         return Err(InputError::new(format!(
-            "a prompt of {prompt_len} tokens plus {new_tokens} new tokens needs {needed} positions, more than the model's context of {n_positions} (n_positions); ask for at most {} new tokens or shorten the prompt",
-            (n_positions + 1).saturating_sub(prompt_len)
+            "the prompt is {prompt_len} tokens, longer than the model's context of {n_positions} (n_positions); shorten the prompt to at most {n_positions} tokens"
+        )));
+    }
+    // The last new token is produced, never fed back: it needs no position of its own.
+    // Checked: a new-token count near the integer limit must not wrap around the check.
+    let fits = prompt_len
+        .checked_add(new_tokens.saturating_sub(1))
+        .is_some_and(|needed| needed <= n_positions);
+    if !fits {
+        return Err(InputError::new(format!(
+            "a prompt of {prompt_len} tokens plus {new_tokens} new tokens needs {} positions, more than the model's context of {n_positions} (n_positions); ask for at most {} new tokens or shorten the prompt",
+            prompt_len as u128 + new_tokens.saturating_sub(1) as u128,
+            n_positions + 1 - prompt_len
         )));
     }
     Ok(())

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -25,7 +25,7 @@ pub struct Point {
     pub generate_seconds: Option<f64>,
     pub tokens_per_second: Option<f64>,
     pub weights_bytes: Option<u64>,
-    pub peak_rss_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
     pub file: PathBuf,
 }
 
@@ -35,7 +35,7 @@ pub const METRICS: [(&str, &str); 4] = [
     ("tokens_per_second", "median tokens per second"),
     ("weights_bytes", "weight bytes (MB)"),
     (
-        "peak_rss_bytes",
+        "rss_peak_bytes",
         "peak process memory during generation (MB)",
     ),
 ];
@@ -46,7 +46,7 @@ impl Point {
             "generate_seconds" => self.generate_seconds,
             "tokens_per_second" => self.tokens_per_second,
             "weights_bytes" => self.weights_bytes.map(|b| b as f64 / 1e6),
-            "peak_rss_bytes" => self.peak_rss_bytes.map(|b| b as f64 / 1e6),
+            "rss_peak_bytes" => self.rss_peak_bytes.map(|b| b as f64 / 1e6),
             _ => None,
         }
     }
@@ -116,7 +116,7 @@ fn points_of(run: &RunRecord, file: &Path) -> Vec<Point> {
             generate_seconds: v.timing.as_ref().map(|t| t.generate_seconds.median),
             tokens_per_second: v.timing.as_ref().map(|t| t.tokens_per_second.median),
             weights_bytes: v.weights_bytes,
-            peak_rss_bytes: v.memory_at(Moment::Peak, "process_rss_bytes"),
+            rss_peak_bytes: v.memory_at(Moment::Peak, "process_rss_bytes"),
             file: file.to_path_buf(),
         })
         .collect()
@@ -136,7 +136,7 @@ pub fn render_csv(points: &[Point]) -> Result<String> {
         "generate_seconds_median",
         "tokens_per_second_median",
         "weights_bytes",
-        "peak_rss_bytes",
+        "rss_peak_bytes",
         "file",
     ])?;
     let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -152,28 +152,69 @@ pub fn render_csv(points: &[Point]) -> Result<String> {
             num(p.generate_seconds),
             num(p.tokens_per_second),
             p.weights_bytes.map(|b| b.to_string()).unwrap_or_default(),
-            p.peak_rss_bytes.map(|b| b.to_string()).unwrap_or_default(),
+            p.rss_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
             p.file.display().to_string(),
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
-/// Write history.csv and, per scenario and metric, a trend chart (SVG and PNG).
-pub fn write(points: &[Point], out: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out)?;
-    let mut written = vec![out.join("history.csv")];
-    atomic::write(&written[0], render_csv(points)?.as_bytes())?;
+/// A file-name-safe form of a scenario name: at most 48 characters of letters, digits,
+/// '-', '_' and '.', then a short hash of the whole name, so that two names never share
+/// a file and no name can reach outside the folder or past the file-name limit.
+pub fn file_slug(name: &str) -> String {
+    let mut slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    if slug.is_empty() {
+        slug.push('_');
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{slug}-{:08x}", hash as u32)
+}
+
+/// What `write` wrote, and what it could not draw (with why).
+#[derive(Debug, Default)]
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    pub skipped: Vec<String>,
+}
+
+/// Write history.csv and, per scenario and metric, a trend chart (SVG and PNG). A chart
+/// that cannot be drawn is skipped and said in `skipped`; the others are still drawn.
+pub fn write(points: &[Point], out: &Path) -> Result<Written> {
+    crate::fsutil::create_output_dir(out)?;
+    let csv_path = out.join("history.csv");
+    atomic::write(&csv_path, render_csv(points)?.as_bytes())
+        .with_context(|| format!("writing {}", csv_path.display()))?;
+    let mut written = Written {
+        files: vec![csv_path],
+        skipped: Vec::new(),
+    };
     let mut by_scenario: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
     for p in points {
         by_scenario.entry(&p.scenario).or_default().push(p);
     }
     for (scenario, pts) in by_scenario {
+        let slug = file_slug(scenario);
         for (metric, desc) in METRICS {
             for ext in ["svg", "png"] {
-                let path = out.join(format!("history-{scenario}-{metric}.{ext}"));
-                trend_chart(&pts, scenario, metric, desc, &path)?;
-                written.push(path);
+                let path = out.join(format!("history-{slug}-{metric}.{ext}"));
+                match trend_chart(&pts, scenario, metric, desc, &path) {
+                    Ok(()) => written.files.push(path),
+                    Err(e) => written.skipped.push(format!("{}: {e:#}", path.display())),
+                }
             }
         }
     }
@@ -212,13 +253,19 @@ fn trend_chart(
     };
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in points {
-        if let Some(v) = p.metric(metric) {
+        if let Some(v) = p.metric(metric).filter(|v| v.is_finite()) {
             let x = (p.time - t0).num_seconds() as f64 / seconds;
             series.entry(p.series()).or_default().push((x, v));
         }
     }
+    // A long name would not fit the caption anyway.
+    let shown: String = if scenario.chars().count() > 60 {
+        scenario.chars().take(57).chain("...".chars()).collect()
+    } else {
+        scenario.to_string()
+    };
     let trend = Trend {
-        title: format!("{scenario}: {desc}"),
+        title: format!("{shown}: {desc}"),
         desc: desc.to_string(),
         x_desc: format!("{unit} since {}", t0.format("%Y-%m-%d %H:%M UTC")),
         xmax: series
@@ -227,13 +274,7 @@ fn trend_chart(
             .map(|p| p.0)
             .fold(0.0, f64::max)
             .max(1e-3),
-        ymax: series
-            .values()
-            .flatten()
-            .map(|p| p.1)
-            .fold(0.0, f64::max)
-            .max(1e-9)
-            * 1.15,
+        ymax: charts::axis_top(series.values().flatten().map(|p| p.1), 1.15),
         series,
     };
     charts::render(path, |a| draw_trend(a, &trend), |a| draw_trend(a, &trend))

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod compare;
 pub mod environment;
 pub mod error;
+pub mod fsutil;
 pub mod generate;
 pub mod history;
 pub mod interrupt;

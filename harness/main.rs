@@ -16,6 +16,38 @@ use quantbench::scenario::{self, DeviceChoice, Scenario};
 
 mod cli_run;
 
+/// Print a line on stdout; a closed pipe (`quantbench list | head -1`) ends the output
+/// quietly instead of panicking, and the command finishes as it would have.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::out_write(format_args!("{}\n", format_args!($($arg)*))) };
+}
+/// [`outln`] without the newline.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::out_write(format_args!($($arg)*)) };
+}
+pub(crate) use outln;
+
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn out_write(args: std::fmt::Arguments) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.flush()) {
+        // A closed pipe or any other failure to print: stop printing, keep working.
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: stdout failed ({e}); output stops here"
+            );
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "quantbench",
@@ -32,9 +64,10 @@ enum Command {
     /// Run a benchmark scenario: every precision loaded, probed, warmed up, timed and
     /// dropped in turn; writes results.json, results.csv, report.md and charts.
     Run(RunArgs),
-    /// Re-render report.md and the charts from a results.json.
+    /// Re-render results.csv, report.md and the charts from a results.json (which is
+    /// read only, never rewritten).
     Report {
-        /// A results.json written by `quantbench run`.
+        /// A results.json written by `quantbench run`, or the folder holding it.
         results: PathBuf,
         /// Where to write (default: the results file's folder).
         #[arg(long)]
@@ -55,6 +88,7 @@ enum Command {
         /// The dtype of the weights the precision does not apply to: f32 or f16.
         #[arg(long, default_value = "f32")]
         rest: RestDtype,
+        /// The text to continue.
         #[arg(long, default_value = "Once upon a time")]
         prompt: String,
         /// Exactly this many tokens are generated (end-of-text does not stop it).
@@ -70,29 +104,37 @@ enum Command {
     /// Write a model (a synthetic one, typically) in the Hugging Face layout: config.json,
     /// model.safetensors (f32) and tokenizer files, for other tools to run the same weights.
     Export {
+        /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], or a directory.
         #[arg(long, default_value = "synthetic:gpt2")]
         model: ModelSpec,
-        /// The directory to write into.
+        /// The directory to write into (created; must be empty unless --force).
         #[arg(long)]
         out: PathBuf,
+        /// Write into a non-empty directory, replacing the files export writes.
+        #[arg(long)]
+        force: bool,
     },
-    /// Compare two runs: per shared variant and metric, base, new, change and a verdict
-    /// (faster / slower / same within noise) from a bootstrap interval over repetitions.
+    /// Compare runs: per shared variant and metric, base, new, change and a verdict
+    /// (faster / slower / same within noise). `compare BASE NEW` compares two runs;
+    /// `compare BASE... -- NEW...` compares several runs per side by the spread between
+    /// them (a folder stands for every results.json under it).
     Compare {
-        /// The base run: a results.json or the folder holding it.
-        base: PathBuf,
-        /// The new run: a results.json or the folder holding it.
-        new: PathBuf,
+        /// The base run(s): results.json files or folders; with `--`, every path before it.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The new run(s), after `--`.
+        #[arg(last = true)]
+        new_runs: Vec<PathBuf>,
         /// text (terminal), md (Markdown, for a CI comment) or json.
         #[arg(long, default_value = "text")]
         format: CompareFormat,
-        /// A change below this many percent is noise.
-        #[arg(long, default_value_t = 3.0)]
+        /// A change below this many percent is noise (a finite number >= 0).
+        #[arg(long, default_value_t = 3.0, value_parser = parse_percent)]
         noise: f64,
         /// Per-metric noise threshold, METRIC=PERCENT (e.g. generate_seconds=5); repeatable.
         #[arg(long = "threshold", value_parser = parse_threshold)]
         thresholds: Vec<(String, f64)>,
-        /// Exit with status 1 when any metric got worse beyond noise.
+        /// Exit with status 1 when any metric got worse beyond noise, or nothing was compared.
         #[arg(long)]
         fail_on_regression: bool,
     },
@@ -131,10 +173,22 @@ fn parse_threshold(s: &str) -> Result<(String, f64), String> {
                 .join(", ")
         ));
     }
-    let pct: f64 = pct
+    Ok((name.to_string(), parse_percent(pct)?))
+}
+
+/// A noise threshold: a finite number of percent >= 0.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
         .parse()
-        .map_err(|_| format!("'{pct}' is not a number of percent"))?;
-    Ok((name.to_string(), pct))
+        .map_err(|_| format!("'{s}' is not a number of percent"))?;
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(format!(
+            "'{s}': a noise threshold is a finite number of percent >= 0"
+        ))
+    }
 }
 
 /// A results.json, or the folder holding one.
@@ -146,27 +200,46 @@ fn results_path(p: &std::path::Path) -> PathBuf {
     }
 }
 
+/// The results files a compare argument stands for: a file; a folder holding
+/// results.json; or a folder of runs (every results.json under it).
+fn results_files(p: &std::path::Path) -> Vec<PathBuf> {
+    if p.is_dir() && !p.join("results.json").exists() {
+        let found = quantbench::history::find_results(&[p.to_path_buf()]);
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    vec![results_path(p)]
+}
+
 /// Flags of `quantbench run`; each overrides the scenario file's value.
 #[derive(clap::Args)]
 struct RunArgs {
     /// A scenario file (TOML). Without one, the flags make a one-off scenario from the
     /// quickstart's defaults.
     scenario: Option<PathBuf>,
+    /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], or a directory.
     #[arg(long)]
     model: Option<ModelSpec>,
     /// Comma-separated precisions, e.g. f32,int8,int4.
     #[arg(long, value_delimiter = ',')]
     precisions: Option<Vec<Precision>>,
+    /// What the precisions apply to: all (every weight matrix) or linear (the blocks' linear layers).
     #[arg(long)]
     policy: Option<Policy>,
+    /// The dtype of the weights the precision does not apply to: f32 or f16.
     #[arg(long)]
     rest: Option<RestDtype>,
+    /// The prompt every generation continues.
     #[arg(long)]
     prompt: Option<String>,
+    /// Exactly this many new tokens per generation.
     #[arg(long)]
     new_tokens: Option<usize>,
+    /// Untimed generations before the timed ones.
     #[arg(long)]
     warmup: Option<usize>,
+    /// Timed generations (at least).
     #[arg(long)]
     repeats: Option<usize>,
     /// Keep repeating until this many seconds of timed generation are reached too.
@@ -240,7 +313,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if quantbench::is_input_error(&e) {
+            if quantbench::interrupt::is_interrupted(&e) {
+                ExitCode::from(130)
+            } else if quantbench::is_input_error(&e) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -261,39 +336,89 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cli_run::run(scenario, args.scenario.as_deref(), args.out, args.quiet)
         }
         Command::Compare {
-            base,
-            new,
+            runs,
+            new_runs,
             format,
             noise,
             thresholds,
             fail_on_regression,
         } => {
             use quantbench::compare;
-            let (bp, np) = (results_path(&base), results_path(&new));
-            let b = quantbench::report::read_results(&bp)?;
-            let n = quantbench::report::read_results(&np)?;
+            let (base_args, new_args) = if new_runs.is_empty() {
+                match runs.as_slice() {
+                    [b, n] => (vec![b.clone()], vec![n.clone()]),
+                    _ => quantbench::bad_input!(
+                        "compare takes two runs (compare BASE NEW) or several per side (compare BASE... -- NEW...); got {} path(s) and no `--`",
+                        runs.len()
+                    ),
+                }
+            } else {
+                (runs, new_runs)
+            };
+            let read_side = |args: &[PathBuf]| -> Result<(Vec<quantbench::RunRecord>, String)> {
+                let files: Vec<PathBuf> = args.iter().flat_map(|a| results_files(a)).collect();
+                let mut out = Vec::new();
+                for f in &files {
+                    out.push(quantbench::report::read_results(f)?);
+                }
+                let label = if files.len() == 1 {
+                    files[0].display().to_string()
+                } else {
+                    format!(
+                        "{} runs ({})",
+                        files.len(),
+                        args.iter()
+                            .map(|a| a.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                Ok((out, label))
+            };
+            let (b, bl) = read_side(&base_args)?;
+            let (n, nl) = read_side(&new_args)?;
             let opts = compare::Options {
                 noise_percent: noise,
                 thresholds: thresholds.into_iter().collect(),
                 ..Default::default()
             };
-            let c = compare::compare(
-                &b,
-                &n,
-                &bp.display().to_string(),
-                &np.display().to_string(),
-                &opts,
-            );
-            match format {
-                CompareFormat::Text => print!("{}", compare::render_text(&c)),
-                CompareFormat::Md => print!("{}", compare::render_markdown(&c)),
-                CompareFormat::Json => println!("{}", serde_json::to_string_pretty(&c)?),
+            if let Err(e) = opts.validate() {
+                quantbench::bad_input!("{e}");
             }
-            Ok(if fail_on_regression && !c.regressions().is_empty() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            let c = compare::compare_runs(&b, &n, &bl, &nl, &opts);
+            match format {
+                CompareFormat::Text => out!("{}", compare::render_text(&c)),
+                CompareFormat::Md => out!("{}", compare::render_markdown(&c)),
+                CompareFormat::Json => outln!("{}", serde_json::to_string_pretty(&c)?),
+            }
+            if c.rows.is_empty() {
+                eprintln!(
+                    "compare: nothing was compared: the two sides share no variant with figures{}",
+                    if c.unmatched.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", c.unmatched.join(", "))
+                    }
+                );
+                if fail_on_regression {
+                    eprintln!("compare: --fail-on-regression fails when there is nothing to judge");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            let regressions = c.regressions();
+            if fail_on_regression && !regressions.is_empty() {
+                for r in &regressions {
+                    eprintln!(
+                        "regression: {} {} {:+.1}% ({})",
+                        r.variant,
+                        r.metric,
+                        r.change_percent,
+                        r.verdict.label()
+                    );
+                }
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::History { dirs, out } => {
             use quantbench::history;
@@ -312,27 +437,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let written = history::write(&points, &out)?;
-            println!(
-                "{} variant results from {} files ({} skipped); wrote {} files to {}",
+            for s in &written.skipped {
+                eprintln!("warning: chart not drawn: {s}");
+            }
+            outln!(
+                "{} variant results from {} files ({} skipped); wrote {} files to {}{}",
                 points.len(),
                 files.len() - problems.len(),
                 problems.len(),
-                written.len(),
-                out.display()
+                written.files.len(),
+                out.display(),
+                if written.skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} charts could not be drawn)", written.skipped.len())
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { results, out } => {
+            let results = results_path(&results);
             let run = quantbench::report::read_results(&results)?;
             let dir = out.unwrap_or_else(|| {
                 results
                     .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
                     .map(|p| p.to_path_buf())
                     .unwrap_or_else(|| PathBuf::from("."))
             });
-            std::fs::create_dir_all(&dir)?;
-            for f in quantbench::report::write_all(&run, &dir)? {
-                println!("wrote {}", f.display());
+            quantbench::fsutil::create_output_dir(&dir)?;
+            for f in quantbench::report::write_derived(&run, &dir)? {
+                outln!("wrote {}", f.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -350,6 +485,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_policy(policy)
                 .with_rest(rest);
             let source = model::resolve(&model)?;
+            // Check the prompt and the token count against the context before loading.
+            let tokenizer = match &source.tokenizer_dir {
+                None => model::Tokenizer::gpt2()?,
+                Some(dir) => model::Tokenizer::from_dir(dir)?,
+            };
+            quantbench::generate::check_fits(
+                tokenizer.encode(&prompt)?.len(),
+                new_tokens,
+                source.config.n_positions,
+            )?;
             let (device, device_name) = device.open()?;
             let t0 = clock::synced_now(&device)?;
             let loaded = model::load(&source, q, &device)?;
@@ -363,27 +508,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // The sum of the generation's steps, each timed with the device synchronised.
             let gen_s = g.total_seconds();
             let fp = &loaded.footprint;
-            println!("model:        {}", loaded.name);
-            println!("quantization: {q}");
-            println!("device:       {device_name}");
-            println!("prompt ids:   {:?}", g.prompt_ids);
-            println!("new ids:      {:?}", g.new_ids);
-            println!("text:         {:?}", g.text);
-            println!(
+            outln!("model:        {}", loaded.name);
+            outln!("quantization: {q}");
+            outln!("device:       {device_name}");
+            outln!("prompt ids:   {:?}", g.prompt_ids);
+            outln!("new ids:      {:?}", g.new_ids);
+            outln!("text:         {:?}", g.text);
+            outln!(
                 "weights:      {} bytes ({:.1} MB, {:.3} bits/weight over {} parameters)",
                 fp.total_bytes(),
                 fp.total_bytes() as f64 / 1e6,
                 fp.bits_per_weight(),
                 fp.parameters()
             );
-            println!(
+            outln!(
                 "  embeddings {} B, linear {} B, norms+biases {} B",
-                fp.embeddings.bytes, fp.linear.bytes, fp.norms_biases.bytes
+                fp.embeddings.bytes,
+                fp.linear.bytes,
+                fp.norms_biases.bytes
             );
             for f in &fp.fallbacks {
-                println!("  note: {f}");
+                outln!("  note: {f}");
             }
-            println!(
+            outln!(
                 "timing:       load {load_s:.2} s; {} tokens in {gen_s:.3} s (prefill {:.1} ms, decode {} tok/s); one unwarmed run, use `quantbench run` for measurements",
                 g.new_ids.len(),
                 g.prefill_seconds() * 1e3,
@@ -393,38 +540,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { model, out } => {
+        Command::Export { model, out, force } => {
             let source = model::resolve(&model)?;
-            model::export::export(&source, &out)?;
-            println!("wrote {} to {}", source.display_name, out.display());
+            model::export::export(&source, &out, force)?;
+            outln!("wrote {} to {}", source.display_name, out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {
-            println!("precisions (bits per weight of the format):");
+            outln!("precisions (bits per weight of the format):");
             for p in Precision::ALL {
                 let aliases = if p.aliases().is_empty() {
                     String::new()
                 } else {
                     format!("  also: {}", p.aliases().join(", "))
                 };
-                println!("  {:<6} {:>7.4}{aliases}", p.name(), p.bits_per_weight());
+                outln!("  {:<6} {:>7.4}{aliases}", p.name(), p.bits_per_weight());
             }
-            println!("\nmodel presets (offline, synthetic weights):");
+            outln!("\nmodel presets (offline, synthetic weights):");
             for p in PRESETS {
-                println!(
+                outln!(
                     "  synthetic:{:<12} {} ({} parameters)",
                     p.name,
                     p.about,
                     p.config().parameter_count()
                 );
             }
-            println!(
+            outln!(
                 "\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout"
             );
-            println!("\nscenarios (scenarios/):");
+            outln!("\nscenarios (scenarios/):");
             for path in scenario::list_dir(std::path::Path::new("scenarios")) {
                 match Scenario::load(&path) {
-                    Ok(s) => println!(
+                    Ok(s) => outln!(
                         "  {:<34} {} [{}] {}",
                         path.display(),
                         s.model,
@@ -435,7 +582,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             .join(", "),
                         s.description.unwrap_or_default()
                     ),
-                    Err(e) => println!("  {:<34} invalid: {e}", path.display()),
+                    Err(e) => outln!("  {:<34} invalid: {e}", path.display()),
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -324,6 +324,13 @@ impl Quantization {
         self.rest = rest;
         self
     }
+
+    /// The f32 reference: every weight in f32 (precision f32 and the rest in f32; the
+    /// policy then makes no difference). Speed-ups, savings and the quality pass are all
+    /// measured against this configuration, and only this one.
+    pub fn is_f32_reference(&self) -> bool {
+        self.precision == Precision::F32 && self.rest == RestDtype::F32
+    }
 }
 
 impl fmt::Display for Quantization {

@@ -10,7 +10,7 @@
 //! 1e-4 nats) moves a KL by far less than any quantization format does.
 
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::DType;
@@ -25,6 +25,8 @@ use crate::model::LoadedModel;
 pub const DEFAULT_TEXT: &str = include_str!("../assets/eval/default.txt");
 /// Rows of logits computed at once through the LM head (bounds the memory spike).
 const LOGIT_CHUNK: usize = 128;
+/// The largest evaluation text read (a book is a few megabytes).
+pub const MAX_EVAL_TEXT_BYTES: u64 = 64 << 20;
 
 /// The `[quality]` table of a scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,13 +76,23 @@ impl Default for QualityConfig {
 
 impl QualityConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        for (name, v) in [
-            ("window", self.window),
-            ("stride", self.stride),
-            ("max_tokens", self.max_tokens),
+        for (name, v, least) in [
+            ("window", self.window, 2),
+            ("stride", self.stride, 1),
+            ("max_tokens", self.max_tokens, 2),
         ] {
-            if v == Some(0) {
-                return Err((name, format!("quality.{name} must be at least 1")));
+            if let Some(v) = v.filter(|&v| v < least) {
+                return Err((
+                    name,
+                    format!(
+                        "quality.{name} must be at least {least} (got {v}): {}",
+                        if name == "stride" {
+                            "each window moves on by at least one token"
+                        } else {
+                            "scoring needs a token and the one after it"
+                        }
+                    ),
+                ));
             }
         }
         if let (Some(w), Some(s)) = (self.window, self.stride) {
@@ -93,35 +105,35 @@ impl QualityConfig {
         }
         if let Some(k) = self.max_kl {
             if !(k.is_finite() && k >= 0.0) {
-                return Err(("max_kl", format!("quality.max_kl must be >= 0 (got {k})")));
+                return Err((
+                    "max_kl",
+                    format!("quality.max_kl must be a finite number of nats >= 0 (got {k})"),
+                ));
             }
         }
         if let Some(t) = self.min_same_top1 {
             if !(0.0..=1.0).contains(&t) {
                 return Err((
                     "min_same_top1",
-                    format!("quality.min_same_top1 is a rate between 0 and 1 (got {t})"),
+                    format!("quality.min_same_top1 must be a rate between 0 and 1 (got {t})"),
                 ));
             }
         }
         Ok(())
     }
 
-    /// The evaluation text: the file (relative to `base_dir`) or the built-in one.
-    pub fn load_text(&self, base_dir: Option<&Path>) -> Result<(String, String)> {
+    /// The evaluation text: the file or the built-in one. A relative path is taken as
+    /// it stands (from the working folder): [`crate::Scenario::load`] has already
+    /// resolved a scenario file's paths against the scenario's folder, once.
+    pub fn load_text(&self) -> Result<(String, String)> {
         match &self.text {
             None => Ok((
                 DEFAULT_TEXT.to_string(),
                 "built-in (assets/eval/default.txt)".into(),
             )),
-            Some(p) => {
-                let path = match base_dir {
-                    Some(d) if p.is_relative() => d.join(p),
-                    _ => p.clone(),
-                };
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    InputError::new(format!("quality.text: cannot read {}: {e}", path.display()))
-                })?;
+            Some(path) => {
+                let text = crate::fsutil::read_text(path, "quality.text file", MAX_EVAL_TEXT_BYTES)
+                    .map_err(|e| InputError::new(format!("quality.text: {e}")))?;
                 Ok((text, path.display().to_string()))
             }
         }
@@ -252,10 +264,20 @@ impl Evaluation {
         let window = cfg.window.unwrap_or(n_positions);
         if window > n_positions {
             crate::bad_input!(
-                "quality.window ({window}) exceeds the model's context of {n_positions}"
+                "quality.window ({window}) exceeds the model's context of {n_positions}; valid: 2 to {n_positions}"
             );
         }
         let stride = cfg.stride.unwrap_or(window);
+        if stride > window {
+            crate::bad_input!(
+                "quality.stride ({stride}) exceeds the window of {window} tokens{}; valid: 1 to {window}",
+                if cfg.window.is_none() {
+                    " (the model's context, as quality.window is not set)"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(Evaluation {
             tokens,
             text_source,
@@ -452,21 +474,23 @@ impl Reference {
     }
 }
 
-/// What the quality pass measured for one variant.
+/// What the quality pass measured for one variant. A figure that came out non-finite
+/// (NaN weights give NaN logits) is recorded as absent (null) with the reason in
+/// `notes`, and shown as "n/a"; a gate cannot pass on an absent figure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualityRecord {
     /// Positions scored (each predicts the next token of the text).
     pub positions: usize,
     /// exp(mean negative log-likelihood of the text's next tokens).
-    pub perplexity: f64,
+    pub perplexity: Option<f64>,
     /// perplexity / the f32 reference's perplexity.
-    pub perplexity_ratio: f64,
+    pub perplexity_ratio: Option<f64>,
     /// Mean over positions of KL(f32 || variant) of the next-token distributions, nats.
-    pub kl_mean: f64,
-    pub kl_p99: f64,
-    pub kl_max: f64,
+    pub kl_mean: Option<f64>,
+    pub kl_p99: Option<f64>,
+    pub kl_max: Option<f64>,
     /// Share of positions where the variant's most likely token is f32's (0..1).
-    pub same_top1: f64,
+    pub same_top1: Option<f64>,
     /// Leading generated tokens on the benchmark prompt equal to f32's.
     pub leading_tokens_equal_to_f32: usize,
     /// Wall time of this variant's quality pass.
@@ -478,12 +502,27 @@ pub struct QualityRecord {
     /// The quality gate's verdict, when the scenario sets thresholds.
     #[serde(default)]
     pub gate: Option<Gate>,
+    /// Why a figure is absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
     pub passed: bool,
     pub reasons: Vec<String>,
+}
+
+/// `Some(x)` for a finite figure; `None` and a note naming it otherwise.
+pub fn finite_or_note(name: &str, x: f64, notes: &mut Vec<String>) -> Option<f64> {
+    if x.is_finite() {
+        Some(x)
+    } else {
+        notes.push(format!(
+            "{name} came out {x} (non-finite: the model's outputs hold NaN or infinity); recorded as absent"
+        ));
+        None
+    }
 }
 
 impl QualityRecord {
@@ -502,38 +541,52 @@ impl QualityRecord {
             .get(((sorted.len() as f64 - 1.0) * 0.99).round() as usize)
             .copied()
             .unwrap_or(0.0);
+        let mut notes = Vec::new();
+        let mut f = |name: &str, x: f64| finite_or_note(name, x, &mut notes);
+        // A NaN sorts last under total_cmp, so the maximum is NaN whenever any KL is.
+        let kl_mean = f("kl_mean", kls.iter().sum::<f64>() / n as f64);
+        let kl_p99 = f("kl_p99", p99);
+        let kl_max = f("kl_max", sorted.last().copied().unwrap_or(0.0));
+        let perplexity = f("perplexity", ppl);
+        let perplexity_ratio = f("perplexity_ratio", ppl / ref_ppl);
         QualityRecord {
             positions: kls.len(),
-            perplexity: ppl,
-            perplexity_ratio: ppl / ref_ppl,
-            kl_mean: kls.iter().sum::<f64>() / n as f64,
-            kl_p99: p99,
-            kl_max: sorted.last().copied().unwrap_or(0.0),
-            same_top1: same as f64 / n as f64,
+            perplexity,
+            perplexity_ratio,
+            kl_mean,
+            kl_p99,
+            kl_max,
+            same_top1: Some(same as f64 / n as f64),
             leading_tokens_equal_to_f32: leading,
             seconds,
             is_reference: false,
             gate: None,
+            notes,
         }
     }
 
-    /// Apply the scenario's thresholds.
+    /// Apply the scenario's thresholds. An absent figure fails the gate it is needed by.
     pub fn apply_gate(&mut self, cfg: &QualityConfig) {
         if cfg.max_kl.is_none() && cfg.min_same_top1.is_none() {
             return;
         }
         let mut reasons = Vec::new();
         if let Some(k) = cfg.max_kl {
-            if self.kl_mean > k {
-                reasons.push(format!("mean KL {:.3e} > max_kl {k}", self.kl_mean));
+            match self.kl_mean {
+                Some(kl) if kl <= k => {}
+                Some(kl) => reasons.push(format!("mean KL {kl:.3e} > max_kl {k}")),
+                None => reasons.push(format!(
+                    "mean KL is absent (not finite), so max_kl {k} cannot be met"
+                )),
             }
         }
         if let Some(t) = cfg.min_same_top1 {
-            if self.same_top1 < t {
-                reasons.push(format!(
-                    "same-top-1 {:.4} < min_same_top1 {t}",
-                    self.same_top1
-                ));
+            match self.same_top1 {
+                Some(s) if s >= t => {}
+                Some(s) => reasons.push(format!("same-top-1 {s:.4} < min_same_top1 {t}")),
+                None => reasons.push(format!(
+                    "same-top-1 is absent, so min_same_top1 {t} cannot be met"
+                )),
             }
         }
         self.gate = Some(Gate {
@@ -552,7 +605,8 @@ pub struct ReferenceInfo {
     pub window: usize,
     pub stride: usize,
     pub windows: usize,
-    pub perplexity: f64,
+    /// Absent when it came out non-finite.
+    pub perplexity: Option<f64>,
     /// Wall time of the reference pass (forward passes and storing the distributions).
     pub seconds: f64,
     /// Load time of the reference model.

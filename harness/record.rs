@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::environment::Environment;
 use crate::model::weights::GroupBytes;
 use crate::precision::{Policy, Precision, RestDtype};
+
 use crate::probe::Reading;
 use crate::scenario::Scenario;
 use crate::stats::Summary;
@@ -86,6 +87,10 @@ pub struct MemoryMoments {
     pub peak_during_generation: Option<Reading>,
     /// Samples the peak sampler took.
     pub peak_samples: usize,
+    /// How often the background sampler read memory for the peak, in milliseconds
+    /// (absent in files written before it was recorded).
+    #[serde(default)]
+    pub peak_sample_interval_ms: Option<f64>,
     /// After the model was dropped and the allocator asked to return freed memory.
     /// On a CUDA device the memory pool may still hold freed memory here
     /// (`cuda_pool_reserved_bytes`, and inside `gpu_used_bytes`).
@@ -112,12 +117,26 @@ pub struct WeightsInfo {
 pub struct TimingSummary {
     pub generate_seconds: Summary,
     pub prefill_seconds: Summary,
-    /// Mean time of one decode step, per repetition.
-    pub decode_step_seconds: Summary,
+    /// Mean time of one decode step, per repetition; absent when one new token was
+    /// asked for (there is no decode step then).
+    #[serde(default)]
+    pub decode_step_seconds: Option<Summary>,
     /// new_tokens / generate_seconds, per repetition.
     pub tokens_per_second: Summary,
-    /// (new_tokens - 1) / decode time, per repetition: the steady-state rate.
-    pub decode_tokens_per_second: Summary,
+    /// [`decode_tokens_per_second`] of each repetition: the steady-state rate; absent when
+    /// one new token was asked for.
+    #[serde(default)]
+    pub decode_tokens_per_second: Option<Summary>,
+}
+
+/// Decode tokens per second of one generation from its decode steps' times (the steps
+/// after the prefill): their count over their total time. `None` without decode steps
+/// (one new token) or without measurable time. The one definition of the figure: the
+/// runner's summary, `compare` and `generate` all call it.
+pub fn decode_tokens_per_second(decode_step_seconds: &[f64]) -> Option<f64> {
+    let total: f64 = decode_step_seconds.iter().sum();
+    (!decode_step_seconds.is_empty() && total > 0.0 && total.is_finite())
+        .then(|| decode_step_seconds.len() as f64 / total)
 }
 
 /// Everything measured about one variant. The names precision, status, error,
@@ -160,9 +179,36 @@ pub struct VariantRecord {
     pub energy_joules_per_token: Option<f64>,
 }
 
+impl VariantStatus {
+    /// "ok", "failed" or "interrupted", as results.json writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            VariantStatus::Ok => "ok",
+            VariantStatus::Failed => "failed",
+            VariantStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 impl VariantRecord {
     pub fn is_ok(&self) -> bool {
         self.status == VariantStatus::Ok
+    }
+
+    /// Whether this variant is the f32 reference: precision f32 with the rest in f32 too,
+    /// every weight as the checkpoint's floats. The one definition, used for speed-ups,
+    /// savings and the quality pass's reference alike.
+    pub fn is_f32_reference(&self) -> bool {
+        crate::precision::Quantization::new(self.precision)
+            .with_policy(self.policy)
+            .with_rest(self.rest)
+            .is_f32_reference()
+    }
+
+    /// The label that tells this variant from the others of its run and of other runs:
+    /// precision, policy and rest.
+    pub fn key(&self) -> String {
+        format!("{} ({}, rest {})", self.precision, self.policy, self.rest)
     }
 
     /// A probe's figure at the moments the memory record holds.
@@ -205,43 +251,174 @@ impl Moment {
 }
 
 impl RunRecord {
-    /// The f32 variant that ran, if any: the reference for speed-ups and savings.
+    /// The f32 reference variant that ran, if any (see [`VariantRecord::is_f32_reference`]):
+    /// the base of speed-ups and savings.
     pub fn f32_reference(&self) -> Option<&VariantRecord> {
         self.variants
             .iter()
-            .find(|v| v.precision == Precision::F32 && v.is_ok())
+            .find(|v| v.is_f32_reference() && v.is_ok())
     }
 
     pub fn any_failed(&self) -> bool {
         self.variants.iter().any(|v| !v.is_ok())
     }
 
-    /// Variants that failed the scenario's quality gate.
-    pub fn gate_failures(&self) -> Vec<&VariantRecord> {
+    /// Whether the scenario sets a quality gate (max_kl or min_same_top1) and the pass is on.
+    pub fn has_gate(&self) -> bool {
+        let q = &self.scenario.quality;
+        q.enabled && (q.max_kl.is_some() || q.min_same_top1.is_some())
+    }
+
+    /// Variants that did not pass the scenario's quality gate, each with why: the gate
+    /// failed, or it could not be evaluated (the quality pass failed, or a figure it
+    /// needs is absent). Empty when the scenario sets no gate. Variants that failed to
+    /// run are reported as failures, not here.
+    pub fn gate_failures(&self) -> Vec<(&VariantRecord, String)> {
+        if !self.has_gate() {
+            return Vec::new();
+        }
         self.variants
             .iter()
-            .filter(|v| {
-                v.quality
-                    .as_ref()
-                    .and_then(|q| q.gate.as_ref())
-                    .is_some_and(|g| !g.passed)
+            .filter(|v| v.is_ok())
+            .filter_map(|v| match v.quality.as_ref().and_then(|q| q.gate.as_ref()) {
+                Some(g) if g.passed => None,
+                Some(g) => Some((v, g.reasons.join("; "))),
+                None => Some((
+                    v,
+                    format!(
+                        "quality gate not evaluated: {}",
+                        self.quality_error
+                            .as_deref()
+                            .unwrap_or("no quality figures were recorded for this variant")
+                    ),
+                )),
             })
             .collect()
     }
 
-    /// Read a results.json, checking its schema version.
+    /// Read a results.json, checking its schema version, every field's type (an error
+    /// names the field's path) and that its figures are possible.
     pub fn from_json(text: &str, origin: &str) -> anyhow::Result<Self> {
+        let text = crate::fsutil::strip_bom(text);
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| crate::InputError::new(format!("{origin}: not valid JSON: {e}")))?;
-        let version = v.get("schema_version").and_then(|x| x.as_u64());
-        match version {
-            None => crate::bad_input!("{origin}: no schema_version: not a quantbench results file"),
-            Some(n) if n > SCHEMA_VERSION as u64 => crate::bad_input!(
-                "{origin}: schema_version {n} is newer than this quantbench reads ({SCHEMA_VERSION}); upgrade quantbench"
-            ),
-            _ => {}
+        if !v.is_object() {
+            crate::bad_input!(
+                "{origin}: not a quantbench results file (the top level is not a JSON object)"
+            );
         }
-        serde_json::from_value(v)
-            .map_err(|e| crate::InputError::new(format!("{origin}: {e}")).into())
+        match v.get("schema_version") {
+            None => crate::bad_input!("{origin}: no schema_version: not a quantbench results file"),
+            Some(x) => match x.as_u64() {
+                None => crate::bad_input!(
+                    "{origin}: schema_version must be a whole number such as {SCHEMA_VERSION}, not {x}"
+                ),
+                Some(n) if n > SCHEMA_VERSION as u64 => crate::bad_input!(
+                    "{origin}: schema_version {n} is newer than this quantbench reads ({SCHEMA_VERSION}); upgrade quantbench"
+                ),
+                Some(_) => {}
+            },
+        }
+        let run: RunRecord = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            crate::InputError::new(format!("{origin}: field `{path}`: {}", e.into_inner()))
+        })?;
+        if let Err(problem) = run.check_figures() {
+            crate::bad_input!("{origin}: {problem}");
+        }
+        Ok(run)
+    }
+
+    /// Refuse figures no measurement can give: negative or non-finite times and rates,
+    /// rates outside 0..1, KL below 0. The error names the variant and the field.
+    pub fn check_figures(&self) -> Result<(), String> {
+        fn time(v: f64) -> bool {
+            v.is_finite() && v >= 0.0
+        }
+        for (i, v) in self.variants.iter().enumerate() {
+            let at = |field: &str| format!("variants[{i}] ({}): {field}", v.precision);
+            let bad = |field: String, x: f64, valid: &str| {
+                Err(format!(
+                    "{field} = {x} is impossible ({valid}); the file was edited or corrupted"
+                ))
+            };
+            for (name, xs) in [
+                ("generate_seconds", &v.generate_seconds),
+                ("prefill_seconds", &v.prefill_seconds),
+            ] {
+                for (k, &x) in xs.iter().enumerate() {
+                    if !time(x) {
+                        return bad(
+                            at(&format!("{name}[{k}]")),
+                            x,
+                            "a time is a finite number >= 0",
+                        );
+                    }
+                }
+            }
+            for (r, steps) in v.decode_step_seconds.iter().enumerate() {
+                for (k, &x) in steps.iter().enumerate() {
+                    if !time(x) {
+                        return bad(
+                            at(&format!("decode_step_seconds[{r}][{k}]")),
+                            x,
+                            "a time is a finite number >= 0",
+                        );
+                    }
+                }
+            }
+            if let Some(x) = v.load_seconds.filter(|&x| !time(x)) {
+                return bad(at("load_seconds"), x, "a time is a finite number >= 0");
+            }
+            if let Some(t) = &v.timing {
+                let mut summaries = vec![
+                    ("timing.generate_seconds", &t.generate_seconds),
+                    ("timing.prefill_seconds", &t.prefill_seconds),
+                    ("timing.tokens_per_second", &t.tokens_per_second),
+                ];
+                if let Some(d) = &t.decode_step_seconds {
+                    summaries.push(("timing.decode_step_seconds", d));
+                }
+                if let Some(d) = &t.decode_tokens_per_second {
+                    summaries.push(("timing.decode_tokens_per_second", d));
+                }
+                for (name, s) in summaries {
+                    for (f, x) in [("median", s.median), ("min", s.min), ("max", s.max)] {
+                        if !time(x) {
+                            return bad(
+                                at(&format!("{name}.{f}")),
+                                x,
+                                "times and rates are finite numbers >= 0",
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(q) = &v.quality {
+                for (name, x) in [
+                    ("kl_mean", q.kl_mean),
+                    ("kl_p99", q.kl_p99),
+                    ("kl_max", q.kl_max),
+                ] {
+                    if let Some(x) = x.filter(|&x| x.is_nan() || x < 0.0) {
+                        return bad(at(&format!("quality.{name}")), x, "a KL divergence is >= 0");
+                    }
+                }
+                if let Some(x) = q.same_top1.filter(|x| !(0.0..=1.0).contains(x)) {
+                    return bad(at("quality.same_top1"), x, "a rate is between 0 and 1");
+                }
+                if let Some(x) = q.perplexity.filter(|&x| x.is_nan() || x < 1.0) {
+                    return bad(at("quality.perplexity"), x, "a perplexity is >= 1");
+                }
+            }
+            if let Some(x) = v.energy_joules_per_token.filter(|&x| !time(x)) {
+                return bad(
+                    at("energy_joules_per_token"),
+                    x,
+                    "energy is a finite number >= 0",
+                );
+            }
+        }
+        Ok(())
     }
 }

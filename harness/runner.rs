@@ -13,7 +13,7 @@ use crate::environment::Environment;
 use crate::generate::{generate, GenerateOptions, NoObserver};
 use crate::interrupt;
 use crate::model::{self, ModelSource, Tokenizer};
-use crate::precision::{Precision, Quantization, RestDtype};
+use crate::precision::{Precision, Quantization};
 use crate::probe::{process::release_freed_memory, Probes};
 use crate::quality::{self, Evaluation, Reference, ReferenceInfo};
 use crate::record::{
@@ -23,8 +23,7 @@ use crate::record::{
 use crate::scenario::{Scenario, Variant};
 use crate::stats::Summary;
 
-/// A safety cap on repetitions when `min_seconds` asks for more.
-const MAX_REPETITIONS: usize = 100_000;
+use crate::scenario::MAX_REPETITIONS;
 /// How often the background sampler reads memory during generation.
 pub const PEAK_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -92,8 +91,8 @@ pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prep
         );
     }
     let evaluation = if scenario.quality.enabled {
-        let base = scenario_file.and_then(|f| f.parent());
-        let (text, source_name) = scenario.quality.load_text(base)?;
+        // Scenario::load resolved the text's path against the scenario's folder already.
+        let (text, source_name) = scenario.quality.load_text()?;
         let tokens = tokenizer.encode(&text)?;
         Some(Evaluation::new(
             &scenario.quality,
@@ -162,7 +161,10 @@ pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, Ref
         window: eval.window,
         stride: eval.stride,
         windows: reference.windows,
-        perplexity: reference.perplexity,
+        perplexity: reference
+            .perplexity
+            .is_finite()
+            .then_some(reference.perplexity),
         seconds: reference.seconds,
         load_seconds,
         stored_bytes: reference.stored_bytes(),
@@ -338,6 +340,7 @@ fn measure(
     const ENERGY: &str = "gpu_energy_millijoules";
     let energy_start = probes.read().get(ENERGY);
     let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
+    rec.memory.peak_sample_interval_ms = Some(PEAK_SAMPLE_INTERVAL.as_secs_f64() * 1e3);
     let min_seconds = s.min_seconds.unwrap_or(0.0);
     let mut measured = 0.0;
     let mut rep = 0;
@@ -373,7 +376,7 @@ fn measure(
     let (peak, samples) = sampler.finish();
     let _ = p.device.synchronize();
     if let (Some(e0), Some(e1)) = (energy_start, probes.read().get(ENERGY)) {
-        let tokens = (rep * s.new_tokens) as f64;
+        let tokens = rep as f64 * s.new_tokens as f64;
         rec.energy_joules_per_token = Some(e1.saturating_sub(e0) as f64 / 1000.0 / tokens);
     }
     rec.memory.peak_samples = samples;
@@ -385,9 +388,7 @@ fn measure(
 
     if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
         observer.phase(v, Phase::Quality);
-        let is_reference =
-            v.quantization.precision == Precision::F32 && v.quantization.rest == RestDtype::F32;
-        let mut q = if is_reference {
+        let mut q = if v.quantization.is_f32_reference() {
             // The same weights as the reference, bit for bit: its pass was this variant's.
             let mut own = r.own.clone();
             own.leading_tokens_equal_to_f32 = r
@@ -424,24 +425,28 @@ fn check_budget(s: &Scenario, reading: &crate::probe::Reading, when: &str) -> Re
 }
 
 fn summarize(rec: &VariantRecord, new_tokens: usize) -> TimingSummary {
+    let reps = 0..rec.generate_seconds.len();
     let per_rep = |f: &dyn Fn(usize) -> f64| -> Summary {
-        let v: Vec<f64> = (0..rec.generate_seconds.len()).map(f).collect();
+        let v: Vec<f64> = reps.clone().map(f).collect();
         Summary::of(&v).expect("at least one repetition")
     };
-    let decode_total = |i: usize| rec.decode_step_seconds[i].iter().sum::<f64>();
-    let decode_steps = new_tokens.saturating_sub(1).max(1) as f64;
+    // Decode figures exist only when there are decode steps (more than one new token).
+    let decode_rates: Vec<f64> = rec
+        .decode_step_seconds
+        .iter()
+        .filter_map(|d| crate::record::decode_tokens_per_second(d))
+        .collect();
+    let step_means: Vec<f64> = rec
+        .decode_step_seconds
+        .iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| d.iter().sum::<f64>() / d.len() as f64)
+        .collect();
     TimingSummary {
         generate_seconds: per_rep(&|i| rec.generate_seconds[i]),
         prefill_seconds: per_rep(&|i| rec.prefill_seconds[i]),
-        decode_step_seconds: per_rep(&|i| decode_total(i) / decode_steps),
+        decode_step_seconds: Summary::of(&step_means),
         tokens_per_second: per_rep(&|i| new_tokens as f64 / rec.generate_seconds[i]),
-        decode_tokens_per_second: per_rep(&|i| {
-            let d = decode_total(i);
-            if d > 0.0 {
-                (new_tokens - 1) as f64 / d
-            } else {
-                0.0
-            }
-        }),
+        decode_tokens_per_second: Summary::of(&decode_rates),
     }
 }

@@ -93,6 +93,9 @@ impl DeviceChoice {
     }
 }
 
+/// The most timed (or warm-up) repetitions a variant runs, however long `min_seconds` asks.
+pub const MAX_REPETITIONS: usize = 100_000;
+
 fn default_model() -> ModelSpec {
     ModelSpec::default_synthetic()
 }
@@ -180,20 +183,16 @@ impl Scenario {
 
     /// Read and check a scenario file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            InputError::new(format!("cannot read scenario {}: {e}", path.display()))
-        })?;
+        let text = crate::fsutil::read_text(path, "scenario", crate::fsutil::MAX_TEXT_BYTES)?;
         let mut s = Self::parse(&text, &path.display().to_string())?;
-        // Paths in a scenario are relative to the scenario file, not the working folder.
-        if let (ModelSpec::Local(dir), Some(base)) = (&s.model, path.parent()) {
-            if dir.is_relative() {
-                s.model = ModelSpec::Local(base.join(dir));
-            }
+        // Every path in a scenario is relative to the scenario file, not the working
+        // folder, and is resolved here, once: later readers take the result as it stands.
+        let base = path.parent().unwrap_or(Path::new(""));
+        if let ModelSpec::Local(dir) = &s.model {
+            s.model = ModelSpec::Local(resolve_path(base, dir));
         }
-        if let (Some(text), Some(base)) = (&s.quality.text, path.parent()) {
-            if text.is_relative() {
-                s.quality.text = Some(base.join(text));
-            }
+        if let Some(text) = &s.quality.text {
+            s.quality.text = Some(resolve_path(base, text));
         }
         Ok(s)
     }
@@ -240,14 +239,38 @@ impl Scenario {
         if self.new_tokens == 0 {
             return Err(("new_tokens", "new_tokens must be at least 1".into()));
         }
-        if self.repeats == 0 {
-            return Err(("repeats", "repeats must be at least 1".into()));
+        if self.repeats == 0 || self.repeats > MAX_REPETITIONS {
+            return Err((
+                "repeats",
+                format!(
+                    "repeats must be between 1 and {MAX_REPETITIONS} (got {})",
+                    self.repeats
+                ),
+            ));
         }
+        if self.warmup > MAX_REPETITIONS {
+            return Err((
+                "warmup",
+                format!(
+                    "warmup must be between 0 and {MAX_REPETITIONS} (got {})",
+                    self.warmup
+                ),
+            ));
+        }
+        if let Some(b) = self.memory_budget_mb {
+            if !(b.is_finite() && b > 0.0) {
+                return Err((
+                    "memory_budget_mb",
+                    format!("memory_budget_mb must be a finite number of megabytes > 0 (got {b})"),
+                ));
+            }
+        }
+        self.quality.validate()?;
         if let Some(t) = self.min_seconds {
             if !(t.is_finite() && t >= 0.0) {
                 return Err((
                     "min_seconds",
-                    format!("min_seconds must be a number of seconds >= 0 (got {t})"),
+                    format!("min_seconds must be a finite number of seconds >= 0 (got {t})"),
                 ));
             }
         }
@@ -292,6 +315,15 @@ impl Scenario {
                     .with_rest(self.rest),
             })
             .collect()
+    }
+}
+
+/// The one rule for a path written in a scenario file: relative to the file's folder.
+pub fn resolve_path(scenario_dir: &Path, p: &Path) -> PathBuf {
+    if p.is_relative() {
+        scenario_dir.join(p)
+    } else {
+        p.to_path_buf()
     }
 }
 
@@ -393,7 +425,7 @@ seed = 3
         );
         let e = err("name = \"x\"\n\nrepeats = 0\n");
         assert!(
-            e.contains("line 3, field `repeats`") && e.contains("at least 1"),
+            e.contains("line 3, field `repeats`") && e.contains("between 1 and"),
             "{e}"
         );
         let e = err("name = \"x\"\ndevice = \"tpu\"\n");

@@ -177,7 +177,7 @@ fn a_config_whose_shapes_do_not_match_the_tensors_is_named() {
     std::fs::write(&cfg_path, "{not json").unwrap();
     expect_bad(
         &["generate", "--model", dir.to_str().unwrap()],
-        &["config.json", "not a valid"],
+        &["config.json", "not valid JSON"],
     );
 }
 

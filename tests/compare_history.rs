@@ -207,10 +207,12 @@ fn history_groups_runs_and_draws_trends() {
         "generate_seconds",
         "tokens_per_second",
         "weights_bytes",
-        "peak_rss_bytes",
+        "rss_peak_bytes",
     ] {
         for ext in ["svg", "png"] {
-            let f = out.join(format!("history-quickstart-{metric}.{ext}"));
+            let slug = quantbench::history::file_slug("quickstart");
+            assert!(slug.starts_with("quickstart-"), "{slug}");
+            let f = out.join(format!("history-{slug}-{metric}.{ext}"));
             assert!(
                 std::fs::metadata(&f)
                     .map(|m| m.len() > 1000)
@@ -220,7 +222,11 @@ fn history_groups_runs_and_draws_trends() {
             );
         }
     }
-    let svg = std::fs::read_to_string(out.join("history-quickstart-generate_seconds.svg")).unwrap();
+    let svg = std::fs::read_to_string(out.join(format!(
+        "history-{}-generate_seconds.svg",
+        quantbench::history::file_slug("quickstart")
+    )))
+    .unwrap();
     assert!(
         svg.contains("f32 @ 0000deadbeef") && svg.contains("hours since 2026-11-21"),
         "one line per fingerprint"

@@ -384,10 +384,16 @@ fn an_unwritable_output_folder_or_a_held_lock_is_refused_before_loading() {
         "refused before any model loaded"
     );
 
-    // A folder another run is writing into (its lock is there).
+    // A folder another live run is writing into (it holds the lock file's flock).
     let busy = tmp.path().join("busy");
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join(".quantbench.lock"), "12345\n").unwrap();
+    let held = std::fs::File::open(busy.join(".quantbench.lock")).unwrap();
+    use std::os::unix::io::AsRawFd;
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
     let (code, _, stderr) = quantbench(
         &[
             "run",
@@ -399,7 +405,7 @@ fn an_unwritable_output_folder_or_a_held_lock_is_refused_before_loading() {
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("another quantbench run is writing into"),
+        stderr.contains("another quantbench run (pid 12345) is writing into"),
         "{stderr}"
     );
     assert!(!busy.join("results.json").exists());

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -14,8 +14,95 @@ use crate::model::tokenizer;
 use crate::model::weights::{expected_tensors, SafetensorsSource, TensorSource};
 
 /// Write `source` as f32 safetensors plus config and tokenizer files into `dir`.
-pub fn export(source: &ModelSource, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+///
+/// Every file is written whole or not at all: all of them are first written into a
+/// staging folder inside `dir` (same file system), then each is renamed into place, so an
+/// interrupted export (a signal, a full disk) leaves no partial file under a final name.
+/// `dir` must not be the source model's own folder (its weights are memory-mapped while
+/// they are read), and must be empty unless `force` is given.
+pub fn export(source: &ModelSource, dir: &Path, force: bool) -> Result<()> {
+    check_destination(source, dir, force)?;
+    crate::fsutil::create_output_dir(dir)?;
+    crate::interrupt::install_handler().ok();
+    let staging = tempfile::Builder::new()
+        .prefix(".quantbench-export-")
+        .tempdir_in(dir)
+        .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
+    let written = write_files(source, staging.path())?;
+    for name in &written {
+        let (from, to) = (staging.path().join(name), dir.join(name));
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} into place as {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// Refuse a destination that is the source's own folder, or that holds files, unless
+/// asked to replace them.
+fn check_destination(source: &ModelSource, dir: &Path, force: bool) -> Result<()> {
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        // The destination may not exist yet: canonicalize the nearest ancestor that does.
+        let mut rest = Vec::new();
+        let mut cur = p.to_path_buf();
+        loop {
+            if let Ok(c) = cur.canonicalize() {
+                return Some(
+                    rest.iter()
+                        .rev()
+                        .fold(c, |acc: PathBuf, part| acc.join(part)),
+                );
+            }
+            rest.push(cur.file_name()?.to_owned());
+            cur = cur.parent()?.to_path_buf();
+            if cur.as_os_str().is_empty() {
+                cur = PathBuf::from(".");
+            }
+        }
+    };
+    let dest = canonical(dir);
+    let mut source_dirs: Vec<PathBuf> = source.tokenizer_dir.iter().cloned().collect();
+    if let WeightFiles::Safetensors(paths) = &source.weights {
+        source_dirs.extend(
+            paths
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf)),
+        );
+    }
+    for s in &source_dirs {
+        if dest.is_some() && canonical(s) == dest {
+            crate::bad_input!(
+                "refusing to export {} onto itself: --out {} is the folder the model is read from; choose another folder",
+                source.display_name,
+                dir.display()
+            );
+        }
+    }
+    if let Ok(mut entries) = std::fs::read_dir(dir) {
+        if entries.next().is_some() && !force {
+            crate::bad_input!(
+                "--out {} is not empty; export into a new or empty folder, or pass --force to replace the files export writes ({})",
+                dir.display(),
+                EXPORTED.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The files an export may write (the tokenizer files present depend on the source).
+pub const EXPORTED: [&str; 8] = [
+    "model.safetensors",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "README.md",
+];
+
+/// Write every file into `dir` (a fresh staging folder); returns their names.
+fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     let cfg = &source.config;
     let tensors = expected_tensors(cfg);
     let src: Box<dyn TensorSource> = match &source.weights {
@@ -43,31 +130,62 @@ pub fn export(source: &ModelSource, dir: &Path) -> Result<()> {
         head.push(b' ');
     }
     let path = dir.join("model.safetensors");
-    let mut out = BufWriter::new(
-        File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    out.write_all(&(head.len() as u64).to_le_bytes())?;
-    out.write_all(&head)?;
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    let writing =
+        |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {}", path.display()));
+    out.write_all(&(head.len() as u64).to_le_bytes())
+        .map_err(writing)?;
+    out.write_all(&head).map_err(writing)?;
     // Then each tensor, generated or read one at a time.
     for (name, shape) in &tensors {
+        crate::interrupt::check()?;
         let t = src.get(name, shape)?.flatten_all()?.to_vec1::<f32>()?;
-        for v in t {
-            out.write_all(&v.to_le_bytes())?;
-        }
+        let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write_all(&bytes).map_err(writing)?;
     }
-    out.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
+    let file = out.into_inner().map_err(|e| writing(e.into_error()))?;
+    file.sync_all().map_err(writing)?;
+    let mut written = vec!["model.safetensors"];
 
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&cfg.to_json())?,
+    let mut put = |name: &'static str, bytes: &[u8]| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+        written.push(name);
+        Ok(())
+    };
+    put(
+        "config.json",
+        serde_json::to_string_pretty(&cfg.to_json())?.as_bytes(),
     )?;
-    std::fs::write(
-        dir.join("generation_config.json"),
-        r#"{"bos_token_id": 50256, "eos_token_id": 50256}"#,
+    put(
+        "generation_config.json",
+        br#"{"bos_token_id": 50256, "eos_token_id": 50256}"#,
     )?;
+    if source.is_synthetic() {
+        put(
+            "README.md",
+            format!(
+                "# {}\n\nSynthetic GPT-2 written by quantbench: the real architecture and shapes, weights drawn from a seed with GPT-2's initialisation. Its text is noise; its memory and speed are those of the real shapes.\n",
+                source.display_name
+            )
+            .as_bytes(),
+        )?;
+    }
     match &source.tokenizer_dir {
-        None => tokenizer::write_gpt2_files(dir)?,
+        None => {
+            tokenizer::write_gpt2_files(dir)?;
+            for f in [
+                "tokenizer.json",
+                "vocab.json",
+                "merges.txt",
+                "tokenizer_config.json",
+            ] {
+                if dir.join(f).is_file() {
+                    written.push(f);
+                }
+            }
+        }
         Some(from) => {
             for f in [
                 "tokenizer.json",
@@ -75,20 +193,13 @@ pub fn export(source: &ModelSource, dir: &Path) -> Result<()> {
                 "merges.txt",
                 "tokenizer_config.json",
             ] {
-                if from.join(f).is_file() && from != dir {
-                    std::fs::copy(from.join(f), dir.join(f))?;
+                if from.join(f).is_file() {
+                    std::fs::copy(from.join(f), dir.join(f))
+                        .with_context(|| format!("copying {}", from.join(f).display()))?;
+                    written.push(f);
                 }
             }
         }
     }
-    if source.is_synthetic() {
-        std::fs::write(
-            dir.join("README.md"),
-            format!(
-                "# {}\n\nSynthetic GPT-2 written by quantbench: the real architecture and shapes, weights drawn from a seed with GPT-2's initialisation. Its text is noise; its memory and speed are those of the real shapes.\n",
-                source.display_name
-            ),
-        )?;
-    }
-    Ok(())
+    Ok(written)
 }

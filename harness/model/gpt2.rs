@@ -117,8 +117,25 @@ impl Config {
 
     /// Parse and check a transformers config.json; `origin` names the file in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text)
-            .map_err(|e| InputError::new(format!("{origin}: not a valid config.json: {e}")))?;
+        let text = crate::fsutil::strip_bom(text);
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| InputError::new(format!("{origin}: not valid JSON: {e}")))?;
+        if !value.is_object() {
+            let kind = match &value {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            crate::bad_input!(
+                "{origin}: a config.json is a JSON object ({{\"model_type\": \"gpt2\", ...}}), not {kind}"
+            );
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            InputError::new(format!("{origin}: field `{path}`: {}", e.into_inner()))
+        })?;
         if let Some(mt) = &raw.model_type {
             if mt != "gpt2" {
                 crate::bad_input!(

@@ -227,15 +227,14 @@ fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
         .into());
     }
     let config_path = dir.join("config.json");
-    if !config_path.is_file() {
+    if !crate::fsutil::exists_at_all(&config_path) {
         return Err(InputError::new(format!(
             "model directory {} has no config.json",
             dir.display()
         ))
         .into());
     }
-    let text = std::fs::read_to_string(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
+    let text = crate::fsutil::read_text(&config_path, "config", 16 << 20)?;
     let config = Config::from_json(&text, &config_path.display().to_string())?;
     let weights = safetensors_files(dir)?;
     Ok(ModelSource {
@@ -250,12 +249,18 @@ fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
 /// model.safetensors, or the shards a model.safetensors.index.json lists.
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
-    if single.is_file() {
+    if crate::fsutil::exists_at_all(&single) {
+        if let Some(problem) = crate::fsutil::not_a_regular_file(&single) {
+            crate::bad_input!(
+                "{} {problem}; it must be a safetensors file",
+                single.display()
+            );
+        }
         return Ok(vec![single]);
     }
     let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
-        let text = std::fs::read_to_string(&index)?;
+    if crate::fsutil::exists_at_all(&index) {
+        let text = crate::fsutil::read_text(&index, "safetensors index", 64 << 20)?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| InputError::new(format!("{}: not valid JSON: {e}", index.display())))?;
         let map = v
@@ -278,12 +283,8 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             }
         }
         for f in &files {
-            if !f.is_file() {
-                crate::bad_input!(
-                    "{} lists {}, which is missing",
-                    index.display(),
-                    f.display()
-                );
+            if let Some(problem) = crate::fsutil::not_a_regular_file(f) {
+                crate::bad_input!("{} lists {}, which {problem}", index.display(), f.display());
             }
         }
         return Ok(files);
@@ -300,25 +301,86 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
+/// Whether `s` is a commit hash as the hub writes them: 40 lowercase hex digits.
+pub fn is_commit_hash(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The cache's `refs/<revision>` file names the snapshot folder that hf-hub then opens;
+/// it must hold a commit hash and nothing else (a path such as `../../../x` would lead
+/// outside the cache).
+pub fn check_cache_ref(repo_dir: &Path, revision: &str) -> Result<()> {
+    let ref_path = repo_dir.join("refs").join(revision);
+    if !crate::fsutil::exists_at_all(&ref_path) {
+        return Ok(()); // nothing cached for this revision yet
+    }
+    let text = crate::fsutil::read_text(&ref_path, "Hugging Face cache ref", 4096)?;
+    if !is_commit_hash(&text) {
+        let shown: String = text.chars().take(80).collect();
+        crate::bad_input!(
+            "the Hugging Face cache's ref file {} holds {shown:?}, not a commit hash (40 hex digits); refusing to follow it. Delete the file (and download the model again) if the cache is yours",
+            ref_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A file served from the cache must resolve (through the snapshot's links to blobs) to
+/// a regular file inside the repository's own cache folder.
+fn check_inside_cache(repo_dir: &Path, file: &Path) -> Result<()> {
+    let root = repo_dir.canonicalize().with_context(|| {
+        format!(
+            "reading the Hugging Face cache folder {}",
+            repo_dir.display()
+        )
+    })?;
+    if let Some(problem) = crate::fsutil::not_a_regular_file(file) {
+        crate::bad_input!("cached file {} {problem}", file.display());
+    }
+    let real = file
+        .canonicalize()
+        .with_context(|| format!("resolving {}", file.display()))?;
+    if !real.starts_with(&root) {
+        crate::bad_input!(
+            "cached file {} leads to {}, outside the repository's cache folder {}; refusing to read it",
+            file.display(),
+            real.display(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
 /// The files of a hub repository, from hf-hub's local cache or, when online, the hub.
 fn fetch_from_hub(repo: &str, revision: Option<&str>) -> Result<PathBuf> {
+    fetch_from_hub_in(&hf_hub::Cache::from_env(), repo, revision)
+}
+
+fn fetch_from_hub_in(cache: &hf_hub::Cache, repo: &str, revision: Option<&str>) -> Result<PathBuf> {
     use hf_hub::{Repo, RepoType};
     let rev = revision.unwrap_or("main").to_string();
     let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, rev.clone());
-    let cache = hf_hub::Cache::from_env();
+    let repo_dir = cache.path().join(hub_repo.folder_name());
+    check_cache_ref(&repo_dir, &rev)?;
     let cached = cache.repo(hub_repo.clone());
     let needed = ["config.json", "model.safetensors"];
     let tokenizer_sets: [&[&str]; 2] = [&["tokenizer.json"], &["vocab.json", "merges.txt"]];
     let in_cache = |f: &str| cached.get(f);
     if let (Some(cfg), Some(_)) = (in_cache(needed[0]), in_cache(needed[1])) {
-        if tokenizer_sets
+        if let Some(set) = tokenizer_sets
             .iter()
-            .any(|set| set.iter().all(|f| in_cache(f).is_some()))
+            .find(|set| set.iter().all(|f| in_cache(f).is_some()))
         {
-            return Ok(cfg
+            let dir = cfg
                 .parent()
                 .expect("cached file has a folder")
-                .to_path_buf());
+                .to_path_buf();
+            for f in needed.iter().chain(set.iter()) {
+                check_inside_cache(&repo_dir, &dir.join(f))?;
+            }
+            return Ok(dir);
         }
     }
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
@@ -341,6 +403,8 @@ fn fetch_from_hub(repo: &str, revision: Option<&str>) -> Result<PathBuf> {
                 cache.path().display()
             ))
         })?;
+        check_cache_ref(&repo_dir, &rev)?;
+        check_inside_cache(&repo_dir, &path)?;
         dir = path.parent().map(Path::to_path_buf);
     }
     let mut got_tokenizer = false;
@@ -405,5 +469,47 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_cache_ref_must_be_a_commit_hash() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("models--a--b");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        assert!(check_cache_ref(&repo, "main").is_ok(), "no ref yet is fine");
+        let hash = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::write(repo.join("refs/main"), hash).unwrap();
+        assert!(check_cache_ref(&repo, "main").is_ok());
+        for bad in [
+            "../../../../some/dir",
+            "",
+            "0123",
+            "0123456789ABCDEF0123456789ABCDEF01234567",
+            &format!("{hash}\n"),
+        ] {
+            std::fs::write(repo.join("refs/main"), bad).unwrap();
+            let e = check_cache_ref(&repo, "main").unwrap_err();
+            assert!(crate::is_input_error(&e), "{bad:?}");
+            assert!(e.to_string().contains("not a commit hash"), "{bad:?}: {e}");
+        }
+    }
+
+    /// hf:a/b with a ref that points outside the cache is refused before anything is
+    /// read there, through the public resolve path (HF_HOME points at a fake cache).
+    #[test]
+    fn a_hub_spec_never_follows_a_ref_outside_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::write(outside.join(f), "{}").unwrap();
+        }
+        let repo = tmp.path().join("hub/models--a--b");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+        std::fs::write(repo.join("refs/main"), "../../../outside").unwrap();
+        let e = fetch_from_hub_in(&hf_hub::Cache::new(tmp.path().join("hub")), "a/b", None)
+            .unwrap_err();
+        assert!(e.to_string().contains("not a commit hash"), "{e}");
     }
 }

@@ -95,8 +95,11 @@ impl SafetensorsSource {
                 .with_context(|| format!("cannot map weights file {}", path.display()))?;
             // Checks the header's size, JSON, dtypes, shapes and offsets against the file.
             let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+                let culprit = diagnose_header(&mmap)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_else(|| format!(": {e}"));
                 InputError::new(format!(
-                    "{} is not a valid safetensors file (truncated or corrupt?): {e}",
+                    "{} is not a valid safetensors file (truncated or corrupt?){culprit}",
                     path.display()
                 ))
             })?;
@@ -140,6 +143,76 @@ impl SafetensorsSource {
         }
         Ok(SafetensorsSource { files, keys })
     }
+}
+
+/// Which tensor of a safetensors header lies, and how: its byte range disagrees with its
+/// shape and dtype, or runs past the end of the file. `None` when the header cannot be
+/// read as JSON at all or no single tensor is to blame.
+pub fn diagnose_header(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header_end = 8usize.checked_add(usize::try_from(n).ok()?)?;
+    let header = std::str::from_utf8(bytes.get(8..header_end)?).ok()?;
+    let v: serde_json::Value = serde_json::from_str(header).ok()?;
+    let data_len = (bytes.len() - header_end) as u128;
+    for (name, info) in v.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let size: u128 = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+            _ => {
+                return Some(format!(
+                    "tensor '{name}' has dtype {dtype:?}, which is not a safetensors dtype"
+                ))
+            }
+        };
+        let shape: Option<Vec<u128>> = info.get("shape").and_then(|s| s.as_array()).and_then(|a| {
+            a.iter()
+                .map(|d| d.as_u64().map(u128::from))
+                .collect::<Option<Vec<_>>>()
+        });
+        let Some(shape) = shape else {
+            return Some(format!("tensor '{name}' has no shape of whole numbers"));
+        };
+        let offsets: Option<Vec<u128>> = info
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().map(u128::from))
+                    .collect::<Option<Vec<_>>>()
+            });
+        let Some([start, end]) = offsets
+            .as_deref()
+            .and_then(|o| <[u128; 2]>::try_from(o).ok())
+        else {
+            return Some(format!("tensor '{name}' has no data_offsets [start, end]"));
+        };
+        let elements = shape.iter().try_fold(1u128, |a, &d| a.checked_mul(d));
+        let want = elements.and_then(|e| e.checked_mul(size));
+        if end < start {
+            return Some(format!(
+                "tensor '{name}' has data_offsets [{start}, {end}]: the end is before the start"
+            ));
+        }
+        if want != Some(end - start) {
+            return Some(format!(
+                "tensor '{name}' has shape {shape:?} of {dtype} ({} bytes) but data_offsets [{start}, {end}] hold {} bytes",
+                want.map(|w| w.to_string()).unwrap_or_else(|| "too many".into()),
+                end - start
+            ));
+        }
+        if end > data_len {
+            return Some(format!(
+                "tensor '{name}' has data_offsets [{start}, {end}], past the end of the file's {data_len} data bytes"
+            ));
+        }
+    }
+    None
 }
 
 impl TensorSource for SafetensorsSource {

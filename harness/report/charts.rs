@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Once;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -49,11 +49,35 @@ pub(crate) fn render(
         Some("png") => draw_png(BitMapBackend::new(&tmp, SIZE).into_drawing_area()),
         other => Err(anyhow!("charts are .svg or .png, not {other:?}")),
     };
-    atomic::finish(&tmp, path, result)
+    atomic::finish(&tmp, path, result).with_context(|| format!("writing chart {}", path.display()))
 }
 
 pub(crate) fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
+}
+
+/// The largest value a linear axis reaches: far beyond any real measurement, small
+/// enough that the axis stays finite however a results file was edited.
+const AXIS_CAP: f64 = 1e15;
+
+/// The top of a linear axis from 0 that holds `values` with `margin` (1.2 = 20% above):
+/// non-finite values are ignored and the result is finite, positive and bounded.
+pub(crate) fn axis_top(values: impl IntoIterator<Item = f64>, margin: f64) -> f64 {
+    let max = values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .min(AXIS_CAP);
+    if max > 0.0 {
+        max * margin
+    } else {
+        1.0
+    }
+}
+
+/// A value as drawn on an axis from 0 to `top`: non-finite values are not drawn.
+fn drawable(v: f64, top: f64) -> Option<f64> {
+    v.is_finite().then(|| v.clamp(0.0, top))
 }
 
 /// Memory per variant: process RSS before load, after load, peak, after cleanup, and the
@@ -100,13 +124,11 @@ fn draw_memory<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord
     root.fill(&WHITE).map_err(plot_err)?;
     let n = run.variants.len().max(1);
     let values: Vec<[Option<f64>; 5]> = run.variants.iter().map(memory_values).collect();
-    let top = values
+    let top = axis_top(values.iter().flatten().flatten().cloned(), 1.18);
+    let values: Vec<[Option<f64>; 5]> = values
         .iter()
-        .flatten()
-        .flatten()
-        .cloned()
-        .fold(1.0, f64::max)
-        * 1.18;
+        .map(|vals| vals.map(|v| v.and_then(|v| drawable(v, top))))
+        .collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(title(run, "Memory per variant"), (FONT, 24))
         .margin(20)
@@ -211,10 +233,10 @@ fn draw_latency<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         .variants
         .iter()
         .map(|v| {
-            v.timing.as_ref().map(|t| {
-                let d = &t.decode_tokens_per_second;
-                (d.min, d.median, d.max)
-            })
+            v.timing
+                .as_ref()
+                .and_then(|t| t.decode_tokens_per_second.as_ref())
+                .map(|d| (d.min, d.median, d.max))
         })
         .collect();
     panel(
@@ -252,7 +274,16 @@ fn panel<DB: DrawingBackend>(
     fmt: impl Fn(f64) -> String,
 ) -> Result<()> {
     let n = points.len().max(1);
-    let top = points.iter().flatten().map(|p| p.2).fold(1e-9, f64::max) * 1.25;
+    let top = axis_top(points.iter().flatten().map(|p| p.2), 1.25);
+    // Points with a non-finite figure are not drawn; the rest are kept on the axis.
+    let points: Vec<Option<(f64, f64, f64)>> = points
+        .iter()
+        .map(|p| {
+            p.and_then(|(lo, mid, hi)| {
+                Some((drawable(lo, top)?, drawable(mid, top)?, drawable(hi, top)?))
+            })
+        })
+        .collect();
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 18))
         .margin(20)
@@ -318,10 +349,13 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         .iter()
         .filter_map(|v| {
             let q = v.quality.as_ref()?;
+            // An absent or non-finite KL has no place on the chart (report.md says n/a).
+            let kl = q.kl_mean.filter(|k| k.is_finite() && *k >= 0.0)?;
+            let x = mb(v.weights_bytes?);
             Some((
                 v.precision.to_string(),
-                mb(v.weights_bytes?),
-                q.kl_mean,
+                x,
+                kl,
                 q.gate.as_ref().is_none_or(|g| g.passed),
             ))
         })
@@ -337,16 +371,24 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         root.present().map_err(plot_err)?;
         return Ok(());
     }
-    let positive: Vec<f64> = pts.iter().map(|p| p.2).filter(|&k| k > 0.0).collect();
+    // The log axis spans at most KL_RANGE: a KL beyond it is drawn at the edge, with its
+    // true value in the label.
+    const KL_RANGE: (f64, f64) = (1e-15, 1e4);
+    let positive: Vec<f64> = pts
+        .iter()
+        .map(|p| p.2.clamp(KL_RANGE.0, KL_RANGE.1))
+        .filter(|&k| k > KL_RANGE.0)
+        .collect();
     let lo = positive.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = positive.iter().cloned().fold(0.0, f64::max);
     let (lo, hi) = if positive.is_empty() {
         (1e-6, 1e-2)
     } else {
-        (lo / 10.0, hi * 5.0)
+        ((lo / 10.0).max(KL_RANGE.0 / 10.0), hi * 5.0)
     };
     let floor = lo * 1.5; // where a KL of exactly 0 is drawn
-    let xmax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.15;
+    let xmax = axis_top(pts.iter().map(|p| p.1), 1.15);
+    let at = |k: f64| k.clamp(floor, hi / 2.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title(run, "Quality against size"), (FONT, 24))
         .margin(20)
@@ -368,7 +410,7 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
     chart
         .draw_series(pts.iter().map(|(_, x, k, ok)| {
             let c = if *ok { color } else { fail };
-            Circle::new((*x, k.max(floor)), 8, c.filled())
+            Circle::new((x.min(xmax), at(*k)), 8, c.filled())
         }))
         .map_err(plot_err)?;
     chart
@@ -382,7 +424,7 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
             };
             Text::new(
                 label,
-                (*x + xmax * 0.012, k.max(floor)),
+                (x.min(xmax) + xmax * 0.012, at(*k)),
                 anchored(15, HPos::Left, VPos::Bottom),
             )
         }))

@@ -39,7 +39,12 @@ pub const COLUMNS: [&str; 28] = [
 pub fn render(run: &RunRecord) -> Result<String> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
-    let num = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
+    // Absent and non-finite figures are empty cells.
+    let num = |v: Option<f64>| {
+        v.filter(|x| x.is_finite())
+            .map(|x| format!("{x}"))
+            .unwrap_or_default()
+    };
     let int = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     for v in &run.variants {
         let h = Headline::of(v, run);
@@ -47,10 +52,14 @@ pub fn render(run: &RunRecord) -> Result<String> {
         let gate = q
             .and_then(|q| q.gate.as_ref())
             .map(|g| if g.passed { "pass" } else { "fail" })
-            .unwrap_or_default();
+            .unwrap_or(if run.has_gate() && v.is_ok() {
+                "not evaluated"
+            } else {
+                ""
+            });
         w.write_record([
             h.label.clone(),
-            if h.ok { "ok".into() } else { "failed".into() },
+            v.status.name().to_string(),
             int(h.weights_bytes),
             num(h.bits_per_weight),
             num(h.load_seconds),
@@ -67,12 +76,12 @@ pub fn render(run: &RunRecord) -> Result<String> {
             num(h.decode_tokens_per_second),
             num(h.prefill_median),
             num(h.speedup_vs_f32),
-            num(q.map(|q| q.kl_mean)),
-            num(q.map(|q| q.kl_p99)),
-            num(q.map(|q| q.kl_max)),
-            num(q.map(|q| q.same_top1)),
-            num(q.map(|q| q.perplexity)),
-            num(q.map(|q| q.perplexity_ratio)),
+            num(q.and_then(|q| q.kl_mean)),
+            num(q.and_then(|q| q.kl_p99)),
+            num(q.and_then(|q| q.kl_max)),
+            num(q.and_then(|q| q.same_top1)),
+            num(q.and_then(|q| q.perplexity)),
+            num(q.and_then(|q| q.perplexity_ratio)),
             q.map(|q| q.leading_tokens_equal_to_f32.to_string())
                 .unwrap_or_default(),
             gate.to_string(),

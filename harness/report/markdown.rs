@@ -5,7 +5,6 @@ use std::fmt::Write;
 
 use super::{fmt_opt, mb, Headline, RSS};
 use crate::record::{Moment, RunRecord};
-use crate::runner::PEAK_SAMPLE_INTERVAL;
 
 pub fn render(run: &RunRecord) -> String {
     let mut o = String::new();
@@ -78,15 +77,17 @@ pub fn render(run: &RunRecord) -> String {
         s.new_tokens
     );
     let _ = writeln!(o, "|---|---:|---:|---:|");
-    for h in &rows {
+    for (h, v) in rows.iter().zip(&run.variants) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} |",
             h.label,
             mem(h.rss[1]),
-            h.generate_median
-                .map(|g| format!("{g:.3} s"))
-                .unwrap_or_else(|| "failed".into()),
+            match (h.generate_median, v.status.name()) {
+                (Some(g), _) => format!("{g:.3} s"),
+                (None, "ok") => "no timings recorded".into(),
+                (None, status) => status.into(),
+            },
             mem(h.rss[3])
         );
     }
@@ -121,11 +122,30 @@ pub fn render(run: &RunRecord) -> String {
         );
     }
 
+    if run.f32_reference().is_none() {
+        let _ = writeln!(
+            o,
+            "\nNo speed-up is shown: the run has no f32 reference variant (precision f32 with rest f32)."
+        );
+    }
+
     let _ = writeln!(o, "\n## Memory\n");
+    // The interval the file was sampled at, as it recorded it.
+    let mut intervals: Vec<String> = run
+        .variants
+        .iter()
+        .filter_map(|v| v.memory.peak_sample_interval_ms)
+        .map(|ms| format!("{ms} ms"))
+        .collect();
+    intervals.dedup();
+    let sampled = if intervals.is_empty() {
+        "sampling interval not recorded in this file".to_string()
+    } else {
+        format!("sampled every {}", intervals.join(" / "))
+    };
     let _ = writeln!(
         o,
-        "Weights are the exact bytes the loaded tensors hold. The other columns are process RSS at each moment (peak sampled every {} ms during the timed repetitions); \"held\" is RSS after load minus RSS before load.\n",
-        PEAK_SAMPLE_INTERVAL.as_millis()
+        "Weights are the exact bytes the loaded tensors hold. The other columns are process RSS at each moment (peak {sampled} during the timed repetitions); \"held\" is RSS after load minus RSS before load.\n"
     );
     let _ = writeln!(
         o,
@@ -234,6 +254,12 @@ fn render_quality(o: &mut String, run: &RunRecord) {
     let _ = writeln!(o, "\n## Quality\n");
     if let Some(e) = &run.quality_error {
         let _ = writeln!(o, "The quality pass failed: {e}");
+        if run.has_gate() {
+            let _ = writeln!(
+                o,
+                "\nThe scenario sets a quality gate, which therefore could not be evaluated: every variant counts as not passing it."
+            );
+        }
         return;
     }
     let Some(r) = &run.quality_reference else {
@@ -282,24 +308,26 @@ fn render_quality(o: &mut String, run: &RunRecord) {
             Some(g) if g.passed => "pass".to_string(),
             Some(g) => format!("**fail**: {}", g.reasons.join("; ")),
         };
-        let kl = |x: f64| {
-            if x == 0.0 {
-                "0".to_string()
-            } else {
-                format!("{x:.3e}")
-            }
+        let kl = |x: Option<f64>| match x {
+            Some(0.0) => "0".to_string(),
+            Some(x) if x.is_finite() => format!("{x:.3e}"),
+            _ => "n/a".to_string(),
+        };
+        let num = |x: Option<f64>, f: &dyn Fn(f64) -> String| match x {
+            Some(x) if x.is_finite() => f(x),
+            _ => "n/a".to_string(),
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {:.2}% | {:.1} | {:.4} | {}/{} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",
             v.precision,
             fmt_opt(v.weights_bytes.map(mb), 1),
             kl(q.kl_mean),
             kl(q.kl_p99),
             kl(q.kl_max),
-            q.same_top1 * 100.0,
-            q.perplexity,
-            q.perplexity_ratio,
+            num(q.same_top1, &|x| format!("{:.2}%", x * 100.0)),
+            num(q.perplexity, &|x| format!("{x:.1}")),
+            num(q.perplexity_ratio, &|x| format!("{x:.4}")),
             q.leading_tokens_equal_to_f32,
             run.scenario.new_tokens,
             if q.is_reference {
@@ -309,5 +337,19 @@ fn render_quality(o: &mut String, run: &RunRecord) {
             },
             gate
         );
+    }
+    for v in &run.variants {
+        for n in v.quality.iter().flat_map(|q| &q.notes) {
+            let _ = writeln!(o, "\nNote ({}): {n}", v.precision);
+        }
+    }
+    for (v, why) in run.gate_failures() {
+        if v.quality.as_ref().and_then(|q| q.gate.as_ref()).is_none() {
+            let _ = writeln!(
+                o,
+                "\n**{}** did not pass the quality gate: {why}",
+                v.precision
+            );
+        }
     }
 }

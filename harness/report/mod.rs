@@ -54,7 +54,9 @@ impl Headline {
             generate_min: t.map(|t| t.generate_seconds.min),
             generate_max: t.map(|t| t.generate_seconds.max),
             tokens_per_second: t.map(|t| t.tokens_per_second.median),
-            decode_tokens_per_second: t.map(|t| t.decode_tokens_per_second.median),
+            decode_tokens_per_second: t
+                .and_then(|t| t.decode_tokens_per_second.as_ref())
+                .map(|d| d.median),
             prefill_median: t.map(|t| t.prefill_seconds.median),
             repetitions: v.generate_seconds.len(),
             speedup_vs_f32: f32
@@ -75,10 +77,13 @@ pub fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
-/// "12.3" or "-" for a missing value.
+/// "12.3" or "-" for a missing value ("n/a" for a non-finite one).
 pub fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
-    v.map(|x| format!("{x:.decimals$}"))
-        .unwrap_or_else(|| "-".into())
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.decimals$}"),
+        Some(_) => "n/a".into(),
+        None => "-".into(),
+    }
 }
 
 /// The files a run writes, in the order they are written.
@@ -98,13 +103,25 @@ pub const OUTPUT_FILES: [&str; 9] = [
 pub fn write_results(run: &RunRecord, dir: &Path) -> Result<()> {
     let json = serde_json::to_vec_pretty(run).context("serializing the results")?;
     atomic::write(&dir.join("results.json"), &json)?;
-    atomic::write(&dir.join("results.csv"), csv::render(run)?.as_bytes())?;
-    Ok(())
+    write_csv(run, dir)
 }
 
-/// Write every output: results, report.md and the charts.
+fn write_csv(run: &RunRecord, dir: &Path) -> Result<()> {
+    atomic::write(&dir.join("results.csv"), csv::render(run)?.as_bytes())
+}
+
+/// Write every output of a run: results, report.md and the charts.
 pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
     write_results(run, dir)?;
+    write_derived(run, dir)?;
+    Ok(OUTPUT_FILES.iter().map(|f| dir.join(f)).collect())
+}
+
+/// Write what is derived from a results file — results.csv, report.md and the charts —
+/// and never results.json itself: `quantbench report` reads a file another build may
+/// have written, with fields this build does not know, and must not rewrite it.
+pub fn write_derived(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
+    write_csv(run, dir)?;
     atomic::write(&dir.join("report.md"), markdown::render(run).as_bytes())?;
     charts::memory(run, &dir.join("memory.svg"))?;
     charts::memory(run, &dir.join("memory.png"))?;
@@ -112,13 +129,11 @@ pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
     charts::latency(run, &dir.join("latency.png"))?;
     charts::quality(run, &dir.join("quality.svg"))?;
     charts::quality(run, &dir.join("quality.png"))?;
-    Ok(OUTPUT_FILES.iter().map(|f| dir.join(f)).collect())
+    Ok(OUTPUT_FILES[1..].iter().map(|f| dir.join(f)).collect())
 }
 
-/// Read a results.json.
+/// Read a results.json (a regular file of at most [`crate::fsutil::MAX_TEXT_BYTES`]).
 pub fn read_results(path: &Path) -> Result<RunRecord> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        crate::InputError::new(format!("cannot read results file {}: {e}", path.display()))
-    })?;
+    let text = crate::fsutil::read_text(path, "results file", crate::fsutil::MAX_TEXT_BYTES)?;
     RunRecord::from_json(&text, &path.display().to_string())
 }
