@@ -7,8 +7,31 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use quantbench::model::gpt2::Config;
+use quantbench::model::spec::{check_cache_ref, is_commit_hash};
 use quantbench::model::weights::{SafetensorsSource, TensorSource};
 use quantbench::record::RunRecord;
+
+/// JSON pointers of every number in a value.
+fn collect_number_paths(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Number(_) => out.push(at),
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                collect_number_paths(x, format!("{at}/{i}"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                collect_number_paths(
+                    x,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        _ => {}
+    }
+}
 use quantbench::Scenario;
 
 /// 400 cases per target in the test suite; PROPTEST_CASES for longer runs.
@@ -58,6 +81,9 @@ fn scenario_text() -> impl Strategy<Value = String> {
         Just(String::new()),
         (any::<i64>(), any::<f64>())
             .prop_map(|(w, k)| format!("[quality]\nwindow = {w}\nmax_kl = {k:?}\n")),
+        (-3i64..5, -3i64..5, any::<f64>(), -1.0f64..2.0).prop_map(|(st, mt, k, t)| format!(
+            "[quality]\nstride = {st}\nmax_tokens = {mt}\nmax_kl = {k:?}\nmin_same_top1 = {t:?}\n"
+        )),
     ];
     (prop::collection::vec(line, 0..10), quality)
         .prop_map(|(l, q)| format!("{}\n{q}", l.join("\n")))
@@ -68,8 +94,18 @@ proptest! {
 
     #[test]
     fn scenario_parser_never_panics(text in scenario_text()) {
-        if let Err(e) = Scenario::parse(&text, "fuzz.toml") {
-            prop_assert!(e.to_string().contains("fuzz.toml"), "{}", e);
+        match Scenario::parse(&text, "fuzz.toml") {
+            Err(e) => prop_assert!(e.to_string().contains("fuzz.toml"), "{}", e),
+            Ok(s) => {
+                // What is accepted is in range: nothing a run would trip over later.
+                let q = &s.quality;
+                prop_assert!(q.stride.is_none_or(|x| x >= 1));
+                prop_assert!(q.max_tokens.is_none_or(|x| x >= 2));
+                prop_assert!(q.max_kl.is_none_or(|k| k.is_finite() && k >= 0.0));
+                prop_assert!(q.min_same_top1.is_none_or(|t| (0.0..=1.0).contains(&t)));
+                prop_assert!(s.memory_budget_mb.is_none_or(|b| b.is_finite() && b > 0.0));
+                prop_assert!(s.repeats >= 1 && s.new_tokens >= 1);
+            }
         }
     }
 
@@ -94,6 +130,81 @@ proptest! {
         if let Err(e) = RunRecord::from_json(&text, "fuzz/results.json") {
             prop_assert!(e.to_string().contains("fuzz/results.json"), "{}", e);
         }
+    }
+
+    /// Any number (NaN, infinities, negatives, huge) in any numeric field of a results
+    /// file: refused with a message naming the file, or read and rendered (report.md,
+    /// results.csv) without a panic, and never with an impossible figure accepted.
+    #[test]
+    fn results_reader_and_renderers_survive_any_number_anywhere(
+        edits in prop::collection::vec((0usize..10_000, prop_oneof![
+            any::<f64>().prop_map(|x| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null }),
+            Just(serde_json::json!(1e308)),
+            Just(serde_json::json!(-1.0)),
+            Just(serde_json::json!("1")),
+            Just(serde_json::Value::Null),
+        ]), 1..6)
+    ) {
+        let mut v: serde_json::Value = serde_json::from_str(&example_results()).unwrap();
+        let mut numbers = Vec::new();
+        collect_number_paths(&v, String::new(), &mut numbers);
+        for (at, value) in edits {
+            let path = &numbers[at % numbers.len()];
+            *v.pointer_mut(path).unwrap() = value;
+        }
+        let text = serde_json::to_string(&v).unwrap();
+        match RunRecord::from_json(&text, "fuzz/results.json") {
+            Err(e) => prop_assert!(e.to_string().contains("fuzz/results.json"), "{}", e),
+            Ok(run) => {
+                prop_assert!(run.check_figures().is_ok());
+                let _ = quantbench::report::markdown::render(&run);
+                let _ = quantbench::report::csv::render(&run).unwrap();
+            }
+        }
+    }
+
+    /// Whatever the cache's refs file holds, only a commit hash is followed.
+    #[test]
+    fn cache_refs_hold_commit_hashes_or_are_refused(content in prop_oneof![
+        "[0-9a-f]{40}",
+        "\\PC{0,60}",
+        "(\\.\\./){1,6}[a-z]{0,8}",
+        "[0-9a-f]{40}\n?[ /.]{0,3}",
+    ]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("models--a--b");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), &content).unwrap();
+        let ok = check_cache_ref(&repo, "main").is_ok();
+        prop_assert_eq!(ok, is_commit_hash(&content), "{:?}", content);
+    }
+
+    /// History's file names: any scenario name gives a short name of safe characters.
+    #[test]
+    fn history_file_slugs_are_safe(name in "\\PC{0,300}") {
+        let slug = quantbench::history::file_slug(&name);
+        prop_assert!(slug.len() <= 58, "{}", slug);
+        prop_assert!(slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{}", slug);
+        prop_assert!(!slug.starts_with('.'));
+    }
+
+    /// A lying safetensors header is diagnosed without panicking or allocating.
+    #[test]
+    fn safetensors_header_diagnosis_never_panics(
+        header in prop_oneof![
+            "\\PC{0,64}",
+            (prop::collection::vec(any::<u64>(), 0..4), any::<u64>(), any::<u64>(), prop::sample::select(vec!["F32", "F16", "I8", "X9"]))
+                .prop_map(|(shape, a, b, d)| format!(r#"{{"t":{{"dtype":"{d}","shape":{shape:?},"data_offsets":[{a},{b}]}}}}"#)),
+        ],
+        claimed in any::<u64>(),
+        honest in any::<bool>(),
+        payload in 0usize..64,
+    ) {
+        let len = if honest { header.len() as u64 } else { claimed };
+        let mut bytes = len.to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(std::iter::repeat_n(0u8, payload));
+        let _ = quantbench::model::weights::diagnose_header(&bytes);
     }
 
     #[test]
@@ -147,6 +258,32 @@ proptest! {
                 prop_assert!(r.is_err());
                 let _ = src.has("wte.weight");
             }
+        }
+    }
+}
+
+proptest! {
+    // Drawing is slower than parsing: fewer cases, each drawing every chart.
+    #![proptest_config(ProptestConfig { cases: cases().min(24), ..ProptestConfig::default() })]
+
+    /// Charts stay finite and bounded whatever figures a readable results file holds.
+    #[test]
+    fn charts_survive_extreme_figures(
+        kl in prop_oneof![Just(0.0), Just(1e-300), Just(1e308), 0.0f64..10.0],
+        seconds in prop_oneof![Just(0.0), Just(1e300), 0.0f64..100.0],
+    ) {
+        let mut v: serde_json::Value = serde_json::from_str(&example_results()).unwrap();
+        v["variants"][1]["quality"]["kl_mean"] = serde_json::json!(kl);
+        v["variants"][2]["timing"]["generate_seconds"]["max"] = serde_json::json!(seconds);
+        let run = RunRecord::from_json(&serde_json::to_string(&v).unwrap(), "fuzz").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = std::time::Instant::now();
+        quantbench::report::charts::quality(&run, &dir.path().join("q.svg")).unwrap();
+        quantbench::report::charts::latency(&run, &dir.path().join("l.svg")).unwrap();
+        quantbench::report::charts::memory(&run, &dir.path().join("m.svg")).unwrap();
+        prop_assert!(t0.elapsed().as_secs() < 10);
+        for f in ["q.svg", "l.svg", "m.svg"] {
+            prop_assert!(std::fs::metadata(dir.path().join(f)).unwrap().len() < 2_000_000);
         }
     }
 }

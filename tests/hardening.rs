@@ -214,6 +214,17 @@ fn results_files_with_null_huge_or_impossible_figures() {
         err.contains("schema_version must be a whole number"),
         "{err}"
     );
+    // [18] An interrupted variant is "interrupted" in the csv, not "failed".
+    let mut v = example_results();
+    v["variants"][2]["status"] = serde_json::json!("interrupted");
+    let f = write_json(tmp.path(), "int/results.json", &v);
+    let (code, _, err) = quantbench(&["report", s(&f)]);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(tmp.path().join("int/results.csv")).unwrap();
+    assert!(
+        csv.lines().nth(3).unwrap().starts_with("q4_0,interrupted,"),
+        "{csv}"
+    );
     // A variant that is ok but has no timings is not shown as failed.
     let mut v = example_results();
     v["variants"][0]["timing"] = serde_json::Value::Null;

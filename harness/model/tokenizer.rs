@@ -29,9 +29,13 @@ impl Tokenizer {
 
     /// tokenizer.json, else vocab.json + merges.txt, from a model directory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        use crate::fsutil::{exists_at_all, not_a_regular_file, read_text};
+        // Tokenizer files of real models are a few megabytes; 256 MB bounds a hostile one.
+        const MAX: u64 = 256 << 20;
         let json = dir.join("tokenizer.json");
-        if json.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&json).map_err(|e| {
+        if exists_at_all(&json) {
+            let text = read_text(&json, "tokenizer.json", MAX)?;
+            let t: tokenizers::Tokenizer = text.parse().map_err(|e| {
                 InputError::new(format!(
                     "{}: not a valid tokenizer.json: {e}",
                     json.display()
@@ -40,7 +44,19 @@ impl Tokenizer {
             return Ok(Tokenizer::HuggingFace(Box::new(t)));
         }
         let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
-        if vocab.is_file() && merges.is_file() {
+        if exists_at_all(&vocab) && exists_at_all(&merges) {
+            for f in [&vocab, &merges] {
+                if let Some(problem) = not_a_regular_file(f) {
+                    crate::bad_input!("{} {problem}", f.display());
+                }
+                let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+                if len > MAX {
+                    crate::bad_input!(
+                        "{} is {len} bytes, more than a tokenizer file may be ({MAX})",
+                        f.display()
+                    );
+                }
+            }
             return Ok(Tokenizer::HuggingFace(Box::new(from_vocab_merges(
                 &vocab, &merges,
             )?)));
