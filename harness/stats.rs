@@ -66,6 +66,121 @@ pub fn median(samples: &[f64]) -> f64 {
     }
 }
 
+/// The two-sided critical value of Student's t with `df` degrees of freedom at
+/// `confidence` (0.95 gives 2.776 for df = 4): the t with P(|T| > t) = 1 - confidence.
+/// Found by bisection on the exact tail probability (a regularized incomplete beta).
+pub fn student_t_critical(confidence: f64, df: f64) -> f64 {
+    let alpha = (1.0 - confidence).clamp(1e-12, 1.0);
+    let (mut lo, mut hi) = (0.0f64, 1e7f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if student_t_two_sided_tail(mid, df) > alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// P(|T| > t) for Student's t with `df` degrees of freedom: I_{df/(df+t²)}(df/2, 1/2).
+pub fn student_t_two_sided_tail(t: f64, df: f64) -> f64 {
+    regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+}
+
+/// I_x(a, b), by the continued fraction (Numerical Recipes' betacf), using the symmetry
+/// I_x(a, b) = 1 - I_{1-x}(b, a) where the fraction converges slowly.
+fn regularized_incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (libm::lgamma(a + b) - libm::lgamma(a) - libm::lgamma(b) + a * x.ln() + b * (1.0 - x).ln())
+            .exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_continued_fraction(a, b, x) / a
+    } else {
+        1.0 - front * beta_continued_fraction(b, a, 1.0 - x) / b
+    }
+}
+
+fn beta_continued_fraction(a: f64, b: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..500 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 + aa * d;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = 1.0 + aa / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        h *= d * c;
+        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 + aa * d;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = 1.0 + aa / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        let del = d * c;
+        h *= del;
+        if (del - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    h
+}
+
+/// Welch's confidence interval of the relative change between the means of two small
+/// samples of positive figures, taken on their logarithms (a ratio, as run-to-run noise
+/// is multiplicative): (low, high) in percent, or `None` when a side has fewer than two
+/// samples or a figure is not positive.
+pub fn welch_ratio_interval(base: &[f64], new: &[f64], confidence: f64) -> Option<(f64, f64)> {
+    if base.len() < 2 || new.len() < 2 || base.iter().chain(new).any(|&x| x.is_nan() || x <= 0.0) {
+        return None;
+    }
+    let logs = |xs: &[f64]| xs.iter().map(|x| x.ln()).collect::<Vec<f64>>();
+    let (lb, ln) = (logs(base), logs(new));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var =
+        |v: &[f64], m: f64| v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+    let (mb, mn) = (mean(&lb), mean(&ln));
+    let (sb, sn) = (
+        var(&lb, mb) / lb.len() as f64,
+        var(&ln, mn) / ln.len() as f64,
+    );
+    let d = mn - mb;
+    let se = (sb + sn).sqrt();
+    let pct = |x: f64| x.exp_m1() * 100.0;
+    if se == 0.0 {
+        return Some((pct(d), pct(d)));
+    }
+    // Welch–Satterthwaite degrees of freedom.
+    let df =
+        (sb + sn).powi(2) / (sb * sb / (lb.len() - 1) as f64 + sn * sn / (ln.len() - 1) as f64);
+    let t = student_t_critical(confidence, df);
+    Some((pct(d - t * se), pct(d + t * se)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +200,39 @@ mod tests {
             Summary::of(&[2.0, 3.0, 4.0]).unwrap().range_percent(),
             2.0 / 3.0 * 100.0
         );
+    }
+
+    #[test]
+    fn student_t_critical_values_match_the_tables() {
+        // Two-sided 95% and 99% from any statistics table.
+        for (df, t95, t99) in [
+            (1.0, 12.706, 63.657),
+            (2.0, 4.303, 9.925),
+            (3.0, 3.182, 5.841),
+            (4.0, 2.776, 4.604),
+            (8.0, 2.306, 3.355),
+            (30.0, 2.042, 2.750),
+            (1000.0, 1.962, 2.581),
+        ] {
+            assert!((student_t_critical(0.95, df) - t95).abs() < 2e-3, "df {df}");
+            assert!((student_t_critical(0.99, df) - t99).abs() < 2e-3, "df {df}");
+        }
+    }
+
+    #[test]
+    fn welch_intervals_widen_with_few_samples_and_centre_on_the_ratio() {
+        let (lo, hi) = welch_ratio_interval(&[1.0, 1.1, 0.9], &[1.2, 1.32, 1.08], 0.95).unwrap();
+        assert!(lo < 20.0 && hi > 20.0, "{lo} {hi}");
+        let (lo2, hi2) = welch_ratio_interval(
+            &[1.0, 1.1, 0.9, 1.0, 1.1, 0.9],
+            &[1.2, 1.32, 1.08, 1.2, 1.32, 1.08],
+            0.95,
+        )
+        .unwrap();
+        assert!(hi2 - lo2 < hi - lo, "more runs, a narrower interval");
+        assert_eq!(welch_ratio_interval(&[1.0], &[2.0, 2.0], 0.95), None);
+        assert_eq!(welch_ratio_interval(&[1.0, 0.0], &[2.0, 2.0], 0.95), None);
+        let (lo, hi) = welch_ratio_interval(&[2.0, 2.0], &[3.0, 3.0], 0.95).unwrap();
+        assert!((lo - 50.0).abs() < 1e-9 && (hi - 50.0).abs() < 1e-9);
     }
 }
