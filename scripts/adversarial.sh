@@ -23,7 +23,7 @@ check() {
   local name=$1 codes=$2 needle=$3
   shift 4
   local out code
-  out=$(timeout 120 "$@" 2>&1 </dev/null)
+  out=$(timeout 120 "$@" 2>&1 </dev/null | tr -d '\000'; exit "${PIPESTATUS[0]}")
   code=$?
   local bad=""
   [[ " $codes " == *" $code "* ]] || bad="exit $code, expected one of: $codes"
