@@ -385,18 +385,14 @@ pub fn judge_runs(
     if base.len() >= 2 && new.len() >= 2 {
         let medians = |runs: &[Vec<f64>]| runs.iter().map(|xs| median(xs)).collect::<Vec<_>>();
         let (b, n) = (medians(base), medians(new));
-        let mut row = judge(variant, m, &b, &n, opts);
-        row.basis = Basis::BetweenRuns;
         // Few runs per side: a percentile bootstrap over 2-5 values is too narrow (with
         // 3 runs a side, 3 of 20 same-build comparisons got a verdict here); Welch's t
-        // interval on the runs' log-medians widens as it should with few runs.
-        if let Some((lo, hi)) = crate::stats::welch_ratio_interval(&b, &n, opts.confidence) {
-            let t = row.threshold_percent;
-            let real = lo > t || hi < -t;
-            row.ci_percent = Some((lo, hi));
-            row.verdict = verdict_of(m, row.change_percent, real);
-        }
-        row
+        // interval on the runs' log-medians widens as it should with few runs. The
+        // bootstrap only where Welch cannot be taken (a figure that is not positive).
+        judge_with(variant, m, &b, &n, opts, Basis::BetweenRuns, || {
+            crate::stats::welch_ratio_interval(&b, &n, opts.confidence)
+                .unwrap_or_else(|| bootstrap_ci(&b, &n, opts))
+        })
     } else {
         let pool = |runs: &[Vec<f64>]| runs.concat();
         judge(variant, m, &pool(base), &pool(new), opts)
@@ -406,11 +402,27 @@ pub fn judge_runs(
 /// The verdict on one metric from the two sides' samples: criterion's rule, the whole
 /// confidence interval of the change beyond the noise threshold.
 pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options) -> Row {
+    judge_with(variant, m, base, new, opts, Basis::WithinRun, || {
+        bootstrap_ci(base, new, opts)
+    })
+}
+
+/// [`judge`] with the interval of the change (percent) from `interval`, which is only
+/// called when both sides have more than one sample.
+fn judge_with(
+    variant: &str,
+    m: Metric,
+    base: &[f64],
+    new: &[f64],
+    opts: &Options,
+    basis: Basis,
+    interval: impl FnOnce() -> (f64, f64),
+) -> Row {
     let (b, n) = (median(base), median(new));
     let change = if b != 0.0 { (n - b) / b * 100.0 } else { 0.0 };
     let threshold = opts.threshold(m.name);
     let repeated = base.len() > 1 && new.len() > 1;
-    let ci = repeated.then(|| bootstrap_ci(base, new, opts));
+    let ci = repeated.then(interval);
     let real = match ci {
         // Every change the interval allows is beyond the threshold, on one side.
         Some((lo, hi)) => lo > threshold || hi < -threshold,
@@ -432,7 +444,7 @@ pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options
         base_samples: base.len(),
         new_samples: new.len(),
         threshold_percent: threshold,
-        basis: Basis::WithinRun,
+        basis,
         verdict,
     }
 }

@@ -542,6 +542,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Export { model, out, force } => {
             let source = model::resolve(&model)?;
+            quantbench::interrupt::install_handler()?;
             model::export::export(&source, &out, force)?;
             outln!("wrote {} to {}", source.display_name, out.display());
             Ok(ExitCode::SUCCESS)

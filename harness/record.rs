@@ -335,6 +335,10 @@ impl RunRecord {
         fn time(v: f64) -> bool {
             v.is_finite() && v >= 0.0
         }
+        // A whole generation always takes time: 0 would make its rates infinite.
+        fn duration(v: f64) -> bool {
+            v.is_finite() && v > 0.0
+        }
         for (i, v) in self.variants.iter().enumerate() {
             let at = |field: &str| format!("variants[{i}] ({}): {field}", v.precision);
             let bad = |field: String, x: f64, valid: &str| {
@@ -371,6 +375,14 @@ impl RunRecord {
                 return bad(at("load_seconds"), x, "a time is a finite number >= 0");
             }
             if let Some(t) = &v.timing {
+                // Speed-ups divide by it.
+                if !duration(t.generate_seconds.min) {
+                    return bad(
+                        at("timing.generate_seconds.min"),
+                        t.generate_seconds.min,
+                        "a generation's time is a finite number > 0",
+                    );
+                }
                 let mut summaries = vec![
                     ("timing.generate_seconds", &t.generate_seconds),
                     ("timing.prefill_seconds", &t.prefill_seconds),

@@ -197,6 +197,13 @@ fn results_files_with_null_huge_or_impossible_figures() {
     );
     let (code, _, err) = quantbench(&["compare", s(&f), s(&f)]);
     assert_eq!(code, 2, "{err}");
+    // A generation of zero seconds would give infinite rates and speed-ups.
+    let mut v = example_results();
+    v["variants"][0]["timing"]["generate_seconds"]["min"] = serde_json::json!(0.0);
+    let f = write_json(tmp.path(), "zero/results.json", &v);
+    let (code, _, err) = quantbench(&["report", s(&f)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("timing.generate_seconds.min = 0"), "{err}");
     // A field of the wrong type is named by its path.
     let mut v = example_results();
     v["variants"][2]["weights_bytes"] = serde_json::json!("many");

@@ -19,11 +19,11 @@ use crate::model::weights::{expected_tensors, SafetensorsSource, TensorSource};
 /// staging folder inside `dir` (same file system), then each is renamed into place, so an
 /// interrupted export (a signal, a full disk) leaves no partial file under a final name.
 /// `dir` must not be the source model's own folder (its weights are memory-mapped while
-/// they are read), and must be empty unless `force` is given.
+/// they are read), and must be empty unless `force` is given. A stop request
+/// ([`crate::interrupt`]) is honoured between tensors; the caller installs the handler.
 pub fn export(source: &ModelSource, dir: &Path, force: bool) -> Result<()> {
     check_destination(source, dir, force)?;
     crate::fsutil::create_output_dir(dir)?;
-    crate::interrupt::install_handler().ok();
     let staging = tempfile::Builder::new()
         .prefix(".quantbench-export-")
         .tempdir_in(dir)
@@ -101,6 +101,14 @@ pub const EXPORTED: [&str; 8] = [
     "README.md",
 ];
 
+/// The tokenizer files an export carries over (those the source has).
+const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+];
+
 /// Write every file into `dir` (a fresh staging folder); returns their names.
 fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     let cfg = &source.config;
@@ -175,24 +183,14 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     match &source.tokenizer_dir {
         None => {
             tokenizer::write_gpt2_files(dir)?;
-            for f in [
-                "tokenizer.json",
-                "vocab.json",
-                "merges.txt",
-                "tokenizer_config.json",
-            ] {
+            for f in TOKENIZER_FILES {
                 if dir.join(f).is_file() {
                     written.push(f);
                 }
             }
         }
         Some(from) => {
-            for f in [
-                "tokenizer.json",
-                "vocab.json",
-                "merges.txt",
-                "tokenizer_config.json",
-            ] {
+            for f in TOKENIZER_FILES {
                 if from.join(f).is_file() {
                     std::fs::copy(from.join(f), dir.join(f))
                         .with_context(|| format!("copying {}", from.join(f).display()))?;
