@@ -5,8 +5,7 @@ use serde::Serialize;
 
 use crate::clock;
 use crate::error::InputError;
-use crate::model::gpt2::Cache;
-use crate::model::tokenizer::END_OF_TEXT;
+use crate::model::Cache;
 use crate::model::LoadedModel;
 
 /// What to generate.
@@ -98,7 +97,7 @@ pub fn check_fits(
     }
     if prompt_len > n_positions {
         return Err(InputError::new(format!(
-            "the prompt is {prompt_len} tokens, longer than the model's context of {n_positions} (n_positions); shorten the prompt to at most {n_positions} tokens"
+            "the prompt is {prompt_len} tokens, longer than the model's context of {n_positions} (its context length); shorten the prompt to at most {n_positions} tokens"
         )));
     }
     // The last new token is produced, never fed back: it needs no position of its own.
@@ -108,7 +107,7 @@ pub fn check_fits(
         .is_some_and(|needed| needed <= n_positions);
     if !fits {
         return Err(InputError::new(format!(
-            "a prompt of {prompt_len} tokens plus {new_tokens} new tokens needs {} positions, more than the model's context of {n_positions} (n_positions); ask for at most {} new tokens or shorten the prompt",
+            "a prompt of {prompt_len} tokens plus {new_tokens} new tokens needs {} positions, more than the model's context of {n_positions} (its context length); ask for at most {} new tokens or shorten the prompt",
             prompt_len as u128 + new_tokens.saturating_sub(1) as u128,
             n_positions + 1 - prompt_len
         )));
@@ -124,7 +123,8 @@ pub fn generate(
     observer: &mut dyn StepObserver,
 ) -> Result<Generation> {
     let cfg = model.config();
-    check_fits(prompt_ids.len(), opts.new_tokens, cfg.n_positions)?;
+    check_fits(prompt_ids.len(), opts.new_tokens, cfg.context_length())?;
+    let end_of_text = cfg.eos_token_id();
     let device = model.device();
     let mut cache = Cache::new(cfg, prompt_ids.len() + opts.new_tokens);
     let mut new_ids = Vec::with_capacity(opts.new_tokens);
@@ -148,7 +148,7 @@ pub fn generate(
         });
         new_ids.push(token);
         step_seconds.push(seconds);
-        if opts.stop_at_end_of_text && token == END_OF_TEXT {
+        if opts.stop_at_end_of_text && Some(token) == end_of_text {
             break;
         }
         input = vec![token];

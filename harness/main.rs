@@ -486,14 +486,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_rest(rest);
             let source = model::resolve(&model)?;
             // Check the prompt and the token count against the context before loading.
-            let tokenizer = match &source.tokenizer_dir {
-                None => model::Tokenizer::gpt2()?,
-                Some(dir) => model::Tokenizer::from_dir(dir)?,
-            };
+            let tokenizer = source.tokenizer()?;
             quantbench::generate::check_fits(
                 tokenizer.encode(&prompt)?.len(),
                 new_tokens,
-                source.config.n_positions,
+                source.config.context_length(),
             )?;
             let (device, device_name) = device.open()?;
             let t0 = clock::synced_now(&device)?;
@@ -557,14 +554,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 };
                 outln!("  {:<6} {:>7.4}{aliases}", p.name(), p.bits_per_weight());
             }
-            outln!("\nmodel presets (offline, synthetic weights):");
-            for p in PRESETS {
+            outln!("\nmodel presets (offline, synthetic weights), by family:");
+            for family in ["gpt2", "llama"] {
                 outln!(
-                    "  synthetic:{:<12} {} ({} parameters)",
-                    p.name,
-                    p.about,
-                    p.config().parameter_count()
+                    "  {}:",
+                    if family == "gpt2" {
+                        "GPT-2"
+                    } else {
+                        "Llama family (llama, mistral, qwen2, qwen3)"
+                    }
                 );
+                for p in PRESETS.iter().filter(|p| p.family == family) {
+                    let c = p.config();
+                    outln!(
+                        "    synthetic:{:<15} [{}] {} ({} parameters)",
+                        p.name,
+                        c.architecture(),
+                        p.about,
+                        c.parameter_count()
+                    );
+                }
             }
             outln!(
                 "\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout"

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::model::gpt2::Cache;
+use crate::model::Cache;
 use crate::model::LoadedModel;
 
 /// The evaluation text that ships with quantbench (about 2,300 GPT-2 tokens).
@@ -238,6 +238,10 @@ fn for_each_chunk(
     Ok(wins.len())
 }
 
+/// The default evaluation window: the model's context, capped here (GPT-2's context),
+/// so that a model with a context of 128k does not run one 128k-token window.
+pub const DEFAULT_WINDOW_CAP: usize = 1024;
+
 /// Where the evaluation runs: tokens and windows, shared by the reference and variants.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
@@ -261,7 +265,7 @@ impl Evaluation {
         if tokens.len() < 2 {
             crate::bad_input!("quality.text ({text_source}) has fewer than 2 tokens");
         }
-        let window = cfg.window.unwrap_or(n_positions);
+        let window = cfg.window.unwrap_or(n_positions.min(DEFAULT_WINDOW_CAP));
         if window > n_positions {
             crate::bad_input!(
                 "quality.window ({window}) exceeds the model's context of {n_positions}; valid: 2 to {n_positions}"
@@ -272,7 +276,7 @@ impl Evaluation {
             crate::bad_input!(
                 "quality.stride ({stride}) exceeds the window of {window} tokens{}; valid: 1 to {window}",
                 if cfg.window.is_none() {
-                    " (the model's context, as quality.window is not set)"
+                    " (the model's context capped at 1024, as quality.window is not set)"
                 } else {
                     ""
                 }

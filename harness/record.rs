@@ -65,6 +65,30 @@ pub struct ModelInfo {
     pub n_head: usize,
     pub vocab_size: usize,
     pub n_positions: usize,
+    /// config.json's model_type: gpt2, llama, mistral, qwen2, qwen3 (files written
+    /// before the Llama family: gpt2).
+    #[serde(default = "gpt2_architecture")]
+    pub architecture: String,
+    /// Key/value heads (fewer than n_head under grouped-query attention).
+    #[serde(default)]
+    pub n_kv_head: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// What quantbench's KV cache holds per token of context (keys and values of every
+    /// layer, f32).
+    #[serde(default)]
+    pub kv_cache_bytes_per_token: Option<usize>,
+    /// The dtype(s) the checkpoint stores, most common first ("bf16", "f32+f16"); absent
+    /// for synthetic weights (drawn in f32). The f32 variant is these values widened.
+    #[serde(default)]
+    pub source_dtype: Option<String>,
+    /// The tokenizer used for the prompt and the evaluation text.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+fn gpt2_architecture() -> String {
+    "gpt2".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +107,11 @@ pub struct MemoryMoments {
     pub before_load: Reading,
     /// After loading and converting, before any generation.
     pub after_load: Reading,
+    /// The highest value seen by the background sampler while the model loaded (the
+    /// stored weights plus the f32 copy of the tensor being converted); absent in files
+    /// written before it was recorded.
+    #[serde(default)]
+    pub peak_during_load: Option<Reading>,
     /// The highest value seen by the background sampler during the timed repetitions.
     pub peak_during_generation: Option<Reading>,
     /// Samples the peak sampler took.

@@ -12,7 +12,7 @@ use crate::clock;
 use crate::environment::Environment;
 use crate::generate::{generate, GenerateOptions, NoObserver};
 use crate::interrupt;
-use crate::model::{self, ModelSource, Tokenizer};
+use crate::model::{self, ModelSource};
 use crate::precision::{Precision, Quantization};
 use crate::probe::{process::release_freed_memory, Probes};
 use crate::quality::{self, Evaluation, Reference, ReferenceInfo};
@@ -64,6 +64,11 @@ pub struct Prepared {
     pub device: Device,
     pub device_name: String,
     pub prompt_ids: Vec<u32>,
+    /// What the tokenizer is (a synthetic model's may be GPT-2's, folded).
+    pub tokenizer_name: String,
+    /// The dtype the checkpoint stores its weights in, most common first ("bf16"), or
+    /// `None` for synthetic weights.
+    pub source_dtype: Option<String>,
 }
 
 /// Resolve the model, open the device, tokenize the prompt and the evaluation text, and
@@ -71,23 +76,20 @@ pub struct Prepared {
 pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prepared> {
     let source = model::resolve(&scenario.model_spec())?;
     let (device, device_name) = scenario.device.open()?;
-    let tokenizer = match &source.tokenizer_dir {
-        None => Tokenizer::gpt2()?,
-        Some(dir) => Tokenizer::from_dir(dir)?,
-    };
+    let tokenizer = source.tokenizer()?;
     let prompt_ids = tokenizer.encode(&scenario.prompt)?;
     crate::generate::check_fits(
         prompt_ids.len(),
         scenario.new_tokens,
-        source.config.n_positions,
+        source.config.context_length(),
     )?;
     if let Some(&bad) = prompt_ids
         .iter()
-        .find(|&&t| t as usize >= source.config.vocab_size)
+        .find(|&&t| t as usize >= source.config.vocab_size())
     {
         crate::bad_input!(
             "the prompt's token {bad} is outside the model's vocabulary of {}",
-            source.config.vocab_size
+            source.config.vocab_size()
         );
     }
     let evaluation = if scenario.quality.enabled {
@@ -98,7 +100,7 @@ pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prep
             &scenario.quality,
             tokens,
             source_name,
-            source.config.n_positions,
+            source.config.context_length(),
         )?)
     } else {
         None
@@ -107,10 +109,12 @@ pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prep
         scenario: scenario.clone(),
         scenario_file: scenario_file.map(|p| p.display().to_string()),
         evaluation,
-        source,
         device,
         device_name,
         prompt_ids,
+        tokenizer_name: tokenizer.name(),
+        source_dtype: source.stored_dtypes()?.map(|d| d.join("+")),
+        source,
     })
 }
 
@@ -130,11 +134,17 @@ pub fn new_record(p: &Prepared) -> RunRecord {
             name: p.source.display_name.clone(),
             synthetic: p.source.is_synthetic(),
             parameters: cfg.parameter_count(),
-            n_layer: cfg.n_layer,
-            n_embd: cfg.n_embd,
-            n_head: cfg.n_head,
-            vocab_size: cfg.vocab_size,
-            n_positions: cfg.n_positions,
+            n_layer: cfg.n_layer(),
+            n_embd: cfg.hidden_size(),
+            n_head: cfg.n_head(),
+            vocab_size: cfg.vocab_size(),
+            n_positions: cfg.context_length(),
+            architecture: cfg.architecture().to_string(),
+            n_kv_head: Some(cfg.n_kv_head()),
+            head_dim: Some(cfg.head_dim()),
+            kv_cache_bytes_per_token: Some(cfg.kv_cache_bytes_per_token()),
+            source_dtype: p.source_dtype.clone(),
+            tokenizer: Some(p.tokenizer_name.clone()),
         },
         variants: Vec::new(),
         quality_reference: None,
@@ -303,9 +313,16 @@ fn measure(
 
     interrupt::check()?;
     observer.phase(v, Phase::Loading);
+    // The load's own peak: f32 temporaries of one tensor at a time on top of the
+    // weights stored so far (the loader streams; this shows that it does).
+    let load_sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
     let t0 = clock::synced_now(&p.device)?;
-    let loaded = model::load(&p.source, v.quantization, &p.device)?;
-    rec.load_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
+    let loaded = model::load(&p.source, v.quantization, &p.device);
+    let load_time = clock::synced_seconds_since(&p.device, t0);
+    let (load_peak, _) = load_sampler.finish();
+    rec.memory.peak_during_load = Some(load_peak);
+    let loaded = loaded?;
+    rec.load_seconds = Some(load_time?);
     // Conversion's f32 temporaries are freed by now; return them to the OS so that
     // "after load" is what the loaded model holds, not the allocator's cache.
     release_freed_memory();

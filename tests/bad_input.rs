@@ -220,3 +220,140 @@ fn a_prompt_beyond_the_model_vocabulary_is_refused() {
         &["token id 13779", "vocabulary of 8192"],
     );
 }
+
+/// A copy of a Llama-family fixture whose config.json is edited by `edit`.
+fn llama_dir_with(tmp: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let from = fixture("llama-family").join(name);
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(from.join(f), dir.join(f)).unwrap();
+    }
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    dir
+}
+
+fn generate_args(dir: &Path) -> Vec<String> {
+    [
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--new-tokens",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn expect_bad_dir(dir: &Path, needles: &[&str]) {
+    let args = generate_args(dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    expect_bad(&args, needles);
+}
+
+#[test]
+fn llama_family_configs_that_cannot_be_honoured_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An unsupported model_type: named, and the supported ones listed.
+    let dir = llama_dir_with(tmp.path(), "llama-gqa-llama3", |c| {
+        c["model_type"] = "gemma3".into()
+    });
+    expect_bad_dir(
+        &dir,
+        &[
+            "config.json",
+            "gemma3",
+            "gpt2, llama, mistral, qwen2, qwen3",
+        ],
+    );
+    // A required field missing.
+    let dir = llama_dir_with(tmp.path(), "qwen2-bias-tied", |c| {
+        c.as_object_mut().unwrap().remove("hidden_size");
+    });
+    expect_bad_dir(&dir, &["config.json", "hidden_size", "missing"]);
+    // Query heads that do not group over the key/value heads.
+    let dir = llama_dir_with(tmp.path(), "mistral-window", |c| {
+        c["num_key_value_heads"] = 3.into()
+    });
+    expect_bad_dir(
+        &dir,
+        &[
+            "num_attention_heads (4)",
+            "num_key_value_heads (3)",
+            "multiple",
+        ],
+    );
+    // A rope type quantbench does not compute, in either config form.
+    let dir = llama_dir_with(tmp.path(), "llama-gqa-llama3", |c| {
+        c["rope_parameters"]["rope_type"] = "yarn".into()
+    });
+    expect_bad_dir(
+        &dir,
+        &["rope_parameters", "yarn", "default, linear, llama3"],
+    );
+    let dir = llama_dir_with(tmp.path(), "llama-bf16-linear", |c| {
+        c["rope_scaling"]["type"] = "dynamic".into()
+    });
+    expect_bad_dir(
+        &dir,
+        &["rope_scaling", "dynamic", "default, linear, llama3"],
+    );
+}
+
+#[test]
+fn llama_family_tensors_missing_or_misshapen_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The config promises a wider MLP than the file holds: the tensor, its shape and
+    // the expected one are named.
+    let dir = llama_dir_with(tmp.path(), "llama-gqa-llama3", |c| {
+        c["intermediate_size"] = 160.into()
+    });
+    expect_bad_dir(
+        &dir,
+        &[
+            "model.layers.0.mlp.gate_proj.weight",
+            "[128, 64]",
+            "[160, 64]",
+        ],
+    );
+    // Biases the config asks for (attention_bias) that the file lacks.
+    let dir = llama_dir_with(tmp.path(), "llama-gqa-llama3", |c| {
+        c["attention_bias"] = true.into()
+    });
+    expect_bad_dir(&dir, &["model.layers.0.self_attn.q_proj.bias", "missing"]);
+    // A GPT-2 file under a Llama config: no Llama token embedding.
+    let dir = llama_dir_with(tmp.path(), "qwen2-bias-tied", |_| {});
+    std::fs::copy(
+        fixture("gpt2-hub-layout").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    expect_bad_dir(&dir, &["model.embed_tokens.weight", "qwen2"]);
+}
+
+#[test]
+fn a_llama_family_directory_generates_with_its_own_tokenizer() {
+    let dir = fixture("llama-family").join("qwen3-qknorm");
+    let (code, out, err) = quantbench(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--precision",
+        "q4_k",
+        "--new-tokens",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The fixture's own BPE (trained for it), not GPT-2's: "Once upon a time" is 8 ids.
+    assert!(
+        out.contains("prompt ids:   [47, 78, 328, 353, 80, 284, 259, 489]"),
+        "{out}"
+    );
+    // Rows of 64 do not divide into q4_k's 256: the fallback is reported.
+    assert!(out.contains("rows of 64"), "{out}");
+}

@@ -233,6 +233,39 @@ proptest! {
     }
 
     #[test]
+    fn llama_family_config_reader_never_panics(
+        model_type in prop::sample::select(vec!["llama", "mistral", "qwen2", "qwen3"]),
+        fields in prop::collection::vec((
+            prop::sample::select(vec!["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "tie_word_embeddings", "eos_token_id"]),
+            prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                (1u64..5000).prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|x| if x.is_finite() { format!("{x:?}") } else { "0".into() }),
+                "[a-z_0-9]{0,10}".prop_map(|s| format!("{s:?}")),
+                (prop::sample::select(vec!["default", "linear", "llama3", "yarn", "dynamic"]), any::<f64>(), any::<f64>(), 0u64..100000)
+                    .prop_map(|(t, f, l, o)| format!(r#"{{"rope_type": "{t}", "factor": {}, "low_freq_factor": {}, "high_freq_factor": 4.0, "original_max_position_embeddings": {o}}}"#,
+                        if f.is_finite() { f } else { 1.0 }, if l.is_finite() { l } else { 1.0 })),
+                Just("null".to_string()),
+                Just("[1, 2]".to_string()),
+            ],
+        ), 0..12)
+    ) {
+        let mut body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+        body.push(format!("\"model_type\": \"{model_type}\""));
+        let text = format!("{{{}}}", body.join(", "));
+        match quantbench::model::ModelConfig::from_json(&text, "fuzz/config.json") {
+            Ok(c) => {
+                // An accepted config's arithmetic cannot overflow, and its heads group.
+                let _ = c.parameter_count();
+                let _ = c.kv_cache_bytes_per_token();
+                prop_assert!(c.n_head() % c.n_kv_head() == 0);
+                prop_assert!(c.head_dim() % 2 == 0);
+            }
+            Err(e) => prop_assert!(e.to_string().contains("fuzz/config.json"), "{}", e),
+        }
+    }
+
+    #[test]
     fn safetensors_headers_that_lie_are_refused(
         claimed_len in any::<u64>(),
         header in prop_oneof![
@@ -250,7 +283,7 @@ proptest! {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&payload);
         std::fs::write(&path, &bytes).unwrap();
-        match SafetensorsSource::open(&[path]) {
+        match SafetensorsSource::open(&[path], &Config::gpt2_small().into()) {
             Err(e) => prop_assert!(e.to_string().contains("model.safetensors"), "{}", e),
             Ok(src) => {
                 // Whatever it holds must not be read as a real model's tensor.

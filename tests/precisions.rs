@@ -4,7 +4,8 @@
 use candle_core::{Device, Tensor};
 use quantbench::generate::{generate, GenerateOptions, NoObserver, Step, StepKind, StepObserver};
 use quantbench::model::gpt2::{Config, Matrix};
-use quantbench::model::{self, ModelSource};
+use quantbench::model::llama;
+use quantbench::model::{self, ModelConfig, ModelSource};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
 
 fn synthetic(name: &str) -> ModelSource {
@@ -12,7 +13,42 @@ fn synthetic(name: &str) -> ModelSource {
 }
 
 /// What the weights must take, worked out from the config alone.
-fn expected_bytes(cfg: &Config, q: Quantization) -> usize {
+fn expected_bytes(cfg: &ModelConfig, q: Quantization) -> usize {
+    match cfg {
+        ModelConfig::Gpt2(c) => expected_gpt2_bytes(c, q),
+        ModelConfig::Llama(c) => expected_llama_bytes(c, q),
+    }
+}
+
+fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
+    let h = cfg.hidden_size;
+    let (qo, kvo) = (
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+    );
+    let inter = cfg.intermediate_size;
+    let rest = match q.rest {
+        RestDtype::F32 => 4,
+        RestDtype::F16 => 2,
+    };
+    let quant = |rows: usize, cols: usize| q.precision.for_row_len(cols).bytes_for(rows * cols);
+    let tables = if cfg.tie_word_embeddings { 1 } else { 2 };
+    let embeddings = match q.policy {
+        Policy::All => tables * quant(cfg.vocab_size, h),
+        Policy::Linear => tables * cfg.vocab_size * h * rest,
+    };
+    let linear = cfg.num_hidden_layers
+        * (quant(qo, h) + 2 * quant(kvo, h) + quant(h, qo) + 2 * quant(inter, h) + quant(h, inter));
+    let per_layer_vectors = 2 * h
+        + if cfg.qk_norm { 2 * cfg.head_dim } else { 0 }
+        + if cfg.qkv_bias { qo + 2 * kvo } else { 0 }
+        + if cfg.o_bias { h } else { 0 }
+        + if cfg.mlp_bias { 2 * inter + h } else { 0 };
+    let norms_biases = (cfg.num_hidden_layers * per_layer_vectors + h) * rest;
+    embeddings + linear + norms_biases
+}
+
+fn expected_gpt2_bytes(cfg: &Config, q: Quantization) -> usize {
     let c = cfg.n_embd;
     let inner = cfg.inner();
     let rest = match q.rest {
@@ -57,23 +93,68 @@ fn synthetic_gpt2_weighs_what_the_issue_says() {
     assert_eq!(bnb4.total_bytes(), 126_786_048);
 }
 
+/// A synthetic Llama-family source of `family` with its switches on: biases (Qwen2),
+/// q/k norms and a head_dim that is not width / heads (Qwen3), GQA, untied head.
+fn synthetic_family(family: llama::Family) -> ModelSource {
+    let mut src = synthetic("synthetic:tiny-llama");
+    let ModelConfig::Llama(c) = &mut src.config else {
+        unreachable!()
+    };
+    c.family = family;
+    // A smaller vocabulary than GPT-2's keeps the many loads of these tests quick.
+    c.vocab_size = 4096;
+    match family {
+        llama::Family::Qwen2 => {
+            c.qkv_bias = true;
+            c.tie_word_embeddings = true;
+        }
+        llama::Family::Qwen3 => {
+            c.qk_norm = true;
+            c.head_dim = 96;
+        }
+        llama::Family::Mistral => c.sliding_window = Some(8),
+        llama::Family::Llama => {
+            c.qkv_bias = true;
+            c.o_bias = true;
+            c.mlp_bias = true;
+        }
+    }
+    src
+}
+
 #[test]
 fn every_precision_and_policy_holds_exactly_its_format_bytes() {
-    let src = synthetic("synthetic:tiny");
+    let mut tiny_llama = synthetic("synthetic:tiny-llama");
+    if let ModelConfig::Llama(c) = &mut tiny_llama.config {
+        c.vocab_size = 4096; // as in synthetic_family: quick loads
+    }
+    for src in [
+        synthetic("synthetic:tiny"),
+        tiny_llama,
+        synthetic_family(llama::Family::Qwen2),
+        synthetic_family(llama::Family::Qwen3),
+        synthetic_family(llama::Family::Llama),
+    ] {
+        check_format_bytes(&src);
+    }
+}
+
+fn check_format_bytes(src: &ModelSource) {
     for p in Precision::ALL {
         for policy in [Policy::All, Policy::Linear] {
             for rest in [RestDtype::F32, RestDtype::F16] {
                 let q = Quantization::new(p).with_policy(policy).with_rest(rest);
-                let m = model::load(&src, q, &Device::Cpu).unwrap();
+                let m = model::load(src, q, &Device::Cpu).unwrap();
+                let arch = src.config.architecture();
                 assert_eq!(
                     m.footprint.total_bytes(),
                     expected_bytes(&src.config, q),
-                    "{q}"
+                    "{arch} {q}"
                 );
                 assert_eq!(
                     m.footprint.parameters(),
                     src.config.parameter_count(),
-                    "{q}"
+                    "{arch} {q}"
                 );
             }
         }
@@ -85,8 +166,10 @@ fn k_quants_fall_back_where_rows_do_not_divide_into_blocks() {
     // A width of 96 divides into 32-element blocks but not into 256-element ones (nor
     // into the even block count q5_0's kernel takes).
     let mut src = synthetic("synthetic:tiny");
-    src.config.n_embd = 96;
-    src.config.n_head = 4;
+    if let ModelConfig::Gpt2(c) = &mut src.config {
+        c.n_embd = 96;
+        c.n_head = 4;
+    }
     let m = model::load(&src, Quantization::new(Precision::Q4K), &Device::Cpu).unwrap();
     assert_eq!(
         m.footprint.total_bytes(),
@@ -111,12 +194,17 @@ impl StepObserver for Recorder {
 
 #[test]
 fn every_precision_generates_exactly_n_tokens_and_reports_every_step() {
-    let src = synthetic("synthetic:tiny");
+    for name in ["synthetic:tiny", "synthetic:tiny-llama"] {
+        check_generates_exactly(&synthetic(name));
+    }
+}
+
+fn check_generates_exactly(src: &ModelSource) {
     let prompt = [7454, 2402, 257, 640];
     for p in Precision::ALL {
         for policy in [Policy::All, Policy::Linear] {
             let q = Quantization::new(p).with_policy(policy);
-            let m = model::load(&src, q, &Device::Cpu).unwrap();
+            let m = model::load(src, q, &Device::Cpu).unwrap();
             let mut rec = Recorder(Vec::new());
             let g = generate(&m, &prompt, GenerateOptions::exactly(12), &mut rec).unwrap();
             assert_eq!(g.new_ids.len(), 12, "{q}");
@@ -129,15 +217,28 @@ fn every_precision_generates_exactly_n_tokens_and_reports_every_step() {
             assert!(g
                 .new_ids
                 .iter()
-                .all(|&t| (t as usize) < src.config.vocab_size));
+                .all(|&t| (t as usize) < src.config.vocab_size()));
         }
     }
 }
 
 #[test]
 fn generation_is_deterministic_and_the_kv_cache_matches_a_full_recompute() {
-    let src = synthetic("synthetic:tiny");
-    let m = model::load(&src, Quantization::new(Precision::F32), &Device::Cpu).unwrap();
+    for src in [
+        synthetic("synthetic:tiny"),
+        synthetic("synthetic:tiny-llama"),
+        synthetic_family(llama::Family::Qwen2),
+        synthetic_family(llama::Family::Qwen3),
+        // A sliding window of 8 positions, passed during the 15 tokens: the cached
+        // decode must mask exactly as the full recompute does.
+        synthetic_family(llama::Family::Mistral),
+    ] {
+        check_cache_matches_recompute(&src);
+    }
+}
+
+fn check_cache_matches_recompute(src: &ModelSource) {
+    let m = model::load(src, Quantization::new(Precision::F32), &Device::Cpu).unwrap();
     let prompt = [464, 3616, 286, 1204, 318];
     let a = generate(&m, &prompt, GenerateOptions::exactly(10), &mut NoObserver).unwrap();
     let b = generate(&m, &prompt, GenerateOptions::exactly(10), &mut NoObserver).unwrap();
@@ -145,11 +246,16 @@ fn generation_is_deterministic_and_the_kv_cache_matches_a_full_recompute() {
     // Without the cache: feed the whole sequence each time and take the last argmax.
     let mut seq = prompt.to_vec();
     for _ in 0..10 {
-        let mut cache = quantbench::model::gpt2::Cache::new(m.config(), seq.len());
+        let mut cache = quantbench::model::Cache::new(m.config(), seq.len());
         let logits = m.model.forward_last(&seq, &mut cache).unwrap();
         seq.push(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
     }
-    assert_eq!(&seq[prompt.len()..], a.new_ids.as_slice());
+    assert_eq!(
+        &seq[prompt.len()..],
+        a.new_ids.as_slice(),
+        "{}",
+        src.config.architecture()
+    );
 }
 
 #[test]
@@ -162,14 +268,13 @@ fn quantized_embedding_rows_equal_the_dequantized_table() {
         Precision::Q2K,
     ] {
         let m = model::load(&src, Quantization::new(p), &Device::Cpu).unwrap();
-        let Matrix::Quantized(q) = &m.model.weights().wte else {
+        let Matrix::Quantized(q) = m.model.token_embedding() else {
             panic!("{p}: wte should be quantized under the `all` policy");
         };
         let ids = Tensor::new(&[[0u32, 50256, 7454]], &Device::Cpu).unwrap();
         let rows = m
             .model
-            .weights()
-            .wte
+            .token_embedding()
             .rows(&ids)
             .unwrap()
             .squeeze(0)

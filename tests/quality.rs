@@ -26,7 +26,7 @@ fn evaluation(m: &LoadedModel) -> Evaluation {
         max_tokens: Some(40),
         ..Default::default()
     };
-    Evaluation::new(&cfg, tokens, "test".into(), m.config().n_positions).unwrap()
+    Evaluation::new(&cfg, tokens, "test".into(), m.config().context_length()).unwrap()
 }
 
 /// Exact log-probabilities at every scored position, computed the plain way: for each

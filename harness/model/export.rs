@@ -1,6 +1,7 @@
-//! Writes a model out in the Hugging Face layout (config.json, model.safetensors in the
-//! hub's gpt2 key layout, tokenizer files), so that other tools — transformers,
-//! llama.cpp's converter — can run the very same weights side by side.
+//! Writes a model out in the Hugging Face layout (config.json, model.safetensors with
+//! the architecture's canonical keys — the hub's gpt2 layout, transformers' Llama-family
+//! layout — and tokenizer files), so that other tools — transformers, llama.cpp's
+//! converter — can run the very same weights side by side.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::model::arch::ModelConfig;
 use crate::model::spec::{ModelSource, WeightFiles};
 use crate::model::synthetic::SyntheticSource;
 use crate::model::tokenizer;
-use crate::model::weights::{expected_tensors, SafetensorsSource, TensorSource};
+use crate::model::tokenizer::END_OF_TEXT;
+use crate::model::weights::{SafetensorsSource, TensorSource};
 
 /// Write `source` as f32 safetensors plus config and tokenizer files into `dir`.
 ///
@@ -112,10 +115,10 @@ const TOKENIZER_FILES: [&str; 4] = [
 /// Write every file into `dir` (a fresh staging folder); returns their names.
 fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     let cfg = &source.config;
-    let tensors = expected_tensors(cfg);
+    let tensors = cfg.expected_tensors();
     let src: Box<dyn TensorSource> = match &source.weights {
         WeightFiles::Synthetic { seed } => Box::new(SyntheticSource::new(cfg.clone(), *seed)),
-        WeightFiles::Safetensors(paths) => Box::new(SafetensorsSource::open(paths)?),
+        WeightFiles::Safetensors(paths) => Box::new(SafetensorsSource::open(paths, cfg)?),
     };
 
     // The header first: every tensor's dtype, shape and byte range, padded to 8 bytes.
@@ -166,16 +169,38 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
         "config.json",
         serde_json::to_string_pretty(&cfg.to_json())?.as_bytes(),
     )?;
+    let mut generation = serde_json::Map::new();
+    let (bos, eos) = match cfg {
+        ModelConfig::Gpt2(_) => (Some(END_OF_TEXT), Some(END_OF_TEXT)),
+        ModelConfig::Llama(c) => (c.bos_token_id, c.eos_token_id),
+    };
+    if let Some(id) = bos {
+        generation.insert("bos_token_id".into(), id.into());
+    }
+    if let Some(id) = eos {
+        generation.insert("eos_token_id".into(), id.into());
+    }
     put(
         "generation_config.json",
-        br#"{"bos_token_id": 50256, "eos_token_id": 50256}"#,
+        serde_json::to_string_pretty(&generation)?.as_bytes(),
     )?;
     if source.is_synthetic() {
+        let tokenizer_note = match source.tokenizer()? {
+            tokenizer::Tokenizer::Folded(_, vocab) => format!(
+                " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline); quantbench folds GPT-2's ids into this model's {vocab} ids (id mod {vocab}), other tools do not, so feed them token ids below {vocab}."
+            ),
+            _ if matches!(cfg, ModelConfig::Llama(_)) => {
+                " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline): every GPT-2 id is below this model's vocabulary size.".to_string()
+            }
+            _ => String::new(),
+        };
         put(
             "README.md",
             format!(
-                "# {}\n\nSynthetic GPT-2 written by quantbench: the real architecture and shapes, weights drawn from a seed with GPT-2's initialisation. Its text is noise; its memory and speed are those of the real shapes.\n",
-                source.display_name
+                "# {}\n\nSynthetic {} model ({}) written by quantbench: the real architecture and shapes, weights drawn from a seed with transformers' initialisation. Its text is noise; its memory and speed are those of the real shapes.{tokenizer_note}\n",
+                source.display_name,
+                cfg.architecture(),
+                cfg.to_json()["architectures"][0].as_str().unwrap_or("?"),
             )
             .as_bytes(),
         )?;

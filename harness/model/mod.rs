@@ -1,8 +1,14 @@
 //! A model spec plus a precision gives a [`LoadedModel`]: it generates, and it tells
 //! exactly how many bytes its weights hold.
+//!
+//! - `arch/`: one file per architecture (config beside forward), behind [`CausalLm`].
+//! - `nn.rs`: the layers they share; [`nn::Matrix`] is the only place a format is touched.
+//! - `spec.rs` / `weights.rs` / `synthetic.rs`: where config, weights and tokenizer come
+//!   from (a directory, the hub, a seed), streamed tensor by tensor.
 
+pub mod arch;
 pub mod export;
-pub mod gpt2;
+pub mod nn;
 pub mod spec;
 pub mod synthetic;
 pub mod tokenizer;
@@ -11,33 +17,38 @@ pub mod weights;
 use anyhow::{Context, Result};
 use candle_core::Device;
 
-use crate::precision::Quantization;
+pub use arch::{gpt2, llama, CausalLm, ModelConfig};
 pub use gpt2::{Config, Gpt2};
+pub use nn::{Cache, Matrix};
 pub use spec::{resolve, ModelSource, ModelSpec, WeightFiles};
 pub use tokenizer::Tokenizer;
 pub use weights::Footprint;
+
+use crate::precision::Quantization;
 
 /// A model in memory at one precision, with its tokenizer and weight accounting.
 pub struct LoadedModel {
     pub name: String,
     pub synthetic: bool,
     pub quantization: Quantization,
-    pub model: Gpt2,
+    pub config: ModelConfig,
+    pub model: Box<dyn CausalLm>,
     pub tokenizer: Tokenizer,
     pub footprint: Footprint,
+    device: Device,
 }
 
 impl LoadedModel {
-    pub fn config(&self) -> &Config {
-        self.model.config()
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
     pub fn device(&self) -> &Device {
-        self.model.device()
+        &self.device
     }
 }
 
-/// Load `source` at quantization `q` onto `device`.
+/// Load `source` at quantization `q` onto `device`, tensor by tensor.
 pub fn load(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
     load_inner(source, q, device)
         .with_context(|| format!("loading {} at {}", source.display_name, q))
@@ -45,28 +56,27 @@ pub fn load(source: &ModelSource, q: Quantization, device: &Device) -> Result<Lo
 
 fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
     let cfg = &source.config;
-    let (weights, fallbacks) = match &source.weights {
+    let (model, fallbacks) = match &source.weights {
         WeightFiles::Synthetic { seed } => {
             let src = synthetic::SyntheticSource::new(cfg.clone(), *seed);
-            weights::build(cfg, &src, q, device)?
+            cfg.load(&src, q, device)?
         }
         WeightFiles::Safetensors(paths) => {
-            let src = weights::SafetensorsSource::open(paths)?;
-            weights::build(cfg, &src, q, device)?
+            let src = weights::SafetensorsSource::open(paths, cfg)?;
+            cfg.load(&src, q, device)?
         }
     };
-    let tokenizer = match &source.tokenizer_dir {
-        None => Tokenizer::gpt2()?,
-        Some(dir) => Tokenizer::from_dir(dir)?,
-    };
-    let mut footprint = Footprint::of(&weights);
+    let tokenizer = source.tokenizer()?;
+    let mut footprint = Footprint::of(&model.parts());
     footprint.fallbacks = fallbacks;
     Ok(LoadedModel {
         name: source.display_name.clone(),
         synthetic: source.is_synthetic(),
         quantization: q,
-        model: Gpt2::new(cfg.clone(), weights, device.clone()),
+        config: cfg.clone(),
+        model,
         tokenizer,
         footprint,
+        device: device.clone(),
     })
 }

@@ -12,8 +12,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::model::gpt2::Config;
+use crate::model::arch::ModelConfig;
 use crate::model::synthetic::{Preset, DEFAULT_SEED, PRESETS};
+use crate::model::tokenizer::Tokenizer;
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +182,7 @@ pub struct ModelSource {
     pub spec: ModelSpec,
     /// How the model is named in outputs; synthetic models say so.
     pub display_name: String,
-    pub config: Config,
+    pub config: ModelConfig,
     pub weights: WeightFiles,
     /// The directory holding tokenizer files, or `None` for the built-in GPT-2 BPE.
     pub tokenizer_dir: Option<PathBuf>,
@@ -190,6 +191,37 @@ pub struct ModelSource {
 impl ModelSource {
     pub fn is_synthetic(&self) -> bool {
         self.spec.is_synthetic()
+    }
+
+    /// The model's tokenizer: its files, or GPT-2's BPE for synthetic models. A synthetic
+    /// model whose vocabulary is smaller than GPT-2's (50,257) gets GPT-2's ids folded
+    /// into its vocabulary (id mod vocab_size): its text is noise anyway, and every id
+    /// stays valid; the tokenizer's name says so.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        match &self.tokenizer_dir {
+            Some(dir) => Tokenizer::from_dir(dir),
+            None => {
+                let t = Tokenizer::gpt2()?;
+                let vocab = self.config.vocab_size();
+                if (vocab as u32) < crate::model::tokenizer::GPT2_VOCAB {
+                    Ok(t.folded(vocab as u32))
+                } else {
+                    Ok(t)
+                }
+            }
+        }
+    }
+
+    /// The dtypes the weights are stored in, most common first; `None` for synthetic
+    /// weights (drawn in f32).
+    pub fn stored_dtypes(&self) -> Result<Option<Vec<String>>> {
+        match &self.weights {
+            WeightFiles::Synthetic { .. } => Ok(None),
+            WeightFiles::Safetensors(paths) => Ok(Some(
+                crate::model::weights::SafetensorsSource::open(paths, &self.config)?
+                    .stored_dtypes(),
+            )),
+        }
     }
 }
 
@@ -235,7 +267,7 @@ fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
         .into());
     }
     let text = crate::fsutil::read_text(&config_path, "config", 16 << 20)?;
-    let config = Config::from_json(&text, &config_path.display().to_string())?;
+    let config = ModelConfig::from_json(&text, &config_path.display().to_string())?;
     let weights = safetensors_files(dir)?;
     Ok(ModelSource {
         spec: spec.clone(),

@@ -13,11 +13,18 @@ use crate::error::InputError;
 /// GPT-2's `<|endoftext|>`.
 pub const END_OF_TEXT: u32 = 50256;
 
+/// The size of GPT-2's vocabulary.
+pub const GPT2_VOCAB: u32 = 50257;
+
 pub enum Tokenizer {
     /// GPT-2's BPE from tiktoken-rs (r50k_base).
     Gpt2Bpe(Box<CoreBPE>),
     /// A Hugging Face tokenizer loaded from files.
     HuggingFace(Box<tokenizers::Tokenizer>),
+    /// Another tokenizer's ids folded into a smaller vocabulary (id mod the size): for
+    /// synthetic models whose real tokenizer is not at hand and whose vocabulary is
+    /// smaller than GPT-2's.
+    Folded(Box<Tokenizer>, u32),
 }
 
 impl Tokenizer {
@@ -68,8 +75,16 @@ impl Tokenizer {
         .into())
     }
 
+    /// This tokenizer's ids folded into a vocabulary of `vocab` ids.
+    pub fn folded(self, vocab: u32) -> Self {
+        Tokenizer::Folded(Box::new(self), vocab.max(1))
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
+            Tokenizer::Folded(t, vocab) => {
+                Ok(t.encode(text)?.into_iter().map(|id| id % vocab).collect())
+            }
             Tokenizer::Gpt2Bpe(b) => Ok(b.encode_ordinary(text)),
             Tokenizer::HuggingFace(t) => Ok(t
                 .encode(text, false)
@@ -81,6 +96,7 @@ impl Tokenizer {
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
+            Tokenizer::Folded(t, _) => t.decode(ids),
             Tokenizer::Gpt2Bpe(b) => {
                 let bytes = b
                     .decode_bytes(ids)
@@ -93,10 +109,16 @@ impl Tokenizer {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            Tokenizer::Gpt2Bpe(_) => "gpt2 bpe (tiktoken-rs r50k_base)",
-            Tokenizer::HuggingFace(_) => "huggingface tokenizers",
+            Tokenizer::Gpt2Bpe(_) => "gpt2 bpe (tiktoken-rs r50k_base)".into(),
+            Tokenizer::HuggingFace(_) => "huggingface tokenizers".into(),
+            Tokenizer::Folded(t, vocab) => {
+                format!(
+                    "{}, ids folded modulo {vocab} (the model's vocab_size)",
+                    t.name()
+                )
+            }
         }
     }
 }

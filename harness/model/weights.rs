@@ -1,8 +1,10 @@
-//! Where a GPT-2's float weights come from (safetensors in either Hugging Face layout,
-//! or a seeded generator), and how they are stored once a precision is chosen.
+//! Where a model's float weights come from (safetensors in the Hugging Face layouts, or
+//! a seeded generator), and how they are stored once a precision is chosen.
 //!
-//! Tensors are named canonically, as in the hub's gpt2 files: `wte.weight`,
-//! `h.0.attn.c_attn.weight`, `ln_f.bias` ... with Conv1D weights shaped `[in, out]`.
+//! Tensors are named canonically per architecture: GPT-2 as in the hub's gpt2 files
+//! (`wte.weight`, `h.0.attn.c_attn.weight`, ... with Conv1D weights shaped `[in, out]`),
+//! the Llama family as transformers saves it (`model.embed_tokens.weight`,
+//! `model.layers.0.self_attn.q_proj.weight`, ... shaped `[out, in]`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,7 +21,8 @@ use safetensors::SafeTensors;
 use serde::Serialize;
 
 use crate::error::InputError;
-use crate::model::gpt2::{Block, Config, LayerNorm, Linear, Matrix, Vector, Weights};
+use crate::model::arch::ModelConfig;
+use crate::model::nn::{Group, Matrix, Part, Vector};
 use crate::precision::{Policy, Precision, Quantization, Storage};
 
 /// A provider of f32 tensors by canonical name, each checked against its expected shape.
@@ -31,44 +34,10 @@ pub trait TensorSource {
     fn has(&self, name: &str) -> bool;
 }
 
-/// The canonical tensor names of a config and their shapes, in the Hugging Face layout.
-pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
-    let c = cfg.n_embd;
-    let inner = cfg.inner();
-    let mut v = vec![
-        ("wte.weight".to_string(), vec![cfg.vocab_size, c]),
-        ("wpe.weight".to_string(), vec![cfg.n_positions, c]),
-    ];
-    for i in 0..cfg.n_layer {
-        let p = format!("h.{i}.");
-        for (n, s) in [
-            ("ln_1.weight", vec![c]),
-            ("ln_1.bias", vec![c]),
-            ("attn.c_attn.weight", vec![c, 3 * c]),
-            ("attn.c_attn.bias", vec![3 * c]),
-            ("attn.c_proj.weight", vec![c, c]),
-            ("attn.c_proj.bias", vec![c]),
-            ("ln_2.weight", vec![c]),
-            ("ln_2.bias", vec![c]),
-            ("mlp.c_fc.weight", vec![c, inner]),
-            ("mlp.c_fc.bias", vec![inner]),
-            ("mlp.c_proj.weight", vec![inner, c]),
-            ("mlp.c_proj.bias", vec![c]),
-        ] {
-            v.push((format!("{p}{n}"), s));
-        }
-    }
-    v.push(("ln_f.weight".to_string(), vec![c]));
-    v.push(("ln_f.bias".to_string(), vec![c]));
-    if !cfg.tie_word_embeddings {
-        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
-    }
-    v
-}
-
-/// One or more safetensors files (memory-mapped) in either GPT-2 layout: the hub's
+/// One or more safetensors files (memory-mapped). GPT-2 comes in two layouts: the hub's
 /// (no prefix, `h.N.attn.bias` mask buffers, which are ignored) or transformers'
-/// `save_pretrained` output (prefix `transformer.`, sometimes `lm_head.weight`).
+/// `save_pretrained` output (prefix `transformer.`, sometimes `lm_head.weight`); the
+/// Llama family in transformers' one layout (`model.` prefix, `lm_head.weight`).
 pub struct SafetensorsSource {
     files: Vec<MappedFile>,
     /// canonical name -> (file index, key in the file)
@@ -84,7 +53,8 @@ struct MappedFile {
 }
 
 impl SafetensorsSource {
-    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+    pub fn open(paths: &[PathBuf], config: &ModelConfig) -> Result<Self> {
+        let gpt2 = matches!(config, ModelConfig::Gpt2(_));
         let mut files = Vec::new();
         let mut raw_keys: Vec<(usize, String)> = Vec::new();
         for (i, path) in paths.iter().enumerate() {
@@ -113,7 +83,7 @@ impl SafetensorsSource {
                 metadata,
             });
         }
-        let prefixed = raw_keys.iter().any(|(_, k)| k.starts_with("transformer."));
+        let prefixed = gpt2 && raw_keys.iter().any(|(_, k)| k.starts_with("transformer."));
         let mut keys = HashMap::new();
         for (i, k) in raw_keys {
             let canonical = if k == "lm_head.weight" {
@@ -126,22 +96,62 @@ impl SafetensorsSource {
             } else {
                 k.clone()
             };
-            if canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias") {
+            if gpt2
+                && (canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias"))
+            {
                 continue; // causal-mask buffers, not weights
+            }
+            if canonical.ends_with(".rotary_emb.inv_freq") {
+                continue; // older Llama checkpoints store the rotary table: recomputed
             }
             keys.insert(canonical, (i, k));
         }
-        if !keys.contains_key("wte.weight") {
-            let shown: Vec<&str> = keys.keys().take(5).map(|s| s.as_str()).collect();
+        let (embedding, described) = if gpt2 {
+            (
+                "wte.weight",
+                "no GPT-2 token embedding (wte.weight or transformer.wte.weight)",
+            )
+        } else {
+            (
+                "model.embed_tokens.weight",
+                "no token embedding (model.embed_tokens.weight)",
+            )
+        };
+        if !keys.contains_key(embedding) {
+            let mut shown: Vec<&str> = keys.keys().map(|s| s.as_str()).collect();
+            shown.sort_unstable();
+            shown.truncate(5);
             return Err(InputError::new(format!(
-                "{}: no GPT-2 token embedding (wte.weight or transformer.wte.weight); the file holds {} tensors such as {:?}",
-                paths.first().map(|p| p.display().to_string()).unwrap_or_default(),
+                "{}: {described} for a {} model; the file holds {} tensors such as {:?}",
+                paths
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                config.architecture(),
                 keys.len(),
                 shown
             ))
             .into());
         }
         Ok(SafetensorsSource { files, keys })
+    }
+
+    /// The dtypes the weights are stored in, most common first (by elements): what a
+    /// checkpoint "is" before quantbench converts it.
+    pub fn stored_dtypes(&self) -> Vec<String> {
+        let mut by: Vec<(String, usize)> = Vec::new();
+        for (fi, key) in self.keys.values() {
+            if let Some(info) = self.files[*fi].metadata.info(key) {
+                let name = format!("{:?}", info.dtype).to_lowercase();
+                let n: usize = info.shape.iter().product();
+                match by.iter_mut().find(|(d, _)| *d == name) {
+                    Some((_, c)) => *c += n,
+                    None => by.push((name, n)),
+                }
+            }
+        }
+        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        by.into_iter().map(|(d, _)| d).collect()
     }
 }
 
@@ -291,35 +301,23 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    pub fn of(weights: &Weights) -> Self {
-        let mut embeddings = GroupBytes::default();
-        let mut linear = GroupBytes::default();
-        let mut nb = GroupBytes::default();
-        for m in [&weights.wte, &weights.wpe]
-            .into_iter()
-            .chain(weights.lm_head.as_ref())
-        {
-            embeddings.add(m.elements(), m.bytes());
-        }
-        let mut vec = |v: &Vector| nb.add(v.elements(), v.bytes());
-        vec(&weights.ln_f.weight);
-        vec(&weights.ln_f.bias);
-        for b in &weights.blocks {
-            for ln in [&b.ln_1, &b.ln_2] {
-                vec(&ln.weight);
-                vec(&ln.bias);
-            }
-            for l in [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj] {
-                vec(&l.bias);
-                linear.add(l.weight.elements(), l.weight.bytes());
-            }
-        }
-        Footprint {
-            embeddings,
-            linear,
-            norms_biases: nb,
+    /// Sum a model's stored tensors by group.
+    pub fn of(parts: &[(Group, Part<'_>)]) -> Self {
+        let mut f = Footprint {
+            embeddings: GroupBytes::default(),
+            linear: GroupBytes::default(),
+            norms_biases: GroupBytes::default(),
             fallbacks: Vec::new(),
+        };
+        for (group, part) in parts {
+            let g = match group {
+                Group::Embeddings => &mut f.embeddings,
+                Group::Linear => &mut f.linear,
+                Group::NormsBiases => &mut f.norms_biases,
+            };
+            g.add(part.elements(), part.bytes());
         }
+        f
     }
 
     pub fn total_bytes(&self) -> usize {
@@ -335,121 +333,92 @@ impl Footprint {
     }
 }
 
-/// Reads every tensor from `src`, stores each in the precision `q` gives it, on `device`.
-pub fn build(
-    cfg: &Config,
-    src: &dyn TensorSource,
+/// Stores tensors read from a source at one quantization, one at a time: each is read
+/// (as f32), converted or quantized, and its f32 copy dropped before the next is read, so
+/// the peak while loading is the stored weights plus the largest single tensor in f32.
+/// Matrices whose rows do not divide into the format's blocks fall back as llama.cpp
+/// does, and [`Builder::notes`] says which and why.
+pub struct Builder<'a> {
+    src: &'a dyn TensorSource,
     q: Quantization,
-    device: &Device,
-) -> Result<(Weights, Vec<String>)> {
-    // (stored precision, row length) -> names of the matrices that fell back
-    let mut fallbacks: Vec<((Precision, usize), Vec<String>)> = Vec::new();
-    let rest = q.rest.dtype();
-    let vector = |name: &str, len: usize| -> Result<Vector> {
-        let t = src.get(name, &[len])?;
-        Ok(Vector(t.to_dtype(rest)?.to_device(device)?))
-    };
-    // A matrix in canonical layout: `conv1d` ones are stored [in, out] and transposed.
-    let mut matrix =
-        |name: &str, shape: [usize; 2], conv1d: bool, quantize: bool| -> Result<Matrix> {
-            let t = src.get(name, &shape)?;
-            let t = if conv1d { t.t()?.contiguous()? } else { t };
-            let row_len = t.dim(1)?;
-            if !quantize {
-                return Ok(Matrix::Dense(t.to_dtype(rest)?.to_device(device)?));
-            }
-            let p = q.precision.for_row_len(row_len);
-            if p != q.precision {
-                match fallbacks.iter_mut().find(|(k, _)| *k == (p, row_len)) {
-                    Some((_, names)) => names.push(name.to_string()),
-                    None => fallbacks.push(((p, row_len), vec![name.to_string()])),
-                }
-            }
-            store(&t, p, device).with_context(|| format!("storing {name} as {p}"))
-        };
-    let c = cfg.n_embd;
-    let inner = cfg.inner();
-    let embed_q = q.policy == Policy::All;
-    let wte = matrix("wte.weight", [cfg.vocab_size, c], false, embed_q)?;
-    let wpe = matrix("wpe.weight", [cfg.n_positions, c], false, embed_q)?;
-    let lm_head = if cfg.tie_word_embeddings {
-        None
-    } else {
-        Some(matrix(
-            "lm_head.weight",
-            [cfg.vocab_size, c],
-            false,
-            embed_q,
-        )?)
-    };
-    let mut blocks = Vec::with_capacity(cfg.n_layer);
-    for i in 0..cfg.n_layer {
-        let p = |n: &str| format!("h.{i}.{n}");
-        let eps = cfg.layer_norm_epsilon;
-        let ln_1 = LayerNorm::new(
-            vector(&p("ln_1.weight"), c)?,
-            vector(&p("ln_1.bias"), c)?,
-            eps,
-        );
-        let ln_2 = LayerNorm::new(
-            vector(&p("ln_2.weight"), c)?,
-            vector(&p("ln_2.bias"), c)?,
-            eps,
-        );
-        let c_attn = Linear::new(
-            matrix(&p("attn.c_attn.weight"), [c, 3 * c], true, true)?,
-            vector(&p("attn.c_attn.bias"), 3 * c)?,
-        )?;
-        let attn_proj = Linear::new(
-            matrix(&p("attn.c_proj.weight"), [c, c], true, true)?,
-            vector(&p("attn.c_proj.bias"), c)?,
-        )?;
-        let c_fc = Linear::new(
-            matrix(&p("mlp.c_fc.weight"), [c, inner], true, true)?,
-            vector(&p("mlp.c_fc.bias"), inner)?,
-        )?;
-        let mlp_proj = Linear::new(
-            matrix(&p("mlp.c_proj.weight"), [inner, c], true, true)?,
-            vector(&p("mlp.c_proj.bias"), c)?,
-        )?;
-        blocks.push(Block {
-            ln_1,
-            c_attn,
-            attn_proj,
-            ln_2,
-            c_fc,
-            mlp_proj,
-        });
+    device: &'a Device,
+    /// (stored precision, row length) -> names of the matrices that fell back
+    fallbacks: Vec<((Precision, usize), Vec<String>)>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(src: &'a dyn TensorSource, q: Quantization, device: &'a Device) -> Self {
+        Builder {
+            src,
+            q,
+            device,
+            fallbacks: Vec::new(),
+        }
     }
-    let ln_f = LayerNorm::new(
-        vector("ln_f.weight", c)?,
-        vector("ln_f.bias", c)?,
-        cfg.layer_norm_epsilon,
-    );
-    let notes = fallbacks
-        .into_iter()
-        .map(|((p, row_len), names)| {
-            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
-            format!(
-                "{} matrices stored as {p} ({}{}): rows of {row_len} do not divide into {}'s blocks of {}",
-                names.len(),
-                shown.join(", "),
-                if names.len() > 3 { ", ..." } else { "" },
-                q.precision,
-                q.precision.block_size()
-            )
-        })
-        .collect();
-    Ok((
-        Weights {
-            wte,
-            wpe,
-            blocks,
-            ln_f,
-            lm_head,
-        },
-        notes,
-    ))
+
+    /// Whether embeddings (and an untied LM head) are quantized: the `all` policy.
+    pub fn quantize_embeddings(&self) -> bool {
+        self.q.policy == Policy::All
+    }
+
+    /// Whether the source holds a tensor of that canonical name.
+    pub fn has(&self, name: &str) -> bool {
+        self.src.has(name)
+    }
+
+    /// A norm weight or bias, in the rest dtype.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vector> {
+        let t = self.src.get(name, &[len])?;
+        Ok(Vector(
+            t.to_dtype(self.q.rest.dtype())?.to_device(self.device)?,
+        ))
+    }
+
+    /// A matrix stored `[out, in]`; `transpose` for sources that store it `[in, out]`
+    /// (`shape` is then the source's shape). Unquantized matrices keep the rest dtype.
+    pub fn matrix(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        transpose: bool,
+        quantize: bool,
+    ) -> Result<Matrix> {
+        let t = self.src.get(name, &shape)?;
+        let t = if transpose { t.t()?.contiguous()? } else { t };
+        let row_len = t.dim(1)?;
+        if !quantize {
+            return Ok(Matrix::Dense(
+                t.to_dtype(self.q.rest.dtype())?.to_device(self.device)?,
+            ));
+        }
+        let p = self.q.precision.for_row_len(row_len);
+        if p != self.q.precision {
+            match self.fallbacks.iter_mut().find(|(k, _)| *k == (p, row_len)) {
+                Some((_, names)) => names.push(name.to_string()),
+                None => self.fallbacks.push(((p, row_len), vec![name.to_string()])),
+            }
+        }
+        store(&t, p, self.device).with_context(|| format!("storing {name} as {p}"))
+    }
+
+    /// One line per fallback: how many matrices, which, and why.
+    pub fn notes(self) -> Vec<String> {
+        let q = self.q;
+        self.fallbacks
+            .into_iter()
+            .map(|((p, row_len), names)| {
+                let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+                format!(
+                    "{} matrices stored as {p} ({}{}): rows of {row_len} do not divide into {}'s blocks of {}",
+                    names.len(),
+                    shown.join(", "),
+                    if names.len() > 3 { ", ..." } else { "" },
+                    q.precision,
+                    q.precision.block_size()
+                )
+            })
+            .collect()
+    }
 }
 
 /// Stores an f32 `[rows, cols]` matrix in precision `p` on `device`.

@@ -18,14 +18,27 @@ pub fn render(run: &RunRecord) -> String {
     let _ = writeln!(o, "- model: {}", run.model.name);
     let _ = writeln!(
         o,
-        "- {} parameters; {} layers, width {}, {} heads, vocabulary {}, context {}",
+        "- architecture {}; {} parameters; {} layers, width {}, {} heads{}, vocabulary {}, context {}{}",
+        run.model.architecture,
         run.model.parameters,
         run.model.n_layer,
         run.model.n_embd,
         run.model.n_head,
+        match run.model.n_kv_head {
+            Some(kv) if kv != run.model.n_head => format!(" ({kv} key/value heads)"),
+            _ => String::new(),
+        },
         run.model.vocab_size,
-        run.model.n_positions
+        run.model.n_positions,
+        run.model
+            .source_dtype
+            .as_ref()
+            .map(|d| format!("; stored as {d} (the f32 variant is these values widened)"))
+            .unwrap_or_default()
     );
+    if let Some(t) = &run.model.tokenizer {
+        let _ = writeln!(o, "- tokenizer: {t}");
+    }
     let _ = writeln!(
         o,
         "- device: {} ({}, {} logical cores, {:.1} GiB RAM), {} threads",

@@ -1,0 +1,1006 @@
+//! The Llama family in candle: Llama 2/3, Mistral, Qwen2/2.5 and Qwen3 (config and
+//! forward pass with a KV cache), as transformers' `LlamaForCausalLM`,
+//! `MistralForCausalLM`, `Qwen2ForCausalLM` and `Qwen3ForCausalLM` compute them.
+//!
+//! Pre-RMSNorm blocks; rotary position embeddings (rope_theta; scaling of type default,
+//! linear or llama3, read from the older top-level `rope_theta` + `rope_scaling` form or
+//! transformers 5's `rope_parameters`); grouped-query attention (fewer key/value heads
+//! than query heads: each group of query heads reads its one key/value head in place, no
+//! copy of the cache per head); a SwiGLU MLP; the members differ by switches:
+//!
+//! | model_type | q/k/v bias       | o bias          | per-head q/k RMSNorm | sliding window      |
+//! |------------|------------------|-----------------|----------------------|---------------------|
+//! | llama      | attention_bias   | attention_bias  | no                   | no                  |
+//! | mistral    | no               | no              | no                   | sliding_window      |
+//! | qwen2      | yes              | no              | no                   | refused when used   |
+//! | qwen3      | attention_bias   | attention_bias  | yes                  | refused when used   |
+//!
+//! plus an explicit `head_dim` (Qwen3's is not hidden_size / heads) and a tied or untied
+//! LM head. Weight matrices are stored `[out, in]` as transformers saves them, in
+//! whatever precision the loader chose, see [`Matrix`].
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::kv_cache::KvCache;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::InputError;
+use crate::model::arch::CausalLm;
+use crate::model::nn::{
+    causal_mask, linear_parts, Cache, Group, Linear, Matrix, Part, RmsNorm, Vector,
+};
+use crate::model::weights::{Builder, TensorSource};
+use crate::precision::Quantization;
+
+/// Which member of the family a config.json describes (its `model_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+impl Family {
+    pub fn parse(model_type: &str) -> Option<Family> {
+        match model_type {
+            "llama" => Some(Family::Llama),
+            "mistral" => Some(Family::Mistral),
+            "qwen2" => Some(Family::Qwen2),
+            "qwen3" => Some(Family::Qwen3),
+            _ => None,
+        }
+    }
+
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+
+    /// transformers' class name for the model with its LM head.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Family::Llama => "LlamaForCausalLM",
+            Family::Mistral => "MistralForCausalLM",
+            Family::Qwen2 => "Qwen2ForCausalLM",
+            Family::Qwen3 => "Qwen3ForCausalLM",
+        }
+    }
+}
+
+/// How rotary frequencies are scaled for long contexts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// `inv_freq = 1 / theta^(2i / head_dim)`.
+    Default,
+    /// Positions divided by `factor` (every frequency divided by it).
+    Linear { factor: f64 },
+    /// Llama 3.1's: low frequencies divided by `factor`, high ones kept, a smooth blend
+    /// between the two wavelength bounds.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RopeScaling::Default => "default",
+            RopeScaling::Linear { .. } => "linear",
+            RopeScaling::Llama3 { .. } => "llama3",
+        }
+    }
+
+    /// The rope_scaling object of the older config form (`null` for default).
+    fn to_json(self) -> Value {
+        match self {
+            RopeScaling::Default => Value::Null,
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({"rope_type": "linear", "type": "linear", "factor": factor})
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+        }
+    }
+}
+
+/// The fields of a transformers config.json that the Llama family uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    /// Biases on the q, k and v projections.
+    pub qkv_bias: bool,
+    /// A bias on the output projection.
+    pub o_bias: bool,
+    /// Biases on the MLP's three projections (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
+    /// Per-head RMSNorm of queries and keys before the rotation (Qwen3).
+    pub qk_norm: bool,
+    pub tie_word_embeddings: bool,
+    /// Keys older than this many positions are not attended to (Mistral).
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+}
+
+/// config.json as found in the wild: every field optional here; the required ones are
+/// checked with a message that names them.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<Value>,
+    rope_parameters: Option<Value>,
+    partial_rotary_factor: Option<f64>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    use_sliding_window: Option<bool>,
+    layer_types: Option<Vec<String>>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+}
+
+/// The first id of a token-id field that may be a number or a list of numbers.
+fn first_id(v: &Option<Value>) -> Option<u32> {
+    match v.as_ref()? {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::Array(a) => a
+            .first()
+            .and_then(|n| n.as_u64())
+            .and_then(|n| u32::try_from(n).ok()),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Parse a config.json already read as a JSON value; `origin` names the file.
+    pub fn from_value(value: Value, family: Family, origin: &str) -> Result<Self> {
+        let mt = family.model_type();
+        if !value.is_object() {
+            crate::bad_input!("{origin}: a config.json is a JSON object");
+        }
+        // Mistral's sliding_window: absent means transformers' default (4096), null none.
+        let window_field = value.get("sliding_window").cloned();
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            InputError::new(format!("{origin}: field `{path}`: {}", e.into_inner()))
+        })?;
+        let required = |name: &str, v: Option<usize>| -> Result<usize> {
+            v.ok_or_else(|| {
+                InputError::new(format!(
+                    "{origin}: field `{name}` is missing; a {mt} config.json must give vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads"
+                ))
+                .into()
+            })
+        };
+        let vocab_size = required("vocab_size", raw.vocab_size)?;
+        let hidden_size = required("hidden_size", raw.hidden_size)?;
+        let intermediate_size = required("intermediate_size", raw.intermediate_size)?;
+        let num_hidden_layers = required("num_hidden_layers", raw.num_hidden_layers)?;
+        let num_attention_heads = required("num_attention_heads", raw.num_attention_heads)?;
+        if let Some(act) = raw.hidden_act.as_deref() {
+            if act != "silu" {
+                crate::bad_input!(
+                    "{origin}: hidden_act '{act}' is not supported for {mt}; valid: silu"
+                );
+            }
+        }
+        if let Some(f) = raw.partial_rotary_factor {
+            if f != 1.0 {
+                crate::bad_input!(
+                    "{origin}: partial_rotary_factor {f} is not supported; valid: 1.0 (rotate the whole head)"
+                );
+            }
+        }
+        let (rope_theta, rope_scaling) = parse_rope(&raw, origin)?;
+        if raw.use_sliding_window == Some(true) {
+            crate::bad_input!(
+                "{origin}: use_sliding_window = true is not supported for {mt}; valid: false"
+            );
+        }
+        if let Some(kind) = raw
+            .layer_types
+            .iter()
+            .flatten()
+            .find(|t| t.as_str() != "full_attention")
+        {
+            crate::bad_input!(
+                "{origin}: layer_types holds '{kind}', which quantbench does not run for {mt}; valid: full_attention"
+            );
+        }
+        let sliding_window = match family {
+            Family::Mistral => match window_field {
+                None => Some(4096),
+                Some(Value::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(w) if w >= 1 => Some(w as usize),
+                    _ => crate::bad_input!(
+                        "{origin}: sliding_window {v} is not valid; valid: a whole number of positions >= 1, or null"
+                    ),
+                },
+            },
+            _ => None,
+        };
+        let attention_bias = raw.attention_bias.unwrap_or(false);
+        let (qkv_bias, o_bias) = match family {
+            Family::Llama | Family::Qwen3 => (attention_bias, attention_bias),
+            Family::Mistral => (false, false),
+            Family::Qwen2 => (true, false),
+        };
+        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
+        let head_dim = match raw.head_dim {
+            Some(h) => h,
+            None if num_attention_heads > 0 => hidden_size / num_attention_heads,
+            None => 0,
+        };
+        let cfg = Config {
+            family,
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(match family {
+                Family::Llama => 2048,
+                Family::Mistral => 4096 * 32,
+                Family::Qwen2 | Family::Qwen3 => 32768,
+            }),
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            qkv_bias,
+            o_bias,
+            mlp_bias: family == Family::Llama && raw.mlp_bias.unwrap_or(false),
+            qk_norm: family == Family::Qwen3,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            sliding_window,
+            bos_token_id: first_id(&raw.bos_token_id),
+            eos_token_id: first_id(&raw.eos_token_id),
+        };
+        cfg.validate()
+            .map_err(|e| InputError::new(format!("{origin}: {e}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        // Generous limits (Llama 3.1 405B: 128256 / 16384 / 53248 / 126 / 128 heads): a
+        // lying config cannot make the loader's arithmetic overflow.
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("num_key_value_heads", self.num_key_value_heads, 1 << 10),
+            ("head_dim", self.head_dim, 1 << 12),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+            if v > max {
+                return Err(format!(
+                    "{name} = {v} is beyond what quantbench accepts ({max})"
+                ));
+            }
+        }
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({}): each key/value head serves a whole group of query heads",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "head_dim ({}) must be even: rotary embeddings rotate pairs",
+                self.head_dim
+            ));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return Err(format!(
+                "rms_norm_eps ({}) must be between 0 and 1",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(format!(
+                "rope_theta ({}) must be a finite number above 1",
+                self.rope_theta
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config.json transformers writes for this model, in the older form (top-level
+    /// rope_theta and rope_scaling) that both transformers 4 and 5 and llama.cpp's
+    /// converter read.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::json!({
+            "architectures": [self.family.class_name()],
+            "model_type": self.family.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling.to_json(),
+            "hidden_act": "silu",
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "initializer_range": 0.02,
+            "attention_dropout": 0.0,
+            "use_cache": true,
+            "torch_dtype": "float32",
+        });
+        let o = v.as_object_mut().expect("an object");
+        match self.family {
+            Family::Llama => {
+                o.insert("attention_bias".into(), self.qkv_bias.into());
+                o.insert("mlp_bias".into(), self.mlp_bias.into());
+            }
+            Family::Mistral => {
+                o.insert(
+                    "sliding_window".into(),
+                    self.sliding_window.map(Value::from).unwrap_or(Value::Null),
+                );
+            }
+            Family::Qwen2 => {
+                o.insert("use_sliding_window".into(), false.into());
+            }
+            Family::Qwen3 => {
+                o.insert("attention_bias".into(), self.qkv_bias.into());
+                o.insert("use_sliding_window".into(), false.into());
+            }
+        }
+        if let Some(id) = self.bos_token_id {
+            o.insert("bos_token_id".into(), id.into());
+        }
+        if let Some(id) = self.eos_token_id {
+            o.insert("eos_token_id".into(), id.into());
+        }
+        v
+    }
+}
+
+/// Rope settings from either config form: transformers 5's `rope_parameters` object
+/// (with rope_theta inside) or the older top-level `rope_theta` + `rope_scaling`.
+fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling)> {
+    let (field, params) = match (&raw.rope_parameters, &raw.rope_scaling) {
+        (Some(p), _) if !p.is_null() => ("rope_parameters", Some(p)),
+        (_, Some(s)) if !s.is_null() => ("rope_scaling", Some(s)),
+        _ => ("rope_scaling", None),
+    };
+    let Some(params) = params else {
+        return Ok((raw.rope_theta.unwrap_or(10000.0), RopeScaling::Default));
+    };
+    let Some(obj) = params.as_object() else {
+        crate::bad_input!(
+            "{origin}: field `{field}` must be an object such as {{\"rope_type\": \"llama3\", \"factor\": 8.0, ...}}, not {params}"
+        );
+    };
+    let theta = obj
+        .get("rope_theta")
+        .and_then(Value::as_f64)
+        .or(raw.rope_theta)
+        .unwrap_or(10000.0);
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let number = |name: &str| -> Result<f64> {
+        match obj.get(name).and_then(Value::as_f64) {
+            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Some(v) => Err(InputError::new(format!(
+                "{origin}: {field}.{name} ({v}) must be a finite number above 0"
+            ))
+            .into()),
+            None => Err(InputError::new(format!(
+                "{origin}: {field}.{name} is missing; rope type '{kind}' needs it"
+            ))
+            .into()),
+        }
+    };
+    let scaling = match kind {
+        "default" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear {
+            factor: number("factor")?,
+        },
+        "llama3" => {
+            let s = RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_position_embeddings: number("original_max_position_embeddings")?
+                    as usize,
+            };
+            if let RopeScaling::Llama3 {
+                low_freq_factor,
+                high_freq_factor,
+                ..
+            } = s
+            {
+                if high_freq_factor <= low_freq_factor {
+                    crate::bad_input!(
+                        "{origin}: {field}.high_freq_factor ({high_freq_factor}) must exceed low_freq_factor ({low_freq_factor})"
+                    );
+                }
+            }
+            s
+        }
+        other => crate::bad_input!(
+            "{origin}: {field} has rope type '{other}', which quantbench does not support; valid: default, linear, llama3"
+        ),
+    };
+    Ok((theta, scaling))
+}
+
+/// Rotary frequencies, computed in f32 exactly as transformers computes them
+/// (`_compute_default_rope_parameters`, `_compute_linear_scaling_rope_parameters`,
+/// `_compute_llama3_parameters`); cos/sin tables are made for the positions each
+/// forward pass needs.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f64, scaling: RopeScaling) -> Self {
+        let base = theta as f32;
+        let mut inv_freq: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        match scaling {
+            RopeScaling::Default => {}
+            RopeScaling::Linear { factor } => {
+                for f in &mut inv_freq {
+                    *f /= factor as f32;
+                }
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let (factor, low, high) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                );
+                let old = original_max_position_embeddings as f32;
+                let low_freq_wavelen = old / low;
+                let high_freq_wavelen = old / high;
+                for f in &mut inv_freq {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    let scaled = if wavelen > low_freq_wavelen {
+                        *f / factor
+                    } else {
+                        *f
+                    };
+                    // transformers: ~(wavelen < high) & ~(wavelen > low); wavelengths are finite.
+                    let medium = (high_freq_wavelen..=low_freq_wavelen).contains(&wavelen);
+                    *f = if medium {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    };
+                }
+            }
+        }
+        Rope { inv_freq }
+    }
+
+    /// The frequencies, one per pair of a head's dimensions.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// cos and sin `[len, head_dim / 2]` for positions `start .. start + len`.
+    pub fn cos_sin(
+        &self,
+        start: usize,
+        len: usize,
+        device: &Device,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for p in start..start + len {
+            for &f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (len, half), device)?,
+            Tensor::from_vec(sin, (len, half), device)?,
+        ))
+    }
+}
+
+/// One decoder layer's weights.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub input_layernorm: RmsNorm,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub post_attention_layernorm: RmsNorm,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+/// A Llama-family model with its LM head.
+pub struct Llama {
+    config: Config,
+    embed_tokens: Matrix,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// `None` when the LM head is tied to the token embedding.
+    lm_head: Option<Matrix>,
+    rope: Rope,
+    device: Device,
+}
+
+/// The canonical (transformers) tensor names of a config and their shapes `[out, in]`.
+pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let h = cfg.hidden_size;
+    let (q_out, kv_out) = (
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+    );
+    let inter = cfg.intermediate_size;
+    let mut v = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, h],
+    )];
+    for i in 0..cfg.num_hidden_layers {
+        let p = |n: &str| format!("model.layers.{i}.{n}");
+        v.push((p("input_layernorm.weight"), vec![h]));
+        for (n, out, inp, bias) in [
+            ("self_attn.q_proj", q_out, h, cfg.qkv_bias),
+            ("self_attn.k_proj", kv_out, h, cfg.qkv_bias),
+            ("self_attn.v_proj", kv_out, h, cfg.qkv_bias),
+            ("self_attn.o_proj", h, q_out, cfg.o_bias),
+        ] {
+            v.push((p(&format!("{n}.weight")), vec![out, inp]));
+            if bias {
+                v.push((p(&format!("{n}.bias")), vec![out]));
+            }
+        }
+        if cfg.qk_norm {
+            v.push((p("self_attn.q_norm.weight"), vec![cfg.head_dim]));
+            v.push((p("self_attn.k_norm.weight"), vec![cfg.head_dim]));
+        }
+        v.push((p("post_attention_layernorm.weight"), vec![h]));
+        for (n, out, inp) in [
+            ("mlp.gate_proj", inter, h),
+            ("mlp.up_proj", inter, h),
+            ("mlp.down_proj", h, inter),
+        ] {
+            v.push((p(&format!("{n}.weight")), vec![out, inp]));
+            if cfg.mlp_bias {
+                v.push((p(&format!("{n}.bias")), vec![out]));
+            }
+        }
+    }
+    v.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+    }
+    v
+}
+
+impl Llama {
+    /// Read every tensor from `src` and store each at `q` on `device`, one at a time;
+    /// the fallback notes say which matrices were stored in another format, and why.
+    pub fn load(
+        cfg: &Config,
+        src: &dyn TensorSource,
+        q: Quantization,
+        device: &Device,
+    ) -> Result<(Self, Vec<String>)> {
+        let mut w = Builder::new(src, q, device);
+        let h = cfg.hidden_size;
+        let eps = cfg.rms_norm_eps;
+        let embed_q = w.quantize_embeddings();
+        let embed_tokens = w.matrix(
+            "model.embed_tokens.weight",
+            [cfg.vocab_size, h],
+            false,
+            embed_q,
+        )?;
+        let (q_out, kv_out) = (
+            cfg.num_attention_heads * cfg.head_dim,
+            cfg.num_key_value_heads * cfg.head_dim,
+        );
+        let inter = cfg.intermediate_size;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = |n: &str| format!("model.layers.{i}.{n}");
+            let norm = |w: &mut Builder, n: &str, len: usize| -> Result<RmsNorm> {
+                Ok(RmsNorm::new(w.vector(&p(n), len)?, eps)?)
+            };
+            let lin =
+                |w: &mut Builder, n: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+                    let weight = w.matrix(&p(&format!("{n}.weight")), [out, inp], false, true)?;
+                    let bias: Option<Vector> = if bias {
+                        Some(w.vector(&p(&format!("{n}.bias")), out)?)
+                    } else {
+                        None
+                    };
+                    Ok(Linear::new(weight, bias)?)
+                };
+            let input_layernorm = norm(&mut w, "input_layernorm.weight", h)?;
+            let q_proj = lin(&mut w, "self_attn.q_proj", q_out, h, cfg.qkv_bias)?;
+            let k_proj = lin(&mut w, "self_attn.k_proj", kv_out, h, cfg.qkv_bias)?;
+            let v_proj = lin(&mut w, "self_attn.v_proj", kv_out, h, cfg.qkv_bias)?;
+            let o_proj = lin(&mut w, "self_attn.o_proj", h, q_out, cfg.o_bias)?;
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(norm(&mut w, "self_attn.q_norm.weight", cfg.head_dim)?),
+                    Some(norm(&mut w, "self_attn.k_norm.weight", cfg.head_dim)?),
+                )
+            } else {
+                (None, None)
+            };
+            let post_attention_layernorm = norm(&mut w, "post_attention_layernorm.weight", h)?;
+            let gate_proj = lin(&mut w, "mlp.gate_proj", inter, h, cfg.mlp_bias)?;
+            let up_proj = lin(&mut w, "mlp.up_proj", inter, h, cfg.mlp_bias)?;
+            let down_proj = lin(&mut w, "mlp.down_proj", h, inter, cfg.mlp_bias)?;
+            layers.push(Layer {
+                input_layernorm,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                q_norm,
+                k_norm,
+                post_attention_layernorm,
+                gate_proj,
+                up_proj,
+                down_proj,
+            });
+        }
+        let norm = RmsNorm::new(w.vector("model.norm.weight", h)?, eps)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(w.matrix("lm_head.weight", [cfg.vocab_size, h], false, embed_q)?)
+        };
+        let model = Llama {
+            config: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope: Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
+            device: device.clone(),
+        };
+        Ok((model, w.notes()))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn layer_forward(
+        &self,
+        l: &Layer,
+        xs: &Tensor,
+        kv: &mut KvCache,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, len, _) = xs.dims3()?;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+
+        let h = l.input_layernorm.forward(xs)?;
+        // [b, len, n * hd] -> [b, n, len, hd], each head normed first where asked (Qwen3).
+        let heads = |t: Tensor, n: usize, norm: Option<&RmsNorm>| -> candle_core::Result<Tensor> {
+            let t = t.reshape((b, len, n, hd))?;
+            let t = match norm {
+                Some(nm) => nm.forward(&t)?,
+                None => t,
+            };
+            t.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(l.q_proj.forward(&h)?, nh, l.q_norm.as_ref())?;
+        let k = heads(l.k_proj.forward(&h)?, nkv, l.k_norm.as_ref())?;
+        let v = heads(l.v_proj.forward(&h)?, nkv, None)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let (k, v) = kv.append(&k, &v)?; // [b, nkv, total, hd]
+        let total = k.dim(2)?;
+
+        // Grouped-query attention without copying the cache per query head: the `rep`
+        // query heads of a group (heads g*rep .. (g+1)*rep, as transformers' repeat_kv
+        // pairs them) are stacked as rows against their group's one key/value head.
+        let rep = nh / nkv;
+        let q = q.reshape((b, nkv, rep * len, hd))?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = match mask {
+            Some(m) => att
+                .reshape((b, nkv, rep, len, total))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, rep * len, total))?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att
+            .matmul(&v)?
+            .reshape((b, nh, len, hd))?
+            .transpose(1, 2)?
+            .reshape((b, len, nh * hd))?;
+        let xs = (xs + l.o_proj.forward(&y)?)?;
+
+        let h = l.post_attention_layernorm.forward(&xs)?;
+        let gate = candle_nn::ops::silu(&l.gate_proj.forward(&h)?)?;
+        let up = l.up_proj.forward(&h)?;
+        xs + l.down_proj.forward(&(gate * up)?)?
+    }
+}
+
+impl CausalLm for Llama {
+    fn hidden(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        let c = &self.config;
+        let len = ids.len();
+        let start = cache.position;
+        crate::model::arch::check_ids(ids, start, c.max_position_embeddings, c.vocab_size)?;
+        let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let mut xs = self.embed_tokens.rows(&ids_t)?;
+        let (cos, sin) = self.rope.cos_sin(start, len, &self.device)?;
+        let window_cuts = c.sliding_window.is_some_and(|w| start + len > w);
+        let mask = if len > 1 || window_cuts {
+            Some(causal_mask(len, start, c.sliding_window, &self.device)?)
+        } else {
+            None
+        };
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            xs = self
+                .layer_forward(layer, &xs, kv, &cos, &sin, mask.as_ref())
+                .with_context(|| format!("forward pass of layer {i}"))?;
+        }
+        cache.position += len;
+        Ok(self.norm.forward(&xs)?)
+    }
+
+    fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.embed_tokens)
+            .forward(h)?)
+    }
+
+    fn parts(&self) -> Vec<(Group, Part<'_>)> {
+        let mut parts: Vec<(Group, Part<'_>)> = std::iter::once(&self.embed_tokens)
+            .chain(self.lm_head.as_ref())
+            .map(|m| (Group::Embeddings, Part::Matrix(m)))
+            .collect();
+        parts.push((Group::NormsBiases, Part::Vector(&self.norm.weight)));
+        for l in &self.layers {
+            for n in [&l.input_layernorm, &l.post_attention_layernorm]
+                .into_iter()
+                .chain(l.q_norm.as_ref())
+                .chain(l.k_norm.as_ref())
+            {
+                parts.push((Group::NormsBiases, Part::Vector(&n.weight)));
+            }
+            for lin in [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ] {
+                parts.extend(linear_parts(lin));
+            }
+        }
+        parts
+    }
+
+    fn token_embedding(&self) -> &Matrix {
+        &self.embed_tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Config> {
+        let v: Value = serde_json::from_str(json).unwrap();
+        let mt = v["model_type"].as_str().unwrap_or("llama").to_string();
+        Config::from_value(v, Family::parse(&mt).unwrap(), "config.json")
+    }
+
+    const BASE: &str = r#""vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4"#;
+
+    #[test]
+    fn defaults_follow_transformers() {
+        let c = parse(&format!(r#"{{"model_type": "llama", {BASE}}}"#)).unwrap();
+        assert_eq!(c.num_key_value_heads, 4);
+        assert_eq!(c.head_dim, 16);
+        assert_eq!(c.rope_theta, 10000.0);
+        assert_eq!(c.rope_scaling, RopeScaling::Default);
+        assert!(!c.qkv_bias && !c.tie_word_embeddings && c.sliding_window.is_none());
+        let q2 = parse(&format!(r#"{{"model_type": "qwen2", {BASE}}}"#)).unwrap();
+        assert!(q2.qkv_bias && !q2.o_bias && !q2.qk_norm);
+        let q3 = parse(&format!(
+            r#"{{"model_type": "qwen3", {BASE}, "head_dim": 32}}"#
+        ))
+        .unwrap();
+        assert!(q3.qk_norm && !q3.qkv_bias && q3.head_dim == 32);
+        let m = parse(&format!(r#"{{"model_type": "mistral", {BASE}}}"#)).unwrap();
+        assert_eq!(m.sliding_window, Some(4096));
+        let m = parse(&format!(
+            r#"{{"model_type": "mistral", {BASE}, "sliding_window": null}}"#
+        ))
+        .unwrap();
+        assert_eq!(m.sliding_window, None);
+    }
+
+    #[test]
+    fn both_rope_forms_give_the_same_settings() {
+        let old = parse(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_theta": 500000.0,
+            "rope_scaling": {{"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}}}"#
+        ))
+        .unwrap();
+        let new = parse(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_parameters": {{"rope_type": "llama3",
+            "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(old, new);
+        assert_eq!(old.rope_theta, 500000.0);
+        assert!(matches!(old.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 32.0));
+        let lin = parse(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "linear", "factor": 2.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(lin.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        // What to_json writes reads back the same.
+        let back = parse(&old.to_json().to_string()).unwrap();
+        assert_eq!(back, old);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field_and_what_is_valid() {
+        let err = |json: String| parse(&json).unwrap_err().to_string();
+        let e = err(r#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 64}"#.into());
+        assert!(
+            e.contains("intermediate_size") && e.contains("missing"),
+            "{e}"
+        );
+        let e = err(format!(
+            r#"{{"model_type": "llama", {BASE}, "num_key_value_heads": 3}}"#
+        ));
+        assert!(
+            e.contains("num_key_value_heads (3)") && e.contains("multiple"),
+            "{e}"
+        );
+        let e = err(format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"rope_type": "yarn", "factor": 4.0}}}}"#
+        ));
+        assert!(
+            e.contains("yarn") && e.contains("default, linear, llama3"),
+            "{e}"
+        );
+        let e = err(format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"rope_type": "llama3", "factor": 8.0}}}}"#
+        ));
+        assert!(e.contains("low_freq_factor"), "{e}");
+        let e = err(format!(
+            r#"{{"model_type": "llama", {BASE}, "hidden_act": "gelu"}}"#
+        ));
+        assert!(e.contains("gelu") && e.contains("silu"), "{e}");
+        let e = err(format!(
+            r#"{{"model_type": "qwen2", {BASE}, "use_sliding_window": true}}"#
+        ));
+        assert!(e.contains("use_sliding_window"), "{e}");
+        let e = err(format!(
+            r#"{{"model_type": "llama", {BASE}, "hidden_size": "wide"}}"#
+        ));
+        assert!(e.contains("hidden_size"), "{e}");
+    }
+
+    /// The shape of `_compute_llama3_parameters` on Llama 3.2 1B's settings (head_dim 64,
+    /// theta 500000, factor 32, low 1, high 4, original 8192): the high frequencies are
+    /// kept, the low ones divided by 32, those between blended. The exact values are
+    /// proven end to end by tests/reference_llama.rs (a model with llama3 scaling against
+    /// transformers' logits).
+    #[test]
+    fn llama3_frequencies_match_transformers() {
+        let r = Rope::new(
+            64,
+            500000.0,
+            RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            },
+        );
+        let plain = Rope::new(64, 500000.0, RopeScaling::Default);
+        let f = r.inv_freq();
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[..10], plain.inv_freq()[..10]);
+        assert!((f[31] - plain.inv_freq()[31] / 32.0).abs() < 1e-12);
+        // The medium band is a blend strictly between the two.
+        let mid: Vec<usize> = (0..32)
+            .filter(|&i| f[i] != plain.inv_freq()[i] && f[i] != plain.inv_freq()[i] / 32.0)
+            .collect();
+        assert!(!mid.is_empty());
+        for i in mid {
+            assert!(f[i] < plain.inv_freq()[i] && f[i] > plain.inv_freq()[i] / 32.0);
+        }
+    }
+}

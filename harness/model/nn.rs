@@ -1,0 +1,313 @@
+//! The layers every architecture is built from: weight matrices in any stored format
+//! ([`Matrix`]), float vectors, linear layers with an optional bias, LayerNorm, RMSNorm,
+//! the per-sequence KV cache and the causal mask. An architecture file (model/arch/)
+//! composes these; only [`Matrix`] touches a storage format.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::kv_cache::KvCache;
+
+use crate::kernel::{DenseMatmul, QuantMatmul};
+
+/// A weight matrix stored `[out, in]`, as plain floats or as ggml quantized blocks.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Matrix {
+    /// `xs @ self^T`, from f32 activations to f32 activations.
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Quantized(q) => match QuantMatmul::for_weights(q) {
+                Some(op) => op.forward(xs),
+                None => QMatMul::QTensor(q.clone()).forward(xs),
+            },
+            Matrix::Dense(w) => {
+                if let Some(op) = DenseMatmul::for_weights(w) {
+                    return op.forward(xs);
+                }
+                let dims = xs.dims().to_vec();
+                let k = *dims.last().expect("activations have a last dimension");
+                let rows = xs.elem_count() / k;
+                let x2 = xs.reshape((rows, k))?.to_dtype(w.dtype())?;
+                let y = x2.matmul(&w.t()?)?.to_dtype(DType::F32)?;
+                let mut out = dims;
+                *out.last_mut().expect("non-empty") = w.dim(0)?;
+                y.reshape(out)
+            }
+        }
+    }
+
+    /// The rows at `ids` (an embedding lookup), as f32. A quantized table is read row by
+    /// row: no dequantized copy of the table is ever made.
+    pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Quantized(q) => q.embedding(ids)?.to_dtype(DType::F32),
+            Matrix::Dense(w) => {
+                let mut out = ids.dims().to_vec();
+                out.push(w.dim(1)?);
+                w.index_select(&ids.flatten_all()?, 0)?
+                    .to_dtype(DType::F32)?
+                    .reshape(out)
+            }
+        }
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        let dims = match self {
+            Matrix::Dense(w) => w.dims().to_vec(),
+            Matrix::Quantized(q) => q.shape().dims().to_vec(),
+        };
+        (dims[0], dims[1])
+    }
+
+    pub fn elements(&self) -> usize {
+        let (r, c) = self.shape();
+        r * c
+    }
+
+    /// Bytes the stored matrix occupies, exactly.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Matrix::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            Matrix::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+
+    /// The storage format's name: f32, f16, bf16, q8_0, q4k ...
+    pub fn format(&self) -> String {
+        match self {
+            Matrix::Dense(w) => w.dtype().as_str().to_string(),
+            Matrix::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+        }
+    }
+}
+
+/// A small float tensor (norm weight or bias) kept in the rest dtype.
+#[derive(Debug, Clone)]
+pub struct Vector(pub Tensor);
+
+impl Vector {
+    pub fn f32(&self) -> candle_core::Result<Tensor> {
+        self.0.to_dtype(DType::F32)
+    }
+    pub fn elements(&self) -> usize {
+        self.0.elem_count()
+    }
+    pub fn bytes(&self) -> usize {
+        self.0.elem_count() * self.0.dtype().size_in_bytes()
+    }
+}
+
+/// A linear layer: a weight [`Matrix`] and an optional bias.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Matrix,
+    pub bias: Option<Vector>,
+    /// The bias as f32 values, read once at load for quantbench's kernels (which add it
+    /// as they write the product), not once per forward pass.
+    bias_f32: Option<Arc<Vec<f32>>>,
+}
+
+impl Linear {
+    pub fn new(weight: Matrix, bias: Option<Vector>) -> candle_core::Result<Linear> {
+        let bias_f32 = match &bias {
+            Some(b) => Some(Arc::new(b.f32()?.to_vec1::<f32>()?)),
+            None => None,
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            bias_f32,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (Some(bias), Some(bias_f32)) = (&self.bias, &self.bias_f32) else {
+            return self.weight.forward(xs);
+        };
+        // quantbench's kernels add the bias as they write the product: one op, not two.
+        match &self.weight {
+            Matrix::Quantized(q) => {
+                if let Some(op) = QuantMatmul::for_weights(q) {
+                    return op.with_bias(bias_f32.clone())?.forward(xs);
+                }
+            }
+            Matrix::Dense(w) => {
+                if let Some(op) = DenseMatmul::for_weights(w) {
+                    return op.with_bias(bias_f32.clone())?.forward(xs);
+                }
+            }
+        }
+        self.weight.forward(xs)?.broadcast_add(&bias.f32()?)
+    }
+}
+
+/// LayerNorm with weight and bias (GPT-2).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Vector,
+    pub bias: Vector,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(weight: Vector, bias: Vector, eps: f64) -> Self {
+        LayerNorm {
+            weight,
+            bias,
+            eps: eps as f32,
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(xs, &self.weight.f32()?, &self.bias.f32()?, self.eps)
+    }
+}
+
+/// RMSNorm over the last dimension (the Llama family): `x / sqrt(mean(x^2) + eps) * w`,
+/// computed in f32 as transformers' `LlamaRMSNorm` does.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Vector,
+    weight_f32: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Vector, eps: f64) -> candle_core::Result<Self> {
+        let weight_f32 = weight.f32()?;
+        Ok(RmsNorm {
+            weight,
+            weight_f32,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight_f32, self.eps)
+    }
+}
+
+/// The per-sequence state of generation: one key/value cache per layer.
+pub struct Cache {
+    pub(crate) layers: Vec<KvCache>,
+    pub(crate) position: usize,
+}
+
+impl Cache {
+    /// A cache for a model's layers with room for `capacity` positions, allocated on the
+    /// first step.
+    pub fn new(config: &crate::model::ModelConfig, capacity: usize) -> Self {
+        Cache {
+            layers: (0..config.n_layer())
+                .map(|_| KvCache::new(2, capacity.max(1)))
+                .collect(),
+            position: 0,
+        }
+    }
+
+    /// How many positions the cache holds.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+/// Additive mask `[len, start + len]`: query i (at position start + i) sees key j when
+/// j <= start + i and, with a sliding `window`, when start + i - j < window.
+pub fn causal_mask(
+    len: usize,
+    start: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let total = start + len;
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                let pos = start + i;
+                let visible = j <= pos && window.is_none_or(|w| pos - j < w);
+                if visible {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (len, total), device)
+}
+
+/// Which group of the weight accounting a stored tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Token and position embeddings, untied LM head.
+    Embeddings,
+    /// The projections of every block.
+    Linear,
+    /// Norm weights and biases, linear biases.
+    NormsBiases,
+}
+
+/// One stored tensor of a loaded model, for the weight accounting.
+pub enum Part<'a> {
+    Matrix(&'a Matrix),
+    Vector(&'a Vector),
+}
+
+impl Part<'_> {
+    pub fn elements(&self) -> usize {
+        match self {
+            Part::Matrix(m) => m.elements(),
+            Part::Vector(v) => v.elements(),
+        }
+    }
+    pub fn bytes(&self) -> usize {
+        match self {
+            Part::Matrix(m) => m.bytes(),
+            Part::Vector(v) => v.bytes(),
+        }
+    }
+}
+
+/// A linear layer's weight and bias as parts: the bias counts with norms and biases.
+pub fn linear_parts(l: &Linear) -> impl Iterator<Item = (Group, Part<'_>)> {
+    std::iter::once((Group::Linear, Part::Matrix(&l.weight)))
+        .chain(l.bias.iter().map(|b| (Group::NormsBiases, Part::Vector(b))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let m = causal_mask(2, 1, None, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(m[0][..2], [0.0, 0.0]);
+        assert!(m[0][2].is_infinite());
+        assert_eq!(m[1], vec![0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_sliding_window_hides_the_distant_past() {
+        // 4 queries at positions 2..6 with a window of 2: each sees itself and one before.
+        let m = causal_mask(4, 2, Some(2), &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (i, row) in m.iter().enumerate() {
+            let pos = 2 + i;
+            for (j, &v) in row.iter().enumerate() {
+                let visible = j <= pos && pos - j < 2;
+                assert_eq!(v == 0.0, visible, "query {pos} key {j}");
+            }
+        }
+    }
+}
