@@ -1,9 +1,12 @@
 //! Criterion benches of generation with synthetic:gpt2 (GPT-2 small's shapes, weights
 //! from a seed): one decode step after a 4-token prompt and a 4-token prefill at every
-//! precision, and a whole 50-token greedy generation at f32, q8_0 and q4_0. Throughput
-//! is in tokens ("elements") per second.
+//! precision, and a whole 50-token greedy generation at f32, q8_0 and q4_0; and for the
+//! Llama family, one decode step of synthetic:llama-3.2-1b (Llama 3.2 1B's shapes: GQA,
+//! SwiGLU, RMSNorm, rotary) at f32, q8_0, q4_0 and q4_k, each loaded, measured and
+//! dropped in turn (all of them at once would not fit beside the GPT-2s). Throughput is
+//! in tokens ("elements") per second.
 //!
-//!     cargo bench --bench generation                            # everything (~3 min)
+//!     cargo bench --bench generation                            # everything (~5 min)
 //!     cargo bench --bench generation -- 'decode_step/q4_0'      # one case
 //!     cargo bench --bench generation -- --save-baseline before  # save a baseline
 //!     cargo bench --bench generation -- --baseline before       # compare with it
@@ -17,7 +20,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quantbench::clock::{synced_now, synced_seconds_since};
 use quantbench::generate::NoObserver;
-use quantbench::model::gpt2::Cache;
+use quantbench::model::Cache;
 use quantbench::precision::{Precision, Quantization};
 use quantbench::scenario::DeviceChoice;
 use quantbench::{generate, GenerateOptions, LoadedModel};
@@ -97,6 +100,37 @@ fn generation(c: &mut Criterion) {
                 Duration::from_secs_f64(synced_seconds_since(&device, start).unwrap())
             })
         });
+    }
+    group.finish();
+    drop(models);
+
+    // The Llama family: one decode step after a 4-token prompt ("Once upon a time" in
+    // GPT-2's ids, all below Llama 3's vocabulary).
+    let source = quantbench::resolve(&"synthetic:llama-3.2-1b".parse().unwrap()).unwrap();
+    let mut group = c.benchmark_group("decode_step/synthetic:llama-3.2-1b");
+    group.throughput(Throughput::Elements(1));
+    for p in [
+        Precision::F32,
+        Precision::Q8_0,
+        Precision::Q4_0,
+        Precision::Q4K,
+    ] {
+        let m = quantbench::load(&source, Quantization::new(p), &device).unwrap();
+        group.bench_function(BenchmarkId::from_parameter(p), |b| {
+            b.iter_custom(|iters| {
+                let mut total = 0.0;
+                for _ in 0..iters {
+                    let mut cache = Cache::new(m.config(), PROMPT.len() + 1);
+                    m.model.forward_last(&PROMPT, &mut cache).unwrap();
+                    let start = synced_now(&device).unwrap();
+                    let logits = m.model.forward_last(&[11], &mut cache).unwrap();
+                    std::hint::black_box(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
+                    total += synced_seconds_since(&device, start).unwrap();
+                }
+                Duration::from_secs_f64(total)
+            })
+        });
+        drop(m);
     }
     group.finish();
 }

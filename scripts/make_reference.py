@@ -30,6 +30,9 @@ evaluation essay (assets/eval/default.txt), so no GPT-2 vocabulary is involved:
   qwen3-qknorm       Qwen3ForCausalLM: per-head q/k RMSNorm, head_dim 24 (not width /
                      heads), untied head
 
+  and quantbench's own synthetic:tiny-llama, exported by the binary (not committed: the
+  test regenerates it from its seed)
+
   tests/fixtures/reference-llama.json, tests/fixtures/reference-llama-logits.safetensors
 
 Needs: pip install torch transformers safetensors tokenizers; for GPT-2 a built
@@ -261,6 +264,23 @@ def make_llama_family():
         reference["models"][name] = recs
         print(name, "seed", seed, "min top-2 margin", margin,
               "tokens", recs[0]["greedy_new_ids"][:8], "prompt ids", recs[0]["prompt_ids"])
+    # quantbench's own synthetic:tiny-llama (GPT-2's tokenizer files; llama3 rope), exported
+    # by the binary and run through transformers: the synthetic presets' code path.
+    if os.path.exists(BIN):
+        tiny_dir = os.path.join(tempfile.mkdtemp(prefix="qb-ref-"), "tiny-llama")
+        subprocess.run([BIN, "export", "--model", "synthetic:tiny-llama", "--out", tiny_dir],
+                       check=True)
+        tok = AutoTokenizer.from_pretrained(tiny_dir)
+        tiny = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32,
+                                                    attn_implementation="eager").eval()
+        recs = record(tiny, tok, tiny.config.vocab_size)
+        for i, r in enumerate(recs):
+            logits[f"synthetic:tiny-llama/{i}"] = r.pop("last_logits").contiguous()
+        reference["models"]["synthetic:tiny-llama"] = recs
+        print("synthetic:tiny-llama min top-2 margin",
+              min(r["min_top2_margin"] for r in recs), "tokens", recs[0]["greedy_new_ids"][:8])
+    else:
+        print(f"{BIN} not found: synthetic:tiny-llama skipped (cargo build --release first)")
     save_file(logits, os.path.join(FIXTURES, "reference-llama-logits.safetensors"))
     with open(os.path.join(FIXTURES, "reference-llama.json"), "w") as f:
         json.dump(reference, f, indent=1)

@@ -147,6 +147,11 @@ fn check_format_bytes(src: &ModelSource) {
                 let m = model::load(src, q, &Device::Cpu).unwrap();
                 let arch = src.config.architecture();
                 assert_eq!(
+                    m.footprint.total_bytes() as u128,
+                    src.config.planned_weight_bytes(q).0,
+                    "{arch} {q}: planned before loading"
+                );
+                assert_eq!(
                     m.footprint.total_bytes(),
                     expected_bytes(&src.config, q),
                     "{arch} {q}"

@@ -50,6 +50,9 @@ fn reference_logits(model: &str, i: usize) -> Vec<f32> {
 }
 
 fn source(name: &str) -> ModelSource {
+    if name.starts_with("synthetic:") {
+        return model::resolve(&name.parse().unwrap()).unwrap();
+    }
     model::resolve(&ModelSpec::Local(
         fixtures().join("llama-family").join(name),
     ))
@@ -133,6 +136,13 @@ fn qwen3_with_qk_norms_and_its_own_head_dim_matches_transformers_at_f32() {
     check_f32_matches_transformers("qwen3-qknorm", "qwen3");
 }
 
+/// The synthetic presets' path: quantbench's synthetic:tiny-llama (weights from its seed,
+/// GPT-2's tokenizer) exported and run through transformers.
+#[test]
+fn synthetic_tiny_llama_matches_transformers_at_f32() {
+    check_f32_matches_transformers("synthetic:tiny-llama", "llama");
+}
+
 /// The same bound as GPT-2's q8_0 test (tests/reference.rs explains it): the error's L2
 /// norm under 5% of the logits' deviation from their mean, no logit moved by more than 5%
 /// of their range, and a clear top-1 kept.
@@ -145,6 +155,7 @@ fn q8_0_logits_stay_close_to_f32() {
         "qwen2-bias-tied",
         "mistral-window",
         "qwen3-qknorm",
+        "synthetic:tiny-llama",
     ] {
         let q8 = model::load(
             &source(name),

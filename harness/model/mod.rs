@@ -54,7 +54,49 @@ pub fn load(source: &ModelSource, q: Quantization, device: &Device) -> Result<Lo
         .with_context(|| format!("loading {} at {}", source.display_name, q))
 }
 
+/// Refuse, before loading, a variant whose weights cannot fit in this machine's available
+/// memory (on the CPU): loading it would swap for minutes or be killed. Says how much it
+/// needs, how much there is, and what would fit.
+pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> Result<()> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let (weights, largest) = source.config.planned_weight_bytes(q);
+    let need = weights + largest;
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let available = sys.available_memory() as u128;
+    if available == 0 || need <= available {
+        return Ok(());
+    }
+    let gb = |b: u128| b as f64 / 1e9;
+    let fits: Vec<String> = crate::precision::Precision::ALL
+        .iter()
+        .filter(|p| {
+            let (w, l) = source.config.planned_weight_bytes(Quantization {
+                precision: **p,
+                ..q
+            });
+            w + l <= available
+        })
+        .map(|p| p.to_string())
+        .collect();
+    crate::bad_input!(
+        "at {} the weights need {:.1} GB, plus {:.1} GB while loading (the largest tensor in f32), but this machine has {:.1} GB available: it would swap or be killed, so it is not loaded; {}",
+        q.precision,
+        gb(weights),
+        gb(largest),
+        gb(available),
+        if fits.is_empty() {
+            "no precision fits; use a machine with more memory".to_string()
+        } else {
+            format!("precisions that fit: {}", fits.join(", "))
+        }
+    )
+}
+
 fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
+    check_memory(source, q, device)?;
     let cfg = &source.config;
     let (model, fallbacks) = match &source.weights {
         WeightFiles::Synthetic { seed } => {

@@ -98,9 +98,22 @@ impl Tokenizer {
         match self {
             Tokenizer::Folded(t, _) => t.decode(ids),
             Tokenizer::Gpt2Bpe(b) => {
-                let bytes = b
-                    .decode_bytes(ids)
-                    .map_err(|e| anyhow::anyhow!("decoding token ids: {e}"))?;
+                // A synthetic model with a larger vocabulary than GPT-2's (Llama 3's
+                // 128,256, Qwen's 151,936) generates ids GPT-2 has no text for: each is
+                // shown as `<id N>`, between the decoded runs of known ids.
+                let mut bytes = Vec::new();
+                for run in ids.chunk_by(|a, b| (*a < GPT2_VOCAB) == (*b < GPT2_VOCAB)) {
+                    if run[0] < GPT2_VOCAB {
+                        bytes.extend(
+                            b.decode_bytes(run)
+                                .map_err(|e| anyhow::anyhow!("decoding token ids: {e}"))?,
+                        );
+                    } else {
+                        for id in run {
+                            bytes.extend(format!("<id {id}>").into_bytes());
+                        }
+                    }
+                }
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
             Tokenizer::HuggingFace(t) => t
@@ -111,7 +124,9 @@ impl Tokenizer {
 
     pub fn name(&self) -> String {
         match self {
-            Tokenizer::Gpt2Bpe(_) => "gpt2 bpe (tiktoken-rs r50k_base)".into(),
+            Tokenizer::Gpt2Bpe(_) => {
+                "gpt2 bpe (tiktoken-rs r50k_base; ids beyond its 50,257 shown as <id N>)".into()
+            }
             Tokenizer::HuggingFace(_) => "huggingface tokenizers".into(),
             Tokenizer::Folded(t, vocab) => {
                 format!(
@@ -250,6 +265,20 @@ mod tests {
         assert_eq!(ids, vec![7454, 2402, 257, 640]);
         assert_eq!(t.decode(&ids).unwrap(), "Once upon a time");
         assert_eq!(t.decode(&[END_OF_TEXT]).unwrap(), "<|endoftext|>");
+        // Ids beyond GPT-2's vocabulary (a synthetic Llama 3 generates them) are shown,
+        // not refused, and the known ones around them still decode.
+        assert_eq!(
+            t.decode(&[7454, 90555, 128000, 2402]).unwrap(),
+            "Once<id 90555><id 128000> upon"
+        );
+        // Folded into a small vocabulary: every id stays below it.
+        let folded = Tokenizer::gpt2().unwrap().folded(1000);
+        assert!(folded
+            .encode("Once upon a time")
+            .unwrap()
+            .iter()
+            .all(|&id| id < 1000));
+        assert!(folded.name().contains("folded modulo 1000"));
     }
 
     #[test]

@@ -213,11 +213,21 @@ mod tests {
 
     #[test]
     fn process_probe_sees_an_allocation() {
+        // RSS is the whole process's: other tests of this binary run beside this one and
+        // may free memory between the two readings, so a few tries are allowed; one must
+        // see the 64 MB.
         let probes = Probes::available();
-        let before = probes.read().get("process_rss_bytes").unwrap();
-        let big = vec![1u8; 64 << 20];
-        let after = probes.read().get("process_rss_bytes").unwrap();
-        assert!(after >= before + (60 << 20), "{before} -> {after}");
-        drop(big);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let before = probes.read().get("process_rss_bytes").unwrap();
+            let big = vec![1u8; 64 << 20];
+            let after = probes.read().get("process_rss_bytes").unwrap();
+            drop(std::hint::black_box(big));
+            if after >= before + (60 << 20) {
+                return;
+            }
+            seen.push((before, after));
+        }
+        panic!("no try saw a 64 MB allocation: {seen:?}");
     }
 }

@@ -205,6 +205,46 @@ impl ModelConfig {
         }
     }
 
+    /// Whether a canonical tensor name is an embedding table or the LM head: stored at
+    /// the precision only under the `all` policy, as the loaders do.
+    fn is_embedding(&self, name: &str) -> bool {
+        match self {
+            ModelConfig::Gpt2(_) => matches!(name, "wte.weight" | "wpe.weight" | "lm_head.weight"),
+            ModelConfig::Llama(_) => {
+                matches!(name, "model.embed_tokens.weight" | "lm_head.weight")
+            }
+        }
+    }
+
+    /// The exact bytes the weights will take at `q`, worked out from the shapes before
+    /// anything is loaded (the loaders' choices: policy, rest dtype, block fallbacks),
+    /// and the largest single tensor in f32 (what loading holds on top, once).
+    pub fn planned_weight_bytes(&self, q: crate::precision::Quantization) -> (u128, u128) {
+        let rest = q.rest.dtype().size_in_bytes() as u128;
+        let mut total = 0u128;
+        let mut largest = 0u128;
+        for (name, shape) in self.expected_tensors() {
+            let n: usize = shape.iter().product();
+            largest = largest.max(n as u128 * 4);
+            total += match shape.as_slice() {
+                [_, _] if self.is_embedding(&name) && q.policy != crate::precision::Policy::All => {
+                    n as u128 * rest
+                }
+                [rows, cols] => {
+                    // GPT-2's Conv1D matrices are stored [in, out]: rows of `in` once
+                    // transposed.
+                    let row_len = match self {
+                        ModelConfig::Gpt2(_) if !self.is_embedding(&name) => *rows,
+                        _ => *cols,
+                    };
+                    q.precision.for_row_len(row_len).bytes_for(n) as u128
+                }
+                _ => n as u128 * rest,
+            };
+        }
+        (total, largest)
+    }
+
     /// Build the model at a quantization from a tensor source; returns the model and
     /// the fallback notes.
     pub fn load(
