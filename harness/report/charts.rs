@@ -117,7 +117,10 @@ fn title(run: &RunRecord, what: &str) -> String {
     } else {
         ""
     };
-    format!("{what} — {model}{synthetic} on {}", run.environment.device)
+    format!(
+        "{what} — {model} [{}]{synthetic} on {}",
+        run.model.architecture, run.environment.device
+    )
 }
 
 fn draw_memory<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord) -> Result<()> {

@@ -74,7 +74,7 @@ pub fn render(run: &RunRecord) -> String {
     if run.model.synthetic {
         let _ = writeln!(
             o,
-            "\n> The model is synthetic: GPT-2's real shapes with random weights. Its memory and speed are those of the real model; its generated text is noise."
+            "\n> The model is synthetic: the real model's architecture and shapes with random weights. Its memory and speed are those of the real model; its generated text is noise."
         );
     }
 
@@ -158,21 +158,22 @@ pub fn render(run: &RunRecord) -> String {
     };
     let _ = writeln!(
         o,
-        "Weights are the exact bytes the loaded tensors hold. The other columns are process RSS at each moment (peak {sampled} during the timed repetitions); \"held\" is RSS after load minus RSS before load.\n"
+        "Weights are the exact bytes the loaded tensors hold. The other columns are process RSS at each moment (\"load peak\" sampled while loading: the weights stored so far plus the one tensor being converted; peak {sampled} during the timed repetitions); \"held\" is RSS after load minus RSS before load.\n"
     );
     let _ = writeln!(
         o,
-        "| variant | weights (MB) | bits/weight | saving vs f32 | before load | after load | held | peak | after cleanup |"
+        "| variant | weights (MB) | bits/weight | saving vs f32 | before load | load peak | after load | held | peak | after cleanup |"
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for h in &rows {
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (h, v) in rows.iter().zip(&run.variants) {
+        let load_peak = v.memory.peak_during_load.as_ref().and_then(|r| r.get(RSS));
         let held = h.rss[1]
             .zip(h.rss[0])
             .map(|(a, b)| format!("{:.1} MB", (a as f64 - b as f64) / 1e6))
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             h.label,
             fmt_opt(h.weights_bytes.map(mb), 1),
             fmt_opt(h.bits_per_weight, 2),
@@ -180,6 +181,7 @@ pub fn render(run: &RunRecord) -> String {
                 .map(|x| format!("{:.0}%", x * 100.0))
                 .unwrap_or_else(|| "-".into()),
             mem(h.rss[0]),
+            mem(load_peak),
             mem(h.rss[1]),
             held,
             mem(h.rss[2]),
