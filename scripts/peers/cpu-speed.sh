@@ -14,7 +14,7 @@
 # $QB_PEERS_CACHE (default ~/.cache/quantbench-peers):
 #   - llama.cpp from the llama-cpp-python source package (vendor/llama.cpp), built with
 #     cmake from PyPI, CPU only, native ISA: llama-bench and llama-quantize;
-#   - gguf (the converter's library), torch and transformers, bitsandbytes.
+#   - gguf and sentencepiece (the converter's), torch and transformers, bitsandbytes.
 #
 # What each number is:
 #   quantbench    median decode tokens/s of `quantbench run` (5 timed repetitions after a
@@ -44,8 +44,8 @@ if [ -z "${PYTHON:-}" ]; then
   fi
   PYTHON=$CACHE/venv/bin/python
 fi
-"$PYTHON" -m pip install -q cmake gguf bitsandbytes accelerate 2>/dev/null \
-  || "$PYTHON" -m pip install -q cmake gguf
+"$PYTHON" -m pip install -q cmake gguf sentencepiece bitsandbytes accelerate 2>/dev/null \
+  || "$PYTHON" -m pip install -q cmake gguf sentencepiece
 BIN=$(dirname "$PYTHON")
 
 # 2. llama.cpp: source from the llama-cpp-python sdist, built here.
