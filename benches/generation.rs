@@ -41,6 +41,20 @@ fn load_all(device: &candle_core::Device) -> Vec<(Precision, LoadedModel)> {
         .collect()
 }
 
+/// The time of `iters` decode steps, each after a fresh 4-token prefill that is not timed.
+fn decode_steps(m: &LoadedModel, device: &candle_core::Device, iters: u64) -> Duration {
+    let mut total = 0.0;
+    for _ in 0..iters {
+        let mut cache = Cache::new(m.config(), PROMPT.len() + 1);
+        m.model.forward_last(&PROMPT, &mut cache).unwrap();
+        let start = synced_now(device).unwrap();
+        let logits = m.model.forward_last(&[11], &mut cache).unwrap();
+        std::hint::black_box(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
+        total += synced_seconds_since(device, start).unwrap();
+    }
+    Duration::from_secs_f64(total)
+}
+
 fn generation(c: &mut Criterion) {
     quantbench::kernel::configure_threads();
     let (device, _) = DeviceChoice::Auto.open().expect("opening the device");
@@ -50,18 +64,7 @@ fn generation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (p, m) in &models {
         group.bench_function(BenchmarkId::from_parameter(p), |b| {
-            b.iter_custom(|iters| {
-                let mut total = 0.0;
-                for _ in 0..iters {
-                    let mut cache = Cache::new(m.config(), PROMPT.len() + 1);
-                    m.model.forward_last(&PROMPT, &mut cache).unwrap();
-                    let start = synced_now(&device).unwrap();
-                    let logits = m.model.forward_last(&[11], &mut cache).unwrap();
-                    std::hint::black_box(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
-                    total += synced_seconds_since(&device, start).unwrap();
-                }
-                Duration::from_secs_f64(total)
-            })
+            b.iter_custom(|iters| decode_steps(m, &device, iters))
         });
     }
     group.finish();
@@ -117,18 +120,7 @@ fn generation(c: &mut Criterion) {
     ] {
         let m = quantbench::load(&source, Quantization::new(p), &device).unwrap();
         group.bench_function(BenchmarkId::from_parameter(p), |b| {
-            b.iter_custom(|iters| {
-                let mut total = 0.0;
-                for _ in 0..iters {
-                    let mut cache = Cache::new(m.config(), PROMPT.len() + 1);
-                    m.model.forward_last(&PROMPT, &mut cache).unwrap();
-                    let start = synced_now(&device).unwrap();
-                    let logits = m.model.forward_last(&[11], &mut cache).unwrap();
-                    std::hint::black_box(logits.argmax(0).unwrap().to_scalar::<u32>().unwrap());
-                    total += synced_seconds_since(&device, start).unwrap();
-                }
-                Duration::from_secs_f64(total)
-            })
+            b.iter_custom(|iters| decode_steps(&m, &device, iters))
         });
         drop(m);
     }

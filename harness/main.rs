@@ -493,6 +493,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 source.config.context_length(),
             )?;
             let (device, device_name) = device.open()?;
+            model::check_memory(&source, q, &device)?;
             let t0 = clock::synced_now(&device)?;
             let loaded = model::load(&source, q, &device)?;
             let load_s = clock::synced_seconds_since(&device, t0)?;

@@ -157,6 +157,7 @@ pub fn new_record(p: &Prepared) -> RunRecord {
 
 /// The f32 reference of the quality pass: loaded, evaluated once, dropped.
 pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, ReferenceInfo)> {
+    model::check_memory(&p.source, Quantization::new(Precision::F32), &p.device)?;
     let t0 = clock::synced_now(&p.device)?;
     let m = model::load(&p.source, Quantization::new(Precision::F32), &p.device)?;
     let load_seconds = clock::synced_seconds_since(&p.device, t0)?;
@@ -313,6 +314,7 @@ fn measure(
 
     interrupt::check()?;
     observer.phase(v, Phase::Loading);
+    model::check_memory(&p.source, v.quantization, &p.device)?;
     // The load's own peak: f32 temporaries of one tensor at a time on top of the
     // weights stored so far (the loader streams; this shows that it does).
     let load_sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);

@@ -5,18 +5,10 @@ use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::{self, ModelSpec};
 use quantbench::precision::{Precision, Quantization};
 
-#[test]
-fn exported_synthetic_model_loads_back_bit_for_bit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("tiny");
+/// `quantbench export --model MODEL --out DIR`, which must succeed.
+fn export(model: &str, dir: &std::path::Path) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantbench"))
-        .args([
-            "export",
-            "--model",
-            "synthetic:tiny",
-            "--out",
-            dir.to_str().unwrap(),
-        ])
+        .args(["export", "--model", model, "--out", dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -24,6 +16,13 @@ fn exported_synthetic_model_loads_back_bit_for_bit() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn exported_synthetic_model_loads_back_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    export("synthetic:tiny", &dir);
     for f in [
         "config.json",
         "model.safetensors",
@@ -68,21 +67,7 @@ fn exported_synthetic_model_loads_back_bit_for_bit() {
 fn exported_synthetic_llama_loads_back_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tiny-llama");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quantbench"))
-        .args([
-            "export",
-            "--model",
-            "synthetic:tiny-llama",
-            "--out",
-            dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export("synthetic:tiny-llama", &dir);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model_type"], "llama");

@@ -185,11 +185,12 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
         serde_json::to_string_pretty(&generation)?.as_bytes(),
     )?;
     if source.is_synthetic() {
-        let tokenizer_note = match source.tokenizer()? {
-            tokenizer::Tokenizer::Folded(_, vocab) => format!(
+        let vocab = cfg.vocab_size();
+        let tokenizer_note = match cfg {
+            ModelConfig::Llama(_) if vocab < tokenizer::GPT2_VOCAB as usize => format!(
                 " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline); quantbench folds GPT-2's ids into this model's {vocab} ids (id mod {vocab}), other tools do not, so feed them token ids below {vocab}."
             ),
-            _ if matches!(cfg, ModelConfig::Llama(_)) => {
+            ModelConfig::Llama(_) => {
                 " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline): every GPT-2 id is below this model's vocabulary size.".to_string()
             }
             _ => String::new(),

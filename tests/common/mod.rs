@@ -1,5 +1,8 @@
-//! Helpers shared by the tests that drive the real binary.
+//! Helpers shared by the tests: driving the real binary, and (reference) the fixtures
+//! of the transformers-equivalence tests.
 #![allow(dead_code)] // each test crate uses a part
+
+pub mod reference;
 
 use std::path::Path;
 use std::process::Command;
