@@ -76,12 +76,15 @@ enum Command {
     /// Generate greedily from one model at one precision, and print the text, the token
     /// ids and the weight bytes: check a model before benchmarking it.
     Generate {
-        /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], or a directory.
+        /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], hf:ORG/NAME/FILE.gguf, a .gguf file, or a directory.
         #[arg(long, default_value = "synthetic:gpt2")]
         model: ModelSpec,
-        /// Precision: f32, f16, bf16, q8_0 (int8), q4_0 (int4), q4_1, q5_0, q5_1, q2_k ... q6_k.
+        /// Precision: f32, f16, bf16, q8_0 (int8), q4_0 (int4), q4_1, q5_0, q5_1, q2_k ... q6_k, or native (a GGUF file as stored).
         #[arg(long, default_value = "f32")]
         precision: Precision,
+        /// Allow a precision other than native from an already quantized GGUF (dequantized, then quantized again).
+        #[arg(long)]
+        requantize: bool,
         /// What the precision applies to: all (every weight matrix) or linear (the block's linear layers).
         #[arg(long, default_value = "all")]
         policy: Policy,
@@ -101,18 +104,31 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
     },
-    /// Write a model (a synthetic one, typically) in the Hugging Face layout: config.json,
-    /// model.safetensors (f32) and tokenizer files, for other tools to run the same weights.
+    /// Write a model for other tools to run the same weights: in the Hugging Face layout
+    /// (config.json, model.safetensors in f32, tokenizer files), or as one GGUF file at a
+    /// precision (the very blocks quantbench measures), which llama.cpp runs.
     Export {
-        /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], or a directory.
+        /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], hf:ORG/NAME/FILE.gguf, a .gguf file, or a directory.
         #[arg(long, default_value = "synthetic:gpt2")]
         model: ModelSpec,
-        /// The directory to write into (created; must be empty unless --force).
+        /// Where to write: a directory for hf (created; empty unless --force), a .gguf file for gguf.
         #[arg(long)]
         out: PathBuf,
-        /// Write into a non-empty directory, replacing the files export writes.
+        /// Replace what is there: the files export writes (hf), or the file (gguf).
         #[arg(long)]
         force: bool,
+        /// Output format: hf (config.json + model.safetensors in f32 + tokenizer) or gguf (one file, llama.cpp's layout).
+        #[arg(long, default_value = "hf")]
+        format: ExportFormat,
+        /// The precision of a gguf export (f32 ... q2_k, or native: a GGUF source as stored); hf is always f32.
+        #[arg(long, default_value = "f32")]
+        precision: Precision,
+        /// What the precision applies to in a gguf export: all or linear.
+        #[arg(long, default_value = "all")]
+        policy: Policy,
+        /// Allow a precision other than native from an already quantized GGUF (dequantized, then quantized again).
+        #[arg(long)]
+        requantize: bool,
     },
     /// Compare runs: per shared variant and metric, base, new, change and a verdict
     /// (faster / slower / same within noise). `compare BASE NEW` compares two runs;
@@ -150,6 +166,14 @@ enum Command {
     },
     /// List the precisions, model presets and the scenarios in scenarios/.
     List,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// config.json + model.safetensors (f32) + tokenizer files.
+    Hf,
+    /// One GGUF file at a precision, as llama.cpp reads it.
+    Gguf,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -218,12 +242,15 @@ struct RunArgs {
     /// A scenario file (TOML). Without one, the flags make a one-off scenario from the
     /// quickstart's defaults.
     scenario: Option<PathBuf>,
-    /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], or a directory.
+    /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], hf:ORG/NAME/FILE.gguf, a .gguf file, or a directory.
     #[arg(long)]
     model: Option<ModelSpec>,
-    /// Comma-separated precisions, e.g. f32,int8,int4.
+    /// Comma-separated precisions, e.g. f32,int8,int4; native keeps a GGUF file's own types.
     #[arg(long, value_delimiter = ',')]
     precisions: Option<Vec<Precision>>,
+    /// Allow precisions other than native from an already quantized GGUF (dequantized, then quantized again; marked requantized).
+    #[arg(long)]
+    requantize: bool,
     /// What the precisions apply to: all (every weight matrix) or linear (the blocks' linear layers).
     #[arg(long)]
     policy: Option<Policy>,
@@ -297,6 +324,9 @@ impl RunArgs {
         }
         if self.no_quality {
             s.quality.enabled = false;
+        }
+        if self.requantize {
+            s.requantize = true;
         }
         s.validate().map_err(|(field, msg)| {
             quantbench::InputError::new(format!("after applying flags, `{field}`: {msg}"))
@@ -474,6 +504,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Generate {
             model,
             precision,
+            requantize,
             policy,
             rest,
             prompt,
@@ -484,7 +515,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let q = Quantization::new(precision)
                 .with_policy(policy)
                 .with_rest(rest);
-            let source = model::resolve(&model)?;
+            let mut source = model::resolve(&model)?;
+            source.requantize = requantize;
             // Check the prompt and the token count against the context before loading.
             let tokenizer = source.tokenizer()?;
             quantbench::generate::check_fits(
@@ -538,11 +570,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { model, out, force } => {
-            let source = model::resolve(&model)?;
+        Command::Export {
+            model,
+            out,
+            force,
+            format,
+            precision,
+            policy,
+            requantize,
+        } => {
+            let mut source = model::resolve(&model)?;
+            source.requantize = requantize;
             quantbench::interrupt::install_handler()?;
-            model::export::export(&source, &out, force)?;
-            outln!("wrote {} to {}", source.display_name, out.display());
+            match format {
+                ExportFormat::Hf => {
+                    if precision != Precision::F32 {
+                        quantbench::bad_input!(
+                            "--precision {precision}: an hf export is always f32 safetensors; use --format gguf to write a precision"
+                        );
+                    }
+                    model::export::export(&source, &out, force)?;
+                    outln!("wrote {} to {}", source.display_name, out.display());
+                }
+                ExportFormat::Gguf => {
+                    let q = Quantization::new(precision).with_policy(policy);
+                    let done = model::gguf_write::export_gguf(&source, q, &out, force)?;
+                    outln!(
+                        "wrote {} at {} to {} ({} tensors, {} bytes)",
+                        source.display_name,
+                        precision,
+                        out.display(),
+                        done.tensors,
+                        done.file_bytes
+                    );
+                    for (ty, bytes) in &done.bytes_by_type {
+                        outln!("  {ty:<6} {bytes:>12} bytes");
+                    }
+                    for n in &done.notes {
+                        outln!("  note: {n}");
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {

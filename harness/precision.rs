@@ -28,13 +28,18 @@ pub enum Precision {
     Q4K,
     Q3K,
     Q2K,
+    /// Every tensor as the source file stores it (a GGUF file's own mix of types, such as
+    /// a Q4_K_M file's q4_k / q6_k); not one of [`Precision::ALL`], which quantbench makes.
+    Native,
 }
 
-/// What a precision is made of: a plain float dtype or a ggml block format.
+/// What a precision is made of: a plain float dtype, a ggml block format, or whatever
+/// the source file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
     Float(DType),
     Blocks(GgmlDType),
+    AsStored,
 }
 
 impl Precision {
@@ -71,6 +76,7 @@ impl Precision {
             Precision::Q4K => "q4_k",
             Precision::Q3K => "q3_k",
             Precision::Q2K => "q2_k",
+            Precision::Native => "native",
         }
     }
 
@@ -87,6 +93,7 @@ impl Precision {
             Precision::Q4K => &["q4k"],
             Precision::Q3K => &["q3k"],
             Precision::Q2K => &["q2k"],
+            Precision::Native => &["file", "as-stored"],
             _ => &[],
         }
     }
@@ -106,6 +113,7 @@ impl Precision {
             Precision::Q4K => Storage::Blocks(GgmlDType::Q4K),
             Precision::Q3K => Storage::Blocks(GgmlDType::Q3K),
             Precision::Q2K => Storage::Blocks(GgmlDType::Q2K),
+            Precision::Native => Storage::AsStored,
         }
     }
 
@@ -113,17 +121,19 @@ impl Precision {
         matches!(self.storage(), Storage::Blocks(_))
     }
 
-    /// Elements per block (1 for plain floats).
+    /// Elements per block (1 for plain floats and for `native`, which has no one format).
     pub fn block_size(self) -> usize {
         match self.storage() {
-            Storage::Float(_) => 1,
+            Storage::Float(_) | Storage::AsStored => 1,
             Storage::Blocks(q) => q.block_size(),
         }
     }
 
-    /// Bytes per block (the element size for plain floats).
+    /// Bytes per block (the element size for plain floats; 0 for `native`, whose bytes
+    /// are the file's, see the GGUF source).
     pub fn block_bytes(self) -> usize {
         match self.storage() {
+            Storage::AsStored => 0,
             Storage::Float(d) => d.size_in_bytes(),
             Storage::Blocks(q) => q.type_size(),
         }
@@ -173,6 +183,7 @@ impl Precision {
     pub fn valid_names() -> String {
         Precision::ALL
             .iter()
+            .chain([Precision::Native].iter())
             .map(|p| {
                 if p.aliases().is_empty() {
                     p.name().to_string()
@@ -198,6 +209,7 @@ impl FromStr for Precision {
         let wanted = s.trim().to_ascii_lowercase();
         Precision::ALL
             .iter()
+            .chain([Precision::Native].iter())
             .copied()
             .find(|p| p.name() == wanted || p.aliases().contains(&wanted.as_str()))
             .ok_or_else(|| {

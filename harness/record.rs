@@ -85,6 +85,12 @@ pub struct ModelInfo {
     /// The tokenizer used for the prompt and the evaluation text.
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// A GGUF source's own type label (general.file_type: MOSTLY_Q4_K_M ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_type: Option<String>,
+    /// A GGUF source's size on disk, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
 }
 
 fn gpt2_architecture() -> String {
@@ -139,6 +145,9 @@ pub struct WeightsInfo {
     pub parameters: usize,
     pub bits_per_weight: f64,
     pub fallbacks: Vec<String>,
+    /// Bytes by group and stored format (a Q4_K_M file's q4k / q6k / f32 split).
+    #[serde(default)]
+    pub by_format: Vec<crate::model::weights::FormatBytes>,
 }
 
 /// Summaries of the timed repetitions.
@@ -206,6 +215,10 @@ pub struct VariantRecord {
     /// an energy counter (NVML on NVIDIA GPUs); absent otherwise, never 0.
     #[serde(default)]
     pub energy_joules_per_token: Option<f64>,
+    /// The weights were dequantized from an already quantized file and quantized again
+    /// (`--requantize`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requantized: bool,
 }
 
 impl VariantStatus {

@@ -74,7 +74,8 @@ pub struct Prepared {
 /// Resolve the model, open the device, tokenize the prompt and the evaluation text, and
 /// check they fit. `scenario_file` anchors the scenario's relative paths.
 pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prepared> {
-    let source = model::resolve(&scenario.model_spec())?;
+    let mut source = model::resolve(&scenario.model_spec())?;
+    source.requantize = scenario.requantize;
     let (device, device_name) = scenario.device.open()?;
     let tokenizer = source.tokenizer()?;
     let prompt_ids = tokenizer.encode(&scenario.prompt)?;
@@ -145,6 +146,12 @@ pub fn new_record(p: &Prepared) -> RunRecord {
             kv_cache_bytes_per_token: Some(cfg.kv_cache_bytes_per_token()),
             source_dtype: p.source_dtype.clone(),
             tokenizer: Some(p.tokenizer_name.clone()),
+            file_type: p.source.file_type(),
+            file_bytes: p
+                .source
+                .gguf()
+                .and_then(|f| std::fs::metadata(&f.path).ok())
+                .map(|m| m.len()),
         },
         variants: Vec::new(),
         quality_reference: None,
@@ -157,6 +164,13 @@ pub fn new_record(p: &Prepared) -> RunRecord {
 
 /// The f32 reference of the quality pass: loaded, evaluated once, dropped.
 pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, ReferenceInfo)> {
+    if p.source.is_prequantized() {
+        crate::bad_input!(
+            "no f32 reference: {} is already quantized ({}), so its f32 weights would be its own dequantized values, not the original model's, and the KL against them would measure nothing; run the quality pass on the model's float file (F16/F32 GGUF or safetensors)",
+            p.source.display_name,
+            p.source.file_type().unwrap_or_else(|| p.source_dtype.clone().unwrap_or_default())
+        );
+    }
     model::check_memory(&p.source, Quantization::new(Precision::F32), &p.device)?;
     let t0 = clock::synced_now(&p.device)?;
     let m = model::load(&p.source, Quantization::new(Precision::F32), &p.device)?;
@@ -259,6 +273,7 @@ pub fn run_variant(
         memory: MemoryMoments::default(),
         quality: None,
         energy_joules_per_token: None,
+        requantized: p.source.is_prequantized() && v.quantization.precision != Precision::Native,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         measure(p, v, probes, reference, observer, &mut rec)
@@ -339,6 +354,7 @@ fn measure(
         parameters: fp.parameters(),
         bits_per_weight: fp.bits_per_weight(),
         fallbacks: fp.fallbacks.clone(),
+        by_format: fp.by_format.clone(),
     });
 
     let opts = GenerateOptions::exactly(s.new_tokens);

@@ -160,6 +160,11 @@ pub struct Scenario {
     /// Seed of a synthetic model's weights (generation itself is greedy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Allow precisions other than `native` from an already quantized GGUF file: its
+    /// tensors are dequantized, then quantized again, and each variant is marked
+    /// `requantized`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requantize: bool,
 }
 
 /// One precision of a scenario: loaded, probed, run and dropped.

@@ -40,8 +40,33 @@ quantbench (cargo build --release). The GPT-2 tokenizer comes from `quantbench e
 (tiktoken-rs' r50k_base rebuilt as vocab.json + merges.txt), since the hub is not
 reachable here.
 
-    python3 scripts/make_reference.py                # both families
+GGUF (`--only gguf`): the same tiny models converted by llama.cpp's own converter
+(convert_hf_to_gguf.py, with the gguf package from llama.cpp's tree) and quantized by
+llama-quantize, under tests/fixtures/gguf/ (needs the llama.cpp tree and build that
+scripts/peers/cpu-speed.sh makes, or LLAMA_CPP pointing at one):
+
+  gpt2-f32.gguf, gpt2-q8_0.gguf    gpt2-pretrained-layout, with GPT-2's tokenizer cut to
+                                   the model's 8,192 ids (the first 8,192 tokens and the
+                                   merges that make them: the prompts tokenize the same)
+  llama-gqa-llama3-f32.gguf, -q8_0.gguf, llama-bf16-linear-f32.gguf,
+  qwen2-bias-tied-f32.gguf, qwen3-qknorm-f32.gguf
+                                   the Llama-family fixtures (mistral-window is left out:
+                                   GGUF's llama architecture has no sliding window)
+  llama-wide-q4_k_m.gguf           a wider random Llama (rows of 256, so the k-quants
+                                   apply) quantized to Q4_K_M: a real q4_k / q6_k mix
+  spm-tiny-f32.gguf                a tiny Llama whose tokenizer is a SentencePiece BPE
+                                   (tokenizer.ggml.model = llama), with sentencepiece's
+                                   own ids for a few texts
+  reference-gguf.json              per file: its source fixture, and what gguf-py (llama.cpp's
+                                   reader) counts per tensor type; llama-quantize's summary
+
+The converter identifies a BPE pre-tokenizer by hashing its output on a test text; the
+fixtures' tokenizers are byte-level BPEs with GPT-2's split, which it does not know by
+hash, so the script tells it "gpt-2" (what they are).
+
+    python3 scripts/make_reference.py                # GPT-2 and Llama families
     python3 scripts/make_reference.py --only llama   # the Llama family alone
+    python3 scripts/make_reference.py --only gguf    # the GGUF fixtures (after the others)
 """
 import json
 import os
@@ -289,8 +314,11 @@ def make_llama_family():
 def main():
     torch.set_num_threads(2)
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    if only not in (None, "gpt2", "llama"):
-        sys.exit("--only takes gpt2 or llama")
+    if only not in (None, "gpt2", "llama", "gguf"):
+        sys.exit("--only takes gpt2, llama or gguf")
+    if only == "gguf":
+        make_gguf()
+        return
     if only in (None, "llama"):
         make_llama_family()
     if only in (None, "gpt2"):
@@ -348,6 +376,158 @@ def make_gpt2():
     for name, recs in reference["models"].items():
         print(name, "min top-2 margin", min(r["min_top2_margin"] for r in recs),
               "tokens", recs[0]["greedy_new_ids"][:8])
+
+
+LLAMA_CPP = os.environ.get("LLAMA_CPP", os.path.expanduser("~/.cache/quantbench-peers/llama.cpp"))
+GGUF_DIR = os.path.join(FIXTURES, "gguf")
+TOKENIZER_TEXTS = ["Once upon a time", "The meaning of life is",
+                   "Hello, world! It's 2026 and the caf\u00e9 costs \u20ac3.50.\n\n  indented\tcode();",
+                   "    many   spaces   ", "unbelievable tokenization 12345"]
+
+
+def convert(model_dir, out, outtype="f32"):
+    """llama.cpp's convert_hf_to_gguf.py, told that the byte-level BPE is GPT-2's split."""
+    code = f"""
+import sys
+sys.path.insert(0, {LLAMA_CPP!r}); sys.path.insert(0, {os.path.join(LLAMA_CPP, "gguf-py")!r})
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+import convert_hf_to_gguf as c
+sys.argv = ["convert", {model_dir!r}, "--outfile", {out!r}, "--outtype", {outtype!r}]
+c.main()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"converting {model_dir} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+def quantize(src, out, kind):
+    exe = os.path.join(LLAMA_CPP, "build", "bin", "llama-quantize")
+    r = subprocess.run([exe, src, out, kind], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"llama-quantize {kind} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    summary = [line.strip() for line in (r.stdout + r.stderr).splitlines()
+               if "model size" in line or "quant size" in line]
+    return summary
+
+
+def gguf_bytes_by_type(path):
+    """What llama.cpp's own reader (gguf-py) counts: bytes and tensors per type."""
+    sys.path.insert(0, os.path.join(LLAMA_CPP, "gguf-py"))
+    from gguf import GGUFReader
+    r = GGUFReader(path)
+    by = {}
+    for t in r.tensors:
+        k = t.tensor_type.name
+        e = by.setdefault(k, {"bytes": 0, "tensors": 0})
+        e["bytes"] += int(t.n_bytes)
+        e["tensors"] += 1
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    return by, types
+
+
+def make_gguf():
+    import shutil
+    from transformers import LlamaConfig, LlamaForCausalLM
+    if not os.path.exists(os.path.join(LLAMA_CPP, "convert_hf_to_gguf.py")):
+        sys.exit(f"{LLAMA_CPP} has no convert_hf_to_gguf.py: run scripts/peers/cpu-speed.sh "
+                 "once (it fetches and builds llama.cpp) or set LLAMA_CPP")
+    os.makedirs(GGUF_DIR, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="qb-gguf-")
+    files = {}
+
+    def done(name, source, extra=None):
+        path = os.path.join(GGUF_DIR, name)
+        by, _ = gguf_bytes_by_type(path)
+        files[name] = {"source": source, "bytes_by_type": by, **(extra or {})}
+        print(name, os.path.getsize(path), "bytes", by)
+
+    # GPT-2: the pretrained-layout fixture with GPT-2's tokenizer cut to its 8,192 ids.
+    gpt2_dir = os.path.join(tmp, "gpt2")
+    shutil.copytree(os.path.join(FIXTURES, "gpt2-pretrained-layout"), gpt2_dir)
+    full = os.path.join(tmp, "gpt2-tokenizer")
+    subprocess.run([BIN, "export", "--model", "synthetic:tiny", "--out", full], check=True,
+                   capture_output=True)
+    with open(os.path.join(full, "vocab.json")) as f:
+        vocab = json.load(f)
+    with open(os.path.join(full, "merges.txt")) as f:
+        merges = f.read().splitlines()[1:]
+    keep = 8192
+    vocab = {t: i for t, i in vocab.items() if i < keep}
+    with open(os.path.join(gpt2_dir, "vocab.json"), "w") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(gpt2_dir, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges[:keep - 256]) + "\n")
+    with open(os.path.join(gpt2_dir, "tokenizer_config.json"), "w") as f:
+        # <|endoftext|> (id 50256) is beyond the cut: no special tokens, or transformers
+        # would add it as id 8192.
+        json.dump({"tokenizer_class": "GPT2Tokenizer", "unk_token": None, "bos_token": None,
+                   "eos_token": None, "add_prefix_space": False}, f)
+    with open(os.path.join(gpt2_dir, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["n_ctx"] = cfg["n_positions"]  # the converter reads GPT-2's context from n_ctx
+    with open(os.path.join(gpt2_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    convert(gpt2_dir, os.path.join(GGUF_DIR, "gpt2-f32.gguf"))
+    done("gpt2-f32.gguf", "gpt2-pretrained-layout")
+    summary = quantize(os.path.join(GGUF_DIR, "gpt2-f32.gguf"),
+                       os.path.join(GGUF_DIR, "gpt2-q8_0.gguf"), "Q8_0")
+    done("gpt2-q8_0.gguf", "gpt2-pretrained-layout", {"llama_quantize": summary})
+
+    # The Llama family, as saved by make_llama_family.
+    for name in ["llama-gqa-llama3", "llama-bf16-linear", "qwen2-bias-tied", "qwen3-qknorm"]:
+        out = os.path.join(GGUF_DIR, f"{name}-f32.gguf")
+        convert(os.path.join(FIXTURES, "llama-family", name), out)
+        done(f"{name}-f32.gguf", name)
+    summary = quantize(os.path.join(GGUF_DIR, "llama-gqa-llama3-f32.gguf"),
+                       os.path.join(GGUF_DIR, "llama-gqa-llama3-q8_0.gguf"), "Q8_0")
+    done("llama-gqa-llama3-q8_0.gguf", "llama-gqa-llama3", {"llama_quantize": summary})
+
+    # A wider Llama whose rows take k-quant blocks of 256, quantized to Q4_K_M.
+    wide_dir = os.path.join(tmp, "llama-wide")
+    os.makedirs(wide_dir)
+    train_tokenizer(os.path.join(wide_dir, "tokenizer.json"), LLAMA_VOCAB)
+    torch.manual_seed(7)
+    wide = LlamaForCausalLM(LlamaConfig(
+        vocab_size=LLAMA_VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        rms_norm_eps=1e-6, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False))
+    with torch.no_grad():
+        for pname, p in wide.named_parameters():
+            p.copy_(1.0 + 0.1 * torch.randn_like(p) if "norm" in pname else 0.1 * torch.randn_like(p))
+    wide.save_pretrained(wide_dir, safe_serialization=True)
+    wide_f32 = os.path.join(tmp, "llama-wide-f32.gguf")
+    convert(wide_dir, wide_f32)
+    summary = quantize(wide_f32, os.path.join(GGUF_DIR, "llama-wide-q4_k_m.gguf"), "Q4_K_M")
+    _, types = gguf_bytes_by_type(os.path.join(GGUF_DIR, "llama-wide-q4_k_m.gguf"))
+    done("llama-wide-q4_k_m.gguf", "a random LlamaForCausalLM, hidden 256 (made here)",
+         {"llama_quantize": summary, "tensor_types": types})
+
+    # A SentencePiece tokenizer (tokenizer.ggml.model = llama) on a tiny Llama.
+    import sentencepiece as spm
+    spm_dir = os.path.join(tmp, "spm-tiny")
+    os.makedirs(spm_dir)
+    with open(os.path.join(ROOT, "assets", "eval", "default.txt"), encoding="utf-8") as f:
+        essay = f.read()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(essay.splitlines()), model_prefix=os.path.join(spm_dir, "tokenizer"),
+        vocab_size=LLAMA_VOCAB, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
+        # As Llama's tokenizer.model: no NFKC, whitespace kept (llama.cpp normalizes none).
+        normalization_rule_name="identity", remove_extra_whitespaces=False)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(spm_dir, "tokenizer.model"))
+    torch.manual_seed(8)
+    micro = LlamaForCausalLM(LlamaConfig(
+        vocab_size=LLAMA_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+        bos_token_id=1, eos_token_id=2))
+    micro.save_pretrained(spm_dir, safe_serialization=True)
+    convert(spm_dir, os.path.join(GGUF_DIR, "spm-tiny-f32.gguf"))
+    done("spm-tiny-f32.gguf", "a random LlamaForCausalLM with a sentencepiece BPE tokenizer (made here)",
+         {"sentencepiece_ids": {t: sp.encode(t) for t in TOKENIZER_TEXTS}})
+
+    with open(os.path.join(GGUF_DIR, "reference-gguf.json"), "w") as f:
+        json.dump({"llama_cpp": os.path.basename(LLAMA_CPP), "files": files}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,17 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     let src: Box<dyn TensorSource> = match &source.weights {
         WeightFiles::Synthetic { seed } => Box::new(SyntheticSource::new(cfg.clone(), *seed)),
         WeightFiles::Safetensors(paths) => Box::new(SafetensorsSource::open(paths, cfg)?),
+        WeightFiles::Gguf(file) => {
+            if let ModelConfig::Llama(c) = cfg {
+                if c.rope_freq_factors.is_some() {
+                    crate::bad_input!(
+                        "{}: its rotary frequencies are scaled by factors (rope_freqs.weight), which a transformers config.json cannot state; export it with --format gguf instead",
+                        source.display_name
+                    );
+                }
+            }
+            Box::new(crate::model::gguf::GgufSource::new(file.clone(), cfg)?)
+        }
     };
 
     // The header first: every tensor's dtype, shape and byte range, padded to 8 bytes.
@@ -205,6 +216,17 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
             )
             .as_bytes(),
         )?;
+    }
+    if let Some(file) = source.gguf() {
+        let json = dir.join("tokenizer.json");
+        match file.tokenizer()? {
+            tokenizer::Tokenizer::Gguf(t, _) => t
+                .save(&json, false)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", json.display()))?,
+            _ => unreachable!("a GGUF file's tokenizer is built from its metadata"),
+        }
+        written.push("tokenizer.json");
+        return Ok(written);
     }
     match &source.tokenizer_dir {
         None => {

@@ -8,6 +8,8 @@
 
 pub mod arch;
 pub mod export;
+pub mod gguf;
+pub mod gguf_write;
 pub mod nn;
 pub mod spec;
 pub mod synthetic;
@@ -24,7 +26,7 @@ pub use spec::{resolve, ModelSource, ModelSpec, WeightFiles};
 pub use tokenizer::Tokenizer;
 pub use weights::Footprint;
 
-use crate::precision::Quantization;
+use crate::precision::{Precision, Quantization};
 
 /// A model in memory at one precision, with its tokenizer and weight accounting.
 pub struct LoadedModel {
@@ -59,10 +61,11 @@ pub fn load(source: &ModelSource, q: Quantization, device: &Device) -> Result<Lo
 /// memory (on the CPU): loading it would swap for minutes or be killed. Says how much it
 /// needs, how much there is, and what would fit.
 pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> Result<()> {
+    check_source_precision(source, q)?;
     if !device.is_cpu() {
         return Ok(());
     }
-    let (weights, largest) = source.config.planned_weight_bytes(q);
+    let (weights, largest) = planned_weight_bytes(source, q);
     let need = weights + largest;
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
@@ -74,10 +77,13 @@ pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> R
     let fits: Vec<String> = crate::precision::Precision::ALL
         .iter()
         .filter(|p| {
-            let (w, l) = source.config.planned_weight_bytes(Quantization {
-                precision: **p,
-                ..q
-            });
+            let (w, l) = planned_weight_bytes(
+                source,
+                Quantization {
+                    precision: **p,
+                    ..q
+                },
+            );
             w + l <= available
         })
         .map(|p| p.to_string())
@@ -96,7 +102,42 @@ pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> R
     )
 }
 
+/// The exact weight bytes at `q` and the largest tensor held while loading: from the
+/// config's shapes, or for `native` from the file's own tensor directory.
+pub fn planned_weight_bytes(source: &ModelSource, q: Quantization) -> (u128, u128) {
+    match (source.gguf(), q.precision) {
+        (Some(file), Precision::Native) => {
+            let bytes = file.tensors.values().map(|t| t.bytes as u128);
+            (bytes.clone().sum(), bytes.max().unwrap_or(0))
+        }
+        _ => source.config.planned_weight_bytes(q),
+    }
+}
+
+/// `native` needs a file with stored types; any other precision from an already
+/// quantized file needs `--requantize`.
+pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<()> {
+    if q.precision == Precision::Native && source.gguf().is_none() {
+        crate::bad_input!(
+            "precision native keeps every tensor as a GGUF file stores it, but {} is not a GGUF file; choose one of: {}",
+            source.display_name,
+            Precision::ALL.map(|p| p.name()).join(", ")
+        );
+    }
+    if q.precision != Precision::Native && source.is_prequantized() && !source.requantize {
+        crate::bad_input!(
+            "{} holds quantized tensors ({}, {}); making {} from them means dequantizing and quantizing again, which quantbench does only when asked: pass --requantize (the record is then marked requantized), or measure the file as it is with --precisions native",
+            source.display_name,
+            source.file_type().unwrap_or_else(|| "no general.file_type".into()),
+            source.stored_dtypes().ok().flatten().unwrap_or_default().join("+"),
+            q.precision
+        );
+    }
+    Ok(())
+}
+
 fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
+    check_source_precision(source, q)?;
     let cfg = &source.config;
     let (model, fallbacks) = match &source.weights {
         WeightFiles::Synthetic { seed } => {
@@ -105,6 +146,10 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
         }
         WeightFiles::Safetensors(paths) => {
             let src = weights::SafetensorsSource::open(paths, cfg)?;
+            cfg.load(&src, q, device)?
+        }
+        WeightFiles::Gguf(file) => {
+            let src = gguf::GgufSource::new(file.clone(), cfg)?;
             cfg.load(&src, q, device)?
         }
     };

@@ -2,6 +2,8 @@
 //!
 //! - `synthetic:NAME[@SEED]`: a preset architecture with weights drawn from a seed.
 //! - `hf:ORG/NAME[@REVISION]`: a Hugging Face hub repository, through hf-hub's cache.
+//! - `hf:ORG/NAME/FILE.gguf[@REVISION]`: one GGUF file of a hub repository.
+//! - a path ending in `.gguf`: a GGUF file (config, weights and tokenizer in one).
 //! - anything else: a local directory in the Hugging Face layout.
 
 use std::fmt;
@@ -27,6 +29,12 @@ pub enum ModelSpec {
         repo: String,
         revision: Option<String>,
     },
+    /// One GGUF file of a hub repository.
+    HubFile {
+        repo: String,
+        file: String,
+        revision: Option<String>,
+    },
     Local(PathBuf),
 }
 
@@ -46,7 +54,7 @@ impl ModelSpec {
     /// The forms a spec can take, for error messages.
     pub fn valid_forms() -> String {
         format!(
-            "{}; hf:ORG/NAME[@REVISION]; or a path to a directory holding config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt)",
+            "{}; hf:ORG/NAME[@REVISION]; hf:ORG/NAME/FILE.gguf[@REVISION]; a path to a .gguf file; or a path to a directory holding config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt)",
             PRESETS
                 .iter()
                 .map(|p| format!("synthetic:{}", p.name))
@@ -82,10 +90,26 @@ impl FromStr for ModelSpec {
                 Some((r, rev)) => (r, Some(rev.to_string())),
                 None => (rest, None),
             };
-            check_repo_id(repo).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
             if let Some(rev) = &revision {
                 check_revision(rev).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
             }
+            if let Some((repo, file)) = repo
+                .rsplit_once('/')
+                .filter(|(r, f)| r.contains('/') && crate::model::gguf::is_gguf_path(Path::new(f)))
+            {
+                check_repo_id(repo).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
+                if !valid_name_part(file) {
+                    return Err(InputError::new(format!(
+                        "model '{s}': file name '{file}' must be a plain file name (letters, digits, '-', '_', '.')"
+                    )));
+                }
+                return Ok(ModelSpec::HubFile {
+                    repo: repo.to_string(),
+                    file: file.to_string(),
+                    revision,
+                });
+            }
+            check_repo_id(repo).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
             return Ok(ModelSpec::Hub {
                 repo: repo.to_string(),
                 revision,
@@ -113,6 +137,12 @@ impl fmt::Display for ModelSpec {
                 revision: Some(r),
             } => write!(f, "hf:{repo}@{r}"),
             ModelSpec::Hub { repo, .. } => write!(f, "hf:{repo}"),
+            ModelSpec::HubFile {
+                repo,
+                file,
+                revision: Some(r),
+            } => write!(f, "hf:{repo}/{file}@{r}"),
+            ModelSpec::HubFile { repo, file, .. } => write!(f, "hf:{repo}/{file}"),
             ModelSpec::Local(p) => write!(f, "{}", p.display()),
         }
     }
@@ -172,8 +202,12 @@ fn check_revision(rev: &str) -> Result<(), String> {
 /// Where the weights of a resolved model are.
 #[derive(Debug, Clone)]
 pub enum WeightFiles {
-    Synthetic { seed: u64 },
+    Synthetic {
+        seed: u64,
+    },
     Safetensors(Vec<PathBuf>),
+    /// A GGUF file, header read and checked (config, tokenizer and weights in one).
+    Gguf(std::sync::Arc<crate::model::gguf::GgufFile>),
 }
 
 /// A spec resolved to files on disk (or a seed): everything `load` needs.
@@ -184,8 +218,12 @@ pub struct ModelSource {
     pub display_name: String,
     pub config: ModelConfig,
     pub weights: WeightFiles,
-    /// The directory holding tokenizer files, or `None` for the built-in GPT-2 BPE.
+    /// The directory holding tokenizer files, or `None` for the built-in GPT-2 BPE (or a
+    /// GGUF file's own tokenizer).
     pub tokenizer_dir: Option<PathBuf>,
+    /// Whether a precision may be made from an already quantized file by dequantizing
+    /// it first (`--requantize`); refused otherwise.
+    pub requantize: bool,
 }
 
 impl ModelSource {
@@ -198,6 +236,9 @@ impl ModelSource {
     /// into its vocabulary (id mod vocab_size): its text is noise anyway, and every id
     /// stays valid; the tokenizer's name says so.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
+        if let WeightFiles::Gguf(file) = &self.weights {
+            return file.tokenizer();
+        }
         match &self.tokenizer_dir {
             Some(dir) => Tokenizer::from_dir(dir),
             None => {
@@ -221,7 +262,27 @@ impl ModelSource {
                 crate::model::weights::SafetensorsSource::open(paths, &self.config)?
                     .stored_dtypes(),
             )),
+            WeightFiles::Gguf(file) => Ok(Some(file.stored_dtypes())),
         }
+    }
+
+    /// The GGUF file behind this source, if it is one.
+    pub fn gguf(&self) -> Option<&crate::model::gguf::GgufFile> {
+        match &self.weights {
+            WeightFiles::Gguf(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Whether the weights are already quantized (a GGUF file holding block formats), so
+    /// that any precision but `native` means dequantizing and quantizing again.
+    pub fn is_prequantized(&self) -> bool {
+        self.gguf().is_some_and(|f| f.is_quantized())
+    }
+
+    /// The file's own type label (general.file_type), for GGUF sources.
+    pub fn file_type(&self) -> Option<String> {
+        self.gguf().and_then(|f| f.file_type())
     }
 }
 
@@ -239,9 +300,21 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
                 config: p.config(),
                 weights: WeightFiles::Synthetic { seed: *seed },
                 tokenizer_dir: None,
+                requantize: false,
             })
         }
+        ModelSpec::Local(path) if crate::model::gguf::is_gguf_path(path) => {
+            resolve_gguf(spec, path)
+        }
         ModelSpec::Local(dir) => resolve_dir(spec, dir),
+        ModelSpec::HubFile {
+            repo,
+            file,
+            revision,
+        } => {
+            let path = fetch_file_from_hub(repo, file, revision.as_deref())?;
+            resolve_gguf(spec, &path)
+        }
         ModelSpec::Hub { repo, revision } => {
             let dir = fetch_from_hub(repo, revision.as_deref())?;
             resolve_dir(spec, &dir)
@@ -275,6 +348,27 @@ fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
         config,
         weights: WeightFiles::Safetensors(weights),
         tokenizer_dir: Some(dir.to_path_buf()),
+        requantize: false,
+    })
+}
+
+fn resolve_gguf(spec: &ModelSpec, path: &Path) -> Result<ModelSource> {
+    if !crate::fsutil::exists_at_all(path) {
+        crate::bad_input!(
+            "GGUF file {} does not exist; valid model specs: {}",
+            path.display(),
+            ModelSpec::valid_forms()
+        );
+    }
+    let file = crate::model::gguf::GgufFile::open(path)?;
+    let config = file.config()?;
+    Ok(ModelSource {
+        spec: spec.clone(),
+        display_name: spec.to_string(),
+        config,
+        weights: WeightFiles::Gguf(std::sync::Arc::new(file)),
+        tokenizer_dir: None,
+        requantize: false,
     })
 }
 
@@ -385,6 +479,40 @@ fn check_inside_cache(repo_dir: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One file of a hub repository, from hf-hub's local cache or, when online, the hub.
+fn fetch_file_from_hub(repo: &str, file: &str, revision: Option<&str>) -> Result<PathBuf> {
+    use hf_hub::{Repo, RepoType};
+    let cache = hf_hub::Cache::from_env();
+    let rev = revision.unwrap_or("main").to_string();
+    let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, rev.clone());
+    let repo_dir = cache.path().join(hub_repo.folder_name());
+    check_cache_ref(&repo_dir, &rev)?;
+    if let Some(path) = cache.repo(hub_repo.clone()).get(file) {
+        check_inside_cache(&repo_dir, &path)?;
+        return Ok(path);
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
+    if offline {
+        crate::bad_input!(
+            "hf:{repo}/{file}@{rev} is not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set; download it when online, or pass the file's path",
+            cache.path().display()
+        );
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+        .with_progress(false)
+        .build()
+        .context("starting the Hugging Face hub client")?;
+    let path = api.repo(hub_repo).get(file).map_err(|e| {
+        InputError::new(format!(
+            "hf:{repo}/{file}@{rev}: cannot get {file} from the local cache ({}) nor from the hub: {e}. Offline? Pass the file's path",
+            cache.path().display()
+        ))
+    })?;
+    check_cache_ref(&repo_dir, &rev)?;
+    check_inside_cache(&repo_dir, &path)?;
+    Ok(path)
+}
+
 /// The files of a hub repository, from hf-hub's local cache or, when online, the hub.
 fn fetch_from_hub(repo: &str, revision: Option<&str>) -> Result<PathBuf> {
     fetch_from_hub_in(&hf_hub::Cache::from_env(), repo, revision)
@@ -482,7 +610,23 @@ mod tests {
             "./models/x".parse::<ModelSpec>().unwrap(),
             ModelSpec::Local("./models/x".into())
         );
-        for s in ["synthetic:gpt2", "synthetic:tiny@7", "hf:a/b@v1.0"] {
+        assert_eq!(
+            "hf:org/repo/model-Q4_K_M.gguf@v1"
+                .parse::<ModelSpec>()
+                .unwrap(),
+            ModelSpec::HubFile {
+                repo: "org/repo".into(),
+                file: "model-Q4_K_M.gguf".into(),
+                revision: Some("v1".into())
+            }
+        );
+        for s in [
+            "synthetic:gpt2",
+            "synthetic:tiny@7",
+            "hf:a/b@v1.0",
+            "hf:a/b/c.gguf",
+            "hf:a/b/c.gguf@main",
+        ] {
             assert_eq!(s.parse::<ModelSpec>().unwrap().to_string(), s);
         }
     }

@@ -94,6 +94,7 @@ fn llama_shape(
         sliding_window: None,
         bos_token_id: None,
         eos_token_id: None,
+        rope_freq_factors: None,
     }
 }
 

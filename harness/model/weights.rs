@@ -32,6 +32,12 @@ pub trait TensorSource {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
     /// Whether the source holds a tensor of that canonical name.
     fn has(&self, name: &str) -> bool;
+    /// The matrix exactly as the source stores it (its own type, `[out, in]` =
+    /// `out_in`), for the `native` precision; `None` for sources that hold no stored
+    /// format of their own (synthetic weights, safetensors read as floats).
+    fn stored(&self, _name: &str, _out_in: [usize; 2], _device: &Device) -> Result<Option<Matrix>> {
+        Ok(None)
+    }
 }
 
 /// One or more safetensors files (memory-mapped). GPT-2 comes in two layouts: the hub's
@@ -287,6 +293,17 @@ impl GroupBytes {
     }
 }
 
+/// Bytes of one stored format within one group.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct FormatBytes {
+    /// embeddings, linear or norms_biases.
+    pub group: String,
+    /// f32, f16, bf16, q8_0, q4k, q6k ...
+    pub format: String,
+    pub parameters: usize,
+    pub bytes: usize,
+}
+
 /// Exactly how many bytes a loaded model's weights hold, by group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Footprint {
@@ -298,6 +315,8 @@ pub struct Footprint {
     pub norms_biases: GroupBytes,
     /// Matrices stored in another format than asked, and why.
     pub fallbacks: Vec<String>,
+    /// Bytes by group and stored format, groups in order, formats by bytes.
+    pub by_format: Vec<FormatBytes>,
 }
 
 impl Footprint {
@@ -308,15 +327,46 @@ impl Footprint {
             linear: GroupBytes::default(),
             norms_biases: GroupBytes::default(),
             fallbacks: Vec::new(),
+            by_format: Vec::new(),
         };
         for (group, part) in parts {
-            let g = match group {
-                Group::Embeddings => &mut f.embeddings,
-                Group::Linear => &mut f.linear,
-                Group::NormsBiases => &mut f.norms_biases,
+            let (g, gname) = match group {
+                Group::Embeddings => (&mut f.embeddings, "embeddings"),
+                Group::Linear => (&mut f.linear, "linear"),
+                Group::NormsBiases => (&mut f.norms_biases, "norms_biases"),
             };
             g.add(part.elements(), part.bytes());
+            let format = match part {
+                Part::Matrix(m) => m.format(),
+                Part::Vector(v) => v.0.dtype().as_str().to_string(),
+            };
+            match f
+                .by_format
+                .iter_mut()
+                .find(|b| b.group == gname && b.format == format)
+            {
+                Some(b) => {
+                    b.parameters += part.elements();
+                    b.bytes += part.bytes();
+                }
+                None => f.by_format.push(FormatBytes {
+                    group: gname.into(),
+                    format,
+                    parameters: part.elements(),
+                    bytes: part.bytes(),
+                }),
+            }
         }
+        let order = |g: &str| {
+            ["embeddings", "linear", "norms_biases"]
+                .iter()
+                .position(|x| *x == g)
+        };
+        f.by_format.sort_by(|a, b| {
+            order(&a.group)
+                .cmp(&order(&b.group))
+                .then(b.bytes.cmp(&a.bytes))
+        });
         f
     }
 
@@ -383,6 +433,21 @@ impl<'a> Builder<'a> {
         transpose: bool,
         quantize: bool,
     ) -> Result<Matrix> {
+        if self.q.precision == Precision::Native {
+            let out_in = if transpose {
+                [shape[1], shape[0]]
+            } else {
+                shape
+            };
+            return match self.src.stored(name, out_in, self.device)? {
+                Some(m) => Ok(m),
+                None => Err(InputError::new(format!(
+                    "precision native keeps every tensor as a GGUF file stores it, but this source has no stored format for {name}; choose one of: {}",
+                    Precision::valid_names()
+                ))
+                .into()),
+            };
+        }
         let t = self.src.get(name, &shape)?;
         let t = if transpose { t.t()?.contiguous()? } else { t };
         let row_len = t.dim(1)?;
@@ -429,6 +494,9 @@ pub fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
             Matrix::Quantized(Arc::new(quantize_rows(t, gg)?))
         }
         Storage::Blocks(gg) => Matrix::Quantized(Arc::new(QTensor::quantize_onto(t, gg, device)?)),
+        Storage::AsStored => anyhow::bail!(
+            "precision native stores nothing of its own: the source's stored tensors are kept"
+        ),
     })
 }
 

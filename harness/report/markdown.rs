@@ -39,6 +39,17 @@ pub fn render(run: &RunRecord) -> String {
     if let Some(t) = &run.model.tokenizer {
         let _ = writeln!(o, "- tokenizer: {t}");
     }
+    if run.model.file_type.is_some() || run.model.file_bytes.is_some() {
+        let _ = writeln!(
+            o,
+            "- GGUF file: type {}, {} on disk",
+            run.model.file_type.as_deref().unwrap_or("not stated"),
+            run.model
+                .file_bytes
+                .map(|b| format!("{b} bytes ({:.1} MB)", b as f64 / 1e6))
+                .unwrap_or_else(|| "size unknown".into())
+        );
+    }
     let _ = writeln!(
         o,
         "- device: {} ({}, {} logical cores, {:.1} GiB RAM), {} threads",
@@ -239,6 +250,39 @@ pub fn render(run: &RunRecord) -> String {
             for f in &w.fallbacks {
                 let _ = writeln!(o, "\nNote ({}): {f}", v.precision);
             }
+        }
+        if v.requantized {
+            let _ = writeln!(
+                o,
+                "\nNote ({}): requantized: made from the file's already quantized weights, dequantized first",
+                v.precision
+            );
+        }
+    }
+    let mixed: Vec<String> = run
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let w = v.weights.as_ref()?;
+            let formats: std::collections::BTreeSet<&str> =
+                w.by_format.iter().map(|b| b.format.as_str()).collect();
+            (formats.len() > 2 || v.precision == crate::precision::Precision::Native).then(|| {
+                format!(
+                    "- **{}**: {}",
+                    v.precision,
+                    w.by_format
+                        .iter()
+                        .map(|b| format!("{} {} {} B", b.group, b.format, b.bytes))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
+        })
+        .collect();
+    if !mixed.is_empty() {
+        let _ = writeln!(o, "\n### Weight bytes by stored type\n");
+        for line in mixed {
+            let _ = writeln!(o, "{line}");
         }
     }
 

@@ -150,6 +150,10 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// Per-frequency divisors as a GGUF file stores them (`rope_freqs.weight`, how
+    /// llama.cpp's converter writes llama3 scaling): each `inv_freq[i]` is divided by
+    /// `factors[i]` after `rope_scaling` is applied. `None` for config.json sources.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 /// config.json as found in the wild: every field optional here; the required ones are
@@ -297,6 +301,7 @@ impl Config {
             sliding_window,
             bos_token_id: first_id(&raw.bos_token_id),
             eos_token_id: first_id(&raw.eos_token_id),
+            rope_freq_factors: None,
         };
         cfg.validate()
             .map_err(|e| InputError::new(format!("{origin}: {e}")))?;
@@ -544,6 +549,16 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// Divide each frequency by its factor (GGUF's `rope_freqs`), as llama.cpp does.
+    pub fn with_factors(mut self, factors: Option<&[f32]>) -> Self {
+        if let Some(factors) = factors {
+            for (f, d) in self.inv_freq.iter_mut().zip(factors) {
+                *f /= d;
+            }
+        }
+        self
+    }
+
     /// The frequencies, one per pair of a head's dimensions.
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq
@@ -733,7 +748,8 @@ impl Llama {
             layers,
             norm,
             lm_head,
-            rope: Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
+            rope: Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+                .with_factors(cfg.rope_freq_factors.as_deref()),
             device: device.clone(),
         };
         Ok((model, w.notes()))

@@ -1,0 +1,566 @@
+//! GGUF files out: `quantbench export --format gguf --precision P` writes the very blocks
+//! quantbench measures at P (the same [`Builder`] path a run loads through), with the
+//! architecture's metadata and the tokenizer, in the layout llama.cpp's converter writes
+//! (its tensor names, the Llama architecture's q/k rows permuted for its rotation, GPT-2's
+//! matrices `[out, in]`), so that llama.cpp loads and runs the identical weights.
+//!
+//! The file is GGUF version 3 with 32-byte alignment, written into a temporary file next
+//! to the destination and renamed into place once complete.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
+
+use crate::model::arch::llama::{Family, RopeScaling};
+use crate::model::arch::ModelConfig;
+use crate::model::gguf::{gpt2_gguf_name, llama_gguf_name, reorder_rows, GgufSource};
+use crate::model::nn::Matrix;
+use crate::model::spec::{ModelSource, WeightFiles};
+use crate::model::synthetic::SyntheticSource;
+use crate::model::weights::{Builder, SafetensorsSource, TensorSource};
+use crate::precision::{Policy, Precision, Quantization};
+
+const ALIGNMENT: u64 = 32;
+
+/// A metadata value as GGUF stores it.
+#[derive(Debug, Clone)]
+pub enum Meta {
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    Strs(Vec<String>),
+    I32s(Vec<i32>),
+    F32s(Vec<f32>),
+    /// A value copied from another GGUF file as candle read it.
+    Raw(candle_core::quantized::gguf_file::Value),
+}
+
+fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn write_raw(w: &mut impl Write, v: &candle_core::quantized::gguf_file::Value) -> Result<()> {
+    use candle_core::quantized::gguf_file::Value as V;
+    match v {
+        V::U8(x) => w.write_all(&x.to_le_bytes())?,
+        V::I8(x) => w.write_all(&x.to_le_bytes())?,
+        V::U16(x) => w.write_all(&x.to_le_bytes())?,
+        V::I16(x) => w.write_all(&x.to_le_bytes())?,
+        V::U32(x) => w.write_all(&x.to_le_bytes())?,
+        V::I32(x) => w.write_all(&x.to_le_bytes())?,
+        V::U64(x) => w.write_all(&x.to_le_bytes())?,
+        V::I64(x) => w.write_all(&x.to_le_bytes())?,
+        V::F32(x) => w.write_all(&x.to_le_bytes())?,
+        V::F64(x) => w.write_all(&x.to_le_bytes())?,
+        V::Bool(x) => w.write_all(&[u8::from(*x)])?,
+        V::String(s) => write_str(w, s)?,
+        V::Array(items) => {
+            let ty = items.first().map(raw_type).unwrap_or(4);
+            w.write_all(&ty.to_le_bytes())?;
+            w.write_all(&(items.len() as u64).to_le_bytes())?;
+            for it in items {
+                anyhow::ensure!(raw_type(it) == ty, "a GGUF array mixes value types");
+                write_raw(w, it)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn raw_type(v: &candle_core::quantized::gguf_file::Value) -> u32 {
+    use candle_core::quantized::gguf_file::Value as V;
+    match v {
+        V::U8(_) => 0,
+        V::I8(_) => 1,
+        V::U16(_) => 2,
+        V::I16(_) => 3,
+        V::U32(_) => 4,
+        V::I32(_) => 5,
+        V::F32(_) => 6,
+        V::Bool(_) => 7,
+        V::String(_) => 8,
+        V::Array(_) => 9,
+        V::U64(_) => 10,
+        V::I64(_) => 11,
+        V::F64(_) => 12,
+    }
+}
+
+impl Meta {
+    fn type_id(&self) -> u32 {
+        match self {
+            Meta::U32(_) => 4,
+            Meta::I32(_) => 5,
+            Meta::F32(_) => 6,
+            Meta::Bool(_) => 7,
+            Meta::Str(_) => 8,
+            Meta::Strs(_) | Meta::I32s(_) | Meta::F32s(_) => 9,
+            Meta::Raw(v) => raw_type(v),
+        }
+    }
+
+    fn write(&self, w: &mut impl Write) -> Result<()> {
+        match self {
+            Meta::U32(x) => w.write_all(&x.to_le_bytes())?,
+            Meta::I32(x) => w.write_all(&x.to_le_bytes())?,
+            Meta::F32(x) => w.write_all(&x.to_le_bytes())?,
+            Meta::Bool(x) => w.write_all(&[u8::from(*x)])?,
+            Meta::Str(s) => write_str(w, s)?,
+            Meta::Strs(v) => {
+                w.write_all(&8u32.to_le_bytes())?;
+                w.write_all(&(v.len() as u64).to_le_bytes())?;
+                for s in v {
+                    write_str(w, s)?;
+                }
+            }
+            Meta::I32s(v) => {
+                w.write_all(&5u32.to_le_bytes())?;
+                w.write_all(&(v.len() as u64).to_le_bytes())?;
+                for x in v {
+                    w.write_all(&x.to_le_bytes())?;
+                }
+            }
+            Meta::F32s(v) => {
+                w.write_all(&6u32.to_le_bytes())?;
+                w.write_all(&(v.len() as u64).to_le_bytes())?;
+                for x in v {
+                    w.write_all(&x.to_le_bytes())?;
+                }
+            }
+            Meta::Raw(v) => write_raw(w, v)?,
+        }
+        Ok(())
+    }
+}
+
+/// ggml's type id of a stored format.
+pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
+    match dtype {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q5_0 => 6,
+        GgmlDType::Q5_1 => 7,
+        GgmlDType::Q8_0 => 8,
+        GgmlDType::Q8_1 => 9,
+        GgmlDType::Q2K => 10,
+        GgmlDType::Q3K => 11,
+        GgmlDType::Q4K => 12,
+        GgmlDType::Q5K => 13,
+        GgmlDType::Q6K => 14,
+        GgmlDType::Q8K => 15,
+        GgmlDType::BF16 => 30,
+    }
+}
+
+/// A matrix's stored bytes and its ggml type.
+pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlDType)> {
+    Ok(match m {
+        Matrix::Quantized(q) => (q.data()?.into_owned(), q.dtype()),
+        Matrix::Dense(t) => {
+            let t = t.to_device(&Device::Cpu)?.flatten_all()?;
+            match t.dtype() {
+                DType::F32 => (
+                    t.to_vec1::<f32>()?
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                    GgmlDType::F32,
+                ),
+                DType::F16 => (
+                    t.to_vec1::<half::f16>()?
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                    GgmlDType::F16,
+                ),
+                DType::BF16 => (
+                    t.to_vec1::<half::bf16>()?
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
+                    GgmlDType::BF16,
+                ),
+                other => anyhow::bail!("a dense matrix in {other:?} has no GGUF type"),
+            }
+        }
+    })
+}
+
+/// llama.cpp's `general.file_type` for a precision made uniformly by quantbench (the
+/// k-quants as their _S mixes, which are the uniform ones).
+fn file_type_id(p: Precision) -> Option<u32> {
+    Some(match p {
+        Precision::F32 => 0,
+        Precision::F16 => 1,
+        Precision::Q4_0 => 2,
+        Precision::Q4_1 => 3,
+        Precision::Q8_0 => 7,
+        Precision::Q5_0 => 8,
+        Precision::Q5_1 => 9,
+        Precision::Q2K => 10,
+        Precision::Q3K => 11,
+        Precision::Q4K => 14,
+        Precision::Q5K => 16,
+        Precision::Q6K => 18,
+        Precision::Bf16 => 32,
+        Precision::Native => return None,
+    })
+}
+
+/// What an export wrote: bytes by stored type, and notes (fallbacks, what was dropped).
+#[derive(Debug, Clone, Default)]
+pub struct GgufExport {
+    pub tensors: usize,
+    pub bytes_by_type: BTreeMap<String, usize>,
+    pub file_bytes: u64,
+    pub notes: Vec<String>,
+}
+
+/// llama.cpp's llama3 rope factors (its converter's `generate_extra_tensors`).
+pub fn llama3_rope_factors(head_dim: usize, theta: f64, s: RopeScaling) -> Option<Vec<f32>> {
+    let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    } = s
+    else {
+        return None;
+    };
+    let old = original_max_position_embeddings as f64;
+    let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+    Some(
+        (0..head_dim / 2)
+            .map(|i| {
+                // torch: 1.0 / base ** (arange(0, dim, 2, float32) / dim), in float32.
+                let freq = 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+                let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+                let f = if wavelen < high_wl {
+                    1.0
+                } else if wavelen > low_wl {
+                    factor
+                } else {
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                f as f32
+            })
+            .collect(),
+    )
+}
+
+/// Refuse a destination that is not a .gguf path, exists (unless `force`), or is the
+/// source file itself.
+fn check_destination(source: &ModelSource, path: &Path, force: bool) -> Result<()> {
+    if !crate::model::gguf::is_gguf_path(path) {
+        crate::bad_input!(
+            "--out {}: a GGUF export is one file; name it with the .gguf extension",
+            path.display()
+        );
+    }
+    if let Some(f) = source.gguf() {
+        if path.canonicalize().ok().is_some()
+            && path.canonicalize().ok() == f.path.canonicalize().ok()
+        {
+            crate::bad_input!(
+                "refusing to export {} onto itself: --out {} is the file the model is read from",
+                source.display_name,
+                path.display()
+            );
+        }
+    }
+    if crate::fsutil::exists_at_all(path) && !force {
+        crate::bad_input!(
+            "--out {} exists; choose another file name, or pass --force to replace it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Write `source` at `q` as a GGUF file at `path`.
+pub fn export_gguf(
+    source: &ModelSource,
+    q: Quantization,
+    path: &Path,
+    force: bool,
+) -> Result<GgufExport> {
+    check_destination(source, path, force)?;
+    crate::model::check_source_precision(source, q)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    crate::fsutil::create_output_dir(&dir)?;
+    let cfg = &source.config;
+    let src: Box<dyn TensorSource> = match &source.weights {
+        WeightFiles::Synthetic { seed } => Box::new(SyntheticSource::new(cfg.clone(), *seed)),
+        WeightFiles::Safetensors(paths) => Box::new(SafetensorsSource::open(paths, cfg)?),
+        WeightFiles::Gguf(file) => Box::new(GgufSource::new(file.clone(), cfg)?),
+    };
+    let device = Device::Cpu;
+    let mut builder = Builder::new(src.as_ref(), q, &device);
+    let gpt2 = matches!(cfg, ModelConfig::Gpt2(_));
+    let (arch, permute) = match cfg {
+        ModelConfig::Gpt2(_) => ("gpt2", false),
+        ModelConfig::Llama(c) => match c.family {
+            Family::Llama | Family::Mistral => ("llama", true),
+            Family::Qwen2 => ("qwen2", false),
+            Family::Qwen3 => ("qwen3", false),
+        },
+    };
+    let mut out = GgufExport::default();
+    if let ModelConfig::Llama(c) = cfg {
+        if c.family == Family::Mistral && c.sliding_window.is_some() {
+            out.notes.push(format!(
+                "Mistral's sliding window ({} positions) is not written: GGUF's llama architecture has no key for it (llama.cpp's converter drops it too), so llama.cpp attends over the whole context",
+                c.sliding_window.unwrap_or(0)
+            ));
+        }
+    }
+
+    // Tensor data first, into a scratch file beside the destination; the header (which
+    // holds every offset) is written after, then the data appended.
+    let mut data = tempfile::tempfile_in(&dir)
+        .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
+    let mut infos: Vec<(String, Vec<usize>, u32, u64)> = Vec::new();
+    let mut offset = 0u64;
+    let mut push = |name: String,
+                    shape: Vec<usize>,
+                    bytes: &[u8],
+                    dtype: GgmlDType,
+                    out: &mut GgufExport|
+     -> Result<()> {
+        data.write_all(bytes)?;
+        let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
+        data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize])?;
+        infos.push((name, shape, ggml_type_id(dtype), offset));
+        offset += padded;
+        *out.bytes_by_type
+            .entry(crate::model::gguf::format_name(dtype))
+            .or_default() += bytes.len();
+        out.tensors += 1;
+        Ok(())
+    };
+    let heads = |name: &str| -> Option<usize> {
+        match cfg {
+            ModelConfig::Llama(c) if permute && name.contains(".attn_q.") => {
+                Some(c.num_attention_heads)
+            }
+            ModelConfig::Llama(c) if permute && name.contains(".attn_k.") => {
+                Some(c.num_key_value_heads)
+            }
+            _ => None,
+        }
+    };
+    for (name, shape) in cfg.expected_tensors() {
+        crate::interrupt::check()?;
+        let gname = if gpt2 {
+            gpt2_gguf_name(&name)
+        } else {
+            llama_gguf_name(&name)
+        }
+        .with_context(|| format!("no GGUF name for tensor {name}"))?;
+        let (bytes, dtype, gshape) = if shape.len() == 2 {
+            let embedding = matches!(
+                name.as_str(),
+                "wte.weight" | "wpe.weight" | "lm_head.weight" | "model.embed_tokens.weight"
+            );
+            let quantize = !embedding || q.policy == Policy::All;
+            let conv1d = gpt2 && !embedding;
+            let m = builder.matrix(&name, [shape[0], shape[1]], conv1d, quantize)?;
+            let (rows, cols) = m.shape();
+            let (bytes, dtype) = matrix_bytes(&m)?;
+            (bytes, dtype, vec![rows, cols])
+        } else {
+            let v = builder.vector(&name, shape[0])?;
+            let vals = v.f32()?.to_vec1::<f32>()?;
+            (
+                vals.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+                GgmlDType::F32,
+                shape.clone(),
+            )
+        };
+        let bytes = match heads(&gname) {
+            Some(h) => {
+                // llama.cpp's permute: out row (h, j, s) = transformers' row (h, s, j).
+                let rows = gshape[0];
+                let head_rows = rows / h;
+                let half = head_rows / 2;
+                let row_bytes = bytes.len() / rows;
+                reorder_rows(&bytes, rows, row_bytes, |r| {
+                    let (hh, within) = (r / head_rows, r % head_rows);
+                    let (j, s) = (within / 2, within % 2);
+                    hh * head_rows + s * half + j
+                })
+            }
+            None => bytes,
+        };
+        push(gname, gshape, &bytes, dtype, &mut out)?;
+    }
+    if let ModelConfig::Llama(c) = cfg {
+        let factors = c
+            .rope_freq_factors
+            .clone()
+            .or_else(|| llama3_rope_factors(c.head_dim, c.rope_theta, c.rope_scaling));
+        if let Some(f) = factors {
+            let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+            push(
+                "rope_freqs.weight".into(),
+                vec![f.len()],
+                &bytes,
+                GgmlDType::F32,
+                &mut out,
+            )?;
+        }
+    }
+    out.notes.extend(builder.notes());
+
+    let meta = metadata(source, q, arch)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".quantbench-export-")
+        .suffix(".gguf.part")
+        .tempfile_in(&dir)
+        .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        w.write_all(b"GGUF")?;
+        w.write_all(&3u32.to_le_bytes())?;
+        w.write_all(&(infos.len() as u64).to_le_bytes())?;
+        w.write_all(&(meta.len() as u64).to_le_bytes())?;
+        for (k, v) in &meta {
+            write_str(&mut w, k)?;
+            w.write_all(&v.type_id().to_le_bytes())?;
+            v.write(&mut w)?;
+        }
+        for (name, shape, ty, off) in &infos {
+            write_str(&mut w, name)?;
+            w.write_all(&(shape.len() as u32).to_le_bytes())?;
+            for d in shape.iter().rev() {
+                w.write_all(&(*d as u64).to_le_bytes())?;
+            }
+            w.write_all(&ty.to_le_bytes())?;
+            w.write_all(&off.to_le_bytes())?;
+        }
+        let pos = w.stream_position()?;
+        let pad = pos.div_ceil(ALIGNMENT) * ALIGNMENT - pos;
+        w.write_all(&vec![0u8; pad as usize])?;
+        data.rewind()?;
+        std::io::copy(&mut data, &mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    out.file_bytes = tmp.as_file().metadata()?.len();
+    tmp.persist(path).map_err(|e| {
+        anyhow::anyhow!(
+            "moving the export into place as {}: {}",
+            path.display(),
+            e.error
+        )
+    })?;
+    Ok(out)
+}
+
+/// The metadata llama.cpp needs: general.*, the architecture's hyper-parameters, and the
+/// tokenizer (copied key by key from a GGUF source, else built from the tokenizer).
+fn metadata(source: &ModelSource, q: Quantization, arch: &str) -> Result<Vec<(String, Meta)>> {
+    let cfg = &source.config;
+    let mut m: Vec<(String, Meta)> = Vec::new();
+    let mut put = |k: &str, v: Meta| m.push((k.to_string(), v));
+    put("general.architecture", Meta::Str(arch.into()));
+    put("general.name", Meta::Str(source.spec.to_string()));
+    put("general.quantization_version", Meta::U32(2));
+    let file_type = if q.precision == Precision::Native {
+        source
+            .gguf()
+            .and_then(|f| f.metadata.get("general.file_type").cloned())
+            .map(Meta::Raw)
+    } else {
+        file_type_id(q.precision).map(Meta::U32)
+    };
+    if let Some(ft) = file_type {
+        put("general.file_type", ft);
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let u = |n: usize| Meta::U32(n as u32);
+    match cfg {
+        ModelConfig::Gpt2(c) => {
+            put(&k("context_length"), u(c.n_positions));
+            put(&k("embedding_length"), u(c.n_embd));
+            put(&k("feed_forward_length"), u(c.inner()));
+            put(&k("block_count"), u(c.n_layer));
+            put(&k("attention.head_count"), u(c.n_head));
+            put(
+                &k("attention.layer_norm_epsilon"),
+                Meta::F32(c.layer_norm_epsilon as f32),
+            );
+        }
+        ModelConfig::Llama(c) => {
+            put(&k("context_length"), u(c.max_position_embeddings));
+            put(&k("embedding_length"), u(c.hidden_size));
+            put(&k("feed_forward_length"), u(c.intermediate_size));
+            put(&k("block_count"), u(c.num_hidden_layers));
+            put(&k("attention.head_count"), u(c.num_attention_heads));
+            put(&k("attention.head_count_kv"), u(c.num_key_value_heads));
+            put(
+                &k("attention.layer_norm_rms_epsilon"),
+                Meta::F32(c.rms_norm_eps as f32),
+            );
+            put(&k("rope.freq_base"), Meta::F32(c.rope_theta as f32));
+            put(&k("rope.dimension_count"), u(c.head_dim));
+            put(&k("attention.key_length"), u(c.head_dim));
+            put(&k("attention.value_length"), u(c.head_dim));
+            put(&k("vocab_size"), u(c.vocab_size));
+            if let RopeScaling::Linear { factor } = c.rope_scaling {
+                put(&k("rope.scaling.type"), Meta::Str("linear".into()));
+                put(&k("rope.scaling.factor"), Meta::F32(factor as f32));
+            }
+        }
+    }
+    if let Some(file) = source.gguf() {
+        let mut keys: Vec<&String> = file
+            .metadata
+            .keys()
+            .filter(|k| k.starts_with("tokenizer."))
+            .collect();
+        keys.sort();
+        for key in keys {
+            put(key, Meta::Raw(file.metadata[key].clone()));
+        }
+        return Ok(m);
+    }
+    let vocab = source.tokenizer()?.gguf_vocab(cfg.vocab_size())?;
+    put("tokenizer.ggml.model", Meta::Str(vocab.model.into()));
+    put("tokenizer.ggml.pre", Meta::Str(vocab.pre.into()));
+    put("tokenizer.ggml.tokens", Meta::Strs(vocab.tokens));
+    put("tokenizer.ggml.token_type", Meta::I32s(vocab.types));
+    put("tokenizer.ggml.merges", Meta::Strs(vocab.merges));
+    let (bos, eos) = match cfg {
+        ModelConfig::Gpt2(_) => (
+            Some(crate::model::tokenizer::END_OF_TEXT),
+            Some(crate::model::tokenizer::END_OF_TEXT),
+        ),
+        ModelConfig::Llama(c) => (c.bos_token_id, c.eos_token_id),
+    };
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", bos),
+        ("tokenizer.ggml.eos_token_id", eos),
+    ] {
+        if let Some(id) = id.filter(|&id| (id as usize) < cfg.vocab_size()) {
+            put(key, Meta::U32(id));
+        }
+    }
+    Ok(m)
+}

@@ -1,0 +1,434 @@
+//! GGUF files in and out, proven against llama.cpp's own converter and quantizer.
+//!
+//! The fixtures under tests/fixtures/gguf/ come from `scripts/make_reference.py --only
+//! gguf`: the GPT-2 and Llama-family fixture models converted by llama.cpp's
+//! convert_hf_to_gguf.py and quantized by llama-quantize, with what llama.cpp's reader
+//! (gguf-py) counts per type, and sentencepiece's own ids for a SentencePiece tokenizer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+use common::reference::{fixtures, last_logits, max_abs_diff, Reference};
+use quantbench::generate::{generate, GenerateOptions, NoObserver};
+use quantbench::model::gguf::{format_name, GgufFile};
+use quantbench::model::gguf_write::{export_gguf, matrix_bytes};
+use quantbench::model::nn::Part;
+use quantbench::model::{self, LoadedModel, ModelSource, ModelSpec};
+use quantbench::precision::{Precision, Quantization};
+use serde::Deserialize;
+
+fn gguf_path(name: &str) -> PathBuf {
+    fixtures().join("gguf").join(name)
+}
+
+fn source(path: &Path) -> ModelSource {
+    model::resolve(&ModelSpec::Local(path.to_path_buf())).unwrap()
+}
+
+fn native(path: &Path) -> LoadedModel {
+    model::load(
+        &source(path),
+        Quantization::new(Precision::Native),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[derive(Deserialize)]
+struct GgufReference {
+    files: BTreeMap<String, FileRef>,
+}
+
+#[derive(Deserialize)]
+struct FileRef {
+    source: String,
+    bytes_by_type: BTreeMap<String, TypeBytes>,
+    #[serde(default)]
+    tensor_types: BTreeMap<String, String>,
+    #[serde(default)]
+    sentencepiece_ids: BTreeMap<String, Vec<u32>>,
+}
+
+#[derive(Deserialize)]
+struct TypeBytes {
+    bytes: usize,
+    tensors: usize,
+}
+
+fn reference() -> GgufReference {
+    serde_json::from_str(&std::fs::read_to_string(gguf_path("reference-gguf.json")).unwrap())
+        .unwrap()
+}
+
+/// quantbench's name for a type as gguf-py names it (Q4_K -> q4k).
+fn qb_format(gguf_py: &str) -> String {
+    gguf_py.to_lowercase().replace("_k", "k")
+}
+
+/// Every stored matrix's bytes, in the model's part order.
+fn matrices(m: &LoadedModel) -> Vec<(String, Vec<u8>)> {
+    m.model
+        .parts()
+        .into_iter()
+        .filter_map(|(_, p)| match p {
+            Part::Matrix(mx) => Some((mx.format(), matrix_bytes(mx).unwrap().0)),
+            Part::Vector(_) => None,
+        })
+        .collect()
+}
+
+/// The F32 files llama.cpp's converter made compute what transformers computes: prompts
+/// tokenize to transformers' ids with the tokenizer built from the GGUF metadata alone,
+/// last-position logits within 1e-4, the same 20 greedy tokens.
+#[test]
+fn converted_f32_files_match_transformers() {
+    let gpt2 = Reference::load("reference");
+    let llama = Reference::load("reference-llama");
+    for (file, r) in [
+        ("gpt2-f32.gguf", &gpt2),
+        ("llama-gqa-llama3-f32.gguf", &llama),
+        ("llama-bf16-linear-f32.gguf", &llama),
+        ("qwen2-bias-tied-f32.gguf", &llama),
+        ("qwen3-qknorm-f32.gguf", &llama),
+    ] {
+        let want = &reference().files[file].source;
+        let m = native(&gguf_path(file));
+        assert!(
+            m.tokenizer.name().starts_with("gguf gpt2 bpe"),
+            "{}",
+            m.tokenizer.name()
+        );
+        eprintln!("{file} ({want}):");
+        r.check_f32_matches(want, &m);
+        // `native` of an F32 file and `f32` from it are the same thing.
+        let f32 = model::load(
+            &source(&gguf_path(file)),
+            Quantization::new(Precision::F32),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(matrices(&m), matrices(&f32), "{file}");
+    }
+}
+
+/// The Q8_0 files' blocks are byte for byte quantbench's own q8_0 quantization of the same
+/// F32 weights (candle's quantizer, which runs ggml's reference rounding), and the file
+/// runs with transformers' greedy tokens.
+#[test]
+fn q8_0_blocks_are_byte_identical_to_llama_quantize() {
+    for (q8, f32, model_ref, name) in [
+        (
+            "gpt2-q8_0.gguf",
+            "gpt2-f32.gguf",
+            "reference",
+            "gpt2-pretrained-layout",
+        ),
+        (
+            "llama-gqa-llama3-q8_0.gguf",
+            "llama-gqa-llama3-f32.gguf",
+            "reference-llama",
+            "llama-gqa-llama3",
+        ),
+    ] {
+        let q = GgufFile::open(&gguf_path(q8)).unwrap();
+        let f = GgufFile::open(&gguf_path(f32)).unwrap();
+        let mut compared = 0;
+        for (tname, e) in &q.tensors {
+            if e.dtype != GgmlDType::Q8_0 {
+                continue;
+            }
+            let weights = f
+                .qtensor(tname, &e.shape)
+                .unwrap()
+                .dequantize(&Device::Cpu)
+                .unwrap();
+            let ours =
+                quantbench::model::weights::quantize_rows(&weights, GgmlDType::Q8_0).unwrap();
+            assert_eq!(
+                ours.data().unwrap().as_ref(),
+                q.read_bytes(tname).unwrap().as_slice(),
+                "{q8}: {tname} differs from quantbench's q8_0 of the same weights"
+            );
+            compared += 1;
+        }
+        assert!(compared >= 8, "{q8}: only {compared} q8_0 tensors");
+        eprintln!("{q8}: {compared} q8_0 tensors byte-identical");
+        // It runs, and keeps transformers' greedy tokens on these fixtures.
+        let m = native(&gguf_path(q8));
+        let r = Reference::load(model_ref);
+        r.check_q8_0_close(name, &m);
+    }
+}
+
+/// A Q4_K_M file (llama-quantize's q4_k / q6_k mix) runs as it is stored: every tensor
+/// keeps its type, and the weight bytes by type are what llama.cpp's reader counts.
+#[test]
+fn a_q4_k_m_file_runs_with_llama_cpp_bytes_by_type() {
+    let file = "llama-wide-q4_k_m.gguf";
+    let r = &reference().files[file];
+    let src = source(&gguf_path(file));
+    assert_eq!(src.file_type().as_deref(), Some("MOSTLY_Q4_K_M"));
+    let m = native(&gguf_path(file));
+    let mut ours: BTreeMap<String, usize> = BTreeMap::new();
+    for b in &m.footprint.by_format {
+        *ours.entry(b.format.clone()).or_default() += b.bytes;
+    }
+    let theirs: BTreeMap<String, usize> = r
+        .bytes_by_type
+        .iter()
+        .map(|(t, b)| (qb_format(t), b.bytes))
+        .collect();
+    assert_eq!(ours, theirs, "bytes by type");
+    assert_eq!(
+        m.footprint.total_bytes(),
+        r.bytes_by_type.values().map(|b| b.bytes).sum::<usize>()
+    );
+    // Every matrix in the file's own type.
+    let types: BTreeMap<String, usize> =
+        r.tensor_types.values().fold(BTreeMap::new(), |mut acc, t| {
+            if t != "F32" {
+                *acc.entry(qb_format(t)).or_default() += 1;
+            }
+            acc
+        });
+    let mut ours_count: BTreeMap<String, usize> = BTreeMap::new();
+    for (format, _) in matrices(&m) {
+        *ours_count.entry(format).or_default() += 1;
+    }
+    assert_eq!(ours_count, types);
+    assert!(r.bytes_by_type["Q6_K"].tensors >= 2 && r.bytes_by_type["Q4_K"].tensors >= 10);
+    // It generates exactly the asked tokens, the same each time.
+    let ids = m.tokenizer.encode("Once upon a time").unwrap();
+    let a = generate(&m, &ids, GenerateOptions::exactly(16), &mut NoObserver).unwrap();
+    let b = generate(&m, &ids, GenerateOptions::exactly(16), &mut NoObserver).unwrap();
+    assert_eq!(a.new_ids.len(), 16);
+    assert_eq!(a.new_ids, b.new_ids);
+}
+
+/// A SentencePiece tokenizer (tokenizer.ggml.model = llama) built from the metadata gives
+/// sentencepiece's own ids, and decodes them back to the text.
+#[test]
+fn a_sentencepiece_tokenizer_from_gguf_matches_sentencepiece() {
+    let file = "spm-tiny-f32.gguf";
+    let r = &reference().files[file];
+    let t = GgufFile::open(&gguf_path(file))
+        .unwrap()
+        .tokenizer()
+        .unwrap();
+    assert!(t.name().contains("sentencepiece"), "{}", t.name());
+    assert!(r.sentencepiece_ids.len() >= 4);
+    for (text, want) in &r.sentencepiece_ids {
+        assert_eq!(&t.encode(text).unwrap(), want, "{text:?}");
+        assert_eq!(&t.decode(want).unwrap(), text, "decoding {text:?}");
+    }
+}
+
+/// Export at a precision, load the file back as stored: the same blocks byte for byte as
+/// loading the source at that precision, and the same greedy tokens; for GPT-2 and the
+/// Llama family (llama3 rope written as llama.cpp's rope_freqs, GQA q/k rows permuted).
+#[test]
+fn gguf_export_round_trips_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(ModelSource, Vec<Precision>)> = vec![
+        (
+            model::resolve(&"synthetic:tiny".parse().unwrap()).unwrap(),
+            vec![Precision::F32, Precision::Q8_0, Precision::Q4K],
+        ),
+        (
+            model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap(),
+            vec![Precision::F16, Precision::Q4_0, Precision::Q6K],
+        ),
+        (
+            model::resolve(&ModelSpec::Local(
+                fixtures().join("llama-family/llama-gqa-llama3"),
+            ))
+            .unwrap(),
+            vec![Precision::Q8_0],
+        ),
+        (
+            model::resolve(&ModelSpec::Local(
+                fixtures().join("llama-family/qwen2-bias-tied"),
+            ))
+            .unwrap(),
+            vec![Precision::Q5_0],
+        ),
+    ];
+    for (src, precisions) in cases {
+        for p in precisions {
+            let out = tmp
+                .path()
+                .join(format!("{}-{p}.gguf", src.config.architecture()));
+            let q = Quantization::new(p);
+            export_gguf(&src, q, &out, true).unwrap();
+            let direct = model::load(&src, q, &Device::Cpu).unwrap();
+            let back = native(&out);
+            assert_eq!(
+                matrices(&back),
+                matrices(&direct),
+                "{} at {p}: weights differ after the round trip",
+                src.display_name
+            );
+            assert_eq!(back.footprint.total_bytes(), direct.footprint.total_bytes());
+            let ids: Vec<u32> = (1..9).collect();
+            let a = generate(&direct, &ids, GenerateOptions::exactly(12), &mut NoObserver).unwrap();
+            let b = generate(&back, &ids, GenerateOptions::exactly(12), &mut NoObserver).unwrap();
+            assert_eq!(a.new_ids, b.new_ids, "{} at {p}", src.display_name);
+            let diff = max_abs_diff(&last_logits(&direct, &ids), &last_logits(&back, &ids));
+            assert!(
+                diff < 1e-4,
+                "{} at {p}: logits differ by {diff}",
+                src.display_name
+            );
+        }
+    }
+}
+
+/// A GGUF exported as stored (native) from a llama.cpp file holds the very same tensors,
+/// byte for byte, and the file's own type label.
+#[test]
+fn a_native_export_of_a_llama_cpp_file_keeps_every_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = gguf_path("llama-wide-q4_k_m.gguf");
+    let out = tmp.path().join("copy.gguf");
+    export_gguf(
+        &source(&path),
+        Quantization::new(Precision::Native),
+        &out,
+        false,
+    )
+    .unwrap();
+    let (a, b) = (
+        GgufFile::open(&path).unwrap(),
+        GgufFile::open(&out).unwrap(),
+    );
+    assert_eq!(a.file_type(), b.file_type());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, e) in &a.tensors {
+        let f = &b.tensors[name];
+        assert_eq!((e.dtype, &e.shape), (f.dtype, &f.shape), "{name}");
+        assert_eq!(
+            a.read_bytes(name).unwrap(),
+            b.read_bytes(name).unwrap(),
+            "{name}"
+        );
+    }
+    for key in [
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.merges",
+        "tokenizer.ggml.pre",
+    ] {
+        assert_eq!(
+            format!("{:?}", a.metadata[key]),
+            format!("{:?}", b.metadata[key]),
+            "{key}"
+        );
+    }
+}
+
+/// From an already quantized file, another precision is made only when asked, and the
+/// record says so; the quality pass has no f32 reference to measure against.
+#[test]
+fn requantizing_a_quantized_file_needs_asking() {
+    let path = gguf_path("llama-wide-q4_k_m.gguf");
+    let mut src = source(&path);
+    assert!(src.is_prequantized());
+    let e = model::load(&src, Quantization::new(Precision::Q8_0), &Device::Cpu)
+        .err()
+        .expect("refused");
+    assert!(quantbench::is_input_error(&e));
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("--requantize") && msg.contains("MOSTLY_Q4_K_M"),
+        "{msg}"
+    );
+    src.requantize = true;
+    let m = model::load(&src, Quantization::new(Precision::Q8_0), &Device::Cpu).unwrap();
+    assert!(m
+        .footprint
+        .by_format
+        .iter()
+        .all(|b| b.format == "q8_0" || b.format == "f32"));
+    // A float file needs no asking.
+    let f = source(&gguf_path("qwen3-qknorm-f32.gguf"));
+    assert!(!f.is_prequantized());
+    model::load(&f, Quantization::new(Precision::Q4_0), &Device::Cpu).unwrap();
+    // `native` needs a file with stored types.
+    let synth = model::resolve(&"synthetic:tiny".parse().unwrap()).unwrap();
+    let e = model::load(&synth, Quantization::new(Precision::Native), &Device::Cpu)
+        .err()
+        .expect("refused");
+    assert!(format!("{e:#}").contains("not a GGUF file"), "{e:#}");
+}
+
+/// A run of a Q4_K_M file at native records the file's type label, its size, the bytes
+/// by type, and why there is no quality pass; --requantize variants are marked.
+#[test]
+fn a_run_records_what_the_file_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let path = gguf_path("llama-wide-q4_k_m.gguf");
+    let (code, _, err) = common::quantbench(&[
+        "run",
+        "--model",
+        path.to_str().unwrap(),
+        "--precisions",
+        "native,q8_0",
+        "--requantize",
+        "--new-tokens",
+        "4",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(rec["model"]["file_type"], "MOSTLY_Q4_K_M");
+    assert_eq!(
+        rec["model"]["file_bytes"],
+        std::fs::metadata(&path).unwrap().len()
+    );
+    assert!(rec["quality_error"]
+        .as_str()
+        .unwrap()
+        .contains("already quantized"));
+    let v = &rec["variants"];
+    assert_eq!(v[0]["precision"], "native");
+    assert_eq!(v[0]["status"], "ok");
+    assert!(v[0].get("requantized").is_none());
+    let formats: Vec<&str> = v[0]["weights"]["by_format"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["format"].as_str().unwrap())
+        .collect();
+    assert!(
+        formats.contains(&"q4k") && formats.contains(&"q6k"),
+        "{formats:?}"
+    );
+    assert_eq!(v[1]["precision"], "q8_0");
+    assert_eq!(v[1]["requantized"], true);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("MOSTLY_Q4_K_M"),
+        "report.md names the file type"
+    );
+}
+
+#[test]
+fn type_names_are_ggml_names() {
+    assert_eq!(format_name(GgmlDType::Q4K), "q4k");
+    assert_eq!(quantbench::model::gguf::ggml_type_name(16), "IQ2_XXS");
+    assert_eq!(
+        quantbench::model::gguf::file_type_label(15),
+        "MOSTLY_Q4_K_M"
+    );
+}
