@@ -357,3 +357,201 @@ fn a_llama_family_directory_generates_with_its_own_tokenizer() {
     // Rows of 64 do not divide into q4_k's 256: the fallback is reported.
     assert!(out.contains("rows of 64"), "{out}");
 }
+
+// ---- GGUF files ----
+
+/// A copy of a GGUF fixture with `edit` applied to its bytes, written into `tmp`.
+fn gguf_with(tmp: &Path, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(fixture("gguf").join(name)).unwrap();
+    edit(&mut bytes);
+    let out = tmp.join(format!("edited-{name}"));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+/// Replace the first occurrence of `from` by `to` (same length).
+fn patch(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .unwrap_or_else(|| panic!("{:?} not in the file", String::from_utf8_lossy(from)));
+    bytes[at..at + to.len()].copy_from_slice(to);
+}
+
+/// Set the u32 value stored right after a metadata key (its type id, then the value).
+fn patch_u32_after_key(bytes: &mut [u8], key: &str, value: u32) {
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .unwrap()
+        + key.len();
+    assert_eq!(
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()),
+        4,
+        "{key} is a u32"
+    );
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+fn expect_bad_gguf(path: &Path, needles: &[&str]) {
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            path.to_str().unwrap(),
+            "--precision",
+            "native",
+            "--new-tokens",
+            "2",
+        ],
+        needles,
+    );
+}
+
+#[test]
+fn truncated_or_foreign_gguf_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = "llama-gqa-llama3-q8_0.gguf";
+    // Cut inside the tensor data: the tensor that runs past the end is named.
+    let cut = gguf_with(tmp.path(), f, |b| b.truncate(b.len() * 2 / 3));
+    expect_bad_gguf(&cut, &["runs past the end", "truncated", "tensor '"]);
+    // Cut inside the header.
+    let head = gguf_with(tmp.path(), f, |b| b.truncate(3000));
+    expect_bad_gguf(&head, &["cannot read the GGUF header", "truncated"]);
+    let magic = gguf_with(tmp.path(), f, |b| b[..4].copy_from_slice(b"GGML"));
+    expect_bad_gguf(&magic, &["not a GGUF file", "\"GGUF\""]);
+    let version = gguf_with(tmp.path(), f, |b| {
+        b[4..8].copy_from_slice(&4u32.to_le_bytes())
+    });
+    expect_bad_gguf(&version, &["GGUF version 4", "1, 2 and 3"]);
+    let tiny = tmp.path().join("tiny.gguf");
+    std::fs::write(&tiny, b"GGU").unwrap();
+    expect_bad_gguf(&tiny, &["too short to be a GGUF file"]);
+}
+
+#[test]
+fn gguf_metadata_that_cannot_be_honoured_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = "llama-gqa-llama3-f32.gguf";
+    let missing = gguf_with(tmp.path(), f, |b| {
+        patch(b, b"llama.block_count", b"llama.block_cXunt")
+    });
+    expect_bad_gguf(&missing, &["'llama.block_count' is missing"]);
+    // "llama" -> "gemma" as the architecture's value (length 5, after its key).
+    let arch = gguf_with(tmp.path(), f, |b| {
+        let mut from = b"general.architecture".to_vec();
+        from.extend(8u32.to_le_bytes());
+        from.extend(5u64.to_le_bytes());
+        from.extend(b"llama");
+        let mut to = from.clone();
+        let n = to.len();
+        to[n - 5..].copy_from_slice(b"gemma");
+        patch(b, &from, &to);
+    });
+    expect_bad_gguf(&arch, &["'gemma'", "gpt2, llama", "qwen2, qwen3"]);
+    let width = gguf_with(tmp.path(), f, |b| {
+        patch_u32_after_key(b, "llama.embedding_length", 65)
+    });
+    expect_bad_gguf(
+        &width,
+        &[
+            "token_embd.weight",
+            "llama.embedding_length = 65",
+            "disagree",
+        ],
+    );
+    let ffn = gguf_with(tmp.path(), f, |b| {
+        patch_u32_after_key(b, "llama.feed_forward_length", 129)
+    });
+    expect_bad_gguf(&ffn, &["blk.0.ffn_gate.weight", "[128, 64]", "[129, 64]"]);
+}
+
+/// A tensor type candle cannot read (IQ2_XXS here) is named with its tensor and the
+/// types that are supported.
+#[test]
+fn a_gguf_tensor_type_candle_lacks_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b: Vec<u8> = Vec::new();
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // metadata
+    let key = b"general.architecture";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key);
+    b.extend(8u32.to_le_bytes());
+    b.extend(5u64.to_le_bytes());
+    b.extend(b"llama");
+    let name = b"blk.0.attn_q.weight";
+    b.extend((name.len() as u64).to_le_bytes());
+    b.extend(name);
+    b.extend(2u32.to_le_bytes());
+    b.extend(256u64.to_le_bytes());
+    b.extend(4u64.to_le_bytes());
+    b.extend(16u32.to_le_bytes()); // IQ2_XXS
+    b.extend(0u64.to_le_bytes());
+    b.resize(b.len().div_ceil(32) * 32 + 4096, 0);
+    let path = tmp.path().join("iq.gguf");
+    std::fs::write(&path, b).unwrap();
+    expect_bad_gguf(
+        &path,
+        &[
+            "blk.0.attn_q.weight",
+            "IQ2_XXS",
+            "candle cannot read",
+            "Q4_K",
+        ],
+    );
+}
+
+#[test]
+fn native_and_requantize_are_refused_where_they_mean_nothing() {
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            "synthetic:tiny",
+            "--precision",
+            "native",
+        ],
+        &["native", "not a GGUF file"],
+    );
+    let q4 = fixture("gguf").join("llama-wide-q4_k_m.gguf");
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            q4.to_str().unwrap(),
+            "--precision",
+            "q8_0",
+        ],
+        &["MOSTLY_Q4_K_M", "--requantize", "--precisions native"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model.bin");
+    expect_bad(
+        &[
+            "export",
+            "--model",
+            "synthetic:tiny",
+            "--format",
+            "gguf",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[".gguf extension"],
+    );
+    expect_bad(
+        &[
+            "export",
+            "--model",
+            "synthetic:tiny",
+            "--precision",
+            "q8_0",
+            "--out",
+            tmp.path().join("hf").to_str().unwrap(),
+        ],
+        &["always f32", "--format gguf"],
+    );
+}

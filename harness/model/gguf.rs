@@ -208,7 +208,10 @@ impl GgufFile {
             Ok(c) => c,
             Err(e) => {
                 let culprit = diagnose(path).unwrap_or_else(|| e.to_string());
-                crate::bad_input!("{}: cannot read the GGUF header: {culprit}", path.display());
+                crate::bad_input!(
+                    "{}: cannot read the GGUF header (truncated or corrupt?): {culprit}",
+                    path.display()
+                );
             }
         };
         let mut tensors = HashMap::new();

@@ -1,28 +1,24 @@
 #!/usr/bin/env python3
 """One table from the three peers' raw results (see cpu-speed.sh):
 
-    table.py QUANTBENCH_RESULTS_JSON LLAMA_BENCH_JSONL TRANSFORMERS_JSON
+    table.py QUANTBENCH_RUNS_DIR LLAMA_BENCH_JSONL TRANSFORMERS_JSON
 
-Rows are quantbench's precisions; each peer's matching precision is named in the cell.
-Ratios are quantbench / peer (above 1: quantbench is faster).
+QUANTBENCH_RUNS_DIR holds one `quantbench run --precisions native` per GGUF file, in a
+folder named by its type (F32/results.json ...). Rows are the GGUF files, which both
+engines ran; transformers' matching precision is named in its cell (it ran the Hugging
+Face export of the same weights; TRANSFORMERS_JSON may be absent). Ratios are
+quantbench / peer (above 1: quantbench is faster).
 """
 
 import json
+import os
 import sys
 
-# quantbench precision -> (llama.cpp GGUF type in the file name, transformers precision)
-MATCH = {
-    "f32": ("F32", "fp32"),
-    "f16": ("F16", "fp16"),
-    "bf16": ("BF16", "bf16"),
-    "q8_0": ("Q8_0", "int8"),
-    "q4_0": ("Q4_0", "nf4"),
-    "q4_k": ("Q4_K_M", None),
-}
+# GGUF type -> transformers precision
+MATCH = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "Q8_0": "int8", "Q4_0": "nf4", "Q4_K_M": None}
 
 
-def main(qb_path, llama_path, tf_path):
-    qb = json.load(open(qb_path))
+def main(qb_dir, llama_path, tf_path):
     llama = {}
     for line in open(llama_path):
         line = line.strip()
@@ -32,7 +28,8 @@ def main(qb_path, llama_path, tf_path):
             t = name.rsplit("-", 1)[-1].removesuffix(".gguf")
             if r.get("n_gen") == 50 and r.get("n_prompt", 0) == 0:
                 llama[t] = r
-    tf = {r["precision"]: r for r in json.load(open(tf_path))["records"]}
+    tf_all = json.load(open(tf_path)) if os.path.exists(tf_path) else None
+    tf = {r["precision"]: r for r in tf_all["records"]} if tf_all else {}
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.1f}"
@@ -40,31 +37,35 @@ def main(qb_path, llama_path, tf_path):
     def ratio(a, b):
         return "n/a" if a is None or not b else f"{a / b:.2f}x"
 
-    print("| precision | quantbench tok/s | llama.cpp tok/s | transformers tok/s | vs llama.cpp | vs transformers |")
-    print("|---|---|---|---|---|---|")
-    for v in qb["variants"]:
-        p = v["precision"]
-        if p not in MATCH:
+    print("| GGUF file | weight bytes | quantbench tok/s | llama.cpp tok/s | transformers tok/s | vs llama.cpp | vs transformers |")
+    print("|---|---|---|---|---|---|---|")
+    env = {}
+    for t in MATCH:
+        path = os.path.join(qb_dir, t, "results.json")
+        if not os.path.exists(path):
             continue
+        qb = json.load(open(path))
+        env = qb.get("environment", env)
+        v = qb["variants"][0]
         q = (v.get("timing") or {}).get("decode_tokens_per_second", {}).get("median") if v["status"] == "ok" else None
-        lt, tp = MATCH[p]
-        lr = llama.get(lt)
+        wb = v.get("weights_bytes")
+        lr = llama.get(t)
         l = lr["avg_ts"] if lr else None
+        tp = MATCH[t]
         tr = tf.get(tp) if tp else None
-        t = tr.get("decode_tokens_per_second") if tr and "error" not in tr else None
-        lcell = f"{fmt(l)} ({lt})" if lr else "n/a"
-        tcell = f"{fmt(t)} ({tp})" if tp else "n/a"
+        tv = tr.get("decode_tokens_per_second") if tr and "error" not in tr else None
+        tcell = f"{fmt(tv)} ({tp})" if tr else "n/a"
         if tr and "error" in tr:
             tcell = f"failed ({tp}: {tr['error'][:60]})"
-        print(f"| {p} | {fmt(q)} | {lcell} | {tcell} | {ratio(q, l)} | {ratio(q, t)} |")
-    env = qb.get("environment", {})
+        size = f"{wb / 1e6:.0f} MB" if wb else "n/a"
+        print(f"| {t} | {size} | {fmt(q)} | {fmt(l)} | {tcell} | {ratio(q, l)} | {ratio(q, tv)} |")
     some = next(iter(llama.values()), {})
     print()
+    tfv = f"transformers {tf_all['meta'].get('transformers')} / torch {tf_all['meta'].get('torch')}" if tf_all else "transformers not run"
     print(
         f"quantbench {env.get('git_commit', '?')} ({env.get('kernels', '?')}), "
         f"llama.cpp {some.get('build_commit', '?')} ({some.get('n_threads', '?')} threads), "
-        f"transformers {json.load(open(tf_path))['meta'].get('transformers')} / torch "
-        f"{json.load(open(tf_path))['meta'].get('torch')}; CPU: {env.get('cpu_model', '?')}"
+        f"{tfv}; CPU: {env.get('cpu_model', '?')}"
     )
 
 
