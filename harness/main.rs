@@ -623,6 +623,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 };
                 outln!("  {:<6} {:>7.4}{aliases}", p.name(), p.bits_per_weight());
             }
+            outln!(
+                "  {:<6} {:>7}  also: {}; a GGUF file's tensors as stored (bits per weight: the file's)",
+                Precision::Native.name(),
+                "-",
+                Precision::Native.aliases().join(", ")
+            );
             outln!("\nmodel presets (offline, synthetic weights), by family:");
             for family in ["gpt2", "llama"] {
                 outln!(

@@ -325,6 +325,10 @@ fn measure(
     rec: &mut VariantRecord,
 ) -> Result<()> {
     let s = &p.scenario;
+    // What earlier work freed (the prompt's tokenizer: tens of MB for a 128k vocabulary)
+    // is returned to the OS first, as it is after load: the difference between the two
+    // readings is then what loading added.
+    release_freed_memory();
     rec.memory.before_load = probes.read();
 
     interrupt::check()?;

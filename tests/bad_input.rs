@@ -555,3 +555,52 @@ fn native_and_requantize_are_refused_where_they_mean_nothing() {
         &["always f32", "--format gguf"],
     );
 }
+
+/// hf:ORG/NAME/FILE.gguf is served from the Hugging Face cache (offline here), and a file
+/// the cache lacks is named.
+#[test]
+fn a_gguf_file_in_the_hub_cache_runs_by_its_file_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hash = "0123456789abcdef0123456789abcdef01234567";
+    let repo = tmp.path().join("hub/models--org--tiny-gguf");
+    let snap = repo.join("snapshots").join(hash);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), hash).unwrap();
+    std::fs::copy(
+        fixture("gguf").join("qwen3-qknorm-f32.gguf"),
+        snap.join("model-F32.gguf"),
+    )
+    .unwrap();
+    let run = |spec: &str| {
+        Command::new(env!("CARGO_BIN_EXE_quantbench"))
+            .args([
+                "generate",
+                "--model",
+                spec,
+                "--precision",
+                "native",
+                "--new-tokens",
+                "3",
+            ])
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", tmp.path())
+            .output()
+            .unwrap()
+    };
+    let ok = run("hf:org/tiny-gguf/model-F32.gguf");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("new ids"));
+    let missing = run("hf:org/tiny-gguf/model-Q4_K_M.gguf");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("model-Q4_K_M.gguf") && err.contains("not in the local Hugging Face cache"),
+        "{err}"
+    );
+}
