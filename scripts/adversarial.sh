@@ -158,6 +158,28 @@ check exp-under-file "2" "not a folder" -- "$QB" export "${T[@]}" --out afile/x
 check exp-loop "2" loops -- "$QB" export "${T[@]}" --out loop1
 check exp-new "0" - -- "$QB" export "${T[@]}" --out exp-new
 check exp-force "0" - -- "$QB" export "${T[@]}" --out exp-new --force
+# --- GGUF in and out
+G=$ROOT/tests/fixtures/gguf
+check gguf-export "0" wrote -- "$QB" export --model synthetic:tiny --format gguf --precision q4_k --out g/tiny.gguf
+check gguf-export-exists "2" exists -- "$QB" export --model synthetic:tiny --format gguf --out g/tiny.gguf
+check gguf-export-force "0" wrote -- "$QB" export --model synthetic:tiny --format gguf --precision q4_k --out g/tiny.gguf --force
+check gguf-export-ext "2" ".gguf" -- "$QB" export --model synthetic:tiny --format gguf --out g/tiny.bin
+check gguf-export-self "2" "onto itself" -- "$QB" export --model g/tiny.gguf --format gguf --precision native --out g/../g/tiny.gguf --force
+check gguf-native "0" "new ids" -- "$QB" generate --model g/tiny.gguf --precision native --new-tokens 2
+check gguf-requant-refused "2" "--requantize" -- "$QB" generate --model g/tiny.gguf --precision q8_0 --new-tokens 2
+check gguf-requant "0" "new ids" -- "$QB" generate --model g/tiny.gguf --precision q8_0 --requantize --new-tokens 2
+check gguf-native-synth "2" "not a GGUF file" -- "$QB" generate --model synthetic:tiny --precision native
+ln -s /dev/zero zero.gguf
+check gguf-devzero "2" "not a regular file" -- "$QB" generate --model zero.gguf
+head -c 100000 "$G/gpt2-q8_0.gguf" > cut.gguf
+check gguf-cut "2" truncated -- "$QB" generate --model cut.gguf --precision native
+printf 'GGUF' > short.gguf
+check gguf-short "2" "too short" -- "$QB" generate --model short.gguf --precision native
+head -c 4096 /dev/urandom > noise.gguf
+check gguf-noise "2" "noise.gguf" -- "$QB" generate --model noise.gguf --precision native
+check gguf-missing "2" "nope.gguf" -- "$QB" generate --model nope.gguf --precision native
+check gguf-run-q4km "0" - -- "$QB" run --model "$G/llama-wide-q4_k_m.gguf" --precisions native --new-tokens 2 --warmup 0 --repeats 1 --quiet --out o/gguf
+check gguf-hub-offline "2" "not in the local Hugging Face cache" -- "$QB" generate --model hf:a/b/c.gguf --precision native
 # --- report
 check rep-ok "0" wrote -- "$QB" report runs/a/results.json --out rep
 check rep-folder "0" wrote -- "$QB" report runs/a --out rep2
@@ -206,7 +228,7 @@ for c in run report generate export compare history list; do
   check "help-$c" "0" - -- bash -c "'$QB' $c --help | awk '/^  -/ && NF < 2 { bad=1 } /^  --[a-z-]+( <[A-Z_]+>)?\$/ { bad=1 } END { exit bad }'"
 done
 # --- nothing left behind
-left=$(find "$W/o" "$W/rep"* "$W/exp-new" -name '.quantbench.lock' -o -name '.tmp-*' -o -name '.quantbench-export-*' 2>/dev/null | head -5)
+left=$(find "$W/o" "$W/rep"* "$W/exp-new" "$W/g" -name '*.gguf.part' -o -name '.quantbench.lock' -o -name '.tmp-*' -o -name '.quantbench-export-*' 2>/dev/null | head -5)
 if [[ -n "$left" ]]; then fail=$((fail + 1)); echo "FAULT leftovers: $left"; else pass=$((pass + 1)); fi
 
 echo "adversarial: $pass passed, $fail failed"
