@@ -618,6 +618,10 @@ pub struct ReferenceInfo {
     /// Bytes of the stored distributions (on disk, deleted after the run).
     pub stored_bytes: u64,
     pub generated_token_ids: Vec<u32>,
+    /// What the f32 reference's weights are when they are not the model's own floats: an
+    /// already quantized file's values dequantized (allowed by --requantize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<String>,
 }
 
 /// Greedy tokens of the reference on the prompt, for the leading-agreement count.

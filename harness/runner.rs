@@ -164,13 +164,21 @@ pub fn new_record(p: &Prepared) -> RunRecord {
 
 /// The f32 reference of the quality pass: loaded, evaluated once, dropped.
 pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, ReferenceInfo)> {
-    if p.source.is_prequantized() {
+    let file_type = p
+        .source
+        .file_type()
+        .unwrap_or_else(|| p.source_dtype.clone().unwrap_or_default());
+    if p.source.is_prequantized() && !p.source.requantize {
         crate::bad_input!(
-            "no f32 reference: {} is already quantized ({}), so its f32 weights would be its own dequantized values, not the original model's, and the KL against them would measure nothing; run the quality pass on the model's float file (F16/F32 GGUF or safetensors)",
-            p.source.display_name,
-            p.source.file_type().unwrap_or_else(|| p.source_dtype.clone().unwrap_or_default())
+            "no f32 reference: {} is already quantized ({file_type}), so its f32 weights are its own dequantized values, not the original model's; pass --requantize to measure against them anyway (the record says so), or run the quality pass on the model's float file (F16/F32 GGUF or safetensors)",
+            p.source.display_name
         );
     }
+    let basis = p.source.is_prequantized().then(|| {
+        format!(
+            "the file's {file_type} weights dequantized to f32, not the original model's floats: KL here measures the change from the file as shipped"
+        )
+    });
     model::check_memory(&p.source, Quantization::new(Precision::F32), &p.device)?;
     let t0 = clock::synced_now(&p.device)?;
     let m = model::load(&p.source, Quantization::new(Precision::F32), &p.device)?;
@@ -194,6 +202,7 @@ pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, Ref
         load_seconds,
         stored_bytes: reference.stored_bytes(),
         generated_token_ids: reference.generated_token_ids.clone(),
+        basis,
     };
     Ok((reference, info))
 }

