@@ -54,7 +54,33 @@ pub struct QualityConfig {
     /// Quality gate: a variant whose same-top-1 rate (0..1) is below this fails the gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_same_top1: Option<f64>,
+    /// Which positions are scored: "all" (every position once, default) or "second-half"
+    /// (llama-perplexity's: the text cut into chunks of `window` tokens (512 unless set),
+    /// whole chunks only, each fed from an empty cache and scored on its second half).
+    #[serde(default, skip_serializing_if = "Scoring::is_all")]
+    pub scoring: Scoring,
 }
+
+/// Which positions the quality pass scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scoring {
+    /// Every position of the text once (windows of `window`, moving by `stride`).
+    #[default]
+    All,
+    /// llama-perplexity's chunks: non-overlapping windows, the second half of each scored,
+    /// so its numbers sit beside llama.cpp's `--kl-divergence` output for the same text.
+    SecondHalf,
+}
+
+impl Scoring {
+    pub fn is_all(&self) -> bool {
+        *self == Scoring::All
+    }
+}
+
+/// llama-perplexity's default chunk: 512 tokens.
+pub const LLAMA_PERPLEXITY_CHUNK: usize = 512;
 
 fn yes() -> bool {
     true
@@ -70,6 +96,7 @@ impl Default for QualityConfig {
             max_tokens: None,
             max_kl: None,
             min_same_top1: None,
+            scoring: Scoring::All,
         }
     }
 }
@@ -94,6 +121,12 @@ impl QualityConfig {
                     ),
                 ));
             }
+        }
+        if self.scoring == Scoring::SecondHalf && self.stride.is_some() {
+            return Err((
+                "stride",
+                "quality.stride does not apply with scoring = \"second-half\": its chunks never overlap (remove stride, or use scoring = \"all\")".into(),
+            ));
         }
         if let (Some(w), Some(s)) = (self.window, self.stride) {
             if s > w {
@@ -160,6 +193,14 @@ pub fn windows(n: usize, window: usize, stride: usize) -> Vec<(usize, usize, usi
     out
 }
 
+/// llama-perplexity's chunks over `n` tokens: whole chunks of `window` only, each scored
+/// from its middle (position begin + window / 2) to its second-to-last token.
+pub fn second_half_windows(n: usize, window: usize) -> Vec<(usize, usize, usize)> {
+    (0..n / window)
+        .map(|k| (k * window, (k + 1) * window, k * window + window / 2))
+        .collect()
+}
+
 /// The log-softmax of one row of logits (exponentials in f32, their sum in f64).
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -214,12 +255,11 @@ fn argmax(v: &[f32]) -> u32 {
 /// positions, in order: `logits[i]` predicts `targets[i]`.
 fn for_each_chunk(
     m: &LoadedModel,
-    tokens: &[u32],
-    window: usize,
-    stride: usize,
+    eval: &Evaluation,
     mut f: impl FnMut(&[u32], &[Vec<f32>]) -> Result<()>,
 ) -> Result<usize> {
-    let wins = windows(tokens.len(), window, stride);
+    let tokens = &eval.tokens;
+    let wins = eval.windows();
     for &(begin, end, first) in &wins {
         let mut cache = Cache::new(m.config(), end - begin);
         let hidden = m.model.hidden(&tokens[begin..end], &mut cache)?; // [1, len, c]
@@ -249,9 +289,18 @@ pub struct Evaluation {
     pub text_source: String,
     pub window: usize,
     pub stride: usize,
+    pub scoring: Scoring,
 }
 
 impl Evaluation {
+    /// (begin, end, first scored position) of every window.
+    pub fn windows(&self) -> Vec<(usize, usize, usize)> {
+        match self.scoring {
+            Scoring::All => windows(self.tokens.len(), self.window, self.stride),
+            Scoring::SecondHalf => second_half_windows(self.tokens.len(), self.window),
+        }
+    }
+
     pub fn new(
         cfg: &QualityConfig,
         tokens: Vec<u32>,
@@ -265,7 +314,10 @@ impl Evaluation {
         if tokens.len() < 2 {
             crate::bad_input!("quality.text ({text_source}) has fewer than 2 tokens");
         }
-        let window = cfg.window.unwrap_or(n_positions.min(DEFAULT_WINDOW_CAP));
+        let window = cfg.window.unwrap_or(match cfg.scoring {
+            Scoring::All => n_positions.min(DEFAULT_WINDOW_CAP),
+            Scoring::SecondHalf => n_positions.min(LLAMA_PERPLEXITY_CHUNK),
+        });
         if window > n_positions {
             crate::bad_input!(
                 "quality.window ({window}) exceeds the model's context of {n_positions}; valid: 2 to {n_positions}"
@@ -282,11 +334,18 @@ impl Evaluation {
                 }
             );
         }
+        if cfg.scoring == Scoring::SecondHalf && tokens.len() < window {
+            crate::bad_input!(
+                "quality.text ({text_source}) has {} tokens, fewer than one chunk of {window}: scoring = \"second-half\" scores whole chunks only; use a longer text or a smaller quality.window",
+                tokens.len()
+            );
+        }
         Ok(Evaluation {
             tokens,
             text_source,
             window,
             stride,
+            scoring: cfg.scoring,
         })
     }
 }
@@ -323,42 +382,36 @@ impl Reference {
         let mut nll = 0.0f64;
         let mut vocab = 0;
         let mut self_kls = Vec::new();
-        let windows = for_each_chunk(
-            m,
-            &eval.tokens,
-            eval.window,
-            eval.stride,
-            |targets, rows| {
-                // The heavy per-row work in parallel, the writing in order.
-                let coded: Vec<(f64, u32, f64, Coded)> = rows
-                    .par_iter()
-                    .zip(targets)
-                    .map(|(logits, &target)| {
-                        let lp = log_softmax(logits);
-                        let coded = encode(&lp);
-                        // The reference against itself, through the same coding as any variant.
-                        let back = decode(coded.0, coded.1, &coded.2);
-                        (
-                            -(lp[target as usize] as f64),
-                            argmax(logits),
-                            kl_divergence(&back, &back),
-                            coded,
-                        )
-                    })
-                    .collect();
-                for (row_nll, top, self_kl, (min, step, codes)) in coded {
-                    vocab = codes.len();
-                    nll += row_nll;
-                    top1.push(top);
-                    self_kls.push(self_kl);
-                    w.write_all(&min.to_le_bytes())?;
-                    w.write_all(&step.to_le_bytes())?;
-                    let bytes: Vec<u8> = codes.iter().flat_map(|c| c.to_le_bytes()).collect();
-                    w.write_all(&bytes)?;
-                }
-                Ok(())
-            },
-        )?;
+        let windows = for_each_chunk(m, eval, |targets, rows| {
+            // The heavy per-row work in parallel, the writing in order.
+            let coded: Vec<(f64, u32, f64, Coded)> = rows
+                .par_iter()
+                .zip(targets)
+                .map(|(logits, &target)| {
+                    let lp = log_softmax(logits);
+                    let coded = encode(&lp);
+                    // The reference against itself, through the same coding as any variant.
+                    let back = decode(coded.0, coded.1, &coded.2);
+                    (
+                        -(lp[target as usize] as f64),
+                        argmax(logits),
+                        kl_divergence(&back, &back),
+                        coded,
+                    )
+                })
+                .collect();
+            for (row_nll, top, self_kl, (min, step, codes)) in coded {
+                vocab = codes.len();
+                nll += row_nll;
+                top1.push(top);
+                self_kls.push(self_kl);
+                w.write_all(&min.to_le_bytes())?;
+                w.write_all(&step.to_le_bytes())?;
+                let bytes: Vec<u8> = codes.iter().flat_map(|c| c.to_le_bytes()).collect();
+                w.write_all(&bytes)?;
+            }
+            Ok(())
+        })?;
         w.flush().context("writing the reference distributions")?;
         let positions = top1.len();
         let perplexity = (nll / positions as f64).exp();
@@ -406,55 +459,49 @@ impl Reference {
         let row_bytes = 8 + 2 * self.vocab;
         let mut raw = Vec::new();
         let mut idx = 0usize;
-        for_each_chunk(
-            m,
-            &eval.tokens,
-            eval.window,
-            eval.stride,
-            |targets, rows| {
-                anyhow::ensure!(
-                    rows.iter().all(|r| r.len() == self.vocab),
-                    "vocabulary differs from the reference's"
-                );
-                anyhow::ensure!(
-                    idx + rows.len() <= self.positions,
-                    "more positions than the reference"
-                );
-                // Read the reference rows of this chunk in order, then work on them in parallel.
-                raw.resize(row_bytes * rows.len(), 0);
-                r.read_exact(&mut raw)?;
-                let results: Vec<(f64, f64, bool)> = rows
-                    .par_iter()
-                    .zip(targets)
-                    .zip(raw.par_chunks(row_bytes))
-                    .zip(&self.top1[idx..idx + rows.len()])
-                    .map(|(((logits, &target), stored), &ref_top)| {
-                        let min = f32::from_le_bytes(stored[..4].try_into().expect("4 bytes"));
-                        let step = f32::from_le_bytes(stored[4..8].try_into().expect("4 bytes"));
-                        let codes: Vec<u16> = stored[8..]
-                            .chunks_exact(2)
-                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                            .collect();
-                        let lp = decode(min, step, &codes);
-                        let lq_exact = log_softmax(logits);
-                        let (qmin, qstep, qcodes) = encode(&lq_exact);
-                        let lq = decode(qmin, qstep, &qcodes);
-                        (
-                            kl_divergence(&lp, &lq),
-                            -(lq_exact[target as usize] as f64),
-                            argmax(logits) == ref_top,
-                        )
-                    })
-                    .collect();
-                for (kl, row_nll, same_top) in results {
-                    kls.push(kl);
-                    nll += row_nll;
-                    same += same_top as usize;
-                }
-                idx += rows.len();
-                Ok(())
-            },
-        )?;
+        for_each_chunk(m, eval, |targets, rows| {
+            anyhow::ensure!(
+                rows.iter().all(|r| r.len() == self.vocab),
+                "vocabulary differs from the reference's"
+            );
+            anyhow::ensure!(
+                idx + rows.len() <= self.positions,
+                "more positions than the reference"
+            );
+            // Read the reference rows of this chunk in order, then work on them in parallel.
+            raw.resize(row_bytes * rows.len(), 0);
+            r.read_exact(&mut raw)?;
+            let results: Vec<(f64, f64, bool)> = rows
+                .par_iter()
+                .zip(targets)
+                .zip(raw.par_chunks(row_bytes))
+                .zip(&self.top1[idx..idx + rows.len()])
+                .map(|(((logits, &target), stored), &ref_top)| {
+                    let min = f32::from_le_bytes(stored[..4].try_into().expect("4 bytes"));
+                    let step = f32::from_le_bytes(stored[4..8].try_into().expect("4 bytes"));
+                    let codes: Vec<u16> = stored[8..]
+                        .chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    let lp = decode(min, step, &codes);
+                    let lq_exact = log_softmax(logits);
+                    let (qmin, qstep, qcodes) = encode(&lq_exact);
+                    let lq = decode(qmin, qstep, &qcodes);
+                    (
+                        kl_divergence(&lp, &lq),
+                        -(lq_exact[target as usize] as f64),
+                        argmax(logits) == ref_top,
+                    )
+                })
+                .collect();
+            for (kl, row_nll, same_top) in results {
+                kls.push(kl);
+                nll += row_nll;
+                same += same_top as usize;
+            }
+            idx += rows.len();
+            Ok(())
+        })?;
         anyhow::ensure!(
             idx == self.positions,
             "evaluated {idx} positions, the reference has {}",
@@ -491,10 +538,21 @@ pub struct QualityRecord {
     pub perplexity_ratio: Option<f64>,
     /// Mean over positions of KL(f32 || variant) of the next-token distributions, nats.
     pub kl_mean: Option<f64>,
+    /// The standard error of kl_mean, as llama-perplexity computes it:
+    /// sqrt((mean of KL² - kl_mean²) / (n - 1)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_stderr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_median: Option<f64>,
     pub kl_p99: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_p999: Option<f64>,
     pub kl_max: Option<f64>,
     /// Share of positions where the variant's most likely token is f32's (0..1).
     pub same_top1: Option<f64>,
+    /// Its standard error, as llama-perplexity computes it: sqrt(p (1 - p) / (n - 1)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_top1_stderr: Option<f64>,
     /// Leading generated tokens on the benchmark prompt equal to f32's.
     pub leading_tokens_equal_to_f32: usize,
     /// Wall time of this variant's quality pass.
@@ -541,15 +599,27 @@ impl QualityRecord {
         let n = kls.len().max(1);
         let mut sorted = kls.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let p99 = sorted
-            .get(((sorted.len() as f64 - 1.0) * 0.99).round() as usize)
-            .copied()
-            .unwrap_or(0.0);
+        let at = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let p99 = at(0.99);
+        let mean = kls.iter().sum::<f64>() / n as f64;
+        let mean_sq = kls.iter().map(|k| k * k).sum::<f64>() / n as f64;
+        let denom = (kls.len() as f64 - 1.0).max(1.0);
+        let kl_se = ((mean_sq - mean * mean).max(0.0) / denom).sqrt();
+        let p_same = same as f64 / n as f64;
+        let same_se = (p_same * (1.0 - p_same) / denom).sqrt();
         let mut notes = Vec::new();
         let mut f = |name: &str, x: f64| finite_or_note(name, x, &mut notes);
         // A NaN sorts last under total_cmp, so the maximum is NaN whenever any KL is.
         let kl_mean = f("kl_mean", kls.iter().sum::<f64>() / n as f64);
         let kl_p99 = f("kl_p99", p99);
+        let kl_stderr = f("kl_stderr", kl_se);
+        let kl_median = f("kl_median", at(0.5));
+        let kl_p999 = f("kl_p999", at(0.999));
         let kl_max = f("kl_max", sorted.last().copied().unwrap_or(0.0));
         let perplexity = f("perplexity", ppl);
         let perplexity_ratio = f("perplexity_ratio", ppl / ref_ppl);
@@ -558,9 +628,13 @@ impl QualityRecord {
             perplexity,
             perplexity_ratio,
             kl_mean,
+            kl_stderr,
+            kl_median,
             kl_p99,
+            kl_p999,
             kl_max,
-            same_top1: Some(same as f64 / n as f64),
+            same_top1: Some(p_same),
+            same_top1_stderr: Some(same_se),
             leading_tokens_equal_to_f32: leading,
             seconds,
             is_reference: false,
@@ -618,6 +692,9 @@ pub struct ReferenceInfo {
     /// Bytes of the stored distributions (on disk, deleted after the run).
     pub stored_bytes: u64,
     pub generated_token_ids: Vec<u32>,
+    /// Which positions were scored ("second-half": llama-perplexity's chunks).
+    #[serde(default, skip_serializing_if = "Scoring::is_all")]
+    pub scoring: Scoring,
     /// What the f32 reference's weights are when they are not the model's own floats: an
     /// already quantized file's values dequantized (allowed by --requantize).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -638,6 +715,32 @@ pub fn reference_generation(m: &LoadedModel, prompt: &[u32], n: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn second_half_chunks_are_llama_perplexitys() {
+        assert_eq!(
+            second_half_windows(1100, 512),
+            vec![(0, 512, 256), (512, 1024, 768)]
+        );
+        assert!(second_half_windows(511, 512).is_empty());
+    }
+
+    /// The standard errors and percentiles against a direct computation.
+    #[test]
+    fn kl_statistics_are_computed_as_llama_perplexity_does() {
+        let kls = [0.1, 0.2, 0.3, 0.4];
+        let r = QualityRecord::from_kls(&kls, 3, 2.0, 2.0, 0, 0.0);
+        let close =
+            |a: Option<f64>, b: f64| assert!((a.unwrap() - b).abs() < 1e-12, "{a:?} vs {b}");
+        close(r.kl_mean, 0.25);
+        // mean of squares 0.075, minus 0.0625, over n - 1 = 3
+        close(r.kl_stderr, (0.0125f64 / 3.0).sqrt());
+        close(r.same_top1, 0.75);
+        close(r.same_top1_stderr, (0.75f64 * 0.25 / 3.0).sqrt());
+        close(r.kl_median, 0.3);
+        close(r.kl_max, 0.4);
+        close(r.kl_p999, 0.4);
+    }
 
     #[test]
     fn windows_score_every_position_once() {

@@ -202,6 +202,7 @@ pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, Ref
         load_seconds,
         stored_bytes: reference.stored_bytes(),
         generated_token_ids: reference.generated_token_ids.clone(),
+        scoring: eval.scoring,
         basis,
     };
     Ok((reference, info))

@@ -364,8 +364,9 @@ fn requantizing_a_quantized_file_needs_asking() {
     assert!(format!("{e:#}").contains("not a GGUF file"), "{e:#}");
 }
 
-/// A run of a Q4_K_M file at native records the file's type label, its size, the bytes
-/// by type, and why there is no quality pass; --requantize variants are marked.
+/// A run of a Q4_K_M file at native records the file's type label, its size and the bytes
+/// by type; --requantize variants are marked, and its quality reference says it is the
+/// file dequantized; without --requantize the run says why there is no quality pass.
 #[test]
 fn a_run_records_what_the_file_is() {
     let tmp = tempfile::tempdir().unwrap();
@@ -396,11 +397,14 @@ fn a_run_records_what_the_file_is() {
         rec["model"]["file_bytes"],
         std::fs::metadata(&path).unwrap().len()
     );
-    assert!(rec["quality_error"]
+    // With --requantize the f32 reference is the file's values dequantized, and says so.
+    assert!(rec["quality_error"].is_null(), "{}", rec["quality_error"]);
+    assert!(rec["quality_reference"]["basis"]
         .as_str()
         .unwrap()
-        .contains("already quantized"));
+        .contains("MOSTLY_Q4_K_M weights dequantized"));
     let v = &rec["variants"];
+    assert!(v[0]["quality"]["kl_mean"].as_f64().unwrap() >= 0.0);
     assert_eq!(v[0]["precision"], "native");
     assert_eq!(v[0]["status"], "ok");
     assert!(v[0].get("requantized").is_none());
@@ -420,6 +424,32 @@ fn a_run_records_what_the_file_is() {
     assert!(
         report.contains("MOSTLY_Q4_K_M"),
         "report.md names the file type"
+    );
+    // Without it, the file as shipped runs and the run says why there is no quality pass.
+    let out2 = tmp.path().join("run2");
+    let (code, _, err) = common::quantbench(&[
+        "run",
+        "--model",
+        path.to_str().unwrap(),
+        "--precisions",
+        "native",
+        "--new-tokens",
+        "2",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--quiet",
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("results.json")).unwrap()).unwrap();
+    let why = rec["quality_error"].as_str().unwrap();
+    assert!(
+        why.contains("already quantized") && why.contains("--requantize"),
+        "{why}"
     );
 }
 

@@ -417,7 +417,14 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         }))
         .map_err(plot_err)?;
     chart
-        .draw_series(pts.iter().map(|(name, x, k, ok)| {
+        .draw_series(pts.iter().enumerate().map(|(i, (name, x, k, ok))| {
+            // A label that would sit on an earlier point's label goes to the far side of
+            // its own point: below it when the point is the lower of the two.
+            let crowded = pts[..i].iter().any(|(_, x2, k2, _)| {
+                (x - x2).abs() < xmax * 0.16
+                    && (at(*k).ln() - at(*k2).ln()).abs() < 0.6
+                    && at(*k) < at(*k2)
+            });
             let label = if *k == 0.0 {
                 format!("{name} (reference, KL 0)")
             } else if *ok {
@@ -428,7 +435,11 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
             Text::new(
                 label,
                 (x.min(xmax) + xmax * 0.012, at(*k)),
-                anchored(15, HPos::Left, VPos::Bottom),
+                anchored(
+                    15,
+                    HPos::Left,
+                    if crowded { VPos::Top } else { VPos::Bottom },
+                ),
             )
         }))
         .map_err(plot_err)?;
