@@ -650,8 +650,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
+            outln!("\nreal models (bash scripts/fetch-models.sh downloads them):");
+            for k in quantbench::model::spec::KNOWN_FILES.iter() {
+                let path = quantbench::model::spec::models_dir().join(k.file);
+                let here = std::fs::metadata(&path).is_ok_and(|m| m.len() == k.bytes);
+                outln!(
+                    "    {:<25} {} ({})",
+                    k.name,
+                    k.about,
+                    if here {
+                        format!("at {}", path.display())
+                    } else {
+                        "not downloaded".to_string()
+                    }
+                );
+            }
             outln!(
-                "\nother models: hf:ORG/NAME[@REVISION], or a directory in the Hugging Face layout"
+                "\nother models: hf:ORG/NAME[@REVISION], hf:ORG/NAME/FILE.gguf, a .gguf file, or a directory in the Hugging Face layout"
             );
             outln!("\nscenarios (scenarios/):");
             for path in scenario::list_dir(std::path::Path::new("scenarios")) {
