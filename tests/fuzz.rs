@@ -188,6 +188,55 @@ proptest! {
         prop_assert!(!slug.starts_with('.'));
     }
 
+    /// A GGUF file with bytes flipped, numbers overwritten (counts, lengths, dimensions,
+    /// types, offsets) or its tail cut: opened, read as a config and a tokenizer and
+    /// loaded as stored, or refused with an error naming the file; never a panic, never an
+    /// allocation a lying header asks for.
+    #[test]
+    fn gguf_reader_never_panics(
+        flips in prop::collection::vec((0usize..13_100, any::<u8>()), 0..6),
+        words in prop::collection::vec((0usize..13_100, any::<u64>()), 0..3),
+        small in prop::collection::vec((0usize..13_100, 0u32..64), 0..3),
+        cut in prop::option::of(0usize..190_000),
+        // A byte-level BPE (gpt2) and a SentencePiece (llama) tokenizer; each file's
+        // header (metadata, tokenizer, tensor directory) is its first 13 KB or so.
+        file in prop::sample::select(vec!["llama-gqa-llama3-q8_0.gguf", "spm-tiny-f32.gguf"]),
+    ) {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf").join(file);
+        let mut bytes = std::fs::read(base).unwrap();
+        let n = bytes.len();
+        for (at, b) in flips {
+            bytes[at % n] = b;
+        }
+        for (at, w) in words {
+            let at = at % (n - 8);
+            bytes[at..at + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        for (at, w) in small {
+            let at = at % (n - 4);
+            bytes[at..at + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        if let Some(c) = cut {
+            bytes.truncate(c.min(n));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        let outcome = (|| -> anyhow::Result<()> {
+            let source = quantbench::model::resolve(&quantbench::model::ModelSpec::Local(path.clone()))?;
+            source.tokenizer()?;
+            quantbench::model::load(
+                &source,
+                quantbench::precision::Quantization::new(quantbench::precision::Precision::Native),
+                &candle_core::Device::Cpu,
+            )?;
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            prop_assert!(format!("{e:#}").contains("fuzz.gguf"), "{:#}", e);
+        }
+    }
+
     /// A lying safetensors header is diagnosed without panicking or allocating.
     #[test]
     fn safetensors_header_diagnosis_never_panics(

@@ -217,7 +217,17 @@ impl GgufFile {
         let mut tensors = HashMap::new();
         for (name, info) in &content.tensor_infos {
             let shape = info.shape.dims().to_vec();
-            let elements: usize = shape.iter().product();
+            // A lying header can declare dimensions whose product overflows.
+            let elements = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .filter(|&e| e.checked_mul(info.ggml_dtype.type_size()).is_some());
+            let Some(elements) = elements else {
+                crate::bad_input!(
+                    "{}: tensor '{name}' declares dimensions {shape:?}, more elements than any file can hold",
+                    path.display()
+                );
+            };
             let bs = info.ggml_dtype.block_size();
             if shape.last().is_some_and(|&c| c % bs != 0) {
                 crate::bad_input!(
