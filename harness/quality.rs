@@ -807,5 +807,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.validate().unwrap_err().0, "min_same_top1");
+        let c = QualityConfig {
+            scoring: Scoring::SecondHalf,
+            stride: Some(4),
+            ..Default::default()
+        };
+        let (field, msg) = c.validate().unwrap_err();
+        assert_eq!(field, "stride");
+        assert!(msg.contains("second-half"), "{msg}");
     }
 }

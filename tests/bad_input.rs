@@ -604,3 +604,50 @@ fn a_gguf_file_in_the_hub_cache_runs_by_its_file_name() {
         "{err}"
     );
 }
+
+/// The scenario fields of GGUF and real-model runs: a wrong type or value is named, and a
+/// text too short for llama-perplexity's chunks is refused before anything loads.
+#[test]
+fn gguf_and_quality_scenario_fields_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, extra: &str, quality: &str| -> PathBuf {
+        let p = tmp.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "name = \"s\"\nmodel = \"synthetic:tiny\"\nprecisions = [\"q8_0\"]\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\n{extra}\n[quality]\n{quality}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |p: &PathBuf, needles: &[&str]| {
+        let out = tmp.path().join("out");
+        expect_bad(
+            &[
+                "run",
+                p.to_str().unwrap(),
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            needles,
+        );
+    };
+    run(
+        &write("a.toml", "requantize = \"yes\"", ""),
+        &["requantize"],
+    );
+    run(
+        &write("b.toml", "", "scoring = \"halves\""),
+        &["scoring", "second-half"],
+    );
+    run(
+        &write("c.toml", "", "scoring = \"second-half\"\nstride = 8"),
+        &["stride", "second-half"],
+    );
+    run(
+        &write("d.toml", "", "scoring = \"second-half\"\nmax_tokens = 100"),
+        &["fewer than one chunk of 256", "whole chunks"],
+    );
+}
