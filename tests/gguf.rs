@@ -364,6 +364,26 @@ fn requantizing_a_quantized_file_needs_asking() {
     assert!(format!("{e:#}").contains("not a GGUF file"), "{e:#}");
 }
 
+/// `quantbench run` on a GGUF file, 2 tokens, one repetition, into `out`; its results.json.
+fn run_file(path: &Path, flags: &[&str], out: &Path) -> serde_json::Value {
+    let mut args = vec!["run", "--model", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.extend([
+        "--new-tokens",
+        "2",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--quiet",
+        "--out",
+    ]);
+    args.push(out.to_str().unwrap());
+    let (code, _, err) = common::quantbench(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
 /// A run of a Q4_K_M file at native records the file's type label, its size and the bytes
 /// by type; --requantize variants are marked, and its quality reference says it is the
 /// file dequantized; without --requantize the run says why there is no quality pass.
@@ -372,26 +392,11 @@ fn a_run_records_what_the_file_is() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let path = gguf_path("llama-wide-q4_k_m.gguf");
-    let (code, _, err) = common::quantbench(&[
-        "run",
-        "--model",
-        path.to_str().unwrap(),
-        "--precisions",
-        "native,q8_0",
-        "--requantize",
-        "--new-tokens",
-        "4",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let rec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rec = run_file(
+        &path,
+        &["--precisions", "native,q8_0", "--requantize"],
+        &out,
+    );
     assert_eq!(rec["model"]["file_type"], "MOSTLY_Q4_K_M");
     assert_eq!(
         rec["model"]["file_bytes"],
@@ -427,25 +432,7 @@ fn a_run_records_what_the_file_is() {
     );
     // Without it, the file as shipped runs and the run says why there is no quality pass.
     let out2 = tmp.path().join("run2");
-    let (code, _, err) = common::quantbench(&[
-        "run",
-        "--model",
-        path.to_str().unwrap(),
-        "--precisions",
-        "native",
-        "--new-tokens",
-        "2",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--quiet",
-        "--out",
-        out2.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let rec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out2.join("results.json")).unwrap()).unwrap();
+    let rec = run_file(&path, &["--precisions", "native"], &out2);
     let why = rec["quality_error"].as_str().unwrap();
     assert!(
         why.contains("already quantized") && why.contains("--requantize"),

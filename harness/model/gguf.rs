@@ -289,17 +289,11 @@ impl GgufFile {
 
     /// Stored types by elements, most common first: "q4k+q6k+f32".
     pub fn stored_dtypes(&self) -> Vec<String> {
-        let mut by: Vec<(String, usize)> = Vec::new();
-        for t in self.tensors.values() {
-            let name = format_name(t.dtype);
-            let n: usize = t.shape.iter().product();
-            match by.iter_mut().find(|(d, _)| *d == name) {
-                Some((_, c)) => *c += n,
-                None => by.push((name, n)),
-            }
-        }
-        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        by.into_iter().map(|(d, _)| d).collect()
+        crate::model::weights::dtypes_by_elements(
+            self.tensors
+                .values()
+                .map(|t| (format_name(t.dtype), t.shape.iter().product())),
+        )
     }
 
     fn missing(&self, key: &str) -> anyhow::Error {

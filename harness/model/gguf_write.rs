@@ -269,9 +269,11 @@ fn check_destination(source: &ModelSource, path: &Path, force: bool) -> Result<(
         );
     }
     if let Some(f) = source.gguf() {
-        if path.canonicalize().ok().is_some()
-            && path.canonicalize().ok() == f.path.canonicalize().ok()
-        {
+        let same = matches!(
+            (path.canonicalize(), f.path.canonicalize()),
+            (Ok(out), Ok(src)) if out == src
+        );
+        if same {
             crate::bad_input!(
                 "refusing to export {} onto itself: --out {} is the file the model is read from",
                 source.display_name,

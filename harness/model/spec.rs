@@ -541,10 +541,23 @@ fn check_inside_cache(repo_dir: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether HF_HUB_OFFLINE forbids the network.
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// hf-hub's client over `cache`, quiet.
+fn hub_api(cache: &hf_hub::Cache) -> Result<hf_hub::api::sync::Api> {
+    hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+        .with_progress(false)
+        .build()
+        .context("starting the Hugging Face hub client")
+}
+
 /// One file of a hub repository, from hf-hub's local cache or, when online, the hub.
 fn fetch_file_from_hub(repo: &str, file: &str, revision: Option<&str>) -> Result<PathBuf> {
     use hf_hub::{Repo, RepoType};
-    let cache = hf_hub::Cache::from_env();
+    let cache = &hf_hub::Cache::from_env();
     let rev = revision.unwrap_or("main").to_string();
     let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, rev.clone());
     let repo_dir = cache.path().join(hub_repo.folder_name());
@@ -553,17 +566,13 @@ fn fetch_file_from_hub(repo: &str, file: &str, revision: Option<&str>) -> Result
         check_inside_cache(&repo_dir, &path)?;
         return Ok(path);
     }
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
-    if offline {
+    if hub_offline() {
         crate::bad_input!(
             "hf:{repo}/{file}@{rev} is not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set; download it when online, or pass the file's path",
             cache.path().display()
         );
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-        .with_progress(false)
-        .build()
-        .context("starting the Hugging Face hub client")?;
+    let api = hub_api(cache)?;
     let path = api.repo(hub_repo).get(file).map_err(|e| {
         InputError::new(format!(
             "hf:{repo}/{file}@{rev}: cannot get {file} from the local cache ({}) nor from the hub: {e}. Offline? Pass the file's path",
@@ -605,17 +614,13 @@ fn fetch_from_hub_in(cache: &hf_hub::Cache, repo: &str, revision: Option<&str>) 
             return Ok(dir);
         }
     }
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
-    if offline {
+    if hub_offline() {
         crate::bad_input!(
             "hf:{repo}@{rev} is not in the local Hugging Face cache ({}) and HF_HUB_OFFLINE is set; download it when online, or pass a local directory",
             cache.path().display()
         );
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-        .with_progress(false)
-        .build()
-        .context("starting the Hugging Face hub client")?;
+    let api = hub_api(cache)?;
     let api_repo = api.repo(hub_repo);
     let mut dir = None;
     for f in needed {

@@ -145,20 +145,28 @@ impl SafetensorsSource {
     /// The dtypes the weights are stored in, most common first (by elements): what a
     /// checkpoint "is" before quantbench converts it.
     pub fn stored_dtypes(&self) -> Vec<String> {
-        let mut by: Vec<(String, usize)> = Vec::new();
-        for (fi, key) in self.keys.values() {
-            if let Some(info) = self.files[*fi].metadata.info(key) {
-                let name = format!("{:?}", info.dtype).to_lowercase();
-                let n: usize = info.shape.iter().product();
-                match by.iter_mut().find(|(d, _)| *d == name) {
-                    Some((_, c)) => *c += n,
-                    None => by.push((name, n)),
-                }
-            }
-        }
-        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        by.into_iter().map(|(d, _)| d).collect()
+        dtypes_by_elements(self.keys.values().filter_map(|(fi, key)| {
+            let info = self.files[*fi].metadata.info(key)?;
+            Some((
+                format!("{:?}", info.dtype).to_lowercase(),
+                info.shape.iter().product(),
+            ))
+        }))
     }
+}
+
+/// Distinct dtype names ordered by how many elements each holds, most first (ties by
+/// name): what a checkpoint "is", from (dtype, elements) per tensor.
+pub fn dtypes_by_elements(tensors: impl Iterator<Item = (String, usize)>) -> Vec<String> {
+    let mut by: Vec<(String, usize)> = Vec::new();
+    for (name, n) in tensors {
+        match by.iter_mut().find(|(d, _)| *d == name) {
+            Some((_, c)) => *c = c.saturating_add(n),
+            None => by.push((name, n)),
+        }
+    }
+    by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    by.into_iter().map(|(d, _)| d).collect()
 }
 
 /// Which tensor of a safetensors header lies, and how: its byte range disagrees with its
