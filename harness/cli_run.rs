@@ -249,6 +249,11 @@ impl RunObserver for Progress {
                 bar.set_position(done as u64);
                 bar.set_message("timed repetitions");
             }
+            Phase::Test { done, total, name } => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(format!("test {name}"));
+            }
             Phase::Quality => bar.set_message("quality pass (KL against f32)"),
             Phase::CleaningUp => bar.set_message("cleaning up"),
         }

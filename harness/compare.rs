@@ -503,7 +503,8 @@ pub fn environment_differences(base: &RunRecord, new: &RunRecord) -> Vec<EnvDiff
             serde_json::to_value(&r.environment).unwrap_or_default()
         {
             for (k, v) in o {
-                if k == "timestamp" {
+                // Measured figures, not a description of the machine or build.
+                if k == "timestamp" || k == "memory_bandwidth" {
                     continue;
                 }
                 let s = match v {

@@ -106,6 +106,9 @@ pub struct Environment {
     pub timestamp: String,
     /// A short hash of the hardware fields, equal on equal machines.
     pub hardware_fingerprint: String,
+    /// The memory bandwidth measured at the start of the run (runs with workload tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bandwidth: Option<crate::bandwidth::Bandwidth>,
 }
 
 impl Environment {
@@ -146,6 +149,7 @@ impl Environment {
             kernels: crate::kernel::describe(),
             timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             hardware_fingerprint: String::new(),
+            memory_bandwidth: None,
         };
         env.hardware_fingerprint = env.fingerprint();
         env

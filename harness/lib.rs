@@ -7,8 +7,11 @@
 //! [`generate::generate`] calls (every clock read through [`clock::synced_now`]),
 //! dropped, memory read again — and every measurement lands in one
 //! [`record::VariantRecord`] of a [`record::RunRecord`]. The [`report`] module renders
-//! results.json, results.csv, report.md and charts from the record alone.
+//! results.json, results.csv, report.md and charts from the record alone. A scenario's
+//! [`workload`] adds test rows per variant (prompt length, new tokens, context depth,
+//! batch, threads), each against the machine's measured [`bandwidth`].
 
+pub mod bandwidth;
 pub mod clock;
 pub mod compare;
 pub mod environment;
@@ -27,6 +30,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod stats;
+pub mod workload;
 
 pub use error::{is_input_error, InputError};
 pub use generate::{generate, GenerateOptions, Generation, Step, StepKind, StepObserver};

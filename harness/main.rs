@@ -63,7 +63,7 @@ struct Cli {
 enum Command {
     /// Run a benchmark scenario: every precision loaded, probed, warmed up, timed and
     /// dropped in turn; writes results.json, results.csv, report.md and charts.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Re-render results.csv, report.md and the charts from a results.json (which is
     /// read only, never rewritten).
     Report {
@@ -272,6 +272,21 @@ struct RunArgs {
     /// Keep repeating until this many seconds of timed generation are reached too.
     #[arg(long)]
     min_seconds: Option<f64>,
+    /// Workload tests: synthetic prompt lengths, e.g. 128,512 (0: generation-only tests).
+    #[arg(long, value_delimiter = ',')]
+    prompt_tokens: Option<Vec<usize>>,
+    /// Workload tests: new tokens per sequence, e.g. 0,32 (default: --new-tokens).
+    #[arg(long, value_delimiter = ',')]
+    gen_tokens: Option<Vec<usize>>,
+    /// Workload tests: tokens already in the KV cache before each test, e.g. 0,512,1024.
+    #[arg(long, value_delimiter = ',')]
+    depth: Option<Vec<usize>>,
+    /// Workload tests: sequences decoded together, e.g. 1,4.
+    #[arg(long, value_delimiter = ',')]
+    batch: Option<Vec<usize>>,
+    /// Workload tests: threads of the pool each test runs on, e.g. 1,2.
+    #[arg(long, value_delimiter = ',')]
+    threads: Option<Vec<usize>>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<DeviceChoice>,
@@ -324,6 +339,18 @@ impl RunArgs {
         }
         if self.no_quality {
             s.quality.enabled = false;
+        }
+        let w = &mut s.workload;
+        for (flag, field) in [
+            (&self.prompt_tokens, &mut w.prompt_tokens),
+            (&self.gen_tokens, &mut w.new_tokens),
+            (&self.depth, &mut w.depth),
+            (&self.batch, &mut w.batch),
+            (&self.threads, &mut w.threads),
+        ] {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
         }
         if self.requantize {
             s.requantize = true;

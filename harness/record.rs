@@ -219,6 +219,13 @@ pub struct VariantRecord {
     /// (`--requantize`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requantized: bool,
+    /// Bytes of the loaded weights one forward step streams (every product's matrix, the
+    /// LM head included, norms and biases; a table only looked up is left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_streamed_bytes_per_step: Option<u64>,
+    /// The workload's test rows (scenarios with a `[workload]` table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<crate::workload::TestRecord>,
 }
 
 impl VariantStatus {
@@ -411,6 +418,16 @@ impl RunRecord {
                             "a time is a finite number >= 0",
                         );
                     }
+                }
+            }
+            for (ti, t) in v.tests.iter().enumerate() {
+                let steps = t.decode_step_seconds.iter().flatten();
+                if let Some(&x) = t.prefill_seconds.iter().chain(steps).find(|&&x| !time(x)) {
+                    return bad(
+                        at(&format!("tests[{ti}] ({})", t.name)),
+                        x,
+                        "a time is a finite number >= 0",
+                    );
                 }
             }
             if let Some(x) = v.load_seconds.filter(|&x| !time(x)) {

@@ -22,17 +22,30 @@ use crate::record::{
 };
 use crate::scenario::{Scenario, Variant};
 use crate::stats::Summary;
+use crate::workload::{self, TestRecord, TestStatus};
 
 use crate::scenario::MAX_REPETITIONS;
 /// How often the background sampler reads memory during generation.
 pub const PEAK_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Where a variant is in its life, for progress displays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     Loading,
-    WarmingUp { done: usize, total: usize },
-    Timing { done: usize, total: usize },
+    WarmingUp {
+        done: usize,
+        total: usize,
+    },
+    Timing {
+        done: usize,
+        total: usize,
+    },
+    /// Workload test `done` of `total` (its name).
+    Test {
+        done: usize,
+        total: usize,
+        name: String,
+    },
     Quality,
     CleaningUp,
 }
@@ -213,6 +226,12 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
     crate::probe::process::use_one_allocator_arena();
     let mut run = new_record(p);
     run.probes = probes.names();
+    if !p.scenario.tests().is_empty() {
+        // Measured once, before any model is loaded, on every core; its buffers are
+        // returned before the first variant's "before load".
+        run.environment.memory_bandwidth = Some(crate::bandwidth::measure());
+        release_freed_memory();
+    }
     let mut reference = None;
     if let Some(eval) = &p.evaluation {
         observer.reference_started();
@@ -231,7 +250,12 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
             break;
         }
         observer.variant_started(v, variants.len());
-        let rec = run_variant(p, v, probes, reference.as_ref(), observer);
+        let read_gbps = run
+            .environment
+            .memory_bandwidth
+            .as_ref()
+            .map(|b| b.read_gbps);
+        let rec = run_variant(p, v, probes, reference.as_ref(), read_gbps, observer);
         run.variants.push(rec);
         if interrupt::requested() {
             run.status = RunStatus::Interrupted;
@@ -253,11 +277,13 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
 }
 
 /// One variant's whole life. Never fails: an error or a panic is recorded in the result.
+/// `read_gbps`: the machine's measured read bandwidth, for the tests' fractions.
 pub fn run_variant(
     p: &Prepared,
     v: &Variant,
     probes: &Probes,
     reference: Option<&Reference>,
+    read_gbps: Option<f64>,
     observer: &mut dyn RunObserver,
 ) -> VariantRecord {
     let s = &p.scenario;
@@ -284,9 +310,11 @@ pub fn run_variant(
         quality: None,
         energy_joules_per_token: None,
         requantized: p.source.is_prequantized() && v.quantization.precision != Precision::Native,
+        weights_streamed_bytes_per_step: None,
+        tests: Vec::new(),
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        measure(p, v, probes, reference, observer, &mut rec)
+        measure(p, v, probes, reference, read_gbps, observer, &mut rec)
     }));
     let mut interrupted = false;
     let error = match outcome {
@@ -326,11 +354,13 @@ pub fn run_variant(
     rec
 }
 
+#[allow(clippy::too_many_arguments)]
 fn measure(
     p: &Prepared,
     v: &Variant,
     probes: &Probes,
     reference: Option<&Reference>,
+    read_gbps: Option<f64>,
     observer: &mut dyn RunObserver,
     rec: &mut VariantRecord,
 ) -> Result<()> {
@@ -434,6 +464,21 @@ fn measure(
     over?;
     rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
     rec.timing = Some(summarize(rec, s.new_tokens));
+    rec.weights_streamed_bytes_per_step = Some(loaded.model.streamed_bytes_per_step() as u64);
+
+    let tests = s.tests();
+    for (i, t) in tests.iter().enumerate() {
+        interrupt::check()?;
+        observer.phase(
+            v,
+            Phase::Test {
+                done: i,
+                total: tests.len(),
+                name: t.name(),
+            },
+        );
+        rec.tests.push(run_test(p, &loaded, t, probes, read_gbps)?);
+    }
 
     if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
         observer.phase(v, Phase::Quality);
@@ -458,6 +503,103 @@ fn measure(
     observer.phase(v, Phase::CleaningUp);
     drop(loaded);
     Ok(())
+}
+
+/// One workload test: fill the depth (untimed), warm up, repeat, each repetition on a
+/// fork of the filled cache; memory read after the fill and sampled for the peak over
+/// the timed repetitions. A test that does not fit the model is recorded as skipped, one
+/// that fails as failed (the variant's other tests still run); an interruption stops
+/// the variant.
+fn run_test(
+    p: &Prepared,
+    loaded: &model::LoadedModel,
+    t: &workload::Test,
+    probes: &Probes,
+    read_gbps: Option<f64>,
+) -> Result<TestRecord> {
+    let s = &p.scenario;
+    let kv_per_token = p.source.config.kv_cache_bytes_per_token();
+    let mut rec = TestRecord::new(t, kv_per_token, s.warmup);
+    if let Some(why) = t.does_not_fit(p.source.config.context_length()) {
+        rec.status = TestStatus::Skipped;
+        rec.error = Some(why);
+        return Ok(rec);
+    }
+    let pool = match t.threads {
+        Some(n) => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .with_context(|| format!("starting a pool of {n} threads"))?,
+        ),
+        None => None,
+    };
+    let outcome = {
+        let mut body = || -> Result<()> {
+            rec.threads_used = rayon::current_num_threads();
+            let t0 = clock::synced_now(&p.device)?;
+            let filled = workload::fill(loaded, t)?;
+            rec.fill_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
+            let mut all_tokens = Vec::new();
+            for _ in 0..s.warmup {
+                interrupt::check()?;
+                all_tokens.push(
+                    workload::run_once(loaded, t, &filled)
+                        .context("warm-up")?
+                        .tokens,
+                );
+            }
+            let _ = p.device.synchronize();
+            rec.memory_before = Some(probes.read());
+            let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
+            let mut result: Result<()> = Ok(());
+            for rep in 0..s.repeats {
+                if let Err(e) = interrupt::check() {
+                    result = Err(e.into());
+                    break;
+                }
+                match workload::run_once(loaded, t, &filled)
+                    .with_context(|| format!("timed repetition {}", rep + 1))
+                {
+                    Ok(r) => {
+                        rec.prefill_seconds.extend(r.prefill_seconds);
+                        rec.decode_step_seconds.push(r.decode_step_seconds);
+                        if rep == 0 {
+                            rec.generated_token_ids = r.tokens[0].clone();
+                        }
+                        all_tokens.push(r.tokens);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let (peak, _) = sampler.finish();
+            rec.memory_peak = Some(peak);
+            result?;
+            rec.tokens_identical_across_repetitions =
+                Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
+            Ok(())
+        };
+        match &pool {
+            Some(pool) => pool.install(body),
+            None => body(),
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            rec.status = TestStatus::Ok;
+            rec.summarize(
+                loaded.model.streamed_bytes_per_step(),
+                kv_per_token,
+                read_gbps,
+            );
+        }
+        Err(e) if interrupt::is_interrupted(&e) => return Err(e),
+        Err(e) => rec.error = Some(format!("{e:#}")),
+    }
+    Ok(rec)
 }
 
 /// Fails when process memory exceeds the scenario's memory budget.

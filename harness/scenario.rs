@@ -165,6 +165,13 @@ pub struct Scenario {
     /// `requantized`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requantize: bool,
+    /// Workload tests run by every variant after its generation: lists of prompt
+    /// tokens, new tokens, depth, batch and threads, expanded as a cartesian product.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::workload::WorkloadConfig::is_empty"
+    )]
+    pub workload: crate::workload::WorkloadConfig,
 }
 
 /// One precision of a scenario: loaded, probed, run and dropped.
@@ -271,6 +278,7 @@ impl Scenario {
             }
         }
         self.quality.validate()?;
+        self.workload.validate()?;
         if let Some(t) = self.min_seconds {
             if !(t.is_finite() && t >= 0.0) {
                 return Err((
@@ -306,6 +314,11 @@ impl Scenario {
             },
             (m, _) => m.clone(),
         }
+    }
+
+    /// The workload tests every variant runs (none without a `[workload]` table).
+    pub fn tests(&self) -> Vec<crate::workload::Test> {
+        self.workload.tests(self.new_tokens)
     }
 
     /// One variant per precision, in the order given.

@@ -215,6 +215,20 @@ impl Cache {
     pub fn position(&self) -> usize {
         self.position
     }
+
+    /// A cache that starts where this one stands and writes into the same buffers: what
+    /// the fork appends lands at positions this cache does not hold yet, so the
+    /// positions it does hold are never touched, and the next fork starts from them
+    /// again. The workload tests fill a context once (`depth`) and fork it for every
+    /// repetition. Appending to this cache itself while a fork lives would overwrite
+    /// the fork's positions: don't. Needs the buffers allocated (one step run) and room
+    /// for everything the fork will append (the capacity given to [`Cache::new`]).
+    pub fn fork(&self) -> Cache {
+        Cache {
+            layers: self.layers.clone(),
+            position: self.position,
+        }
+    }
 }
 
 /// Additive mask `[len, start + len]`: query i (at position start + i) sees key j when

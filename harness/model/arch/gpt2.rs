@@ -380,18 +380,21 @@ impl Gpt2 {
 }
 
 impl CausalLm for Gpt2 {
-    /// Run `ids` (one sequence) through the model after what `cache` holds, and return
-    /// the final hidden states `[1, len, n_embd]`.
-    fn hidden(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
-        let len = ids.len();
+    /// Run `batch` (B sequences of one length) through the model after what `cache`
+    /// holds, and return the final hidden states `[B, len, n_embd]`.
+    fn hidden_batch(&self, batch: &[&[u32]], cache: &mut Cache) -> Result<Tensor> {
+        let (b, len, ids) = crate::model::arch::flatten_batch(batch)?;
         let start = cache.position;
-        crate::model::arch::check_ids(ids, start, self.config.n_positions, self.config.vocab_size)?;
-        let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let c = &self.config;
+        // Positions are the same for every sequence; every id must be in the vocabulary.
+        crate::model::arch::check_ids(&ids[..len], start, c.n_positions, c.vocab_size)?;
+        crate::model::arch::check_ids(&ids, 0, ids.len(), c.vocab_size)?;
+        let ids_t = Tensor::from_vec(ids, (b, len), &self.device)?;
         let pos: Vec<u32> = (start as u32..(start + len) as u32).collect();
         let pos_t = Tensor::new(pos.as_slice(), &self.device)?.unsqueeze(0)?;
         let tok = self.weights.wte.rows(&ids_t)?;
         let posv = self.weights.wpe.rows(&pos_t)?;
-        let mut xs = (tok + posv)?;
+        let mut xs = tok.broadcast_add(&posv)?;
         let mask = if len > 1 {
             Some(causal_mask(len, start, None, &self.device)?)
         } else {
@@ -414,6 +417,13 @@ impl CausalLm for Gpt2 {
 
     fn logits(&self, h: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head(h)?)
+    }
+
+    fn streamed_bytes_per_step(&self) -> usize {
+        let w = &self.weights;
+        // Position embeddings are looked up; the token table too when the head is untied.
+        let looked_up = w.wpe.bytes() + w.lm_head.as_ref().map_or(0, |_| w.wte.bytes());
+        self.parts().iter().map(|(_, p)| p.bytes()).sum::<usize>() - looked_up
     }
 
     fn parts(&self) -> Vec<(Group, Part<'_>)> {

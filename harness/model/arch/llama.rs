@@ -819,12 +819,13 @@ impl Llama {
 }
 
 impl CausalLm for Llama {
-    fn hidden(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+    fn hidden_batch(&self, batch: &[&[u32]], cache: &mut Cache) -> Result<Tensor> {
         let c = &self.config;
-        let len = ids.len();
+        let (b, len, ids) = crate::model::arch::flatten_batch(batch)?;
         let start = cache.position;
-        crate::model::arch::check_ids(ids, start, c.max_position_embeddings, c.vocab_size)?;
-        let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        crate::model::arch::check_ids(&ids[..len], start, c.max_position_embeddings, c.vocab_size)?;
+        crate::model::arch::check_ids(&ids, 0, ids.len(), c.vocab_size)?;
+        let ids_t = Tensor::from_vec(ids, (b, len), &self.device)?;
         let mut xs = self.embed_tokens.rows(&ids_t)?;
         let (cos, sin) = self.rope.cos_sin(start, len, &self.device)?;
         let window_cuts = c.sliding_window.is_some_and(|w| start + len > w);
@@ -848,6 +849,15 @@ impl CausalLm for Llama {
             .as_ref()
             .unwrap_or(&self.embed_tokens)
             .forward(h)?)
+    }
+
+    fn streamed_bytes_per_step(&self) -> usize {
+        // The token table is only looked up when the head is untied.
+        let looked_up = self
+            .lm_head
+            .as_ref()
+            .map_or(0, |_| self.embed_tokens.bytes());
+        self.parts().iter().map(|(_, p)| p.bytes()).sum::<usize>() - looked_up
     }
 
     fn parts(&self) -> Vec<(Group, Part<'_>)> {

@@ -20,9 +20,16 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 5] = ["gpt2", "llama", "mistral", "qwen2
 /// A causal language model in memory: feed tokens after what a cache holds, get hidden
 /// states, turn them into logits. Implemented by each architecture.
 pub trait CausalLm: Send + Sync {
+    /// Run `batch` (B sequences of equal length, decoded together through the same
+    /// kernels) after what `cache` holds for them; the final hidden states
+    /// `[B, len, hidden]` (after the final norm, before the LM head).
+    fn hidden_batch(&self, batch: &[&[u32]], cache: &mut Cache) -> Result<Tensor>;
+
     /// Run `ids` (one sequence) after what `cache` holds; the final hidden states
-    /// `[1, len, hidden]` (after the final norm, before the LM head).
-    fn hidden(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor>;
+    /// `[1, len, hidden]`.
+    fn hidden(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        self.hidden_batch(&[ids], cache)
+    }
 
     /// Logits from final hidden states `[.., hidden]` (the LM head alone).
     fn logits(&self, h: &Tensor) -> Result<Tensor>;
@@ -39,6 +46,20 @@ pub trait CausalLm: Send + Sync {
         let last = h.narrow(1, ids.len() - 1, 1)?;
         Ok(self.logits(&last)?.flatten_all()?)
     }
+
+    /// Logits `[B, vocab]` at each sequence's last position after feeding `batch`.
+    fn forward_last_batch(&self, batch: &[&[u32]], cache: &mut Cache) -> Result<Tensor> {
+        let h = self.hidden_batch(batch, cache)?;
+        let (b, len, _) = h.dims3()?;
+        // One row per sequence: strided in `h` when B > 1, so made contiguous.
+        let last = h.narrow(1, len - 1, 1)?.contiguous()?;
+        Ok(self.logits(&last)?.reshape((b, ()))?)
+    }
+
+    /// Bytes of stored weights one forward step streams whatever its token: every
+    /// matrix used as a product (the LM head included), norms and biases; an embedding
+    /// table only looked up (one row per token) is left out.
+    fn streamed_bytes_per_step(&self) -> usize;
 
     /// Logits `[len, vocab]` at every position after feeding `ids`.
     fn forward_all(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
@@ -264,6 +285,22 @@ impl ModelConfig {
             }
         })
     }
+}
+
+/// Check a batch: at least one sequence, all of one length; the sequences laid end to
+/// end (row-major `[B, len]`).
+pub fn flatten_batch(batch: &[&[u32]]) -> Result<(usize, usize, Vec<u32>)> {
+    let Some(first) = batch.first() else {
+        crate::bad_input!("no sequences to run");
+    };
+    let len = first.len();
+    if let Some((i, s)) = batch.iter().enumerate().find(|(_, s)| s.len() != len) {
+        crate::bad_input!(
+            "sequence {i} of the batch has {} tokens, the first has {len}: a batch runs sequences of one length",
+            s.len()
+        );
+    }
+    Ok((batch.len(), len, batch.concat()))
 }
 
 /// Refuse a forward pass that would run past the context or read outside the vocabulary.

@@ -1,0 +1,98 @@
+//! The machine's memory bandwidth, measured once per run: the yardstick for each decode
+//! test's weight-streaming rate (does a slow precision lack a kernel, or is it reading
+//! its bytes as fast as memory allows?).
+//!
+//! Two short tests on every thread of the pool, STREAM's way: `read` sums a buffer far
+//! larger than any cache (bytes read / time), `copy` copies one such buffer into another
+//! (bytes read + bytes written / time). Each is repeated and the best repetition kept,
+//! as STREAM keeps its best: the figure is what memory can do, and noise only ever
+//! slows a repetition down.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What the bandwidth test measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bandwidth {
+    /// Best read rate, GB/s (10^9 bytes per second).
+    pub read_gbps: f64,
+    /// Best copy rate (read + written bytes), GB/s.
+    pub copy_gbps: f64,
+    /// Threads that read and copied.
+    pub threads: usize,
+    /// Size of the buffer read (and of each copy buffer), bytes.
+    pub buffer_bytes: u64,
+    pub repetitions: usize,
+    /// Wall time of the whole measurement.
+    pub seconds: f64,
+}
+
+/// Bytes of the read buffer: far beyond the largest last-level caches of CPUs this runs
+/// on (hundreds of MB on some server parts).
+pub const BUFFER_BYTES: usize = 1 << 30;
+pub const REPETITIONS: usize = 3;
+
+/// Measure on the current rayon pool. The buffers are freed before it returns.
+pub fn measure() -> Bandwidth {
+    measure_with(BUFFER_BYTES, REPETITIONS)
+}
+
+/// [`measure`] with a chosen buffer size and repetition count (tests use small ones).
+pub fn measure_with(buffer_bytes: usize, repetitions: usize) -> Bandwidth {
+    let t0 = Instant::now();
+    let threads = rayon::current_num_threads().max(1);
+    let words = (buffer_bytes / 8).max(threads * 1024);
+    // Written with distinct values so that no page is shared zero memory.
+    let src: Vec<u64> = (0..words as u64).into_par_iter().collect();
+    let chunk = words.div_ceil(threads);
+    let mut read_best = f64::INFINITY;
+    for _ in 0..repetitions.max(1) {
+        let t = Instant::now();
+        let sum: u64 = src
+            .par_chunks(chunk)
+            .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+            .reduce(|| 0, u64::wrapping_add);
+        let s = t.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        read_best = read_best.min(s);
+    }
+    let half = words / 2;
+    let mut dst: Vec<u64> = vec![1; half];
+    let copy_chunk = half.div_ceil(threads);
+    let mut copy_best = f64::INFINITY;
+    for _ in 0..repetitions.max(1) {
+        let t = Instant::now();
+        dst.par_chunks_mut(copy_chunk)
+            .zip(src[..half].par_chunks(copy_chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        let s = t.elapsed().as_secs_f64();
+        std::hint::black_box(&dst);
+        copy_best = copy_best.min(s);
+    }
+    let bytes = (words * 8) as f64;
+    let copied = (half * 8 * 2) as f64;
+    Bandwidth {
+        read_gbps: bytes / read_best / 1e9,
+        copy_gbps: copied / copy_best / 1e9,
+        threads,
+        buffer_bytes: (words * 8) as u64,
+        repetitions: repetitions.max(1),
+        seconds: t0.elapsed().as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_is_a_finite_positive_rate() {
+        let b = measure_with(8 << 20, 2);
+        assert!(b.read_gbps.is_finite() && b.read_gbps > 0.0, "{b:?}");
+        assert!(b.copy_gbps.is_finite() && b.copy_gbps > 0.0, "{b:?}");
+        assert_eq!(b.buffer_bytes, 8 << 20);
+        assert_eq!(b.repetitions, 2);
+    }
+}

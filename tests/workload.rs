@@ -1,0 +1,221 @@
+//! Workload tests: batches give each sequence what it gets alone, a forked context gives
+//! what one long pass gives, and a run's test rows hold exactly the tokens, positions and
+//! KV-cache bytes the shapes say.
+
+use candle_core::Device;
+use quantbench::model::{self, Cache};
+use quantbench::probe::Probes;
+use quantbench::runner::{self, Silent};
+use quantbench::workload::{self, Test, TestStatus};
+use quantbench::{Precision, Quantization, Scenario};
+
+fn load(spec: &str, p: Precision) -> quantbench::LoadedModel {
+    let source = model::resolve(&spec.parse().unwrap()).unwrap();
+    model::load(&source, Quantization::new(p), &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Logits of `batch` run together, then of each sequence alone; greedy continuations
+/// of 4 tokens both ways.
+fn batch_equals_alone(spec: &str, p: Precision) {
+    let m = load(spec, p);
+    let cfg = m.config();
+    let seqs: Vec<Vec<u32>> = (0..3)
+        .map(|s| workload::synthetic_tokens(cfg.vocab_size(), s, 0, 7))
+        .collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let mut cache = Cache::new(cfg, 16);
+    let together = m.model.forward_last_batch(&refs, &mut cache).unwrap();
+    let mut next: Vec<u32> = together.argmax(1).unwrap().to_vec1().unwrap();
+    let together: Vec<Vec<f32>> = together.to_vec2().unwrap();
+    let mut batch_tokens = vec![next.clone()];
+    for _ in 0..3 {
+        let inputs: Vec<[u32; 1]> = next.iter().map(|&x| [x]).collect();
+        let r: Vec<&[u32]> = inputs.iter().map(|x| x.as_slice()).collect();
+        let l = m.model.forward_last_batch(&r, &mut cache).unwrap();
+        next = l.argmax(1).unwrap().to_vec1().unwrap();
+        batch_tokens.push(next.clone());
+    }
+    for (s, ids) in seqs.iter().enumerate() {
+        let mut c = Cache::new(cfg, 16);
+        let alone: Vec<f32> = m
+            .model
+            .forward_last(ids, &mut c)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let d = max_abs_diff(&alone, &together[s]);
+        assert!(
+            d < 1e-4,
+            "{spec} {p}: sequence {s} differs by {d} in a batch"
+        );
+        let g = quantbench::generate(
+            &m,
+            ids,
+            quantbench::GenerateOptions::exactly(4),
+            &mut quantbench::generate::NoObserver,
+        )
+        .unwrap();
+        let in_batch: Vec<u32> = batch_tokens.iter().map(|step| step[s]).collect();
+        assert_eq!(g.new_ids, in_batch, "{spec} {p}: sequence {s}'s tokens");
+    }
+}
+
+#[test]
+fn a_batch_gives_each_sequence_what_it_gets_alone() {
+    for spec in ["synthetic:tiny", "synthetic:tiny-llama"] {
+        for p in [Precision::F32, Precision::Q8_0, Precision::Q4K] {
+            batch_equals_alone(spec, p);
+        }
+    }
+}
+
+#[test]
+fn a_forked_context_gives_what_one_pass_gives_every_time() {
+    for spec in ["synthetic:tiny", "synthetic:tiny-llama"] {
+        let m = load(spec, Precision::F32);
+        let cfg = m.config();
+        let t = Test {
+            prompt_tokens: 5,
+            new_tokens: 3,
+            depth: 40,
+            batch: 2,
+            threads: None,
+        };
+        let filled = workload::fill(&m, &t).unwrap();
+        assert_eq!(filled.position(), 40);
+        let a = workload::run_once(&m, &t, &filled).unwrap();
+        let b = workload::run_once(&m, &t, &filled).unwrap();
+        assert_eq!(a.tokens, b.tokens, "{spec}: forks disagree");
+        assert_eq!(a.decode_step_seconds.len(), 2);
+        assert!(a.prefill_seconds.is_some());
+        // The same tokens from one uninterrupted pass over depth + prompt.
+        for s in 0..2 {
+            let mut ids = workload::synthetic_tokens(cfg.vocab_size(), s, 0, 40);
+            ids.extend(workload::synthetic_tokens(cfg.vocab_size(), s, 40, 5));
+            let g = quantbench::generate(
+                &m,
+                &ids,
+                quantbench::GenerateOptions::exactly(3),
+                &mut quantbench::generate::NoObserver,
+            )
+            .unwrap();
+            assert_eq!(g.new_ids, a.tokens[s], "{spec}: sequence {s}");
+        }
+    }
+}
+
+#[test]
+fn a_run_records_every_test_row_with_exact_kv_bytes() {
+    let scenario = Scenario::parse(
+        r#"
+name = "w"
+model = "synthetic:tiny"
+device = "cpu"
+precisions = ["f32", "q4_0"]
+new_tokens = 3
+warmup = 1
+repeats = 2
+[quality]
+enabled = false
+[workload]
+prompt_tokens = [0, 8]
+new_tokens = [0, 4]
+depth = [0, 250]
+batch = [1, 2]
+threads = [1]
+"#,
+        "w.toml",
+    )
+    .unwrap();
+    let prepared = runner::prepare(&scenario, None).unwrap();
+    let run = runner::run(&prepared, &Probes::available(), &mut Silent).unwrap();
+    let bw = run
+        .environment
+        .memory_bandwidth
+        .as_ref()
+        .expect("bandwidth measured");
+    assert!(bw.read_gbps > 0.0 && bw.copy_gbps > 0.0);
+    let per_token = run.model.kv_cache_bytes_per_token.unwrap();
+    // tiny: 2 layers × 4 heads × 64 × (k + v) × f32.
+    assert_eq!(per_token, 2 * 2 * 4 * 64 * 4);
+    for v in &run.variants {
+        assert!(v.is_ok(), "{:?}", v.error);
+        assert_eq!(v.tests.len(), 3 * 2 * 2, "{}", v.precision);
+        let streamed = v.weights_streamed_bytes_per_step.unwrap();
+        // Everything but the position table (the tied token table is the LM head);
+        // under the `all` policy the table is stored at the precision too.
+        let wpe = match v.precision {
+            Precision::F32 => 256 * 256 * 4,
+            _ => 256 * 256 / 32 * 18,
+        };
+        assert_eq!(streamed, v.weights_bytes.unwrap() - wpe, "{}", v.precision);
+        for r in &v.tests {
+            let t = r.test;
+            assert_eq!(r.threads_used, 1);
+            assert_eq!(
+                r.kv_cache_bytes,
+                (per_token * t.batch * t.positions()) as u64,
+                "{}",
+                r.name
+            );
+            if t.depth == 250 && t.positions() > 256 {
+                assert_eq!(r.status, TestStatus::Skipped, "{}", r.name);
+                assert!(r.error.as_deref().unwrap().contains("256"), "{:?}", r.error);
+                continue;
+            }
+            assert_eq!(r.status, TestStatus::Ok, "{}: {:?}", r.name, r.error);
+            assert_eq!(r.decode_step_seconds.len(), 2, "{}", r.name);
+            assert!(r
+                .decode_step_seconds
+                .iter()
+                .all(|d| d.len() == t.decode_steps()));
+            assert_eq!(r.generated_token_ids.len(), t.new_tokens, "{}", r.name);
+            assert_eq!(r.tokens_identical_across_repetitions, Some(true));
+            assert!(r.memory_peak.is_some() && r.memory_before.is_some());
+            match (t.prompt_tokens, t.new_tokens) {
+                (0, _) => {
+                    assert!(r.prefill_tokens_per_second.is_none());
+                    assert!(r.decode_tokens_per_second.is_some());
+                    assert!(r.bandwidth_fraction.is_some());
+                }
+                (_, 0) => {
+                    assert!(r.prefill_tokens_per_second.is_some());
+                    assert!(r.time_to_first_token_seconds.is_none());
+                    assert!(r.decode_tokens_per_second.is_none());
+                }
+                _ => {
+                    assert!(r.time_to_first_token_seconds.is_some());
+                    assert!(r.decode_step_p99_seconds.is_some());
+                    // Bytes per step: the streamed weights plus each sequence's keys
+                    // and values at the mean decode context.
+                    let ctx = t.decode_contexts();
+                    let mean = ctx.iter().sum::<usize>() as f64 / ctx.len() as f64;
+                    let want = streamed as f64 + mean * (per_token * t.batch) as f64;
+                    assert_eq!(r.decode_bytes_per_step, Some(want.round() as u64));
+                }
+            }
+        }
+    }
+    // Results survive the round trip through results.json.
+    let json = serde_json::to_string(&run).unwrap();
+    let back = quantbench::RunRecord::from_json(&json, "results.json").unwrap();
+    for (a, b) in back.variants[1].tests.iter().zip(&run.variants[1].tests) {
+        assert_eq!(
+            (&a.name, a.status, a.kv_cache_bytes, &a.generated_token_ids),
+            (&b.name, b.status, b.kv_cache_bytes, &b.generated_token_ids)
+        );
+        let rate = |r: &workload::TestRecord| r.decode_tokens_per_second.map(|s| s.median);
+        if let (Some(x), Some(y)) = (rate(a), rate(b)) {
+            assert!((x - y).abs() <= 1e-9 * y, "{} {x} {y}", a.name);
+        }
+    }
+    assert_eq!(back.variants[1].tests.len(), run.variants[1].tests.len());
+}
