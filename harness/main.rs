@@ -64,6 +64,18 @@ enum Command {
     /// Run a benchmark scenario: every precision loaded, probed, warmed up, timed and
     /// dropped in turn; writes results.json, results.csv, report.md and charts.
     Run(Box<RunArgs>),
+    /// Write a run's figures for benchmark trackers: Bencher's BMF, github-action-benchmark's
+    /// two arrays, or llama-bench-shaped rows (jsonl, csv), one per variant and test.
+    ExportResults {
+        /// A results.json written by `quantbench run`, or the folder holding it.
+        results: PathBuf,
+        /// bmf, github-action-benchmark, jsonl or csv.
+        #[arg(long, value_enum)]
+        format: quantbench::report::export::ResultsFormat,
+        /// Where to write: a file (default: stdout); a folder for github-action-benchmark (required), which gets smaller-is-better.json and bigger-is-better.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Re-render results.csv, report.md and the charts from a results.json (which is
     /// read only, never rewritten).
     Report {
@@ -510,6 +522,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     format!(" ({} charts could not be drawn)", written.skipped.len())
                 }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportResults {
+            results,
+            format,
+            out,
+        } => {
+            use quantbench::report::{atomic, export};
+            let run = quantbench::report::read_results(&results_path(&results))?;
+            let text = match format {
+                export::ResultsFormat::Bmf => {
+                    serde_json::to_string_pretty(&export::bmf(&run))? + "\n"
+                }
+                export::ResultsFormat::Jsonl => export::jsonl(&run),
+                export::ResultsFormat::Csv => export::csv(&run)?,
+                export::ResultsFormat::GithubActionBenchmark => {
+                    let Some(dir) = out else {
+                        quantbench::bad_input!(
+                            "--format github-action-benchmark writes two files: give --out FOLDER (it gets smaller-is-better.json and bigger-is-better.json)"
+                        );
+                    };
+                    quantbench::fsutil::create_output_dir(&dir)?;
+                    let (smaller, bigger) = export::github_action_benchmark(&run);
+                    for (name, v) in [
+                        ("smaller-is-better.json", smaller),
+                        ("bigger-is-better.json", bigger),
+                    ] {
+                        let path = dir.join(name);
+                        atomic::write(
+                            &path,
+                            (serde_json::to_string_pretty(&v)? + "\n").as_bytes(),
+                        )?;
+                        outln!("wrote {}", path.display());
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            match out {
+                Some(path) => {
+                    atomic::write(&path, text.as_bytes())?;
+                    outln!("wrote {}", path.display());
+                }
+                None => outln!("{}", text.trim_end_matches('\n')),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { results, out } => {

@@ -357,6 +357,9 @@ pub struct Reference {
     pub windows: usize,
     vocab: usize,
     top1: Vec<u32>,
+    /// Negative log-likelihood of the text's next token at each position (exact, not
+    /// through the 16-bit coding): the base of Δp and of the perplexity ratio's error.
+    nll: Vec<f64>,
     pub perplexity: f64,
     pub seconds: f64,
     /// The reference's greedy tokens on the benchmark prompt.
@@ -379,7 +382,7 @@ impl Reference {
             .context("creating the reference file for the quality pass")?;
         let mut w = BufWriter::with_capacity(1 << 20, file.reopen()?);
         let mut top1 = Vec::new();
-        let mut nll = 0.0f64;
+        let mut nlls = Vec::new();
         let mut vocab = 0;
         let mut self_kls = Vec::new();
         let windows = for_each_chunk(m, eval, |targets, rows| {
@@ -402,7 +405,7 @@ impl Reference {
                 .collect();
             for (row_nll, top, self_kl, (min, step, codes)) in coded {
                 vocab = codes.len();
-                nll += row_nll;
+                nlls.push(row_nll);
                 top1.push(top);
                 self_kls.push(self_kl);
                 w.write_all(&min.to_le_bytes())?;
@@ -414,13 +417,13 @@ impl Reference {
         })?;
         w.flush().context("writing the reference distributions")?;
         let positions = top1.len();
-        let perplexity = (nll / positions as f64).exp();
+        let perplexity = (nlls.iter().sum::<f64>() / positions as f64).exp();
         let seconds = crate::clock::synced_seconds_since(m.device(), t0)?;
-        let mut own = QualityRecord::from_kls(
+        let mut own = QualityRecord::from_positions(
             &self_kls,
             positions,
-            perplexity,
-            perplexity,
+            &nlls,
+            &nlls,
             generated_token_ids.len(),
             seconds,
         );
@@ -431,6 +434,7 @@ impl Reference {
             windows,
             vocab,
             top1,
+            nll: nlls,
             perplexity,
             seconds,
             generated_token_ids,
@@ -455,7 +459,7 @@ impl Reference {
         r.rewind()?;
         let mut kls = Vec::with_capacity(self.positions);
         let mut same = 0usize;
-        let mut nll = 0.0f64;
+        let mut nlls = Vec::with_capacity(self.positions);
         let row_bytes = 8 + 2 * self.vocab;
         let mut raw = Vec::new();
         let mut idx = 0usize;
@@ -496,7 +500,7 @@ impl Reference {
                 .collect();
             for (kl, row_nll, same_top) in results {
                 kls.push(kl);
-                nll += row_nll;
+                nlls.push(row_nll);
                 same += same_top as usize;
             }
             idx += rows.len();
@@ -507,18 +511,17 @@ impl Reference {
             "evaluated {idx} positions, the reference has {}",
             self.positions
         );
-        let perplexity = (nll / idx as f64).exp();
         let leading = self
             .generated_token_ids
             .iter()
             .zip(generated)
             .take_while(|(a, b)| a == b)
             .count();
-        Ok(QualityRecord::from_kls(
+        Ok(QualityRecord::from_positions(
             &kls,
             same,
-            perplexity,
-            self.perplexity,
+            &nlls,
+            &self.nll,
             leading,
             crate::clock::synced_seconds_since(m.device(), t0)?,
         ))
@@ -534,8 +537,24 @@ pub struct QualityRecord {
     pub positions: usize,
     /// exp(mean negative log-likelihood of the text's next tokens).
     pub perplexity: Option<f64>,
-    /// perplexity / the f32 reference's perplexity.
+    /// Its standard error, as llama-perplexity gives it: perplexity × the standard
+    /// error of the mean negative log-likelihood.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity_stderr: Option<f64>,
+    /// perplexity / the f32 reference's perplexity (llama-perplexity's "Mean
+    /// PPL(Q)/PPL(base)": exp of the mean log ratio).
     pub perplexity_ratio: Option<f64>,
+    /// Its standard error: ratio × the standard error of the mean log ratio, which
+    /// counts the correlation between the two models' log-likelihoods (llama-perplexity's
+    /// formula).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity_ratio_stderr: Option<f64>,
+    /// Mean of ln(p_f32(token)) - ln(p(token)) over positions: llama-perplexity's "Mean
+    /// ln(PPL(Q)/PPL(base))".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ln_perplexity_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ln_perplexity_ratio_stderr: Option<f64>,
     /// Mean over positions of KL(f32 || variant) of the next-token distributions, nats.
     pub kl_mean: Option<f64>,
     /// The standard error of kl_mean, as llama-perplexity computes it:
@@ -548,6 +567,31 @@ pub struct QualityRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_p999: Option<f64>,
     pub kl_max: Option<f64>,
+    /// KL percentiles 95, 90, 10, 5 and 1 (every percentile, the median included, is
+    /// llama-perplexity's: linear interpolation between the sorted values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_p90: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_p10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_p05: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_p01: Option<f64>,
+    /// Mean change in the probability of the text's next token, p(token) -
+    /// p_f32(token) (a fraction; llama-perplexity prints it in percent), and its
+    /// standard error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_p_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_p_mean_stderr: Option<f64>,
+    /// Root mean square of that change, and its standard error (llama-perplexity's:
+    /// half the standard error of the mean square over the RMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_p_rms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_p_rms_stderr: Option<f64>,
     /// Share of positions where the variant's most likely token is f32's (0..1).
     pub same_top1: Option<f64>,
     /// Its standard error, as llama-perplexity computes it: sqrt(p (1 - p) / (n - 1)).
@@ -587,52 +631,121 @@ pub fn finite_or_note(name: &str, x: f64, notes: &mut Vec<String>) -> Option<f64
     }
 }
 
+/// The value at `fraction` of sorted `values`, interpolated linearly between the two
+/// nearest (llama-perplexity's `percentile`; at 0.5 the median, the mean of the middle
+/// two for an even count). `None` for no values.
+pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
+    let (first, last) = (*sorted.first()?, *sorted.last()?);
+    if fraction <= 0.0 {
+        return Some(first);
+    }
+    if fraction >= 1.0 {
+        return Some(last);
+    }
+    let p = fraction * (sorted.len() - 1) as f64;
+    let i = p.floor() as usize;
+    let w = p - i as f64;
+    let next = sorted[(i + 1).min(sorted.len() - 1)];
+    Some((1.0 - w) * sorted[i] + w * next)
+}
+
+/// Mean and its standard error sqrt((mean of squares - mean²) / (n - 1)), as
+/// llama-perplexity's `mean_and_uncertainty` (which reports 0 for 10 values or fewer;
+/// here the error is computed from 2 values on).
+pub fn mean_and_stderr(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let var = xs.iter().map(|x| x * x).sum::<f64>() / n as f64 - mean * mean;
+    let se = if n > 1 && var > 0.0 {
+        (var / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    (mean, se)
+}
+
+/// The covariance of two means (llama-perplexity's `covariance`): (mean of a·b -
+/// mean a · mean b) / (n - 1).
+pub fn covariance(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let ma = a[..n].iter().sum::<f64>() / n as f64;
+    let mb = b[..n].iter().sum::<f64>() / n as f64;
+    let mab = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / n as f64;
+    (mab - ma * mb) / (n - 1) as f64
+}
+
 impl QualityRecord {
-    fn from_kls(
+    /// The figures from each position's KL, whether the top-1 agreed (`same` of
+    /// them), and the variant's and the reference's negative log-likelihood of the
+    /// text's next token. Every statistic is llama-perplexity's (see [`percentile`] and
+    /// [`mean_and_stderr`]).
+    fn from_positions(
         kls: &[f64],
         same: usize,
-        ppl: f64,
-        ref_ppl: f64,
+        nll: &[f64],
+        nll_ref: &[f64],
         leading: usize,
         seconds: f64,
     ) -> Self {
         let n = kls.len().max(1);
         let mut sorted = kls.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            sorted
-                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(0.0)
-        };
-        let p99 = at(0.99);
-        let mean = kls.iter().sum::<f64>() / n as f64;
-        let mean_sq = kls.iter().map(|k| k * k).sum::<f64>() / n as f64;
+        let at = |q: f64| percentile(&sorted, q).unwrap_or(0.0);
+        let (kl_mean, kl_se) = mean_and_stderr(kls);
         let denom = (kls.len() as f64 - 1.0).max(1.0);
-        let kl_se = ((mean_sq - mean * mean).max(0.0) / denom).sqrt();
         let p_same = same as f64 / n as f64;
         let same_se = (p_same * (1.0 - p_same) / denom).sqrt();
+        let (lnppl, lnppl_se) = mean_and_stderr(nll);
+        let (lnppl_ref, lnppl_ref_se) = mean_and_stderr(nll_ref);
+        let cov = covariance(nll, nll_ref);
+        let ln_ratio = lnppl - lnppl_ref;
+        let ln_ratio_se = (lnppl_se * lnppl_se + lnppl_ref_se * lnppl_ref_se - 2.0 * cov)
+            .max(0.0)
+            .sqrt();
+        let dp: Vec<f64> = nll
+            .iter()
+            .zip(nll_ref)
+            .map(|(a, b)| (-a).exp() - (-b).exp())
+            .collect();
+        let (dp_mean, dp_mean_se) = mean_and_stderr(&dp);
+        let dp2: Vec<f64> = dp.iter().map(|x| x * x).collect();
+        let (mse, mse_se) = mean_and_stderr(&dp2);
+        let rms = mse.sqrt();
+        let rms_se = if rms > 0.0 { 0.5 / rms * mse_se } else { 0.0 };
         let mut notes = Vec::new();
         let mut f = |name: &str, x: f64| finite_or_note(name, x, &mut notes);
         // A NaN sorts last under total_cmp, so the maximum is NaN whenever any KL is.
-        let kl_mean = f("kl_mean", kls.iter().sum::<f64>() / n as f64);
-        let kl_p99 = f("kl_p99", p99);
-        let kl_stderr = f("kl_stderr", kl_se);
-        let kl_median = f("kl_median", at(0.5));
-        let kl_p999 = f("kl_p999", at(0.999));
-        let kl_max = f("kl_max", sorted.last().copied().unwrap_or(0.0));
-        let perplexity = f("perplexity", ppl);
-        let perplexity_ratio = f("perplexity_ratio", ppl / ref_ppl);
+        let perplexity = lnppl.exp();
+        let ratio = ln_ratio.exp();
         QualityRecord {
             positions: kls.len(),
-            perplexity,
-            perplexity_ratio,
-            kl_mean,
-            kl_stderr,
-            kl_median,
-            kl_p99,
-            kl_p999,
-            kl_max,
+            perplexity: f("perplexity", perplexity),
+            perplexity_stderr: f("perplexity_stderr", perplexity * lnppl_se),
+            perplexity_ratio: f("perplexity_ratio", ratio),
+            perplexity_ratio_stderr: f("perplexity_ratio_stderr", ratio * ln_ratio_se),
+            ln_perplexity_ratio: f("ln_perplexity_ratio", ln_ratio),
+            ln_perplexity_ratio_stderr: f("ln_perplexity_ratio_stderr", ln_ratio_se),
+            kl_mean: f("kl_mean", kl_mean),
+            kl_stderr: f("kl_stderr", kl_se),
+            kl_median: f("kl_median", at(0.5)),
+            kl_p99: f("kl_p99", at(0.99)),
+            kl_p999: f("kl_p999", at(0.999)),
+            kl_max: f("kl_max", sorted.last().copied().unwrap_or(0.0)),
+            kl_p95: f("kl_p95", at(0.95)),
+            kl_p90: f("kl_p90", at(0.90)),
+            kl_p10: f("kl_p10", at(0.10)),
+            kl_p05: f("kl_p05", at(0.05)),
+            kl_p01: f("kl_p01", at(0.01)),
+            delta_p_mean: f("delta_p_mean", dp_mean),
+            delta_p_mean_stderr: f("delta_p_mean_stderr", dp_mean_se),
+            delta_p_rms: f("delta_p_rms", rms),
+            delta_p_rms_stderr: f("delta_p_rms_stderr", rms_se),
             same_top1: Some(p_same),
             same_top1_stderr: Some(same_se),
             leading_tokens_equal_to_f32: leading,
@@ -729,7 +842,9 @@ mod tests {
     #[test]
     fn kl_statistics_are_computed_as_llama_perplexity_does() {
         let kls = [0.1, 0.2, 0.3, 0.4];
-        let r = QualityRecord::from_kls(&kls, 3, 2.0, 2.0, 0, 0.0);
+        let nll = [0.5, 1.0, 2.0, 0.25];
+        let nll_ref = [0.4, 1.2, 1.5, 0.25];
+        let r = QualityRecord::from_positions(&kls, 3, &nll, &nll_ref, 0, 0.0);
         let close =
             |a: Option<f64>, b: f64| assert!((a.unwrap() - b).abs() < 1e-12, "{a:?} vs {b}");
         close(r.kl_mean, 0.25);
@@ -737,9 +852,37 @@ mod tests {
         close(r.kl_stderr, (0.0125f64 / 3.0).sqrt());
         close(r.same_top1, 0.75);
         close(r.same_top1_stderr, (0.75f64 * 0.25 / 3.0).sqrt());
-        close(r.kl_median, 0.3);
+        // Linear interpolation between sorted values: the median of 4 is the mean of the
+        // middle two; the 99.9th is 0.3 + 0.997 × 0.1; the 10th 0.1 + 0.3 × 0.1.
+        close(r.kl_median, 0.25);
         close(r.kl_max, 0.4);
-        close(r.kl_p999, 0.4);
+        close(r.kl_p999, 0.3997);
+        close(r.kl_p10, 0.13);
+        close(r.kl_p01, 0.103);
+        close(r.kl_p95, 0.385);
+        // Δp = e^-nll - e^-nll_ref per position, directly.
+        let dp: Vec<f64> = nll
+            .iter()
+            .zip(&nll_ref)
+            .map(|(a, b): (&f64, &f64)| (-a).exp() - (-b).exp())
+            .collect();
+        let mean = dp.iter().sum::<f64>() / 4.0;
+        let var = dp.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 4.0;
+        close(r.delta_p_mean, mean);
+        close(r.delta_p_mean_stderr, (var / 3.0).sqrt());
+        let ms = dp.iter().map(|x| x * x).sum::<f64>() / 4.0;
+        close(r.delta_p_rms, ms.sqrt());
+        let var2 = dp.iter().map(|x| (x * x - ms).powi(2)).sum::<f64>() / 4.0;
+        close(r.delta_p_rms_stderr, 0.5 / ms.sqrt() * (var2 / 3.0).sqrt());
+        // ln ratio: mean of nll - nll_ref = (0.1 - 0.2 + 0.5 + 0) / 4 = 0.1; its error
+        // is the error of the mean of the differences (the covariance term does that).
+        close(r.ln_perplexity_ratio, 0.1);
+        let d = [0.1, -0.2, 0.5, 0.0];
+        let vd = d.iter().map(|x: &f64| (x - 0.1).powi(2)).sum::<f64>() / 4.0;
+        close(r.ln_perplexity_ratio_stderr, (vd / 3.0).sqrt());
+        close(r.perplexity_ratio, 0.1f64.exp());
+        close(r.perplexity_ratio_stderr, 0.1f64.exp() * (vd / 3.0).sqrt());
+        close(r.perplexity, (3.75f64 / 4.0).exp());
     }
 
     #[test]

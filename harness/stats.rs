@@ -174,6 +174,35 @@ pub fn welch_ratio_interval(base: &[f64], new: &[f64], confidence: f64) -> Optio
     Some((pct(d - t * se), pct(d + t * se)))
 }
 
+/// Percentile bootstrap interval of the median of `samples` at `confidence` (0.95 for
+/// 95%): `resamples` draws with replacement, seeded, so the same samples always give
+/// the same interval. `None` for no samples; a single sample is its own interval.
+pub fn bootstrap_median_ci(
+    samples: &[f64],
+    confidence: f64,
+    resamples: usize,
+) -> Option<(f64, f64)> {
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    if samples.is_empty() {
+        return None;
+    }
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de);
+    let mut buf = Vec::with_capacity(samples.len());
+    let mut medians: Vec<f64> = (0..resamples.max(100))
+        .map(|_| {
+            buf.clear();
+            for _ in 0..samples.len() {
+                buf.push(samples[(rng.next_u64() % samples.len() as u64) as usize]);
+            }
+            median(&buf)
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let alpha = (1.0 - confidence) / 2.0;
+    let at = |q: f64| medians[((medians.len() - 1) as f64 * q).round() as usize];
+    Some((at(alpha), at(1.0 - alpha)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

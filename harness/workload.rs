@@ -55,7 +55,11 @@ pub struct WorkloadConfig {
 impl WorkloadConfig {
     /// Whether any test is asked for.
     pub fn is_empty(&self) -> bool {
-        self.prompt_tokens.is_empty() && self.new_tokens.is_empty()
+        self.prompt_tokens.is_empty()
+            && self.new_tokens.is_empty()
+            && self.depth.is_empty()
+            && self.batch.is_empty()
+            && self.threads.is_empty()
     }
 
     /// Check the lists: (field, problem) on failure.
@@ -108,7 +112,7 @@ impl WorkloadConfig {
     /// (a test with neither prompt nor new tokens is left out). `default_new_tokens`
     /// stands in for an absent `new_tokens` list.
     pub fn tests(&self, default_new_tokens: usize) -> Vec<Test> {
-        if self.is_empty() {
+        if self.prompt_tokens.is_empty() {
             return Vec::new();
         }
         let or = |l: &Vec<usize>, d: usize| if l.is_empty() { vec![d] } else { l.clone() };

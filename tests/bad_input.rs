@@ -651,3 +651,83 @@ fn gguf_and_quality_scenario_fields_are_checked() {
         &["fewer than one chunk of 256", "whole chunks"],
     );
 }
+
+#[test]
+fn bad_workload_lists_and_export_requests_are_named() {
+    expect_bad(
+        &[
+            "run",
+            "--model",
+            "synthetic:tiny",
+            "--prompt-tokens",
+            "8",
+            "--batch",
+            "0",
+        ],
+        &["workload.batch", "1..=256"],
+    );
+    expect_bad(
+        &["run", "--model", "synthetic:tiny", "--depth", "64"],
+        &["workload.prompt_tokens", "missing"],
+    );
+    expect_bad(
+        &["run", "--model", "synthetic:tiny", "--prompt-tokens", "8,8"],
+        &["workload.prompt_tokens", "twice"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("w.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"w\"\n[workload]\nprompt_tokens = [8]\nbatches = [2]\n",
+    )
+    .unwrap();
+    expect_bad(&["run", scenario.to_str().unwrap()], &["w.toml", "batches"]);
+    // A results file is needed, and the two-file format needs a folder.
+    let results = tmp.path().join("results.json");
+    expect_bad(
+        &[
+            "export-results",
+            results.to_str().unwrap(),
+            "--format",
+            "bmf",
+        ],
+        &["results.json"],
+    );
+    let (code, _, err) = quantbench(&[
+        "run",
+        "--model",
+        "synthetic:tiny",
+        "--precisions",
+        "f32",
+        "--new-tokens",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--no-quality",
+        "--quiet",
+        "--out",
+        tmp.path().join("run").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let run = tmp.path().join("run");
+    expect_bad(
+        &[
+            "export-results",
+            run.to_str().unwrap(),
+            "--format",
+            "github-action-benchmark",
+        ],
+        &["--out FOLDER"],
+    );
+    let (code, out, err) =
+        quantbench(&["export-results", run.to_str().unwrap(), "--format", "jsonl"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "one variant, no workload: the text row only"
+    );
+    assert!(out.contains("\"test\":\"text\""), "{out}");
+}

@@ -218,4 +218,111 @@ threads = [1]
         }
     }
     assert_eq!(back.variants[1].tests.len(), run.variants[1].tests.len());
+    check_exports(&run);
+}
+
+/// The export formats hold their documented shapes: BMF's {benchmark: {measure: {value,
+/// lower_value, upper_value}}}, benchmark-action's [{name, unit, value, range?, extra?}],
+/// llama-bench's row names.
+fn check_exports(run: &quantbench::RunRecord) {
+    use quantbench::report::export;
+    let ok_tests: usize = run
+        .variants
+        .iter()
+        .map(|v| {
+            v.tests
+                .iter()
+                .filter(|t| t.status == TestStatus::Ok)
+                .count()
+                + 1
+        })
+        .sum();
+    let bmf = export::bmf(run);
+    let benches = bmf.as_object().unwrap();
+    assert_eq!(benches.len(), ok_tests);
+    assert!(benches.contains_key("synthetic:tiny/q4_0/all/cpu/tg4 @ d250 x2 t1"));
+    for (name, measures) in benches {
+        for (m, v) in measures.as_object().unwrap() {
+            assert!(m.len() <= 64, "{m}");
+            let value = v["value"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} {m}: {v}"));
+            if let (Some(lo), Some(hi)) = (v["lower_value"].as_f64(), v["upper_value"].as_f64()) {
+                assert!(lo <= value && value <= hi, "{name} {m}: {v}");
+            }
+        }
+        assert!(measures.get("weights-bytes").is_some(), "{name}");
+    }
+    let tg = &benches["synthetic:tiny/f32/all/cpu/tg4 t1"];
+    assert!(tg.get("decode-tokens-per-second").is_some());
+    assert!(tg.get("prefill-tokens-per-second").is_none());
+    let (smaller, bigger) = export::github_action_benchmark(run);
+    for e in smaller
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(bigger.as_array().unwrap())
+    {
+        assert!(
+            e["name"].is_string() && e["unit"].is_string() && e["value"].is_number(),
+            "{e}"
+        );
+        assert!(e.get("range").is_none_or(|r| r.is_string()), "{e}");
+    }
+    assert!(bigger
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["unit"] == "tokens/s"));
+    let lines = export::jsonl(run);
+    let rows: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), ok_tests);
+    for r in &rows {
+        for k in export::ROW_COLUMNS
+            .iter()
+            .chain(&["samples_ns", "samples_ts"])
+        {
+            assert!(r.get(*k).is_some(), "{k} missing: {r}");
+        }
+        // llama-bench's avg_ts is the mean of samples_ts.
+        let ts: Vec<f64> = r["samples_ts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let mean = ts.iter().sum::<f64>() / ts.len() as f64;
+        assert!(
+            (r["avg_ts"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean,
+            "{r}"
+        );
+    }
+    let csv = export::csv(run).unwrap();
+    let mut reader = ::csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        export::ROW_COLUMNS
+    );
+    assert_eq!(reader.records().count(), ok_tests);
+}
+
+#[test]
+fn the_bootstrap_interval_holds_the_median_and_narrows_with_agreement() {
+    use quantbench::stats::bootstrap_median_ci;
+    let xs = [10.0, 11.0, 9.0, 10.5, 9.5];
+    let (lo, hi) = bootstrap_median_ci(&xs, 0.95, 2000).unwrap();
+    assert!(
+        lo <= 10.0 && 10.0 <= hi && lo >= 9.0 && hi <= 11.0,
+        "{lo} {hi}"
+    );
+    assert_eq!(
+        bootstrap_median_ci(&xs, 0.95, 2000),
+        Some((lo, hi)),
+        "seeded"
+    );
+    assert_eq!(bootstrap_median_ci(&[5.0; 4], 0.95, 500), Some((5.0, 5.0)));
+    assert_eq!(bootstrap_median_ci(&[], 0.95, 500), None);
 }

@@ -446,3 +446,155 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
     root.present().map_err(plot_err)?;
     Ok(())
 }
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(49, 130, 189),
+    RGBColor(230, 85, 13),
+    RGBColor(49, 163, 84),
+    RGBColor(117, 107, 177),
+    RGBColor(215, 48, 39),
+    RGBColor(99, 99, 99),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
+/// Named lines (drawn with their points) and named point sets (hollow markers, no line).
+type Series = [(String, Vec<(f64, f64)>)];
+
+/// Whether the run holds workload tests (then the context charts are drawn).
+pub fn has_tests(run: &RunRecord) -> bool {
+    run.variants.iter().any(|v| !v.tests.is_empty())
+}
+
+/// Decode tokens/s against context depth: one line per variant and test shape (prompt,
+/// new tokens, batch, threads), so the cost of a fuller cache is visible per precision.
+pub fn depth(run: &RunRecord, path: &Path) -> Result<()> {
+    let mut lines: std::collections::BTreeMap<(usize, String), Vec<(f64, f64)>> =
+        Default::default();
+    for (i, v) in run.variants.iter().enumerate() {
+        for t in &v.tests {
+            let Some(rate) = t.decode_tokens_per_second.map(|s| s.median) else {
+                continue;
+            };
+            let mut shape = t.test;
+            shape.depth = 0;
+            let key = (i, format!("{} {}", v.precision, shape.name()));
+            lines
+                .entry(key)
+                .or_default()
+                .push((t.test.depth as f64, rate));
+        }
+    }
+    let series: Vec<(String, Vec<(f64, f64)>)> =
+        lines.into_iter().map(|((_, k), v)| (k, v)).collect();
+    let caption = title(run, "Decode speed against context depth");
+    let (x, y) = (
+        "depth: tokens in the KV cache before the test",
+        "decode tokens per second (median)",
+    );
+    render(
+        path,
+        |a| draw_lines(a, &caption, x, y, &series, &[]),
+        |a| draw_lines(a, &caption, x, y, &series, &[]),
+    )
+}
+
+/// Memory against context: per variant, its exact weight bytes plus the KV cache at each
+/// test's context (lines), and the process's measured peak during each test (markers):
+/// the gap is the runtime's own (activations, buffers, allocator).
+pub fn context_memory(run: &RunRecord, path: &Path) -> Result<()> {
+    let mut exact: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut measured: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for v in &run.variants {
+        let Some(w) = v.weights_bytes else { continue };
+        let mut line: Vec<(f64, f64)> = Vec::new();
+        let mut peaks: Vec<(f64, f64)> = Vec::new();
+        for t in &v.tests {
+            let ctx = (t.positions * t.test.batch) as f64;
+            line.push((ctx, mb(w + t.kv_cache_bytes)));
+            if let Some(p) = t.memory_peak.as_ref().and_then(|r| r.get(RSS)) {
+                peaks.push((ctx, mb(p)));
+            }
+        }
+        if line.is_empty() {
+            continue;
+        }
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        line.dedup_by(|a, b| a.0 == b.0);
+        exact.push((format!("{}: weights + KV cache (exact)", v.precision), line));
+        measured.push((format!("{}: process peak (measured)", v.precision), peaks));
+    }
+    let caption = title(run, "Memory against context");
+    let x = "positions held in the KV cache (all sequences)";
+    render(
+        path,
+        |a| draw_lines(a, &caption, x, "MB", &exact, &measured),
+        |a| draw_lines(a, &caption, x, "MB", &exact, &measured),
+    )
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    lines: &Series,
+    markers: &Series,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let all = || lines.iter().chain(markers).flat_map(|(_, p)| p.iter());
+    let xmax = axis_top(all().map(|p| p.0), 1.05);
+    let ymax = axis_top(all().map(|p| p.1), 1.2);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, (FONT, 22))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(plot_err)?;
+    let ok = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    for (i, (name, pts)) in lines.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        let pts: Vec<(f64, f64)> = pts.iter().filter(ok).copied().collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))
+            .map_err(plot_err)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled())))
+            .map_err(plot_err)?;
+    }
+    for (i, (name, pts)) in markers.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(
+                pts.iter()
+                    .filter(ok)
+                    .map(|&p| Cross::new(p, 7, c.stroke_width(2))),
+            )
+            .map_err(plot_err)?
+            .label(name.clone())
+            .legend(move |(x, y)| Cross::new((x + 10, y), 6, c.stroke_width(2)));
+    }
+    if !lines.is_empty() || !markers.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}

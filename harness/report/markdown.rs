@@ -286,6 +286,8 @@ pub fn render(run: &RunRecord) -> String {
         }
     }
 
+    render_tests(&mut o, run);
+
     let _ = writeln!(o, "\n## How this was measured\n");
     let _ = writeln!(
         o,
@@ -302,6 +304,148 @@ pub fn render(run: &RunRecord) -> String {
             .join(", ")
     );
     o
+}
+
+/// llama-perplexity's `--kl-divergence` statistics, in its units (Δp in percent), so a
+/// row can be set beside llama.cpp's published KLD tables.
+fn render_llama_perplexity_stats(o: &mut String, run: &RunRecord) {
+    let rows: Vec<_> = run
+        .variants
+        .iter()
+        .filter_map(|v| Some((v, v.quality.as_ref()?)))
+        .filter(|(_, q)| !q.is_reference)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "
+### As llama-perplexity --kl-divergence reports them
+
+Mean ± standard error; percentiles interpolated between sorted values, as llama-perplexity does; Δp is the change in the probability of the text's next token (percentage points).
+"
+    );
+    let _ = writeln!(
+        o,
+        "| variant | PPL(Q)/PPL(base) | ln ratio | mean KLD | 99.9% | 99% | 95% | 90% | median | 10% | 5% | 1% | mean Δp | RMS Δp | same top p |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let pm = |x: Option<f64>, se: Option<f64>, scale: f64, d: usize| match (x, se) {
+        (Some(x), Some(se)) => format!("{:.d$} ± {:.d$}", x * scale, se * scale),
+        (Some(x), None) => format!("{:.d$}", x * scale),
+        _ => "n/a".into(),
+    };
+    let e = |x: Option<f64>| x.map_or("n/a".into(), |x| format!("{x:.6}"));
+    for (v, q) in rows {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} % | {} % | {} % |",
+            v.precision,
+            pm(q.perplexity_ratio, q.perplexity_ratio_stderr, 1.0, 6),
+            pm(q.ln_perplexity_ratio, q.ln_perplexity_ratio_stderr, 1.0, 6),
+            pm(q.kl_mean, q.kl_stderr, 1.0, 6),
+            e(q.kl_p999),
+            e(q.kl_p99),
+            e(q.kl_p95),
+            e(q.kl_p90),
+            e(q.kl_median),
+            e(q.kl_p10),
+            e(q.kl_p05),
+            e(q.kl_p01),
+            pm(q.delta_p_mean, q.delta_p_mean_stderr, 100.0, 3),
+            pm(q.delta_p_rms, q.delta_p_rms_stderr, 100.0, 3),
+            pm(q.same_top1, q.same_top1_stderr, 100.0, 3),
+        );
+    }
+}
+
+/// The workload's test rows, one table per variant, and the machine's bandwidth.
+fn render_tests(o: &mut String, run: &RunRecord) {
+    if !run.variants.iter().any(|v| !v.tests.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "
+## Workload tests
+"
+    );
+    if let Some(b) = &run.environment.memory_bandwidth {
+        let _ = writeln!(
+            o,
+            "Memory bandwidth of this machine, measured at the start of the run on {} thread(s) (best of {}, {:.0} MB buffers): read **{:.1} GB/s**, copy {:.1} GB/s. A decode step's bandwidth is the bytes it reads (the weights it streams, once for the whole batch, plus every sequence's keys and values at its context) times steps per second; \"of bw\" is its share of the measured read rate.\n",
+            b.threads,
+            b.repetitions,
+            b.buffer_bytes as f64 / 1e6,
+            b.read_gbps,
+            b.copy_gbps
+        );
+    }
+    if let Some(k) = run.model.kv_cache_bytes_per_token {
+        let _ = writeln!(
+            o,
+            "The KV cache holds {k} bytes per position and sequence ({} layers × {} key/value heads × {} dims × 2 (keys, values) × 4 bytes, f32). Tests: `ppP` a synthetic prompt of P tokens; `tgN` N tokens generated one at a time; `ppP+tgN` the prompt's pass gives the first token, then N - 1 decode steps; `@ dD` after D tokens already in the cache; `xB` B sequences decoded together; `tT` on T threads. Medians over the repetitions, [min–max] beside.\n",
+            run.model.n_layer,
+            run.model.n_kv_head.unwrap_or(run.model.n_head),
+            run.model.head_dim.unwrap_or(run.model.n_embd / run.model.n_head.max(1)),
+        );
+    }
+    let span = |s: Option<crate::stats::Summary>, scale: f64, d: usize| match s {
+        Some(s) => format!(
+            "{:.d$} [{:.d$}–{:.d$}]",
+            s.median * scale,
+            s.min * scale,
+            s.max * scale
+        ),
+        None => "-".into(),
+    };
+    for v in run.variants.iter().filter(|v| !v.tests.is_empty()) {
+        let _ = writeln!(o, "\n### {}\n", v.key());
+        let _ = writeln!(
+            o,
+            "| test | status | prefill tok/s | decode tok/s | TTFT ms | step p50 ms | p90 ms | p99 ms | KV cache MB | peak RSS MB | GB/s | of bw |"
+        );
+        let _ = writeln!(
+            o,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for t in &v.tests {
+            let status = match (&t.status, &t.error) {
+                (crate::workload::TestStatus::Ok, _) => "ok".to_string(),
+                (s, Some(e)) => format!("{s:?}: {e}").to_lowercase(),
+                (s, None) => format!("{s:?}").to_lowercase(),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                t.name,
+                status,
+                span(t.prefill_tokens_per_second, 1.0, 1),
+                span(t.decode_tokens_per_second, 1.0, 1),
+                span(t.time_to_first_token_seconds, 1e3, 1),
+                span(t.decode_step_p50_seconds, 1e3, 2),
+                span(t.decode_step_p90_seconds, 1e3, 2),
+                span(t.decode_step_p99_seconds, 1e3, 2),
+                mb(t.kv_cache_bytes),
+                t.memory_peak
+                    .as_ref()
+                    .and_then(|r| r.get(RSS))
+                    .map_or("-".into(), |b| format!("{:.1}", mb(b))),
+                t.decode_bandwidth_gbps
+                    .map_or("-".into(), |s| format!("{:.2}", s.median)),
+                t.bandwidth_fraction
+                    .map_or("-".into(), |f| format!("{:.0}%", f * 100.0)),
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n![decode speed against depth](depth.svg)\n\n![memory against context](context-memory.svg)\n\nEvery row, llama-bench-shaped: tests.csv (`quantbench export-results --format jsonl` adds the per-repetition samples)."
+    );
 }
 
 fn mem(v: Option<u64>) -> String {
@@ -397,6 +541,7 @@ fn render_quality(o: &mut String, run: &RunRecord) {
             gate
         );
     }
+    render_llama_perplexity_stats(o, run);
     for v in &run.variants {
         for n in v.quality.iter().flat_map(|q| &q.notes) {
             let _ = writeln!(o, "\nNote ({}): {n}", v.precision);

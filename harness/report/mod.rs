@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod charts;
 pub mod csv;
+pub mod export;
 pub mod markdown;
 
 use std::path::{Path, PathBuf};
@@ -99,6 +100,16 @@ pub const OUTPUT_FILES: [&str; 9] = [
     "quality.png",
 ];
 
+/// The files a run with workload tests writes besides [`OUTPUT_FILES`]: every variant ×
+/// test as llama-bench-shaped rows, and the two context charts.
+pub const TEST_FILES: [&str; 5] = [
+    "tests.csv",
+    "depth.svg",
+    "depth.png",
+    "context-memory.svg",
+    "context-memory.png",
+];
+
 /// Write results.json and results.csv (after every variant).
 pub fn write_results(run: &RunRecord, dir: &Path) -> Result<()> {
     let json = serde_json::to_vec_pretty(run).context("serializing the results")?;
@@ -113,8 +124,9 @@ fn write_csv(run: &RunRecord, dir: &Path) -> Result<()> {
 /// Write every output of a run: results, report.md and the charts.
 pub fn write_all(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
     write_results(run, dir)?;
-    write_derived(run, dir)?;
-    Ok(OUTPUT_FILES.iter().map(|f| dir.join(f)).collect())
+    let mut files = vec![dir.join(OUTPUT_FILES[0])];
+    files.extend(write_derived(run, dir)?);
+    Ok(files)
 }
 
 /// Write what is derived from a results file — results.csv, report.md and the charts —
@@ -129,7 +141,19 @@ pub fn write_derived(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
     charts::latency(run, &dir.join("latency.png"))?;
     charts::quality(run, &dir.join("quality.svg"))?;
     charts::quality(run, &dir.join("quality.png"))?;
-    Ok(OUTPUT_FILES[1..].iter().map(|f| dir.join(f)).collect())
+    let mut written: Vec<PathBuf> = OUTPUT_FILES[1..].iter().map(|f| dir.join(f)).collect();
+    if charts::has_tests(run) {
+        for f in TEST_FILES {
+            let path = dir.join(f);
+            match f {
+                "tests.csv" => atomic::write(&path, export::csv(run)?.as_bytes())?,
+                f if f.starts_with("depth.") => charts::depth(run, &path)?,
+                _ => charts::context_memory(run, &path)?,
+            }
+            written.push(path);
+        }
+    }
+    Ok(written)
 }
 
 /// Read a results.json (a regular file of at most [`crate::fsutil::MAX_TEXT_BYTES`]).
