@@ -14,7 +14,63 @@ use quantbench::report::{self, fmt_opt, mb, Headline};
 use quantbench::runner::{self, Phase, RunObserver};
 use quantbench::scenario::{Scenario, Variant};
 
+/// Run a scenario; one naming several `models` runs each in turn into its own
+/// sub-folder (`<out>/<model>/`), every model checked before the first loads. The exit
+/// status is the worst of the models'.
 pub fn run(
+    scenario: Scenario,
+    scenario_file: Option<&Path>,
+    out: Option<PathBuf>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    if scenario.models.is_empty() {
+        return run_one(scenario, scenario_file, out, quiet);
+    }
+    let each = scenario.per_model();
+    for s in &each {
+        runner::prepare(s, scenario_file)?;
+    }
+    let dir = match out {
+        Some(d) => d,
+        None => default_dir(Path::new("reports"), &scenario.name)?,
+    };
+    quantbench::fsutil::create_output_dir(&dir)?;
+    let mut worst = 0u8;
+    for s in each {
+        let sub = dir.join(folder_name(&s.model.to_string()));
+        let code = run_one(s, scenario_file, Some(sub), quiet)?;
+        // 130 (interrupted) stops the sequence; otherwise the larger status wins.
+        let n = exit_number(code);
+        worst = worst.max(n);
+        if n == 130 {
+            break;
+        }
+    }
+    Ok(ExitCode::from(worst))
+}
+
+/// A model spec as a folder name: characters other than letters, digits, '.', '_' and
+/// '-' become '-'.
+fn folder_name(spec: &str) -> String {
+    spec.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn exit_number(code: ExitCode) -> u8 {
+    [0u8, 1, 3, 130]
+        .into_iter()
+        .find(|&n| ExitCode::from(n) == code)
+        .unwrap_or(1)
+}
+
+fn run_one(
     scenario: Scenario,
     scenario_file: Option<&Path>,
     out: Option<PathBuf>,

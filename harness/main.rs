@@ -321,6 +321,7 @@ impl RunArgs {
         };
         if let Some(v) = &self.model {
             s.model = v.clone();
+            s.models.clear();
         }
         if let Some(v) = &self.precisions {
             s.precisions = v.clone();
@@ -352,16 +353,28 @@ impl RunArgs {
         if self.no_quality {
             s.quality.enabled = false;
         }
-        let w = &mut s.workload;
-        for (flag, field) in [
-            (&self.prompt_tokens, &mut w.prompt_tokens),
-            (&self.gen_tokens, &mut w.new_tokens),
-            (&self.depth, &mut w.depth),
-            (&self.batch, &mut w.batch),
-            (&self.threads, &mut w.threads),
-        ] {
-            if let Some(v) = flag {
-                *field = v.clone();
+        let flags = [
+            &self.prompt_tokens,
+            &self.gen_tokens,
+            &self.depth,
+            &self.batch,
+            &self.threads,
+        ];
+        // The flags set the lists of the first workload table (made if there is none).
+        if flags.iter().any(|f| f.is_some()) && s.workload.is_empty() {
+            s.workload.push(Default::default());
+        }
+        if let Some(w) = s.workload.first_mut() {
+            for (flag, field) in [
+                (&self.prompt_tokens, &mut w.prompt_tokens),
+                (&self.gen_tokens, &mut w.new_tokens),
+                (&self.depth, &mut w.depth),
+                (&self.batch, &mut w.batch),
+                (&self.threads, &mut w.threads),
+            ] {
+                if let Some(v) = flag {
+                    *field = v.clone();
+                }
             }
         }
         if self.requantize {

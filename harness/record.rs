@@ -150,6 +150,18 @@ pub struct WeightsInfo {
     pub by_format: Vec<crate::model::weights::FormatBytes>,
 }
 
+/// The one sequence of synthetic tokens a variant's workload tests take their depth
+/// from: filled once (untimed) to the deepest depth that fits, held in memory while the
+/// tests run (so inside every test's RSS figures), and copied into each test's own
+/// cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadContext {
+    pub depth: usize,
+    /// Its exact KV-cache bytes.
+    pub bytes: u64,
+    pub fill_seconds: f64,
+}
+
 /// Summaries of the timed repetitions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimingSummary {
@@ -223,6 +235,9 @@ pub struct VariantRecord {
     /// LM head included, norms and biases; a table only looked up is left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_streamed_bytes_per_step: Option<u64>,
+    /// The context the workload tests start from, filled once for the variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_context: Option<WorkloadContext>,
     /// The workload's test rows (scenarios with a `[workload]` table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<crate::workload::TestRecord>,

@@ -311,6 +311,7 @@ pub fn run_variant(
         energy_joules_per_token: None,
         requantized: p.source.is_prequantized() && v.quantization.precision != Precision::Native,
         weights_streamed_bytes_per_step: None,
+        workload_context: None,
         tests: Vec::new(),
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -467,6 +468,32 @@ fn measure(
     rec.weights_streamed_bytes_per_step = Some(loaded.model.streamed_bytes_per_step() as u64);
 
     let tests = s.tests();
+    // One context for every test of the variant, filled to the deepest depth that fits
+    // (untimed) and kept while the tests run; each test starts from a copy of its first
+    // `depth` positions.
+    let context = p.source.config.context_length();
+    let fits = tests.iter().filter(|t| t.does_not_fit(context).is_none());
+    let deepest = fits.clone().map(|t| t.depth).max().unwrap_or(0);
+    let base = if deepest > 0 {
+        observer.phase(
+            v,
+            Phase::Test {
+                done: 0,
+                total: tests.len(),
+                name: format!("filling the context to depth {deepest}"),
+            },
+        );
+        let t0 = clock::synced_now(&p.device)?;
+        let base = workload::fill(&loaded, deepest, deepest)?;
+        rec.workload_context = Some(crate::record::WorkloadContext {
+            depth: deepest,
+            bytes: workload::kv_cache_bytes(p.source.config.kv_cache_bytes_per_token(), 1, deepest),
+            fill_seconds: clock::synced_seconds_since(&p.device, t0)?,
+        });
+        base
+    } else {
+        model::Cache::new(&p.source.config, 1)
+    };
     for (i, t) in tests.iter().enumerate() {
         interrupt::check()?;
         observer.phase(
@@ -477,8 +504,10 @@ fn measure(
                 name: t.name(),
             },
         );
-        rec.tests.push(run_test(p, &loaded, t, probes, read_gbps)?);
+        rec.tests
+            .push(run_test(p, &loaded, &base, t, probes, read_gbps)?);
     }
+    drop(base);
 
     if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
         observer.phase(v, Phase::Quality);
@@ -505,14 +534,15 @@ fn measure(
     Ok(())
 }
 
-/// One workload test: fill the depth (untimed), warm up, repeat, each repetition on a
-/// fork of the filled cache; memory read after the fill and sampled for the peak over
-/// the timed repetitions. A test that does not fit the model is recorded as skipped, one
+/// One workload test: its context copied from the variant's filled `base` (untimed),
+/// warm up, repeat, each repetition on a fork of that context; memory read before the
+/// timed repetitions and sampled for the peak over them. A test that does not fit the model is recorded as skipped, one
 /// that fails as failed (the variant's other tests still run); an interruption stops
 /// the variant.
 fn run_test(
     p: &Prepared,
     loaded: &model::LoadedModel,
+    base: &model::Cache,
     t: &workload::Test,
     probes: &Probes,
     read_gbps: Option<f64>,
@@ -538,7 +568,7 @@ fn run_test(
         let mut body = || -> Result<()> {
             rec.threads_used = rayon::current_num_threads();
             let t0 = clock::synced_now(&p.device)?;
-            let filled = workload::fill(loaded, t)?;
+            let filled = workload::context_for(loaded, base, t)?;
             rec.fill_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
             let mut all_tokens = Vec::new();
             for _ in 0..s.warmup {

@@ -125,6 +125,10 @@ pub struct Scenario {
     pub description: Option<String>,
     #[serde(default = "default_model")]
     pub model: ModelSpec,
+    /// Several models, each run in turn (every precision and test) into its own
+    /// sub-folder of the output; takes the place of `model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelSpec>,
     #[serde(default)]
     pub device: DeviceChoice,
     #[serde(default = "default_precisions")]
@@ -165,13 +169,16 @@ pub struct Scenario {
     /// `requantized`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requantize: bool,
-    /// Workload tests run by every variant after its generation: lists of prompt
-    /// tokens, new tokens, depth, batch and threads, expanded as a cartesian product.
+    /// Workload tests run by every variant after its generation: one `[workload]` table
+    /// or several `[[workload]]` tables, each a set of lists (prompt tokens, new tokens,
+    /// depth, batch, threads) expanded as a cartesian product; the tables' tests run in
+    /// order.
     #[serde(
         default,
-        skip_serializing_if = "crate::workload::WorkloadConfig::is_empty"
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::workload::one_or_many"
     )]
-    pub workload: crate::workload::WorkloadConfig,
+    pub workload: Vec<crate::workload::WorkloadConfig>,
 }
 
 /// One precision of a scenario: loaded, probed, run and dropped.
@@ -202,6 +209,11 @@ impl Scenario {
         let base = path.parent().unwrap_or(Path::new(""));
         if let ModelSpec::Local(dir) = &s.model {
             s.model = ModelSpec::Local(resolve_path(base, dir));
+        }
+        for m in &mut s.models {
+            if let ModelSpec::Local(dir) = m {
+                *m = ModelSpec::Local(resolve_path(base, dir));
+            }
         }
         if let Some(text) = &s.quality.text {
             s.quality.text = Some(resolve_path(base, text));
@@ -239,6 +251,11 @@ impl Scenario {
                 "precisions",
                 format!("precisions is empty; valid: {}", Precision::valid_names()),
             ));
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if self.models[..i].contains(m) {
+                return Err(("models", format!("model {m} is listed twice")));
+            }
         }
         for (i, p) in self.precisions.iter().enumerate() {
             if self.precisions[..i].contains(p) {
@@ -278,7 +295,9 @@ impl Scenario {
             }
         }
         self.quality.validate()?;
-        self.workload.validate()?;
+        for w in &self.workload {
+            w.validate()?;
+        }
         if let Some(t) = self.min_seconds {
             if !(t.is_finite() && t >= 0.0) {
                 return Err((
@@ -316,9 +335,28 @@ impl Scenario {
         }
     }
 
+    /// One scenario per model: itself when it names one `model`, else one per entry of
+    /// `models` (each with that model, in order).
+    pub fn per_model(&self) -> Vec<Scenario> {
+        if self.models.is_empty() {
+            return vec![self.clone()];
+        }
+        self.models
+            .iter()
+            .map(|m| Scenario {
+                model: m.clone(),
+                models: Vec::new(),
+                ..self.clone()
+            })
+            .collect()
+    }
+
     /// The workload tests every variant runs (none without a `[workload]` table).
     pub fn tests(&self) -> Vec<crate::workload::Test> {
-        self.workload.tests(self.new_tokens)
+        self.workload
+            .iter()
+            .flat_map(|w| w.tests(self.new_tokens))
+            .collect()
     }
 
     /// One variant per precision, in the order given.
@@ -458,6 +496,38 @@ seed = 3
         assert!(e.contains("name"), "{e}");
         let e = err("name = \"x\"\nmodel = \"synthetic:gpt9\"\n");
         assert!(e.contains("line 2") && e.contains("gpt9"), "{e}");
+    }
+
+    #[test]
+    fn workload_tables_and_models_lists_parse() {
+        let one = Scenario::parse(
+            "name = \"w\"\n[workload]\nprompt_tokens = [0, 8]\ndepth = [16]\n",
+            "w.toml",
+        )
+        .unwrap();
+        assert_eq!(one.workload.len(), 1);
+        assert_eq!(one.tests().len(), 2);
+        let many = Scenario::parse(
+            "name = \"w\"\nmodels = [\"synthetic:tiny\", \"synthetic:tiny-llama\"]\n[[workload]]\nprompt_tokens = [8]\nnew_tokens = [0]\n[[workload]]\nprompt_tokens = [0]\nbatch = [1, 2]\n",
+            "w.toml",
+        )
+        .unwrap();
+        let names: Vec<String> = many.tests().iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["pp8", "tg50", "tg50 x2"]);
+        let each = many.per_model();
+        assert_eq!(each.len(), 2);
+        assert_eq!(each[1].model.to_string(), "synthetic:tiny-llama");
+        assert!(each.iter().all(|s| s.models.is_empty()));
+        // results.json writes the tables as an array and reads it back.
+        let json = serde_json::to_string(&many).unwrap();
+        let back: Scenario = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, many);
+        assert!(
+            err("name = \"w\"\nmodels = [\"synthetic:tiny\", \"synthetic:tiny\"]\n")
+                .contains("twice")
+        );
+        let e = err("name = \"w\"\n[workload]\nprompt_tokens = [8]\nbatches = [2]\n");
+        assert!(e.contains("batches") && e.contains("line 2"), "{e}");
     }
 
     #[test]

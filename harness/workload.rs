@@ -146,6 +146,21 @@ impl WorkloadConfig {
     }
 }
 
+/// Read one `[workload]` table or an array of `[[workload]]` tables (results.json
+/// writes the array).
+pub fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<WorkloadConfig>, D::Error> {
+    use serde::de::Error;
+    let v = serde_json::Value::deserialize(d)?;
+    let parsed = if v.is_array() {
+        serde_json::from_value(v)
+    } else {
+        serde_json::from_value(v).map(|w| vec![w])
+    };
+    parsed.map_err(|e| D::Error::custom(format!("workload: {e}")))
+}
+
 /// One combination of the workload's axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Test {
@@ -245,25 +260,31 @@ pub fn synthetic_tokens(vocab: usize, sequence: usize, offset: usize, n: usize) 
         .collect()
 }
 
-/// A cache for `t` with its depth filled (untimed): every sequence of the batch holds
-/// `t.depth` synthetic tokens, with room for the rest of the test.
-pub fn fill(model: &LoadedModel, t: &Test) -> Result<Cache> {
+/// One sequence's context of `depth` synthetic tokens (untimed), with room for
+/// `capacity` positions: filled once per variant, in passes of at most 256 tokens, and
+/// copied into each test's own cache by [`context_for`].
+pub fn fill(model: &LoadedModel, depth: usize, capacity: usize) -> Result<Cache> {
     let cfg = model.config();
-    let mut cache = Cache::new(cfg, t.positions());
+    let mut cache = Cache::new(cfg, capacity.max(depth));
     let mut done = 0;
-    while done < t.depth {
-        let n = FILL_CHUNK.min(t.depth - done);
-        let seqs: Vec<Vec<u32>> = (0..t.batch)
-            .map(|s| synthetic_tokens(cfg.vocab_size(), s, done, n))
-            .collect();
-        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    while done < depth {
+        let n = FILL_CHUNK.min(depth - done);
+        let ids = synthetic_tokens(cfg.vocab_size(), 0, done, n);
         model
             .model
-            .hidden_batch(&refs, &mut cache)
-            .with_context(|| format!("filling the context to depth {}", t.depth))?;
+            .hidden(&ids, &mut cache)
+            .with_context(|| format!("filling the context to depth {depth}"))?;
         done += n;
     }
     Ok(cache)
+}
+
+/// Test `t`'s starting cache: `t.depth` positions of the filled context `base`, copied
+/// to each of the batch's sequences (so every sequence attends over its own cache, as
+/// independent sequences do; their contents are the same tokens), with room for the
+/// rest of the test.
+pub fn context_for(model: &LoadedModel, base: &Cache, t: &Test) -> Result<Cache> {
+    Ok(base.prefix_for_batch(model.config(), t.depth, t.batch, t.positions())?)
 }
 
 /// What one repetition of a test measured.
@@ -282,8 +303,8 @@ fn argmax_rows(logits: &candle_core::Tensor) -> Result<Vec<u32>> {
     Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?)
 }
 
-/// Run one repetition of `t` on a fork of `filled` (see [`fill`]); every clock is read
-/// with the device synchronised.
+/// Run one repetition of `t` on a fork of `filled` (see [`context_for`]); every clock
+/// is read with the device synchronised.
 pub fn run_once(model: &LoadedModel, t: &Test, filled: &Cache) -> Result<Repetition> {
     let cfg = model.config();
     let device = model.device();

@@ -288,6 +288,7 @@ fn every_committed_scenario_parses() {
         "gpt2-notebook.toml",
         "distilgpt2-footprint.toml",
         "all-precisions.toml",
+        "context-sweep.toml",
     ] {
         assert!(
             names.iter().any(|n| n == want),

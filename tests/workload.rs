@@ -78,36 +78,45 @@ fn a_batch_gives_each_sequence_what_it_gets_alone() {
 }
 
 #[test]
-fn a_forked_context_gives_what_one_pass_gives_every_time() {
+fn a_copied_and_forked_context_gives_what_one_pass_gives_every_time() {
     for spec in ["synthetic:tiny", "synthetic:tiny-llama"] {
         let m = load(spec, Precision::F32);
         let cfg = m.config();
-        let t = Test {
-            prompt_tokens: 5,
-            new_tokens: 3,
-            depth: 40,
-            batch: 2,
-            threads: None,
-        };
-        let filled = workload::fill(&m, &t).unwrap();
-        assert_eq!(filled.position(), 40);
-        let a = workload::run_once(&m, &t, &filled).unwrap();
-        let b = workload::run_once(&m, &t, &filled).unwrap();
-        assert_eq!(a.tokens, b.tokens, "{spec}: forks disagree");
-        assert_eq!(a.decode_step_seconds.len(), 2);
-        assert!(a.prefill_seconds.is_some());
-        // The same tokens from one uninterrupted pass over depth + prompt.
-        for s in 0..2 {
-            let mut ids = workload::synthetic_tokens(cfg.vocab_size(), s, 0, 40);
-            ids.extend(workload::synthetic_tokens(cfg.vocab_size(), s, 40, 5));
-            let g = quantbench::generate(
-                &m,
-                &ids,
-                quantbench::GenerateOptions::exactly(3),
-                &mut quantbench::generate::NoObserver,
-            )
-            .unwrap();
-            assert_eq!(g.new_ids, a.tokens[s], "{spec}: sequence {s}");
+        let base = workload::fill(&m, 40, 40).unwrap();
+        assert_eq!(base.position(), 40);
+        // A deep test, then a shallower one from the same base: each must see exactly
+        // its own prefix of the context, whatever ran before.
+        for depth in [40, 17, 40] {
+            let t = Test {
+                prompt_tokens: 5,
+                new_tokens: 3,
+                depth,
+                batch: 2,
+                threads: None,
+            };
+            let filled = workload::context_for(&m, &base, &t).unwrap();
+            assert_eq!(filled.position(), depth);
+            let a = workload::run_once(&m, &t, &filled).unwrap();
+            let b = workload::run_once(&m, &t, &filled).unwrap();
+            assert_eq!(a.tokens, b.tokens, "{spec}: forks disagree");
+            assert_eq!(a.decode_step_seconds.len(), 2);
+            assert!(a.prefill_seconds.is_some());
+            // The same tokens from one uninterrupted pass over the context + prompt.
+            for s in 0..2 {
+                let mut ids = workload::synthetic_tokens(cfg.vocab_size(), 0, 0, depth);
+                ids.extend(workload::synthetic_tokens(cfg.vocab_size(), s, depth, 5));
+                let g = quantbench::generate(
+                    &m,
+                    &ids,
+                    quantbench::GenerateOptions::exactly(3),
+                    &mut quantbench::generate::NoObserver,
+                )
+                .unwrap();
+                assert_eq!(
+                    g.new_ids, a.tokens[s],
+                    "{spec}: depth {depth}, sequence {s}"
+                );
+            }
         }
     }
 }

@@ -216,6 +216,40 @@ impl Cache {
         self.position
     }
 
+    /// A new cache for `batch` sequences that each hold this cache's first `positions`
+    /// positions of sequence 0 (copied), with room for `capacity` positions. The
+    /// workload tests fill a context once per variant and start every test from a copy.
+    pub fn prefix_for_batch(
+        &self,
+        config: &crate::model::ModelConfig,
+        positions: usize,
+        batch: usize,
+        capacity: usize,
+    ) -> candle_core::Result<Cache> {
+        let mut out = Cache::new(config, capacity);
+        if positions == 0 {
+            return Ok(out);
+        }
+        if positions > self.position {
+            candle_core::bail!(
+                "a prefix of {positions} positions from a cache of {}",
+                self.position
+            );
+        }
+        for (src, dst) in self.layers.iter().zip(out.layers.iter_mut()) {
+            let (Some(k), Some(v)) = (src.k()?, src.v()?) else {
+                candle_core::bail!("the cache holds no keys or values");
+            };
+            let take = |t: &Tensor| -> candle_core::Result<Tensor> {
+                let one = t.narrow(0, 0, 1)?.narrow(2, 0, positions)?;
+                Tensor::cat(&vec![&one; batch], 0)?.contiguous()
+            };
+            dst.append(&take(&k)?, &take(&v)?)?;
+        }
+        out.position = positions;
+        Ok(out)
+    }
+
     /// A cache that starts where this one stands and writes into the same buffers: what
     /// the fork appends lands at positions this cache does not hold yet, so the
     /// positions it does hold are never touched, and the next fork starts from them
