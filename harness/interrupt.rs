@@ -18,9 +18,14 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Route SIGINT and SIGTERM to a stop request (once per process).
+/// Route SIGINT and SIGTERM to a stop request. Installed once per process; later calls
+/// (a scenario with several models runs one after another) do nothing.
 pub fn install_handler() -> anyhow::Result<()> {
-    ctrlc::set_handler(request).map_err(|e| anyhow::anyhow!("installing the signal handler: {e}"))
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| ctrlc::set_handler(request).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| anyhow::anyhow!("installing the signal handler: {e}"))
 }
 
 /// Ask the run to stop at the next safe point.

@@ -9,6 +9,8 @@ use quantbench::runner::{self, Silent};
 use quantbench::workload::{self, Test, TestStatus};
 use quantbench::{Precision, Quantization, Scenario};
 
+mod common;
+
 fn load(spec: &str, p: Precision) -> quantbench::LoadedModel {
     let source = model::resolve(&spec.parse().unwrap()).unwrap();
     model::load(&source, Quantization::new(p), &Device::Cpu).unwrap()
@@ -334,4 +336,49 @@ fn the_bootstrap_interval_holds_the_median_and_narrows_with_agreement() {
     );
     assert_eq!(bootstrap_median_ci(&[5.0; 4], 0.95, 500), Some((5.0, 5.0)));
     assert_eq!(bootstrap_median_ci(&[], 0.95, 500), None);
+}
+
+/// A scenario naming several models runs each into its own sub-folder, through the
+/// binary, with its workload tests, tests.csv and context charts.
+#[test]
+fn a_scenario_with_several_models_writes_one_folder_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("two.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "two"
+models = ["synthetic:tiny", "synthetic:tiny-llama"]
+device = "cpu"
+precisions = ["q8_0"]
+new_tokens = 2
+warmup = 0
+repeats = 1
+[quality]
+enabled = false
+[[workload]]
+prompt_tokens = [0]
+new_tokens = [3]
+depth = [0, 8]
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (code, _, err) = common::quantbench(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for sub in ["synthetic-tiny", "synthetic-tiny-llama"] {
+        let dir = out.join(sub);
+        let run = quantbench::report::read_results(&dir.join("results.json")).unwrap();
+        assert_eq!(run.model.spec, sub.replacen('-', ":", 1));
+        assert_eq!(run.variants[0].tests.len(), 2);
+        assert_eq!(run.variants[0].workload_context.as_ref().unwrap().depth, 8);
+        for f in quantbench::report::TEST_FILES {
+            assert!(dir.join(f).is_file(), "{sub}/{f} missing");
+        }
+    }
 }

@@ -447,7 +447,7 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
     Ok(())
 }
 
-const PALETTE: [RGBColor; 8] = [
+const PALETTE: [RGBColor; 12] = [
     RGBColor(49, 130, 189),
     RGBColor(230, 85, 13),
     RGBColor(49, 163, 84),
@@ -456,6 +456,10 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(99, 99, 99),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(255, 152, 60),
+    RGBColor(0, 0, 0),
 ];
 
 /// Named lines (drawn with their points) and named point sets (hollow markers, no line).
@@ -544,7 +548,9 @@ fn draw_lines<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(plot_err)?;
     let all = || lines.iter().chain(markers).flat_map(|(_, p)| p.iter());
     let xmax = axis_top(all().map(|p| p.0), 1.05);
-    let ymax = axis_top(all().map(|p| p.1), 1.2);
+    // Room above the data for the legend (one line per series).
+    let rows = (lines.len() + markers.len()) as f64;
+    let ymax = axis_top(all().map(|p| p.1), 1.15 + 0.045 * rows);
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, (FONT, 22))
         .margin(20)
