@@ -631,24 +631,6 @@ pub fn finite_or_note(name: &str, x: f64, notes: &mut Vec<String>) -> Option<f64
     }
 }
 
-/// The value at `fraction` of sorted `values`, interpolated linearly between the two
-/// nearest (llama-perplexity's `percentile`; at 0.5 the median, the mean of the middle
-/// two for an even count). `None` for no values.
-pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
-    let (first, last) = (*sorted.first()?, *sorted.last()?);
-    if fraction <= 0.0 {
-        return Some(first);
-    }
-    if fraction >= 1.0 {
-        return Some(last);
-    }
-    let p = fraction * (sorted.len() - 1) as f64;
-    let i = p.floor() as usize;
-    let w = p - i as f64;
-    let next = sorted[(i + 1).min(sorted.len() - 1)];
-    Some((1.0 - w) * sorted[i] + w * next)
-}
-
 /// Mean and its standard error sqrt((mean of squares - mean²) / (n - 1)), as
 /// llama-perplexity's `mean_and_uncertainty` (which reports 0 for 10 values or fewer;
 /// here the error is computed from 2 values on).
@@ -696,7 +678,7 @@ impl QualityRecord {
         let n = kls.len().max(1);
         let mut sorted = kls.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| percentile(&sorted, q).unwrap_or(0.0);
+        let at = |q: f64| crate::stats::percentile(&sorted, q).unwrap_or(0.0);
         let (kl_mean, kl_se) = mean_and_stderr(kls);
         let denom = (kls.len() as f64 - 1.0).max(1.0);
         let p_same = same as f64 / n as f64;

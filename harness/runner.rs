@@ -606,8 +606,10 @@ fn run_test(
                 }
             }
             let (peak, _) = sampler.finish();
+            let over = check_budget(s, &peak, &format!("during test {}", t.name()));
             rec.memory_peak = Some(peak);
             result?;
+            over?;
             rec.tokens_identical_across_repetitions =
                 Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
             Ok(())

@@ -174,6 +174,24 @@ pub fn welch_ratio_interval(base: &[f64], new: &[f64], confidence: f64) -> Optio
     Some((pct(d - t * se), pct(d + t * se)))
 }
 
+/// The value at `fraction` of sorted `values`, interpolated linearly between the two
+/// nearest (llama-perplexity's `percentile`; at 0.5 the median, the mean of the middle
+/// two for an even count). `None` for no values.
+pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
+    let (first, last) = (*sorted.first()?, *sorted.last()?);
+    if fraction <= 0.0 {
+        return Some(first);
+    }
+    if fraction >= 1.0 {
+        return Some(last);
+    }
+    let p = fraction * (sorted.len() - 1) as f64;
+    let i = p.floor() as usize;
+    let w = p - i as f64;
+    let next = sorted[(i + 1).min(sorted.len() - 1)];
+    Some((1.0 - w) * sorted[i] + w * next)
+}
+
 /// Percentile bootstrap interval of the median of `samples` at `confidence` (0.95 for
 /// 95%): `resamples` draws with replacement, seeded, so the same samples always give
 /// the same interval. `None` for no samples; a single sample is its own interval.

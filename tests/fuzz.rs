@@ -49,6 +49,45 @@ fn example_results() -> String {
     .unwrap()
 }
 
+fn sweep_results() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("reports/context-sweep-example/synthetic-gpt2/results.json"),
+    )
+    .unwrap()
+}
+
+/// `results` with `edits` applied to its numeric fields (index modulo their count):
+/// refused naming the file, or read and then rendered by every renderer and export
+/// format without a panic.
+fn edited_results_are_refused_or_render(
+    results: &str,
+    edits: Vec<(usize, serde_json::Value)>,
+) -> Result<(), TestCaseError> {
+    use quantbench::report::export;
+    let mut v: serde_json::Value = serde_json::from_str(results).unwrap();
+    let mut numbers = Vec::new();
+    collect_number_paths(&v, String::new(), &mut numbers);
+    for (at, value) in edits {
+        let path = &numbers[at % numbers.len()];
+        *v.pointer_mut(path).unwrap() = value;
+    }
+    let text = serde_json::to_string(&v).unwrap();
+    match RunRecord::from_json(&text, "fuzz/results.json") {
+        Err(e) => prop_assert!(e.to_string().contains("fuzz/results.json"), "{}", e),
+        Ok(run) => {
+            prop_assert!(run.check_figures().is_ok());
+            let _ = quantbench::report::markdown::render(&run);
+            let _ = quantbench::report::csv::render(&run).unwrap();
+            let _ = export::bmf(&run);
+            let _ = export::github_action_benchmark(&run);
+            let _ = export::jsonl(&run);
+            let _ = export::csv(&run).unwrap();
+        }
+    }
+    Ok(())
+}
+
 /// Scenario-shaped TOML: known keys with values of every type, and some junk.
 fn scenario_text() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
@@ -145,22 +184,23 @@ proptest! {
             Just(serde_json::Value::Null),
         ]), 1..6)
     ) {
-        let mut v: serde_json::Value = serde_json::from_str(&example_results()).unwrap();
-        let mut numbers = Vec::new();
-        collect_number_paths(&v, String::new(), &mut numbers);
-        for (at, value) in edits {
-            let path = &numbers[at % numbers.len()];
-            *v.pointer_mut(path).unwrap() = value;
-        }
-        let text = serde_json::to_string(&v).unwrap();
-        match RunRecord::from_json(&text, "fuzz/results.json") {
-            Err(e) => prop_assert!(e.to_string().contains("fuzz/results.json"), "{}", e),
-            Ok(run) => {
-                prop_assert!(run.check_figures().is_ok());
-                let _ = quantbench::report::markdown::render(&run);
-                let _ = quantbench::report::csv::render(&run).unwrap();
-            }
-        }
+        edited_results_are_refused_or_render(&example_results(), edits)?;
+    }
+
+    /// The same for a results file with workload tests (the context sweep's GPT-2 run):
+    /// read, or refused naming the file; then every renderer and export format runs
+    /// without a panic.
+    #[test]
+    fn workload_results_survive_any_number_anywhere(
+        edits in prop::collection::vec((0usize..100_000, prop_oneof![
+            any::<f64>().prop_map(|x| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null }),
+            Just(serde_json::json!(1e308)),
+            Just(serde_json::json!(-1.0)),
+            Just(serde_json::json!(0)),
+            Just(serde_json::Value::Null),
+        ]), 1..8)
+    ) {
+        edited_results_are_refused_or_render(&sweep_results(), edits)?;
     }
 
     /// Whatever the cache's refs file holds, only a commit hash is followed.
