@@ -27,6 +27,15 @@ pub struct Bandwidth {
     pub repetitions: usize,
     /// Wall time of the whole measurement.
     pub seconds: f64,
+    /// Where it was measured: `cpu` (this crate's own loops on every thread) or the
+    /// accelerator's name (`cuda:0`: candle's kernels on device memory). Absent in files
+    /// written before: cpu.
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 /// Bytes of the read buffer: far beyond the largest last-level caches of CPUs this runs
@@ -80,7 +89,55 @@ pub fn measure_with(buffer_bytes: usize, repetitions: usize) -> Bandwidth {
         buffer_bytes: (words * 8) as u64,
         repetitions: repetitions.max(1),
         seconds: t0.elapsed().as_secs_f64(),
+        device: cpu(),
     }
+}
+
+/// Measure the memory bandwidth of `device` (`name` for the record): on the CPU,
+/// [`measure`]; on an accelerator, with candle's kernels on a buffer of device memory —
+/// `read` a sum over it, `copy` a device-to-device copy (read + written bytes) — each
+/// the best of 3, the device synchronised around every clock read. This is the
+/// yardstick the decode rows of a GPU run are set against.
+pub fn measure_on(device: &candle_core::Device, name: &str) -> anyhow::Result<Bandwidth> {
+    if device.is_cpu() {
+        return Ok(measure());
+    }
+    measure_with_candle(device, name, BUFFER_BYTES, REPETITIONS)
+}
+
+/// The candle path of [`measure_on`], any device (tests run it on the CPU).
+pub fn measure_with_candle(
+    device: &candle_core::Device,
+    name: &str,
+    buffer_bytes: usize,
+    repetitions: usize,
+) -> anyhow::Result<Bandwidth> {
+    let t0 = Instant::now();
+    let n = (buffer_bytes / 4).max(1024);
+    let x =
+        candle_core::Tensor::arange(0u32, n as u32, device)?.to_dtype(candle_core::DType::F32)?;
+    let mut read_best = f64::INFINITY;
+    let mut copy_best = f64::INFINITY;
+    for _ in 0..repetitions.max(1) {
+        let t = crate::clock::synced_now(device)?;
+        let s = x.sum_all()?;
+        read_best = read_best.min(crate::clock::synced_seconds_since(device, t)?);
+        std::hint::black_box(s);
+        let t = crate::clock::synced_now(device)?;
+        let y = x.copy()?;
+        copy_best = copy_best.min(crate::clock::synced_seconds_since(device, t)?);
+        drop(y);
+    }
+    let bytes = (n * 4) as f64;
+    Ok(Bandwidth {
+        read_gbps: bytes / read_best / 1e9,
+        copy_gbps: 2.0 * bytes / copy_best / 1e9,
+        threads: rayon::current_num_threads(),
+        buffer_bytes: (n * 4) as u64,
+        repetitions: repetitions.max(1),
+        seconds: t0.elapsed().as_secs_f64(),
+        device: name.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -94,5 +151,18 @@ mod tests {
         assert!(b.copy_gbps.is_finite() && b.copy_gbps > 0.0, "{b:?}");
         assert_eq!(b.buffer_bytes, 8 << 20);
         assert_eq!(b.repetitions, 2);
+        assert_eq!(b.device, "cpu");
+    }
+
+    #[test]
+    fn the_device_path_measures_through_candle() {
+        let b =
+            measure_with_candle(&candle_core::Device::Cpu, "cpu-via-candle", 4 << 20, 2).unwrap();
+        assert!(b.read_gbps.is_finite() && b.read_gbps > 0.0, "{b:?}");
+        assert!(b.copy_gbps.is_finite() && b.copy_gbps > 0.0, "{b:?}");
+        assert_eq!(
+            (b.buffer_bytes, b.device.as_str()),
+            (4 << 20, "cpu-via-candle")
+        );
     }
 }

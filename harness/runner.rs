@@ -227,10 +227,14 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
     let mut run = new_record(p);
     run.probes = probes.names();
     if !p.scenario.tests().is_empty() {
-        // Measured once, before any model is loaded, on every core; its buffers are
-        // returned before the first variant's "before load".
-        run.environment.memory_bandwidth = Some(crate::bandwidth::measure());
+        // Measured once, before any model is loaded, on the device the run uses (every
+        // core of a CPU); its buffers are returned before the first variant's "before
+        // load".
+        run.environment.memory_bandwidth =
+            Some(crate::bandwidth::measure_on(&p.device, &p.device_name)?);
         release_freed_memory();
+        // A CUDA pool keeps the freed buffers: give them back too.
+        let _ = probes.trim_caches();
     }
     let mut reference = None;
     if let Some(eval) = &p.evaluation {
