@@ -130,9 +130,54 @@ pub const METRICS: [Metric; 7] = [
     },
 ];
 
+/// A workload test's samples of one metric.
+pub type TestExtract = fn(&crate::workload::TestRecord) -> Vec<f64>;
+
+/// The metrics `compare` judges on each workload test both sides ran (matched by the
+/// test's name within the variant): a test's per-repetition rates.
+pub const TEST_METRICS: [(Metric, TestExtract); 2] = [
+    (
+        Metric {
+            name: "test_prefill_tokens_per_second",
+            unit: "tok/s",
+            direction: Direction::HigherIsBetter,
+            kind: MetricKind::Time,
+            extract: |_| Vec::new(),
+        },
+        |t| {
+            let tokens = (t.test.batch * t.test.prompt_tokens) as f64;
+            t.prefill_seconds
+                .iter()
+                .filter(|&&s| s > 0.0 && tokens > 0.0)
+                .map(|s| tokens / s)
+                .collect()
+        },
+    ),
+    (
+        Metric {
+            name: "test_decode_tokens_per_second",
+            unit: "tok/s",
+            direction: Direction::HigherIsBetter,
+            kind: MetricKind::Time,
+            extract: |_| Vec::new(),
+        },
+        |t| {
+            t.decode_step_seconds
+                .iter()
+                .filter_map(|d| crate::record::decode_tokens_per_second(d))
+                .map(|r| r * t.test.batch as f64)
+                .collect()
+        },
+    ),
+];
+
 impl Metric {
     pub fn find(name: &str) -> Option<Metric> {
-        METRICS.iter().copied().find(|m| m.name == name)
+        METRICS
+            .iter()
+            .copied()
+            .chain(TEST_METRICS.iter().map(|(m, _)| *m))
+            .find(|m| m.name == name)
     }
 
     pub fn values(&self, v: &VariantRecord) -> Vec<f64> {
@@ -356,6 +401,35 @@ pub fn compare_runs(
                 continue;
             }
             rows.push(judge_runs(shown, m, &bs, &ns, opts));
+        }
+        // The workload tests both sides ran, in the first base run's order.
+        let tests: Vec<String> = base
+            .iter()
+            .chain(new)
+            .filter_map(|r| r.variants.iter().find(|v| v.key() == *key))
+            .flat_map(|v| v.tests.iter().map(|t| t.name.clone()))
+            .fold(Vec::new(), |mut acc, n| {
+                if !acc.contains(&n) {
+                    acc.push(n);
+                }
+                acc
+            });
+        for test in &tests {
+            let per_run = |runs: &[RunRecord], f: TestExtract| {
+                runs.iter()
+                    .filter_map(|r| r.variants.iter().find(|v| v.key() == *key))
+                    .filter_map(|v| v.tests.iter().find(|t| t.name == *test))
+                    .map(f)
+                    .filter(|xs| !xs.is_empty())
+                    .collect::<Vec<_>>()
+            };
+            for (m, f) in TEST_METRICS {
+                let (bs, ns) = (per_run(base, f), per_run(new, f));
+                if bs.is_empty() || ns.is_empty() {
+                    continue;
+                }
+                rows.push(judge_runs(&format!("{shown} {test}"), m, &bs, &ns, opts));
+            }
         }
     }
     Comparison {

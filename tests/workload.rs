@@ -230,6 +230,22 @@ threads = [1]
     }
     assert_eq!(back.variants[1].tests.len(), run.variants[1].tests.len());
     check_exports(&run);
+    // compare judges every test both sides ran, by its name within the variant.
+    let c = quantbench::compare::compare(&run, &back, "a", "b", &Default::default());
+    let row = |metric: &str, variant: &str| {
+        c.rows
+            .iter()
+            .find(|r| r.metric == metric && r.variant == variant)
+            .unwrap_or_else(|| panic!("no {metric} row for {variant}"))
+    };
+    let r = row("test_decode_tokens_per_second", "q4_0 tg4 @ d250 x2 t1");
+    assert_eq!(r.verdict, quantbench::compare::Verdict::Same);
+    assert_eq!(r.base_samples, 2);
+    row("test_prefill_tokens_per_second", "f32 pp8 x2 t1");
+    assert!(
+        !c.rows.iter().any(|r| r.variant.contains("pp8 @ d250")),
+        "skipped tests have no samples"
+    );
 }
 
 /// The export formats hold their documented shapes: BMF's {benchmark: {measure: {value,
