@@ -240,6 +240,16 @@ impl Test {
     }
 }
 
+/// Threads of candle's own pool for its quantized products (fixed for the process):
+/// `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`, as candle reads them.
+pub fn candle_pool_threads() -> usize {
+    std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(candle_core::utils::get_num_threads)
+}
+
 /// Exact bytes the KV cache holds: `sequences × positions × bytes per position`, every
 /// layer's keys and values.
 pub fn kv_cache_bytes(per_token: usize, sequences: usize, positions: usize) -> u64 {
@@ -387,6 +397,11 @@ pub struct TestRecord {
     pub error: Option<String>,
     /// Threads the test's pool had.
     pub threads_used: usize,
+    /// Set when the test asked for a thread count other than the process's: what that
+    /// count did not reach (candle's quantized products run on candle's own pool, sized
+    /// once per process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_note: Option<String>,
     /// Positions each sequence's cache holds at the end.
     pub positions: usize,
     /// Exact KV-cache bytes at the end of the test, every sequence: batch × positions ×
@@ -457,6 +472,15 @@ impl TestRecord {
             status: TestStatus::Failed,
             error: None,
             threads_used: t.threads.unwrap_or_else(rayon::current_num_threads),
+            threads_note: t
+                .threads
+                .filter(|&n| n != candle_pool_threads())
+                .map(|n| {
+                    format!(
+                        "{n} thread(s) for the float products, attention, norms and quantbench's kernels; candle's quantized products (every GGUF type without a quantbench kernel on this CPU) ran on candle's own pool of {} threads, fixed per process: set RAYON_NUM_THREADS={n} for the whole run to restrict those too",
+                        candle_pool_threads()
+                    )
+                }),
             positions: t.positions(),
             kv_cache_bytes: kv,
             kv_cache_allocated_bytes: kv,

@@ -171,6 +171,13 @@ threads = [1]
         for r in &v.tests {
             let t = r.test;
             assert_eq!(r.threads_used, 1);
+            // candle's quantized products keep candle's own pool: said where it differs.
+            assert_eq!(
+                r.threads_note.is_some(),
+                workload::candle_pool_threads() != 1,
+                "{:?}",
+                r.threads_note
+            );
             assert_eq!(
                 r.kv_cache_bytes,
                 (per_token * t.batch * t.positions()) as u64,

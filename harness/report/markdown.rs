@@ -442,6 +442,14 @@ fn render_tests(o: &mut String, run: &RunRecord) {
             );
         }
     }
+    let notes: std::collections::BTreeSet<&str> = run
+        .variants
+        .iter()
+        .flat_map(|v| v.tests.iter().filter_map(|t| t.threads_note.as_deref()))
+        .collect();
+    for n in notes {
+        let _ = writeln!(o, "\nNote (threads): {n}.");
+    }
     let _ = writeln!(
         o,
         "\n![decode speed against depth](depth.svg)\n\n![memory against context](context-memory.svg)\n\nEvery row, llama-bench-shaped: tests.csv (`quantbench export-results --format jsonl` adds the per-repetition samples)."
