@@ -27,6 +27,9 @@ pub fn run(
         return run_one(scenario, scenario_file, out, quiet);
     }
     let each = scenario.per_model();
+    // Every model checked before the first loads; what this prepares (tokenizers, the
+    // evaluation text's tokens) is dropped again and prepared anew for each model's own
+    // run, so that no other model's tokenizer sits in a run's memory readings.
     for s in &each {
         runner::prepare(s, scenario_file)?;
     }

@@ -65,10 +65,7 @@ fn per_rep_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
 }
 
 fn per_rep_decode_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
-    v.decode_step_seconds
-        .iter()
-        .filter_map(|d| crate::record::decode_tokens_per_second(d))
-        .collect()
+    v.decode_rates()
 }
 
 fn rss(v: &VariantRecord, m: Moment) -> Vec<f64> {
@@ -144,14 +141,7 @@ pub const TEST_METRICS: [(Metric, TestExtract); 2] = [
             kind: MetricKind::Time,
             extract: |_| Vec::new(),
         },
-        |t| {
-            let tokens = (t.test.batch * t.test.prompt_tokens) as f64;
-            t.prefill_seconds
-                .iter()
-                .filter(|&&s| s > 0.0 && tokens > 0.0)
-                .map(|s| tokens / s)
-                .collect()
-        },
+        crate::workload::TestRecord::prefill_rates,
     ),
     (
         Metric {
@@ -161,13 +151,7 @@ pub const TEST_METRICS: [(Metric, TestExtract); 2] = [
             kind: MetricKind::Time,
             extract: |_| Vec::new(),
         },
-        |t| {
-            t.decode_step_seconds
-                .iter()
-                .filter_map(|d| crate::record::decode_tokens_per_second(d))
-                .map(|r| r * t.test.batch as f64)
-                .collect()
-        },
+        crate::workload::TestRecord::decode_rates,
     ),
 ];
 

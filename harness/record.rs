@@ -269,6 +269,15 @@ impl VariantRecord {
             .is_f32_reference()
     }
 
+    /// Decode tokens per second of each timed repetition
+    /// ([`decode_tokens_per_second`] of its decode steps); empty with one new token.
+    pub fn decode_rates(&self) -> Vec<f64> {
+        self.decode_step_seconds
+            .iter()
+            .filter_map(|d| decode_tokens_per_second(d))
+            .collect()
+    }
+
     /// The label that tells this variant from the others of its run and of other runs:
     /// precision, policy and rest.
     pub fn key(&self) -> String {

@@ -469,15 +469,20 @@ fn measure(
     over?;
     rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
     rec.timing = Some(summarize(rec, s.new_tokens));
-    rec.weights_streamed_bytes_per_step = Some(loaded.model.streamed_bytes_per_step() as u64);
 
     let tests = s.tests();
     // One context for every test of the variant, filled to the deepest depth that fits
     // (untimed) and kept while the tests run; each test starts from a copy of its first
     // `depth` positions.
     let context = p.source.config.context_length();
-    let fits = tests.iter().filter(|t| t.does_not_fit(context).is_none());
-    let deepest = fits.clone().map(|t| t.depth).max().unwrap_or(0);
+    let deepest = tests
+        .iter()
+        .filter(|t| t.does_not_fit(context).is_none())
+        .map(|t| t.depth)
+        .max()
+        .unwrap_or(0);
+    let streamed = loaded.model.streamed_bytes_per_step();
+    rec.weights_streamed_bytes_per_step = Some(streamed as u64);
     let base = if deepest > 0 {
         observer.phase(
             v,
@@ -488,7 +493,7 @@ fn measure(
             },
         );
         let t0 = clock::synced_now(&p.device)?;
-        let base = workload::fill(&loaded, deepest, deepest)?;
+        let base = workload::fill(&loaded, deepest)?;
         rec.workload_context = Some(crate::record::WorkloadContext {
             depth: deepest,
             bytes: workload::kv_cache_bytes(p.source.config.kv_cache_bytes_per_token(), 1, deepest),
@@ -509,7 +514,7 @@ fn measure(
             },
         );
         rec.tests
-            .push(run_test(p, &loaded, &base, t, probes, read_gbps)?);
+            .push(run_test(p, &loaded, &base, t, probes, streamed, read_gbps)?);
     }
     drop(base);
 
@@ -540,15 +545,18 @@ fn measure(
 
 /// One workload test: its context copied from the variant's filled `base` (untimed),
 /// warm up, repeat, each repetition on a fork of that context; memory read before the
-/// timed repetitions and sampled for the peak over them. A test that does not fit the model is recorded as skipped, one
-/// that fails as failed (the variant's other tests still run); an interruption stops
-/// the variant.
+/// timed repetitions and sampled for the peak over them. A test that does not fit the
+/// model is recorded as skipped, one that fails as failed (the variant's other tests
+/// still run); an interruption stops the variant. `streamed`: the weight bytes one
+/// step reads; `read_gbps`: the measured read bandwidth.
+#[allow(clippy::too_many_arguments)]
 fn run_test(
     p: &Prepared,
     loaded: &model::LoadedModel,
     base: &model::Cache,
     t: &workload::Test,
     probes: &Probes,
+    streamed: usize,
     read_gbps: Option<f64>,
 ) -> Result<TestRecord> {
     let s = &p.scenario;
@@ -626,11 +634,7 @@ fn run_test(
     match outcome {
         Ok(()) => {
             rec.status = TestStatus::Ok;
-            rec.summarize(
-                loaded.model.streamed_bytes_per_step(),
-                kv_per_token,
-                read_gbps,
-            );
+            rec.summarize(streamed, kv_per_token, read_gbps);
         }
         Err(e) if interrupt::is_interrupted(&e) => return Err(e),
         Err(e) => rec.error = Some(format!("{e:#}")),

@@ -253,7 +253,9 @@ pub fn candle_pool_threads() -> usize {
 /// Exact bytes the KV cache holds: `sequences × positions × bytes per position`, every
 /// layer's keys and values.
 pub fn kv_cache_bytes(per_token: usize, sequences: usize, positions: usize) -> u64 {
-    per_token as u64 * sequences as u64 * positions as u64
+    (per_token as u64)
+        .saturating_mul(sequences as u64)
+        .saturating_mul(positions as u64)
 }
 
 /// Seeded synthetic token ids in `0..vocab` (splitmix64 of the sequence, the offset and
@@ -270,12 +272,12 @@ pub fn synthetic_tokens(vocab: usize, sequence: usize, offset: usize, n: usize) 
         .collect()
 }
 
-/// One sequence's context of `depth` synthetic tokens (untimed), with room for
-/// `capacity` positions: filled once per variant, in passes of at most 256 tokens, and
-/// copied into each test's own cache by [`context_for`].
-pub fn fill(model: &LoadedModel, depth: usize, capacity: usize) -> Result<Cache> {
+/// One sequence's context of `depth` synthetic tokens (untimed): filled once per
+/// variant, in passes of at most 256 tokens, and copied into each test's own cache by
+/// [`context_for`] (never appended to itself).
+pub fn fill(model: &LoadedModel, depth: usize) -> Result<Cache> {
     let cfg = model.config();
-    let mut cache = Cache::new(cfg, capacity.max(depth));
+    let mut cache = Cache::new(cfg, depth);
     let mut done = 0;
     while done < depth {
         let n = FILL_CHUNK.min(depth - done);
@@ -405,11 +407,10 @@ pub struct TestRecord {
     /// Positions each sequence's cache holds at the end.
     pub positions: usize,
     /// Exact KV-cache bytes at the end of the test, every sequence: batch × positions ×
-    /// the model's bytes per position (`model.kv_cache_bytes_per_token`).
+    /// the model's bytes per position (`model.kv_cache_bytes_per_token`). The buffers
+    /// are allocated for every position of the test at its first step, so this is also
+    /// what they hold throughout.
     pub kv_cache_bytes: u64,
-    /// What the cache buffers hold allocated (room for every position of the test from
-    /// the first step on, so the same as `kv_cache_bytes` here).
-    pub kv_cache_allocated_bytes: u64,
     /// Wall time of filling the depth (untimed for the rates).
     #[serde(default)]
     pub fill_seconds: Option<f64>,
@@ -483,7 +484,6 @@ impl TestRecord {
                 }),
             positions: t.positions(),
             kv_cache_bytes: kv,
-            kv_cache_allocated_bytes: kv,
             fill_seconds: None,
             warmup_repetitions: warmup,
             prefill_seconds: Vec::new(),
@@ -504,37 +504,47 @@ impl TestRecord {
         }
     }
 
+    /// Prefill tokens per second of each repetition: batch × prompt tokens / the prompt's
+    /// pass. Empty for a test without a prompt.
+    pub fn prefill_rates(&self) -> Vec<f64> {
+        let tokens = (self.test.batch * self.test.prompt_tokens) as f64;
+        self.prefill_seconds
+            .iter()
+            .filter(|&&s| s > 0.0 && tokens > 0.0)
+            .map(|s| tokens / s)
+            .collect()
+    }
+
+    /// Decode tokens per second of each repetition: batch × decode steps / their total
+    /// time ([`crate::record::decode_tokens_per_second`] of the steps, × batch). Empty
+    /// for a test without decode steps.
+    pub fn decode_rates(&self) -> Vec<f64> {
+        self.decode_step_seconds
+            .iter()
+            .filter_map(|d| crate::record::decode_tokens_per_second(d))
+            .map(|r| r * self.test.batch as f64)
+            .collect()
+    }
+
     /// Derive the summaries from the repetitions' times. `streamed` is what a decode
     /// step reads of the weights, `kv_per_token` the cache's bytes per position,
     /// `read_gbps` the machine's measured read bandwidth, if measured.
     pub fn summarize(&mut self, streamed: usize, kv_per_token: usize, read_gbps: Option<f64>) {
         let t = self.test;
-        let rates = |secs: &[f64], tokens: f64| -> Option<Summary> {
-            let v: Vec<f64> = secs
-                .iter()
-                .filter(|&&s| s > 0.0)
-                .map(|&s| tokens / s)
-                .collect();
-            Summary::of(&v)
-        };
-        if t.prompt_tokens > 0 {
-            self.prefill_tokens_per_second =
-                rates(&self.prefill_seconds, (t.batch * t.prompt_tokens) as f64);
-            if t.new_tokens > 0 {
-                self.time_to_first_token_seconds = Summary::of(&self.prefill_seconds);
-            }
+        self.prefill_tokens_per_second = Summary::of(&self.prefill_rates());
+        if t.prompt_tokens > 0 && t.new_tokens > 0 {
+            self.time_to_first_token_seconds = Summary::of(&self.prefill_seconds);
         }
         let steps: Vec<&Vec<f64>> = self
             .decode_step_seconds
             .iter()
             .filter(|d| !d.is_empty())
             .collect();
-        if steps.is_empty() {
+        let decode = self.decode_rates();
+        if steps.is_empty() || decode.is_empty() {
             return;
         }
-        let totals: Vec<f64> = steps.iter().map(|d| d.iter().sum()).collect();
-        let n = steps[0].len() as f64;
-        self.decode_tokens_per_second = rates(&totals, n * t.batch as f64);
+        self.decode_tokens_per_second = Summary::of(&decode);
         let pct = |q: f64| {
             let v: Vec<f64> = steps.iter().filter_map(|d| quantile(d, q)).collect();
             Summary::of(&v)
@@ -547,7 +557,12 @@ impl TestRecord {
             * (kv_per_token * t.batch) as f64;
         let bytes = streamed as f64 + kv_read;
         self.decode_bytes_per_step = Some(bytes.round() as u64);
-        self.decode_bandwidth_gbps = rates(&totals, n * bytes / 1e9);
+        // Steps per second is the decode rate over the batch.
+        let gbps: Vec<f64> = decode
+            .iter()
+            .map(|r| r / t.batch as f64 * bytes / 1e9)
+            .collect();
+        self.decode_bandwidth_gbps = Summary::of(&gbps);
         self.bandwidth_fraction = match (&self.decode_bandwidth_gbps, read_gbps) {
             (Some(s), Some(r)) if r > 0.0 => Some(s.median / r),
             _ => None,

@@ -84,7 +84,7 @@ fn a_copied_and_forked_context_gives_what_one_pass_gives_every_time() {
     for spec in ["synthetic:tiny", "synthetic:tiny-llama"] {
         let m = load(spec, Precision::F32);
         let cfg = m.config();
-        let base = workload::fill(&m, 40, 40).unwrap();
+        let base = workload::fill(&m, 40).unwrap();
         assert_eq!(base.position(), 40);
         // A deep test, then a shallower one from the same base: each must see exactly
         // its own prefix of the context, whatever ran before.

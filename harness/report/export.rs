@@ -100,11 +100,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
         let same_top1 = q.and_then(|q| Some((q.same_top1?, q.same_top1_stderr.unwrap_or(0.0))));
         let n_prompt = v.prompt_token_ids.len();
         let samples_ns: Vec<f64> = v.generate_seconds.iter().map(|s| s * 1e9).collect();
-        let decode: Vec<f64> = v
-            .decode_step_seconds
-            .iter()
-            .filter_map(|d| crate::record::decode_tokens_per_second(d))
-            .collect();
+        let decode = v.decode_rates();
         let pct = |q: f64| {
             let v: Vec<f64> = v
                 .decode_step_seconds
@@ -134,10 +130,13 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
             decode_step_p50_seconds: pct(0.5),
             decode_step_p99_seconds: pct(0.99),
             weights_bytes: v.weights_bytes,
-            kv_cache_bytes: run
-                .model
-                .kv_cache_bytes_per_token
-                .map(|b| (b * (n_prompt + v.new_tokens.saturating_sub(1))) as u64),
+            kv_cache_bytes: run.model.kv_cache_bytes_per_token.map(|b| {
+                crate::workload::kv_cache_bytes(
+                    b,
+                    1,
+                    n_prompt.saturating_add(v.new_tokens.saturating_sub(1)),
+                )
+            }),
             peak_rss_bytes: v
                 .memory
                 .peak_during_generation
@@ -157,7 +156,6 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
                 })
                 .collect();
             let tokens = t.test.batch * (t.test.prompt_tokens + t.test.new_tokens);
-            let steps = t.test.decode_steps() * t.test.batch;
             out.push(Row {
                 variant: variant.clone(),
                 test: t.name.clone(),
@@ -168,19 +166,8 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
                 n_threads: t.threads_used,
                 samples_ts: rates(&samples_ns, tokens as f64),
                 samples_ns,
-                prefill_tokens_per_second: t
-                    .prefill_seconds
-                    .iter()
-                    .filter(|&&s| s > 0.0)
-                    .map(|s| (t.test.batch * t.test.prompt_tokens) as f64 / s)
-                    .collect(),
-                decode_tokens_per_second: t
-                    .decode_step_seconds
-                    .iter()
-                    .map(|d| d.iter().sum::<f64>())
-                    .filter(|&s| s > 0.0 && steps > 0)
-                    .map(|s| steps as f64 / s)
-                    .collect(),
+                prefill_tokens_per_second: t.prefill_rates(),
+                decode_tokens_per_second: t.decode_rates(),
                 time_to_first_token_seconds: if t.test.new_tokens > 0 {
                     t.prefill_seconds.clone()
                 } else {
