@@ -16,6 +16,7 @@ pub mod clock;
 pub mod compare;
 pub mod environment;
 pub mod error;
+pub mod format;
 pub mod fsutil;
 pub mod generate;
 pub mod history;

@@ -28,6 +28,23 @@ pub enum Precision {
     Q4K,
     Q3K,
     Q2K,
+    /// bitsandbytes NF4: blocks of 64, one f32 absmax each (transformers'
+    /// `bnb_4bit_quant_type="nf4"`).
+    Nf4,
+    /// NF4 with double quantization (`bnb_4bit_use_double_quant=True`, QLoRA's storage).
+    Nf4Dq,
+    /// bitsandbytes FP4 (e2m1): transformers' default 4-bit type.
+    Fp4,
+    /// FP4 with double quantization.
+    Fp4Dq,
+    /// bitsandbytes LLM.int8 (`load_in_8bit=True`): row-wise int8 weights, per-token int8
+    /// activations, outlier columns above 6.0 in f32.
+    LlmInt8,
+    /// PyTorch `quantize_dynamic` qint8: one weight scale per matrix, activations
+    /// quantized per call (fbgemm, reduce_range).
+    DynamicInt8,
+    /// The same with one weight scale per output row (`per_channel_dynamic_qconfig`).
+    DynamicInt8Pc,
     /// Every tensor as the source file stores it (a GGUF file's own mix of types, such as
     /// a Q4_K_M file's q4_k / q6_k); not one of [`Precision::ALL`], which quantbench makes.
     Native,
@@ -40,22 +57,66 @@ pub enum Storage {
     Float(DType),
     Blocks(GgmlDType),
     AsStored,
+    /// One of quantbench's own formats (harness/format/).
+    Custom(Custom),
+}
+
+/// The formats in harness/format/.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Custom {
+    Bnb4 {
+        code: crate::format::Code4,
+        double: bool,
+    },
+    LlmInt8,
+    DynamicInt8 {
+        per_channel: bool,
+    },
+}
+
+/// Which family a precision belongs to, for reports and charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Float,
+    Ggml,
+    Bitsandbytes,
+    PyTorch,
+    File,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Float => "float",
+            Family::Ggml => "ggml",
+            Family::Bitsandbytes => "bitsandbytes",
+            Family::PyTorch => "pytorch",
+            Family::File => "file",
+        }
+    }
 }
 
 impl Precision {
     /// Every precision, from the most bits to the fewest.
-    pub const ALL: [Precision; 13] = [
+    pub const ALL: [Precision; 20] = [
         Precision::F32,
         Precision::F16,
         Precision::Bf16,
         Precision::Q8_0,
+        Precision::LlmInt8,
+        Precision::DynamicInt8Pc,
+        Precision::DynamicInt8,
         Precision::Q6K,
         Precision::Q5_1,
         Precision::Q5_0,
         Precision::Q5K,
         Precision::Q4_1,
+        Precision::Nf4,
+        Precision::Fp4,
         Precision::Q4_0,
         Precision::Q4K,
+        Precision::Nf4Dq,
+        Precision::Fp4Dq,
         Precision::Q3K,
         Precision::Q2K,
     ];
@@ -76,7 +137,63 @@ impl Precision {
             Precision::Q4K => "q4_k",
             Precision::Q3K => "q3_k",
             Precision::Q2K => "q2_k",
+            Precision::Nf4 => "nf4",
+            Precision::Nf4Dq => "nf4_dq",
+            Precision::Fp4 => "fp4",
+            Precision::Fp4Dq => "fp4_dq",
+            Precision::LlmInt8 => "llm_int8",
+            Precision::DynamicInt8 => "dynamic_int8",
+            Precision::DynamicInt8Pc => "dynamic_int8_pc",
             Precision::Native => "native",
+        }
+    }
+
+    /// The family of formats it belongs to.
+    pub fn family(self) -> Family {
+        match self.storage() {
+            Storage::Float(_) => Family::Float,
+            Storage::Blocks(_) => Family::Ggml,
+            Storage::AsStored => Family::File,
+            Storage::Custom(Custom::DynamicInt8 { .. }) => Family::PyTorch,
+            Storage::Custom(_) => Family::Bitsandbytes,
+        }
+    }
+
+    /// Whether an embedding table (and a tied LM head) can be stored in this precision.
+    /// bitsandbytes and PyTorch's dynamic quantization replace linear layers only.
+    pub fn holds_embeddings(self) -> bool {
+        !matches!(self.storage(), Storage::Custom(_))
+    }
+
+    /// The dtype the unquantized rest takes when a scenario does not say: f16 for
+    /// bitsandbytes' formats (transformers loads such a model in f16 unless told
+    /// otherwise), f32 for the rest.
+    pub fn default_rest(self) -> RestDtype {
+        match self.family() {
+            Family::Bitsandbytes => RestDtype::F16,
+            _ => RestDtype::F32,
+        }
+    }
+
+    /// Exact bytes of an `[out, row_len]` matrix stored at this precision (after
+    /// quantbench's fallbacks for rows that do not divide into blocks).
+    pub fn matrix_bytes(self, out: usize, row_len: usize) -> usize {
+        let n = out * row_len;
+        match self.storage() {
+            Storage::Custom(Custom::Bnb4 { double, .. }) => {
+                let blocks = n.div_ceil(64);
+                n.div_ceil(2)
+                    + if double {
+                        blocks + 4 * blocks.div_ceil(256) + 4
+                    } else {
+                        4 * blocks
+                    }
+            }
+            Storage::Custom(Custom::LlmInt8) => n + 4 * out,
+            Storage::Custom(Custom::DynamicInt8 { per_channel }) => {
+                n + 4 * out + if per_channel { 4 * out } else { 4 }
+            }
+            _ => self.for_row_len(row_len).bytes_for(n),
         }
     }
 
@@ -94,6 +211,13 @@ impl Precision {
             Precision::Q3K => &["q3k"],
             Precision::Q2K => &["q2k"],
             Precision::Native => &["file", "as-stored"],
+            Precision::Nf4 => &["bnb-nf4"],
+            Precision::Nf4Dq => &["nf4-dq", "qlora"],
+            Precision::Fp4 => &["bnb-fp4", "bnb-int4", "bnb-4bit"],
+            Precision::Fp4Dq => &["fp4-dq"],
+            Precision::LlmInt8 => &["llm.int8", "bnb-int8", "bnb-8bit"],
+            Precision::DynamicInt8 => &["torch-dynamic-int8", "qint8"],
+            Precision::DynamicInt8Pc => &["dynamic_int8_per_channel"],
             _ => &[],
         }
     }
@@ -114,34 +238,63 @@ impl Precision {
             Precision::Q3K => Storage::Blocks(GgmlDType::Q3K),
             Precision::Q2K => Storage::Blocks(GgmlDType::Q2K),
             Precision::Native => Storage::AsStored,
+            Precision::Nf4 | Precision::Nf4Dq | Precision::Fp4 | Precision::Fp4Dq => {
+                Storage::Custom(Custom::Bnb4 {
+                    code: if matches!(self, Precision::Nf4 | Precision::Nf4Dq) {
+                        crate::format::Code4::Nf4
+                    } else {
+                        crate::format::Code4::Fp4
+                    },
+                    double: matches!(self, Precision::Nf4Dq | Precision::Fp4Dq),
+                })
+            }
+            Precision::LlmInt8 => Storage::Custom(Custom::LlmInt8),
+            Precision::DynamicInt8 => Storage::Custom(Custom::DynamicInt8 { per_channel: false }),
+            Precision::DynamicInt8Pc => Storage::Custom(Custom::DynamicInt8 { per_channel: true }),
         }
     }
 
     pub fn is_quantized(self) -> bool {
-        matches!(self.storage(), Storage::Blocks(_))
+        matches!(self.storage(), Storage::Blocks(_) | Storage::Custom(_))
     }
 
-    /// Elements per block (1 for plain floats and for `native`, which has no one format).
+    /// Elements per block (1 for plain floats and for `native`, which has no one format;
+    /// 64 for bitsandbytes' 4-bit blocks, 1 for the row- and tensor-scaled int8 formats,
+    /// whose scales are counted apart, see [`Precision::matrix_bytes`]).
     pub fn block_size(self) -> usize {
         match self.storage() {
             Storage::Float(_) | Storage::AsStored => 1,
             Storage::Blocks(q) => q.block_size(),
+            Storage::Custom(Custom::Bnb4 { .. }) => 64,
+            Storage::Custom(_) => 1,
         }
     }
 
     /// Bytes per block (the element size for plain floats; 0 for `native`, whose bytes
-    /// are the file's, see the GGUF source).
+    /// are the file's, see the GGUF source; for the custom formats the codes' bytes and
+    /// the block scale, fractional parts rounded down: use [`Precision::matrix_bytes`]).
     pub fn block_bytes(self) -> usize {
         match self.storage() {
             Storage::AsStored => 0,
             Storage::Float(d) => d.size_in_bytes(),
             Storage::Blocks(q) => q.type_size(),
+            Storage::Custom(Custom::Bnb4 { double: false, .. }) => 36,
+            Storage::Custom(Custom::Bnb4 { double: true, .. }) => 33,
+            Storage::Custom(_) => 1,
         }
     }
 
-    /// Nominal bits per weight of the format itself.
+    /// Nominal bits per weight of the format itself (the int8 formats' row or tensor
+    /// scales, and double quantization's second level, are per matrix, not per weight:
+    /// nf4_dq's 4.127 assumes 256 whole blocks of blocks, llm_int8's 8 leaves out
+    /// 32 bits per row).
     pub fn bits_per_weight(self) -> f64 {
-        self.block_bytes() as f64 * 8.0 / self.block_size() as f64
+        match self.storage() {
+            Storage::Custom(Custom::Bnb4 { double: true, .. }) => {
+                4.0 + 8.0 / 64.0 + 32.0 / (64.0 * 256.0)
+            }
+            _ => self.block_bytes() as f64 * 8.0 / self.block_size() as f64,
+        }
     }
 
     /// Bytes that `elements` weights take in this format (which must divide into blocks).
@@ -165,6 +318,10 @@ impl Precision {
     /// they must divide into whole blocks, and candle's q4_1 / q5_0 / q5_1 kernels (as
     /// ggml's) take an even number of blocks.
     pub fn fits_row_len(self, row_len: usize) -> bool {
+        if matches!(self.storage(), Storage::Custom(_)) {
+            // blocks over the flattened matrix, as bitsandbytes: any shape
+            return true;
+        }
         let bs = self.block_size();
         let even_blocks = matches!(self, Precision::Q4_1 | Precision::Q5_0 | Precision::Q5_1);
         row_len.is_multiple_of(bs) && (!even_blocks || (row_len / bs).is_multiple_of(2))
@@ -273,17 +430,29 @@ impl fmt::Display for Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RestDtype {
-    #[default]
     F32,
     /// As transformers keeps a bitsandbytes model's unquantized weights.
     F16,
+    /// Each precision's own default ([`Precision::default_rest`]): f16 beside
+    /// bitsandbytes' formats, f32 otherwise. Resolved when a [`Quantization`] is made;
+    /// a loaded model's rest is never `auto`.
+    #[default]
+    Auto,
 }
 
 impl RestDtype {
     pub fn dtype(self) -> DType {
         match self {
-            RestDtype::F32 => DType::F32,
+            RestDtype::F32 | RestDtype::Auto => DType::F32,
             RestDtype::F16 => DType::F16,
+        }
+    }
+
+    /// This choice for a given precision: `auto` becomes the precision's default.
+    pub fn resolve(self, precision: Precision) -> RestDtype {
+        match self {
+            RestDtype::Auto => precision.default_rest(),
+            other => other,
         }
     }
 }
@@ -294,8 +463,9 @@ impl FromStr for RestDtype {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" => Ok(RestDtype::F32),
             "f16" | "fp16" => Ok(RestDtype::F16),
+            "auto" => Ok(RestDtype::Auto),
             _ => Err(InputError::new(format!(
-                "unknown dtype '{s}' for the unquantized rest; valid: f32, f16"
+                "unknown dtype '{s}' for the unquantized rest; valid: f32, f16, auto (f16 beside bitsandbytes' formats, f32 otherwise)"
             ))),
         }
     }
@@ -306,6 +476,7 @@ impl fmt::Display for RestDtype {
         f.write_str(match self {
             RestDtype::F32 => "f32",
             RestDtype::F16 => "f16",
+            RestDtype::Auto => "auto",
         })
     }
 }
@@ -319,11 +490,12 @@ pub struct Quantization {
 }
 
 impl Quantization {
+    /// The precision with policy `all` and the precision's default rest dtype.
     pub fn new(precision: Precision) -> Self {
         Quantization {
             precision,
             policy: Policy::All,
-            rest: RestDtype::F32,
+            rest: precision.default_rest(),
         }
     }
 
@@ -332,8 +504,9 @@ impl Quantization {
         self
     }
 
+    /// The rest dtype (`auto` resolved for this precision).
     pub fn with_rest(mut self, rest: RestDtype) -> Self {
-        self.rest = rest;
+        self.rest = rest.resolve(self.precision);
         self
     }
 

@@ -20,6 +20,40 @@ fn expected_bytes(cfg: &ModelConfig, q: Quantization) -> usize {
     }
 }
 
+fn rest_bytes(q: Quantization) -> usize {
+    match q.rest {
+        RestDtype::F16 => 2,
+        RestDtype::F32 => 4,
+        RestDtype::Auto => panic!("a Quantization's rest is resolved"),
+    }
+}
+
+/// bitsandbytes' and PyTorch's formats replace linear layers only.
+fn embeddings_quantized(p: Precision) -> bool {
+    !matches!(
+        p.name(),
+        "nf4" | "fp4" | "nf4_dq" | "fp4_dq" | "llm_int8" | "dynamic_int8" | "dynamic_int8_pc"
+    )
+}
+
+/// Bytes of a `rows x cols` matrix at `p`, from each format's definition: ggml blocks;
+/// bitsandbytes' 4 bits per weight plus an f32 absmax per 64 (or, double-quantized, a
+/// byte per 64, an f32 per 256 of those and one f32 offset); int8 codes plus an f32 per
+/// row (LLM.int8), or plus an f32 tensor scale / per-row scales and an i32 row sum per
+/// row (dynamic int8).
+fn quant_bytes(p: Precision, rows: usize, cols: usize) -> usize {
+    let n = rows * cols;
+    let blocks = n.div_ceil(64);
+    match p.name() {
+        "nf4" | "fp4" => n.div_ceil(2) + 4 * blocks,
+        "nf4_dq" | "fp4_dq" => n.div_ceil(2) + blocks + 4 * blocks.div_ceil(256) + 4,
+        "llm_int8" => n + 4 * rows,
+        "dynamic_int8" => n + 4 + 4 * rows,
+        "dynamic_int8_pc" => n + 8 * rows,
+        _ => p.for_row_len(cols).bytes_for(n),
+    }
+}
+
 fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
     let h = cfg.hidden_size;
     let (qo, kvo) = (
@@ -27,15 +61,12 @@ fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
         cfg.num_key_value_heads * cfg.head_dim,
     );
     let inter = cfg.intermediate_size;
-    let rest = match q.rest {
-        RestDtype::F32 => 4,
-        RestDtype::F16 => 2,
-    };
-    let quant = |rows: usize, cols: usize| q.precision.for_row_len(cols).bytes_for(rows * cols);
+    let rest = rest_bytes(q);
+    let quant = |rows: usize, cols: usize| quant_bytes(q.precision, rows, cols);
     let tables = if cfg.tie_word_embeddings { 1 } else { 2 };
     let embeddings = match q.policy {
-        Policy::All => tables * quant(cfg.vocab_size, h),
-        Policy::Linear => tables * cfg.vocab_size * h * rest,
+        Policy::All if embeddings_quantized(q.precision) => tables * quant(cfg.vocab_size, h),
+        _ => tables * cfg.vocab_size * h * rest,
     };
     let linear = cfg.num_hidden_layers
         * (quant(qo, h) + 2 * quant(kvo, h) + quant(h, qo) + 2 * quant(inter, h) + quant(h, inter));
@@ -51,14 +82,13 @@ fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
 fn expected_gpt2_bytes(cfg: &Config, q: Quantization) -> usize {
     let c = cfg.n_embd;
     let inner = cfg.inner();
-    let rest = match q.rest {
-        RestDtype::F32 => 4,
-        RestDtype::F16 => 2,
-    };
-    let quant = |rows: usize, cols: usize| q.precision.for_row_len(cols).bytes_for(rows * cols);
+    let rest = rest_bytes(q);
+    let quant = |rows: usize, cols: usize| quant_bytes(q.precision, rows, cols);
     let embeddings = match q.policy {
-        Policy::All => quant(cfg.vocab_size, c) + quant(cfg.n_positions, c),
-        Policy::Linear => (cfg.vocab_size + cfg.n_positions) * c * rest,
+        Policy::All if embeddings_quantized(q.precision) => {
+            quant(cfg.vocab_size, c) + quant(cfg.n_positions, c)
+        }
+        _ => (cfg.vocab_size + cfg.n_positions) * c * rest,
     };
     let linear = cfg.n_layer * (quant(3 * c, c) + quant(c, c) + quant(inner, c) + quant(c, inner));
     let norms_biases = (cfg.n_layer * (4 * c + 3 * c + c + inner + c) + 2 * c) * rest;

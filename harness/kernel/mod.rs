@@ -15,9 +15,11 @@
 //! kernels run instead; [`describe`] says which, and results record it.
 
 pub mod activations;
+pub mod bnb4;
 pub mod dense;
 pub mod format;
 pub mod gelu;
+pub mod int8;
 mod tile;
 
 use std::sync::{Arc, OnceLock};

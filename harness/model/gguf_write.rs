@@ -164,6 +164,10 @@ pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
 /// A matrix's stored bytes and its ggml type.
 pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlDType)> {
     Ok(match m {
+        Matrix::Custom(w) => anyhow::bail!(
+            "{} has no GGUF type: export a GGUF at a ggml or float precision",
+            w.format()
+        ),
         Matrix::Quantized(q) => (q.data()?.into_owned(), q.dtype()),
         Matrix::Dense(t) => {
             let t = t.to_device(&Device::Cpu)?.flatten_all()?;
@@ -212,7 +216,14 @@ fn file_type_id(p: Precision) -> Option<u32> {
         Precision::Q5K => 16,
         Precision::Q6K => 18,
         Precision::Bf16 => 32,
-        Precision::Native => return None,
+        Precision::Native
+        | Precision::Nf4
+        | Precision::Nf4Dq
+        | Precision::Fp4
+        | Precision::Fp4Dq
+        | Precision::LlmInt8
+        | Precision::DynamicInt8
+        | Precision::DynamicInt8Pc => return None,
     })
 }
 

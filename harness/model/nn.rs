@@ -9,19 +9,63 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 
+use crate::format::StoredMatrix;
 use crate::kernel::{DenseMatmul, QuantMatmul};
 
-/// A weight matrix stored `[out, in]`, as plain floats or as ggml quantized blocks.
+/// A weight matrix stored `[out, in]`, as plain floats, as ggml quantized blocks, or in
+/// one of quantbench's own formats (harness/format/: bitsandbytes', PyTorch's).
 #[derive(Debug, Clone)]
 pub enum Matrix {
     Dense(Tensor),
     Quantized(Arc<QTensor>),
+    Custom(Arc<dyn StoredMatrix>),
+}
+
+/// `xs @ w^T (+ bias)` for a matrix in a custom format: on the CPU the format's own
+/// product (its kernel where the CPU has one); on other devices its weights are
+/// dequantized 256 rows at a time onto the device and multiplied there (no device
+/// kernel: correct, and as slow as that is).
+fn custom_forward(
+    w: &dyn StoredMatrix,
+    xs: &Tensor,
+    bias: Option<&[f32]>,
+) -> candle_core::Result<Tensor> {
+    let (n, k) = w.shape();
+    let dims = xs.dims().to_vec();
+    let m = xs.elem_count() / k;
+    let mut out_dims = dims.clone();
+    *out_dims
+        .last_mut()
+        .expect("activations have a last dimension") = n;
+    let device = xs.device();
+    if device.is_cpu() {
+        let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut y = vec![0f32; m * n];
+        w.matmul(&x, m, bias, &mut y);
+        return Tensor::from_vec(y, out_dims, device);
+    }
+    const ROWS: usize = 256;
+    let x2 = xs.reshape((m, k))?.to_dtype(DType::F32)?;
+    let mut pieces = Vec::new();
+    for start in (0..n).step_by(ROWS) {
+        let rows = ROWS.min(n - start);
+        let mut wd = vec![0f32; rows * k];
+        w.dequantize_rows(start, &mut wd);
+        let wt = Tensor::from_vec(wd, (rows, k), device)?;
+        pieces.push(x2.matmul(&wt.t()?)?);
+    }
+    let mut y = Tensor::cat(&pieces, 1)?;
+    if let Some(b) = bias {
+        y = y.broadcast_add(&Tensor::from_slice(b, n, device)?)?;
+    }
+    y.reshape(out_dims)
 }
 
 impl Matrix {
     /// `xs @ self^T`, from f32 activations to f32 activations.
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            Matrix::Custom(w) => custom_forward(w.as_ref(), xs, None),
             Matrix::Quantized(q) => match QuantMatmul::for_weights(q) {
                 Some(op) => op.forward(xs),
                 None => QMatMul::QTensor(q.clone()).forward(xs),
@@ -46,6 +90,17 @@ impl Matrix {
     /// row: no dequantized copy of the table is ever made.
     pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            Matrix::Custom(w) => {
+                let (_, k) = w.shape();
+                let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids_v.len() * k];
+                for (i, &id) in ids_v.iter().enumerate() {
+                    w.dequantize_rows(id as usize, &mut out[i * k..(i + 1) * k]);
+                }
+                let mut dims = ids.dims().to_vec();
+                dims.push(k);
+                Tensor::from_vec(out, dims, ids.device())
+            }
             Matrix::Quantized(q) => q.embedding(ids)?.to_dtype(DType::F32),
             Matrix::Dense(w) => {
                 let mut out = ids.dims().to_vec();
@@ -61,6 +116,10 @@ impl Matrix {
         let dims = match self {
             Matrix::Dense(w) => w.dims().to_vec(),
             Matrix::Quantized(q) => q.shape().dims().to_vec(),
+            Matrix::Custom(w) => {
+                let (r, c) = w.shape();
+                vec![r, c]
+            }
         };
         (dims[0], dims[1])
     }
@@ -75,6 +134,17 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             Matrix::Quantized(q) => q.storage_size_in_bytes(),
+            Matrix::Custom(w) => w.bytes(),
+        }
+    }
+
+    /// The bytes transformers' `get_memory_footprint()` would count for this matrix:
+    /// `None` for ggml blocks, which transformers has no parameter type for.
+    pub fn transformers_bytes(&self) -> Option<usize> {
+        match self {
+            Matrix::Dense(_) => Some(self.bytes()),
+            Matrix::Quantized(_) => None,
+            Matrix::Custom(w) => Some(w.transformers_bytes()),
         }
     }
 
@@ -83,6 +153,7 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.dtype().as_str().to_string(),
             Matrix::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+            Matrix::Custom(w) => w.format().to_string(),
         }
     }
 }
@@ -132,6 +203,7 @@ impl Linear {
         };
         // quantbench's kernels add the bias as they write the product: one op, not two.
         match &self.weight {
+            Matrix::Custom(w) => return custom_forward(w.as_ref(), xs, Some(bias_f32)),
             Matrix::Quantized(q) => {
                 if let Some(op) = QuantMatmul::for_weights(q) {
                     return op.with_bias(bias_f32.clone())?.forward(xs);

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::error::InputError;
 use crate::model::arch::ModelConfig;
 use crate::model::nn::{Group, Matrix, Part, Vector};
-use crate::precision::{Policy, Precision, Quantization, Storage};
+use crate::precision::{Custom, Policy, Precision, Quantization, Storage};
 
 /// A provider of f32 tensors by canonical name, each checked against its expected shape.
 pub trait TensorSource {
@@ -414,9 +414,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Whether embeddings (and an untied LM head) are quantized: the `all` policy.
+    /// Whether embeddings (and an untied LM head) are quantized: the `all` policy, at a
+    /// precision that can hold an embedding (bitsandbytes' and PyTorch's formats replace
+    /// linear layers only: under `all` their embeddings stay in the rest dtype, and
+    /// [`Builder::notes`] says so).
     pub fn quantize_embeddings(&self) -> bool {
-        self.q.policy == Policy::All
+        self.q.policy == Policy::All && self.q.precision.holds_embeddings()
     }
 
     /// Whether the source holds a tensor of that canonical name.
@@ -477,7 +480,16 @@ impl<'a> Builder<'a> {
     /// One line per fallback: how many matrices, which, and why.
     pub fn notes(self) -> Vec<String> {
         let q = self.q;
-        self.fallbacks
+        let embeddings = (q.policy == Policy::All && !q.precision.holds_embeddings()).then(|| {
+            format!(
+                "the embeddings and the LM head are stored in {} (the rest dtype), not {}: {} replaces linear layers only, as {} does (policy all acts as linear)",
+                q.rest,
+                q.precision,
+                q.precision,
+                q.precision.family().name()
+            )
+        });
+        embeddings.into_iter().chain(self.fallbacks
             .into_iter()
             .map(|((p, row_len), names)| {
                 let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
@@ -489,7 +501,7 @@ impl<'a> Builder<'a> {
                     q.precision,
                     q.precision.block_size()
                 )
-            })
+            }))
             .collect()
     }
 }
@@ -502,6 +514,20 @@ pub fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
             Matrix::Quantized(Arc::new(quantize_rows(t, gg)?))
         }
         Storage::Blocks(gg) => Matrix::Quantized(Arc::new(QTensor::quantize_onto(t, gg, device)?)),
+        Storage::Custom(c) => {
+            let (rows, cols) = t.dims2()?;
+            let w = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let m: Arc<dyn crate::format::StoredMatrix> = match c {
+                Custom::Bnb4 { code, double } => {
+                    Arc::new(crate::format::Bnb4::quantize(&w, rows, cols, code, double))
+                }
+                Custom::LlmInt8 => Arc::new(crate::format::LlmInt8::quantize(&w, rows, cols)),
+                Custom::DynamicInt8 { per_channel } => Arc::new(
+                    crate::format::DynamicInt8::quantize(&w, rows, cols, per_channel),
+                ),
+            };
+            Matrix::Custom(m)
+        }
         Storage::AsStored => anyhow::bail!(
             "precision native stores nothing of its own: the source's stored tensors are kept"
         ),

@@ -247,18 +247,18 @@ impl ModelConfig {
         for (name, shape) in self.expected_tensors() {
             let n: usize = shape.iter().product();
             largest = largest.max(n as u128 * 4);
+            let quantize_embeddings =
+                q.policy == crate::precision::Policy::All && q.precision.holds_embeddings();
             total += match shape.as_slice() {
-                [_, _] if self.is_embedding(&name) && q.policy != crate::precision::Policy::All => {
-                    n as u128 * rest
-                }
+                [_, _] if self.is_embedding(&name) && !quantize_embeddings => n as u128 * rest,
                 [rows, cols] => {
                     // GPT-2's Conv1D matrices are stored [in, out]: rows of `in` once
                     // transposed.
-                    let row_len = match self {
-                        ModelConfig::Gpt2(_) if !self.is_embedding(&name) => *rows,
-                        _ => *cols,
+                    let (out, row_len) = match self {
+                        ModelConfig::Gpt2(_) if !self.is_embedding(&name) => (*cols, *rows),
+                        _ => (*rows, *cols),
                     };
-                    q.precision.for_row_len(row_len).bytes_for(n) as u128
+                    q.precision.matrix_bytes(out, row_len) as u128
                 }
                 _ => n as u128 * rest,
             };
