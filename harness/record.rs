@@ -148,6 +148,17 @@ pub struct WeightsInfo {
     /// Bytes by group and stored format (a Q4_K_M file's q4k / q6k / f32 split).
     #[serde(default)]
     pub by_format: Vec<crate::model::weights::FormatBytes>,
+    /// Bytes by stored part (codes, block scales, second-level scales, row scales, row
+    /// sums) for bitsandbytes' and PyTorch's formats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_part: Vec<crate::model::weights::PartBytes>,
+    /// What transformers' get_memory_footprint() would report for the same model and
+    /// precision (absent for ggml formats, which transformers cannot hold as such).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformers_footprint: Option<crate::model::weights::TransformersFootprint>,
+    /// The format family: float, ggml, bitsandbytes, pytorch, file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
 }
 
 /// The one sequence of synthetic tokens a variant's workload tests take their depth

@@ -404,6 +404,13 @@ fn measure(
         bits_per_weight: fp.bits_per_weight(),
         fallbacks: fp.fallbacks.clone(),
         by_format: fp.by_format.clone(),
+        by_part: fp.by_part.clone(),
+        transformers_footprint: fp.transformers(
+            loaded
+                .config
+                .transformers_buffer_bytes(v.quantization.rest.dtype()),
+        ),
+        family: Some(v.quantization.precision.family().name().to_string()),
     });
 
     let opts = GenerateOptions::exactly(s.new_tokens);

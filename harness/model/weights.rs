@@ -312,6 +312,32 @@ pub struct FormatBytes {
     pub bytes: usize,
 }
 
+/// Bytes of one stored part (codes, block scales, second-level scales, row scales,
+/// row sums) of the matrices in one of quantbench's own formats.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PartBytes {
+    /// The format: nf4, fp4_dq, llm_int8 ...
+    pub format: String,
+    /// codes, block_scales, second_level_scales, row_scales, tensor_scale, row_sums.
+    pub part: String,
+    pub bytes: usize,
+}
+
+/// The footprint transformers' `model.get_memory_footprint()` reports for the same model
+/// and precision: every parameter in its dtype (a tied table once) plus buffers. It does
+/// not count bitsandbytes' quantization constants (absmax, the double-quantized absmax
+/// and its scales, LLM.int8's row scales: they live in a quant state, not in parameters)
+/// nor PyTorch's packed dynamic int8 weights (no parameters at all).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct TransformersFootprint {
+    /// As transformers 5 counts it (checked against 5.23's get_memory_footprint()).
+    pub current_bytes: u64,
+    /// As older 4.x releases counted it, where they registered other buffers (GPT-2's
+    /// per-layer causal masks, which the notebooks' figures include); absent where the
+    /// count is the same.
+    pub legacy_bytes: Option<u64>,
+}
+
 /// Exactly how many bytes a loaded model's weights hold, by group.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Footprint {
@@ -325,6 +351,12 @@ pub struct Footprint {
     pub fallbacks: Vec<String>,
     /// Bytes by group and stored format, groups in order, formats by bytes.
     pub by_format: Vec<FormatBytes>,
+    /// Bytes by stored part, for the formats made of parts (bitsandbytes', PyTorch's).
+    pub by_part: Vec<PartBytes>,
+    /// The parameters' bytes as transformers counts them (see
+    /// [`TransformersFootprint`]); `None` when a matrix is in a ggml block format,
+    /// which transformers has no parameter type for.
+    pub transformers_parameter_bytes: Option<u64>,
 }
 
 impl Footprint {
@@ -336,8 +368,34 @@ impl Footprint {
             norms_biases: GroupBytes::default(),
             fallbacks: Vec::new(),
             by_format: Vec::new(),
+            by_part: Vec::new(),
+            transformers_parameter_bytes: Some(0),
         };
         for (group, part) in parts {
+            let tf = match part {
+                Part::Matrix(m) => m.transformers_bytes(),
+                Part::Vector(v) => Some(v.bytes()),
+            };
+            f.transformers_parameter_bytes = match (f.transformers_parameter_bytes, tf) {
+                (Some(a), Some(b)) => Some(a + b as u64),
+                _ => None,
+            };
+            if let Part::Matrix(Matrix::Custom(m)) = part {
+                for p in m.parts() {
+                    match f
+                        .by_part
+                        .iter_mut()
+                        .find(|b| b.format == m.format() && b.part == p.name)
+                    {
+                        Some(b) => b.bytes += p.bytes,
+                        None => f.by_part.push(PartBytes {
+                            format: m.format().to_string(),
+                            part: p.name.to_string(),
+                            bytes: p.bytes,
+                        }),
+                    }
+                }
+            }
             let (g, gname) = match group {
                 Group::Embeddings => (&mut f.embeddings, "embeddings"),
                 Group::Linear => (&mut f.linear, "linear"),
@@ -388,6 +446,17 @@ impl Footprint {
 
     pub fn bits_per_weight(&self) -> f64 {
         self.total_bytes() as f64 * 8.0 / self.parameters() as f64
+    }
+
+    /// What transformers' get_memory_footprint() reports for this model: the parameters
+    /// plus the architecture's buffers (`buffers` = (current, legacy) from
+    /// `ModelConfig::transformers_buffer_bytes`).
+    pub fn transformers(&self, buffers: (u64, Option<u64>)) -> Option<TransformersFootprint> {
+        let params = self.transformers_parameter_bytes?;
+        Some(TransformersFootprint {
+            current_bytes: params + buffers.0,
+            legacy_bytes: buffers.1.map(|b| params + b),
+        })
     }
 }
 

@@ -237,6 +237,23 @@ impl ModelConfig {
         }
     }
 
+    /// The buffers transformers' `get_memory_footprint()` adds to the parameters, for
+    /// a model whose floating buffers are in `rest`: (as transformers 5 registers them,
+    /// as older 4.x releases did where they differ). GPT-2 now registers none; older
+    /// releases kept, per attention layer, a boolean causal mask of n_positions² bytes
+    /// (`bias`) and a scalar `masked_bias` (-1e4) in the model's dtype. The Llama family
+    /// registers the rotary `inv_freq` and `original_inv_freq`, head_dim / 2 f32 each,
+    /// whatever the model's dtype.
+    pub fn transformers_buffer_bytes(&self, rest: candle_core::DType) -> (u64, Option<u64>) {
+        match self {
+            ModelConfig::Gpt2(c) => {
+                let per_layer = (c.n_positions * c.n_positions + rest.size_in_bytes()) as u64;
+                (0, Some(c.n_layer as u64 * per_layer))
+            }
+            ModelConfig::Llama(c) => ((2 * (c.head_dim / 2) * 4) as u64, None),
+        }
+    }
+
     /// The exact bytes the weights will take at `q`, worked out from the shapes before
     /// anything is loaded (the loaders' choices: policy, rest dtype, block fallbacks),
     /// and the largest single tensor in f32 (what loading holds on top, once).
