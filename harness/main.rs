@@ -100,7 +100,7 @@ enum Command {
         /// What the precision applies to: all (every weight matrix) or linear (the block's linear layers).
         #[arg(long, default_value = "all")]
         policy: Policy,
-        /// The dtype of the weights the precision does not apply to: f32, f16, or auto (f16 beside bitsandbytes' formats, else f32).
+        /// The dtype of the weights the precision does not apply to: f32, f16, or auto (f16 beside f16 and bitsandbytes' formats, else f32).
         #[arg(long, default_value = "auto")]
         rest: RestDtype,
         /// The text to continue.
@@ -266,7 +266,7 @@ struct RunArgs {
     /// What the precisions apply to: all (every weight matrix) or linear (the blocks' linear layers).
     #[arg(long)]
     policy: Option<Policy>,
-    /// The dtype of the weights the precisions do not apply to: f32, f16, or auto (f16 beside bitsandbytes' formats, else f32).
+    /// The dtype of the weights the precisions do not apply to: f32, f16, or auto (f16 beside f16 and bitsandbytes' formats, else f32).
     #[arg(long)]
     rest: Option<RestDtype>,
     /// The prompt every generation continues.

@@ -165,12 +165,12 @@ impl Precision {
         !matches!(self.storage(), Storage::Custom(_))
     }
 
-    /// The dtype the unquantized rest takes when a scenario does not say: f16 for
-    /// bitsandbytes' formats (transformers loads such a model in f16 unless told
-    /// otherwise), f32 for the rest.
+    /// The dtype the unquantized rest takes when a scenario does not say: f16 for f16
+    /// (a `model.half()` is f16 throughout) and for bitsandbytes' formats (transformers
+    /// loads such a model in f16 unless told otherwise), f32 for the rest.
     pub fn default_rest(self) -> RestDtype {
-        match self.family() {
-            Family::Bitsandbytes => RestDtype::F16,
+        match (self, self.family()) {
+            (Precision::F16, _) | (_, Family::Bitsandbytes) => RestDtype::F16,
             _ => RestDtype::F32,
         }
     }
@@ -433,7 +433,7 @@ pub enum RestDtype {
     F32,
     /// As transformers keeps a bitsandbytes model's unquantized weights.
     F16,
-    /// Each precision's own default ([`Precision::default_rest`]): f16 beside
+    /// Each precision's own default ([`Precision::default_rest`]): f16 beside f16 and
     /// bitsandbytes' formats, f32 otherwise. Resolved when a [`Quantization`] is made;
     /// a loaded model's rest is never `auto`.
     #[default]
@@ -465,7 +465,7 @@ impl FromStr for RestDtype {
             "f16" | "fp16" => Ok(RestDtype::F16),
             "auto" => Ok(RestDtype::Auto),
             _ => Err(InputError::new(format!(
-                "unknown dtype '{s}' for the unquantized rest; valid: f32, f16, auto (f16 beside bitsandbytes' formats, f32 otherwise)"
+                "unknown dtype '{s}' for the unquantized rest; valid: f32, f16, auto (f16 beside f16 and bitsandbytes' formats, f32 otherwise)"
             ))),
         }
     }

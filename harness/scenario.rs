@@ -136,7 +136,8 @@ pub struct Scenario {
     /// What the precisions apply to: "all" or "linear".
     #[serde(default)]
     pub policy: Policy,
-    /// The dtype of the unquantized rest: "f32" or "f16".
+    /// The dtype of the unquantized rest: "f32", "f16", or "auto" (the default: f16 beside
+    /// f16 and bitsandbytes' formats, f32 otherwise).
     #[serde(default)]
     pub rest: RestDtype,
     #[serde(default = "default_prompt")]

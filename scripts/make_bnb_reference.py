@@ -25,11 +25,13 @@ else a heavy-tailed seeded stand-in, and the json says which), and "ties" (value
 exactly on the codes' midpoints, zeros, negative zeros, an all-zero block, a block of
 tiny values, and rows of 32 so bitsandbytes' blocks of 64 straddle rows).
 
-Also tests/fixtures/bnb/gpt2-bnb/ (a tiny random GPT-2 saved by transformers, rows of 64)
+Also tests/fixtures/bnb/gpt2-bnb/ (a tiny random GPT-2 saved by transformers, rows of 128)
 and tests/fixtures/bnb/reference.json: transformers + bitsandbytes on the CPU at nf4, fp4,
 nf4 with double quantization and LLM.int8 (dtype f32, 4-bit compute dtype f32): greedy
 tokens for prompts of ids, last-position logits (in formats.safetensors as
-model.PRECISION.PROMPT.logits), and get_memory_footprint() for each.
+model.PRECISION.PROMPT.logits), and get_memory_footprint() for each; the same for two of
+the Llama-family fixtures (llama-gqa-llama3, qwen2-bias-tied: reference.json's "llama",
+logits as llama.MODEL.PRECISION.PROMPT.logits).
 
 Needs: pip install torch transformers bitsandbytes safetensors gguf (CPU is enough).
 Run: python scripts/make_bnb_reference.py
@@ -225,7 +227,34 @@ def model_reference():
         fps[pname] = q.get_memory_footprint()
     ref["distilgpt2_footprint"] = fps
     ref["versions"] = meta
+    ref["llama"] = llama_reference(configs, prompts, ref["new_tokens"])
     return ref
+
+
+def llama_reference(configs, prompts, new_tokens):
+    """The same formats on two of the Llama-family fixtures (tests/fixtures/llama-family:
+    GQA with llama3 rope and an untied head; Qwen2 with q/k/v biases and a tied head)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    out_ref = {}
+    for name in ["llama-gqa-llama3", "qwen2-bias-tied"]:
+        d = ROOT / "tests" / "fixtures" / "llama-family" / name
+        entry_all = {}
+        for pname, kw in configs.items():
+            extra = {} if kw is None else dict(quantization_config=BitsAndBytesConfig(**kw))
+            q = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, device_map="cpu", **extra).eval()
+            entry = {"footprint": q.get_memory_footprint(), "greedy": []}
+            for i, p in enumerate(prompts):
+                ids = torch.tensor([p])
+                with torch.no_grad():
+                    logits = q(ids).logits[0, -1].float()
+                    gen = q.generate(ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+                out[f"llama.{name}.{pname}.{i}.logits"] = logits.contiguous()
+                entry["greedy"].append(gen[0, len(p):].tolist())
+                top2 = torch.topk(logits, 2).values
+                entry.setdefault("top2_margin", []).append(float(top2[0] - top2[1]))
+            entry_all[pname] = entry
+        out_ref[name] = entry_all
+    return out_ref
 
 
 OUT.mkdir(parents=True, exist_ok=True)

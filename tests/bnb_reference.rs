@@ -26,11 +26,13 @@ fn reference() -> Value {
 }
 
 fn logits(precision: &str, prompt: usize) -> Vec<f32> {
+    tensor(&format!("model.{precision}.{prompt}.logits"))
+}
+
+fn tensor(name: &str) -> Vec<f32> {
     let bytes = std::fs::read(fixtures().join("bnb/formats.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st
-        .tensor(&format!("model.{precision}.{prompt}.logits"))
-        .unwrap();
+    let t = st.tensor(name).unwrap();
     t.data()
         .chunks(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -53,19 +55,26 @@ fn bound(precision: &str, scale: f32) -> f32 {
     }
 }
 
-#[test]
-fn bitsandbytes_formats_generate_what_transformers_and_bitsandbytes_generate() {
-    let r = reference();
-    let prompts: Vec<Vec<u32>> = serde_json::from_value(r["prompts"].clone()).unwrap();
-    let new_tokens = r["new_tokens"].as_u64().unwrap() as usize;
-    let mut source = model::resolve(&ModelSpec::Local(fixtures().join("bnb/gpt2-bnb"))).unwrap();
-    source.tokenizer_dir = None;
-    for (name, entry) in r["precisions"].as_object().unwrap() {
+/// Every precision of `entries` (reference.json's per-precision records for one model)
+/// against quantbench on `dir`; `logits_of(precision, prompt)` names the fixture tensor.
+fn check_model(
+    dir: &std::path::Path,
+    entries: &Value,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    logits_of: impl Fn(&str, usize) -> String,
+) {
+    let mut source = model::resolve(&ModelSpec::Local(dir.to_path_buf())).unwrap();
+    if !dir.join("tokenizer.json").exists() {
+        source.tokenizer_dir = None;
+    }
+    for (name, entry) in entries.as_object().unwrap() {
         let p: Precision = name.parse().unwrap();
         let q = Quantization::new(p)
             .with_policy(Policy::Linear)
             .with_rest(RestDtype::F32);
         let m = model::load(&source, q, &Device::Cpu).unwrap();
+        let what = format!("{} {name}", dir.display());
 
         // the footprint as transformers reports it
         let tf = m
@@ -75,11 +84,11 @@ fn bitsandbytes_formats_generate_what_transformers_and_bitsandbytes_generate() {
         assert_eq!(
             tf.current_bytes,
             entry["footprint"].as_u64().unwrap(),
-            "{name}: transformers' get_memory_footprint()"
+            "{what}: transformers' get_memory_footprint()"
         );
 
         for (i, ids) in prompts.iter().enumerate() {
-            let want = logits(name, i);
+            let want = tensor(&logits_of(name, i));
             let got = last_logits(&m, ids);
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
             let worst = got
@@ -87,10 +96,10 @@ fn bitsandbytes_formats_generate_what_transformers_and_bitsandbytes_generate() {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            eprintln!("{name} prompt {i}: max |Δlogit| {worst:e} (logits up to {scale:.3})");
+            eprintln!("{what} prompt {i}: max |Δlogit| {worst:e} (logits up to {scale:.3})");
             assert!(
                 worst <= bound(name, scale),
-                "{name} prompt {i}: logits differ by {worst} > {}",
+                "{what} prompt {i}: logits differ by {worst} > {}",
                 bound(name, scale)
             );
             let g = generate(
@@ -101,8 +110,41 @@ fn bitsandbytes_formats_generate_what_transformers_and_bitsandbytes_generate() {
             )
             .unwrap();
             let greedy: Vec<u32> = serde_json::from_value(entry["greedy"][i].clone()).unwrap();
-            assert_eq!(g.new_ids, greedy, "{name} prompt {i}: greedy tokens");
+            assert_eq!(g.new_ids, greedy, "{what} prompt {i}: greedy tokens");
         }
+    }
+}
+
+#[test]
+fn bitsandbytes_formats_generate_what_transformers_and_bitsandbytes_generate() {
+    let r = reference();
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(r["prompts"].clone()).unwrap();
+    let new_tokens = r["new_tokens"].as_u64().unwrap() as usize;
+    check_model(
+        &fixtures().join("bnb/gpt2-bnb"),
+        &r["precisions"],
+        &prompts,
+        new_tokens,
+        |p, i| format!("model.{p}.{i}.logits"),
+    );
+}
+
+/// The same on two Llama-family models (tests/fixtures/llama-family): GQA with llama3
+/// rope and an untied head (never quantized, as bitsandbytes leaves the output
+/// embedding), and Qwen2 with q/k/v biases and a tied head.
+#[test]
+fn bitsandbytes_formats_on_the_llama_family() {
+    let r = reference();
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(r["prompts"].clone()).unwrap();
+    let new_tokens = r["new_tokens"].as_u64().unwrap() as usize;
+    for name in ["llama-gqa-llama3", "qwen2-bias-tied"] {
+        check_model(
+            &fixtures().join("llama-family").join(name),
+            &r["llama"][name],
+            &prompts,
+            new_tokens,
+            |p, i| format!("llama.{name}.{p}.{i}.logits"),
+        );
     }
 }
 

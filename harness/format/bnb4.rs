@@ -370,14 +370,6 @@ impl Bnb4 {
         }
     }
 
-    /// Every block's f32 absmax (what a kernel reads per block).
-    pub fn absmax_all(&self) -> Vec<f32> {
-        (0..self.out * self.k)
-            .step_by(BLOCK)
-            .map(|i| self.absmax(i / BLOCK))
-            .collect()
-    }
-
     /// The 16 code values.
     pub fn table(&self) -> &[f32; 16] {
         &self.table

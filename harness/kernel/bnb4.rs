@@ -54,7 +54,6 @@ pub fn matmul(w: &Bnb4, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]
     );
     assert_eq!(x.len(), m * k);
     assert_eq!(y.len(), m * n);
-    let absmax = w.absmax_all();
     let parts: Vec<(usize, Vec<f32>)> = (0..n)
         .step_by(ROWS)
         .collect::<Vec<_>>()
@@ -63,18 +62,30 @@ pub fn matmul(w: &Bnb4, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]
             let rows = ROWS.min(n - start);
             let mut part = vec![0f32; m * rows];
             let mut buf = vec![0f32; k];
+            let blocks = k / BLOCK;
+            let mut scales = vec![0f32; blocks];
             for r in 0..rows {
                 let row = start + r;
-                let blocks = k / BLOCK;
                 let codes = &w.packed[row * k / 2..(row + 1) * k / 2];
-                let scales = &absmax[row * blocks..(row + 1) * blocks];
+                for (b, s) in scales.iter_mut().enumerate() {
+                    *s = w.absmax(row * blocks + b);
+                }
+                let b = bias.map_or(0.0, |b| b[row]);
+                if m == 1 {
+                    // decode: dequantize and multiply in registers, no row buffer
+                    // SAFETY: as below.
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        part[r] = unsafe { dot_row(codes, &scales, w.table(), x) } + b;
+                    }
+                    continue;
+                }
                 // SAFETY: cpu_supported() was checked; slices have the lengths the
                 // kernel reads (k / 2 bytes, k / 64 scales, k floats).
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    dequantize_row(codes, scales, w.table(), &mut buf)
+                    dequantize_row(codes, &scales, w.table(), &mut buf)
                 };
-                let b = bias.map_or(0.0, |b| b[row]);
                 for t0 in (0..m).step_by(4) {
                     let tn = 4.min(m - t0);
                     let mut sums = [0f32; 4];
@@ -130,6 +141,55 @@ unsafe fn dequantize_row(codes: &[u8], scales: &[f32], table: &[f32; 16], out: &
             _mm256_storeu_ps(out.as_mut_ptr().add(at), _mm256_mul_ps(v, scale));
         }
     }
+}
+
+/// One row's codes times one activation row: the dequantization of
+/// [`dequantize_row`] with each group of eight multiplied into the sum at once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_row(codes: &[u8], scales: &[f32], table: &[f32; 16], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let lo_tbl = _mm256_loadu_ps(table.as_ptr());
+    let hi_tbl = _mm256_loadu_ps(table.as_ptr().add(8));
+    let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
+    let nib = _mm256_set1_epi32(0x0F);
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    for (b, &am) in scales.iter().enumerate() {
+        let scale = _mm256_set1_ps(am);
+        let base = codes.as_ptr().add(b * BLOCK / 2) as *const u32;
+        for g in (0..BLOCK / 8).step_by(2) {
+            let at = b * BLOCK + g * 8;
+            let w0 = std::ptr::read_unaligned(base.add(g));
+            let w1 = std::ptr::read_unaligned(base.add(g + 1));
+            let i0 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w0 as i32), shifts), nib);
+            let i1 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w1 as i32), shifts), nib);
+            let v0 = _mm256_blendv_ps(
+                _mm256_permutevar8x32_ps(lo_tbl, i0),
+                _mm256_permutevar8x32_ps(hi_tbl, i0),
+                _mm256_castsi256_ps(_mm256_slli_epi32(i0, 28)),
+            );
+            let v1 = _mm256_blendv_ps(
+                _mm256_permutevar8x32_ps(lo_tbl, i1),
+                _mm256_permutevar8x32_ps(hi_tbl, i1),
+                _mm256_castsi256_ps(_mm256_slli_epi32(i1, 28)),
+            );
+            acc0 = _mm256_fmadd_ps(
+                _mm256_mul_ps(v0, scale),
+                _mm256_loadu_ps(x.as_ptr().add(at)),
+                acc0,
+            );
+            acc1 = _mm256_fmadd_ps(
+                _mm256_mul_ps(v1, scale),
+                _mm256_loadu_ps(x.as_ptr().add(at + 8)),
+                acc1,
+            );
+        }
+    }
+    let v = _mm256_add_ps(acc0, acc1);
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+    lanes.iter().sum()
 }
 
 /// `sums[j] = Σ w · x_j` for up to 4 activation rows of `w.len()` values each.

@@ -14,6 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use super::{atomic, mb, RSS};
+use crate::precision::Family;
 use crate::record::{Moment, RunRecord, VariantRecord};
 
 pub(crate) const FONT: &str = "sans-serif";
@@ -363,6 +364,18 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
             ))
         })
         .collect();
+    let families: Vec<Family> = run
+        .variants
+        .iter()
+        .filter(|v| {
+            v.quality
+                .as_ref()
+                .and_then(|q| q.kl_mean)
+                .is_some_and(|k| k.is_finite() && k >= 0.0)
+                && v.weights_bytes.is_some()
+        })
+        .map(|v| v.precision.family())
+        .collect();
     if pts.is_empty() {
         let style = (FONT, 22).into_font().color(&BLACK);
         root.draw(&Text::new(
@@ -408,13 +421,53 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         .axis_desc_style((FONT, 17))
         .draw()
         .map_err(plot_err)?;
-    let color = RGBColor(49, 130, 189);
-    let fail = RGBColor(215, 48, 39);
+    // One colour and marker per format family; a variant that fails its quality gate is
+    // drawn hollow (and its label says so).
+    for fam in [
+        Family::Float,
+        Family::Ggml,
+        Family::Bitsandbytes,
+        Family::PyTorch,
+        Family::File,
+    ] {
+        let mine: Vec<&(String, f64, f64, bool)> = pts
+            .iter()
+            .zip(&families)
+            .filter(|(_, f)| **f == fam)
+            .map(|(p, _)| p)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let c = family_colour(fam);
+        let style = |ok: bool| {
+            if ok {
+                c.filled()
+            } else {
+                c.stroke_width(2)
+            }
+        };
+        let series = chart
+            .draw_series(mine.iter().map(|(_, x, k, ok)| {
+                let pos = (x.min(xmax), at(*k));
+                match fam {
+                    Family::Bitsandbytes => TriangleMarker::new(pos, 10, style(*ok)).into_dyn(),
+                    Family::PyTorch => Cross::new(pos, 8, c.stroke_width(3)).into_dyn(),
+                    _ => Circle::new(pos, 8, style(*ok)).into_dyn(),
+                }
+            }))
+            .map_err(plot_err)?;
+        series
+            .label(fam.name())
+            .legend(move |(x, y)| Circle::new((x, y), 6, c.filled()));
+    }
     chart
-        .draw_series(pts.iter().map(|(_, x, k, ok)| {
-            let c = if *ok { color } else { fail };
-            Circle::new((x.min(xmax), at(*k)), 8, c.filled())
-        }))
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 15))
+        .draw()
         .map_err(plot_err)?;
     chart
         .draw_series(pts.iter().enumerate().map(|(i, (name, x, k, ok))| {
@@ -445,6 +498,17 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
+}
+
+/// The colour of a format family on the quality chart.
+fn family_colour(f: Family) -> RGBColor {
+    match f {
+        Family::Float => RGBColor(99, 99, 99),
+        Family::Ggml => RGBColor(49, 130, 189),
+        Family::Bitsandbytes => RGBColor(230, 85, 13),
+        Family::PyTorch => RGBColor(49, 163, 84),
+        Family::File => RGBColor(117, 107, 177),
+    }
 }
 
 const PALETTE: [RGBColor; 12] = [

@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::Headline;
 use crate::record::RunRecord;
 
-pub const COLUMNS: [&str; 28] = [
+pub const COLUMNS: [&str; 31] = [
     "precision",
     "status",
     "weights_bytes",
@@ -33,6 +33,9 @@ pub const COLUMNS: [&str; 28] = [
     "leading_tokens_equal_to_f32",
     "quality_gate",
     "energy_joules_per_token",
+    "family",
+    "transformers_footprint_bytes",
+    "transformers_footprint_legacy_bytes",
     "error",
 ];
 
@@ -49,6 +52,10 @@ pub fn render(run: &RunRecord) -> Result<String> {
     for v in &run.variants {
         let h = Headline::of(v, run);
         let q = v.quality.as_ref();
+        let tf = v
+            .weights
+            .as_ref()
+            .and_then(|w| w.transformers_footprint.as_ref());
         let gate = q
             .and_then(|q| q.gate.as_ref())
             .map(|g| if g.passed { "pass" } else { "fail" })
@@ -86,6 +93,9 @@ pub fn render(run: &RunRecord) -> Result<String> {
                 .unwrap_or_default(),
             gate.to_string(),
             num(v.energy_joules_per_token),
+            v.precision.family().name().to_string(),
+            int(tf.map(|t| t.current_bytes)),
+            int(tf.and_then(|t| t.legacy_bytes)),
             h.error.clone().unwrap_or_default(),
         ])?;
     }

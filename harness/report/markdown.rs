@@ -222,6 +222,7 @@ pub fn render(run: &RunRecord) -> String {
         }
     }
 
+    render_formats(&mut o, run, &rows);
     render_quality(&mut o, run);
 
     let _ = writeln!(o, "\n## Generated text\n");
@@ -459,6 +460,72 @@ fn render_tests(o: &mut String, run: &RunRecord) {
 fn mem(v: Option<u64>) -> String {
     v.map(|b| format!("{:.1} MB", mb(b)))
         .unwrap_or_else(|| "-".into())
+}
+
+/// One row per variant putting the format's family, bits per weight, exact bytes (and
+/// their parts), the footprint as transformers would report it, decode speed and
+/// quality together: the four-bit shootout's table.
+fn render_formats(o: &mut String, run: &RunRecord, rows: &[Headline]) {
+    let has_parts = run
+        .variants
+        .iter()
+        .any(|v| v.weights.as_ref().is_some_and(|w| !w.by_part.is_empty()));
+    let has_tf = run.variants.iter().any(|v| {
+        v.weights
+            .as_ref()
+            .is_some_and(|w| w.transformers_footprint.is_some())
+    });
+    if !has_parts && !has_tf {
+        return;
+    }
+    let _ = writeln!(o, "\n## Formats side by side\n");
+    let _ = writeln!(
+        o,
+        "Weights: the exact bytes quantbench holds (every code and scale), with the quantized matrices' parts. transformers counts: what `model.get_memory_footprint()` reports for the same model and precision (parameters in their dtypes plus buffers; bitsandbytes' absmax / row scales and PyTorch's packed dynamic weights are not counted), as transformers 5 counts it and as 4.x releases did (GPT-2's per-layer causal masks); - for ggml formats, which transformers holds only dequantized. Decode tokens/s: median over the timed repetitions; KL and same top-1: the quality pass against f32.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| variant | family | bits/weight | weights (B) | quantized parts (B) | transformers counts (B) | transformers 4.x (B) | decode tok/s | mean KL | same top-1 |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|");
+    for (h, v) in rows.iter().zip(&run.variants) {
+        let w = v.weights.as_ref();
+        let parts = w
+            .map(|w| {
+                w.by_part
+                    .iter()
+                    .map(|p| format!("{} {}", p.part, p.bytes))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".into());
+        let tf = w.and_then(|w| w.transformers_footprint.as_ref());
+        let q = v.quality.as_ref();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            h.label,
+            v.precision.family().name(),
+            fmt_opt(h.bits_per_weight, 3),
+            v.weights_bytes
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-".into()),
+            parts,
+            tf.map(|t| t.current_bytes.to_string())
+                .unwrap_or_else(|| "-".into()),
+            tf.and_then(|t| t.legacy_bytes)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-".into()),
+            fmt_opt(h.decode_tokens_per_second, 1),
+            q.and_then(|q| q.kl_mean)
+                .map(|k| format!("{k:.2e}"))
+                .unwrap_or_else(|| "-".into()),
+            q.and_then(|q| q.same_top1)
+                .map(|p| format!("{:.1}%", p * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
 }
 
 fn render_quality(o: &mut String, run: &RunRecord) {

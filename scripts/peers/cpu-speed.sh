@@ -31,6 +31,9 @@
 #   transformers  (50 - 1) / (median 50-token generate - median 1-token generate).
 # transformers' matching precisions: F32=fp32, F16=fp16, BF16=bf16, Q8_0=int8
 # (bitsandbytes LLM.int8), Q4_0=nf4 (bitsandbytes NF4); none for Q4_K_M.
+# Then a second table, bitsandbytes' own formats (BNB=0 skips it): quantbench's llm_int8,
+# nf4 and fp4 (--policy linear --rest f32) against bitsandbytes' (transformers, the same
+# formats on the linear layers, everything else f32, 4-bit products in f32), decode tok/s.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${QB_PEERS_CACHE:-$HOME/.cache/quantbench-peers}
@@ -38,6 +41,7 @@ THREADS=${THREADS:-2}
 MODEL=${MODEL:-synthetic:gpt2}
 TYPES=${TYPES:-F32 F16 BF16 Q8_0 Q4_0 Q4_K_M}
 TRANSFORMERS=${TRANSFORMERS:-1}
+BNB=${BNB:-1}
 NAME=${MODEL#synthetic:}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-0.3.36}
 mkdir -p "$CACHE"
@@ -100,4 +104,15 @@ fi
 
 "$PYTHON" "$ROOT/scripts/peers/table.py" "$OUT/quantbench" "$OUT/llama-bench.jsonl" \
   "$OUT/transformers.json" | tee "$OUT/table.md"
+if [ "$BNB" = 1 ]; then
+  "$QB" run --model "$CACHE/$M/hf" --precisions llm_int8,nf4,fp4 --policy linear --rest f32 \
+    --prompt "Once upon a time" --new-tokens 50 --warmup 1 --repeats 5 --no-quality \
+    --quiet --out "$OUT/quantbench-bnb"
+  OMP_NUM_THREADS=$THREADS "$PYTHON" "$ROOT/scripts/peers/transformers_generate.py" "$M/hf" \
+    --device cpu --precisions llm_int8-fp32 nf4-fp32 fp4-fp32 --threads "$THREADS" \
+    --out "$OUT/transformers-bnb.json"
+  echo
+  "$PYTHON" "$ROOT/scripts/peers/bnb_table.py" "$OUT/quantbench-bnb/results.json" \
+    "$OUT/transformers-bnb.json" | tee "$OUT/bnb-table.md"
+fi
 echo "(raw results under $CACHE/$OUT; llama.cpp from llama-cpp-python $LLAMA_CPP_PYTHON)"

@@ -16,7 +16,9 @@ at the peak and after cleanup (model deleted, gc, empty_cache).
         --threads 2 --out transformers.json
 
 Precisions: fp32, fp16, bf16, int8 (bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit NF4,
-bf16 compute). A precision that cannot run here (bitsandbytes missing, fp16 matmul on a
+bf16 compute); llm_int8-fp32, nf4-fp32, fp4-fp32 (bitsandbytes' formats on the linear
+layers, everything else f32, 4-bit products in f32: what quantbench's llm_int8 / nf4 /
+fp4 compute with --policy linear --rest f32). A precision that cannot run here (bitsandbytes missing, fp16 matmul on a
 CPU ...) is recorded with its error and the others still run.
 """
 
@@ -62,8 +64,25 @@ def load(transformers, torch, model_dir, precision, device):
                 bnb_4bit_compute_dtype=torch.bfloat16,
             )
         kw["device_map"] = device if device.startswith("cuda") else "cpu"
+    elif precision in ("llm_int8-fp32", "nf4-fp32", "fp4-fp32"):
+        # quantbench's bitsandbytes formats with --policy linear --rest f32: the linear
+        # layers quantized, everything else f32, 4-bit products in f32
+        from transformers import BitsAndBytesConfig
+
+        kw["dtype"] = torch.float32
+        if precision == "llm_int8-fp32":
+            kw["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            kw["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=precision.split("-")[0],
+                bnb_4bit_compute_dtype=torch.float32,
+            )
+        kw["device_map"] = device if device.startswith("cuda") else "cpu"
     else:
-        raise ValueError(f"unknown precision {precision!r}: fp32, fp16, bf16, int8, nf4")
+        raise ValueError(
+            f"unknown precision {precision!r}: fp32, fp16, bf16, int8, nf4, llm_int8-fp32, nf4-fp32, fp4-fp32"
+        )
     model = transformers.AutoModelForCausalLM.from_pretrained(
         model_dir, attn_implementation="eager", **kw
     )
