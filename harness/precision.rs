@@ -490,12 +490,13 @@ pub struct Quantization {
 }
 
 impl Quantization {
-    /// The precision with policy `all` and the precision's default rest dtype.
+    /// The precision with policy `all` and the rest in f32 (`with_rest(RestDtype::Auto)`
+    /// gives the precision's own default instead, as scenarios do unless they say).
     pub fn new(precision: Precision) -> Self {
         Quantization {
             precision,
             policy: Policy::All,
-            rest: precision.default_rest(),
+            rest: RestDtype::F32,
         }
     }
 

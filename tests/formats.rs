@@ -286,3 +286,56 @@ fn the_fixture_holds_what_the_script_says() {
     // "ties" holds rows of 32: bitsandbytes' blocks of 64 straddle two rows there.
     assert_eq!(fx.f32("w.ties").1, vec![24, 32]);
 }
+
+/// Under policy `all`, bitsandbytes' and PyTorch's formats still quantize the linear
+/// layers only (as the libraries do): the embeddings stay in the rest dtype and the record
+/// says so. `rest = auto` keeps the rest f16 beside bitsandbytes' formats and f16, f32
+/// beside the others.
+#[test]
+fn library_formats_leave_the_embeddings_alone_and_say_so() {
+    use candle_core::Device;
+    use quantbench::model;
+    use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
+    let src = model::resolve(&"synthetic:tiny".parse().unwrap()).unwrap();
+    for p in [Precision::Nf4, Precision::LlmInt8, Precision::DynamicInt8] {
+        let q = Quantization::new(p)
+            .with_policy(Policy::All)
+            .with_rest(RestDtype::Auto);
+        let expect_rest = if p == Precision::DynamicInt8 {
+            RestDtype::F32
+        } else {
+            RestDtype::F16
+        };
+        assert_eq!(q.rest, expect_rest, "{p}: auto");
+        let m = model::load(&src, q, &Device::Cpu).unwrap();
+        let fp = &m.footprint;
+        let rest = if expect_rest == RestDtype::F16 { 2 } else { 4 };
+        assert_eq!(
+            fp.embeddings.bytes,
+            fp.embeddings.parameters * rest,
+            "{p}: embeddings in the rest dtype"
+        );
+        assert!(
+            fp.fallbacks
+                .iter()
+                .any(|n| n.contains("replaces linear layers only")),
+            "{p}: {:?}",
+            fp.fallbacks
+        );
+        // the parts add up to the linear matrices' bytes
+        let parts: usize = fp.by_part.iter().map(|b| b.bytes).sum();
+        assert_eq!(parts, fp.linear.bytes, "{p}: parts");
+    }
+    assert_eq!(
+        Quantization::new(Precision::F16)
+            .with_rest(RestDtype::Auto)
+            .rest,
+        RestDtype::F16
+    );
+    assert_eq!(
+        Quantization::new(Precision::Q4_0)
+            .with_rest(RestDtype::Auto)
+            .rest,
+        RestDtype::F32
+    );
+}
