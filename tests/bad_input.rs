@@ -61,7 +61,27 @@ fn unknown_precision_lists_the_valid_names() {
             "--precision",
             "int3",
         ],
-        &["int3", "f32", "q8_0 (int8", "q4_0 (int4", "q2_k"],
+        &[
+            "int3",
+            "f32",
+            "q8_0 (int8",
+            "q4_0 (int4",
+            "q2_k",
+            "nf4",
+            "llm_int8",
+        ],
+    );
+    expect_bad(
+        &[
+            "generate",
+            "--model",
+            "synthetic:tiny",
+            "--precision",
+            "nf4",
+            "--rest",
+            "f8",
+        ],
+        &["'f8'", "f32", "f16", "auto"],
     );
 }
 
