@@ -110,13 +110,19 @@ pub fn active() -> Kernels {
 
 /// One line for results: which kernels multiply by quantized weights, and why.
 pub fn describe() -> String {
-    match active() {
+    let ggml = match active() {
         Kernels::Quantbench => {
-            "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".into()
+            "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".to_string()
         }
         Kernels::Candle if simd_supported() => format!("candle ({ENV}=candle)"),
         Kernels::Candle => "candle (this CPU lacks AVX-512 VNNI)".into(),
-    }
+    };
+    let library = if bnb4::cpu_supported() && !bnb4::candle_chosen() {
+        "quantbench avx2"
+    } else {
+        "portable"
+    };
+    format!("{ggml}; bitsandbytes and PyTorch formats: {library}")
 }
 
 /// `x @ w^T` for `w` (`n × k`, blocks of `format`, as stored) and `x` (`m × k`),

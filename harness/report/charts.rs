@@ -403,14 +403,21 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         ((lo / 10.0).max(KL_RANGE.0 / 10.0), hi * 5.0)
     };
     let floor = lo * 1.5; // where a KL of exactly 0 is drawn
-    let xmax = axis_top(pts.iter().map(|p| p.1), 1.15);
+                          // The x axis spans the sizes shown (with room for the labels), not 0..max: formats of
+                          // nearly one size would otherwise sit on top of each other.
+    let (x_lo, x_hi) = pts
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let pad = 0.08 * (x_hi - x_lo) + 0.02 * x_hi.max(1.0);
+    let xmin = (x_lo - pad).max(0.0);
+    let xmax = axis_top(pts.iter().map(|p| p.1), 1.0).max(x_hi + 3.0 * pad);
     let at = |k: f64| k.clamp(floor, hi / 2.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title(run, "Quality against size"), (FONT, 24))
         .margin(20)
         .x_label_area_size(60)
         .y_label_area_size(100)
-        .build_cartesian_2d(0f64..xmax, (lo..hi).log_scale())
+        .build_cartesian_2d(xmin..xmax, (lo..hi).log_scale())
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -469,33 +476,58 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         .label_font((FONT, 15))
         .draw()
         .map_err(plot_err)?;
-    chart
-        .draw_series(pts.iter().enumerate().map(|(i, (name, x, k, ok))| {
-            // A label that would sit on an earlier point's label goes to the far side of
-            // its own point: below it when the point is the lower of the two.
-            let crowded = pts[..i].iter().any(|(_, x2, k2, _)| {
-                (x - x2).abs() < xmax * 0.16
-                    && (at(*k).ln() - at(*k2).ln()).abs() < 0.6
-                    && at(*k) < at(*k2)
-            });
-            let label = if *k == 0.0 {
-                format!("{name} (reference, KL 0)")
-            } else if *ok {
-                format!("{name}  {k:.2e}")
-            } else {
-                format!("{name}  {k:.2e}  fails gate")
-            };
-            Text::new(
-                label,
-                (x.min(xmax) + xmax * 0.012, at(*k)),
-                anchored(
-                    15,
-                    HPos::Left,
-                    if crowded { VPos::Top } else { VPos::Bottom },
-                ),
-            )
-        }))
-        .map_err(plot_err)?;
+    // Labels to the right of their points; a label that would overlap one already placed
+    // moves to the nearest free slot above or below (in steps of one label height), with
+    // a thin line back to its point: points of one size and similar KL (the 4-bit
+    // formats) each keep a readable label.
+    let decades = (hi / lo).log10();
+    let step = decades * 18.0 / 480.0; // one label's height, in decades
+    let per_char = (xmax - xmin) * 8.0 / 1000.0; // one character's width, in MB
+    let mut order: Vec<usize> = (0..pts.len()).collect();
+    order.sort_by(|&a, &b| at(pts[b].2).total_cmp(&at(pts[a].2)));
+    // (x where the label starts, its width, its height in log10 units)
+    let mut placed: Vec<(f64, f64, f64)> = Vec::new();
+    let mut labels = Vec::new();
+    let mut leaders = Vec::new();
+    for i in order {
+        let (name, x, k, ok) = &pts[i];
+        let label = if *k == 0.0 {
+            format!("{name} (reference, KL 0)")
+        } else if *ok {
+            format!("{name}  {k:.2e}")
+        } else {
+            format!("{name}  {k:.2e}  fails gate")
+        };
+        let lx = x.min(xmax) + (xmax - xmin) * 0.012;
+        let w = label.chars().count() as f64 * per_char;
+        let free = |ly: f64| {
+            !placed
+                .iter()
+                .any(|(px, pw, py)| lx < px + pw && *px < lx + w && (ly - py).abs() < step)
+        };
+        let y0 = at(*k).log10();
+        let ly = (0..40)
+            .map(|j: i32| {
+                let n = (j + 1) / 2;
+                y0 + if j % 2 == 1 { -1.0 } else { 1.0 } * n as f64 * step
+            })
+            .find(|&ly| free(ly))
+            .unwrap_or(y0);
+        placed.push((lx, w, ly));
+        if (ly - y0).abs() > step / 2.0 {
+            leaders.push(PathElement::new(
+                vec![(x.min(xmax), at(*k)), (lx, 10f64.powf(ly))],
+                BLACK.mix(0.4).stroke_width(1),
+            ));
+        }
+        labels.push(Text::new(
+            label,
+            (lx + per_char * 0.5, 10f64.powf(ly).clamp(lo, hi)),
+            anchored(15, HPos::Left, VPos::Center),
+        ));
+    }
+    chart.draw_series(leaders).map_err(plot_err)?;
+    chart.draw_series(labels).map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
