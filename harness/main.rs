@@ -717,10 +717,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     format!("  also: {}", p.aliases().join(", "))
                 };
-                outln!("  {:<6} {:>7.4}{aliases}", p.name(), p.bits_per_weight());
+                let line = format!(
+                    "  {:<16} {:>7.4}  {:<12}{aliases}",
+                    p.name(),
+                    p.bits_per_weight(),
+                    p.family().name()
+                );
+                outln!("{}", line.trim_end());
             }
             outln!(
-                "  {:<6} {:>7}  also: {}; a GGUF file's tensors as stored (bits per weight: the file's)",
+                "  (the int8 formats' row / tensor scales and double quantization's second level are per matrix: the records give each model's exact bits per weight)"
+            );
+            outln!(
+                "  {:<16} {:>7}  file          also: {}; a GGUF file's tensors as stored (bits per weight: the file's)",
                 Precision::Native.name(),
                 "-",
                 Precision::Native.aliases().join(", ")
