@@ -125,17 +125,17 @@ impl LlmInt8 {
     /// outlier columns in f32.
     pub fn reference_matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
         let (ca, sca, cols) = Self::quantize_activations(x, m, self.k);
-        let k = self.k;
-        for t in 0..m {
-            for r in 0..self.out {
-                let acc: i32 = ca[t * k..(t + 1) * k]
-                    .iter()
-                    .zip(&self.cb[r * k..(r + 1) * k])
-                    .map(|(&a, &b)| a as i32 * b as i32)
-                    .sum();
-                y[t * self.out + r] = self.finish(acc, sca[t], r, bias);
-            }
-        }
+        let a16: Vec<i16> = ca.iter().map(|&v| v as i16).collect();
+        crate::kernel::int8::products(
+            &self.cb,
+            self.out,
+            self.k,
+            &a16,
+            m,
+            y,
+            false,
+            |acc, t, r| self.finish(acc, sca[t], r, bias),
+        );
         self.add_outliers(x, m, &cols, y);
     }
 
@@ -358,18 +358,10 @@ impl DynamicInt8 {
     /// The portable product (i32 sums).
     pub fn reference_matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
         let a = ActParams::of(x);
-        let qa = a.quantize(x);
-        let k = self.k;
-        for t in 0..m {
-            for r in 0..self.out {
-                let acc: i32 = qa[t * k..(t + 1) * k]
-                    .iter()
-                    .zip(&self.q[r * k..(r + 1) * k])
-                    .map(|(&a, &b)| a as i32 * b as i32)
-                    .sum();
-                y[t * self.out + r] = self.finish(acc, a, r, bias);
-            }
-        }
+        let a16: Vec<i16> = a.quantize(x).iter().map(|&v| v as i16).collect();
+        crate::kernel::int8::products(&self.q, self.out, self.k, &a16, m, y, false, |acc, _, r| {
+            self.finish(acc, a, r, bias)
+        });
     }
 }
 

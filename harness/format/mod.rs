@@ -61,36 +61,48 @@ pub fn matmul_by_rows(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    use rayon::prelude::*;
     let (n, k) = w.shape();
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
     assert_eq!(y.len(), m * n, "output is not {m} x {n}");
-    const ROWS: usize = 64;
-    let chunks: Vec<(usize, Vec<f32>)> = (0..n)
-        .step_by(ROWS)
+    by_row_chunks(n, m, 64, y, |start, rows, part| {
+        let mut wd = vec![0f32; rows * k];
+        w.dequantize_rows(start, &mut wd);
+        for t in 0..m {
+            let xr = &x[t * k..(t + 1) * k];
+            for r in 0..rows {
+                let b = bias.map_or(0.0, |b| b[start + r]);
+                part[t * rows + r] = dot(xr, &wd[r * k..(r + 1) * k]) + b;
+            }
+        }
+    });
+}
+
+/// Computes an `m × n` output (`y`, row-major) in chunks of `chunk` output columns (weight
+/// rows) on rayon's pool: `f(start, rows, part)` fills `part` (`m × rows`, row-major) for
+/// weight rows `start .. start + rows`; the parts are then copied into place. The one
+/// way every product here splits its work.
+pub fn by_row_chunks(
+    n: usize,
+    m: usize,
+    chunk: usize,
+    y: &mut [f32],
+    f: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    assert_eq!(y.len(), m * n, "output is not {m} x {n}");
+    let parts: Vec<(usize, Vec<f32>)> = (0..n)
+        .step_by(chunk)
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|start| {
-            let rows = ROWS.min(n - start);
-            let mut wd = vec![0f32; rows * k];
-            w.dequantize_rows(start, &mut wd);
+            let rows = chunk.min(n - start);
             let mut part = vec![0f32; m * rows];
-            for t in 0..m {
-                let xr = &x[t * k..(t + 1) * k];
-                for r in 0..rows {
-                    let wr = &wd[r * k..(r + 1) * k];
-                    let mut s = dot(xr, wr);
-                    if let Some(b) = bias {
-                        s += b[start + r];
-                    }
-                    part[t * rows + r] = s;
-                }
-            }
+            f(start, rows, &mut part);
             (start, part)
         })
         .collect();
-    for (start, part) in chunks {
-        let rows = ROWS.min(n - start);
+    for (start, part) in parts {
+        let rows = chunk.min(n - start);
         for t in 0..m {
             y[t * n + start..t * n + start + rows].copy_from_slice(&part[t * rows..(t + 1) * rows]);
         }

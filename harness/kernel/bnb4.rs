@@ -14,8 +14,6 @@
 //! AVX2 + FMA (every x86-64 CPU since Haswell / Zen); rows of a multiple of 64 (blocks
 //! that do not straddle rows). Elsewhere the portable path in `format/` runs.
 
-use rayon::prelude::*;
-
 use crate::format::bnb4::{Bnb4, BLOCK};
 
 /// Whether this CPU has the instructions.
@@ -54,59 +52,45 @@ pub fn matmul(w: &Bnb4, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]
     );
     assert_eq!(x.len(), m * k);
     assert_eq!(y.len(), m * n);
-    let parts: Vec<(usize, Vec<f32>)> = (0..n)
-        .step_by(ROWS)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|start| {
-            let rows = ROWS.min(n - start);
-            let mut part = vec![0f32; m * rows];
-            let mut buf = vec![0f32; k];
-            let blocks = k / BLOCK;
-            let mut scales = vec![0f32; blocks];
-            for r in 0..rows {
-                let row = start + r;
-                let codes = &w.packed[row * k / 2..(row + 1) * k / 2];
-                for (b, s) in scales.iter_mut().enumerate() {
-                    *s = w.absmax(row * blocks + b);
+    crate::format::by_row_chunks(n, m, ROWS, y, |start, rows, part| {
+        let mut buf = vec![0f32; k];
+        let blocks = k / BLOCK;
+        let mut scales = vec![0f32; blocks];
+        for r in 0..rows {
+            let row = start + r;
+            let codes = &w.packed[row * k / 2..(row + 1) * k / 2];
+            for (b, s) in scales.iter_mut().enumerate() {
+                *s = w.absmax(row * blocks + b);
+            }
+            let b = bias.map_or(0.0, |b| b[row]);
+            if m == 1 {
+                // decode: dequantize and multiply in registers, no row buffer
+                // SAFETY: as below.
+                #[cfg(target_arch = "x86_64")]
+                {
+                    part[r] = unsafe { dot_row(codes, &scales, w.table(), x) } + b;
                 }
-                let b = bias.map_or(0.0, |b| b[row]);
-                if m == 1 {
-                    // decode: dequantize and multiply in registers, no row buffer
-                    // SAFETY: as below.
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        part[r] = unsafe { dot_row(codes, &scales, w.table(), x) } + b;
-                    }
-                    continue;
-                }
-                // SAFETY: cpu_supported() was checked; slices have the lengths the
-                // kernel reads (k / 2 bytes, k / 64 scales, k floats).
+                continue;
+            }
+            // SAFETY: cpu_supported() was checked; slices have the lengths the kernel
+            // reads (k / 2 bytes, k / 64 scales, k floats).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                dequantize_row(codes, &scales, w.table(), &mut buf)
+            };
+            for t0 in (0..m).step_by(4) {
+                let tn = 4.min(m - t0);
+                let mut sums = [0f32; 4];
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    dequantize_row(codes, &scales, w.table(), &mut buf)
+                    dots(&buf, &x[t0 * k..(t0 + tn) * k], tn, &mut sums)
                 };
-                for t0 in (0..m).step_by(4) {
-                    let tn = 4.min(m - t0);
-                    let mut sums = [0f32; 4];
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        dots(&buf, &x[t0 * k..(t0 + tn) * k], tn, &mut sums)
-                    };
-                    for (j, s) in sums.iter().take(tn).enumerate() {
-                        part[(t0 + j) * rows + r] = s + b;
-                    }
+                for (j, s) in sums.iter().take(tn).enumerate() {
+                    part[(t0 + j) * rows + r] = s + b;
                 }
             }
-            (start, part)
-        })
-        .collect();
-    for (start, part) in parts {
-        let rows = ROWS.min(n - start);
-        for t in 0..m {
-            y[t * n + start..t * n + start + rows].copy_from_slice(&part[t * rows..(t + 1) * rows]);
         }
-    }
+    });
 }
 
 /// One row's codes (k / 2 bytes) and block absmax (k / 64) to k f32 values.

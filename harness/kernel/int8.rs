@@ -13,8 +13,6 @@
 //! would need the +128 offset and a row-sum correction, as the q8_0 kernel does; the
 //! AVX2 path is what the machines this was measured on have.
 
-use rayon::prelude::*;
-
 use crate::format::int8::{ActParams, DynamicInt8, LlmInt8};
 
 /// Whether this CPU runs the kernels.
@@ -49,7 +47,7 @@ pub fn llm_int8(w: &LlmInt8, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut 
     }
     let (ca, sca, cols) = LlmInt8::quantize_activations(x, m, w.k);
     let a16: Vec<i16> = ca.iter().map(|&v| v as i16).collect();
-    products(&w.cb, w.out, w.k, &a16, m, y, |acc, t, r| {
+    products(&w.cb, w.out, w.k, &a16, m, y, true, |acc, t, r| {
         w.finish(acc, sca[t], r, bias)
     });
     w.add_outliers(x, m, &cols, y);
@@ -62,52 +60,53 @@ pub fn dynamic_int8(w: &DynamicInt8, x: &[f32], m: usize, bias: Option<&[f32]>, 
     }
     let a = ActParams::of(x);
     let a16: Vec<i16> = a.quantize(x).iter().map(|&v| v as i16).collect();
-    products(&w.q, w.out, w.k, &a16, m, y, |acc, _, r| {
+    products(&w.q, w.out, w.k, &a16, m, y, true, |acc, _, r| {
         w.finish(acc, a, r, bias)
     });
 }
 
-/// For every (token t, weight row r): `finish(Σ a16[t]·w[r], t, r)` into `y[t][r]`.
-fn products(
+/// For every (token t, weight row r): `finish(Σ a16[t]·w[r], t, r)` into `y[t][r]`, the
+/// sums exact in i32: with AVX2 where `simd` (the caller checked the CPU), in plain loops
+/// otherwise (the formats' portable references call this with `simd = false`).
+#[allow(clippy::too_many_arguments)]
+pub fn products(
     w: &[i8],
     n: usize,
     k: usize,
     a16: &[i16],
     m: usize,
     y: &mut [f32],
+    simd: bool,
     finish: impl Fn(i32, usize, usize) -> f32 + Sync,
 ) {
-    let parts: Vec<(usize, Vec<f32>)> = (0..n)
-        .step_by(ROWS)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|start| {
-            let rows = ROWS.min(n - start);
-            let mut part = vec![0f32; m * rows];
-            for r in 0..rows {
-                let wr = &w[(start + r) * k..(start + r + 1) * k];
-                for t0 in (0..m).step_by(4) {
-                    let tn = 4.min(m - t0);
-                    let mut sums = [0i32; 4];
-                    // SAFETY: AVX2 was checked (enabled()); slices hold k values per row.
+    crate::format::by_row_chunks(n, m, ROWS, y, |start, rows, part| {
+        for r in 0..rows {
+            let wr = &w[(start + r) * k..(start + r + 1) * k];
+            for t0 in (0..m).step_by(4) {
+                let tn = 4.min(m - t0);
+                let a = &a16[t0 * k..(t0 + tn) * k];
+                let mut sums = [0i32; 4];
+                if simd {
+                    // SAFETY: the caller checked AVX2; slices hold k values per row.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        dots_i8(wr, &a16[t0 * k..(t0 + tn) * k], tn, &mut sums)
+                        dots_i8(wr, a, tn, &mut sums)
                     };
-                    for (j, &s) in sums.iter().take(tn).enumerate() {
-                        part[(t0 + j) * rows + r] = finish(s, t0 + j, start + r);
+                } else {
+                    for (j, s) in sums.iter_mut().take(tn).enumerate() {
+                        *s = wr
+                            .iter()
+                            .zip(&a[j * k..(j + 1) * k])
+                            .map(|(&w, &a)| w as i32 * a as i32)
+                            .sum();
                     }
                 }
+                for (j, &s) in sums.iter().take(tn).enumerate() {
+                    part[(t0 + j) * rows + r] = finish(s, t0 + j, start + r);
+                }
             }
-            (start, part)
-        })
-        .collect();
-    for (start, part) in parts {
-        let rows = ROWS.min(n - start);
-        for t in 0..m {
-            y[t * n + start..t * n + start + rows].copy_from_slice(&part[t * rows..(t + 1) * rows]);
         }
-    }
+    });
 }
 
 /// `sums[j] = Σ w · a_j` over `w.len()` values, exact in i32.
