@@ -257,7 +257,22 @@ def llama_reference(configs, prompts, new_tokens):
     return out_ref
 
 
+def sum_reference():
+    """absmax.mean() as PyTorch computes it, for double quantization's offset: a vector of
+    GPT-2 c_fc's length (36,864 blocks), on 1 thread and on 2 (PyTorch splits a reduction
+    this long between threads, so its result depends on the thread count)."""
+    g = torch.Generator().manual_seed(5)
+    v = torch.rand(36864, generator=g) * 0.1
+    out["sum.large"] = v
+    n = torch.get_num_threads()
+    for t in (1, 2):
+        torch.set_num_threads(t)
+        out[f"sum.large.mean_threads{t}"] = v.mean().reshape(1)
+    torch.set_num_threads(n)
+
+
 OUT.mkdir(parents=True, exist_ok=True)
+sum_reference()
 ref = model_reference()
 save_file({k: v.contiguous() for k, v in out.items()}, OUT / "formats.safetensors")
 (OUT / "reference.json").write_text(json.dumps(ref, indent=1) + "\n")

@@ -339,3 +339,29 @@ fn library_formats_leave_the_embeddings_alone_and_say_so() {
         RestDtype::F32
     );
 }
+
+/// Double quantization's offset is `absmax.mean()`: quantbench sums as PyTorch's CPU
+/// kernel does on one thread (AVX2 build), checked here on a vector of GPT-2 c_fc's
+/// length (36,864 blocks, long enough for every level of PyTorch's cascade). On two
+/// threads PyTorch splits a reduction this long and can land an ulp away (the fixture
+/// holds both results; they differ for this vector), so bitsandbytes' own offset for such
+/// a matrix depends on the machine's thread count.
+#[test]
+fn the_offset_is_summed_as_pytorch_sums_on_one_thread() {
+    use quantbench::format::bnb4::torch_sum_f32;
+    let fx = Fixture::open();
+    let (v, _) = fx.f32("sum.large");
+    let ours = torch_sum_f32(&v) / v.len() as f32;
+    let one = fx.f32("sum.large.mean_threads1").0[0];
+    let two = fx.f32("sum.large.mean_threads2").0[0];
+    assert_eq!(
+        ours.to_bits(),
+        one.to_bits(),
+        "ours {ours} vs torch (1 thread) {one}"
+    );
+    assert_ne!(
+        one.to_bits(),
+        two.to_bits(),
+        "the fixture shows the thread dependence"
+    );
+}
