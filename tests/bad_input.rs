@@ -574,6 +574,22 @@ fn native_and_requantize_are_refused_where_they_mean_nothing() {
         ],
         &["always f32", "--format gguf"],
     );
+    let gguf = tmp.path().join("tiny-nf4.gguf");
+    expect_bad(
+        &[
+            "export",
+            "--model",
+            "synthetic:tiny",
+            "--format",
+            "gguf",
+            "--precision",
+            "nf4",
+            "--out",
+            gguf.to_str().unwrap(),
+        ],
+        &["nf4", "no GGUF type", "bitsandbytes"],
+    );
+    assert!(!gguf.exists(), "nothing is written");
 }
 
 /// hf:ORG/NAME/FILE.gguf is served from the Hugging Face cache (offline here), and a file

@@ -310,6 +310,14 @@ pub fn export_gguf(
 ) -> Result<GgufExport> {
     check_destination(source, path, force)?;
     crate::model::check_source_precision(source, q)?;
+    if matches!(q.precision.storage(), crate::precision::Storage::Custom(_)) {
+        crate::bad_input!(
+            "--precision {}: {} has no GGUF type (it is {}'s format, not llama.cpp's); export a GGUF at f32, f16, bf16, a ggml block format or native",
+            q.precision,
+            q.precision,
+            q.precision.family().name()
+        );
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
