@@ -20,6 +20,7 @@ use crate::format::bnb4::{Bnb4, BLOCK};
 pub fn cpu_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
+        // is_x86_feature_detected! caches its answer: no per-call cost
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -32,12 +33,16 @@ pub fn supported(w: &Bnb4) -> bool {
     w.k.is_multiple_of(BLOCK) && cpu_supported() && !candle_chosen()
 }
 
-/// QUANTBENCH_KERNELS=candle asks for no quantbench kernel at all.
+/// QUANTBENCH_KERNELS=candle asks for no quantbench kernel at all (read once per
+/// process, as [`super::active`] reads it).
 pub(crate) fn candle_chosen() -> bool {
-    std::env::var(super::ENV)
-        .ok()
-        .and_then(|v| super::parse(&v).ok())
-        == Some(super::Kernels::Candle)
+    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        std::env::var(super::ENV)
+            .ok()
+            .and_then(|v| super::parse(&v).ok())
+            == Some(super::Kernels::Candle)
+    })
 }
 
 /// Weight rows per parallel task.
