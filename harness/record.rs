@@ -156,9 +156,6 @@ pub struct WeightsInfo {
     /// precision (absent for ggml formats, which transformers cannot hold as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformers_footprint: Option<crate::model::weights::TransformersFootprint>,
-    /// The format family: float, ggml, bitsandbytes, pytorch, file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
 }
 
 /// The one sequence of synthetic tokens a variant's workload tests take their depth

@@ -410,7 +410,6 @@ fn measure(
                 .config
                 .transformers_buffer_bytes(v.quantization.rest.dtype()),
         ),
-        family: Some(v.quantization.precision.family().name().to_string()),
     });
 
     let opts = GenerateOptions::exactly(s.new_tokens);

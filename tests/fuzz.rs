@@ -57,6 +57,14 @@ fn sweep_results() -> String {
     .unwrap()
 }
 
+fn shootout_results() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("reports/four-bit-shootout-example/results.json"),
+    )
+    .unwrap()
+}
+
 /// `results` with `edits` applied to its numeric fields (index modulo their count):
 /// refused naming the file, or read and then rendered by every renderer and export
 /// format without a panic.
@@ -201,6 +209,22 @@ proptest! {
         ]), 1..8)
     ) {
         edited_results_are_refused_or_render(&sweep_results(), edits)?;
+    }
+
+    /// The same for a results file of bitsandbytes' formats (the four-bit shootout), whose
+    /// weights carry `by_part` and `transformers_footprint`.
+    #[test]
+    fn format_results_survive_any_number_anywhere(
+        edits in prop::collection::vec((0usize..100_000, prop_oneof![
+            any::<f64>().prop_map(|x| if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null }),
+            Just(serde_json::json!(1e308)),
+            Just(serde_json::json!(-1.0)),
+            Just(serde_json::json!(0)),
+            Just(serde_json::json!(u64::MAX)),
+            Just(serde_json::Value::Null),
+        ]), 1..8)
+    ) {
+        edited_results_are_refused_or_render(&shootout_results(), edits)?;
     }
 
     /// Whatever the cache's refs file holds, only a commit hash is followed.
@@ -393,10 +417,15 @@ proptest! {
     fn charts_survive_extreme_figures(
         kl in prop_oneof![Just(0.0), Just(1e-300), Just(1e308), 0.0f64..10.0],
         seconds in prop_oneof![Just(0.0), Just(1e300), 0.0f64..100.0],
+        bytes in prop_oneof![Just(0u64), Just(u64::MAX), 0u64..1_000_000_000],
+        shootout in any::<bool>(),
     ) {
-        let mut v: serde_json::Value = serde_json::from_str(&example_results()).unwrap();
+        // the shootout's quality chart holds eight points of two families close together
+        let text = if shootout { shootout_results() } else { example_results() };
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["variants"][1]["quality"]["kl_mean"] = serde_json::json!(kl);
         v["variants"][2]["timing"]["generate_seconds"]["max"] = serde_json::json!(seconds);
+        v["variants"][0]["weights_bytes"] = serde_json::json!(bytes);
         let run = RunRecord::from_json(&serde_json::to_string(&v).unwrap(), "fuzz").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let t0 = std::time::Instant::now();

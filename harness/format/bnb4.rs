@@ -62,10 +62,11 @@ const FP4_ORDER: [u8; 16] = [11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 
 
 impl Code4 {
     /// The 16 values, indexed by code.
-    pub fn table(self) -> [f32; 16] {
+    pub fn table(self) -> &'static [f32; 16] {
+        static FP4: std::sync::OnceLock<[f32; 16]> = std::sync::OnceLock::new();
         match self {
-            Code4::Nf4 => NF4,
-            Code4::Fp4 => FP4_RAW.map(|v| v / 12.0),
+            Code4::Nf4 => &NF4,
+            Code4::Fp4 => FP4.get_or_init(|| FP4_RAW.map(|v| v / 12.0)),
         }
     }
 
@@ -304,7 +305,6 @@ pub struct Bnb4 {
     /// Two codes per byte, the first in the high nibble: `ceil(out·k / 2)` bytes.
     pub packed: Vec<u8>,
     pub scales: Scales,
-    table: [f32; 16],
 }
 
 impl Bnb4 {
@@ -350,7 +350,6 @@ impl Bnb4 {
             k,
             packed,
             scales,
-            table: code.table(),
         }
     }
 
@@ -371,8 +370,8 @@ impl Bnb4 {
     }
 
     /// The 16 code values.
-    pub fn table(&self) -> &[f32; 16] {
-        &self.table
+    pub fn table(&self) -> &'static [f32; 16] {
+        self.code.table()
     }
 
     #[inline]
@@ -432,6 +431,7 @@ impl StoredMatrix for Bnb4 {
     fn dequantize_rows(&self, start: usize, out: &mut [f32]) {
         let first = start * self.k;
         assert!(first + out.len() <= self.out * self.k, "rows out of range");
+        let table = self.table();
         let mut i = 0;
         while i < out.len() {
             let flat = first + i;
@@ -439,7 +439,7 @@ impl StoredMatrix for Bnb4 {
             let am = self.absmax(b);
             let end = ((b + 1) * BLOCK - first).min(out.len());
             for (j, o) in out[i..end].iter_mut().enumerate() {
-                *o = self.table[self.code_at(flat + j) as usize] * am;
+                *o = table[self.code_at(flat + j) as usize] * am;
             }
             i = end;
         }
@@ -450,14 +450,6 @@ impl StoredMatrix for Bnb4 {
             crate::kernel::bnb4::matmul(self, x, m, bias, y);
         } else {
             super::matmul_by_rows(self, x, m, bias, y);
-        }
-    }
-
-    fn kernel(&self) -> &'static str {
-        if crate::kernel::bnb4::supported(self) {
-            "quantbench avx2 (16-entry code in registers, f32 activations)"
-        } else {
-            "dequantize 64 rows at a time, f32 products"
         }
     }
 }

@@ -201,9 +201,6 @@ impl StoredMatrix for LlmInt8 {
     fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
         crate::kernel::int8::llm_int8(self, x, m, bias, y);
     }
-    fn kernel(&self) -> &'static str {
-        crate::kernel::int8::describe()
-    }
 }
 
 /// A matrix in PyTorch's dynamic int8.
@@ -408,9 +405,6 @@ impl StoredMatrix for DynamicInt8 {
     }
     fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
         crate::kernel::int8::dynamic_int8(self, x, m, bias, y);
-    }
-    fn kernel(&self) -> &'static str {
-        crate::kernel::int8::describe()
     }
 }
 

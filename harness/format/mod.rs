@@ -47,8 +47,6 @@ pub trait StoredMatrix: Send + Sync + Debug {
     /// `y = x · Wᵀ (+ bias)` for `x` of `m` rows, computed as the reference library
     /// computes it (see each format), with quantbench's kernel where this CPU has one.
     fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]);
-    /// Which code path [`StoredMatrix::matmul`] takes on this CPU, for results.
-    fn kernel(&self) -> &'static str;
 }
 
 /// `y = x · Wᵀ (+ bias)` through dequantized rows, 64 rows at a time: the portable

@@ -29,15 +29,6 @@ fn enabled() -> bool {
     cpu_supported() && !super::bnb4::candle_chosen()
 }
 
-/// Which path the int8 formats take here.
-pub fn describe() -> &'static str {
-    if enabled() {
-        "quantbench avx2 (int8 widened to 16 bits, exact i32 sums)"
-    } else {
-        "portable i32 sums"
-    }
-}
-
 const ROWS: usize = 16;
 
 /// `y = x · Wᵀ (+ bias)` in LLM.int8.
