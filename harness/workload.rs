@@ -507,7 +507,8 @@ impl TestRecord {
     /// Prefill tokens per second of each repetition: batch × prompt tokens / the prompt's
     /// pass. Empty for a test without a prompt.
     pub fn prefill_rates(&self) -> Vec<f64> {
-        let tokens = (self.test.batch * self.test.prompt_tokens) as f64;
+        // in f64: a record read from a file may hold any count
+        let tokens = self.test.batch as f64 * self.test.prompt_tokens as f64;
         self.prefill_seconds
             .iter()
             .filter(|&&s| s > 0.0 && tokens > 0.0)

@@ -189,6 +189,7 @@ proptest! {
             Just(serde_json::json!(1e308)),
             Just(serde_json::json!(-1.0)),
             Just(serde_json::json!("1")),
+            Just(serde_json::json!(u64::MAX)),
             Just(serde_json::Value::Null),
         ]), 1..6)
     ) {
@@ -205,6 +206,7 @@ proptest! {
             Just(serde_json::json!(1e308)),
             Just(serde_json::json!(-1.0)),
             Just(serde_json::json!(0)),
+            Just(serde_json::json!(u64::MAX)),
             Just(serde_json::Value::Null),
         ]), 1..8)
     ) {

@@ -117,7 +117,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
             n_depth: 0,
             n_sequences: 1,
             n_threads: run.environment.threads,
-            samples_ts: rates(&samples_ns, (n_prompt + v.new_tokens) as f64),
+            samples_ts: rates(&samples_ns, n_prompt as f64 + v.new_tokens as f64),
             samples_ns,
             prefill_tokens_per_second: v
                 .prefill_seconds
@@ -155,7 +155,9 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
                     (pre + t.decode_step_seconds[i].iter().sum::<f64>()) * 1e9
                 })
                 .collect();
-            let tokens = t.test.batch * (t.test.prompt_tokens + t.test.new_tokens);
+            // in f64: a record read from a file may hold any count
+            let tokens =
+                t.test.batch as f64 * (t.test.prompt_tokens as f64 + t.test.new_tokens as f64);
             out.push(Row {
                 variant: variant.clone(),
                 test: t.name.clone(),
@@ -164,7 +166,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
                 n_depth: t.test.depth,
                 n_sequences: t.test.batch,
                 n_threads: t.threads_used,
-                samples_ts: rates(&samples_ns, tokens as f64),
+                samples_ts: rates(&samples_ns, tokens),
                 samples_ns,
                 prefill_tokens_per_second: t.prefill_rates(),
                 decode_tokens_per_second: t.decode_rates(),
