@@ -35,7 +35,7 @@ impl Activations {
             scales: vec![0.0; rows * nb],
             sums: vec![0.0; rows * nb],
         };
-        let simd = super::simd_supported();
+        let level = super::level();
         for (((xr, qr), sr), ur) in x
             .chunks_exact(k)
             .zip(a.qs.chunks_exact_mut(k))
@@ -48,14 +48,19 @@ impl Activations {
                 .enumerate()
             {
                 #[cfg(target_arch = "x86_64")]
-                if simd {
-                    // SAFETY: simd_supported() checked the CPU features; both blocks are 32 long.
-                    let (d, s) = unsafe { quantize_block_avx512(xb, qb) };
+                if let Some(level) = level {
+                    // SAFETY: level() checked the CPU features; both blocks are 32 long.
+                    let (d, s) = unsafe {
+                        match level {
+                            super::Level::Avx512 => quantize_block_avx512(xb, qb),
+                            super::Level::Avx2 => quantize_block_avx2(xb, qb),
+                        }
+                    };
                     sr[b] = d;
                     ur[b] = s;
                     continue;
                 }
-                let _ = simd;
+                let _ = level;
                 let (d, s) = quantize_block(xb, qb);
                 sr[b] = d;
                 ur[b] = s;
@@ -108,9 +113,95 @@ unsafe fn quantize_block_avx512(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     (d, d * sum as f32)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_avx2(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len() == BLOCK && q.len() == BLOCK);
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+    let abs = _mm256_set1_ps(f32::from_bits(0x7fff_ffff));
+    let m = _mm256_max_ps(
+        _mm256_max_ps(_mm256_and_ps(v[0], abs), _mm256_and_ps(v[1], abs)),
+        _mm256_max_ps(_mm256_and_ps(v[2], abs), _mm256_and_ps(v[3], abs)),
+    );
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm256_set1_ps(id);
+    // The default rounding mode (nearest, ties to even), as in quantize_block; |x·id| is
+    // at most 127 (plus rounding), so the saturating packs clamp as it does.
+    let qi: [__m256i; 4] = std::array::from_fn(|i| _mm256_cvtps_epi32(_mm256_mul_ps(v[i], idv)));
+    let max = _mm256_set1_epi32(127);
+    let min = _mm256_set1_epi32(-127);
+    let qi = qi.map(|q| _mm256_max_epi32(_mm256_min_epi32(q, max), min));
+    let sum = _mm256_add_epi32(
+        _mm256_add_epi32(qi[0], qi[1]),
+        _mm256_add_epi32(qi[2], qi[3]),
+    );
+    let s = _mm_add_epi32(
+        _mm256_castsi256_si128(sum),
+        _mm256_extracti128_si256(sum, 1),
+    );
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    let sum = _mm_cvtsi128_si32(s);
+    // Packs interleave the 128-bit lanes; one permute puts the 32 bytes back in order.
+    let p16a = _mm256_packs_epi32(qi[0], qi[1]);
+    let p16b = _mm256_packs_epi32(qi[2], qi[3]);
+    let p8 = _mm256_packs_epi16(p16a, p16b);
+    let p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, p8);
+    let d = f16::from_f32(d).to_f32();
+    (d, d * sum as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each SIMD rounding this CPU runs equals the portable one bit for bit, ties (x·id
+    /// exactly halfway) and zero blocks included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_rounding_equals_the_portable_one() {
+        let mut blocks: Vec<Vec<f32>> = vec![
+            // amax 127 makes the scale 1: every x.5 is a tie.
+            (0..32)
+                .map(|i| if i == 0 { 127.0 } else { i as f32 * 0.5 - 8.0 })
+                .collect(),
+            (0..32)
+                .map(|i| if i == 5 { -127.0 } else { 3.5 - i as f32 })
+                .collect(),
+            vec![0.0; 32],
+            vec![-0.0; 32],
+        ];
+        for seed in 0..64u32 {
+            blocks.push(
+                (0..32u32)
+                    .map(|i| {
+                        let h = (i + 1).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503);
+                        (h % 20_011) as f32 / 20_011.0 - 0.5 + if h % 17 == 0 { 9.0 } else { 0.0 }
+                    })
+                    .collect(),
+            );
+        }
+        for x in &blocks {
+            let mut want = [0i8; 32];
+            let expected = quantize_block(x, &mut want);
+            if crate::kernel::avx2_supported() {
+                let mut q = [0i8; 32];
+                let got = unsafe { quantize_block_avx2(x, &mut q) };
+                assert_eq!((q, got), (want, expected), "avx2 on {x:?}");
+            }
+            if crate::kernel::simd_supported() {
+                let mut q = [0i8; 32];
+                let got = unsafe { quantize_block_avx512(x, &mut q) };
+                assert_eq!((q, got), (want, expected), "avx512 on {x:?}");
+            }
+        }
+    }
 
     #[test]
     fn rounding_matches_the_portable_path_and_bounds_the_error() {

@@ -156,9 +156,136 @@ simd_fn! {
     }
 }
 
+/// The same products with 8 lanes (AVX2 + FMA + F16C), for CPUs without AVX-512: 4
+/// weight rows by up to 3 activation rows per step (12 accumulators, 3 activation
+/// vectors and a weight vector fill the 16 registers), two accumulator sets per tile so
+/// a decode step (one activation row) keeps 8 independent chains of fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Float, Operands, PREFETCH_ROWS};
+
+    macro_rules! avx2_fn {
+        ($($item:item)*) => {$(
+            #[target_feature(enable = "avx2,fma,f16c")]
+            $item
+        )*};
+    }
+
+    /// 8 weights at `p` (elements of format `F`), as f32.
+    #[inline(always)]
+    unsafe fn load8<const F: u8>(p: *const u8) -> __m256 {
+        match Float::from_id(F) {
+            Float::F32 => _mm256_loadu_ps(p as *const f32),
+            Float::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            Float::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+                16,
+            )),
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    avx2_fn! {
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn tile<const F: u8, const R: usize, const C: usize>(
+            o: &Operands,
+            w_row: usize,
+            a_row: usize,
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let k8 = o.k / 8 * 8;
+            let mut i = 0;
+            while i < k8 {
+                let mut xv = [_mm256_setzero_ps(); C];
+                for c in 0..C {
+                    xv[c] = _mm256_loadu_ps(o.x.add((a_row + c) * o.k + i));
+                }
+                for r in 0..R {
+                    let p = o.w.add(((w_row + r) * o.k + i) * o.elem);
+                    // One prefetch per 64-byte line of weights.
+                    if (i * o.elem).is_multiple_of(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * o.k * o.elem) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T1>(
+                            p.wrapping_add(crate::kernel::tile::PREFETCH_L2_ROWS * o.k * o.elem) as *const i8,
+                        );
+                    }
+                    let wv = load8::<F>(p);
+                    for c in 0..C {
+                        acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+                    }
+                }
+                i += 8;
+            }
+            for r in 0..R {
+                for c in 0..C {
+                    let mut sum = hsum(acc[r][c]);
+                    for j in k8..o.k {
+                        let w = o.w.add(((w_row + r) * o.k + j) * o.elem);
+                        let wj = match Float::from_id(F) {
+                            Float::F32 => *(w as *const f32),
+                            Float::F16 => half::f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
+                            Float::BF16 => half::bf16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
+                        };
+                        sum += wj * *o.x.add((a_row + c) * o.k + j);
+                    }
+                    *o.out.add((a_row + c) * o.n + w_row + r) = sum;
+                }
+            }
+        }
+
+        pub(super) unsafe fn rows<const F: u8>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
+            let mut c = c0;
+            while c < c1 {
+                let take = (c1 - c).min(3);
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    match take {
+                        3 => tile::<F, 4, 3>(o, r, c),
+                        2 => tile::<F, 4, 2>(o, r, c),
+                        _ => tile::<F, 4, 1>(o, r, c),
+                    }
+                    r += 4;
+                }
+                while r < r1 {
+                    match take {
+                        3 => tile::<F, 1, 3>(o, r, c),
+                        2 => tile::<F, 1, 2>(o, r, c),
+                        _ => tile::<F, 1, 1>(o, r, c),
+                    }
+                    r += 1;
+                }
+                c += take;
+            }
+        }
+    }
+}
+
 /// `x @ w^T` for float weights `w` (`n × k`, row-major bytes of `format`) and f32
-/// activations `x` (`m × k`), returning `m × n`. The caller checks `super::simd_supported`.
+/// activations `x` (`m × k`), returning `m × n`. The caller checks `super::level`.
 pub fn matmul(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let level = super::level().expect("the dense kernels need AVX2 or AVX-512");
+    matmul_at(level, format, w, n, k, x, m)
+}
+
+/// [`matmul`] with the kernels of `level` (which this CPU must support).
+pub(super) fn matmul_at(
+    level: super::Level,
+    format: Float,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    assert!(level.supported(), "this CPU lacks {level:?}");
     let elem = match format {
         Float::F32 => 4,
         Float::F16 | Float::BF16 => 2,
@@ -169,9 +296,8 @@ pub fn matmul(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) 
         "weights are not {n} x {k} of {format:?}"
     );
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
-    assert!(super::simd_supported(), "the dense kernels need AVX-512");
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("simd_supported() is false off x86-64");
+    unreachable!("no level is supported off x86-64");
     #[cfg(target_arch = "x86_64")]
     {
         let mut out = vec![0f32; m * n];
@@ -189,10 +315,25 @@ pub fn matmul(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) 
             // were checked above.
             let o = unsafe { &*(addr as *const Operands) };
             unsafe {
-                match format {
-                    Float::F32 => rows::<{ Float::F32 as u8 }>(o, w_rows, a_rows),
-                    Float::F16 => rows::<{ Float::F16 as u8 }>(o, w_rows, a_rows),
-                    Float::BF16 => rows::<{ Float::BF16 as u8 }>(o, w_rows, a_rows),
+                match (level, format) {
+                    (super::Level::Avx512, Float::F32) => {
+                        rows::<{ Float::F32 as u8 }>(o, w_rows, a_rows)
+                    }
+                    (super::Level::Avx512, Float::F16) => {
+                        rows::<{ Float::F16 as u8 }>(o, w_rows, a_rows)
+                    }
+                    (super::Level::Avx512, Float::BF16) => {
+                        rows::<{ Float::BF16 as u8 }>(o, w_rows, a_rows)
+                    }
+                    (super::Level::Avx2, Float::F32) => {
+                        avx2::rows::<{ Float::F32 as u8 }>(o, w_rows, a_rows)
+                    }
+                    (super::Level::Avx2, Float::F16) => {
+                        avx2::rows::<{ Float::F16 as u8 }>(o, w_rows, a_rows)
+                    }
+                    (super::Level::Avx2, Float::BF16) => {
+                        avx2::rows::<{ Float::BF16 as u8 }>(o, w_rows, a_rows)
+                    }
                 }
             }
         });
@@ -209,8 +350,8 @@ mod tests {
     /// of 16, against candle's own product of the same stored weights.
     #[test]
     fn dense_kernels_equal_candle() {
-        if !super::super::simd_supported() {
-            eprintln!("this CPU lacks AVX-512: the dense kernels are not in use");
+        if super::super::level().is_none() {
+            eprintln!("this CPU lacks AVX2: the dense kernels are not in use");
             return;
         }
         for (m, n, k) in [
@@ -258,12 +399,17 @@ mod tests {
                         .collect(),
                 };
                 let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let got = matmul(Float::of(dt).unwrap(), &bytes, n, k, &xs, m);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                        "{dt:?} {m}x{n}x{k} [{i}]: {a} vs {b}"
-                    );
+                for level in super::super::Level::ALL
+                    .into_iter()
+                    .filter(|l| l.supported())
+                {
+                    let got = matmul_at(level, Float::of(dt).unwrap(), &bytes, n, k, &xs, m);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                            "{level:?} {dt:?} {m}x{n}x{k} [{i}]: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }

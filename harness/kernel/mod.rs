@@ -10,9 +10,11 @@
 //! so the numbers match candle's to rounding), and multiply 4 weight rows by 4
 //! activation rows per step with `vpdpbusd`, on candle's own thread pool.
 //!
-//! They run on x86-64 CPUs with AVX-512 VNNI (Zen 4, Ice Lake and later). Elsewhere, on
-//! other devices, for other formats, or with `QUANTBENCH_KERNELS=candle`, candle's
-//! kernels run instead; [`describe`] says which, and results record it.
+//! They run on x86-64 CPUs with AVX-512 VNNI (Zen 4, Ice Lake and later), and in an
+//! 8-lane AVX2 version (`vpmaddubsw`, no VNNI) on every x86-64 since Haswell / Zen 1
+//! ([`Level`]). Elsewhere, on other devices, for other formats, or with
+//! `QUANTBENCH_KERNELS=candle`, candle's kernels run instead; [`describe`] says which,
+//! and results record it.
 
 pub mod activations;
 pub mod bnb4;
@@ -44,7 +46,49 @@ pub enum Kernels {
     Candle,
 }
 
-/// Whether this CPU runs the SIMD kernels.
+/// The instruction sets the kernels here are written for, widest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// AVX-512 F/BW/VL + VNNI (Zen 4, Ice Lake and later): 16 lanes, `vpdpbusd`.
+    Avx512,
+    /// AVX2 + FMA + F16C (every x86-64 since Haswell and Zen 1): 8 lanes,
+    /// `vpmaddubsw` + `vpmaddwd` for the 8-bit products.
+    Avx2,
+}
+
+impl Level {
+    pub const ALL: [Level; 2] = [Level::Avx512, Level::Avx2];
+
+    /// Whether this CPU has the level's instructions.
+    pub fn supported(self) -> bool {
+        match self {
+            Level::Avx512 => simd_supported(),
+            Level::Avx2 => avx2_supported(),
+        }
+    }
+}
+
+/// The widest level this CPU supports, if any.
+pub fn level() -> Option<Level> {
+    Level::ALL.into_iter().find(|l| l.supported())
+}
+
+/// Whether this CPU has AVX2, FMA and F16C (the narrower kernels' needs).
+pub fn avx2_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// Whether this CPU runs the AVX-512 VNNI kernels.
 pub fn simd_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
@@ -100,7 +144,7 @@ pub fn active() -> Kernels {
             .ok()
             .and_then(|v| parse(&v).ok())
             .unwrap_or(Kernels::Quantbench);
-        if asked == Kernels::Quantbench && simd_supported() {
+        if asked == Kernels::Quantbench && level().is_some() {
             Kernels::Quantbench
         } else {
             Kernels::Candle
@@ -110,12 +154,15 @@ pub fn active() -> Kernels {
 
 /// One line for results: which kernels multiply by quantized weights, and why.
 pub fn describe() -> String {
-    let ggml = match active() {
-        Kernels::Quantbench => {
+    let ggml = match (active(), level()) {
+        (Kernels::Quantbench, Some(Level::Avx512)) => {
             "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".to_string()
         }
-        Kernels::Candle if simd_supported() => format!("candle ({ENV}=candle)"),
-        Kernels::Candle => "candle (this CPU lacks AVX-512 VNNI)".into(),
+        (Kernels::Quantbench, _) => {
+            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0; f32 f16 bf16); candle for the rest".to_string()
+        }
+        (Kernels::Candle, Some(_)) => format!("candle ({ENV}=candle)"),
+        (Kernels::Candle, None) => "candle (this CPU lacks AVX2)".into(),
     };
     let library = if bnb4::cpu_supported() && !bnb4::candle_chosen() {
         "quantbench avx2"
@@ -136,9 +183,9 @@ pub fn matmul(format: Format, w: &[u8], n: usize, k: usize, x: &[f32], m: usize)
         "weights are not {n} x {k} of {format:?}"
     );
     let acts = Activations::quantize(x, m, k);
-    if simd_supported() {
-        #[cfg(target_arch = "x86_64")]
-        return simd_matmul(format, w, n, &acts);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(level) = level() {
+        return simd_matmul(level, format, w, n, &acts);
     }
     reference_matmul(format, w, n, &acts)
 }
@@ -170,7 +217,8 @@ pub fn reference_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) 
 }
 
 #[cfg(target_arch = "x86_64")]
-fn simd_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f32> {
+fn simd_matmul(level: Level, format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f32> {
+    assert!(level.supported(), "this CPU lacks {level:?}");
     let mut out = vec![0f32; acts.rows * n];
     let ops = tile::Operands {
         weights: w.as_ptr(),
@@ -185,12 +233,27 @@ fn simd_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f3
         // features were checked by simd_supported().
         let ops = unsafe { &*(ops_addr as *const tile::Operands) };
         unsafe {
-            match format {
-                Format::Q4_0 => tile::rows::<{ Format::Q4_0 as u8 }>(ops, w, a),
-                Format::Q4_1 => tile::rows::<{ Format::Q4_1 as u8 }>(ops, w, a),
-                Format::Q5_0 => tile::rows::<{ Format::Q5_0 as u8 }>(ops, w, a),
-                Format::Q5_1 => tile::rows::<{ Format::Q5_1 as u8 }>(ops, w, a),
-                Format::Q8_0 => tile::rows::<{ Format::Q8_0 as u8 }>(ops, w, a),
+            match (level, format) {
+                (Level::Avx512, Format::Q4_0) => tile::rows::<{ Format::Q4_0 as u8 }>(ops, w, a),
+                (Level::Avx512, Format::Q4_1) => tile::rows::<{ Format::Q4_1 as u8 }>(ops, w, a),
+                (Level::Avx512, Format::Q5_0) => tile::rows::<{ Format::Q5_0 as u8 }>(ops, w, a),
+                (Level::Avx512, Format::Q5_1) => tile::rows::<{ Format::Q5_1 as u8 }>(ops, w, a),
+                (Level::Avx512, Format::Q8_0) => tile::rows::<{ Format::Q8_0 as u8 }>(ops, w, a),
+                (Level::Avx2, Format::Q4_0) => {
+                    tile::avx2::rows::<{ Format::Q4_0 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, Format::Q4_1) => {
+                    tile::avx2::rows::<{ Format::Q4_1 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, Format::Q5_0) => {
+                    tile::avx2::rows::<{ Format::Q5_0 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, Format::Q5_1) => {
+                    tile::avx2::rows::<{ Format::Q5_1 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, Format::Q8_0) => {
+                    tile::avx2::rows::<{ Format::Q8_0 as u8 }>(ops, w, a)
+                }
             }
         }
     });
@@ -402,8 +465,9 @@ mod tests {
     /// exercise every tile (rows and columns not multiples of 4, one row, many rows).
     #[test]
     fn simd_kernels_equal_the_reference() {
-        if !simd_supported() {
-            eprintln!("this CPU lacks AVX-512 VNNI: only the reference path is in use");
+        let levels: Vec<Level> = Level::ALL.into_iter().filter(|l| l.supported()).collect();
+        if levels.is_empty() {
+            eprintln!("this CPU lacks AVX2: only the reference path is in use");
             return;
         }
         for (m, n, k) in [
@@ -420,13 +484,15 @@ mod tests {
                 let bytes = q.data().unwrap();
                 let acts = Activations::quantize(&x, m, k);
                 let want = reference_matmul(f, &bytes, n, &acts);
-                #[cfg(target_arch = "x86_64")]
-                let got = simd_matmul(f, &bytes, n, &acts);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                        "{f:?} {m}x{n}x{k} [{i}]: {a} vs {b}"
-                    );
+                for &level in &levels {
+                    #[cfg(target_arch = "x86_64")]
+                    let got = simd_matmul(level, f, &bytes, n, &acts);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                            "{level:?} {f:?} {m}x{n}x{k} [{i}]: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }
@@ -489,6 +555,51 @@ mod tests {
                 let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 assert_eq!(y, ours, "{f:?}");
             }
+        }
+    }
+
+    /// The extremes of the 8-bit products: q8_0 weights of −128 (a GGUF may hold them,
+    /// though ggml's own quantizer stops at −127) and ±127 against activations of ±127,
+    /// where a product pair in `vpmaddubsw` comes nearest to i16 saturation.
+    #[test]
+    fn extreme_q8_0_quants_do_not_saturate() {
+        let (n, k) = (5, 64);
+        let one = half::f16::from_f32(1.0).to_le_bytes();
+        let mut w = Vec::new();
+        for r in 0..n {
+            for b in 0..k / BLOCK {
+                w.extend_from_slice(&one);
+                w.extend((0..BLOCK).map(|i| match (r + b + i) % 3 {
+                    0 => (-128i8) as u8,
+                    1 => 127u8,
+                    _ => (-127i8) as u8,
+                }));
+            }
+        }
+        let x: Vec<f32> = (0..k)
+            .map(|i| if i % 2 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let acts = Activations::quantize(&x, 1, k);
+        assert!(acts.qs.iter().all(|q| q.abs() == 127));
+        let want = reference_matmul(Format::Q8_0, &w, n, &acts);
+        for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(
+                simd_matmul(level, Format::Q8_0, &w, n, &acts),
+                want,
+                "{level:?}"
+            );
+        }
+        // By hand: every block's dot is exact, scales are 1 × 1/127 (rounded to f16).
+        let d = half::f16::from_f32(1.0 / 127.0).to_f32();
+        for (r, got) in want.iter().enumerate() {
+            let dot: i32 = (0..k)
+                .map(|i| {
+                    let q = w[r * (k / BLOCK) * 34 + (i / BLOCK) * 34 + 2 + i % BLOCK] as i8;
+                    q as i32 * acts.qs[i] as i32
+                })
+                .sum();
+            assert!((got - d * dot as f32).abs() <= 1e-3 * (d * dot as f32).abs().max(1.0));
         }
     }
 

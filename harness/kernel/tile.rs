@@ -183,3 +183,154 @@ simd_fn! {
         }
     }
 }
+
+/// The same tiles with AVX2 (no VNNI): the weights' quants are made signed (the offset
+/// subtracted) for the offset formats, and each 32-pair block dot product is
+/// `vpmaddwd(vpmaddubsw(|w|, sign(a, w)), 1)` — ggml's AVX2 trick, exact in i32 (a pair
+/// of products is at most 2 × 128 × 127 = 32,512, inside i16) — then one conversion and
+/// one fused multiply-add with the two block scales, as above. 4 weight rows by 2
+/// activation rows per step (16 registers are the limit).
+pub mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{hsum, Operands, PREFETCH_L2_ROWS, PREFETCH_ROWS};
+    use crate::kernel::activations::BLOCK;
+    use crate::kernel::format::Format;
+
+    macro_rules! avx2_fn {
+        ($($item:item)*) => {$(
+            #[target_feature(enable = "avx2,fma,f16c")]
+            $item
+        )*};
+    }
+
+    /// 32 bytes, each 0x10 where bit j of the 32 bits at `qh` is set (q5's fifth bits).
+    #[inline(always)]
+    unsafe fn fifth_bits(qh: *const u8) -> __m256i {
+        let bits = std::ptr::read_unaligned(qh as *const u32) as i32;
+        let shuf = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits), shuf);
+        let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1));
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// The block at `p` as 32 quants — signed (offset subtracted) for the offset formats,
+    /// unsigned for those with a minimum — its scale and its minimum.
+    #[inline(always)]
+    unsafe fn unpack<const F: u8>(p: *const u8) -> (__m256i, f32, f32) {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let nibbles = |qs: *const u8| {
+            let x = _mm_loadu_si128(qs as *const __m128i);
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4)
+        };
+        match Format::from_id(F) {
+            Format::Q4_0 => (
+                _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
+                super::f16_at(p),
+                0.0,
+            ),
+            Format::Q4_1 => (nibbles(p.add(4)), super::f16_at(p), super::f16_at(p.add(2))),
+            Format::Q5_0 => (
+                _mm256_sub_epi8(
+                    _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2))),
+                    _mm256_set1_epi8(16),
+                ),
+                super::f16_at(p),
+                0.0,
+            ),
+            Format::Q5_1 => (
+                _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4))),
+                super::f16_at(p),
+                super::f16_at(p.add(2)),
+            ),
+            Format::Q8_0 => (
+                _mm256_loadu_si256(p.add(2) as *const __m256i),
+                super::f16_at(p),
+                0.0,
+            ),
+        }
+    }
+
+    avx2_fn! {
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn tile<const F: u8, const R: usize, const C: usize>(
+            ops: &Operands,
+            w_row: usize,
+            a_row: usize,
+        ) {
+            let format = Format::from_id(F);
+            let signed = format.offset() != 0;
+            let nb = ops.acts.blocks_per_row();
+            let k = ops.acts.k;
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let mut acc_min = [[0f32; C]; R];
+            let qs = ops.acts.qs.as_ptr();
+            let bytes = format.block_bytes();
+            for b in 0..nb {
+                let mut av = [_mm256_setzero_si256(); C];
+                let mut da = [0f32; C];
+                let mut sa = [0f32; C];
+                for c in 0..C {
+                    let row = a_row + c;
+                    av[c] = _mm256_loadu_si256(qs.add(row * k + b * BLOCK) as *const __m256i);
+                    da[c] = *ops.acts.scales.get_unchecked(row * nb + b);
+                    sa[c] = *ops.acts.sums.get_unchecked(row * nb + b);
+                }
+                for r in 0..R {
+                    let p = ops.weights.add((w_row + r) * ops.row_bytes + b * bytes);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * ops.row_bytes) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_L2_ROWS * ops.row_bytes) as *const i8);
+                    let (w, d, m) = unpack::<F>(p);
+                    let aw = if signed { _mm256_sign_epi8(w, w) } else { w };
+                    for c in 0..C {
+                        let pairs = if signed {
+                            _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av[c], w))
+                        } else {
+                            _mm256_maddubs_epi16(w, av[c])
+                        };
+                        let dot = _mm256_madd_epi16(pairs, ones);
+                        acc[r][c] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(dot),
+                            _mm256_set1_ps(d * da[c]),
+                            acc[r][c],
+                        );
+                        if !signed {
+                            acc_min[r][c] += m * sa[c];
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                for c in 0..C {
+                    *ops.out.add((a_row + c) * ops.n + w_row + r) = hsum(acc[r][c]) + acc_min[r][c];
+                }
+            }
+        }
+
+        /// Activation rows `[c0, m)` against weight rows `[r0, r1)`, in 4 × 2 tiles where
+        /// they fit.
+        pub unsafe fn rows<const F: u8>(ops: &Operands, (r0, r1): (usize, usize), (c0, m): (usize, usize)) {
+            let mut c = c0;
+            while c < m {
+                let two = m - c >= 2;
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    if two { tile::<F, 4, 2>(ops, r, c) } else { tile::<F, 4, 1>(ops, r, c) }
+                    r += 4;
+                }
+                while r < r1 {
+                    if two { tile::<F, 1, 2>(ops, r, c) } else { tile::<F, 1, 1>(ops, r, c) }
+                    r += 1;
+                }
+                c += if two { 2 } else { 1 };
+            }
+        }
+    }
+}
