@@ -22,6 +22,7 @@ pub mod dense;
 pub mod format;
 pub mod gelu;
 pub mod int8;
+pub mod kquant;
 mod tile;
 
 use std::sync::{Arc, OnceLock};
@@ -282,8 +283,15 @@ fn for_each_tile(n: usize, m: usize, f: impl Fn((usize, usize), (usize, usize)) 
 /// activations.
 pub struct QuantMatmul {
     weights: Arc<QTensor>,
-    format: Format,
+    format: Blocks,
     bias: Option<Arc<Vec<f32>>>,
+}
+
+/// The block formats with a kernel here: the 32-element ones and the k-quants.
+#[derive(Debug, Clone, Copy)]
+enum Blocks {
+    Small(Format),
+    K(kquant::KFormat),
 }
 
 impl QuantMatmul {
@@ -292,8 +300,16 @@ impl QuantMatmul {
         if active() != Kernels::Quantbench || !weights.device().is_cpu() {
             return None;
         }
+        let dtype = weights.dtype();
+        let format = match (Format::of(dtype), kquant::KFormat::of(dtype)) {
+            (Some(f), _) => Blocks::Small(f),
+            // The k-quant kernels are AVX2 only (no AVX-512 version yet): where the CPU
+            // has AVX-512 VNNI, candle's repacked ones stay.
+            (None, Some(f)) if level() == Some(Level::Avx2) => Blocks::K(f),
+            _ => return None,
+        };
         Some(QuantMatmul {
-            format: Format::of(weights.dtype())?,
+            format,
             weights: weights.clone(),
             bias: None,
         })
@@ -326,7 +342,10 @@ impl CustomOp1 for QuantMatmul {
         let (x, mut dims) = activations(storage, layout, k)?;
         let m = x.len() / k;
         let data = self.weights.data()?;
-        let mut out = matmul(self.format, &data, n, k, x, m);
+        let mut out = match self.format {
+            Blocks::Small(f) => matmul(f, &data, n, k, x, m),
+            Blocks::K(f) => kquant::matmul(f, &data, n, k, x, m),
+        };
         add_bias(&mut out, self.bias.as_ref());
         *dims.last_mut().expect("non-empty") = n;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
