@@ -225,9 +225,9 @@ fn block_dot(format: KFormat, blk: &[u8], q8: &[i8], d8: f32, bsums: &[i16]) -> 
             for g in 0..16 {
                 let mut dot = 0i32;
                 let mut sc = 0i32;
-                for i in g * 16..g * 16 + 16 {
+                for (i, &a) in q8.iter().enumerate().skip(g * 16).take(16) {
                     let (q, s) = q6k_quant(blk, i);
-                    dot += (q as i32 - 32) * q8[i] as i32;
+                    dot += (q as i32 - 32) * a as i32;
                     sc = s as i32;
                 }
                 sumi += sc * dot;
