@@ -156,6 +156,10 @@ pub struct WeightsInfo {
     /// precision (absent for ggml formats, which transformers cannot hold as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformers_footprint: Option<crate::model::weights::TransformersFootprint>,
+    /// Weight bytes the loader moved onto 2 MB pages (CPU; 0 where the kernel refused
+    /// or `QUANTBENCH_HUGE_PAGES=0`). Absent in files written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_page_bytes: Option<u64>,
 }
 
 /// The one sequence of synthetic tokens a variant's workload tests take their depth

@@ -23,6 +23,7 @@ pub mod format;
 pub mod gelu;
 pub mod int8;
 pub mod kquant;
+pub mod pages;
 mod tile;
 
 use std::sync::{Arc, OnceLock};

@@ -37,6 +37,8 @@ pub struct LoadedModel {
     pub model: Box<dyn CausalLm>,
     pub tokenizer: Tokenizer,
     pub footprint: Footprint,
+    /// Weight bytes moved onto 2 MB pages after loading (CPU; [`crate::kernel::pages`]).
+    pub huge_page_bytes: u64,
     device: Device,
 }
 
@@ -154,6 +156,18 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
         }
     };
     let tokenizer = source.tokenizer()?;
+    let huge_page_bytes = if device.is_cpu() && crate::kernel::pages::enabled() {
+        model
+            .parts()
+            .iter()
+            .map(|(_, part)| match part {
+                nn::Part::Matrix(m) => m.back_with_huge_pages() as u64,
+                nn::Part::Vector(_) => 0,
+            })
+            .sum()
+    } else {
+        0
+    };
     let mut footprint = Footprint::of(&model.parts());
     footprint.fallbacks = fallbacks;
     Ok(LoadedModel {
@@ -164,6 +178,7 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
         model,
         tokenizer,
         footprint,
+        huge_page_bytes,
         device: device.clone(),
     })
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{CpuStorage, DType, Device, Module, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use crate::format::StoredMatrix;
@@ -83,6 +83,38 @@ impl Matrix {
                 *out.last_mut().expect("non-empty") = w.dim(0)?;
                 y.reshape(out)
             }
+        }
+    }
+
+    /// Move the matrix's CPU bytes onto 2 MB pages ([`crate::kernel::pages`]); returns the
+    /// bytes moved (0 on other devices and for the bitsandbytes / PyTorch formats).
+    pub fn back_with_huge_pages(&self) -> usize {
+        use crate::kernel::pages::back_with_huge_pages as back;
+        match self {
+            Matrix::Dense(w) if w.device().is_cpu() => {
+                let (storage, layout) = w.storage_and_layout();
+                let candle_core::Storage::Cpu(s) = &*storage else {
+                    return 0;
+                };
+                let Some((a, b)) = layout.contiguous_offsets() else {
+                    return 0;
+                };
+                // SAFETY: viewing initialised elements as their bytes.
+                let bytes = |p: *const u8, size: usize| unsafe {
+                    std::slice::from_raw_parts(p.add(a * size), (b - a) * size)
+                };
+                match s {
+                    CpuStorage::F32(v) => back(bytes(v.as_ptr() as *const u8, 4)),
+                    CpuStorage::F16(v) => back(bytes(v.as_ptr() as *const u8, 2)),
+                    CpuStorage::BF16(v) => back(bytes(v.as_ptr() as *const u8, 2)),
+                    _ => 0,
+                }
+            }
+            Matrix::Quantized(q) if q.device().is_cpu() => match q.data() {
+                Ok(std::borrow::Cow::Borrowed(b)) => back(b),
+                _ => 0,
+            },
+            _ => 0,
         }
     }
 

@@ -1,0 +1,71 @@
+//! Weights on 2 MB pages.
+//!
+//! A decode step streams every weight once. On 4 KB pages that is a page walk per 4 KB
+//! and hardware prefetchers that stop at each page boundary; llama.cpp, which maps the
+//! GGUF file, gets the page cache's large folios (2 MB mappings where the file system
+//! keeps them). quantbench's weights live in anonymous memory that Linux backs with 2 MB
+//! pages only when asked (`transparent_hugepage = madvise`, the common default), so
+//! after loading, each weight buffer's 2 MB-aligned interior is marked `MADV_HUGEPAGE`
+//! and collapsed at once (`MADV_COLLAPSE`, Linux 6.1+: the pages are copied into huge
+//! pages in place; same bytes, same resident size). Best effort: where the kernel
+//! refuses, the buffer stays on small pages and the record says how many bytes moved.
+//! Measured on GPT-2 small's f32 decode: see the #16 note; `QUANTBENCH_HUGE_PAGES=0`
+//! turns it off.
+
+/// The environment variable that turns it off (`0`).
+pub const ENV: &str = "QUANTBENCH_HUGE_PAGES";
+
+const HUGE: usize = 2 << 20;
+
+/// Whether weights are to be moved onto huge pages in this process.
+pub fn enabled() -> bool {
+    std::env::var(ENV).map(|v| v.trim() != "0").unwrap_or(true)
+}
+
+/// Move the 2 MB-aligned interior of `bytes` onto huge pages; returns how many bytes now
+/// sit on them (0 where the kernel refused, the buffer is smaller than a huge page, or
+/// this is not Linux).
+pub fn back_with_huge_pages(bytes: &[u8]) -> usize {
+    let start = (bytes.as_ptr() as usize).next_multiple_of(HUGE);
+    let end = (bytes.as_ptr() as usize + bytes.len()) / HUGE * HUGE;
+    if end <= start {
+        return 0;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the range lies inside `bytes`, memory this process owns and keeps
+        // mapped; both advices leave its contents unchanged.
+        unsafe {
+            let p = start as *mut libc::c_void;
+            if libc::madvise(p, end - start, libc::MADV_HUGEPAGE) != 0 {
+                return 0;
+            }
+            if libc::madvise(p, end - start, 25 /* MADV_COLLAPSE */) != 0 {
+                return 0;
+            }
+        }
+        end - start
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Contents survive the move, whatever the kernel decides; small buffers are left.
+    #[test]
+    fn moving_keeps_the_bytes() {
+        let v: Vec<u8> = (0..(6 << 20))
+            .map(|i: usize| (i * 31 % 251) as u8)
+            .collect();
+        let moved = back_with_huge_pages(&v);
+        assert!(moved <= v.len() && moved.is_multiple_of(HUGE), "{moved}");
+        assert!(v
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i * 31 % 251) as u8));
+        assert_eq!(back_with_huge_pages(&v[..4096]), 0);
+    }
+}

@@ -1,0 +1,64 @@
+"""Join quantbench's llama-bench-shaped rows (`quantbench export-results --format jsonl`)
+with llama-bench's on (type, n_prompt, n_gen, n_depth) and print one Markdown table:
+tokens/s of each tool, the ratio, and for decode tests the weight-streaming rate each
+reaches with its fraction of the bandwidth quantbench measured in the same run.
+
+quantbench's tokens/s: prefill_ts for a prompt-only test, decode_ts for a generation-only
+one (medians); llama-bench's avg_ts (mean). The streaming rate of llama.cpp is the same
+bytes per decode step (quantbench's record: weights a step reads; KV cache reads are not
+counted on either side) times its tokens/s.
+
+usage: speed_table.py QUANTBENCH.jsonl LLAMA_BENCH.jsonl "F32 Q4_0 ..."
+"""
+import json
+import sys
+
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.startswith("{")]
+
+
+def main():
+    qb, lb, types = rows(sys.argv[1]), rows(sys.argv[2]), sys.argv[3].split()
+    print("| file | test | quantbench tok/s | llama.cpp tok/s | ratio "
+          "| quantbench GB/s (of measured) | llama.cpp GB/s (of measured) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    below = []
+    measured = None
+    for t in types:
+        tests = sorted(
+            {(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in lb
+             if r["model_filename"].endswith(f"-{t}.gguf")},
+            key=lambda k: (k[1] == 0, k[2]),
+        )
+        for key in tests:
+            theirs = [r for r in lb if r["model_filename"].endswith(f"-{t}.gguf")
+                      and (r["n_prompt"], r["n_gen"], r["n_depth"]) == key]
+            mine = [q for q in qb if q["precision"] == t and q["n_sequences"] == 1
+                    and (q["n_prompt"], q["n_gen"], q["n_depth"]) == key]
+            if not theirs or not mine:
+                continue
+            r, q = theirs[0], mine[0]
+            ours = q["prefill_ts"] if key[1] == 0 else q["decode_ts"]
+            name = f"pp{key[0]}" if key[1] == 0 else f"tg{key[1]}"
+            if key[2]:
+                name += f" @ d{key[2]}"
+            ratio = ours / r["avg_ts"]
+            bw_q = bw_l = "-"
+            if key[1] and q.get("decode_bandwidth_gbps") and q.get("bandwidth_fraction"):
+                gbps, frac = q["decode_bandwidth_gbps"], q["bandwidth_fraction"]
+                measured = gbps / frac
+                bw_q = f"{gbps:.1f} ({100 * frac:.0f}%)"
+                theirs_gbps = gbps / ours * r["avg_ts"]
+                bw_l = f"{theirs_gbps:.1f} ({100 * theirs_gbps / measured:.0f}%)"
+            print(f"| {t} | {name} | {ours:.1f} | {r['avg_ts']:.1f} | {ratio:.2f}x | {bw_q} | {bw_l} |")
+            if ratio < 1.0:
+                below.append(f"{t} {name} {ratio:.2f}x")
+    if measured:
+        print(f"\nmeasured bandwidth (quantbench, read, all threads): {measured:.1f} GB/s")
+    print("cells below 1.00x: " + (", ".join(below) if below else "none"))
+
+
+if __name__ == "__main__":
+    main()
