@@ -17,6 +17,7 @@
 //! and results record it.
 
 pub mod activations;
+pub mod attention;
 pub mod bnb4;
 pub mod dense;
 pub mod format;

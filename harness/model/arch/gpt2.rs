@@ -362,12 +362,24 @@ impl Gpt2 {
         if self.config.scale_attn_by_inverse_layer_idx {
             scale /= (layer + 1) as f64;
         }
-        let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, len, c))?;
+        // A decode step (no mask) through quantbench's attention where its kernels run.
+        let fast = match mask {
+            None if crate::kernel::active() == crate::kernel::Kernels::Quantbench => {
+                crate::kernel::attention::decode(&q, &k, &v, scale)?
+            }
+            _ => None,
+        };
+        let y = match fast {
+            Some(y) => y,
+            None => {
+                let mut att = (q.matmul(&k.t()?)? * scale)?;
+                if let Some(m) = mask {
+                    att = att.broadcast_add(m)?;
+                }
+                candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
+            }
+        };
+        let y = y.transpose(1, 2)?.reshape((bsz, len, c))?;
         let xs = (xs + b.attn_proj.forward(&y)?)?;
 
         let h = b.ln_2.forward(&xs)?;

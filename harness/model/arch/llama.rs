@@ -795,17 +795,29 @@ impl Llama {
         // pairs them) are stacked as rows against their group's one key/value head.
         let rep = nh / nkv;
         let q = q.reshape((b, nkv, rep * len, hd))?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = match mask {
-            Some(m) => att
-                .reshape((b, nkv, rep, len, total))?
-                .broadcast_add(m)?
-                .reshape((b, nkv, rep * len, total))?,
-            None => att,
+        let scale = 1.0 / (hd as f64).sqrt();
+        // A decode step (no mask) through quantbench's attention where its kernels run.
+        let fast = match mask {
+            None if crate::kernel::active() == crate::kernel::Kernels::Quantbench => {
+                crate::kernel::attention::decode(&q, &k, &v, scale)?
+            }
+            _ => None,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att
-            .matmul(&v)?
+        let y = match fast {
+            Some(y) => y,
+            None => {
+                let att = (q.matmul(&k.t()?)? * scale)?;
+                let att = match mask {
+                    Some(m) => att
+                        .reshape((b, nkv, rep, len, total))?
+                        .broadcast_add(m)?
+                        .reshape((b, nkv, rep * len, total))?,
+                    None => att,
+                };
+                candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
+            }
+        };
+        let y = y
             .reshape((b, nh, len, hd))?
             .transpose(1, 2)?
             .reshape((b, len, nh * hd))?;

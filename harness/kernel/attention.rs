@@ -1,0 +1,261 @@
+//! Attention for decode steps (no mask: every cached position is visible), read straight
+//! from the KV cache, for GPT-2 and the Llama family alike.
+//!
+//! candle computes a decode step's attention as two batched matmuls (`q·kᵀ`, then
+//! `softmax·v`) through its general gemm, whose set-up costs more than the arithmetic at
+//! one query row: 9% of GPT-2 small's q4_0 decode time by `perf` (`gemm_common`
+//! vectorize + the 2x1 micro-kernel), on one core. Here each (sequence, key/value head,
+//! query row) is one unit of work on candle's thread pool: scores as dot products with
+//! the cached keys (read in place through the cache's strides, no copy), softmax with the
+//! maximum subtracted, then the weighted sum of the cached values; 8 lanes (AVX2 + FMA)
+//! where the CPU has them. Grouped-query attention comes as `rep` query rows per
+//! key/value head, as the models lay it out.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use candle_core::{CpuStorage, Layout, Tensor};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many attention steps this path has computed in this process (tests check that
+/// it ran).
+pub fn calls() -> usize {
+    CALLS.load(Ordering::Relaxed)
+}
+
+/// Turn this path on or off for the whole process (off: [`decode`] declines and the
+/// models run candle's matmuls): for the tests that hold it equal to candle's path.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::SeqCst);
+}
+
+/// A tensor's f32 data on the CPU with its layout, for reading through strides.
+struct View<'a> {
+    data: &'a [f32],
+    start: usize,
+    stride: [usize; 4],
+}
+
+fn view<'a>(storage: &'a CpuStorage, layout: &Layout) -> Option<View<'a>> {
+    let CpuStorage::F32(data) = storage else {
+        return None;
+    };
+    let s = layout.stride();
+    if s.len() != 4 || s[3] != 1 {
+        return None;
+    }
+    Some(View {
+        data,
+        start: layout.start_offset(),
+        stride: [s[0], s[1], s[2], s[3]],
+    })
+}
+
+impl View<'_> {
+    fn row(&self, b: usize, g: usize, t: usize, hd: usize) -> &[f32] {
+        let at = self.start + b * self.stride[0] + g * self.stride[1] + t * self.stride[2];
+        &self.data[at..at + hd]
+    }
+}
+
+/// `softmax(q·kᵀ·scale)·v` for `q` `[b, g, r, hd]` and `k`, `v` `[b, g, t, hd]` (f32,
+/// CPU, any strides with contiguous rows), every position visible; `None` where the
+/// inputs are not such (other devices, dtypes, layouts): the caller's candle path runs.
+pub fn decode(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    if !ENABLED.load(Ordering::Relaxed)
+        || !q.device().is_cpu()
+        || q.rank() != 4
+        || k.rank() != 4
+        || v.rank() != 4
+    {
+        return Ok(None);
+    }
+    let (b, g, r, hd) = q.dims4()?;
+    let (kb, kg, t, khd) = k.dims4()?;
+    if (kb, kg, khd) != (b, g, hd) || v.dims4()? != (b, g, t, hd) || t == 0 {
+        return Ok(None);
+    }
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (
+        candle_core::Storage::Cpu(qs),
+        candle_core::Storage::Cpu(ks),
+        candle_core::Storage::Cpu(vs),
+    ) = (&*qs, &*ks, &*vs)
+    else {
+        return Ok(None);
+    };
+    let (Some(qv), Some(kv), Some(vv)) = (view(qs, ql), view(ks, kl), view(vs, vl)) else {
+        return Ok(None);
+    };
+    let units = b * g * r;
+    let mut out = vec![0f32; units * hd];
+    let addr = out.as_mut_ptr() as usize;
+    let scale = scale as f32;
+    let (qv, kv, vv) = (&qv, &kv, &vv);
+    candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+        let mut scores = vec![0f32; t];
+        for unit in range {
+            let (bg, row) = (unit / r, unit % r);
+            let (bi, gi) = (bg / g, bg % g);
+            // SAFETY: each unit writes its own hd outputs of `out`, which outlives the call.
+            let y =
+                unsafe { std::slice::from_raw_parts_mut((addr as *mut f32).add(unit * hd), hd) };
+            let query = qv.row(bi, gi, row, hd);
+            attend(
+                query,
+                |j| kv.row(bi, gi, j, hd),
+                |j| vv.row(bi, gi, j, hd),
+                scale,
+                &mut scores,
+                y,
+            );
+        }
+    });
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
+}
+
+fn attend<'a>(
+    q: &[f32],
+    key: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
+    scale: f32,
+    scores: &mut [f32],
+    y: &mut [f32],
+) {
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, key(j)) * scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    y.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        axpy(p / sum, value(j), y);
+    }
+}
+
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn axpy_portable(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = a.mul_add(*xi, *yi);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_portable(a, x, y)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_supported() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_supported() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { axpy_avx2(a, x, y) };
+    }
+    axpy_portable(a, x, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, D};
+
+    /// Equal to candle's matmul / softmax / matmul, on a strided cache view (as the KV
+    /// cache hands it out), with grouped query rows and one sequence or two.
+    #[test]
+    fn decode_attention_equals_candles() {
+        let dev = Device::Cpu;
+        for (b, g, r, t, hd) in [
+            (1, 12, 1, 1, 64),
+            (1, 12, 1, 37, 64),
+            (2, 2, 4, 19, 16),
+            (1, 8, 4, 300, 64),
+        ] {
+            let q = Tensor::randn(0f32, 1.0, (b, g, r, hd), &dev).unwrap();
+            // A cache of capacity t + 5, narrowed to t positions: strided like KvCache's.
+            let kfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
+            let vfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
+            let (k, v) = (
+                kfull.narrow(2, 0, t).unwrap(),
+                vfull.narrow(2, 0, t).unwrap(),
+            );
+            let scale = 1.0 / (hd as f64).sqrt();
+            let ours = decode(&q, &k, &v, scale).unwrap().expect("a CPU f32 input");
+            let att = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+            let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
+            let theirs = att.matmul(&v).unwrap();
+            let diff = (ours - &theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(D::Minus1)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff <= 2e-6, "{b}x{g}x{r}x{t}x{hd}: max difference {diff}");
+        }
+    }
+
+    #[test]
+    fn other_inputs_are_left_to_candle() {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((1, 2, 1, 8), candle_core::DType::F16, &dev).unwrap();
+        let k = Tensor::zeros((1, 2, 3, 8), candle_core::DType::F16, &dev).unwrap();
+        assert!(decode(&q, &k, &k, 1.0).unwrap().is_none());
+        let q = Tensor::zeros((1, 2, 1, 8), candle_core::DType::F32, &dev).unwrap();
+        let k = Tensor::zeros((1, 3, 3, 8), candle_core::DType::F32, &dev).unwrap();
+        assert!(
+            decode(&q, &k, &k, 1.0).unwrap().is_none(),
+            "head counts differ"
+        );
+    }
+}
