@@ -270,108 +270,95 @@ mod avx2 {
 
 /// From this many activation rows on (a prompt, a quality window), the product runs as a
 /// packed GEMM (the `gemm` crate, candle's own f32 engine: register-blocked outer
-/// products over packed panels) rather than as dot products: on this 2-vCPU AVX2 EPYC,
-/// GPT-2's 3072 × 768 at 512 rows took 15.7 ms there against 29.8 ms here (`examples`
-/// bench in the #16 note), at 64 rows 2.7 against 5.0; at 16 rows and below the dot
-/// products win (the weights stream once; packing costs more than it saves). f16 and
-/// bf16 weights are widened to f32 a panel at a time first, so the arithmetic is the
-/// same as the dot products': f16/bf16 weights exactly widened, f32 activations, f32 sums.
+/// products over packed panels) rather than as dot products. On this 2-vCPU AVX2 EPYC,
+/// GPT-2's 3072 × 768 (16 different matrices in turn, so weights come from memory) at
+/// 512 rows: 29.8 ms as dot products, 15.7 ms through candle's gemm call, 14.4 ms here
+/// (f16 14.8, bf16 15.4); at 16 rows the two ways are even, below that the dot products
+/// win (the weights stream once; packing costs more than it saves). f16 and bf16
+/// weights are widened to f32 a panel at a time first, so the arithmetic is the same as
+/// the dot products': 16-bit weights exactly widened, f32 activations, f32 sums.
 pub const GEMM_ROWS: usize = 32;
 
-/// Weight rows widened per panel on the GEMM path: about 4 MB of f32.
-fn panel_rows(k: usize) -> usize {
-    ((1usize << 20) / k.max(1)).clamp(64, 1024) / 16 * 16
+/// Weight rows per panel on the GEMM path: at least 4 panels per thread (so the pool's
+/// dynamic chunks balance), at most about 4 MB of f32 each, a multiple of 16.
+fn panel_rows(n: usize, k: usize, threads: usize) -> usize {
+    let cap = ((1usize << 20) / k.max(1)).max(16);
+    n.div_ceil(4 * threads.max(1)).min(cap).next_multiple_of(16)
 }
 
-/// The GEMM path of [`matmul_at`]: `out = x · wᵀ`, `out` `m × n`.
+/// The GEMM path of [`matmul_at`]: `out = x · wᵀ`, `out` `m × n`. Panels of weight rows
+/// are shared out on candle's pool (the one every other product here runs on; a second
+/// pool, rayon's, would contend with its spinning workers): each worker widens its
+/// panel (f16 / bf16) into its own buffer and runs a one-thread GEMM on it.
 fn gemm_product(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32]) {
     let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY (both calls): every pointer covers the extent its strides and sizes give:
-    // x is m × k row-major, the weights (or their widened panel) rows × k row-major, read
-    // as the k × rows matrix wᵀ (row stride 1, column stride k), and out m × n row-major.
-    let run = |rhs: *const f32, r0: usize, rows: usize, out: &mut [f32]| unsafe {
-        gemm::gemm(
-            m,
-            rows,
-            k,
-            out.as_mut_ptr().add(r0),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            rhs,
-            k as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    };
-    if format == Float::F32 {
-        run(w.as_ptr() as *const f32, 0, n, out);
-        return;
-    }
-    let panel = panel_rows(k);
-    let mut wide = vec![0f32; panel.min(n) * k];
-    let mut r0 = 0;
-    while r0 < n {
-        let rows = panel.min(n - r0);
-        let src = &w[r0 * k * 2..(r0 + rows) * k * 2];
-        widen(format, src, &mut wide[..rows * k]);
-        run(wide.as_ptr(), r0, rows, out);
-        r0 += rows;
-    }
+    let panel = panel_rows(n, k, threads);
+    let out_addr = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
+        let mut wide: Vec<f32> = Vec::new();
+        for p in range {
+            let r0 = p * panel;
+            let rows = panel.min(n - r0);
+            let rhs = match format {
+                Float::F32 => w[r0 * k * 4..].as_ptr() as *const f32,
+                _ => {
+                    wide.resize(rows * k, 0.0);
+                    widen(format, &w[r0 * k * 2..(r0 + rows) * k * 2], &mut wide);
+                    wide.as_ptr()
+                }
+            };
+            // SAFETY: x is m × k row-major, rhs the panel's rows × k row-major read as
+            // the k × rows matrix wᵀ (row stride 1, column stride k), and the panel's
+            // output columns r0 .. r0 + rows of the m × n row-major `out` (which outlives
+            // the pool call) are this unit's alone.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    rows,
+                    k,
+                    (out_addr as *mut f32).add(r0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs,
+                    k as isize,
+                    1,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        }
+    });
 }
 
 /// 16-bit floats (`format` f16 or bf16, little-endian bytes) widened to f32, exactly.
 fn widen(format: Float, src: &[u8], dst: &mut [f32]) {
-    let chunk = 64 * 1024;
-    let threads = candle_core::utils::get_num_threads().max(1);
-    let addr = dst.as_mut_ptr() as usize;
-    let len = dst.len();
-    candle_core::utils::barrier_pool().execute_chunked(
-        len.div_ceil(chunk).max(threads.min(len.div_ceil(chunk))),
-        |range| {
-            for c in range {
-                let (a, b) = (c * chunk, len.min(c * chunk + chunk));
-                if a >= b {
-                    continue;
-                }
-                // SAFETY: chunks are disjoint parts of `dst`, which outlives the pool call.
-                let d = unsafe { std::slice::from_raw_parts_mut((addr as *mut f32).add(a), b - a) };
-                let s = &src[2 * a..2 * b];
-                #[cfg(target_arch = "x86_64")]
-                if super::avx2_supported() {
-                    // SAFETY: the CPU has AVX2 and F16C; both slices hold b − a elements.
-                    unsafe { widen_avx2(format, s, d) };
-                    continue;
-                }
-                match format {
-                    Float::F16 => {
-                        for (o, p) in d.iter_mut().zip(s.chunks_exact(2)) {
-                            *o = half::f16::from_le_bytes([p[0], p[1]]).to_f32();
-                        }
-                    }
-                    Float::BF16 => {
-                        for (o, p) in d.iter_mut().zip(s.chunks_exact(2)) {
-                            *o = f32::from_bits((u16::from_le_bytes([p[0], p[1]]) as u32) << 16);
-                        }
-                    }
-                    Float::F32 => unreachable!("f32 weights are not widened"),
-                }
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_supported() {
+        // SAFETY: the CPU has AVX2 and F16C; both slices hold dst.len() elements.
+        unsafe { widen_avx2(format, src, dst) };
+        return;
+    }
+    match format {
+        Float::F16 => {
+            for (o, p) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([p[0], p[1]]).to_f32();
             }
-        },
-    );
+        }
+        Float::BF16 => {
+            for (o, p) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([p[0], p[1]]) as u32) << 16);
+            }
+        }
+        Float::F32 => unreachable!("f32 weights are not widened"),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
