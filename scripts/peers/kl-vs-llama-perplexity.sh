@@ -5,6 +5,7 @@
 # (llama-quantize --pure Q8_0 / Q4_0 / Q4_K_M for llama.cpp; quantbench's own quantizer
 # for quantbench), the project's evaluation essay, chunks of 512 with the second half of
 # each scored (quantbench: quality.scoring = "second-half"), f32 KV caches, 2 threads.
+# Prints the statistics side by side and each pass's throughput (tokens forwarded / s).
 #
 #   bash scripts/fetch-models.sh && bash scripts/peers/kl-vs-llama-perplexity.sh
 #
@@ -54,18 +55,28 @@ def llama(t):
     ppl = g(r"Mean PPL\(Q\)\s+:\s+([\d.]+)")
     med = g(r"Median  KLD:\s+([\d.]+)")
     p99 = g(r"99.0%   KLD:\s+([\d.]+)")
+    # Throughput of the whole pass: llama.cpp's own count of the tokens it evaluated and
+    # the time it took (llama_perf_context_print's prompt eval line).
+    ev = g(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens")
     return dict(kl=float(kl[1]), kl_se=float(kl[2]), same=float(same[1]), same_se=float(same[2]),
-                ppl=float(ppl[1]), median=float(med[1]), p99=float(p99[1]))
+                ppl=float(ppl[1]), median=float(med[1]), p99=float(p99[1]),
+                tps=int(ev[2]) / (float(ev[1]) / 1000) if ev else float("nan"))
 base = re.search(r"PPL = ([\d.]+)", open(f"{out}/llama-F32.log").read())[1]
 print(f"reference perplexity: quantbench {r['quality_reference']['perplexity']:.4f}, llama.cpp {base} "
       f"({r['quality_reference']['positions']} positions scored by quantbench)\n")
-print("| precision | engine | perplexity | mean KL ± SE | median KL | 99% KL | same top-1 ± SE |")
-print("|---|---|---:|---:|---:|---:|---:|")
+ref = r["quality_reference"]
+forwarded = ref["windows"] * ref["window"]
+print("| precision | engine | perplexity | mean KL ± SE | median KL | 99% KL | same top-1 ± SE | pass tokens/s |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for p, t in [("q8_0", "Q8_0"), ("q4_0", "Q4_0"), ("q4_k", "Q4_K_M")]:
     q, l = qb[p], llama(t)
     print(f"| {p} | quantbench | {q['perplexity']:.3f} | {q['kl_mean']:.6f} ± {q['kl_stderr']:.6f} | "
-          f"{q['kl_median']:.6f} | {q['kl_p99']:.6f} | {100*q['same_top1']:.2f} ± {100*q['same_top1_stderr']:.2f} % |")
+          f"{q['kl_median']:.6f} | {q['kl_p99']:.6f} | {100*q['same_top1']:.2f} ± {100*q['same_top1_stderr']:.2f} % | "
+          f"{forwarded / q['seconds']:.0f} |")
     print(f"| {p} | llama.cpp ({t}) | {l['ppl']:.3f} | {l['kl']:.6f} ± {l['kl_se']:.6f} | "
-          f"{l['median']:.6f} | {l['p99']:.6f} | {l['same']:.2f} ± {l['same_se']:.2f} % |")
+          f"{l['median']:.6f} | {l['p99']:.6f} | {l['same']:.2f} ± {l['same_se']:.2f} % | {l['tps']:.0f} |")
+print(f"\npass tokens/s: tokens forwarded ({forwarded:,}: {ref['windows']} windows of {ref['window']}) over the "
+      "variant's whole quality pass (forward passes and KL statistics) for quantbench; llama-perplexity's "
+      "own prompt-eval count and time (forward passes) for llama.cpp")
 PYEOF
 echo "(raw results under $OUT)"
