@@ -55,12 +55,17 @@ def llama(t):
     ppl = g(r"Mean PPL\(Q\)\s+:\s+([\d.]+)")
     med = g(r"Median  KLD:\s+([\d.]+)")
     p99 = g(r"99.0%   KLD:\s+([\d.]+)")
-    # Throughput of the whole pass: llama.cpp's own count of the tokens it evaluated and
-    # the time it took (llama_perf_context_print's prompt eval line).
-    ev = g(r"prompt eval time =\s+([\d.]+) ms /\s+(\d+) tokens")
+    # Throughput: llama-perplexity evaluates n_seq chunks of n_ctx tokens per pass and
+    # logs the seconds one pass took (its first; the ETA is built from it).
+    shape = g(r"computing over (\d+) chunks, n_ctx=(\d+), batch_size=\d+, n_seq=(\d+)")
+    per_pass = g(r"([\d.]+) seconds per pass")
+    tps = float("nan")
+    if shape and per_pass:
+        chunks, n_ctx, n_seq = (int(x) for x in shape.groups())
+        tps = min(chunks, n_seq) * n_ctx / float(per_pass[1])
     return dict(kl=float(kl[1]), kl_se=float(kl[2]), same=float(same[1]), same_se=float(same[2]),
                 ppl=float(ppl[1]), median=float(med[1]), p99=float(p99[1]),
-                tps=int(ev[2]) / (float(ev[1]) / 1000) if ev else float("nan"))
+                tps=tps)
 base = re.search(r"PPL = ([\d.]+)", open(f"{out}/llama-F32.log").read())[1]
 print(f"reference perplexity: quantbench {r['quality_reference']['perplexity']:.4f}, llama.cpp {base} "
       f"({r['quality_reference']['positions']} positions scored by quantbench)\n")
@@ -76,7 +81,7 @@ for p, t in [("q8_0", "Q8_0"), ("q4_0", "Q4_0"), ("q4_k", "Q4_K_M")]:
     print(f"| {p} | llama.cpp ({t}) | {l['ppl']:.3f} | {l['kl']:.6f} ± {l['kl_se']:.6f} | "
           f"{l['median']:.6f} | {l['p99']:.6f} | {l['same']:.2f} ± {l['same_se']:.2f} % | {l['tps']:.0f} |")
 print(f"\npass tokens/s: tokens forwarded ({forwarded:,}: {ref['windows']} windows of {ref['window']}) over the "
-      "variant's whole quality pass (forward passes and KL statistics) for quantbench; llama-perplexity's "
-      "own prompt-eval count and time (forward passes) for llama.cpp")
+      "variant's whole quality pass (forward passes and KL statistics) for quantbench; for llama.cpp, the "
+      "tokens of one pass (n_seq chunks of n_ctx) over the seconds per pass llama-perplexity logs")
 PYEOF
 echo "(raw results under $OUT)"
