@@ -6,8 +6,8 @@
 //! larger than any cache (bytes read / time), `copy` copies one such buffer into another
 //! (bytes read + bytes written / time). Each is repeated and the best repetition kept,
 //! as STREAM keeps its best: the figure is what memory can do, and noise only ever
-//! slows a repetition down. The buffers sit on 2 MB pages where Linux allows, as the
-//! weights do (`kernel::pages`).
+//! slows a repetition down. With `QUANTBENCH_HUGE_PAGES=1` the buffers sit on 2 MB
+//! pages where Linux allows, as the weights then do (`kernel::pages`).
 
 use std::time::Instant;
 
@@ -56,8 +56,8 @@ pub fn measure_with(buffer_bytes: usize, repetitions: usize) -> Bandwidth {
     let words = (buffer_bytes / 8).max(threads * 1024);
     // Written with distinct values so that no page is shared zero memory.
     let src: Vec<u64> = (0..words as u64).into_par_iter().collect();
-    // On 2 MB pages where the kernel allows, as the loader puts the weights
-    // (crate::kernel::pages): the yardstick is what memory can do for them.
+    // On 2 MB pages when the loader puts the weights there (crate::kernel::pages): the
+    // yardstick is what memory can do for them.
     let on_huge_pages = |v: &[u64]| {
         if crate::kernel::pages::enabled() {
             // SAFETY: viewing initialised u64s as their bytes.

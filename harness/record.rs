@@ -156,8 +156,9 @@ pub struct WeightsInfo {
     /// precision (absent for ggml formats, which transformers cannot hold as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformers_footprint: Option<crate::model::weights::TransformersFootprint>,
-    /// Weight bytes the loader moved onto 2 MB pages (CPU; 0 where the kernel refused
-    /// or `QUANTBENCH_HUGE_PAGES=0`). Absent in files written before.
+    /// Weight bytes the loader moved onto 2 MB pages (CPU; 0 unless
+    /// `QUANTBENCH_HUGE_PAGES=1`, or where the kernel refused). Absent in files written
+    /// before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub huge_page_bytes: Option<u64>,
 }

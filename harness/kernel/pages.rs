@@ -1,25 +1,33 @@
-//! Weights on 2 MB pages.
+//! Weights on 2 MB pages — an experiment, off by default (`QUANTBENCH_HUGE_PAGES=1`
+//! turns it on).
 //!
 //! A decode step streams every weight once. On 4 KB pages that is a page walk per 4 KB
 //! and hardware prefetchers that stop at each page boundary; llama.cpp, which maps the
 //! GGUF file, gets the page cache's large folios (2 MB mappings where the file system
 //! keeps them). quantbench's weights live in anonymous memory that Linux backs with 2 MB
-//! pages only when asked (`transparent_hugepage = madvise`, the common default), so
-//! after loading, each weight buffer's 2 MB-aligned interior is marked `MADV_HUGEPAGE`
-//! and collapsed at once (`MADV_COLLAPSE`, Linux 6.1+: the pages are copied into huge
-//! pages in place; same bytes, same resident size). Best effort: where the kernel
-//! refuses, the buffer stays on small pages and the record says how many bytes moved.
-//! Measured on GPT-2 small's f32 decode: see the #16 note; `QUANTBENCH_HUGE_PAGES=0`
-//! turns it off.
+//! pages only when asked (`transparent_hugepage = madvise`, the common default). When
+//! on, each weight buffer's 2 MB-aligned interior is marked `MADV_HUGEPAGE` after
+//! loading and collapsed at once (`MADV_COLLAPSE`, Linux 6.1+: every page copied into
+//! huge pages in place; same bytes, same resident size), and the record says how many
+//! bytes moved (`weights.huge_page_bytes`).
+//!
+//! Why off: on the 2-vCPU EPYC VM of #16 the collapse added about 1.5 s of load per
+//! 600 MB (copying), and the decode gain did not stand out from the noise: GPT-2 small
+//! F32, 4 runs per side of 5 repetitions, +4.2% (95% CI [−6.7%, +16.5%]). (A first
+//! comparison of one run per side read +21%; `quantbench compare` warned that one run
+//! per side does not see the noise between processes, and it was right.) Advising the
+//! buffers through the allocator before they are written avoids the copy, but puts
+//! every large allocation — KV caches included — on 2 MB pages, which changes what the
+//! memory readings mean; not done.
 
-/// The environment variable that turns it off (`0`).
+/// The environment variable that turns it on (`1`).
 pub const ENV: &str = "QUANTBENCH_HUGE_PAGES";
 
 const HUGE: usize = 2 << 20;
 
-/// Whether weights are to be moved onto huge pages in this process.
+/// Whether weights are to be moved onto huge pages in this process (`ENV=1`).
 pub fn enabled() -> bool {
-    std::env::var(ENV).map(|v| v.trim() != "0").unwrap_or(true)
+    std::env::var(ENV).is_ok_and(|v| v.trim() == "1")
 }
 
 /// Move the 2 MB-aligned interior of `bytes` onto huge pages; returns how many bytes now
