@@ -412,6 +412,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Err(quantbench::InputError::new(msg).into());
         }
     }
+    if let Ok(v) = std::env::var(quantbench::kernel::pages::ENV) {
+        if let Err(msg) = quantbench::kernel::pages::parse(&v) {
+            return Err(quantbench::InputError::new(msg).into());
+        }
+    }
     match cli.command {
         Command::Run(args) => {
             let scenario = args.scenario()?;

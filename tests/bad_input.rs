@@ -767,3 +767,25 @@ fn bad_workload_lists_and_export_requests_are_named() {
     );
     assert!(out.contains("\"test\":\"text\""), "{out}");
 }
+
+/// The environment switches are bad input too when their value is not one they know:
+/// exit 2, naming the variable, the value and the valid ones, before anything runs.
+#[test]
+fn environment_switches_with_unknown_values_are_named() {
+    for (var, value, valid) in [
+        ("QUANTBENCH_KERNELS", "fast", "candle"),
+        ("QUANTBENCH_HUGE_PAGES", "yes", "\"1\""),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
+            .args(["generate", "--model", "synthetic:tiny", "--new-tokens", "1"])
+            .env("HF_HUB_OFFLINE", "1")
+            .env(var, value)
+            .output()
+            .expect("the binary runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        for n in [var, value, valid] {
+            assert!(err.contains(n), "{var}={value}: stderr lacks {n:?}:\n{err}");
+        }
+    }
+}

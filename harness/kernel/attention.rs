@@ -59,6 +59,21 @@ impl View<'_> {
     }
 }
 
+/// A model's attention step: this path where it applies (quantbench's kernels active,
+/// no mask), else `None` and the caller's candle path runs.
+pub fn decode_step(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    masked: bool,
+) -> candle_core::Result<Option<Tensor>> {
+    if masked || super::active() != super::Kernels::Quantbench {
+        return Ok(None);
+    }
+    decode(q, k, v, scale)
+}
+
 /// `softmax(q·kᵀ·scale)·v` for `q` `[b, g, r, hd]` and `k`, `v` `[b, g, t, hd]` (f32,
 /// CPU, any strides with contiguous rows), every position visible; `None` where the
 /// inputs are not such (other devices, dtypes, layouts): the caller's candle path runs.

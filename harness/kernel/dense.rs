@@ -71,6 +71,17 @@ unsafe fn load16<const F: u8>(p: *const u8) -> __m512 {
     }
 }
 
+/// One weight at `p` (an element of format `F`) as f32: the k tail of every tile.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn weight_at<const F: u8>(p: *const u8) -> f32 {
+    match Float::from_id(F) {
+        Float::F32 => std::ptr::read_unaligned(p as *const f32),
+        Float::F16 => half::f16::from_bits(std::ptr::read_unaligned(p as *const u16)).to_f32(),
+        Float::BF16 => half::bf16::from_bits(std::ptr::read_unaligned(p as *const u16)).to_f32(),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 struct Operands {
     w: *const u8,
@@ -116,11 +127,7 @@ simd_fn! {
                 let mut sum = _mm512_reduce_add_ps(acc[r][c]);
                 for j in k16..o.k {
                     let w = o.w.add(((w_row + r) * o.k + j) * o.elem);
-                    let wj = match Float::from_id(F) {
-                        Float::F32 => *(w as *const f32),
-                        Float::F16 => half::f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
-                        Float::BF16 => half::bf16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
-                    };
+                    let wj = weight_at::<F>(w);
                     sum += wj * *o.x.add((a_row + c) * o.k + j);
                 }
                 *o.out.add((a_row + c) * o.n + w_row + r) = sum;
@@ -164,7 +171,8 @@ simd_fn! {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Float, Operands, PREFETCH_ROWS};
+    use super::{weight_at, Float, Operands, PREFETCH_ROWS};
+    use crate::kernel::tile::hsum;
 
     macro_rules! avx2_fn {
         ($($item:item)*) => {$(
@@ -184,13 +192,6 @@ mod avx2 {
                 16,
             )),
         }
-    }
-
-    #[inline(always)]
-    pub(super) unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 
     avx2_fn! {
@@ -229,11 +230,7 @@ mod avx2 {
                     let mut sum = hsum(acc[r][c]);
                     for j in k8..o.k {
                         let w = o.w.add(((w_row + r) * o.k + j) * o.elem);
-                        let wj = match Float::from_id(F) {
-                            Float::F32 => *(w as *const f32),
-                            Float::F16 => half::f16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
-                            Float::BF16 => half::bf16::from_bits(std::ptr::read_unaligned(w as *const u16)).to_f32(),
-                        };
+                        let wj = weight_at::<F>(w);
                         sum += wj * *o.x.add((a_row + c) * o.k + j);
                     }
                     *o.out.add((a_row + c) * o.n + w_row + r) = sum;

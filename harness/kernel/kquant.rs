@@ -1,8 +1,9 @@
 //! Products with ggml's k-quants `q4_k` and `q6_k` (llama.cpp's Q4_K_M mixes the two),
 //! reading candle's blocks in place.
 //!
-//! candle 0.11 on x86-64 repacks every `q4_k` matrix (and `q6_k` ones from two
-//! activation rows on) into tiles of 16 rows with widened scales the first time it
+//! candle 0.11 on x86-64 repacks every `q4_k` matrix whose rows come in multiples of 16
+//! (and such `q6_k` ones from two activation rows on; `repack_x86::select`) into tiles
+//! of 16 rows with widened scales the first time it
 //! multiplies by it, and keeps that second copy beside the GGUF's bytes for the life of
 //! the model — memory no record counted. These kernels need no copy: each 256-weight
 //! super-block is read as stored (144 bytes for `q4_k`, 210 for `q6_k`), 4 weight rows at
@@ -310,7 +311,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{KActivations, KFormat, QK_K};
-    use crate::kernel::tile::{PREFETCH_L2_ROWS, PREFETCH_ROWS};
+    use crate::kernel::tile::{f16_at, hsum, PREFETCH_L2_ROWS, PREFETCH_ROWS};
 
     pub struct Operands<'a> {
         pub weights: *const u8,
@@ -325,19 +326,6 @@ mod avx2 {
             #[target_feature(enable = "avx2,fma,f16c")]
             $item
         )*};
-    }
-
-    #[inline(always)]
-    unsafe fn f16_at(p: *const u8) -> f32 {
-        let bits = std::ptr::read_unaligned(p as *const u16);
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 
     /// `vpshufb` masks that broadcast 16-bit lane `j` (bytes 2j, 2j+1) of each 128-bit
@@ -538,17 +526,9 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::tests::data;
     use candle_core::quantized::{QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
-
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let v = ((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0 - 0.5;
-                v * if i % 13 == 0 { 3.0 } else { 1.0 }
-            })
-            .collect()
-    }
 
     /// Our reading of both formats equals candle's dequantization.
     #[test]

@@ -162,7 +162,7 @@ pub fn describe() -> String {
             "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".to_string()
         }
         (Kernels::Quantbench, _) => {
-            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0; f32 f16 bf16); candle for the rest".to_string()
+            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16); candle for the rest".to_string()
         }
         (Kernels::Candle, Some(_)) => format!("candle ({ENV}=candle)"),
         (Kernels::Candle, None) => "candle (this CPU lacks AVX2)".into(),
@@ -473,7 +473,8 @@ mod tests {
     use candle_core::quantized::QMatMul;
     use candle_core::{Device, Module};
 
-    fn data(len: usize, seed: usize) -> Vec<f32> {
+    /// Deterministic test values with some large ones (every 13th tripled).
+    pub(super) fn data(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let v = ((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0 - 0.5;

@@ -25,9 +25,21 @@ pub const ENV: &str = "QUANTBENCH_HUGE_PAGES";
 
 const HUGE: usize = 2 << 20;
 
-/// Whether weights are to be moved onto huge pages in this process (`ENV=1`).
+/// Parse a value of [`ENV`]; the error names the valid values.
+pub fn parse(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "" | "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(format!(
+            "{ENV}={other:?} is not a choice: use \"1\" (weights on 2 MB pages) or \"0\" (off, the default)"
+        )),
+    }
+}
+
+/// Whether weights are to be moved onto huge pages in this process (`ENV=1`; an invalid
+/// value is rejected by the CLI before anything runs, and means off here).
 pub fn enabled() -> bool {
-    std::env::var(ENV).is_ok_and(|v| v.trim() == "1")
+    std::env::var(ENV).is_ok_and(|v| parse(&v) == Ok(true))
 }
 
 /// Move the 2 MB-aligned interior of `bytes` onto huge pages; returns how many bytes now
@@ -61,6 +73,17 @@ pub fn back_with_huge_pages(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_switch_parses_and_names_the_valid_values() {
+        assert_eq!(parse("1"), Ok(true));
+        assert_eq!((parse(" 0 "), parse("")), (Ok(false), Ok(false)));
+        let err = parse("yes").unwrap_err();
+        assert!(
+            err.contains("yes") && err.contains(ENV) && err.contains("\"1\""),
+            "{err}"
+        );
+    }
 
     /// Contents survive the move, whatever the kernel decides; small buffers are left.
     #[test]

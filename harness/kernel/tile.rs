@@ -35,8 +35,9 @@ macro_rules! simd_fn {
     )*};
 }
 
+/// The f16 at `p` as f32 (F16C); every x86 kernel here reads block scales with it.
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = std::ptr::read_unaligned(p as *const u16);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -77,8 +78,9 @@ unsafe fn unpack<const F: u8>(p: *const u8) -> (__m256i, f32, f32) {
     }
 }
 
+/// The sum of 8 lanes.
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_hadd_ps(s, s);
     _mm_cvtss_f32(_mm_hadd_ps(s, s))

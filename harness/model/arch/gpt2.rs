@@ -362,14 +362,7 @@ impl Gpt2 {
         if self.config.scale_attn_by_inverse_layer_idx {
             scale /= (layer + 1) as f64;
         }
-        // A decode step (no mask) through quantbench's attention where its kernels run.
-        let fast = match mask {
-            None if crate::kernel::active() == crate::kernel::Kernels::Quantbench => {
-                crate::kernel::attention::decode(&q, &k, &v, scale)?
-            }
-            _ => None,
-        };
-        let y = match fast {
+        let y = match crate::kernel::attention::decode_step(&q, &k, &v, scale, mask.is_some())? {
             Some(y) => y,
             None => {
                 let mut att = (q.matmul(&k.t()?)? * scale)?;

@@ -796,14 +796,7 @@ impl Llama {
         let rep = nh / nkv;
         let q = q.reshape((b, nkv, rep * len, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        // A decode step (no mask) through quantbench's attention where its kernels run.
-        let fast = match mask {
-            None if crate::kernel::active() == crate::kernel::Kernels::Quantbench => {
-                crate::kernel::attention::decode(&q, &k, &v, scale)?
-            }
-            _ => None,
-        };
-        let y = match fast {
+        let y = match crate::kernel::attention::decode_step(&q, &k, &v, scale, mask.is_some())? {
             Some(y) => y,
             None => {
                 let att = (q.matmul(&k.t()?)? * scale)?;
