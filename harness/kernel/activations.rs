@@ -10,7 +10,7 @@ use half::f16;
 pub const BLOCK: usize = 32;
 
 /// `rows` activation vectors of `k` elements each, quantized.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Activations {
     pub rows: usize,
     pub k: usize,
@@ -25,16 +25,23 @@ pub struct Activations {
 impl Activations {
     /// Quantize `x` (`rows × k`, row-major; `k` a multiple of 32). Rounds half to even.
     pub fn quantize(x: &[f32], rows: usize, k: usize) -> Activations {
+        let mut a = Activations::default();
+        a.quantize_into(x, rows, k);
+        a
+    }
+
+    /// [`Activations::quantize`] into this value's buffers, reusing their memory (the
+    /// decode step rounds every product's activations here without allocating).
+    pub fn quantize_into(&mut self, x: &[f32], rows: usize, k: usize) {
         assert_eq!(x.len(), rows * k, "activations are {rows} x {k}");
         assert_eq!(k % BLOCK, 0, "k = {k} is not a multiple of {BLOCK}");
         let nb = k / BLOCK;
-        let mut a = Activations {
-            rows,
-            k,
-            qs: vec![0; rows * k],
-            scales: vec![0.0; rows * nb],
-            sums: vec![0.0; rows * nb],
-        };
+        let a = self;
+        a.rows = rows;
+        a.k = k;
+        a.qs.resize(rows * k, 0);
+        a.scales.resize(rows * nb, 0.0);
+        a.sums.resize(rows * nb, 0.0);
         let level = super::level();
         for (((xr, qr), sr), ur) in x
             .chunks_exact(k)
@@ -66,7 +73,6 @@ impl Activations {
                 ur[b] = s;
             }
         }
-        a
     }
 
     pub fn blocks_per_row(&self) -> usize {

@@ -138,6 +138,107 @@ pub fn decode(
     Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
 }
 
+/// The heads of a decode step: `b` sequences, `g` key/value heads, `rep` query heads
+/// per key/value head (grouped-query attention; 1 otherwise), `hd` elements a head.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub b: usize,
+    pub g: usize,
+    pub rep: usize,
+    pub hd: usize,
+}
+
+thread_local! {
+    /// Each pool worker's scores, reused from step to step.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One query row per (sequence, query head) against the cached positions `visible` of
+/// `keys` / `values` (`[b, g, capacity, hd]` f32 CPU buffers, rows contiguous), into
+/// `out`: `softmax(q·kᵀ·scale)·v`. Query head `h = group * rep + r` of sequence `s`
+/// reads `q[s * q_stride + h * hd ..][..hd]` and writes `out[(s * g * rep + h) * hd ..]`
+/// — the layout of a projection's output and of the next projection's input, so the
+/// CPU decode step ([`crate::model::step`]) attends straight between its buffers. The
+/// same arithmetic as [`decode`]; allocates nothing once each worker's scores have grown.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_cached(
+    q: &[f32],
+    q_stride: usize,
+    keys: &Tensor,
+    values: &Tensor,
+    heads: Heads,
+    visible: std::ops::Range<usize>,
+    scale: f32,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    let Heads { b, g, rep, hd } = heads;
+    let width = g * rep * hd;
+    if b == 0
+        || out.len() != b * width
+        || q.len() < (b - 1) * q_stride + width
+        || visible.is_empty()
+    {
+        candle_core::bail!(
+            "attention of {b} x {g} x {rep} x {hd} over {visible:?}: {} queries, {} outputs",
+            q.len(),
+            out.len()
+        );
+    }
+    let (ks, kl) = keys.storage_and_layout();
+    let (vs, vl) = values.storage_and_layout();
+    let (candle_core::Storage::Cpu(ks), candle_core::Storage::Cpu(vs)) = (&*ks, &*vs) else {
+        candle_core::bail!("the key/value cache is not on the CPU");
+    };
+    let (Some(kv), Some(vv)) = (view(ks, kl), view(vs, vl)) else {
+        candle_core::bail!("the key/value cache is not f32 with contiguous rows");
+    };
+    let dims = kl.dims();
+    if dims.len() != 4
+        || (dims[0], dims[1], dims[3]) != (b, g, hd)
+        || vl.dims() != dims
+        || dims[2] < visible.end
+    {
+        candle_core::bail!(
+            "a cache of {dims:?} for {b} x {g} heads of {hd} at positions {visible:?}"
+        );
+    }
+    let units = b * g * rep;
+    let addr = out.as_mut_ptr() as usize;
+    let (kv, vv) = (&kv, &vv);
+    let lo = visible.start;
+    let t = visible.len();
+    let capacity = dims[2];
+    candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+        SCORES.with(|cell| {
+            let mut scores = cell.borrow_mut();
+            if scores.len() < t {
+                // Room for the whole cache at once, not one more position a step.
+                scores.resize(capacity, 0.0);
+            }
+            for unit in range {
+                let (seq, head) = (unit / (g * rep), unit % (g * rep));
+                let gi = head / rep;
+                // SAFETY: each unit writes its own hd outputs of `out`, which outlives
+                // the pool call.
+                let y = unsafe {
+                    std::slice::from_raw_parts_mut((addr as *mut f32).add(unit * hd), hd)
+                };
+                let query = &q[seq * q_stride + head * hd..][..hd];
+                attend(
+                    query,
+                    |j| kv.row(seq, gi, lo + j, hd),
+                    |j| vv.row(seq, gi, lo + j, hd),
+                    scale,
+                    &mut scores[..t],
+                    y,
+                );
+            }
+        })
+    });
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
 fn attend<'a>(
     q: &[f32],
     key: impl Fn(usize) -> &'a [f32],

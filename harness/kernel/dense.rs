@@ -384,11 +384,27 @@ unsafe fn widen_avx2(format: Float, s: &[u8], d: &mut [f32]) {
 /// `x @ w^T` for float weights `w` (`n × k`, row-major bytes of `format`) and f32
 /// activations `x` (`m × k`), returning `m × n`. The caller checks `super::level`.
 pub fn matmul(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
-    let level = super::level().expect("the dense kernels need AVX2 or AVX-512");
-    matmul_at(level, format, w, n, k, x, m)
+    let mut out = vec![0f32; m * n];
+    matmul_into(format, w, n, k, x, m, &mut out);
+    out
 }
 
-/// [`matmul`] with the kernels of `level` (which this CPU must support).
+/// [`matmul`] into `out` (`m × n`).
+pub fn matmul_into(
+    format: Float,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    let level = super::level().expect("the dense kernels need AVX2 or AVX-512");
+    matmul_at(level, format, w, n, k, x, m, out)
+}
+
+/// [`matmul_into`] with the kernels of `level` (which this CPU must support).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn matmul_at(
     level: super::Level,
     format: Float,
@@ -397,14 +413,15 @@ pub(super) fn matmul_at(
     k: usize,
     x: &[f32],
     m: usize,
-) -> Vec<f32> {
+    out: &mut [f32],
+) {
     assert!(level.supported(), "this CPU lacks {level:?}");
+    assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
     if level == super::Level::Avx2 && m >= GEMM_ROWS {
-        let mut out = vec![0f32; m * n];
         assert_eq!(w.len(), n * k * if format == Float::F32 { 4 } else { 2 });
         assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
-        gemm_product(format, w, n, k, x, m, &mut out);
-        return out;
+        gemm_product(format, w, n, k, x, m, out);
+        return;
     }
     let elem = match format {
         Float::F32 => 4,
@@ -420,7 +437,6 @@ pub(super) fn matmul_at(
     unreachable!("no level is supported off x86-64");
     #[cfg(target_arch = "x86_64")]
     {
-        let mut out = vec![0f32; m * n];
         let o = Operands {
             w: w.as_ptr(),
             elem,
@@ -457,7 +473,6 @@ pub(super) fn matmul_at(
                 }
             }
         });
-        out
     }
 }
 
@@ -523,7 +538,17 @@ mod tests {
                     .into_iter()
                     .filter(|l| l.supported())
                 {
-                    let got = matmul_at(level, Float::of(dt).unwrap(), &bytes, n, k, &xs, m);
+                    let mut got = vec![0f32; m * n];
+                    matmul_at(
+                        level,
+                        Float::of(dt).unwrap(),
+                        &bytes,
+                        n,
+                        k,
+                        &xs,
+                        m,
+                        &mut got,
+                    );
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (a - b).abs() <= 1e-4 * b.abs().max(1.0),

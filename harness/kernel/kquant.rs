@@ -146,7 +146,7 @@ fn q6k_quant(blk: &[u8], i: usize) -> (u8, i8) {
 }
 
 /// `rows` activation vectors rounded to 8 bits in super-blocks of 256, as `q8_K`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KActivations {
     pub rows: usize,
     pub k: usize,
@@ -161,16 +161,22 @@ pub struct KActivations {
 impl KActivations {
     /// Round `x` (`rows × k`, `k` a multiple of 256) as candle's `BlockQ8K::from_float`.
     pub fn quantize(x: &[f32], rows: usize, k: usize) -> KActivations {
+        let mut a = KActivations::default();
+        a.quantize_into(x, rows, k);
+        a
+    }
+
+    /// [`KActivations::quantize`] into this value's buffers, reusing their memory.
+    pub fn quantize_into(&mut self, x: &[f32], rows: usize, k: usize) {
         assert_eq!(x.len(), rows * k, "activations are {rows} x {k}");
         assert_eq!(k % QK_K, 0, "k = {k} is not a multiple of {QK_K}");
         let nb = k / QK_K;
-        let mut a = KActivations {
-            rows,
-            k,
-            qs: vec![0; rows * k],
-            d: vec![0.0; rows * nb],
-            bsums: vec![0; rows * k / 16],
-        };
+        let a = self;
+        a.rows = rows;
+        a.k = k;
+        a.qs.resize(rows * k, 0);
+        a.d.resize(rows * nb, 0.0);
+        a.bsums.resize(rows * k / 16, 0);
         for (blk, xb) in x.chunks_exact(QK_K).enumerate() {
             let (mut max, mut amax) = (0f32, 0f32);
             for &v in xb {
@@ -181,6 +187,10 @@ impl KActivations {
             }
             let qs = &mut a.qs[blk * QK_K..][..QK_K];
             if amax == 0.0 {
+                // An all-zero block: zero quants, scale and sums (the buffers are reused).
+                qs.fill(0);
+                a.bsums[blk * 16..][..16].fill(0);
+                a.d[blk] = 0.0;
                 continue;
             }
             let iscale = -127f32 / max;
@@ -192,7 +202,6 @@ impl KActivations {
             }
             a.d[blk] = 1.0 / iscale;
         }
-        a
     }
 
     pub fn blocks_per_row(&self) -> usize {
@@ -266,24 +275,51 @@ pub fn reference_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations
 /// `x @ w^T` for `w` (`n × k` super-blocks of `format`, as stored) and `x` (`m × k`):
 /// the AVX2 kernels where the CPU has them, else the portable product.
 pub fn matmul(format: KFormat, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    matmul_into(
+        format,
+        w,
+        n,
+        k,
+        x,
+        m,
+        &mut KActivations::default(),
+        &mut out,
+    );
+    out
+}
+
+/// [`matmul`] into `out` (`m × n`), rounding the activations into `acts`' buffers: no
+/// allocation once `acts` has held activations of this size.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(
+    format: KFormat,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    acts: &mut KActivations,
+    out: &mut [f32],
+) {
     assert_eq!(k % QK_K, 0, "k = {k} is not a multiple of {QK_K}");
     assert_eq!(
         w.len(),
         n * (k / QK_K) * format.block_bytes(),
         "weights are not {n} x {k} of {format:?}"
     );
-    let acts = KActivations::quantize(x, m, k);
+    assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
+    acts.quantize_into(x, m, k);
     #[cfg(target_arch = "x86_64")]
     if super::avx2_supported() {
-        return simd_matmul(format, w, n, &acts);
+        return simd_matmul(format, w, n, acts, out);
     }
-    reference_matmul(format, w, n, &acts)
+    out.copy_from_slice(&reference_matmul(format, w, n, acts));
 }
 
 #[cfg(target_arch = "x86_64")]
-fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations) -> Vec<f32> {
+fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations, out: &mut [f32]) {
     assert!(super::avx2_supported(), "this CPU lacks AVX2");
-    let mut out = vec![0f32; acts.rows * n];
     let ops = avx2::Operands {
         weights: w.as_ptr(),
         row_bytes: acts.blocks_per_row() * format.block_bytes(),
@@ -303,7 +339,6 @@ fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations) -> Vec<
             }
         }
     });
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -576,7 +611,8 @@ mod tests {
                 let scale = want.iter().fold(1f32, |s, v| s.max(v.abs()));
                 #[cfg(target_arch = "x86_64")]
                 if crate::kernel::avx2_supported() {
-                    let got = simd_matmul(f, &bytes, n, &acts);
+                    let mut got = vec![0f32; m * n];
+                    simd_matmul(f, &bytes, n, &acts, &mut got);
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (a - b).abs() <= 1e-5 * scale,
@@ -644,5 +680,26 @@ mod tests {
         }
         let zeros = KActivations::quantize(&[0.0; 256], 1, 256);
         assert_eq!((zeros.d[0], zeros.qs[0], zeros.bsums[0]), (0.0, 0, 0));
+    }
+    /// Buffers reused across sizes and contents round exactly as fresh ones: an
+    /// all-zero block after a non-zero one leaves no stale quants, scale or sums.
+    #[test]
+    fn reused_activations_equal_fresh_ones() {
+        let mut reused = KActivations::default();
+        let big = data(3 * 512, 7);
+        reused.quantize_into(&big, 3, 512);
+        assert_eq!(reused, KActivations::quantize(&big, 3, 512));
+        let mut small = data(2 * 256, 8);
+        small[256..].fill(0.0);
+        reused.quantize_into(&small, 2, 256);
+        assert_eq!(reused, KActivations::quantize(&small, 2, 256));
+        let mut out = vec![0f32; 2 * 5];
+        let w = Tensor::from_vec(data(5 * 256, 9), (5, 256), &Device::Cpu).unwrap();
+        for f in KFormat::ALL {
+            let q = QTensor::quantize(&w, f.dtype()).unwrap();
+            let bytes = q.data().unwrap();
+            matmul_into(f, &bytes, 5, 256, &small, 2, &mut reused, &mut out);
+            assert_eq!(out, matmul(f, &bytes, 5, 256, &small, 2), "{f:?}");
+        }
     }
 }

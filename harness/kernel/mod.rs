@@ -179,18 +179,37 @@ pub fn describe() -> String {
 /// returning `m × n`. Uses the SIMD kernels when the CPU has them, else the portable
 /// reference; both round the activations the same way.
 pub fn matmul(format: Format, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    matmul_into(format, w, n, k, x, m, &mut Activations::default(), &mut out);
+    out
+}
+
+/// [`matmul`] into `out` (`m × n`), rounding the activations into `acts`' buffers: no
+/// allocation once `acts` has held activations of this size.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(
+    format: Format,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    acts: &mut Activations,
+    out: &mut [f32],
+) {
     assert_eq!(k % BLOCK, 0, "k = {k} is not a multiple of {BLOCK}");
     assert_eq!(
         w.len(),
         n * (k / BLOCK) * format.block_bytes(),
         "weights are not {n} x {k} of {format:?}"
     );
-    let acts = Activations::quantize(x, m, k);
+    assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
+    acts.quantize_into(x, m, k);
     #[cfg(target_arch = "x86_64")]
     if let Some(level) = level() {
-        return simd_matmul(level, format, w, n, &acts);
+        return simd_matmul(level, format, w, n, acts, out);
     }
-    reference_matmul(format, w, n, &acts)
+    out.copy_from_slice(&reference_matmul(format, w, n, acts));
 }
 
 /// The portable product: the definition the SIMD kernels are tested against.
@@ -220,9 +239,15 @@ pub fn reference_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) 
 }
 
 #[cfg(target_arch = "x86_64")]
-fn simd_matmul(level: Level, format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f32> {
+fn simd_matmul(
+    level: Level,
+    format: Format,
+    w: &[u8],
+    n: usize,
+    acts: &Activations,
+    out: &mut [f32],
+) {
     assert!(level.supported(), "this CPU lacks {level:?}");
-    let mut out = vec![0f32; acts.rows * n];
     let ops = tile::Operands {
         weights: w.as_ptr(),
         row_bytes: acts.blocks_per_row() * format.block_bytes(),
@@ -260,7 +285,6 @@ fn simd_matmul(level: Level, format: Format, w: &[u8], n: usize, acts: &Activati
             }
         }
     });
-    out
 }
 
 /// Split an `m × n` output into tiles (weight rows × activation rows) and run `f` on
@@ -328,6 +352,45 @@ impl QuantMatmul {
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         xs.contiguous()?.apply_op1_no_bwd(self)
     }
+
+    /// `x @ weights^T` (+ the bias) for `x`, `m` rows of f32, into `out` (`m` rows of
+    /// the weights' row count), rounding the activations in `scratch`: no allocation.
+    pub fn forward_into(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> candle_core::Result<()> {
+        let (n, k) = self.weights.shape().dims2()?;
+        check_operands(x, m, k, out, n)?;
+        let data = self.weights.data()?;
+        match self.format {
+            Blocks::Small(f) => matmul_into(f, &data, n, k, x, m, &mut scratch.acts, out),
+            Blocks::K(f) => kquant::matmul_into(f, &data, n, k, x, m, &mut scratch.kacts, out),
+        }
+        add_bias(out, self.bias.as_ref());
+        Ok(())
+    }
+}
+
+/// Buffers a decode step's products reuse: the activations rounded for the 32-element
+/// formats and for the k-quants. One per generation; grown to the largest product's.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    acts: Activations,
+    kacts: kquant::KActivations,
+}
+
+fn check_operands(x: &[f32], m: usize, k: usize, out: &[f32], n: usize) -> candle_core::Result<()> {
+    if x.len() != m * k || out.len() != m * n {
+        candle_core::bail!(
+            "a product of {m} x {k} activations into {m} x {n} outputs got {} inputs and {} outputs",
+            x.len(),
+            out.len()
+        );
+    }
+    Ok(())
 }
 
 impl CustomOp1 for QuantMatmul {
@@ -343,12 +406,8 @@ impl CustomOp1 for QuantMatmul {
         let (n, k) = self.weights.shape().dims2()?;
         let (x, mut dims) = activations(storage, layout, k)?;
         let m = x.len() / k;
-        let data = self.weights.data()?;
-        let mut out = match self.format {
-            Blocks::Small(f) => matmul(f, &data, n, k, x, m),
-            Blocks::K(f) => kquant::matmul(f, &data, n, k, x, m),
-        };
-        add_bias(&mut out, self.bias.as_ref());
+        let mut out = vec![0f32; m * n];
+        self.forward_into(x, m, &mut out, &mut Scratch::default())?;
         *dims.last_mut().expect("non-empty") = n;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
@@ -388,6 +447,39 @@ impl DenseMatmul {
     /// `xs @ weights^T` (`xs` f32, any leading dimensions).
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         xs.contiguous()?.apply_op1_no_bwd(self)
+    }
+
+    /// `x @ weights^T` (+ the bias) for `x`, `m` rows of f32, into `out` (`m` rows of
+    /// the weights' row count): no allocation below [`dense::GEMM_ROWS`] rows (the GEMM
+    /// path widens 16-bit panels into per-worker buffers).
+    pub fn forward_into(&self, x: &[f32], m: usize, out: &mut [f32]) -> candle_core::Result<()> {
+        let (n, k) = self.weights.dims2()?;
+        check_operands(x, m, k, out, n)?;
+        let (w_storage, w_layout) = self.weights.storage_and_layout();
+        let candle_core::Storage::Cpu(w) = &*w_storage else {
+            candle_core::bail!("dense weights are not on the CPU");
+        };
+        let (a, b) = w_layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("weights are not contiguous".into()))?;
+        // SAFETY: viewing initialised f32/f16/bf16 elements as their bytes.
+        let bytes: &[u8] = unsafe {
+            match w {
+                CpuStorage::F32(v) => {
+                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 4)
+                }
+                CpuStorage::F16(v) => {
+                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 2)
+                }
+                CpuStorage::BF16(v) => {
+                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 2)
+                }
+                _ => candle_core::bail!("dense weights of dtype {:?}", self.weights.dtype()),
+            }
+        };
+        dense::matmul_into(self.format, bytes, n, k, x, m, out);
+        add_bias(out, self.bias.as_ref());
+        Ok(())
     }
 }
 
@@ -438,30 +530,8 @@ impl CustomOp1 for DenseMatmul {
         let (n, k) = self.weights.dims2()?;
         let (x, mut dims) = activations(storage, layout, k)?;
         let m = x.len() / k;
-        let (w_storage, w_layout) = self.weights.storage_and_layout();
-        let candle_core::Storage::Cpu(w) = &*w_storage else {
-            candle_core::bail!("dense weights are not on the CPU");
-        };
-        let (a, b) = w_layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("weights are not contiguous".into()))?;
-        // SAFETY: viewing initialised f32/f16/bf16 elements as their bytes.
-        let bytes: &[u8] = unsafe {
-            match w {
-                CpuStorage::F32(v) => {
-                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 4)
-                }
-                CpuStorage::F16(v) => {
-                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 2)
-                }
-                CpuStorage::BF16(v) => {
-                    std::slice::from_raw_parts(v[a..b].as_ptr() as *const u8, (b - a) * 2)
-                }
-                _ => candle_core::bail!("dense weights of dtype {:?}", self.weights.dtype()),
-            }
-        };
-        let mut out = dense::matmul(self.format, bytes, n, k, x, m);
-        add_bias(&mut out, self.bias.as_ref());
+        let mut out = vec![0f32; m * n];
+        self.forward_into(x, m, &mut out)?;
         *dims.last_mut().expect("non-empty") = n;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
@@ -507,8 +577,9 @@ mod tests {
                 let acts = Activations::quantize(&x, m, k);
                 let want = reference_matmul(f, &bytes, n, &acts);
                 for &level in &levels {
+                    let mut got = vec![0f32; m * n];
                     #[cfg(target_arch = "x86_64")]
-                    let got = simd_matmul(level, f, &bytes, n, &acts);
+                    simd_matmul(level, f, &bytes, n, &acts, &mut got);
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (a - b).abs() <= 1e-5 * b.abs().max(1.0),
@@ -605,12 +676,10 @@ mod tests {
         assert!(acts.qs.iter().all(|q| q.abs() == 127));
         let want = reference_matmul(Format::Q8_0, &w, n, &acts);
         for level in Level::ALL.into_iter().filter(|l| l.supported()) {
+            let mut got = vec![0f32; n];
             #[cfg(target_arch = "x86_64")]
-            assert_eq!(
-                simd_matmul(level, Format::Q8_0, &w, n, &acts),
-                want,
-                "{level:?}"
-            );
+            simd_matmul(level, Format::Q8_0, &w, n, &acts, &mut got);
+            assert_eq!(got, want, "{level:?}");
         }
         // By hand: every block's dot is exact, scales are 1 × 1/127 (rounded to f16).
         let d = half::f16::from_f32(1.0 / 127.0).to_f32();
