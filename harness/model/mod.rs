@@ -3,6 +3,8 @@
 //!
 //! - `arch/`: one file per architecture (config beside forward), behind [`CausalLm`].
 //! - `nn.rs`: the layers they share; [`nn::Matrix`] is the only place a format is touched.
+//! - `kv.rs` / `step.rs`: the key/value cache, and the CPU decode step's shared pieces
+//!   (buffers, norms, rotary embedding, products into buffers).
 //! - `spec.rs` / `weights.rs` / `synthetic.rs`: where config, weights and tokenizer come
 //!   from (a directory, the hub, a seed), streamed tensor by tensor.
 
@@ -10,8 +12,10 @@ pub mod arch;
 pub mod export;
 pub mod gguf;
 pub mod gguf_write;
+pub mod kv;
 pub mod nn;
 pub mod spec;
+pub mod step;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod weights;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{CpuStorage, DType, Device, Module, Tensor};
-use candle_nn::kv_cache::KvCache;
+
+pub use crate::model::kv::KvCache;
 
 use crate::format::StoredMatrix;
 use crate::kernel::{DenseMatmul, QuantMatmul};
@@ -144,6 +145,95 @@ impl Matrix {
         }
     }
 
+    /// Row `id` as f32 into `out` (the decode step's embedding lookup): read in place
+    /// for the float formats, the 32-element block formats, q4_k and q6_k on the CPU —
+    /// the values [`Matrix::rows`] gives, bit for bit — and through [`Matrix::rows`] for
+    /// the rest.
+    pub fn row_into(&self, id: usize, out: &mut [f32]) -> candle_core::Result<()> {
+        use crate::kernel::kquant::{KFormat, QK_K};
+        use crate::kernel::Format;
+        let (n, k) = self.shape();
+        if id >= n || out.len() != k {
+            candle_core::bail!("row {id} of a {n} x {k} matrix into {} values", out.len());
+        }
+        match self {
+            Matrix::Custom(w) => {
+                w.dequantize_rows(id, out);
+                return Ok(());
+            }
+            Matrix::Quantized(q) if q.device().is_cpu() => {
+                if let Some(f) = Format::of(q.dtype()) {
+                    let bytes = f.block_bytes();
+                    let row = k / 32 * bytes;
+                    let data = q.data()?;
+                    let blocks = data[id * row..(id + 1) * row].chunks_exact(bytes);
+                    for (blk, o) in blocks.zip(out.chunks_exact_mut(32)) {
+                        let (qs, d, m) = f.decode_block(blk);
+                        // As candle's `to_float`: `(q - offset) · d`, or `q · d + m` for
+                        // the formats with a minimum (offset 0).
+                        let off = f.offset();
+                        for (o, &v) in o.iter_mut().zip(&qs) {
+                            *o = if off == 0 {
+                                v as f32 * d + m
+                            } else {
+                                (v as i32 - off) as f32 * d
+                            };
+                        }
+                    }
+                    return Ok(());
+                }
+                if let Some(f) = KFormat::of(q.dtype()) {
+                    let bytes = f.block_bytes();
+                    let row = k / QK_K * bytes;
+                    let data = q.data()?;
+                    let blocks = data[id * row..(id + 1) * row].chunks_exact(bytes);
+                    for (blk, o) in blocks.zip(out.chunks_exact_mut(QK_K)) {
+                        o.copy_from_slice(&f.dequantize_block(blk));
+                    }
+                    return Ok(());
+                }
+            }
+            Matrix::Dense(w) if w.device().is_cpu() && w.is_contiguous() => {
+                let (storage, layout) = w.storage_and_layout();
+                let candle_core::Storage::Cpu(st) = &*storage else {
+                    candle_core::bail!("a CPU tensor without CPU storage");
+                };
+                let at = layout.start_offset() + id * k;
+                match st {
+                    CpuStorage::F32(v) => out.copy_from_slice(&v[at..at + k]),
+                    CpuStorage::F16(v) => out
+                        .iter_mut()
+                        .zip(&v[at..at + k])
+                        .for_each(|(o, x)| *o = x.to_f32()),
+                    CpuStorage::BF16(v) => out
+                        .iter_mut()
+                        .zip(&v[at..at + k])
+                        .for_each(|(o, x)| *o = x.to_f32()),
+                    _ => {}
+                }
+                if matches!(
+                    st,
+                    CpuStorage::F32(_) | CpuStorage::F16(_) | CpuStorage::BF16(_)
+                ) {
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        let ids = Tensor::new(&[id as u32], &self.device())?;
+        let row = self.rows(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+        out.copy_from_slice(&row);
+        Ok(())
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Matrix::Dense(w) => w.device().clone(),
+            Matrix::Quantized(q) => q.device(),
+            Matrix::Custom(_) => Device::Cpu,
+        }
+    }
+
     pub fn shape(&self) -> (usize, usize) {
         let dims = match self {
             Matrix::Dense(w) => w.dims().to_vec(),
@@ -249,6 +339,62 @@ impl Linear {
         }
         self.weight.forward(xs)?.broadcast_add(&bias.f32()?)
     }
+
+    /// This layer's product on f32 buffers, where it has one on the CPU: quantbench's
+    /// kernel for the weights' format (when active), or a custom format's own. `None`
+    /// otherwise (then only [`Linear::forward`] runs it).
+    pub fn slice_product(&self) -> Option<SliceProduct<'_>> {
+        let bias = self.bias_f32.as_ref();
+        Some(match &self.weight {
+            Matrix::Custom(w) => SliceProduct::Custom(w.as_ref(), bias.map(|b| b.as_slice())),
+            Matrix::Quantized(q) => {
+                let op = QuantMatmul::for_weights(q)?;
+                SliceProduct::Quant(match bias {
+                    Some(b) => op.with_bias(b.clone()).ok()?,
+                    None => op,
+                })
+            }
+            Matrix::Dense(w) => {
+                let op = DenseMatmul::for_weights(w)?;
+                SliceProduct::Dense(match bias {
+                    Some(b) => op.with_bias(b.clone()).ok()?,
+                    None => op,
+                })
+            }
+        })
+    }
+}
+
+/// A linear layer's product from f32 rows into f32 rows ([`Linear::slice_product`]).
+pub enum SliceProduct<'a> {
+    Quant(QuantMatmul),
+    Dense(DenseMatmul),
+    Custom(&'a dyn StoredMatrix, Option<&'a [f32]>),
+}
+
+impl SliceProduct<'_> {
+    /// `out = x @ wᵀ (+ bias)` for `m` rows of `x`; `scratch` holds the rounded
+    /// activations between calls.
+    pub fn apply(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        scratch: &mut crate::kernel::Scratch,
+    ) -> candle_core::Result<()> {
+        match self {
+            SliceProduct::Quant(op) => op.forward_into(x, m, out, scratch),
+            SliceProduct::Dense(op) => op.forward_into(x, m, out),
+            SliceProduct::Custom(w, bias) => {
+                let (n, k) = w.shape();
+                if x.len() != m * k || out.len() != m * n {
+                    candle_core::bail!("a product of {m} x {k} into {m} x {n}: wrong buffers");
+                }
+                w.matmul(x, m, *bias, out);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// LayerNorm with weight and bias (GPT-2).
@@ -257,19 +403,45 @@ pub struct LayerNorm {
     pub weight: Vector,
     pub bias: Vector,
     eps: f32,
+    /// Weight and bias as f32 values, read once at load for the decode step.
+    values: Arc<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LayerNorm {
-    pub fn new(weight: Vector, bias: Vector, eps: f64) -> Self {
-        LayerNorm {
+    pub fn new(weight: Vector, bias: Vector, eps: f64) -> candle_core::Result<Self> {
+        let values = Arc::new((weight.f32()?.to_vec1()?, bias.f32()?.to_vec1()?));
+        Ok(LayerNorm {
             weight,
             bias,
             eps: eps as f32,
-        }
+            values,
+        })
     }
 
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::layer_norm(xs, &self.weight.f32()?, &self.bias.f32()?, self.eps)
+    }
+
+    /// The norm of each row of `x` into `out` (rows of the weight's length), with
+    /// candle's arithmetic (`candle_nn::ops::layer_norm` on the CPU), so both paths give
+    /// the same values.
+    pub fn forward_rows(&self, x: &[f32], out: &mut [f32]) {
+        let (alpha, beta) = (&self.values.0, &self.values.1);
+        let dim = alpha.len();
+        for (src, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            let mut sum = 0f32;
+            let mut sum2 = 0f32;
+            for &v in src {
+                sum += v;
+                sum2 += v * v;
+            }
+            let mean = sum / dim as f32;
+            let var = sum2 / dim as f32 - mean * mean;
+            let inv_std = (var + self.eps).sqrt().recip();
+            for ((d, &s), (&a, &b)) in dst.iter_mut().zip(src).zip(alpha.iter().zip(beta)) {
+                *d = (s - mean) * inv_std * a + b;
+            }
+        }
     }
 }
 
@@ -280,27 +452,61 @@ pub struct RmsNorm {
     pub weight: Vector,
     weight_f32: Tensor,
     eps: f32,
+    /// The weight as f32 values, read once at load for the decode step.
+    values: Arc<Vec<f32>>,
 }
 
 impl RmsNorm {
     pub fn new(weight: Vector, eps: f64) -> candle_core::Result<Self> {
         let weight_f32 = weight.f32()?;
+        let values = Arc::new(weight_f32.to_vec1()?);
         Ok(RmsNorm {
             weight,
             weight_f32,
             eps: eps as f32,
+            values,
         })
     }
 
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight_f32, self.eps)
     }
+
+    /// The norm of each row of `x` (rows of the weight's length) into `out`, with
+    /// candle's arithmetic (`candle_nn::ops::rms_norm` on the CPU).
+    pub fn forward_rows(&self, x: &[f32], out: &mut [f32]) {
+        let alpha = &self.values;
+        let dim = alpha.len();
+        for (src, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
+            let m = (sum2 / dim as f32 + self.eps).sqrt();
+            for ((d, &s), &a) in dst.iter_mut().zip(src).zip(alpha.iter()) {
+                *d = s / m * a;
+            }
+        }
+    }
+
+    /// [`RmsNorm::forward_rows`] in place.
+    pub fn forward_rows_in_place(&self, x: &mut [f32]) {
+        let alpha = &self.values;
+        let dim = alpha.len();
+        for row in x.chunks_exact_mut(dim) {
+            let sum2 = row.iter().map(|&v| v * v).sum::<f32>();
+            let m = (sum2 / dim as f32 + self.eps).sqrt();
+            for (d, &a) in row.iter_mut().zip(alpha.iter()) {
+                *d = *d / m * a;
+            }
+        }
+    }
 }
 
-/// The per-sequence state of generation: one key/value cache per layer.
+/// The per-sequence state of generation: one key/value cache per layer, and the
+/// buffers of the CPU decode step ([`crate::model::step`]), made at its first step and
+/// reused by every later one.
 pub struct Cache {
     pub(crate) layers: Vec<KvCache>,
     pub(crate) position: usize,
+    pub(crate) step: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Cache {
@@ -309,9 +515,10 @@ impl Cache {
     pub fn new(config: &crate::model::ModelConfig, capacity: usize) -> Self {
         Cache {
             layers: (0..config.n_layer())
-                .map(|_| KvCache::new(2, capacity.max(1)))
+                .map(|_| KvCache::new(capacity.max(1)))
                 .collect(),
             position: 0,
+            step: None,
         }
     }
 
@@ -365,6 +572,7 @@ impl Cache {
         Cache {
             layers: self.layers.clone(),
             position: self.position,
+            step: None,
         }
     }
 }
@@ -461,5 +669,93 @@ mod tests {
                 assert_eq!(v == 0.0, visible, "query {pos} key {j}");
             }
         }
+    }
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 + seed) * 0.731).sin() * 2.0)
+            .collect()
+    }
+
+    /// The decode step's norms give candle's values bit for bit.
+    #[test]
+    fn row_norms_equal_candles() {
+        let dev = Device::Cpu;
+        let (rows, dim) = (3, 96);
+        let x = values(rows * dim, 1.0);
+        let xt = Tensor::from_vec(x.clone(), (rows, dim), &dev).unwrap();
+        let vector = |seed| Vector(Tensor::from_vec(values(dim, seed), dim, &dev).unwrap());
+        let ln = LayerNorm::new(vector(2.0), vector(3.0), 1e-5).unwrap();
+        let want = ln
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut got = vec![0f32; rows * dim];
+        ln.forward_rows(&x, &mut got);
+        assert_eq!(got, want);
+        let rms = RmsNorm::new(vector(4.0), 1e-6).unwrap();
+        let want = rms
+            .forward(&xt)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        rms.forward_rows(&x, &mut got);
+        assert_eq!(got, want);
+        let mut inplace = x.clone();
+        rms.forward_rows_in_place(&mut inplace);
+        assert_eq!(inplace, want);
+    }
+
+    /// One row read in place equals the embedding lookup, for every storage the loader
+    /// makes on the CPU (floats, the 32-element formats, the k-quants, and one that goes
+    /// through the lookup itself).
+    #[test]
+    fn rows_read_in_place_equal_the_lookup() {
+        use candle_core::quantized::GgmlDType;
+        let dev = Device::Cpu;
+        let (n, k) = (5, 512);
+        let w = Tensor::from_vec(values(n * k, 5.0), (n, k), &dev).unwrap();
+        let mut matrices = vec![
+            Matrix::Dense(w.clone()),
+            Matrix::Dense(w.to_dtype(DType::F16).unwrap()),
+            Matrix::Dense(w.to_dtype(DType::BF16).unwrap()),
+        ];
+        for dt in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q3K,
+        ] {
+            matrices.push(Matrix::Quantized(Arc::new(
+                QTensor::quantize(&w, dt).unwrap(),
+            )));
+        }
+        for m in &matrices {
+            for id in [0, 3, 4] {
+                let ids = Tensor::new(&[id as u32], &dev).unwrap();
+                let want = m
+                    .rows(&ids)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let mut got = vec![0f32; k];
+                m.row_into(id, &mut got).unwrap();
+                assert_eq!(got, want, "{} row {id}", m.format());
+            }
+        }
+        let mut short = vec![0f32; k - 1];
+        assert!(matrices[0].row_into(0, &mut short).is_err());
+        assert!(matrices[0].row_into(n, &mut vec![0f32; k]).is_err());
     }
 }

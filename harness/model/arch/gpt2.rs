@@ -8,12 +8,11 @@
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::kv_cache::KvCache;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::model::arch::CausalLm;
-use crate::model::nn::{causal_mask, linear_parts, Group, Part};
+use crate::model::nn::{causal_mask, linear_parts, Group, KvCache, Part};
 pub use crate::model::nn::{Cache, LayerNorm, Linear, Matrix, Vector};
 use crate::model::weights::{Builder, TensorSource};
 use crate::precision::Quantization;
@@ -355,13 +354,7 @@ impl Gpt2 {
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let (k, v) = kv.append(&k, &v)?;
-        let mut scale = 1.0;
-        if self.config.scale_attn_weights {
-            scale /= (hd as f64).sqrt();
-        }
-        if self.config.scale_attn_by_inverse_layer_idx {
-            scale /= (layer + 1) as f64;
-        }
+        let scale = self.attention_scale(layer);
         let y = match crate::kernel::attention::decode_step(&q, &k, &v, scale, mask.is_some())? {
             Some(y) => y,
             None => {
@@ -384,6 +377,141 @@ impl Gpt2 {
     }
 }
 
+/// GPT-2's decode-step buffers for `b` sequences ([`crate::model::step`]).
+struct StepBuffers {
+    b: usize,
+    /// The residual stream, `b × n_embd`.
+    x: Vec<f32>,
+    /// The normed stream, `b × n_embd`.
+    h: Vec<f32>,
+    /// Queries, keys and values, `b × 3·n_embd`.
+    qkv: Vec<f32>,
+    /// The attention's output, `b × n_embd`.
+    att: Vec<f32>,
+    /// A projection's output before it joins the stream, `b × n_embd`.
+    out: Vec<f32>,
+    /// The MLP's inner activations, `b × inner`.
+    ff: Vec<f32>,
+    products: crate::kernel::Scratch,
+}
+
+impl Gpt2 {
+    /// One new token per sequence (`ids`, one each) through the CPU decode step
+    /// ([`crate::model::step`]); `None` where it does not apply (another device,
+    /// quantbench's kernels off, a product without a CPU kernel, the erf GELU), and then
+    /// the candle path runs.
+    fn decode_step(&self, ids: &[u32], cache: &mut Cache) -> Result<Option<Tensor>> {
+        use crate::kernel::attention::{attend_cached, Heads};
+        use crate::model::kv::Rows;
+        use crate::model::step;
+        let c = &self.config;
+        let w = &self.weights;
+        fn linears(b: &Block) -> [&Linear; 4] {
+            [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj]
+        }
+        if !step::available(&self.device)
+            || c.activation_function == Activation::Gelu
+            || !w
+                .blocks
+                .iter()
+                .all(|b| linears(b).iter().all(|l| l.slice_product().is_some()))
+        {
+            return Ok(None);
+        }
+        let (b, cd, heads, inner) = (ids.len(), c.n_embd, c.n_head, c.inner());
+        let hd = cd / heads;
+        let pos = cache.position;
+        let mut s = step::take_buffers(
+            cache,
+            |s: &StepBuffers| s.b == b,
+            || StepBuffers {
+                b,
+                x: vec![0.0; b * cd],
+                h: vec![0.0; b * cd],
+                qkv: vec![0.0; b * 3 * cd],
+                att: vec![0.0; b * cd],
+                out: vec![0.0; b * cd],
+                ff: vec![0.0; b * inner],
+                products: Default::default(),
+            },
+        );
+        let StepBuffers {
+            x,
+            h,
+            qkv,
+            att,
+            out,
+            ff,
+            products,
+            ..
+        } = &mut *s;
+        // Token plus position embedding, as the candle path adds them.
+        for (row, &id) in x.chunks_exact_mut(cd).zip(ids) {
+            w.wte.row_into(id as usize, row)?;
+            w.wpe.row_into(pos, &mut h[..cd])?;
+            row.iter_mut().zip(&h[..cd]).for_each(|(a, p)| *a += p);
+        }
+        for (i, (blk, kv)) in w.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
+            if i == 0 {
+                blk.ln_1.forward_rows(x, h);
+            } else {
+                step::add_then(x, out, |x| blk.ln_1.forward_rows(x, h));
+            }
+            step::product(&blk.c_attn)?.apply(h, b, qkv, products)?;
+            let rows = |offset| Rows {
+                data: qkv,
+                offset,
+                seq_stride: 3 * cd,
+            };
+            kv.push_rows((b, heads, hd), rows(cd), rows(2 * cd))?;
+            let (keys, values) = kv.buffers().expect("just written");
+            let heads = Heads {
+                b,
+                g: heads,
+                rep: 1,
+                hd,
+            };
+            attend_cached(
+                qkv,
+                3 * cd,
+                keys,
+                values,
+                heads,
+                0..kv.len(),
+                self.attention_scale(i) as f32,
+                att,
+            )?;
+            step::product(&blk.attn_proj)?.apply(att, b, out, products)?;
+            step::add_then(x, out, |x| blk.ln_2.forward_rows(x, h));
+            step::product(&blk.c_fc)?.apply(h, b, ff, products)?;
+            match c.activation_function {
+                Activation::GeluNew | Activation::GeluPytorchTanh => crate::kernel::gelu::apply(ff),
+                Activation::Relu => ff.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Activation::Gelu => unreachable!("declined above"),
+            }
+            step::product(&blk.mlp_proj)?.apply(ff, b, out, products)?;
+        }
+        step::add_then(x, out, |x| w.ln_f.forward_rows(x, h));
+        let hidden = Tensor::from_slice(&h[..], (b, 1, cd), &self.device)?;
+        cache.position += 1;
+        step::put_back(cache, s);
+        step::count();
+        Ok(Some(hidden))
+    }
+
+    /// The factor on layer `layer`'s attention scores.
+    fn attention_scale(&self, layer: usize) -> f64 {
+        let mut scale = 1.0;
+        if self.config.scale_attn_weights {
+            scale /= (self.config.head_dim() as f64).sqrt();
+        }
+        if self.config.scale_attn_by_inverse_layer_idx {
+            scale /= (layer + 1) as f64;
+        }
+        scale
+    }
+}
+
 impl CausalLm for Gpt2 {
     /// Run `batch` (B sequences of one length) through the model after what `cache`
     /// holds, and return the final hidden states `[B, len, n_embd]`.
@@ -394,6 +522,11 @@ impl CausalLm for Gpt2 {
         // Positions are the same for every sequence; every id must be in the vocabulary.
         crate::model::arch::check_ids(&ids[..len], start, c.n_positions, c.vocab_size)?;
         crate::model::arch::check_ids(&ids, 0, ids.len(), c.vocab_size)?;
+        if len == 1 {
+            if let Some(h) = self.decode_step(&ids, cache)? {
+                return Ok(h);
+            }
+        }
         let ids_t = Tensor::from_vec(ids, (b, len), &self.device)?;
         let pos: Vec<u32> = (start as u32..(start + len) as u32).collect();
         let pos_t = Tensor::new(pos.as_slice(), &self.device)?.unsqueeze(0)?;
@@ -524,7 +657,7 @@ fn build(
                 w.vector(&p(&format!("{n}.weight")), c)?,
                 w.vector(&p(&format!("{n}.bias")), c)?,
                 eps,
-            ))
+            )?)
         };
         // Conv1D weights are stored [in, out]: transposed to [out, in] as they load.
         let lin = |w: &mut Builder, n: &str, inp: usize, out: usize| -> Result<Linear> {
@@ -548,7 +681,7 @@ fn build(
             mlp_proj,
         });
     }
-    let ln_f = LayerNorm::new(w.vector("ln_f.weight", c)?, w.vector("ln_f.bias", c)?, eps);
+    let ln_f = LayerNorm::new(w.vector("ln_f.weight", c)?, w.vector("ln_f.bias", c)?, eps)?;
     Ok((
         Weights {
             wte,

@@ -21,14 +21,13 @@
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use candle_nn::kv_cache::KvCache;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::InputError;
 use crate::model::arch::CausalLm;
 use crate::model::nn::{
-    causal_mask, linear_parts, Cache, Group, Linear, Matrix, Part, RmsNorm, Vector,
+    causal_mask, linear_parts, Cache, Group, KvCache, Linear, Matrix, Part, RmsNorm, Vector,
 };
 use crate::model::weights::{Builder, TensorSource};
 use crate::precision::Quantization;
@@ -564,6 +563,16 @@ impl Rope {
         &self.inv_freq
     }
 
+    /// cos and sin of position `p`'s angles into `cos` / `sin` (`head_dim / 2` each): a
+    /// row of [`Rope::cos_sin`], for the decode step.
+    pub fn cos_sin_into(&self, p: usize, cos: &mut [f32], sin: &mut [f32]) {
+        for ((&f, c), s) in self.inv_freq.iter().zip(cos.iter_mut()).zip(sin.iter_mut()) {
+            let a = p as f32 * f;
+            *c = a.cos();
+            *s = a.sin();
+        }
+    }
+
     /// cos and sin `[len, head_dim / 2]` for positions `start .. start + len`.
     pub fn cos_sin(
         &self,
@@ -823,6 +832,160 @@ impl Llama {
     }
 }
 
+/// The Llama family's decode-step buffers for `b` sequences ([`crate::model::step`]).
+struct StepBuffers {
+    b: usize,
+    /// The residual stream and the normed stream, `b × hidden`.
+    x: Vec<f32>,
+    h: Vec<f32>,
+    /// Queries `b × heads·hd`, keys and values `b × kv_heads·hd`.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// The attention's output, `b × heads·hd`.
+    att: Vec<f32>,
+    /// A projection's output before it joins the stream, `b × hidden`.
+    out: Vec<f32>,
+    /// The MLP's gate and up projections, `b × intermediate`.
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// The rotary angles' cosines and sines at the step's position, `hd / 2` each.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    products: crate::kernel::Scratch,
+}
+
+impl Llama {
+    /// One new token per sequence (`ids`, one each) through the CPU decode step
+    /// ([`crate::model::step`]); `None` where it does not apply (another device,
+    /// quantbench's kernels off, a product without a CPU kernel), and then the candle
+    /// path runs.
+    fn decode_step(&self, ids: &[u32], cache: &mut Cache) -> Result<Option<Tensor>> {
+        use crate::kernel::attention::{attend_cached, Heads};
+        use crate::model::kv::Rows;
+        use crate::model::step;
+        let c = &self.config;
+        fn linears(l: &Layer) -> [&Linear; 7] {
+            [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ]
+        }
+        if !step::available(&self.device)
+            || !self
+                .layers
+                .iter()
+                .all(|l| linears(l).iter().all(|p| p.slice_product().is_some()))
+        {
+            return Ok(None);
+        }
+        let (b, hs, nh, nkv, hd) = (
+            ids.len(),
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+        );
+        let inter = c.intermediate_size;
+        let pos = cache.position;
+        let mut s = step::take_buffers(
+            cache,
+            |s: &StepBuffers| s.b == b,
+            || StepBuffers {
+                b,
+                x: vec![0.0; b * hs],
+                h: vec![0.0; b * hs],
+                q: vec![0.0; b * nh * hd],
+                k: vec![0.0; b * nkv * hd],
+                v: vec![0.0; b * nkv * hd],
+                att: vec![0.0; b * nh * hd],
+                out: vec![0.0; b * hs],
+                gate: vec![0.0; b * inter],
+                up: vec![0.0; b * inter],
+                cos: vec![0.0; hd / 2],
+                sin: vec![0.0; hd / 2],
+                products: Default::default(),
+            },
+        );
+        let StepBuffers {
+            x,
+            h,
+            q,
+            k,
+            v,
+            att,
+            out,
+            gate,
+            up,
+            cos,
+            sin,
+            products,
+            ..
+        } = &mut *s;
+        for (row, &id) in x.chunks_exact_mut(hs).zip(ids) {
+            self.embed_tokens.row_into(id as usize, row)?;
+        }
+        self.rope.cos_sin_into(pos, cos, sin);
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        for (i, (l, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            if i == 0 {
+                l.input_layernorm.forward_rows(x, h);
+            } else {
+                step::add_then(x, out, |x| l.input_layernorm.forward_rows(x, h));
+            }
+            step::product(&l.q_proj)?.apply(h, b, q, products)?;
+            step::product(&l.k_proj)?.apply(h, b, k, products)?;
+            step::product(&l.v_proj)?.apply(h, b, v, products)?;
+            if let Some(nm) = &l.q_norm {
+                nm.forward_rows_in_place(q);
+            }
+            if let Some(nm) = &l.k_norm {
+                nm.forward_rows_in_place(k);
+            }
+            step::rope_in_place(q, hd, cos, sin);
+            step::rope_in_place(k, hd, cos, sin);
+            let rows = |data| Rows {
+                data,
+                offset: 0,
+                seq_stride: nkv * hd,
+            };
+            kv.push_rows((b, nkv, hd), rows(k), rows(v))?;
+            let total = kv.len();
+            // A sliding window hides the positions more than `window` back, as the
+            // candle path's mask does.
+            let first = match c.sliding_window {
+                Some(w) if total > w => total - w,
+                _ => 0,
+            };
+            let (keys, values) = kv.buffers().expect("just written");
+            let heads = Heads {
+                b,
+                g: nkv,
+                rep: nh / nkv,
+                hd,
+            };
+            attend_cached(q, nh * hd, keys, values, heads, first..total, scale, att)?;
+            step::product(&l.o_proj)?.apply(att, b, out, products)?;
+            step::add_then(x, out, |x| l.post_attention_layernorm.forward_rows(x, h));
+            step::product(&l.gate_proj)?.apply(h, b, gate, products)?;
+            step::product(&l.up_proj)?.apply(h, b, up, products)?;
+            step::silu_mul(gate, up);
+            step::product(&l.down_proj)?.apply(gate, b, out, products)?;
+        }
+        step::add_then(x, out, |x| self.norm.forward_rows(x, h));
+        let hidden = Tensor::from_slice(&h[..], (b, 1, hs), &self.device)?;
+        cache.position += 1;
+        step::put_back(cache, s);
+        step::count();
+        Ok(Some(hidden))
+    }
+}
+
 impl CausalLm for Llama {
     fn hidden_batch(&self, batch: &[&[u32]], cache: &mut Cache) -> Result<Tensor> {
         let c = &self.config;
@@ -830,6 +993,11 @@ impl CausalLm for Llama {
         let start = cache.position;
         crate::model::arch::check_ids(&ids[..len], start, c.max_position_embeddings, c.vocab_size)?;
         crate::model::arch::check_ids(&ids, 0, ids.len(), c.vocab_size)?;
+        if len == 1 {
+            if let Some(h) = self.decode_step(&ids, cache)? {
+                return Ok(h);
+            }
+        }
         let ids_t = Tensor::from_vec(ids, (b, len), &self.device)?;
         let mut xs = self.embed_tokens.rows(&ids_t)?;
         let (cos, sin) = self.rope.cos_sin(start, len, &self.device)?;
