@@ -11,14 +11,17 @@ use candle_core::{CpuStorage, DType, Device, Module, Tensor};
 pub use crate::model::kv::KvCache;
 
 use crate::format::StoredMatrix;
+use crate::kernel::repack::Interleaved;
 use crate::kernel::{DenseMatmul, QuantMatmul};
 
-/// A weight matrix stored `[out, in]`, as plain floats, as ggml quantized blocks, or in
-/// one of quantbench's own formats (harness/format/: bitsandbytes', PyTorch's).
+/// A weight matrix stored `[out, in]`, as plain floats, as ggml quantized blocks (as
+/// stored, or q4_0 repacked for quantbench's AVX2 kernel: [`Interleaved`]), or in one of
+/// quantbench's own formats (harness/format/: bitsandbytes', PyTorch's).
 #[derive(Debug, Clone)]
 pub enum Matrix {
     Dense(Tensor),
     Quantized(Arc<QTensor>),
+    Interleaved(Arc<Interleaved>),
     Custom(Arc<dyn StoredMatrix>),
 }
 
@@ -67,6 +70,7 @@ impl Matrix {
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Matrix::Custom(w) => custom_forward(w.as_ref(), xs, None),
+            Matrix::Interleaved(w) => w.forward(xs, None),
             Matrix::Quantized(q) => match QuantMatmul::for_weights(q) {
                 Some(op) => op.forward(xs),
                 None => QMatMul::QTensor(q.clone()).forward(xs),
@@ -115,6 +119,7 @@ impl Matrix {
                 Ok(std::borrow::Cow::Borrowed(b)) => back(b),
                 _ => 0,
             },
+            Matrix::Interleaved(w) => back(w.raw()),
             _ => 0,
         }
     }
@@ -123,6 +128,17 @@ impl Matrix {
     /// row: no dequantized copy of the table is ever made.
     pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            Matrix::Interleaved(w) => {
+                let (_, k) = w.shape();
+                let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids_v.len() * k];
+                for (i, &id) in ids_v.iter().enumerate() {
+                    w.row_into(id as usize, &mut out[i * k..(i + 1) * k]);
+                }
+                let mut dims = ids.dims().to_vec();
+                dims.push(k);
+                Tensor::from_vec(out, dims, ids.device())
+            }
             Matrix::Custom(w) => {
                 let (_, k) = w.shape();
                 let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
@@ -159,6 +175,10 @@ impl Matrix {
         match self {
             Matrix::Custom(w) => {
                 w.dequantize_rows(id, out);
+                return Ok(());
+            }
+            Matrix::Interleaved(w) => {
+                w.row_into(id, out);
                 return Ok(());
             }
             Matrix::Quantized(q) if q.device().is_cpu() => {
@@ -230,7 +250,7 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.device().clone(),
             Matrix::Quantized(q) => q.device(),
-            Matrix::Custom(_) => Device::Cpu,
+            Matrix::Interleaved(_) | Matrix::Custom(_) => Device::Cpu,
         }
     }
 
@@ -238,6 +258,10 @@ impl Matrix {
         let dims = match self {
             Matrix::Dense(w) => w.dims().to_vec(),
             Matrix::Quantized(q) => q.shape().dims().to_vec(),
+            Matrix::Interleaved(w) => {
+                let (r, c) = w.shape();
+                vec![r, c]
+            }
             Matrix::Custom(w) => {
                 let (r, c) = w.shape();
                 vec![r, c]
@@ -256,6 +280,7 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             Matrix::Quantized(q) => q.storage_size_in_bytes(),
+            Matrix::Interleaved(w) => w.len_bytes(),
             Matrix::Custom(w) => w.bytes(),
         }
     }
@@ -265,7 +290,7 @@ impl Matrix {
     pub fn transformers_bytes(&self) -> Option<usize> {
         match self {
             Matrix::Dense(_) => Some(self.bytes()),
-            Matrix::Quantized(_) => None,
+            Matrix::Quantized(_) | Matrix::Interleaved(_) => None,
             Matrix::Custom(w) => Some(w.transformers_bytes()),
         }
     }
@@ -275,6 +300,8 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.dtype().as_str().to_string(),
             Matrix::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+            // The same blocks, interleaved: still q4_0 (environment.kernels says repacked).
+            Matrix::Interleaved(_) => "q4_0".to_string(),
             Matrix::Custom(w) => w.format().to_string(),
         }
     }
@@ -308,6 +335,12 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: Matrix, bias: Option<Vector>) -> candle_core::Result<Linear> {
+        // q4_0 on an AVX2 CPU: repacked for the interleaved kernel, the stored layout
+        // dropped (kernel/repack.rs).
+        let weight = match &weight {
+            Matrix::Quantized(q) => Interleaved::from_q4_0(q).map_or(weight, Matrix::Interleaved),
+            _ => weight,
+        };
         let bias_f32 = match &bias {
             Some(b) => Some(Arc::new(b.f32()?.to_vec1::<f32>()?)),
             None => None,
@@ -326,6 +359,7 @@ impl Linear {
         // quantbench's kernels add the bias as they write the product: one op, not two.
         match &self.weight {
             Matrix::Custom(w) => return custom_forward(w.as_ref(), xs, Some(bias_f32)),
+            Matrix::Interleaved(w) => return w.forward(xs, Some(bias_f32)),
             Matrix::Quantized(q) => {
                 if let Some(op) = QuantMatmul::for_weights(q) {
                     return op.with_bias(bias_f32.clone())?.forward(xs);
@@ -347,6 +381,7 @@ impl Linear {
         let bias = self.bias_f32.as_ref();
         Some(match &self.weight {
             Matrix::Custom(w) => SliceProduct::Custom(w.as_ref(), bias.map(|b| b.as_slice())),
+            Matrix::Interleaved(w) => SliceProduct::Interleaved(w, bias.map(|b| b.as_slice())),
             Matrix::Quantized(q) => {
                 let op = QuantMatmul::for_weights(q)?;
                 SliceProduct::Quant(match bias {
@@ -369,6 +404,7 @@ impl Linear {
 pub enum SliceProduct<'a> {
     Quant(QuantMatmul),
     Dense(DenseMatmul),
+    Interleaved(&'a Interleaved, Option<&'a [f32]>),
     Custom(&'a dyn StoredMatrix, Option<&'a [f32]>),
 }
 
@@ -385,6 +421,14 @@ impl SliceProduct<'_> {
         match self {
             SliceProduct::Quant(op) => op.forward_into(x, m, out, scratch),
             SliceProduct::Dense(op) => op.forward_into(x, m, out),
+            SliceProduct::Interleaved(w, bias) => {
+                let (n, k) = w.shape();
+                if x.len() != m * k || out.len() != m * n {
+                    candle_core::bail!("a product of {m} x {k} into {m} x {n}: wrong buffers");
+                }
+                w.matmul_into(x, m, *bias, out, scratch);
+                Ok(())
+            }
             SliceProduct::Custom(w, bias) => {
                 let (n, k) = w.shape();
                 if x.len() != m * k || out.len() != m * n {
@@ -757,5 +801,89 @@ mod tests {
         let mut short = vec![0f32; k - 1];
         assert!(matrices[0].row_into(0, &mut short).is_err());
         assert!(matrices[0].row_into(n, &mut vec![0f32; k]).is_err());
+    }
+
+    /// A q4_0 linear layer on an AVX2 CPU is stored interleaved: its products (with a
+    /// bias, on tensors and on buffers) equal candle's on the stored blocks, its rows
+    /// equal candle's lookup, and the stored bytes come back exactly (GGUF export).
+    #[test]
+    fn interleaved_q4_0_layers_compute_what_the_stored_blocks_do() {
+        use candle_core::quantized::GgmlDType;
+        let dev = Device::Cpu;
+        let (n, k) = (24, 256);
+        let w = Tensor::from_vec(values(n * k, 9.0), (n, k), &dev).unwrap();
+        let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q4_0).unwrap());
+        let bias = Vector(Tensor::from_vec(values(n, 4.0), n, &dev).unwrap());
+        let l = Linear::new(Matrix::Quantized(q.clone()), Some(bias.clone())).unwrap();
+        let expect_interleaved = crate::kernel::active() == crate::kernel::Kernels::Quantbench
+            && crate::kernel::level() == Some(crate::kernel::Level::Avx2);
+        assert_eq!(
+            matches!(l.weight, Matrix::Interleaved(_)),
+            expect_interleaved,
+            "{}",
+            crate::kernel::describe()
+        );
+        assert_eq!(l.weight.format(), "q4_0");
+        assert_eq!(l.weight.bytes(), q.storage_size_in_bytes());
+        let (bytes, dtype) = crate::model::gguf_write::matrix_bytes(&l.weight).unwrap();
+        assert_eq!(
+            (bytes.as_slice(), dtype),
+            (&q.data().unwrap()[..], GgmlDType::Q4_0)
+        );
+        for m in [1, 5] {
+            let x = Tensor::from_vec(values(m * k, m as f32), (m, k), &dev).unwrap();
+            let want = QMatMul::QTensor(q.clone())
+                .forward(&x)
+                .unwrap()
+                .broadcast_add(&bias.0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let got = l
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut buf = vec![0f32; m * n];
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            l.slice_product()
+                .unwrap()
+                .apply(&xs, m, &mut buf, &mut Default::default())
+                .unwrap();
+            for (i, ((a, b), c)) in got.iter().zip(&buf).zip(&want).enumerate() {
+                assert!(
+                    (a - c).abs() <= 1e-4 * c.abs().max(1.0),
+                    "{m} rows [{i}]: {a} vs {c}"
+                );
+                assert!(
+                    (b - c).abs() <= 1e-4 * c.abs().max(1.0),
+                    "{m} rows [{i}]: {b} vs {c}"
+                );
+            }
+        }
+        let stored = Matrix::Quantized(q);
+        for id in [0, 7, 23] {
+            let ids = Tensor::new(&[id as u32], &dev).unwrap();
+            let want = stored
+                .rows(&ids)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let got = l
+                .weight
+                .rows(&ids)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(got, want, "row {id}");
+        }
     }
 }
