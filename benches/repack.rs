@@ -1,16 +1,19 @@
-//! Criterion bench of q4_0's two AVX2 kernels on the same weights: block by block as
-//! stored (`kernel::matmul_into`, 4 × 2 tiles) against 8 rows interleaved
+//! Criterion bench of q4_0's and q8_0's two AVX2 kernels on the same weights: block by
+//! block as stored (`kernel::matmul_into`, 4 × 2 tiles) against 8 rows interleaved
 //! (`kernel::repack`), at decode (1 activation row) and a prompt chunk (64 rows), on
-//! GPT-2 small's MLP shapes and Llama-3.2-1B's. Throughput in multiply-adds per second.
+//! GPT-2 small's MLP shapes and Llama-3.2-1B's. The matrices stay in the last-level cache
+//! between iterations: this times instructions, not memory. Throughput in multiply-adds
+//! per second.
 //!
 //!     cargo bench --bench repack
 
 use std::time::Duration;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quantbench::kernel::{self, repack, Activations, Format};
+use quantbench::kernel::repack::{self, Kind};
+use quantbench::kernel::{self, Activations};
 
 fn kernels(c: &mut Criterion) {
     kernel::configure_threads();
@@ -18,41 +21,55 @@ fn kernels(c: &mut Criterion) {
         eprintln!("this CPU lacks AVX2: nothing to bench");
         return;
     }
-    for (name, k, n) in [
-        ("gpt2 mlp.c_fc", 768, 3072),
-        ("gpt2 mlp.c_proj", 3072, 768),
-        ("llama-1b mlp.up", 2048, 8192),
-    ] {
-        let w = Tensor::randn(0f32, 0.02, (n, k), &Device::Cpu).unwrap();
-        let stored = QTensor::quantize(&w, GgmlDType::Q4_0)
-            .unwrap()
-            .data()
-            .unwrap()
-            .to_vec();
-        let packed = repack::repack_q4_0(&stored, n, k);
-        for rows in [1, 64] {
-            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)
+    for kind in [Kind::Q4_0, Kind::Q8_0] {
+        for (name, k, n) in [
+            ("gpt2 mlp.c_fc", 768, 3072),
+            ("gpt2 mlp.c_proj", 3072, 768),
+            ("llama-1b mlp.up", 2048, 8192),
+        ] {
+            let w = Tensor::randn(0f32, 0.02, (n, k), &Device::Cpu).unwrap();
+            let stored = QTensor::quantize(&w, kind.dtype())
                 .unwrap()
-                .flatten_all()
+                .data()
                 .unwrap()
-                .to_vec1()
-                .unwrap();
-            let mut out = vec![0f32; rows * n];
-            let mut acts = Activations::default();
-            let mut sums = Vec::new();
-            let mut group = c.benchmark_group(format!("q4_0 {name} {k}x{n} rows {rows}"));
-            group.throughput(Throughput::Elements((rows * k * n) as u64));
-            group.bench_function(BenchmarkId::from_parameter("stored"), |b| {
-                b.iter(|| {
-                    kernel::matmul_into(Format::Q4_0, &stored, n, k, &x, rows, &mut acts, &mut out)
-                })
-            });
-            group.bench_function(BenchmarkId::from_parameter("interleaved"), |b| {
-                b.iter(|| {
-                    repack::matmul_into(&packed, n, k, &x, rows, &mut acts, &mut sums, &mut out)
-                })
-            });
-            group.finish();
+                .to_vec();
+            let packed = repack::repack(kind, &stored, n, k);
+            for rows in [1, 64] {
+                let x: Vec<f32> = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let mut out = vec![0f32; rows * n];
+                let mut acts = Activations::default();
+                let mut sums = Vec::new();
+                let mut group =
+                    c.benchmark_group(format!("{} {name} {k}x{n} rows {rows}", kind.name()));
+                group.throughput(Throughput::Elements((rows * k * n) as u64));
+                group.bench_function(BenchmarkId::from_parameter("stored"), |b| {
+                    b.iter(|| {
+                        kernel::matmul_into(
+                            kind.format(),
+                            &stored,
+                            n,
+                            k,
+                            &x,
+                            rows,
+                            &mut acts,
+                            &mut out,
+                        )
+                    })
+                });
+                group.bench_function(BenchmarkId::from_parameter("interleaved"), |b| {
+                    b.iter(|| {
+                        repack::matmul_into(
+                            kind, &packed, n, k, &x, rows, &mut acts, &mut sums, &mut out,
+                        )
+                    })
+                });
+                group.finish();
+            }
         }
     }
 }

@@ -1,28 +1,32 @@
-//! q4_0 weights repacked for AVX2: eight rows interleaved, so one activation block, one
-//! scale conversion and one float multiply-add serve eight rows (llama.cpp's idea, from
-//! `ggml-cpu/repack.cpp`'s `block_q4_0x8`; the layout and kernel here are quantbench's).
+//! q4_0 and q8_0 weights repacked for AVX2: eight rows interleaved, so one activation
+//! block, one scale conversion and one float multiply-add serve eight rows (llama.cpp's
+//! idea, from `ggml-cpu/repack.cpp`'s `block_q4_0x8`; the layouts and kernels here are
+//! quantbench's).
 //!
-//! **Layout.** For each group of 8 rows and each 32-element block, 144 bytes — the same
-//! as the 8 blocks it replaces (8 × 18), so repacking is not a second copy: the 8 rows'
-//! f16 scales (16 bytes), then 4 chunks of 32 bytes. In chunk `j`, bytes `4r .. 4r + 4`
+//! **Layout.** For each group of 8 rows and each 32-element block, the 8 rows' f16
+//! scales (16 bytes), then the quants, 4 bytes of each row side by side — 8 × 18 = 144
+//! bytes for q4_0, 8 × 34 = 272 for q8_0: exactly the blocks they replace, so repacking
+//! is not a second copy. q4_0: 4 chunks of 32 bytes; in chunk `j`, bytes `4r .. 4r + 4`
 //! hold row `r`'s quants `4j .. 4j + 4` in their low nibbles and `4j + 16 .. 4j + 20` in
-//! their high nibbles. Masking a chunk's low nibbles gives 8 lanes of 32 bits, lane `r`
-//! holding 4 of row `r`'s quants; broadcasting the matching 4 activation bytes to every
-//! lane and multiplying (`vpmaddubsw`) advances all 8 rows' dot products at once.
+//! their high nibbles. q8_0: 8 chunks; in chunk `j`, bytes `4r .. 4r + 4` are row `r`'s
+//! quants `4j .. 4j + 4`. Either way a chunk (its low or high nibbles) is 8 lanes of 32
+//! bits, lane `r` holding 4 of row `r`'s quants; broadcasting the matching 4 activation
+//! bytes to every lane and multiplying (`vpmaddubsw`) advances all 8 rows at once.
 //!
-//! **Arithmetic.** Per block, the 8 products of a chunk pair are summed in 16 bits
-//! (unsigned quants ≤ 15 against |a| ≤ 127: at most 8 × 2 × 15 × 127 = 30,480, exact),
-//! widened to 32 bits per row (`vpmaddwd`), and the offset comes off as an integer
-//! (`8 × Σa`, Σa recovered exactly from the activations' `scale × Σa`), so each block's
-//! integer dot product is exact — as in the other kernels, then multiplied by the product
-//! of the two f16 scales and accumulated in f32.
+//! **Arithmetic.** Every block's integer dot product is exact, then multiplied by the
+//! product of the two f16 scales and accumulated in f32, as in the other kernels. q4_0:
+//! unsigned quants (≤ 15) against |a| ≤ 127, the 8 products of a block summed in 16 bits
+//! (at most 8 × 2 × 15 × 127 = 30,480), widened per row (`vpmaddwd`), and the offset
+//! taken off as an integer (`8 × Σa`, Σa recovered exactly from the activations'
+//! `scale × Σa`). q8_0: ggml's sign trick (`|w|` against `a` with `w`'s sign, at most
+//! 2 × 128 × 127 a pair), each chunk widened to 32 bits before it is summed.
 //!
-//! **Where it is used.** A linear layer's q4_0 weight on an AVX2 CPU (quantbench's
-//! kernels active, rows a multiple of 8) is repacked once when the layer is made
-//! ([`Interleaved::from_q4_0`], `Matrix::Interleaved`): the file's layout is dropped,
-//! the bytes held stay the same count, and the record's `environment.kernels` says so.
-//! The token table stays as stored (it is looked up row by row), as do AVX-512 CPUs
-//! (their VNNI tile kernel is unmeasured against this one). A GGUF export writes the
+//! **Where it is used.** A linear layer's q4_0 or q8_0 weight on an AVX2 CPU
+//! (quantbench's kernels active, rows a multiple of 8) is repacked once when the layer
+//! is made ([`Interleaved::from_qtensor`], `Matrix::Interleaved`): the file's layout is
+//! dropped, the bytes held stay the same count, and the record's `environment.kernels`
+//! says so. The token table stays as stored (it is looked up row by row), as do AVX-512
+//! CPUs (their VNNI tile kernel is unmeasured against this one). A GGUF export writes the
 //! stored layout back ([`Interleaved::stored_bytes`]), byte for byte.
 
 use std::sync::Arc;
@@ -33,20 +37,123 @@ use candle_core::{Device, Tensor};
 use super::activations::{Activations, BLOCK};
 use super::format::Format;
 
-/// An `n × k` q4_0 matrix in the interleaved layout.
+/// Rows interleaved in one group.
+pub const ROWS: usize = 8;
+
+/// The formats with an interleaved layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Q4_0,
+    Q8_0,
+}
+
+impl Kind {
+    pub fn of(dtype: GgmlDType) -> Option<Kind> {
+        match dtype {
+            GgmlDType::Q4_0 => Some(Kind::Q4_0),
+            GgmlDType::Q8_0 => Some(Kind::Q8_0),
+            _ => None,
+        }
+    }
+
+    pub fn format(self) -> Format {
+        match self {
+            Kind::Q4_0 => Format::Q4_0,
+            Kind::Q8_0 => Format::Q8_0,
+        }
+    }
+
+    pub fn dtype(self) -> GgmlDType {
+        self.format().dtype()
+    }
+
+    /// The precision name records use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Q4_0 => "q4_0",
+            Kind::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Bytes of one group's block: 8 stored blocks.
+    pub const fn group_block_bytes(self) -> usize {
+        ROWS * match self {
+            Kind::Q4_0 => 18,
+            Kind::Q8_0 => 34,
+        }
+    }
+
+    /// Quants of row `r` (0..8) in group block `dst` (interleaved) set from the stored
+    /// block `src` (scale included).
+    fn interleave(self, src: &[u8], r: usize, dst: &mut [u8]) {
+        dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        let qs = &mut dst[2 * ROWS..];
+        match self {
+            Kind::Q4_0 => {
+                // The stored block: byte i holds quant i (low nibble) and i + 16 (high).
+                let q = |e: usize| {
+                    if e < 16 {
+                        src[2 + e] & 0x0F
+                    } else {
+                        src[2 + e - 16] >> 4
+                    }
+                };
+                for j in 0..4 {
+                    for e in 0..4 {
+                        qs[j * 32 + 4 * r + e] = q(4 * j + e) | (q(4 * j + e + 16) << 4);
+                    }
+                }
+            }
+            Kind::Q8_0 => {
+                for j in 0..8 {
+                    qs[j * 32 + 4 * r..][..4].copy_from_slice(&src[2 + 4 * j..][..4]);
+                }
+            }
+        }
+    }
+
+    /// Row `r`'s stored block back from group block `src` into `out` (scale included).
+    fn deinterleave(self, src: &[u8], r: usize, out: &mut [u8]) {
+        out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
+        let qs = &src[2 * ROWS..];
+        match self {
+            Kind::Q4_0 => {
+                let mut q = [0u8; BLOCK];
+                for j in 0..4 {
+                    for e in 0..4 {
+                        let byte = qs[j * 32 + 4 * r + e];
+                        q[4 * j + e] = byte & 0x0F;
+                        q[4 * j + e + 16] = byte >> 4;
+                    }
+                }
+                for i in 0..16 {
+                    out[2 + i] = q[i] | (q[i + 16] << 4);
+                }
+            }
+            Kind::Q8_0 => {
+                for j in 0..8 {
+                    out[2 + 4 * j..][..4].copy_from_slice(&qs[j * 32 + 4 * r..][..4]);
+                }
+            }
+        }
+    }
+}
+
+/// An `n × k` q4_0 or q8_0 matrix in the interleaved layout.
 #[derive(Debug)]
 pub struct Interleaved {
+    kind: Kind,
     n: usize,
     k: usize,
     bytes: Vec<u8>,
 }
 
 impl Interleaved {
-    /// `q` repacked, where it is q4_0 on the CPU, its rows a multiple of 8 and this CPU's
-    /// widest kernels AVX2 with quantbench's active; `None` otherwise.
-    pub fn from_q4_0(q: &QTensor) -> Option<Arc<Interleaved>> {
-        if q.dtype() != GgmlDType::Q4_0
-            || !q.device().is_cpu()
+    /// `q` repacked, where it is q4_0 or q8_0 on the CPU, its rows a multiple of 8 and
+    /// this CPU's widest kernels AVX2 with quantbench's active; `None` otherwise.
+    pub fn from_qtensor(q: &QTensor) -> Option<Arc<Interleaved>> {
+        let kind = Kind::of(q.dtype())?;
+        if !q.device().is_cpu()
             || super::active() != super::Kernels::Quantbench
             || super::level() != Some(super::Level::Avx2)
         {
@@ -58,10 +165,15 @@ impl Interleaved {
         }
         let data = q.data().ok()?;
         Some(Arc::new(Interleaved {
+            kind,
             n,
             k,
-            bytes: repack_q4_0(&data, n, k),
+            bytes: repack(kind, &data, n, k),
         }))
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// (rows, columns).
@@ -69,7 +181,7 @@ impl Interleaved {
         (self.n, self.k)
     }
 
-    /// Bytes held: those of the stored q4_0 matrix.
+    /// Bytes held: those of the stored matrix.
     pub fn len_bytes(&self) -> usize {
         self.bytes.len()
     }
@@ -79,25 +191,24 @@ impl Interleaved {
         &self.bytes
     }
 
-    /// The matrix in q4_0's stored layout again, byte for byte.
+    /// The matrix in its stored layout again, byte for byte.
     pub fn stored_bytes(&self) -> Vec<u8> {
-        let nb = self.k / BLOCK;
-        let mut out = Vec::with_capacity(self.bytes.len());
-        for row in 0..self.n {
-            for b in 0..nb {
-                out.extend_from_slice(&stored_block(&self.bytes, nb, row, b));
-            }
-        }
-        out
+        unpack(self.kind, &self.bytes, self.n, self.k)
     }
 
-    /// Row `id` as f32 into `out`, as candle dequantizes q4_0 (`(q − 8) · d`).
+    /// Row `id` as f32 into `out`, as candle dequantizes the format (`(q − offset) · d`).
     pub fn row_into(&self, id: usize, out: &mut [f32]) {
         let nb = self.k / BLOCK;
+        let f = self.kind.format();
+        let gb = self.kind.group_block_bytes();
+        let mut blk = [0u8; 34];
+        let blk = &mut blk[..f.block_bytes()];
         for (b, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
-            let (q, d, _) = Format::Q4_0.decode_block(&stored_block(&self.bytes, nb, id, b));
+            let src = &self.bytes[((id / ROWS) * nb + b) * gb..][..gb];
+            self.kind.deinterleave(src, id % ROWS, blk);
+            let (q, d, _) = f.decode_block(blk);
             for (o, &v) in o.iter_mut().zip(&q) {
-                *o = (v as i32 - 8) as f32 * d;
+                *o = (v as i32 - f.offset()) as f32 * d;
             }
         }
     }
@@ -113,6 +224,7 @@ impl Interleaved {
     ) {
         #[cfg(target_arch = "x86_64")]
         matmul_into(
+            self.kind,
             &self.bytes,
             self.n,
             self.k,
@@ -157,65 +269,44 @@ impl Interleaved {
     }
 }
 
-/// Rows interleaved in one group.
-pub const ROWS: usize = 8;
-
-/// Bytes of one group's block: 8 scales and 8 × 16 bytes of nibbles.
-pub const GROUP_BLOCK_BYTES: usize = 2 * ROWS + ROWS * BLOCK / 2;
-
-/// q4_0 weights `n × k` as stored (rows of 18-byte blocks) in the interleaved layout;
-/// `n` a multiple of 8, `k` of 32.
-pub fn repack_q4_0(w: &[u8], n: usize, k: usize) -> Vec<u8> {
-    let block = Format::Q4_0.block_bytes();
+/// Weights `n × k` of `kind` as stored (rows of blocks) in the interleaved layout; `n` a
+/// multiple of 8, `k` of 32.
+pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
+    let block = kind.format().block_bytes();
     let nb = k / BLOCK;
     assert!(
         n.is_multiple_of(ROWS) && k.is_multiple_of(BLOCK),
         "{n} x {k} does not split into 8-row groups of blocks"
     );
-    assert_eq!(w.len(), n * nb * block, "weights are not {n} x {k} of q4_0");
+    assert_eq!(
+        w.len(),
+        n * nb * block,
+        "weights are not {n} x {k} of {kind:?}"
+    );
+    let gb = kind.group_block_bytes();
     let mut out = vec![0u8; w.len()];
     for g in 0..n / ROWS {
         for b in 0..nb {
-            let dst = &mut out[(g * nb + b) * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+            let dst = &mut out[(g * nb + b) * gb..][..gb];
             for r in 0..ROWS {
-                let src = &w[((g * ROWS + r) * nb + b) * block..][..block];
-                dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
-                // The stored block: byte i holds quant i (low nibble) and i + 16 (high).
-                let q = |e: usize| {
-                    if e < 16 {
-                        src[2 + e] & 0x0F
-                    } else {
-                        src[2 + e - 16] >> 4
-                    }
-                };
-                for j in 0..4 {
-                    for e in 0..4 {
-                        dst[2 * ROWS + j * 32 + 4 * r + e] =
-                            q(4 * j + e) | (q(4 * j + e + 16) << 4);
-                    }
-                }
+                kind.interleave(&w[((g * ROWS + r) * nb + b) * block..][..block], r, dst);
             }
         }
     }
     out
 }
 
-/// Row `row`'s block `b` back in the stored q4_0 form (the inverse of the repacking).
-pub fn stored_block(packed: &[u8], nb: usize, row: usize, b: usize) -> [u8; 18] {
-    let (g, r) = (row / ROWS, row % ROWS);
-    let src = &packed[(g * nb + b) * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
-    let mut q = [0u8; BLOCK];
-    for j in 0..4 {
-        for e in 0..4 {
-            let byte = src[2 * ROWS + j * 32 + 4 * r + e];
-            q[4 * j + e] = byte & 0x0F;
-            q[4 * j + e + 16] = byte >> 4;
+/// The inverse of [`repack`]: the stored layout, byte for byte.
+pub fn unpack(kind: Kind, packed: &[u8], n: usize, k: usize) -> Vec<u8> {
+    let block = kind.format().block_bytes();
+    let nb = k / BLOCK;
+    let gb = kind.group_block_bytes();
+    let mut out = vec![0u8; packed.len()];
+    for row in 0..n {
+        for b in 0..nb {
+            let src = &packed[((row / ROWS) * nb + b) * gb..][..gb];
+            kind.deinterleave(src, row % ROWS, &mut out[(row * nb + b) * block..][..block]);
         }
-    }
-    let mut out = [0u8; 18];
-    out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
-    for i in 0..16 {
-        out[2 + i] = q[i] | (q[i + 16] << 4);
     }
     out
 }
@@ -234,12 +325,13 @@ fn integer_sums(acts: &Activations, out: &mut Vec<i32>) {
     }));
 }
 
-/// `out = x @ wᵀ` (`m × n`) for repacked q4_0 weights `packed` (`n × k`), the
-/// activations rounded into `acts` and their integer sums into `sums`: the AVX2 kernel
-/// (this CPU must have AVX2, FMA and F16C).
+/// `out = x @ wᵀ` (`m × n`) for interleaved weights `packed` (`n × k` of `kind`), the
+/// activations rounded into `acts` and (q4_0) their integer sums into `sums`: the AVX2
+/// kernels (this CPU must have AVX2, FMA and F16C).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
+    kind: Kind,
     packed: &[u8],
     n: usize,
     k: usize,
@@ -251,10 +343,13 @@ pub fn matmul_into(
 ) {
     assert!(super::avx2_supported(), "this CPU lacks AVX2");
     assert!(n.is_multiple_of(ROWS) && k.is_multiple_of(BLOCK));
-    assert_eq!(packed.len(), n / ROWS * (k / BLOCK) * GROUP_BLOCK_BYTES);
+    let gb = kind.group_block_bytes();
+    assert_eq!(packed.len(), n / ROWS * (k / BLOCK) * gb);
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
     acts.quantize_into(x, m, k);
-    integer_sums(acts, sums);
+    if kind == Kind::Q4_0 {
+        integer_sums(acts, sums);
+    }
     let groups = n / ROWS;
     // One activation row: each unit a run of groups. More: 64 activation rows a unit, so
     // a group's weights stay in cache while the rows go by.
@@ -265,17 +360,16 @@ pub fn matmul_into(
     candle_core::utils::barrier_pool().execute_chunked(groups * chunks, |range| {
         for unit in range {
             let (g, c) = (unit % groups, unit / groups);
+            let w = packed[g * (k / BLOCK) * gb..].as_ptr();
             for row in c * chunk..m.min(c * chunk + chunk) {
                 // SAFETY: each (group, row) writes its own 8 outputs of `out`, which
                 // outlives the pool call; the CPU's features were checked above.
                 unsafe {
-                    avx2::group(
-                        packed.as_ptr().add(g * (k / BLOCK) * GROUP_BLOCK_BYTES),
-                        acts,
-                        sums,
-                        row,
-                        (addr as *mut f32).add(row * n + g * ROWS),
-                    )
+                    let o = (addr as *mut f32).add(row * n + g * ROWS);
+                    match kind {
+                        Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, o),
+                        Kind::Q8_0 => avx2::group_q8_0(w, acts, row, o),
+                    }
                 }
             }
         }
@@ -286,18 +380,25 @@ pub fn matmul_into(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Activations, BLOCK, GROUP_BLOCK_BYTES, ROWS};
+    use super::{Activations, Kind, BLOCK, ROWS};
 
-    /// One group of 8 rows against activation row `row`: 8 outputs at `out`.
+    /// One q4_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group(w: *const u8, acts: &Activations, sums: &[i32], row: usize, out: *mut f32) {
+    pub unsafe fn group_q4_0(
+        w: *const u8,
+        acts: &Activations,
+        sums: &[i32],
+        row: usize,
+        out: *mut f32,
+    ) {
         let nb = acts.k / BLOCK;
+        let gb = Kind::Q4_0.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let qa = acts.qs.as_ptr().add(row * acts.k);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
-            let p = w.add(b * GROUP_BLOCK_BYTES);
+            let p = w.add(b * gb);
             let a = qa.add(b * BLOCK);
             let mut s16 = _mm256_setzero_si256();
             for j in 0..4 {
@@ -321,12 +422,40 @@ mod avx2 {
         }
         _mm256_storeu_ps(out, acc);
     }
+
+    /// One q8_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn group_q8_0(w: *const u8, acts: &Activations, row: usize, out: *mut f32) {
+        let nb = acts.k / BLOCK;
+        let gb = Kind::Q8_0.group_block_bytes();
+        let ones = _mm256_set1_epi16(1);
+        let qa = acts.qs.as_ptr().add(row * acts.k);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let p = w.add(b * gb);
+            let a = qa.add(b * BLOCK);
+            let mut s32 = _mm256_setzero_si256();
+            for j in 0..8 {
+                let q = _mm256_loadu_si256(p.add(2 * ROWS + 32 * j) as *const __m256i);
+                let av = _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j) as *const i32));
+                let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(av, q));
+                s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(pairs, ones));
+            }
+            let scales = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let d = _mm256_mul_ps(
+                scales,
+                _mm256_set1_ps(*acts.scales.get_unchecked(row * nb + b)),
+            );
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), d, acc);
+        }
+        _mm256_storeu_ps(out, acc);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
     fn data(len: usize, seed: usize) -> Vec<f32> {
@@ -338,31 +467,32 @@ mod tests {
             .collect()
     }
 
-    fn q4_0(n: usize, k: usize, seed: usize) -> Vec<u8> {
-        let w = Tensor::from_vec(data(n * k, seed), (n, k), &Device::Cpu).unwrap();
-        QTensor::quantize(&w, GgmlDType::Q4_0)
+    fn stored(kind: Kind, n: usize, k: usize, seed: usize) -> Vec<u8> {
+        let mut v = data(n * k, seed);
+        // Some −128 quants in q8_0 (the sign trick's edge): blocks whose largest
+        // magnitude is negative round it to −127, so force one block's to the edge.
+        v[5] = -1.0;
+        let w = Tensor::from_vec(v, (n, k), &Device::Cpu).unwrap();
+        QTensor::quantize(&w, kind.dtype())
             .unwrap()
             .data()
             .unwrap()
             .to_vec()
     }
 
-    /// The repacking loses nothing: every block comes back as stored.
+    const KINDS: [Kind; 2] = [Kind::Q4_0, Kind::Q8_0];
+
+    /// The repacking loses nothing: every block comes back as stored, and the bytes
+    /// held are the stored ones' count.
     #[test]
     fn repacking_is_a_permutation_of_the_stored_blocks() {
         let (n, k) = (16, 96);
-        let w = q4_0(n, k, 1);
-        let packed = repack_q4_0(&w, n, k);
-        assert_eq!(packed.len(), w.len());
-        for row in 0..n {
-            for b in 0..k / BLOCK {
-                let want = &w[(row * (k / BLOCK) + b) * 18..][..18];
-                assert_eq!(
-                    &stored_block(&packed, k / BLOCK, row, b)[..],
-                    want,
-                    "row {row} block {b}"
-                );
-            }
+        for kind in KINDS {
+            let w = stored(kind, n, k, 1);
+            let packed = repack(kind, &w, n, k);
+            assert_eq!(packed.len(), w.len());
+            assert_ne!(packed, w, "{kind:?}: nothing moved");
+            assert_eq!(unpack(kind, &packed, n, k), w, "{kind:?}");
         }
     }
 
@@ -375,21 +505,27 @@ mod tests {
             eprintln!("this CPU lacks AVX2: the interleaved kernel is not in use");
             return;
         }
-        for (m, n, k) in [(1, 8, 32), (1, 24, 256), (3, 16, 96), (70, 32, 64)] {
-            let w = q4_0(n, k, 2);
-            let mut x = data(m * k, 3);
-            x[..BLOCK].fill(0.0);
-            let acts = Activations::quantize(&x, m, k);
-            let want = crate::kernel::reference_matmul(Format::Q4_0, &w, n, &acts);
-            let packed = repack_q4_0(&w, n, k);
-            let mut got = vec![0f32; m * n];
-            let (mut a, mut s) = (Activations::default(), Vec::new());
-            matmul_into(&packed, n, k, &x, m, &mut a, &mut s, &mut got);
-            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - r).abs() <= 1e-5 * r.abs().max(1.0),
-                    "{m}x{n}x{k} [{i}]: {g} vs {r}"
-                );
+        for kind in KINDS {
+            for (m, n, k) in [(1, 8, 32), (1, 24, 256), (3, 16, 96), (70, 32, 64)] {
+                let mut w = stored(kind, n, k, 2);
+                if kind == Kind::Q8_0 {
+                    // A −128 quant against a ±127 activation: the sign trick's edge.
+                    w[2] = 0x80;
+                }
+                let mut x = data(m * k, 3);
+                x[..BLOCK].fill(0.0);
+                let acts = Activations::quantize(&x, m, k);
+                let want = crate::kernel::reference_matmul(kind.format(), &w, n, &acts);
+                let packed = repack(kind, &w, n, k);
+                let mut got = vec![0f32; m * n];
+                let (mut a, mut s) = (Activations::default(), Vec::new());
+                matmul_into(kind, &packed, n, k, &x, m, &mut a, &mut s, &mut got);
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - r).abs() <= 1e-5 * r.abs().max(1.0),
+                        "{kind:?} {m}x{n}x{k} [{i}]: {g} vs {r}"
+                    );
+                }
             }
         }
     }

@@ -169,7 +169,7 @@ pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlDType)> {
             w.format()
         ),
         Matrix::Quantized(q) => (q.data()?.into_owned(), q.dtype()),
-        Matrix::Interleaved(w) => (w.stored_bytes(), GgmlDType::Q4_0),
+        Matrix::Interleaved(w) => (w.stored_bytes(), w.kind().dtype()),
         Matrix::Dense(t) => {
             let t = t.to_device(&Device::Cpu)?.flatten_all()?;
             match t.dtype() {

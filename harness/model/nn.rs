@@ -300,8 +300,9 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => w.dtype().as_str().to_string(),
             Matrix::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
-            // The same blocks, interleaved: still q4_0 (environment.kernels says repacked).
-            Matrix::Interleaved(_) => "q4_0".to_string(),
+            // The same blocks, interleaved: the format's name (environment.kernels says
+            // repacked).
+            Matrix::Interleaved(w) => w.kind().name().to_string(),
             Matrix::Custom(w) => w.format().to_string(),
         }
     }
@@ -335,10 +336,12 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: Matrix, bias: Option<Vector>) -> candle_core::Result<Linear> {
-        // q4_0 on an AVX2 CPU: repacked for the interleaved kernel, the stored layout
-        // dropped (kernel/repack.rs).
+        // q4_0 / q8_0 on an AVX2 CPU: repacked for the interleaved kernels, the stored
+        // layout dropped (kernel/repack.rs).
         let weight = match &weight {
-            Matrix::Quantized(q) => Interleaved::from_q4_0(q).map_or(weight, Matrix::Interleaved),
+            Matrix::Quantized(q) => {
+                Interleaved::from_qtensor(q).map_or(weight, Matrix::Interleaved)
+            }
             _ => weight,
         };
         let bias_f32 = match &bias {
@@ -803,16 +806,24 @@ mod tests {
         assert!(matrices[0].row_into(n, &mut vec![0f32; k]).is_err());
     }
 
-    /// A q4_0 linear layer on an AVX2 CPU is stored interleaved: its products (with a
+    /// A q4_0 or q8_0 linear layer on an AVX2 CPU is stored interleaved: its products (with a
     /// bias, on tensors and on buffers) equal candle's on the stored blocks, its rows
     /// equal candle's lookup, and the stored bytes come back exactly (GGUF export).
     #[test]
-    fn interleaved_q4_0_layers_compute_what_the_stored_blocks_do() {
-        use candle_core::quantized::GgmlDType;
+    fn interleaved_layers_compute_what_the_stored_blocks_do() {
+        for dt in [
+            candle_core::quantized::GgmlDType::Q4_0,
+            candle_core::quantized::GgmlDType::Q8_0,
+        ] {
+            interleaved_layer_computes_what_the_stored_blocks_do(dt);
+        }
+    }
+
+    fn interleaved_layer_computes_what_the_stored_blocks_do(dt: candle_core::quantized::GgmlDType) {
         let dev = Device::Cpu;
         let (n, k) = (24, 256);
         let w = Tensor::from_vec(values(n * k, 9.0), (n, k), &dev).unwrap();
-        let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q4_0).unwrap());
+        let q = Arc::new(QTensor::quantize(&w, dt).unwrap());
         let bias = Vector(Tensor::from_vec(values(n, 4.0), n, &dev).unwrap());
         let l = Linear::new(Matrix::Quantized(q.clone()), Some(bias.clone())).unwrap();
         let expect_interleaved = crate::kernel::active() == crate::kernel::Kernels::Quantbench
@@ -820,16 +831,13 @@ mod tests {
         assert_eq!(
             matches!(l.weight, Matrix::Interleaved(_)),
             expect_interleaved,
-            "{}",
+            "{dt:?}: {}",
             crate::kernel::describe()
         );
-        assert_eq!(l.weight.format(), "q4_0");
+        assert_eq!(l.weight.format(), format!("{dt:?}").to_lowercase());
         assert_eq!(l.weight.bytes(), q.storage_size_in_bytes());
         let (bytes, dtype) = crate::model::gguf_write::matrix_bytes(&l.weight).unwrap();
-        assert_eq!(
-            (bytes.as_slice(), dtype),
-            (&q.data().unwrap()[..], GgmlDType::Q4_0)
-        );
+        assert_eq!((bytes.as_slice(), dtype), (&q.data().unwrap()[..], dt));
         for m in [1, 5] {
             let x = Tensor::from_vec(values(m * k, m as f32), (m, k), &dev).unwrap();
             let want = QMatMul::QTensor(q.clone())
