@@ -128,23 +128,13 @@ impl Matrix {
     /// row: no dequantized copy of the table is ever made.
     pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Matrix::Interleaved(w) => {
-                let (_, k) = w.shape();
+            // Read row by row in place (`row_into` never comes back here for these).
+            Matrix::Interleaved(_) | Matrix::Custom(_) => {
+                let (_, k) = self.shape();
                 let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
                 let mut out = vec![0f32; ids_v.len() * k];
                 for (i, &id) in ids_v.iter().enumerate() {
-                    w.row_into(id as usize, &mut out[i * k..(i + 1) * k]);
-                }
-                let mut dims = ids.dims().to_vec();
-                dims.push(k);
-                Tensor::from_vec(out, dims, ids.device())
-            }
-            Matrix::Custom(w) => {
-                let (_, k) = w.shape();
-                let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
-                let mut out = vec![0f32; ids_v.len() * k];
-                for (i, &id) in ids_v.iter().enumerate() {
-                    w.dequantize_rows(id as usize, &mut out[i * k..(i + 1) * k]);
+                    self.row_into(id as usize, &mut out[i * k..(i + 1) * k])?;
                 }
                 let mut dims = ids.dims().to_vec();
                 dims.push(k);

@@ -277,6 +277,13 @@ pub struct Block {
     pub mlp_proj: Linear,
 }
 
+impl Block {
+    /// The block's four products.
+    pub fn linears(&self) -> [&Linear; 4] {
+        [&self.c_attn, &self.attn_proj, &self.c_fc, &self.mlp_proj]
+    }
+}
+
 /// All weights of a GPT-2 model, in whatever precision they were loaded.
 #[derive(Debug, Clone)]
 pub struct Weights {
@@ -406,15 +413,12 @@ impl Gpt2 {
         use crate::model::step;
         let c = &self.config;
         let w = &self.weights;
-        fn linears(b: &Block) -> [&Linear; 4] {
-            [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj]
-        }
         if !step::available(&self.device)
             || c.activation_function == Activation::Gelu
             || !w
                 .blocks
                 .iter()
-                .all(|b| linears(b).iter().all(|l| l.slice_product().is_some()))
+                .all(|b| b.linears().iter().all(|l| l.slice_product().is_some()))
         {
             return Ok(None);
         }
@@ -581,7 +585,7 @@ impl CausalLm for Gpt2 {
         for b in &w.blocks {
             rest.extend(norm(&b.ln_1));
             rest.extend(norm(&b.ln_2));
-            for l in [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj] {
+            for l in b.linears() {
                 rest.extend(linear_parts(l));
             }
         }

@@ -613,6 +613,21 @@ pub struct Layer {
     pub down_proj: Linear,
 }
 
+impl Layer {
+    /// The layer's seven products.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+}
+
 /// A Llama-family model with its LM head.
 pub struct Llama {
     config: Config,
@@ -865,22 +880,11 @@ impl Llama {
         use crate::model::kv::Rows;
         use crate::model::step;
         let c = &self.config;
-        fn linears(l: &Layer) -> [&Linear; 7] {
-            [
-                &l.q_proj,
-                &l.k_proj,
-                &l.v_proj,
-                &l.o_proj,
-                &l.gate_proj,
-                &l.up_proj,
-                &l.down_proj,
-            ]
-        }
         if !step::available(&self.device)
             || !self
                 .layers
                 .iter()
-                .all(|l| linears(l).iter().all(|p| p.slice_product().is_some()))
+                .all(|l| l.linears().iter().all(|p| p.slice_product().is_some()))
         {
             return Ok(None);
         }
@@ -1047,15 +1051,7 @@ impl CausalLm for Llama {
             {
                 parts.push((Group::NormsBiases, Part::Vector(&n.weight)));
             }
-            for lin in [
-                &l.q_proj,
-                &l.k_proj,
-                &l.v_proj,
-                &l.o_proj,
-                &l.gate_proj,
-                &l.up_proj,
-                &l.down_proj,
-            ] {
+            for lin in l.linears() {
                 parts.extend(linear_parts(lin));
             }
         }
