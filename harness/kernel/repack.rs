@@ -455,17 +455,9 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::tests::data;
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
-
-    fn data(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let v = ((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0 - 0.5;
-                v * if i % 13 == 0 { 3.0 } else { 1.0 }
-            })
-            .collect()
-    }
 
     fn stored(kind: Kind, n: usize, k: usize, seed: usize) -> Vec<u8> {
         let mut v = data(n * k, seed);
