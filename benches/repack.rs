@@ -1,5 +1,6 @@
-//! Criterion bench of q4_0's and q8_0's two AVX2 kernels on the same weights: block by
-//! block as stored (`kernel::matmul_into`, 4 × 2 tiles) against 8 rows interleaved
+//! Criterion bench of q4_0's, q8_0's and q4_k's two AVX2 kernels on the same weights:
+//! block by block as stored (`kernel::matmul_into` / `kernel::kquant::matmul_into`,
+//! 4 × 2 tiles) against 8 rows interleaved
 //! (`kernel::repack`), at decode (1 activation row) and a prompt chunk (64 rows), on
 //! GPT-2 small's MLP shapes and Llama-3.2-1B's. The matrices stay in the last-level cache
 //! between iterations: this times instructions, not memory. Throughput in multiply-adds
@@ -12,8 +13,9 @@ use std::time::Duration;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quantbench::kernel::kquant::{self, KActivations, KFormat};
 use quantbench::kernel::repack::{self, Kind};
-use quantbench::kernel::{self, Activations};
+use quantbench::kernel::{self, Activations, Scratch};
 
 fn kernels(c: &mut Criterion) {
     kernel::configure_threads();
@@ -21,7 +23,7 @@ fn kernels(c: &mut Criterion) {
         eprintln!("this CPU lacks AVX2: nothing to bench");
         return;
     }
-    for kind in [Kind::Q4_0, Kind::Q8_0] {
+    for kind in [Kind::Q4_0, Kind::Q8_0, Kind::Q4K] {
         for (name, k, n) in [
             ("gpt2 mlp.c_fc", 768, 3072),
             ("gpt2 mlp.c_proj", 3072, 768),
@@ -43,29 +45,31 @@ fn kernels(c: &mut Criterion) {
                     .unwrap();
                 let mut out = vec![0f32; rows * n];
                 let mut acts = Activations::default();
-                let mut sums = Vec::new();
+                let mut kacts = KActivations::default();
+                let mut scratch = Scratch::default();
                 let mut group =
                     c.benchmark_group(format!("{} {name} {k}x{n} rows {rows}", kind.name()));
                 group.throughput(Throughput::Elements((rows * k * n) as u64));
                 group.bench_function(BenchmarkId::from_parameter("stored"), |b| {
-                    b.iter(|| {
-                        kernel::matmul_into(
-                            kind.format(),
+                    b.iter(|| match kind.format() {
+                        Some(f) => {
+                            kernel::matmul_into(f, &stored, n, k, &x, rows, &mut acts, &mut out)
+                        }
+                        None => kquant::matmul_into(
+                            KFormat::Q4K,
                             &stored,
                             n,
                             k,
                             &x,
                             rows,
-                            &mut acts,
+                            &mut kacts,
                             &mut out,
-                        )
+                        ),
                     })
                 });
                 group.bench_function(BenchmarkId::from_parameter("interleaved"), |b| {
                     b.iter(|| {
-                        repack::matmul_into(
-                            kind, &packed, n, k, &x, rows, &mut acts, &mut sums, &mut out,
-                        )
+                        repack::matmul_into(kind, &packed, n, k, &x, rows, &mut scratch, &mut out)
                     })
                 });
                 group.finish();

@@ -36,6 +36,7 @@ use candle_core::{Device, Tensor};
 
 use super::activations::{Activations, BLOCK};
 use super::format::Format;
+use super::kquant::{KActivations, KFormat, QK_K};
 
 /// Rows interleaved in one group.
 pub const ROWS: usize = 8;
@@ -45,6 +46,8 @@ pub const ROWS: usize = 8;
 pub enum Kind {
     Q4_0,
     Q8_0,
+    /// k-quant super-blocks of 256 (Q4_K_M's main format).
+    Q4K,
 }
 
 impl Kind {
@@ -52,19 +55,43 @@ impl Kind {
         match dtype {
             GgmlDType::Q4_0 => Some(Kind::Q4_0),
             GgmlDType::Q8_0 => Some(Kind::Q8_0),
+            GgmlDType::Q4K => Some(Kind::Q4K),
             _ => None,
         }
     }
 
-    pub fn format(self) -> Format {
+    /// The 32-element format, for q4_0 and q8_0.
+    pub fn format(self) -> Option<Format> {
         match self {
-            Kind::Q4_0 => Format::Q4_0,
-            Kind::Q8_0 => Format::Q8_0,
+            Kind::Q4_0 => Some(Format::Q4_0),
+            Kind::Q8_0 => Some(Format::Q8_0),
+            Kind::Q4K => None,
         }
     }
 
     pub fn dtype(self) -> GgmlDType {
-        self.format().dtype()
+        match self {
+            Kind::Q4_0 => GgmlDType::Q4_0,
+            Kind::Q8_0 => GgmlDType::Q8_0,
+            Kind::Q4K => GgmlDType::Q4K,
+        }
+    }
+
+    /// Weights per stored block.
+    pub const fn block_len(self) -> usize {
+        match self {
+            Kind::Q4_0 | Kind::Q8_0 => BLOCK,
+            Kind::Q4K => QK_K,
+        }
+    }
+
+    /// Bytes per stored block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 => 18,
+            Kind::Q8_0 => 34,
+            Kind::Q4K => 144,
+        }
     }
 
     /// The precision name records use.
@@ -72,21 +99,27 @@ impl Kind {
         match self {
             Kind::Q4_0 => "q4_0",
             Kind::Q8_0 => "q8_0",
+            Kind::Q4K => "q4k",
         }
     }
 
     /// Bytes of one group's block: 8 stored blocks.
     pub const fn group_block_bytes(self) -> usize {
-        ROWS * match self {
-            Kind::Q4_0 => 18,
-            Kind::Q8_0 => 34,
-        }
+        ROWS * self.block_bytes()
     }
 
     /// Quants of row `r` (0..8) in group block `dst` (interleaved) set from the stored
     /// block `src` (scale included).
     fn interleave(self, src: &[u8], r: usize, dst: &mut [u8]) {
         dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        if self == Kind::Q4K {
+            // dmin, then the 12 scale bytes and 128 quant bytes 4 at a time.
+            dst[16 + 2 * r..][..2].copy_from_slice(&src[2..4]);
+            for t in 0..(144 - 4) / 4 {
+                dst[32 + 32 * t + 4 * r..][..4].copy_from_slice(&src[4 + 4 * t..][..4]);
+            }
+            return;
+        }
         let qs = &mut dst[2 * ROWS..];
         match self {
             Kind::Q4_0 => {
@@ -109,12 +142,20 @@ impl Kind {
                     qs[j * 32 + 4 * r..][..4].copy_from_slice(&src[2 + 4 * j..][..4]);
                 }
             }
+            Kind::Q4K => unreachable!("handled above"),
         }
     }
 
     /// Row `r`'s stored block back from group block `src` into `out` (scale included).
     fn deinterleave(self, src: &[u8], r: usize, out: &mut [u8]) {
         out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
+        if self == Kind::Q4K {
+            out[2..4].copy_from_slice(&src[16 + 2 * r..][..2]);
+            for t in 0..(144 - 4) / 4 {
+                out[4 + 4 * t..][..4].copy_from_slice(&src[32 + 32 * t + 4 * r..][..4]);
+            }
+            return;
+        }
         let qs = &src[2 * ROWS..];
         match self {
             Kind::Q4_0 => {
@@ -135,6 +176,7 @@ impl Kind {
                     out[2 + 4 * j..][..4].copy_from_slice(&qs[j * 32 + 4 * r..][..4]);
                 }
             }
+            Kind::Q4K => unreachable!("handled above"),
         }
     }
 }
@@ -160,7 +202,7 @@ impl Interleaved {
             return None;
         }
         let (n, k) = q.shape().dims2().ok()?;
-        if !n.is_multiple_of(ROWS) || !k.is_multiple_of(BLOCK) {
+        if !n.is_multiple_of(ROWS) || !k.is_multiple_of(kind.block_len()) {
             return None;
         }
         let data = q.data().ok()?;
@@ -198,17 +240,22 @@ impl Interleaved {
 
     /// Row `id` as f32 into `out`, as candle dequantizes the format (`(q − offset) · d`).
     pub fn row_into(&self, id: usize, out: &mut [f32]) {
-        let nb = self.k / BLOCK;
-        let f = self.kind.format();
+        let len = self.kind.block_len();
+        let nb = self.k / len;
         let gb = self.kind.group_block_bytes();
-        let mut blk = [0u8; 34];
-        let blk = &mut blk[..f.block_bytes()];
-        for (b, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
+        let mut blk = [0u8; 144];
+        let blk = &mut blk[..self.kind.block_bytes()];
+        for (b, o) in out.chunks_exact_mut(len).enumerate().take(nb) {
             let src = &self.bytes[((id / ROWS) * nb + b) * gb..][..gb];
             self.kind.deinterleave(src, id % ROWS, blk);
-            let (q, d, _) = f.decode_block(blk);
-            for (o, &v) in o.iter_mut().zip(&q) {
-                *o = (v as i32 - f.offset()) as f32 * d;
+            match self.kind.format() {
+                Some(f) => {
+                    let (q, d, _) = f.decode_block(blk);
+                    for (o, &v) in o.iter_mut().zip(&q) {
+                        *o = (v as i32 - f.offset()) as f32 * d;
+                    }
+                }
+                None => o.copy_from_slice(&KFormat::Q4K.dequantize_block(blk)),
             }
         }
     }
@@ -223,22 +270,12 @@ impl Interleaved {
         scratch: &mut super::Scratch,
     ) {
         #[cfg(target_arch = "x86_64")]
-        matmul_into(
-            self.kind,
-            &self.bytes,
-            self.n,
-            self.k,
-            x,
-            m,
-            &mut scratch.acts,
-            &mut scratch.sums,
-            out,
-        );
+        matmul_into(self.kind, &self.bytes, self.n, self.k, x, m, scratch, out);
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
-            "only made on x86-64 CPUs with AVX2 ({m} rows, {:?}, {})",
+            "only made on x86-64 CPUs with AVX2 ({m} rows, {:?}, {}, {scratch:?})",
             bias,
-            out.len() + scratch.acts.k + x.len()
+            out.len() + x.len()
         );
         if let Some(bias) = bias {
             for row in out.chunks_exact_mut(self.n) {
@@ -270,12 +307,12 @@ impl Interleaved {
 }
 
 /// Weights `n × k` of `kind` as stored (rows of blocks) in the interleaved layout; `n` a
-/// multiple of 8, `k` of 32.
+/// multiple of 8, `k` of the block length (32, or 256 for q4_k).
 pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
-    let block = kind.format().block_bytes();
-    let nb = k / BLOCK;
+    let block = kind.block_bytes();
+    let nb = k / kind.block_len();
     assert!(
-        n.is_multiple_of(ROWS) && k.is_multiple_of(BLOCK),
+        n.is_multiple_of(ROWS) && k.is_multiple_of(kind.block_len()),
         "{n} x {k} does not split into 8-row groups of blocks"
     );
     assert_eq!(
@@ -298,8 +335,8 @@ pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
 
 /// The inverse of [`repack`]: the stored layout, byte for byte.
 pub fn unpack(kind: Kind, packed: &[u8], n: usize, k: usize) -> Vec<u8> {
-    let block = kind.format().block_bytes();
-    let nb = k / BLOCK;
+    let block = kind.block_bytes();
+    let nb = k / kind.block_len();
     let gb = kind.group_block_bytes();
     let mut out = vec![0u8; packed.len()];
     for row in 0..n {
@@ -325,9 +362,23 @@ fn integer_sums(acts: &Activations, out: &mut Vec<i32>) {
     }));
 }
 
+/// Each q8_K activation super-block's 8 sums of 32 quants (from its 16 sums of 16), as
+/// four i32 words of two i16 halves — (S0, S2), (S1, S3), (S4, S6), (S5, S7) — the
+/// order the q4_k kernel multiplies them by the minimums in. Each sum is at most
+/// 32 × 127 in magnitude, so exact in 16 bits.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn subblock_sums(acts: &KActivations, out: &mut Vec<i32>) {
+    out.clear();
+    out.extend(acts.bsums.chunks_exact(16).flat_map(|b| {
+        let s = |j: usize| (b[2 * j] + b[2 * j + 1]) as u16 as u32;
+        let pair = |lo: usize, hi: usize| (s(lo) | (s(hi) << 16)) as i32;
+        [pair(0, 2), pair(1, 3), pair(4, 6), pair(5, 7)]
+    }));
+}
+
 /// `out = x @ wᵀ` (`m × n`) for interleaved weights `packed` (`n × k` of `kind`), the
-/// activations rounded into `acts` and (q4_0) their integer sums into `sums`: the AVX2
-/// kernels (this CPU must have AVX2, FMA and F16C).
+/// activations rounded into `scratch` (with the integer sums the q4_0 and q4_k kernels
+/// take): the AVX2 kernels (this CPU must have AVX2, FMA and F16C).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
@@ -337,30 +388,38 @@ pub fn matmul_into(
     k: usize,
     x: &[f32],
     m: usize,
-    acts: &mut Activations,
-    sums: &mut Vec<i32>,
+    scratch: &mut super::Scratch,
     out: &mut [f32],
 ) {
     assert!(super::avx2_supported(), "this CPU lacks AVX2");
-    assert!(n.is_multiple_of(ROWS) && k.is_multiple_of(BLOCK));
+    assert!(n.is_multiple_of(ROWS) && k.is_multiple_of(kind.block_len()));
     let gb = kind.group_block_bytes();
-    assert_eq!(packed.len(), n / ROWS * (k / BLOCK) * gb);
+    let nb = k / kind.block_len();
+    assert_eq!(packed.len(), n / ROWS * nb * gb);
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
-    acts.quantize_into(x, m, k);
-    if kind == Kind::Q4_0 {
-        integer_sums(acts, sums);
+    match kind {
+        Kind::Q4K => {
+            scratch.kacts.quantize_into(x, m, k);
+            subblock_sums(&scratch.kacts, &mut scratch.sums);
+        }
+        _ => {
+            scratch.acts.quantize_into(x, m, k);
+            if kind == Kind::Q4_0 {
+                integer_sums(&scratch.acts, &mut scratch.sums);
+            }
+        }
     }
     let groups = n / ROWS;
     // One activation row: each unit a run of groups. More: 64 activation rows a unit, so
     // a group's weights stay in cache while the rows go by.
     let chunk = if m == 1 { 1 } else { 64 };
     let chunks = m.div_ceil(chunk);
-    let (acts, sums) = (&*acts, &sums[..]);
+    let (acts, kacts, sums) = (&scratch.acts, &scratch.kacts, &scratch.sums[..]);
     let addr = out.as_mut_ptr() as usize;
     candle_core::utils::barrier_pool().execute_chunked(groups * chunks, |range| {
         for unit in range {
             let (g, c) = (unit % groups, unit / groups);
-            let w = packed[g * (k / BLOCK) * gb..].as_ptr();
+            let w = packed[g * nb * gb..].as_ptr();
             for row in c * chunk..m.min(c * chunk + chunk) {
                 // SAFETY: each (group, row) writes its own 8 outputs of `out`, which
                 // outlives the pool call; the CPU's features were checked above.
@@ -369,6 +428,7 @@ pub fn matmul_into(
                     match kind {
                         Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, o),
                         Kind::Q8_0 => avx2::group_q8_0(w, acts, row, o),
+                        Kind::Q4K => avx2::group_q4_k(w, kacts, sums, row, o),
                     }
                 }
             }
@@ -380,7 +440,7 @@ pub fn matmul_into(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Activations, Kind, BLOCK, ROWS};
+    use super::{Activations, KActivations, Kind, BLOCK, QK_K, ROWS};
 
     /// One q4_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -450,6 +510,120 @@ mod avx2 {
         }
         _mm256_storeu_ps(out, acc);
     }
+    /// `vpshufb` masks that copy byte `j` of each 32-bit lane into both 16-bit halves
+    /// of the lane (zero-extended): a q4_k sub-block's 6-bit scale (or minimum) of each
+    /// of the 8 rows, ready for `vpmaddwd`.
+    static LANE_BYTE: [[u8; 32]; 4] = {
+        let mut t = [[0u8; 32]; 4];
+        let mut j = 0;
+        while j < 4 {
+            let mut b = 0;
+            while b < 32 {
+                t[j][b] = if b % 2 == 0 {
+                    ((b % 16) / 4 * 4 + j) as u8
+                } else {
+                    0x80
+                };
+                b += 1;
+            }
+            j += 1;
+        }
+        t
+    };
+
+    /// One q4_k group of 8 rows against activation row `row`: 8 outputs at `out`.
+    /// `pairs` holds each activation super-block's sub-block sums as
+    /// [`super::subblock_sums`] lays them out.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn group_q4_k(
+        w: *const u8,
+        acts: &KActivations,
+        pairs: &[i32],
+        row: usize,
+        out: *mut f32,
+    ) {
+        let nb = acts.k / QK_K;
+        let gb = Kind::Q4K.group_block_bytes();
+        let low4 = _mm256_set1_epi8(0x0F);
+        let mask6 = _mm256_set1_epi32(0x3f3f_3f3f);
+        let mask4 = _mm256_set1_epi32(0x0f0f_0f0f);
+        let mask2 = _mm256_set1_epi32(0x0303_0303);
+        let low8 = _mm256_set1_epi32(0x00ff_00ff);
+        let qa = acts.qs.as_ptr().add(row * acts.k);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let p = w.add(b * gb);
+            let a = qa.add(b * QK_K);
+            // The 12 packed scale bytes of each row as three 32-bit lanes' words, decoded
+            // as ggml does (kmask1..3): scales 0-3, 4-7, minimums 0-3, 4-7, a byte each.
+            let r0 = _mm256_loadu_si256(p.add(32) as *const __m256i);
+            let r1 = _mm256_loadu_si256(p.add(64) as *const __m256i);
+            let r2 = _mm256_loadu_si256(p.add(96) as *const __m256i);
+            let sc = [
+                _mm256_and_si256(r0, mask6),
+                _mm256_or_si256(
+                    _mm256_and_si256(r2, mask4),
+                    _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(r0, 6), mask2), 4),
+                ),
+            ];
+            let mins_lo = _mm256_and_si256(r1, mask6);
+            let mins_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi32(r2, 4), mask4),
+                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(r1, 6), mask2), 4),
+            );
+            let qs = p.add(128);
+            let mut sumi = _mm256_setzero_si256();
+            for pair in 0..4 {
+                let mut s_lo = _mm256_setzero_si256();
+                let mut s_hi = _mm256_setzero_si256();
+                for c in 0..8 {
+                    let raw = _mm256_loadu_si256(qs.add(32 * (8 * pair + c)) as *const __m256i);
+                    let lo = _mm256_and_si256(raw, low4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                    let a_lo = _mm256_set1_epi32(std::ptr::read_unaligned(
+                        a.add(64 * pair + 4 * c) as *const i32,
+                    ));
+                    let a_hi = _mm256_set1_epi32(std::ptr::read_unaligned(
+                        a.add(64 * pair + 32 + 4 * c) as *const i32,
+                    ));
+                    // At most 8 × 2 × 15 × 127 = 30,480: exact in 16 bits.
+                    s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(lo, a_lo));
+                    s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(hi, a_hi));
+                }
+                // Sub-blocks 2·pair (low nibbles) and 2·pair + 1 (high).
+                let (j0, j1) = (2 * pair, 2 * pair + 1);
+                let shuffle =
+                    |j: usize| _mm256_loadu_si256(LANE_BYTE.as_ptr().add(j % 4) as *const __m256i);
+                let sc0 = _mm256_shuffle_epi8(sc[j0 / 4], shuffle(j0));
+                let sc1 = _mm256_shuffle_epi8(sc[j1 / 4], shuffle(j1));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s_lo, sc0));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s_hi, sc1));
+            }
+            // Σ m_j · S_j over the 8 sub-blocks: the minimums as 16-bit pairs (m0, m2),
+            // (m1, m3), (m4, m6), (m5, m7) against the sums laid out the same way.
+            let at = row * nb + b;
+            let s = pairs.as_ptr().add(4 * at);
+            let mins = [
+                _mm256_and_si256(mins_lo, low8),
+                _mm256_and_si256(_mm256_srli_epi32(mins_lo, 8), low8),
+                _mm256_and_si256(mins_hi, low8),
+                _mm256_and_si256(_mm256_srli_epi32(mins_hi, 8), low8),
+            ];
+            let mut summ = _mm256_setzero_si256();
+            for (i, &mv) in mins.iter().enumerate() {
+                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mv, _mm256_set1_epi32(*s.add(i))));
+            }
+            let d8 = _mm256_set1_ps(*acts.d.get_unchecked(at));
+            let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), d8);
+            let dmin = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)),
+                d8,
+            );
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), d, acc);
+            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ), dmin, acc);
+        }
+        _mm256_storeu_ps(out, acc);
+    }
 }
 
 #[cfg(test)]
@@ -472,14 +646,14 @@ mod tests {
             .to_vec()
     }
 
-    const KINDS: [Kind; 2] = [Kind::Q4_0, Kind::Q8_0];
+    const KINDS: [Kind; 3] = [Kind::Q4_0, Kind::Q8_0, Kind::Q4K];
 
     /// The repacking loses nothing: every block comes back as stored, and the bytes
     /// held are the stored ones' count.
     #[test]
     fn repacking_is_a_permutation_of_the_stored_blocks() {
-        let (n, k) = (16, 96);
         for kind in KINDS {
+            let (n, k) = (16, 3 * kind.block_len());
             let w = stored(kind, n, k, 1);
             let packed = repack(kind, &w, n, k);
             assert_eq!(packed.len(), w.len());
@@ -488,8 +662,10 @@ mod tests {
         }
     }
 
-    /// The interleaved kernel equals the portable definition on the stored blocks, one
-    /// activation row and many (with the sums' integer recovery exercised by zeros).
+    /// The interleaved kernels equal the portable definitions on the stored blocks, one
+    /// activation row and many (an all-zero activation block among them: q4_0's integer
+    /// sums recovered from a zero scale, q4_k's zeroed sums), one scratch reused across
+    /// kinds and shapes.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn interleaved_kernel_equals_the_reference() {
@@ -497,21 +673,37 @@ mod tests {
             eprintln!("this CPU lacks AVX2: the interleaved kernel is not in use");
             return;
         }
+        let mut scratch = crate::kernel::Scratch::default();
         for kind in KINDS {
-            for (m, n, k) in [(1, 8, 32), (1, 24, 256), (3, 16, 96), (70, 32, 64)] {
+            // k in blocks: 1, 8, 3 and 2 of them.
+            let len = kind.block_len();
+            for (m, n, k) in [
+                (1, 8, len),
+                (1, 24, 8 * len),
+                (3, 16, 3 * len),
+                (70, 32, 2 * len),
+            ] {
                 let mut w = stored(kind, n, k, 2);
                 if kind == Kind::Q8_0 {
                     // A −128 quant against a ±127 activation: the sign trick's edge.
                     w[2] = 0x80;
                 }
                 let mut x = data(m * k, 3);
-                x[..BLOCK].fill(0.0);
-                let acts = Activations::quantize(&x, m, k);
-                let want = crate::kernel::reference_matmul(kind.format(), &w, n, &acts);
+                x[..len].fill(0.0);
+                let want = match kind.format() {
+                    Some(f) => {
+                        crate::kernel::reference_matmul(f, &w, n, &Activations::quantize(&x, m, k))
+                    }
+                    None => crate::kernel::kquant::reference_matmul(
+                        KFormat::Q4K,
+                        &w,
+                        n,
+                        &KActivations::quantize(&x, m, k),
+                    ),
+                };
                 let packed = repack(kind, &w, n, k);
                 let mut got = vec![0f32; m * n];
-                let (mut a, mut s) = (Activations::default(), Vec::new());
-                matmul_into(kind, &packed, n, k, &x, m, &mut a, &mut s, &mut got);
+                matmul_into(kind, &packed, n, k, &x, m, &mut scratch, &mut got);
                 for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - r).abs() <= 1e-5 * r.abs().max(1.0),
