@@ -163,7 +163,7 @@ pub fn describe() -> String {
             "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".to_string()
         }
         (Kernels::Quantbench, _) => {
-            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q8_0 and q4_k linear layers repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
+            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q8_0, q4_k and q6_k linear layers repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
         }
         (Kernels::Candle, Some(_)) => format!("candle ({ENV}=candle)"),
         (Kernels::Candle, None) => "candle (this CPU lacks AVX2)".into(),

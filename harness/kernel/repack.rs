@@ -48,6 +48,8 @@ pub enum Kind {
     Q8_0,
     /// k-quant super-blocks of 256 (Q4_K_M's main format).
     Q4K,
+    /// k-quant super-blocks of 256 (Q4_K_M's second format).
+    Q6K,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             GgmlDType::Q4_0 => Some(Kind::Q4_0),
             GgmlDType::Q8_0 => Some(Kind::Q8_0),
             GgmlDType::Q4K => Some(Kind::Q4K),
+            GgmlDType::Q6K => Some(Kind::Q6K),
             _ => None,
         }
     }
@@ -65,7 +68,7 @@ impl Kind {
         match self {
             Kind::Q4_0 => Some(Format::Q4_0),
             Kind::Q8_0 => Some(Format::Q8_0),
-            Kind::Q4K => None,
+            Kind::Q4K | Kind::Q6K => None,
         }
     }
 
@@ -74,6 +77,16 @@ impl Kind {
             Kind::Q4_0 => GgmlDType::Q4_0,
             Kind::Q8_0 => GgmlDType::Q8_0,
             Kind::Q4K => GgmlDType::Q4K,
+            Kind::Q6K => GgmlDType::Q6K,
+        }
+    }
+
+    /// The k-quant format, for q4_k and q6_k.
+    pub fn kformat(self) -> Option<KFormat> {
+        match self {
+            Kind::Q4K => Some(KFormat::Q4K),
+            Kind::Q6K => Some(KFormat::Q6K),
+            Kind::Q4_0 | Kind::Q8_0 => None,
         }
     }
 
@@ -81,7 +94,7 @@ impl Kind {
     pub const fn block_len(self) -> usize {
         match self {
             Kind::Q4_0 | Kind::Q8_0 => BLOCK,
-            Kind::Q4K => QK_K,
+            Kind::Q4K | Kind::Q6K => QK_K,
         }
     }
 
@@ -91,6 +104,7 @@ impl Kind {
             Kind::Q4_0 => 18,
             Kind::Q8_0 => 34,
             Kind::Q4K => 144,
+            Kind::Q6K => 210,
         }
     }
 
@@ -100,6 +114,7 @@ impl Kind {
             Kind::Q4_0 => "q4_0",
             Kind::Q8_0 => "q8_0",
             Kind::Q4K => "q4k",
+            Kind::Q6K => "q6k",
         }
     }
 
@@ -108,80 +123,83 @@ impl Kind {
         ROWS * self.block_bytes()
     }
 
-    /// Quants of row `r` (0..8) in group block `dst` (interleaved) set from the stored
-    /// block `src` (scale included).
-    fn interleave(self, src: &[u8], r: usize, dst: &mut [u8]) {
-        dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
-        if self == Kind::Q4K {
-            // dmin, then the 12 scale bytes and 128 quant bytes 4 at a time.
-            dst[16 + 2 * r..][..2].copy_from_slice(&src[2..4]);
-            for t in 0..(144 - 4) / 4 {
-                dst[32 + 32 * t + 4 * r..][..4].copy_from_slice(&src[4 + 4 * t..][..4]);
-            }
-            return;
-        }
-        let qs = &mut dst[2 * ROWS..];
+    /// The stored block's byte runs and where they go, for the kinds that move whole
+    /// words: (stored offset, group-block offset, length, word). Word `t` of a run of
+    /// row `r` lands at `group offset + 8 · word · t + word · r`: the 8 rows' words side
+    /// by side. q4_0 also splits its nibbles (below), so it has none.
+    fn regions(self) -> &'static [(usize, usize, usize, usize)] {
         match self {
-            Kind::Q4_0 => {
-                // The stored block: byte i holds quant i (low nibble) and i + 16 (high).
-                let q = |e: usize| {
-                    if e < 16 {
-                        src[2 + e] & 0x0F
-                    } else {
-                        src[2 + e - 16] >> 4
-                    }
-                };
-                for j in 0..4 {
-                    for e in 0..4 {
-                        qs[j * 32 + 4 * r + e] = q(4 * j + e) | (q(4 * j + e + 16) << 4);
-                    }
-                }
-            }
-            Kind::Q8_0 => {
-                for j in 0..8 {
-                    qs[j * 32 + 4 * r..][..4].copy_from_slice(&src[2 + 4 * j..][..4]);
-                }
-            }
-            Kind::Q4K => unreachable!("handled above"),
+            Kind::Q4_0 => &[],
+            // d; quants.
+            Kind::Q8_0 => &[(0, 0, 2, 2), (2, 16, 32, 4)],
+            // d, dmin; 12 bytes of packed scales and minimums, then 128 of nibbles.
+            Kind::Q4K => &[(0, 0, 2, 2), (2, 16, 2, 2), (4, 32, 140, 4)],
+            // d; 16 signed scales; 128 bytes of low nibbles; 64 of high bit pairs.
+            Kind::Q6K => &[
+                (208, 0, 2, 2),
+                (192, 16, 16, 4),
+                (0, 144, 128, 4),
+                (128, 1168, 64, 4),
+            ],
         }
     }
 
-    /// Row `r`'s stored block back from group block `src` into `out` (scale included).
-    fn deinterleave(self, src: &[u8], r: usize, out: &mut [u8]) {
-        out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
-        if self == Kind::Q4K {
-            out[2..4].copy_from_slice(&src[16 + 2 * r..][..2]);
-            for t in 0..(144 - 4) / 4 {
-                out[4 + 4 * t..][..4].copy_from_slice(&src[32 + 32 * t + 4 * r..][..4]);
+    /// Row `r` (0..8) of group block `dst` (interleaved) set from its stored block `src`.
+    fn interleave(self, src: &[u8], r: usize, dst: &mut [u8]) {
+        for &(from, to, len, word) in self.regions() {
+            for t in 0..len / word {
+                dst[to + ROWS * word * t + word * r..][..word]
+                    .copy_from_slice(&src[from + word * t..][..word]);
             }
+        }
+        if self != Kind::Q4_0 {
             return;
         }
+        dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+        let qs = &mut dst[2 * ROWS..];
+        // The stored block: byte i holds quant i (low nibble) and i + 16 (high).
+        let q = |e: usize| {
+            if e < 16 {
+                src[2 + e] & 0x0F
+            } else {
+                src[2 + e - 16] >> 4
+            }
+        };
+        for j in 0..4 {
+            for e in 0..4 {
+                qs[j * 32 + 4 * r + e] = q(4 * j + e) | (q(4 * j + e + 16) << 4);
+            }
+        }
+    }
+
+    /// Row `r`'s stored block back from group block `src` into `out`.
+    fn deinterleave(self, src: &[u8], r: usize, out: &mut [u8]) {
+        for &(from, to, len, word) in self.regions() {
+            for t in 0..len / word {
+                out[from + word * t..][..word]
+                    .copy_from_slice(&src[to + ROWS * word * t + word * r..][..word]);
+            }
+        }
+        if self != Kind::Q4_0 {
+            return;
+        }
+        out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
         let qs = &src[2 * ROWS..];
-        match self {
-            Kind::Q4_0 => {
-                let mut q = [0u8; BLOCK];
-                for j in 0..4 {
-                    for e in 0..4 {
-                        let byte = qs[j * 32 + 4 * r + e];
-                        q[4 * j + e] = byte & 0x0F;
-                        q[4 * j + e + 16] = byte >> 4;
-                    }
-                }
-                for i in 0..16 {
-                    out[2 + i] = q[i] | (q[i + 16] << 4);
-                }
+        let mut q = [0u8; BLOCK];
+        for j in 0..4 {
+            for e in 0..4 {
+                let byte = qs[j * 32 + 4 * r + e];
+                q[4 * j + e] = byte & 0x0F;
+                q[4 * j + e + 16] = byte >> 4;
             }
-            Kind::Q8_0 => {
-                for j in 0..8 {
-                    out[2 + 4 * j..][..4].copy_from_slice(&qs[j * 32 + 4 * r..][..4]);
-                }
-            }
-            Kind::Q4K => unreachable!("handled above"),
+        }
+        for i in 0..16 {
+            out[2 + i] = q[i] | (q[i + 16] << 4);
         }
     }
 }
 
-/// An `n × k` q4_0 or q8_0 matrix in the interleaved layout.
+/// An `n × k` q4_0, q8_0, q4_k or q6_k matrix in the interleaved layout.
 #[derive(Debug)]
 pub struct Interleaved {
     kind: Kind,
@@ -243,7 +261,7 @@ impl Interleaved {
         let len = self.kind.block_len();
         let nb = self.k / len;
         let gb = self.kind.group_block_bytes();
-        let mut blk = [0u8; 144];
+        let mut blk = [0u8; 210];
         let blk = &mut blk[..self.kind.block_bytes()];
         for (b, o) in out.chunks_exact_mut(len).enumerate().take(nb) {
             let src = &self.bytes[((id / ROWS) * nb + b) * gb..][..gb];
@@ -255,7 +273,10 @@ impl Interleaved {
                         *o = (v as i32 - f.offset()) as f32 * d;
                     }
                 }
-                None => o.copy_from_slice(&KFormat::Q4K.dequantize_block(blk)),
+                None => {
+                    let f = self.kind.kformat().expect("a k-quant");
+                    o.copy_from_slice(&f.dequantize_block(blk))
+                }
             }
         }
     }
@@ -362,23 +383,38 @@ fn integer_sums(acts: &Activations, out: &mut Vec<i32>) {
     }));
 }
 
-/// Each q8_K activation super-block's 8 sums of 32 quants (from its 16 sums of 16), as
-/// four i32 words of two i16 halves — (S0, S2), (S1, S3), (S4, S6), (S5, S7) — the
-/// order the q4_k kernel multiplies them by the minimums in. Each sum is at most
-/// 32 × 127 in magnitude, so exact in 16 bits.
+/// Each q8_K activation super-block's sums laid out for the k-quant kernels, as i32
+/// words of two i16 halves. q4_k: the 8 sums of 32 quants S0..S7 as (S0, S2), (S1, S3),
+/// (S4, S6), (S5, S7), the order the kernel multiplies them by the minimums in (each at
+/// most 32 × 127 in magnitude, exact in 16 bits). q6_k: the 16 sums of 16 quants as
+/// (b0, b2), (b1, b3), (b4, b6), (b5, b7), ..., against its 16 scales (for the −32).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn subblock_sums(acts: &KActivations, out: &mut Vec<i32>) {
+fn subblock_sums(kind: Kind, acts: &KActivations, out: &mut Vec<i32>) {
+    let pair = |lo: i16, hi: i16| (lo as u16 as u32 | ((hi as u16 as u32) << 16)) as i32;
     out.clear();
-    out.extend(acts.bsums.chunks_exact(16).flat_map(|b| {
-        let s = |j: usize| (b[2 * j] + b[2 * j + 1]) as u16 as u32;
-        let pair = |lo: usize, hi: usize| (s(lo) | (s(hi) << 16)) as i32;
-        [pair(0, 2), pair(1, 3), pair(4, 6), pair(5, 7)]
-    }));
+    for b in acts.bsums.chunks_exact(16) {
+        if kind == Kind::Q4K {
+            let s = |j: usize| b[2 * j] + b[2 * j + 1];
+            out.extend([
+                pair(s(0), s(2)),
+                pair(s(1), s(3)),
+                pair(s(4), s(6)),
+                pair(s(5), s(7)),
+            ]);
+        } else {
+            for t in 0..4 {
+                out.extend([
+                    pair(b[4 * t], b[4 * t + 2]),
+                    pair(b[4 * t + 1], b[4 * t + 3]),
+                ]);
+            }
+        }
+    }
 }
 
 /// `out = x @ wᵀ` (`m × n`) for interleaved weights `packed` (`n × k` of `kind`), the
-/// activations rounded into `scratch` (with the integer sums the q4_0 and q4_k kernels
-/// take): the AVX2 kernels (this CPU must have AVX2, FMA and F16C).
+/// activations rounded into `scratch` (with the integer sums the q4_0, q4_k and q6_k
+/// kernels take): the AVX2 kernels (this CPU must have AVX2, FMA and F16C).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
@@ -398,9 +434,9 @@ pub fn matmul_into(
     assert_eq!(packed.len(), n / ROWS * nb * gb);
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
     match kind {
-        Kind::Q4K => {
+        Kind::Q4K | Kind::Q6K => {
             scratch.kacts.quantize_into(x, m, k);
-            subblock_sums(&scratch.kacts, &mut scratch.sums);
+            subblock_sums(kind, &scratch.kacts, &mut scratch.sums);
         }
         _ => {
             scratch.acts.quantize_into(x, m, k);
@@ -429,6 +465,7 @@ pub fn matmul_into(
                         Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, o),
                         Kind::Q8_0 => avx2::group_q8_0(w, acts, row, o),
                         Kind::Q4K => avx2::group_q4_k(w, kacts, sums, row, o),
+                        Kind::Q6K => avx2::group_q6_k(w, kacts, sums, row, o),
                     }
                 }
             }
@@ -531,6 +568,11 @@ mod avx2 {
         t
     };
 
+    #[inline(always)]
+    unsafe fn lane_byte(j: usize) -> __m256i {
+        _mm256_loadu_si256(LANE_BYTE.as_ptr().add(j) as *const __m256i)
+    }
+
     /// One q4_k group of 8 rows against activation row `row`: 8 outputs at `out`.
     /// `pairs` holds each activation super-block's sub-block sums as
     /// [`super::subblock_sums`] lays them out.
@@ -592,10 +634,8 @@ mod avx2 {
                 }
                 // Sub-blocks 2·pair (low nibbles) and 2·pair + 1 (high).
                 let (j0, j1) = (2 * pair, 2 * pair + 1);
-                let shuffle =
-                    |j: usize| _mm256_loadu_si256(LANE_BYTE.as_ptr().add(j % 4) as *const __m256i);
-                let sc0 = _mm256_shuffle_epi8(sc[j0 / 4], shuffle(j0));
-                let sc1 = _mm256_shuffle_epi8(sc[j1 / 4], shuffle(j1));
+                let sc0 = _mm256_shuffle_epi8(sc[j0 / 4], lane_byte(j0 % 4));
+                let sc1 = _mm256_shuffle_epi8(sc[j1 / 4], lane_byte(j1 % 4));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s_lo, sc0));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s_hi, sc1));
             }
@@ -624,6 +664,130 @@ mod avx2 {
         }
         _mm256_storeu_ps(out, acc);
     }
+    /// `vpshufb` masks that put byte `j` of each 32-bit lane into the high byte of both
+    /// 16-bit halves (an arithmetic shift right by 8 then sign-extends it): a q6_k
+    /// group's signed scale for each of the 8 rows.
+    static LANE_BYTE_HIGH: [[u8; 32]; 4] = {
+        let mut t = [[0u8; 32]; 4];
+        let mut j = 0;
+        while j < 4 {
+            let mut b = 0;
+            while b < 32 {
+                t[j][b] = if b % 2 == 1 {
+                    ((b % 16) / 4 * 4 + j) as u8
+                } else {
+                    0x80
+                };
+                b += 1;
+            }
+            j += 1;
+        }
+        t
+    };
+
+    /// Group `g`'s scale for the 8 rows of a q6_k group block whose scales start at
+    /// `scales`, sign-extended into both 16-bit halves of each row's lane.
+    #[inline(always)]
+    unsafe fn q6k_scale(scales: *const u8, g: usize) -> __m256i {
+        let v = _mm256_loadu_si256(scales.add(32 * (g / 4)) as *const __m256i);
+        let m = _mm256_loadu_si256(LANE_BYTE_HIGH.as_ptr().add(g % 4) as *const __m256i);
+        _mm256_srai_epi16(_mm256_shuffle_epi8(v, m), 8)
+    }
+
+    /// One q6_k group of 8 rows against activation row `row`: 8 outputs at `out`.
+    /// `pairs` holds each activation super-block's sums of 16 as
+    /// [`super::subblock_sums`] lays them out. The quants are taken as 0..63 and the
+    /// −32 applied once per group of 16 as −32 · scale · Σa.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn group_q6_k(
+        w: *const u8,
+        acts: &KActivations,
+        pairs: &[i32],
+        row: usize,
+        out: *mut f32,
+    ) {
+        let nb = acts.k / QK_K;
+        let gb = Kind::Q6K.group_block_bytes();
+        let low4 = _mm256_set1_epi8(0x0F);
+        let low2 = _mm256_set1_epi8(0x03);
+        let qa = acts.qs.as_ptr().add(row * acts.k);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let p = w.add(b * gb);
+            let a = qa.add(b * QK_K);
+            let scales = p.add(16);
+            let ql = p.add(144);
+            let qh = p.add(1168);
+            let mut sumi = _mm256_setzero_si256();
+            for half in 0..2 {
+                // Two chunks of 4 weights per part at a time: 2 × 2 × 63 × 127 = 32,004
+                // at most, exact in 16 bits; then × the group's scale into 32 bits.
+                for c2 in 0..4 {
+                    let mut s16 = [_mm256_setzero_si256(); 4];
+                    for c in 2 * c2..2 * c2 + 2 {
+                        let l0 = _mm256_loadu_si256(ql.add(32 * (16 * half + c)) as *const __m256i);
+                        let l1 =
+                            _mm256_loadu_si256(ql.add(32 * (16 * half + 8 + c)) as *const __m256i);
+                        let h = _mm256_loadu_si256(qh.add(32 * (8 * half + c)) as *const __m256i);
+                        // The high bit pairs of parts 0..3, moved to bits 4-5.
+                        let high = [
+                            _mm256_slli_epi16(_mm256_and_si256(h, low2), 4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), low2), 4),
+                            _mm256_and_si256(h, _mm256_slli_epi16(low2, 4)),
+                            _mm256_and_si256(_mm256_srli_epi16(h, 2), _mm256_slli_epi16(low2, 4)),
+                        ];
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(l0, low4), high[0]),
+                            _mm256_or_si256(_mm256_and_si256(l1, low4), high[1]),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
+                                high[2],
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                                high[3],
+                            ),
+                        ];
+                        for part in 0..4 {
+                            let av = _mm256_set1_epi32(std::ptr::read_unaligned(
+                                a.add(128 * half + 32 * part + 4 * c) as *const i32,
+                            ));
+                            s16[part] =
+                                _mm256_add_epi16(s16[part], _mm256_maddubs_epi16(q[part], av));
+                        }
+                    }
+                    for (part, &v) in s16.iter().enumerate() {
+                        let g = 8 * half + 2 * part + c2 / 2;
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(v, q6k_scale(scales, g)));
+                    }
+                }
+            }
+            // Σ scale_g · Σa_g over the 16 groups, for the −32.
+            let at = row * nb + b;
+            let s = pairs.as_ptr().add(8 * at);
+            let mut sums = _mm256_setzero_si256();
+            for t in 0..4 {
+                let v = _mm256_loadu_si256(scales.add(32 * t) as *const __m256i);
+                let even = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+                let odd = _mm256_srai_epi16(v, 8);
+                sums = _mm256_add_epi32(
+                    sums,
+                    _mm256_madd_epi16(even, _mm256_set1_epi32(*s.add(2 * t))),
+                );
+                sums = _mm256_add_epi32(
+                    sums,
+                    _mm256_madd_epi16(odd, _mm256_set1_epi32(*s.add(2 * t + 1))),
+                );
+            }
+            let dot = _mm256_sub_epi32(sumi, _mm256_slli_epi32(sums, 5));
+            let d = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+                _mm256_set1_ps(*acts.d.get_unchecked(at)),
+            );
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+        }
+        _mm256_storeu_ps(out, acc);
+    }
 }
 
 #[cfg(test)]
@@ -646,7 +810,7 @@ mod tests {
             .to_vec()
     }
 
-    const KINDS: [Kind; 3] = [Kind::Q4_0, Kind::Q8_0, Kind::Q4K];
+    const KINDS: [Kind; 4] = [Kind::Q4_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K];
 
     /// The repacking loses nothing: every block comes back as stored, and the bytes
     /// held are the stored ones' count.
@@ -695,7 +859,7 @@ mod tests {
                         crate::kernel::reference_matmul(f, &w, n, &Activations::quantize(&x, m, k))
                     }
                     None => crate::kernel::kquant::reference_matmul(
-                        KFormat::Q4K,
+                        kind.kformat().unwrap(),
                         &w,
                         n,
                         &KActivations::quantize(&x, m, k),
