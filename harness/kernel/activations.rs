@@ -31,47 +31,51 @@ impl Activations {
     }
 
     /// [`Activations::quantize`] into this value's buffers, reusing their memory (the
-    /// decode step rounds every product's activations here without allocating).
+    /// decode step rounds every product's activations here without allocating). Many
+    /// rows (a prompt) are shared out on candle's pool.
     pub fn quantize_into(&mut self, x: &[f32], rows: usize, k: usize) {
         assert_eq!(x.len(), rows * k, "activations are {rows} x {k}");
         assert_eq!(k % BLOCK, 0, "k = {k} is not a multiple of {BLOCK}");
-        let nb = k / BLOCK;
+        let blocks = rows * (k / BLOCK);
         let a = self;
         a.rows = rows;
         a.k = k;
         a.qs.resize(rows * k, 0);
-        a.scales.resize(rows * nb, 0.0);
-        a.sums.resize(rows * nb, 0.0);
+        a.scales.resize(blocks, 0.0);
+        a.sums.resize(blocks, 0.0);
         let level = super::level();
-        for (((xr, qr), sr), ur) in x
-            .chunks_exact(k)
-            .zip(a.qs.chunks_exact_mut(k))
-            .zip(a.scales.chunks_exact_mut(nb))
-            .zip(a.sums.chunks_exact_mut(nb))
-        {
-            for (b, (xb, qb)) in xr
-                .chunks_exact(BLOCK)
-                .zip(qr.chunks_exact_mut(BLOCK))
-                .enumerate()
-            {
-                #[cfg(target_arch = "x86_64")]
-                if let Some(level) = level {
+        let (qs, scales, sums) = (
+            a.qs.as_mut_ptr() as usize,
+            a.scales.as_mut_ptr() as usize,
+            a.sums.as_mut_ptr() as usize,
+        );
+        let run = |range: std::ops::Range<usize>| {
+            for b in range {
+                let xb = &x[b * BLOCK..][..BLOCK];
+                // SAFETY: block `b`'s quants, scale and sum are its own, inside the
+                // buffers sized above (which outlive the pool call).
+                let qb = unsafe {
+                    std::slice::from_raw_parts_mut((qs as *mut i8).add(b * BLOCK), BLOCK)
+                };
+                let (d, sum) = match level {
                     // SAFETY: level() checked the CPU features; both blocks are 32 long.
-                    let (d, s) = unsafe {
-                        match level {
-                            super::Level::Avx512 => quantize_block_avx512(xb, qb),
-                            super::Level::Avx2 => quantize_block_avx2(xb, qb),
-                        }
-                    };
-                    sr[b] = d;
-                    ur[b] = s;
-                    continue;
+                    #[cfg(target_arch = "x86_64")]
+                    Some(super::Level::Avx512) => unsafe { quantize_block_avx512(xb, qb) },
+                    #[cfg(target_arch = "x86_64")]
+                    Some(super::Level::Avx2) => unsafe { quantize_block_avx2(xb, qb) },
+                    _ => quantize_block(xb, qb),
+                };
+                unsafe {
+                    *(scales as *mut f32).add(b) = d;
+                    *(sums as *mut f32).add(b) = sum;
                 }
-                let _ = level;
-                let (d, s) = quantize_block(xb, qb);
-                sr[b] = d;
-                ur[b] = s;
             }
+        };
+        // A decode step's row stays on this thread (a pool hand-off costs more).
+        if rows >= 4 {
+            candle_core::utils::barrier_pool().execute_chunked(blocks, run);
+        } else {
+            run(0..blocks);
         }
     }
 

@@ -166,46 +166,119 @@ impl KActivations {
         a
     }
 
-    /// [`KActivations::quantize`] into this value's buffers, reusing their memory.
+    /// [`KActivations::quantize`] into this value's buffers, reusing their memory. Many
+    /// rows (a prompt) are shared out on candle's pool, a block per unit.
     pub fn quantize_into(&mut self, x: &[f32], rows: usize, k: usize) {
         assert_eq!(x.len(), rows * k, "activations are {rows} x {k}");
         assert_eq!(k % QK_K, 0, "k = {k} is not a multiple of {QK_K}");
-        let nb = k / QK_K;
+        let blocks = rows * (k / QK_K);
         let a = self;
         a.rows = rows;
         a.k = k;
         a.qs.resize(rows * k, 0);
-        a.d.resize(rows * nb, 0.0);
+        a.d.resize(blocks, 0.0);
         a.bsums.resize(rows * k / 16, 0);
-        for (blk, xb) in x.chunks_exact(QK_K).enumerate() {
-            let (mut max, mut amax) = (0f32, 0f32);
-            for &v in xb {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
+        let (qs, d, bsums) = (
+            a.qs.as_mut_ptr() as usize,
+            a.d.as_mut_ptr() as usize,
+            a.bsums.as_mut_ptr() as usize,
+        );
+        let run = |range: std::ops::Range<usize>| {
+            for blk in range {
+                // SAFETY: block `blk`'s quants, scale and sums are its own, inside the
+                // buffers sized above (which outlive the pool call).
+                let (q, s) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut((qs as *mut i8).add(blk * QK_K), QK_K),
+                        std::slice::from_raw_parts_mut((bsums as *mut i16).add(blk * 16), 16),
+                    )
+                };
+                let scale = quantize_k_block(&x[blk * QK_K..][..QK_K], q, s);
+                unsafe { *(d as *mut f32).add(blk) = scale };
             }
-            let qs = &mut a.qs[blk * QK_K..][..QK_K];
-            if amax == 0.0 {
-                // An all-zero block: zero quants, scale and sums (the buffers are reused).
-                qs.fill(0);
-                a.bsums[blk * 16..][..16].fill(0);
-                a.d[blk] = 0.0;
-                continue;
-            }
-            let iscale = -127f32 / max;
-            for (q, &v) in qs.iter_mut().zip(xb) {
-                *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
-            }
-            for (j, s) in a.bsums[blk * 16..][..16].iter_mut().enumerate() {
-                *s = qs[j * 16..][..16].iter().map(|&q| q as i16).sum();
-            }
-            a.d[blk] = 1.0 / iscale;
+        };
+        // A decode step's row stays on this thread (a pool hand-off costs more).
+        if rows >= 4 {
+            candle_core::utils::barrier_pool().execute_chunked(blocks, run);
+        } else {
+            run(0..blocks);
         }
     }
 
     pub fn blocks_per_row(&self) -> usize {
         self.k / QK_K
+    }
+}
+
+/// One super-block of 256 activations rounded as `q8_K` into `q` (256 quants) and `bsums`
+/// (16 sums of 16); returns the scale. The SIMD rounding where the CPU has AVX2.
+fn quantize_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
+    // The value of largest magnitude, the first one on ties (NaNs skipped).
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        // An all-zero block: zero quants, scale and sums (the buffers are reused).
+        q.fill(0);
+        bsums.fill(0);
+        return 0.0;
+    }
+    let iscale = -127f32 / max;
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_supported() {
+        // SAFETY: the CPU has AVX2; both slices hold 256 values.
+        unsafe { round_k_block_avx2(x, iscale, q) };
+    } else {
+        round_k_block(x, iscale, q);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    round_k_block(x, iscale, q);
+    for (j, s) in bsums.iter_mut().enumerate() {
+        *s = q[j * 16..][..16].iter().map(|&v| v as i16).sum();
+    }
+    1.0 / iscale
+}
+
+/// `q = round(iscale · x)` (half away from zero), clamped to i8: candle's `q8_K`.
+fn round_k_block(x: &[f32], iscale: f32, q: &mut [i8]) {
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+    }
+}
+
+/// [`round_k_block`] 8 lanes at a time, bit for bit: the product as the scalar one, the
+/// rounding as `f32::round` (truncate, then one away from zero where the dropped
+/// fraction — exact in f32 — is at least a half).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn round_k_block_avx2(x: &[f32], iscale: f32, q: &mut [i8]) {
+    use std::arch::x86_64::*;
+    debug_assert!(x.len() == QK_K && q.len() == QK_K);
+    let scale = _mm256_set1_ps(iscale);
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    for c in 0..QK_K / 32 {
+        let qi: [__m256i; 4] = std::array::from_fn(|i| {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(32 * c + 8 * i)), scale);
+            let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+            let up = _mm256_cmp_ps(frac, half, _CMP_GE_OQ);
+            let away = _mm256_or_ps(_mm256_and_ps(v, sign), one);
+            let r = _mm256_add_ps(t, _mm256_and_ps(up, away));
+            _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
+        });
+        // Packs interleave the 128-bit lanes; one permute puts the 32 bytes in order.
+        let p16a = _mm256_packs_epi32(qi[0], qi[1]);
+        let p16b = _mm256_packs_epi32(qi[2], qi[3]);
+        let p8 = _mm256_packs_epi16(p16a, p16b);
+        let p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr().add(32 * c) as *mut __m256i, p8);
     }
 }
 
@@ -681,6 +754,49 @@ mod tests {
         let zeros = KActivations::quantize(&[0.0; 256], 1, 256);
         assert_eq!((zeros.d[0], zeros.qs[0], zeros.bsums[0]), (0.0, 0, 0));
     }
+    /// The AVX2 rounding of a super-block equals the portable one bit for bit: ties
+    /// (x · iscale exactly halfway, both signs), the ±127 ends, ordinary values. And
+    /// many rows (rounded on the pool) equal the same rows rounded one at a time.
+    #[test]
+    fn simd_and_pooled_rounding_equal_the_portable_one() {
+        // iscale = −127 / −127 = 1: every value below is its own scaled value.
+        let mut ties: Vec<f32> = (0..QK_K).map(|i| i as f32 * 0.5 - 64.0).collect();
+        ties[3] = -127.0;
+        let blocks = [
+            ties,
+            data(QK_K, 5),
+            data(QK_K, 6).iter().map(|v| v * 1e-3).collect(),
+        ];
+        for x in &blocks {
+            let (mut max, mut amax) = (0f32, 0f32);
+            for &v in x {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let iscale = -127f32 / max;
+            let mut want = vec![0i8; QK_K];
+            round_k_block(x, iscale, &mut want);
+            #[cfg(target_arch = "x86_64")]
+            if crate::kernel::avx2_supported() {
+                let mut got = vec![0i8; QK_K];
+                unsafe { round_k_block_avx2(x, iscale, &mut got) };
+                assert_eq!(got, want);
+            }
+        }
+        let (rows, k) = (9, 2 * QK_K);
+        let mut x = data(rows * k, 7);
+        x[QK_K..2 * QK_K].fill(0.0);
+        let all = KActivations::quantize(&x, rows, k);
+        for r in 0..rows {
+            let one = KActivations::quantize(&x[r * k..(r + 1) * k], 1, k);
+            assert_eq!(&all.qs[r * k..(r + 1) * k], &one.qs[..]);
+            assert_eq!(&all.d[r * 2..r * 2 + 2], &one.d[..]);
+            assert_eq!(&all.bsums[r * k / 16..(r + 1) * k / 16], &one.bsums[..]);
+        }
+    }
+
     /// Buffers reused across sizes and contents round exactly as fresh ones: an
     /// all-zero block after a non-zero one leaves no stale quants, scale or sums.
     #[test]
