@@ -388,7 +388,7 @@ impl RunArgs {
 }
 
 fn main() -> ExitCode {
-    quantbench::probe::process::use_one_allocator_arena();
+    quantbench::probe::process::configure_allocator();
     quantbench::kernel::configure_threads();
     let cli = Cli::parse();
     match run(cli) {

@@ -223,7 +223,7 @@ pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, Ref
 
 /// Run every variant of a prepared scenario, in order.
 pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Result<RunRecord> {
-    crate::probe::process::use_one_allocator_arena();
+    crate::probe::process::configure_allocator();
     let mut run = new_record(p);
     run.probes = probes.names();
     if !p.scenario.tests().is_empty() {

@@ -1,33 +1,44 @@
-//! q4_0 and q8_0 weights repacked for AVX2: eight rows interleaved, so one activation
-//! block, one scale conversion and one float multiply-add serve eight rows (llama.cpp's
-//! idea, from `ggml-cpu/repack.cpp`'s `block_q4_0x8`; the layouts and kernels here are
-//! quantbench's).
+//! q4_0, q8_0, q4_k and q6_k weights repacked for AVX2: eight rows interleaved, so one
+//! activation block, one scale conversion and one float multiply-add serve eight rows
+//! (llama.cpp's idea, from `ggml-cpu/repack.cpp`'s `block_q4_0x8` / `block_q4_Kx8`; the
+//! layouts and kernels here are quantbench's).
 //!
-//! **Layout.** For each group of 8 rows and each 32-element block, the 8 rows' f16
-//! scales (16 bytes), then the quants, 4 bytes of each row side by side — 8 × 18 = 144
-//! bytes for q4_0, 8 × 34 = 272 for q8_0: exactly the blocks they replace, so repacking
-//! is not a second copy. q4_0: 4 chunks of 32 bytes; in chunk `j`, bytes `4r .. 4r + 4`
-//! hold row `r`'s quants `4j .. 4j + 4` in their low nibbles and `4j + 16 .. 4j + 20` in
-//! their high nibbles. q8_0: 8 chunks; in chunk `j`, bytes `4r .. 4r + 4` are row `r`'s
-//! quants `4j .. 4j + 4`. Either way a chunk (its low or high nibbles) is 8 lanes of 32
-//! bits, lane `r` holding 4 of row `r`'s quants; broadcasting the matching 4 activation
-//! bytes to every lane and multiplying (`vpmaddubsw`) advances all 8 rows at once.
+//! **Layout.** For each group of 8 rows and each block, the 8 rows' blocks with every
+//! field's words side by side — exactly the bytes they replace, so repacking is not a
+//! second copy. Words of 4 bytes put 4 quants of each of the 8 rows into one 32-bit lane
+//! each; broadcasting the matching 4 activation bytes to every lane and multiplying
+//! (`vpmaddubsw`) advances all 8 rows at once.
+//! - q4_0 (144 bytes = 8 × 18): the 8 f16 scales, then 4 chunks of 32 bytes; in chunk
+//!   `j`, bytes `4r .. 4r + 4` hold row `r`'s quants `4j .. 4j + 4` in their low nibbles
+//!   and `4j + 16 .. 4j + 20` in their high nibbles (the stored nibble pairs re-paired).
+//! - q8_0 (272 = 8 × 34): the scales, then 8 chunks; chunk `j` lane `r` = row `r`'s
+//!   quants `4j .. 4j + 4`.
+//! - q4_k (1152 = 8 × 144): the 8 d, the 8 dmin, then the 12 packed scale bytes and
+//!   the 128 nibble bytes of each row a 4-byte word at a time (`Kind::regions`).
+//! - q6_k (1680 = 8 × 210): the 8 d, the 16 signed scales, the 128 low-nibble bytes,
+//!   the 64 high-bit bytes, likewise.
 //!
 //! **Arithmetic.** Every block's integer dot product is exact, then multiplied by the
-//! product of the two f16 scales and accumulated in f32, as in the other kernels. q4_0:
-//! unsigned quants (≤ 15) against |a| ≤ 127, the 8 products of a block summed in 16 bits
-//! (at most 8 × 2 × 15 × 127 = 30,480), widened per row (`vpmaddwd`), and the offset
-//! taken off as an integer (`8 × Σa`, Σa recovered exactly from the activations'
-//! `scale × Σa`). q8_0: ggml's sign trick (`|w|` against `a` with `w`'s sign, at most
-//! 2 × 128 × 127 a pair), each chunk widened to 32 bits before it is summed.
+//! scales in f32 and accumulated, as in the other kernels. q4_0: unsigned quants (≤ 15)
+//! against |a| ≤ 127, the 8 products of a block summed in 16 bits (at most 8 × 2 × 15 ×
+//! 127 = 30,480), widened per row (`vpmaddwd`), and the offset taken off as an integer
+//! (`8 × Σa`, Σa recovered exactly from the activations' `scale × Σa`). q8_0: ggml's
+//! sign trick (`|w|` against `a` with `w`'s sign, at most 2 × 128 × 127 a pair), each
+//! chunk widened to 32 bits before it is summed. q4_k: the 8 rows' 6-bit scales and
+//! minimums decoded together (ggml's masks on 8 lanes), each 32-weight sub-block summed
+//! in 16 bits (≤ 30,480) then × its scale (`vpmaddwd`), the minimums against the
+//! activations' sub-block sums. q6_k: the 6-bit quants built for 8 rows per chunk and
+//! taken as 0..63, two chunks summed in 16 bits (≤ 32,004) then × the group's signed
+//! scale, the −32 taken off once per group of 16 as `32 · scale · Σa`.
 //!
-//! **Where it is used.** A linear layer's q4_0 or q8_0 weight on an AVX2 CPU
+//! **Where it is used.** A linear layer's weight of those formats on an AVX2 CPU
 //! (quantbench's kernels active, rows a multiple of 8) is repacked once when the layer
 //! is made ([`Interleaved::from_qtensor`], `Matrix::Interleaved`): the file's layout is
 //! dropped, the bytes held stay the same count, and the record's `environment.kernels`
-//! says so. The token table stays as stored (it is looked up row by row), as do AVX-512
-//! CPUs (their VNNI tile kernel is unmeasured against this one). A GGUF export writes the
-//! stored layout back ([`Interleaved::stored_bytes`]), byte for byte.
+//! says so. The token table and the LM head stay as stored (the table is looked up row
+//! by row; a tied head is the table), as do AVX-512 CPUs (their VNNI tile kernel is
+//! unmeasured against this one). A GGUF export writes the stored layout back
+//! ([`Interleaved::stored_bytes`]), byte for byte.
 
 use std::sync::Arc;
 
