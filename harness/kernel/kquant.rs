@@ -1,5 +1,7 @@
 //! Products with ggml's k-quants `q4_k` and `q6_k` (llama.cpp's Q4_K_M mixes the two),
-//! reading candle's blocks in place.
+//! reading candle's blocks in place: token tables used as LM heads, matrices whose rows
+//! are not a multiple of 8, and every k-quant matrix where [`super::repack`]'s
+//! interleaved layout is not made. The activations' `q8_K` rounding here serves both.
 //!
 //! candle 0.11 on x86-64 repacks every `q4_k` matrix whose rows come in multiples of 16
 //! (and such `q6_k` ones from two activation rows on; `repack_x86::select`) into tiles

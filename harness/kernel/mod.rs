@@ -8,7 +8,9 @@
 //! slower than f32 over a 1,024-token window. These kernels read candle's blocks in
 //! place (no copy), round the activations to 8 bits the way candle does (`q8_0` blocks,
 //! so the numbers match candle's to rounding), and multiply 4 weight rows by 4
-//! activation rows per step with `vpdpbusd`, on candle's own thread pool.
+//! activation rows per step with `vpdpbusd`, on candle's own thread pool. On AVX2 CPUs
+//! the linear layers' q4_0, q8_0, q4_k and q6_k weights are instead rearranged once at
+//! load into 8-row interleaved blocks of the same bytes ([`repack`]).
 //!
 //! They run on x86-64 CPUs with AVX-512 VNNI (Zen 4, Ice Lake and later), and in an
 //! 8-lane AVX2 version (`vpmaddubsw`, no VNNI) on every x86-64 since Haswell / Zen 1
