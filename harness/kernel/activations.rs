@@ -45,19 +45,23 @@ impl Activations {
         a.sums.resize(blocks, 0.0);
         let level = super::level();
         let (qs, scales, sums) = (
-            a.qs.as_mut_ptr() as usize,
-            a.scales.as_mut_ptr() as usize,
-            a.sums.as_mut_ptr() as usize,
+            super::Disjoint::new(&mut a.qs),
+            super::Disjoint::new(&mut a.scales),
+            super::Disjoint::new(&mut a.sums),
         );
-        let run = |range: std::ops::Range<usize>| {
+        super::per_unit(rows, blocks, |range| {
             for b in range {
                 let xb = &x[b * BLOCK..][..BLOCK];
-                // SAFETY: block `b`'s quants, scale and sum are its own, inside the
-                // buffers sized above (which outlive the pool call).
-                let qb = unsafe {
-                    std::slice::from_raw_parts_mut((qs as *mut i8).add(b * BLOCK), BLOCK)
+                // SAFETY: block `b`'s quants, scale and sum are its unit's alone, inside
+                // the buffers sized above.
+                let (qb, d, sum) = unsafe {
+                    (
+                        qs.part(b * BLOCK, BLOCK),
+                        scales.part(b, 1),
+                        sums.part(b, 1),
+                    )
                 };
-                let (d, sum) = match level {
+                (d[0], sum[0]) = match level {
                     // SAFETY: level() checked the CPU features; both blocks are 32 long.
                     #[cfg(target_arch = "x86_64")]
                     Some(super::Level::Avx512) => unsafe { quantize_block_avx512(xb, qb) },
@@ -65,18 +69,8 @@ impl Activations {
                     Some(super::Level::Avx2) => unsafe { quantize_block_avx2(xb, qb) },
                     _ => quantize_block(xb, qb),
                 };
-                unsafe {
-                    *(scales as *mut f32).add(b) = d;
-                    *(sums as *mut f32).add(b) = sum;
-                }
             }
-        };
-        // A decode step's row stays on this thread (a pool hand-off costs more).
-        if rows >= 4 {
-            candle_core::utils::barrier_pool().execute_chunked(blocks, run);
-        } else {
-            run(0..blocks);
-        }
+        });
     }
 
     pub fn blocks_per_row(&self) -> usize {

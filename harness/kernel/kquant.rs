@@ -181,30 +181,24 @@ impl KActivations {
         a.d.resize(blocks, 0.0);
         a.bsums.resize(rows * k / 16, 0);
         let (qs, d, bsums) = (
-            a.qs.as_mut_ptr() as usize,
-            a.d.as_mut_ptr() as usize,
-            a.bsums.as_mut_ptr() as usize,
+            super::Disjoint::new(&mut a.qs),
+            super::Disjoint::new(&mut a.d),
+            super::Disjoint::new(&mut a.bsums),
         );
-        let run = |range: std::ops::Range<usize>| {
+        super::per_unit(rows, blocks, |range| {
             for blk in range {
-                // SAFETY: block `blk`'s quants, scale and sums are its own, inside the
-                // buffers sized above (which outlive the pool call).
-                let (q, s) = unsafe {
+                // SAFETY: block `blk`'s quants, scale and sums are its unit's alone,
+                // inside the buffers sized above.
+                let (q, s, scale) = unsafe {
                     (
-                        std::slice::from_raw_parts_mut((qs as *mut i8).add(blk * QK_K), QK_K),
-                        std::slice::from_raw_parts_mut((bsums as *mut i16).add(blk * 16), 16),
+                        qs.part(blk * QK_K, QK_K),
+                        bsums.part(blk * 16, 16),
+                        d.part(blk, 1),
                     )
                 };
-                let scale = quantize_k_block(&x[blk * QK_K..][..QK_K], q, s);
-                unsafe { *(d as *mut f32).add(blk) = scale };
+                scale[0] = quantize_k_block(&x[blk * QK_K..][..QK_K], q, s);
             }
-        };
-        // A decode step's row stays on this thread (a pool hand-off costs more).
-        if rows >= 4 {
-            candle_core::utils::barrier_pool().execute_chunked(blocks, run);
-        } else {
-            run(0..blocks);
-        }
+        });
     }
 
     pub fn blocks_per_row(&self) -> usize {

@@ -377,6 +377,40 @@ impl QuantMatmul {
     }
 }
 
+/// Runs `f` over the units `0..units` of a product's activations, shared out on candle's
+/// pool when there are `rows` ≥ 4 activation rows (a prompt); a decode step's row stays
+/// on this thread, where a hand-off would cost more than it saves.
+pub(crate) fn per_unit(rows: usize, units: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    if rows >= 4 {
+        candle_core::utils::barrier_pool().execute_chunked(units, f);
+    } else {
+        f(0..units);
+    }
+}
+
+/// A buffer whose disjoint parts pool units write at once.
+#[derive(Clone, Copy)]
+pub(crate) struct Disjoint<T>(*mut T);
+
+// SAFETY: units only write parts no other unit touches (the callers' contract, `part`).
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+
+impl<T> Disjoint<T> {
+    pub(crate) fn new(buf: &mut [T]) -> Disjoint<T> {
+        Disjoint(buf.as_mut_ptr())
+    }
+
+    /// Elements `at .. at + len`.
+    ///
+    /// # Safety
+    /// The range lies inside the buffer, which outlives the use, and no other unit
+    /// reads or writes it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn part(&self, at: usize, len: usize) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
+}
+
 /// Buffers a decode step's products reuse: the activations rounded for the 32-element
 /// formats and for the k-quants. One per generation; grown to the largest product's.
 #[derive(Debug, Default)]
