@@ -1,15 +1,25 @@
-//! Attention for decode steps (no mask: every cached position is visible), read straight
-//! from the KV cache, for GPT-2 and the Llama family alike.
+//! Attention read straight from the KV cache, for GPT-2 and the Llama family alike: a
+//! decode step's (every cached position visible) and a prompt's (causal, with an
+//! optional sliding window).
 //!
-//! candle computes a decode step's attention as two batched matmuls (`q·kᵀ`, then
-//! `softmax·v`) through its general gemm, whose set-up costs more than the arithmetic at
-//! one query row: 9% of GPT-2 small's q4_0 decode time by `perf` (`gemm_common`
-//! vectorize + the 2x1 micro-kernel), on one core. Here each (sequence, key/value head,
-//! query row) is one unit of work on candle's thread pool: scores as dot products with
-//! the cached keys (read in place through the cache's strides, no copy), softmax with the
-//! maximum subtracted, then the weighted sum of the cached values; 8 lanes (AVX2 + FMA)
-//! where the CPU has them. Grouped-query attention comes as `rep` query rows per
-//! key/value head, as the models lay it out.
+//! candle computes attention as two batched matmuls (`q·kᵀ`, then `softmax·v`) through
+//! its general gemm. At one query row its set-up costs more than the arithmetic: 9% of
+//! GPT-2 small's q4_0 decode time by `perf` (`gemm_common` vectorize + the 2x1
+//! micro-kernel), on one core. Here each (sequence, key/value head, query row) is one
+//! unit of work on candle's thread pool: scores as dot products with the cached keys
+//! (read in place through the cache's strides, no copy), softmax with the maximum
+//! subtracted, then the weighted sum of the cached values; 8 lanes (AVX2 + FMA) where the
+//! CPU has them. Grouped-query attention comes as `rep` query rows per key/value head,
+//! as the models lay it out.
+//!
+//! A prompt's attention through candle computes every score of the square (half of them
+//! then masked), writes the scores, scaled scores, masked scores and probabilities as
+//! four tensors of `heads × len × positions` floats (12.6 MB a GPT-2 layer at 512
+//! tokens), each a fresh allocation. Here a unit is a block of query rows of one head:
+//! its scores against the keys its rows may see (`gemm`, one thread, scale folded in)
+//! into a reused per-thread buffer, the softmax over each row's own visible range, then
+//! the block's output (`gemm` again) — causal positions skipped, nothing allocated per
+//! layer but the output.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -59,19 +69,198 @@ impl View<'_> {
     }
 }
 
-/// A model's attention step: this path where it applies (quantbench's kernels active,
-/// no mask), else `None` and the caller's candle path runs.
-pub fn decode_step(
+/// Which keys a prompt's query rows see: the query rows of a key/value head come as
+/// `rows / len` blocks of `len` prompt positions (GPT-2: one block; grouped-query
+/// attention: one per query head of the group), row `i` of a block at position
+/// `pos = t − len + i` of the `t` cached positions, seeing positions
+/// `pos + 1 − window ..= pos` (from 0 without a window) — the models' causal mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Causal {
+    pub len: usize,
+    pub window: Option<usize>,
+}
+
+impl Causal {
+    /// The visible positions of prompt row `i` among `t` cached ones.
+    fn visible(self, i: usize, t: usize) -> std::ops::Range<usize> {
+        let pos = t - self.len + i;
+        let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        lo..pos + 1
+    }
+}
+
+/// A model's attention: this path where it applies (quantbench's kernels active, f32
+/// CPU inputs), else `None` and the caller's candle path runs. `causal`: `None` for a
+/// decode step (every cached position visible), the prompt's shape otherwise.
+pub fn step(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     scale: f64,
-    masked: bool,
+    causal: Option<Causal>,
 ) -> candle_core::Result<Option<Tensor>> {
-    if masked || super::active() != super::Kernels::Quantbench {
+    if super::active() != super::Kernels::Quantbench {
         return Ok(None);
     }
-    decode(q, k, v, scale)
+    match causal {
+        None => decode(q, k, v, scale),
+        Some(c) => prompt(q, k, v, scale, c),
+    }
+}
+
+/// Query rows per unit of a prompt's attention.
+const PROMPT_ROWS: usize = 32;
+
+thread_local! {
+    /// Each pool worker's block of scores, reused from layer to layer.
+    static BLOCK_SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `softmax(q·kᵀ·scale + causal mask)·v` for a prompt: `q` `[b, g, r, hd]` with `r` a
+/// multiple of `causal.len`, `k`, `v` `[b, g, t, hd]` (f32, CPU, rows contiguous),
+/// `t ≥ causal.len`. `None` where the inputs are not such.
+pub fn prompt(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    causal: Causal,
+) -> candle_core::Result<Option<Tensor>> {
+    if !ENABLED.load(Ordering::Relaxed)
+        || !q.device().is_cpu()
+        || q.rank() != 4
+        || k.rank() != 4
+        || v.rank() != 4
+    {
+        return Ok(None);
+    }
+    let (b, g, r, hd) = q.dims4()?;
+    let (kb, kg, t, khd) = k.dims4()?;
+    let len = causal.len;
+    if (kb, kg, khd) != (b, g, hd)
+        || v.dims4()? != (b, g, t, hd)
+        || len == 0
+        || t < len
+        || r % len != 0
+    {
+        return Ok(None);
+    }
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (
+        candle_core::Storage::Cpu(qs),
+        candle_core::Storage::Cpu(ks),
+        candle_core::Storage::Cpu(vs),
+    ) = (&*qs, &*ks, &*vs)
+    else {
+        return Ok(None);
+    };
+    let (Some(qv), Some(kv), Some(vv)) = (view(qs, ql), view(ks, kl), view(vs, vl)) else {
+        return Ok(None);
+    };
+    // Units: (sequence, key/value head, block of `len` rows, PROMPT_ROWS of them).
+    let reps = r / len;
+    let blocks = len.div_ceil(PROMPT_ROWS);
+    let units = b * g * reps * blocks;
+    let mut out = vec![0f32; b * g * r * hd];
+    let out_view = super::Disjoint::new(&mut out);
+    let scale = scale as f32;
+    let (qv, kv, vv) = (&qv, &kv, &vv);
+    candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+        BLOCK_SCORES.with(|cell| {
+            let mut scores = cell.borrow_mut();
+            for unit in range {
+                let (head, blk) = (unit / blocks, unit % blocks);
+                let (bg, rep) = (head / reps, head % reps);
+                let (bi, gi) = (bg / g, bg % g);
+                let i0 = blk * PROMPT_ROWS;
+                let rows = PROMPT_ROWS.min(len - i0);
+                // The keys any row of the block sees: from the first row's start to the
+                // last row's end.
+                let lo = causal.visible(i0, t).start;
+                let hi = causal.visible(i0 + rows - 1, t).end;
+                let n = hi - lo;
+                if scores.len() < rows * n {
+                    scores.resize(rows * n, 0.0);
+                }
+                let s = &mut scores[..rows * n];
+                let row0 = rep * len + i0;
+                let q0 = qv.row(bi, gi, row0, hd).as_ptr();
+                let k0 = kv.row(bi, gi, lo, hd).as_ptr();
+                let v0 = vv.row(bi, gi, lo, hd).as_ptr();
+                // SAFETY: q rows row0 .. row0 + rows, k and v rows lo .. hi of this
+                // (sequence, head) lie inside their tensors (checked shapes; rows are
+                // contiguous, rows apart by stride[2]); `s` is rows × n.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        n,
+                        hd,
+                        s.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        q0,
+                        1,
+                        qv.stride[2] as isize,
+                        k0,
+                        kv.stride[2] as isize,
+                        1,
+                        0.0f32,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                // Each row's softmax over its own visible keys; the rest weigh 0.
+                for (i, row) in s.chunks_exact_mut(n).enumerate() {
+                    let vis = causal.visible(i0 + i, t);
+                    let (a, e) = (vis.start - lo, vis.end - lo);
+                    let max = row[a..e].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0f32;
+                    for x in &mut row[a..e] {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    let inv = 1.0 / sum;
+                    row[a..e].iter_mut().for_each(|x| *x *= inv);
+                    row[..a].fill(0.0);
+                    row[e..].fill(0.0);
+                }
+                // SAFETY: this unit's output rows are its own (disjoint blocks of
+                // (sequence, head, row)); v rows as above.
+                unsafe {
+                    let y = out_view.part(((bi * g + gi) * r + row0) * hd, rows * hd);
+                    gemm::gemm(
+                        rows,
+                        hd,
+                        n,
+                        y.as_mut_ptr(),
+                        1,
+                        hd as isize,
+                        false,
+                        s.as_ptr(),
+                        1,
+                        n as isize,
+                        v0,
+                        1,
+                        vv.stride[2] as isize,
+                        0.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        })
+    });
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
 }
 
 /// `softmax(q·kᵀ·scale)·v` for `q` `[b, g, r, hd]` and `k`, `v` `[b, g, t, hd]` (f32,
@@ -358,6 +547,60 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(diff <= 2e-6, "{b}x{g}x{r}x{t}x{hd}: max difference {diff}");
+        }
+    }
+
+    /// A prompt's attention equals candle's matmul / mask / softmax / matmul: a prompt
+    /// on an empty cache and one after cached positions, grouped query rows, a sliding
+    /// window narrower than the prompt, blocks of rows that end mid-way, a strided cache.
+    #[test]
+    fn prompt_attention_equals_candles() {
+        let dev = Device::Cpu;
+        for (b, g, rep, len, start, window, hd) in [
+            (1, 12, 1, 7, 0, None, 64),
+            (1, 2, 1, 70, 0, None, 16),
+            (2, 2, 3, 40, 9, None, 16),
+            (1, 2, 2, 45, 20, Some(16), 8),
+            (1, 1, 1, 33, 0, Some(1), 8),
+        ] {
+            let t = start + len;
+            let q = Tensor::randn(0f32, 1.0, (b, g, rep * len, hd), &dev).unwrap();
+            let kfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
+            let vfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
+            let (k, v) = (
+                kfull.narrow(2, 0, t).unwrap(),
+                vfull.narrow(2, 0, t).unwrap(),
+            );
+            let scale = 1.0 / (hd as f64).sqrt();
+            let causal = Causal { len, window };
+            let ours = prompt(&q, &k, &v, scale, causal)
+                .unwrap()
+                .expect("a CPU f32 input");
+            let mask = crate::model::nn::causal_mask(len, start, window, &dev).unwrap();
+            let att = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+            let att = att
+                .reshape((b, g, rep, len, t))
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap()
+                .reshape((b, g, rep * len, t))
+                .unwrap();
+            let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
+            let theirs = att.matmul(&v).unwrap();
+            let diff = (ours - &theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(D::Minus1)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff <= 2e-6,
+                "{b}x{g}x{rep}x{len} after {start}, window {window:?}: max difference {diff}"
+            );
         }
     }
 

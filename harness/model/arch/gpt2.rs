@@ -362,7 +362,9 @@ impl Gpt2 {
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let (k, v) = kv.append(&k, &v)?;
         let scale = self.attention_scale(layer);
-        let y = match crate::kernel::attention::decode_step(&q, &k, &v, scale, mask.is_some())? {
+        // The mask, when there is one, is the causal one over this pass's positions.
+        let causal = mask.map(|_| crate::kernel::attention::Causal { len, window: None });
+        let y = match crate::kernel::attention::step(&q, &k, &v, scale, causal)? {
             Some(y) => y,
             None => {
                 let mut att = (q.matmul(&k.t()?)? * scale)?;

@@ -820,7 +820,12 @@ impl Llama {
         let rep = nh / nkv;
         let q = q.reshape((b, nkv, rep * len, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let y = match crate::kernel::attention::decode_step(&q, &k, &v, scale, mask.is_some())? {
+        // The mask, when there is one, is the causal one over this pass's positions.
+        let causal = mask.map(|_| crate::kernel::attention::Causal {
+            len,
+            window: c.sliding_window,
+        });
+        let y = match crate::kernel::attention::step(&q, &k, &v, scale, causal)? {
             Some(y) => y,
             None => {
                 let att = (q.matmul(&k.t()?)? * scale)?;
