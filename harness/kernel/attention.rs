@@ -89,6 +89,55 @@ impl Causal {
     }
 }
 
+/// The shapes of `q` `[b, g, r, hd]` and `k`, `v` `[b, g, t, hd]`.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    g: usize,
+    r: usize,
+    t: usize,
+    hd: usize,
+}
+
+/// `f` on the views of `q`, `k` and `v` where this path applies to them (enabled; f32
+/// CPU tensors of rank 4 with contiguous rows; matching sequences, heads and head
+/// sizes), else `None`: the caller's candle path runs.
+fn with_views<T>(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    f: impl FnOnce(Dims, &View, &View, &View) -> candle_core::Result<Option<T>>,
+) -> candle_core::Result<Option<T>> {
+    if !ENABLED.load(Ordering::Relaxed)
+        || !q.device().is_cpu()
+        || q.rank() != 4
+        || k.rank() != 4
+        || v.rank() != 4
+    {
+        return Ok(None);
+    }
+    let (b, g, r, hd) = q.dims4()?;
+    let (kb, kg, t, khd) = k.dims4()?;
+    if (kb, kg, khd) != (b, g, hd) || v.dims4()? != (b, g, t, hd) {
+        return Ok(None);
+    }
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (
+        candle_core::Storage::Cpu(qs),
+        candle_core::Storage::Cpu(ks),
+        candle_core::Storage::Cpu(vs),
+    ) = (&*qs, &*ks, &*vs)
+    else {
+        return Ok(None);
+    };
+    let (Some(qv), Some(kv), Some(vv)) = (view(qs, ql), view(ks, kl), view(vs, vl)) else {
+        return Ok(None);
+    };
+    f(Dims { b, g, r, t, hd }, &qv, &kv, &vv)
+}
+
 /// A model's attention: this path where it applies (quantbench's kernels active, f32
 /// CPU inputs), else `None` and the caller's candle path runs. `causal`: `None` for a
 /// decode step (every cached position visible), the prompt's shape otherwise.
@@ -126,141 +175,113 @@ pub fn prompt(
     scale: f64,
     causal: Causal,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !ENABLED.load(Ordering::Relaxed)
-        || !q.device().is_cpu()
-        || q.rank() != 4
-        || k.rank() != 4
-        || v.rank() != 4
-    {
-        return Ok(None);
-    }
-    let (b, g, r, hd) = q.dims4()?;
-    let (kb, kg, t, khd) = k.dims4()?;
-    let len = causal.len;
-    if (kb, kg, khd) != (b, g, hd)
-        || v.dims4()? != (b, g, t, hd)
-        || len == 0
-        || t < len
-        || r % len != 0
-    {
-        return Ok(None);
-    }
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (
-        candle_core::Storage::Cpu(qs),
-        candle_core::Storage::Cpu(ks),
-        candle_core::Storage::Cpu(vs),
-    ) = (&*qs, &*ks, &*vs)
-    else {
-        return Ok(None);
-    };
-    let (Some(qv), Some(kv), Some(vv)) = (view(qs, ql), view(ks, kl), view(vs, vl)) else {
-        return Ok(None);
-    };
-    // Units: (sequence, key/value head, block of `len` rows, PROMPT_ROWS of them).
-    let reps = r / len;
-    let blocks = len.div_ceil(PROMPT_ROWS);
-    let units = b * g * reps * blocks;
-    let mut out = vec![0f32; b * g * r * hd];
-    let out_view = super::Disjoint::new(&mut out);
-    let scale = scale as f32;
-    let (qv, kv, vv) = (&qv, &kv, &vv);
-    candle_core::utils::barrier_pool().execute_chunked(units, |range| {
-        BLOCK_SCORES.with(|cell| {
-            let mut scores = cell.borrow_mut();
-            for unit in range {
-                let (head, blk) = (unit / blocks, unit % blocks);
-                let (bg, rep) = (head / reps, head % reps);
-                let (bi, gi) = (bg / g, bg % g);
-                let i0 = blk * PROMPT_ROWS;
-                let rows = PROMPT_ROWS.min(len - i0);
-                // The keys any row of the block sees: from the first row's start to the
-                // last row's end.
-                let lo = causal.visible(i0, t).start;
-                let hi = causal.visible(i0 + rows - 1, t).end;
-                let n = hi - lo;
-                if scores.len() < rows * n {
-                    scores.resize(rows * n, 0.0);
-                }
-                let s = &mut scores[..rows * n];
-                let row0 = rep * len + i0;
-                let q0 = qv.row(bi, gi, row0, hd).as_ptr();
-                let k0 = kv.row(bi, gi, lo, hd).as_ptr();
-                let v0 = vv.row(bi, gi, lo, hd).as_ptr();
-                // SAFETY: q rows row0 .. row0 + rows, k and v rows lo .. hi of this
-                // (sequence, head) lie inside their tensors (checked shapes; rows are
-                // contiguous, rows apart by stride[2]); `s` is rows × n.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        n,
-                        hd,
-                        s.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        q0,
-                        1,
-                        qv.stride[2] as isize,
-                        k0,
-                        kv.stride[2] as isize,
-                        1,
-                        0.0f32,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                // Each row's softmax over its own visible keys; the rest weigh 0.
-                for (i, row) in s.chunks_exact_mut(n).enumerate() {
-                    let vis = causal.visible(i0 + i, t);
-                    let (a, e) = (vis.start - lo, vis.end - lo);
-                    let max = row[a..e].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let mut sum = 0f32;
-                    for x in &mut row[a..e] {
-                        *x = (*x - max).exp();
-                        sum += *x;
+    with_views(q, k, v, |Dims { b, g, r, t, hd }, qv, kv, vv| {
+        let len = causal.len;
+        if len == 0 || t < len || r % len != 0 {
+            return Ok(None);
+        }
+        // Units: (sequence, key/value head, block of `len` rows, PROMPT_ROWS of them).
+        let reps = r / len;
+        let blocks = len.div_ceil(PROMPT_ROWS);
+        let units = b * g * reps * blocks;
+        let mut out = vec![0f32; b * g * r * hd];
+        let out_view = super::Disjoint::new(&mut out);
+        let scale = scale as f32;
+        candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+            BLOCK_SCORES.with(|cell| {
+                let mut scores = cell.borrow_mut();
+                for unit in range {
+                    let (head, blk) = (unit / blocks, unit % blocks);
+                    let (bg, rep) = (head / reps, head % reps);
+                    let (bi, gi) = (bg / g, bg % g);
+                    let i0 = blk * PROMPT_ROWS;
+                    let rows = PROMPT_ROWS.min(len - i0);
+                    // The keys any row of the block sees: from the first row's start to the
+                    // last row's end.
+                    let lo = causal.visible(i0, t).start;
+                    let hi = causal.visible(i0 + rows - 1, t).end;
+                    let n = hi - lo;
+                    if scores.len() < rows * n {
+                        scores.resize(rows * n, 0.0);
                     }
-                    let inv = 1.0 / sum;
-                    row[a..e].iter_mut().for_each(|x| *x *= inv);
-                    row[..a].fill(0.0);
-                    row[e..].fill(0.0);
+                    let s = &mut scores[..rows * n];
+                    let row0 = rep * len + i0;
+                    let q0 = qv.row(bi, gi, row0, hd).as_ptr();
+                    let k0 = kv.row(bi, gi, lo, hd).as_ptr();
+                    let v0 = vv.row(bi, gi, lo, hd).as_ptr();
+                    // SAFETY: q rows row0 .. row0 + rows, k and v rows lo .. hi of this
+                    // (sequence, head) lie inside their tensors (checked shapes; rows are
+                    // contiguous, rows apart by stride[2]); `s` is rows × n.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            n,
+                            hd,
+                            s.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            q0,
+                            1,
+                            qv.stride[2] as isize,
+                            k0,
+                            kv.stride[2] as isize,
+                            1,
+                            0.0f32,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    // Each row's softmax over its own visible keys; the rest weigh 0.
+                    for (i, row) in s.chunks_exact_mut(n).enumerate() {
+                        let vis = causal.visible(i0 + i, t);
+                        let (a, e) = (vis.start - lo, vis.end - lo);
+                        let max = row[a..e].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                        let mut sum = 0f32;
+                        for x in &mut row[a..e] {
+                            *x = (*x - max).exp();
+                            sum += *x;
+                        }
+                        let inv = 1.0 / sum;
+                        row[a..e].iter_mut().for_each(|x| *x *= inv);
+                        row[..a].fill(0.0);
+                        row[e..].fill(0.0);
+                    }
+                    // SAFETY: this unit's output rows are its own (disjoint blocks of
+                    // (sequence, head, row)); v rows as above.
+                    unsafe {
+                        let y = out_view.part(((bi * g + gi) * r + row0) * hd, rows * hd);
+                        gemm::gemm(
+                            rows,
+                            hd,
+                            n,
+                            y.as_mut_ptr(),
+                            1,
+                            hd as isize,
+                            false,
+                            s.as_ptr(),
+                            1,
+                            n as isize,
+                            v0,
+                            1,
+                            vv.stride[2] as isize,
+                            0.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
-                // SAFETY: this unit's output rows are its own (disjoint blocks of
-                // (sequence, head, row)); v rows as above.
-                unsafe {
-                    let y = out_view.part(((bi * g + gi) * r + row0) * hd, rows * hd);
-                    gemm::gemm(
-                        rows,
-                        hd,
-                        n,
-                        y.as_mut_ptr(),
-                        1,
-                        hd as isize,
-                        false,
-                        s.as_ptr(),
-                        1,
-                        n as isize,
-                        v0,
-                        1,
-                        vv.stride[2] as isize,
-                        0.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            }
-        })
-    });
-    CALLS.fetch_add(1, Ordering::Relaxed);
-    Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
+            })
+        });
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
+    })
 }
 
 /// `softmax(q·kᵀ·scale)·v` for `q` `[b, g, r, hd]` and `k`, `v` `[b, g, t, hd]` (f32,
@@ -272,59 +293,37 @@ pub fn decode(
     v: &Tensor,
     scale: f64,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !ENABLED.load(Ordering::Relaxed)
-        || !q.device().is_cpu()
-        || q.rank() != 4
-        || k.rank() != 4
-        || v.rank() != 4
-    {
-        return Ok(None);
-    }
-    let (b, g, r, hd) = q.dims4()?;
-    let (kb, kg, t, khd) = k.dims4()?;
-    if (kb, kg, khd) != (b, g, hd) || v.dims4()? != (b, g, t, hd) || t == 0 {
-        return Ok(None);
-    }
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (
-        candle_core::Storage::Cpu(qs),
-        candle_core::Storage::Cpu(ks),
-        candle_core::Storage::Cpu(vs),
-    ) = (&*qs, &*ks, &*vs)
-    else {
-        return Ok(None);
-    };
-    let (Some(qv), Some(kv), Some(vv)) = (view(qs, ql), view(ks, kl), view(vs, vl)) else {
-        return Ok(None);
-    };
-    let units = b * g * r;
-    let mut out = vec![0f32; units * hd];
-    let addr = out.as_mut_ptr() as usize;
-    let scale = scale as f32;
-    let (qv, kv, vv) = (&qv, &kv, &vv);
-    candle_core::utils::barrier_pool().execute_chunked(units, |range| {
-        let mut scores = vec![0f32; t];
-        for unit in range {
-            let (bg, row) = (unit / r, unit % r);
-            let (bi, gi) = (bg / g, bg % g);
-            // SAFETY: each unit writes its own hd outputs of `out`, which outlives the call.
-            let y =
-                unsafe { std::slice::from_raw_parts_mut((addr as *mut f32).add(unit * hd), hd) };
-            let query = qv.row(bi, gi, row, hd);
-            attend(
-                query,
-                |j| kv.row(bi, gi, j, hd),
-                |j| vv.row(bi, gi, j, hd),
-                scale,
-                &mut scores,
-                y,
-            );
+    with_views(q, k, v, |Dims { b, g, r, t, hd }, qv, kv, vv| {
+        if t == 0 {
+            return Ok(None);
         }
-    });
-    CALLS.fetch_add(1, Ordering::Relaxed);
-    Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
+        let units = b * g * r;
+        let mut out = vec![0f32; units * hd];
+        let addr = out.as_mut_ptr() as usize;
+        let scale = scale as f32;
+        candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+            let mut scores = vec![0f32; t];
+            for unit in range {
+                let (bg, row) = (unit / r, unit % r);
+                let (bi, gi) = (bg / g, bg % g);
+                // SAFETY: each unit writes its own hd outputs of `out`, which outlives the call.
+                let y = unsafe {
+                    std::slice::from_raw_parts_mut((addr as *mut f32).add(unit * hd), hd)
+                };
+                let query = qv.row(bi, gi, row, hd);
+                attend(
+                    query,
+                    |j| kv.row(bi, gi, j, hd),
+                    |j| vv.row(bi, gi, j, hd),
+                    scale,
+                    &mut scores,
+                    y,
+                );
+            }
+        });
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Tensor::from_vec(out, (b, g, r, hd), q.device())?))
+    })
 }
 
 /// The heads of a decode step: `b` sequences, `g` key/value heads, `rep` query heads
@@ -512,6 +511,19 @@ mod tests {
     use super::*;
     use candle_core::{Device, D};
 
+    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(D::Minus1)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// Equal to candle's matmul / softmax / matmul, on a strided cache view (as the KV
     /// cache hands it out), with grouped query rows and one sequence or two.
     #[test]
@@ -536,16 +548,7 @@ mod tests {
             let att = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
             let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
             let theirs = att.matmul(&v).unwrap();
-            let diff = (ours - &theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(D::Minus1)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_difference(&ours, &theirs);
             assert!(diff <= 2e-6, "{b}x{g}x{r}x{t}x{hd}: max difference {diff}");
         }
     }
@@ -587,16 +590,7 @@ mod tests {
                 .unwrap();
             let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
             let theirs = att.matmul(&v).unwrap();
-            let diff = (ours - &theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(D::Minus1)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_difference(&ours, &theirs);
             assert!(
                 diff <= 2e-6,
                 "{b}x{g}x{rep}x{len} after {start}, window {window:?}: max difference {diff}"
