@@ -511,6 +511,15 @@ mod tests {
     use super::*;
     use candle_core::{Device, D};
 
+    /// Random keys or values in a cache of capacity t + 5 narrowed to t positions:
+    /// strided like KvCache's.
+    fn strided_cache(b: usize, g: usize, t: usize, hd: usize) -> Tensor {
+        Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &Device::Cpu)
+            .unwrap()
+            .narrow(2, 0, t)
+            .unwrap()
+    }
+
     fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
@@ -536,13 +545,7 @@ mod tests {
             (1, 8, 4, 300, 64),
         ] {
             let q = Tensor::randn(0f32, 1.0, (b, g, r, hd), &dev).unwrap();
-            // A cache of capacity t + 5, narrowed to t positions: strided like KvCache's.
-            let kfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
-            let vfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
-            let (k, v) = (
-                kfull.narrow(2, 0, t).unwrap(),
-                vfull.narrow(2, 0, t).unwrap(),
-            );
+            let (k, v) = (strided_cache(b, g, t, hd), strided_cache(b, g, t, hd));
             let scale = 1.0 / (hd as f64).sqrt();
             let ours = decode(&q, &k, &v, scale).unwrap().expect("a CPU f32 input");
             let att = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
@@ -568,12 +571,7 @@ mod tests {
         ] {
             let t = start + len;
             let q = Tensor::randn(0f32, 1.0, (b, g, rep * len, hd), &dev).unwrap();
-            let kfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
-            let vfull = Tensor::randn(0f32, 1.0, (b, g, t + 5, hd), &dev).unwrap();
-            let (k, v) = (
-                kfull.narrow(2, 0, t).unwrap(),
-                vfull.narrow(2, 0, t).unwrap(),
-            );
+            let (k, v) = (strided_cache(b, g, t, hd), strided_cache(b, g, t, hd));
             let scale = 1.0 / (hd as f64).sqrt();
             let causal = Causal { len, window };
             let ours = prompt(&q, &k, &v, scale, causal)

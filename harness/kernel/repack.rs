@@ -558,16 +558,18 @@ mod avx2 {
         }
         _mm256_storeu_ps(out, acc);
     }
-    /// `vpshufb` masks that copy byte `j` of each 32-bit lane into both 16-bit halves
-    /// of the lane (zero-extended): a q4_k sub-block's 6-bit scale (or minimum) of each
-    /// of the 8 rows, ready for `vpmaddwd`.
-    static LANE_BYTE: [[u8; 32]; 4] = {
+
+    /// `vpshufb` masks, one per byte `j` of a 32-bit lane, that copy that byte of each
+    /// lane into both 16-bit halves of the lane: into their low bytes, zero-extended
+    /// (`high` false), or into their high bytes (`high` true; an arithmetic shift right
+    /// by 8 then sign-extends it).
+    const fn lane_byte_masks(high: bool) -> [[u8; 32]; 4] {
         let mut t = [[0u8; 32]; 4];
         let mut j = 0;
         while j < 4 {
             let mut b = 0;
             while b < 32 {
-                t[j][b] = if b % 2 == 0 {
+                t[j][b] = if (b % 2 == 1) == high {
                     ((b % 16) / 4 * 4 + j) as u8
                 } else {
                     0x80
@@ -577,7 +579,11 @@ mod avx2 {
             j += 1;
         }
         t
-    };
+    }
+
+    /// A q4_k sub-block's 6-bit scale (or minimum) of each of the 8 rows, ready for
+    /// `vpmaddwd`.
+    static LANE_BYTE: [[u8; 32]; 4] = lane_byte_masks(false);
 
     #[inline(always)]
     unsafe fn lane_byte(j: usize) -> __m256i {
@@ -675,26 +681,9 @@ mod avx2 {
         }
         _mm256_storeu_ps(out, acc);
     }
-    /// `vpshufb` masks that put byte `j` of each 32-bit lane into the high byte of both
-    /// 16-bit halves (an arithmetic shift right by 8 then sign-extends it): a q6_k
-    /// group's signed scale for each of the 8 rows.
-    static LANE_BYTE_HIGH: [[u8; 32]; 4] = {
-        let mut t = [[0u8; 32]; 4];
-        let mut j = 0;
-        while j < 4 {
-            let mut b = 0;
-            while b < 32 {
-                t[j][b] = if b % 2 == 1 {
-                    ((b % 16) / 4 * 4 + j) as u8
-                } else {
-                    0x80
-                };
-                b += 1;
-            }
-            j += 1;
-        }
-        t
-    };
+
+    /// A q6_k group's signed scale for each of the 8 rows (before the shift).
+    static LANE_BYTE_HIGH: [[u8; 32]; 4] = lane_byte_masks(true);
 
     /// Group `g`'s scale for the 8 rows of a q6_k group block whose scales start at
     /// `scales`, sign-extended into both 16-bit halves of each row's lane.
