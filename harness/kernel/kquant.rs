@@ -209,15 +209,8 @@ impl KActivations {
 /// One super-block of 256 activations rounded as `q8_K` into `q` (256 quants) and `bsums`
 /// (16 sums of 16); returns the scale. The SIMD rounding where the CPU has AVX2.
 fn quantize_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
-    // The value of largest magnitude, the first one on ties (NaNs skipped).
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax == 0.0 {
+    let max = largest_magnitude(x);
+    if max == 0.0 {
         // An all-zero block: zero quants, scale and sums (the buffers are reused).
         q.fill(0);
         bsums.fill(0);
@@ -239,6 +232,18 @@ fn quantize_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
     1.0 / iscale
 }
 
+/// The value of largest magnitude, the first one on ties (NaNs skipped); 0 for none.
+fn largest_magnitude(x: &[f32]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// `q = round(iscale · x)` (half away from zero), clamped to i8: candle's `q8_K`.
 fn round_k_block(x: &[f32], iscale: f32, q: &mut [i8]) {
     for (q, &v) in q.iter_mut().zip(x) {
@@ -246,7 +251,8 @@ fn round_k_block(x: &[f32], iscale: f32, q: &mut [i8]) {
     }
 }
 
-/// [`round_k_block`] 8 lanes at a time, bit for bit: the product as the scalar one, the
+/// [`round_k_block`] 8 lanes at a time, bit for bit on finite values (a NaN activation
+/// rounds to −128 here, to 0 there): the product as the scalar one, the
 /// rounding as `f32::round` (truncate, then one away from zero where the dropped
 /// fraction — exact in f32 — is at least a half).
 #[cfg(target_arch = "x86_64")]
@@ -764,14 +770,7 @@ mod tests {
             data(QK_K, 6).iter().map(|v| v * 1e-3).collect(),
         ];
         for x in &blocks {
-            let (mut max, mut amax) = (0f32, 0f32);
-            for &v in x {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            let iscale = -127f32 / max;
+            let iscale = -127f32 / largest_magnitude(x);
             let mut want = vec![0i8; QK_K];
             round_k_block(x, iscale, &mut want);
             #[cfg(target_arch = "x86_64")]
