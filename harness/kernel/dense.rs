@@ -165,13 +165,24 @@ simd_fn! {
 
 /// The same products with 8 lanes (AVX2 + FMA + F16C), for CPUs without AVX-512: 4
 /// weight rows by up to 3 activation rows per step (12 accumulators, 3 activation
-/// vectors and a weight vector fill the 16 registers), two accumulator sets per tile so
-/// a decode step (one activation row) keeps 8 independent chains of fused multiply-adds.
+/// vectors and a weight vector fill the 16 registers).
+///
+/// Weights are prefetched into L1 one tile ahead (the same line of the next 4 rows), and
+/// no further. The distance used to be `PREFETCH_ROWS` rows into L1 and
+/// `tile::PREFETCH_L2_ROWS` into L2, chosen on GPT-2 small's rows (1.5-3 KB at f16); on
+/// Llama 3.2 1B's rows (8-32 KB at f32) that is 64-512 KB ahead, past L1 (32 KB) and up
+/// to the whole of L2 (512 KB) on this EPYC. Streaming rate of one product, 1 GiB of
+/// distinct matrices per pass so they come from memory (throwaway program over
+/// `matmul_into`, median of 3 processes of 5 passes, GB/s; 8/16 rows before, next tile
+/// after): f32 8192×2048 29.6 → 31.8, 2048×8192 26.3 → 32.6, 768×3072 27.9 → 31.7; f16
+/// 2048×8192 27.4 → 33.6, 768×3072 25.8 → 31.6, 2304×768 21.6 → 23.2; level elsewhere
+/// (f16 8192×2048 32.3 → 30.7, within the noise). No prefetch at all was worse at
+/// GPT-2's f16 shapes (17-18 GB/s).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{weight_at, Float, Operands, PREFETCH_ROWS};
+    use super::{weight_at, Float, Operands};
     use crate::kernel::tile::hsum;
 
     macro_rules! avx2_fn {
@@ -211,12 +222,10 @@ mod avx2 {
                 }
                 for r in 0..R {
                     let p = o.w.add(((w_row + r) * o.k + i) * o.elem);
-                    // One prefetch per 64-byte line of weights.
+                    // One prefetch per 64-byte line of weights: the same line of the next
+                    // tile's rows (see `avx2`'s doc for why not further).
                     if (i * o.elem).is_multiple_of(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * o.k * o.elem) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T1>(
-                            p.wrapping_add(crate::kernel::tile::PREFETCH_L2_ROWS * o.k * o.elem) as *const i8,
-                        );
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(R * o.k * o.elem) as *const i8);
                     }
                     let wv = load8::<F>(p);
                     for c in 0..C {
