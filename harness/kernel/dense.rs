@@ -172,8 +172,8 @@ simd_fn! {
 /// `tile::PREFETCH_L2_ROWS` into L2, chosen on GPT-2 small's rows (1.5-3 KB at f16); on
 /// Llama 3.2 1B's rows (8-32 KB at f32) that is 64-512 KB ahead, past L1 (32 KB) and up
 /// to the whole of L2 (512 KB) on this EPYC. Streaming rate of one product, 1 GiB of
-/// distinct matrices per pass so they come from memory (throwaway program over
-/// `matmul_into`, median of 3 processes of 5 passes, GB/s; 8/16 rows before, next tile
+/// distinct matrices per pass so they come from memory (`examples/streaming.rs`
+/// over `matmul_into`, median of 3 processes of 5 passes, GB/s; 8/16 rows before, next tile
 /// after): f32 8192×2048 29.6 → 31.8, 2048×8192 26.3 → 32.6, 768×3072 27.9 → 31.7; f16
 /// 2048×8192 27.4 → 33.6, 768×3072 25.8 → 31.6, 2304×768 21.6 → 23.2; level elsewhere
 /// (f16 8192×2048 32.3 → 30.7, within the noise). No prefetch at all was worse at

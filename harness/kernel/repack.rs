@@ -55,7 +55,7 @@ pub const ROWS: usize = 8;
 /// How far ahead in a group's stream of blocks the kernels prefetch, in bytes (the
 /// first activation row of a unit only: the others find the group in cache). Streaming
 /// rate of one-row products on Llama 3.2 1B's shapes, 1 GiB of distinct matrices per
-/// pass so they come from memory (a throwaway program over [`matmul_into`], median of 3
+/// pass so they come from memory (`examples/streaming.rs` over [`matmul_into`], median of 3
 /// processes of 5 passes, GB/s, none → 512 → 1024 bytes ahead): q8_0 8192×2048 27.2 →
 /// 29.3 → 29.4, 2048×8192 26.2 → 29.7 → 32.2; q4_0 26.0 → 28.8 → 28.2, 26.6 → 28.6 →
 /// 31.2; q4_k 24.7 → 23.9 → 26.9, 24.6 → 26.0 → 26.0; q6_k 13.3 → 18.9 → 24.9, 12.2 →

@@ -1,0 +1,112 @@
+//! How fast one product streams its weights from memory: the one-row products (a decode
+//! step's) of quantbench's own kernels on Llama 3.2 1B's MLP shapes (8192 × 2048 and
+//! 2048 × 8192) or GPT-2 small's, over 1 GiB of distinct matrices per pass so that every
+//! weight comes from memory, as in a decode step. Prints GB/s of weights read (median
+//! and best of 5 passes after one untimed pass) beside a STREAM-style read of this
+//! machine's memory; compare runs of several processes, not single figures.
+//!
+//!     cargo run --release --example streaming -- f32          # f32 f16 bf16 q8_0 q4_0 q4_k q6_k
+//!     cargo run --release --example streaming -- q4_k gpt2    # GPT-2 small's shapes
+//!
+//! The dense formats run `kernel::dense::matmul_into`; the block formats the
+//! interleaved layout's `kernel::repack::matmul_into` (AVX2 CPUs only).
+
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use quantbench::kernel::dense::{self, Float};
+use quantbench::kernel::repack::{self, Interleaved};
+
+/// What one pass reads: past any last-level cache.
+const PASS_BYTES: usize = 1 << 30;
+
+/// One product of a matrix (its bytes) with the fixed activation row, into the output.
+type Product = Box<dyn Fn(&[u8], &mut [f32])>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let format = args.first().map(String::as_str).unwrap_or("f32");
+    let shapes: &[(usize, usize)] = if args.get(1).map(String::as_str) == Some("gpt2") {
+        &[(3072, 768), (768, 3072), (2304, 768)]
+    } else {
+        &[(8192, 2048), (2048, 8192)]
+    };
+    const FORMATS: [&str; 7] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"];
+    if !FORMATS.contains(&format) {
+        eprintln!(
+            "unknown format {format:?}: use one of {}",
+            FORMATS.join(", ")
+        );
+        std::process::exit(2);
+    }
+    quantbench::kernel::configure_threads();
+    if quantbench::kernel::level().is_none() {
+        eprintln!("this CPU lacks AVX2: quantbench's kernels are not in use");
+        std::process::exit(2);
+    }
+    let bw = quantbench::bandwidth::measure();
+    println!(
+        "memory read: {:.1} GB/s ({} threads)",
+        bw.read_gbps, bw.threads
+    );
+    for &(n, k) in shapes {
+        let w = Tensor::randn(0f32, 0.02, (n, k), &Device::Cpu).expect("weights");
+        let x: Vec<f32> = (0..k).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+        let mut out = vec![0f32; n];
+        let (bytes, product): (Vec<u8>, Product) = match format {
+            "f32" | "f16" | "bf16" => {
+                let (float, dtype) = match format {
+                    "f32" => (Float::F32, candle_core::DType::F32),
+                    "f16" => (Float::F16, candle_core::DType::F16),
+                    _ => (Float::BF16, candle_core::DType::BF16),
+                };
+                let t = w.to_dtype(dtype).expect("convert");
+                let mut bytes = Vec::new();
+                t.flatten_all()
+                    .expect("flatten")
+                    .write_bytes(&mut bytes)
+                    .expect("bytes");
+                let x = x.clone();
+                let f = move |m: &[u8], o: &mut [f32]| dense::matmul_into(float, m, n, k, &x, 1, o);
+                (bytes, Box::new(f))
+            }
+            _ => {
+                let dtype = match format {
+                    "q8_0" => GgmlDType::Q8_0,
+                    "q4_0" => GgmlDType::Q4_0,
+                    "q4_k" => GgmlDType::Q4K,
+                    _ => GgmlDType::Q6K,
+                };
+                let q = QTensor::quantize(&w, dtype).expect("quantize");
+                let packed = Interleaved::from_qtensor(&q).expect("interleaved layout (AVX2)");
+                let kind = packed.kind();
+                let x = x.clone();
+                let scratch = std::cell::RefCell::new(quantbench::kernel::Scratch::default());
+                let f = move |m: &[u8], o: &mut [f32]| {
+                    repack::matmul_into(kind, m, n, k, &x, 1, &mut scratch.borrow_mut(), o)
+                };
+                (packed.raw().to_vec(), Box::new(f))
+            }
+        };
+        let count = PASS_BYTES.div_ceil(bytes.len()).max(4);
+        let matrices: Vec<Vec<u8>> = (0..count).map(|_| bytes.clone()).collect();
+        let pass = |out: &mut [f32]| {
+            let t = Instant::now();
+            for m in &matrices {
+                product(m, out);
+            }
+            t.elapsed().as_secs_f64()
+        };
+        pass(&mut out);
+        let mut times: Vec<f64> = (0..5).map(|_| pass(&mut out)).collect();
+        times.sort_by(f64::total_cmp);
+        let total = (bytes.len() * count) as f64;
+        println!(
+            "{format} {n}x{k}: median {:.1} GB/s, best {:.1} GB/s ({count} matrices of {:.1} MB)",
+            total / times[2] / 1e9,
+            total / times[0] / 1e9,
+            bytes.len() as f64 / 1e6
+        );
+    }
+}
