@@ -1,4 +1,4 @@
-//! Criterion bench of q4_0's, q8_0's, q4_k's and q6_k's two AVX2 kernels on the same weights:
+//! Criterion bench of q4_0's, q5_0's, q8_0's, q4_k's and q6_k's two AVX2 kernels on the same weights:
 //! block by block as stored (`kernel::matmul_into` / `kernel::kquant::matmul_into`,
 //! 4 × 2 tiles) against 8 rows interleaved
 //! (`kernel::repack`), at decode (1 activation row) and a prompt chunk (64 rows), on
@@ -23,7 +23,7 @@ fn kernels(c: &mut Criterion) {
         eprintln!("this CPU lacks AVX2: nothing to bench");
         return;
     }
-    for kind in [Kind::Q4_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K] {
+    for kind in [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K] {
         for (name, k, n) in [
             ("gpt2 mlp.c_fc", 768, 3072),
             ("gpt2 mlp.c_proj", 3072, 768),

@@ -5,7 +5,7 @@
 //! and best of 5 passes after one untimed pass) beside a STREAM-style read of this
 //! machine's memory; compare runs of several processes, not single figures.
 //!
-//!     cargo run --release --example streaming -- f32          # f32 f16 bf16 q8_0 q4_0 q4_k q6_k
+//!     cargo run --release --example streaming -- f32          # f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q6_k
 //!     cargo run --release --example streaming -- q4_k gpt2    # GPT-2 small's shapes
 //!
 //! The dense formats run `kernel::dense::matmul_into`; the block formats the
@@ -32,7 +32,7 @@ fn main() {
     } else {
         &[(8192, 2048), (2048, 8192)]
     };
-    const FORMATS: [&str; 7] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"];
+    const FORMATS: [&str; 8] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"];
     if !FORMATS.contains(&format) {
         eprintln!(
             "unknown format {format:?}: use one of {}",
@@ -75,6 +75,7 @@ fn main() {
                 let dtype = match format {
                     "q8_0" => GgmlDType::Q8_0,
                     "q4_0" => GgmlDType::Q4_0,
+                    "q5_0" => GgmlDType::Q5_0,
                     "q4_k" => GgmlDType::Q4K,
                     _ => GgmlDType::Q6K,
                 };

@@ -160,6 +160,7 @@ fn decode_step_gives_candles_tokens_and_logits() {
             Precision::Q8_0,
             Precision::Q4_0,
             Precision::Q4_1,
+            Precision::Q5_0,
             Precision::Q4K,
             Precision::Q6K,
             Precision::Nf4,

@@ -9,7 +9,7 @@
 //! place (no copy), round the activations to 8 bits the way candle does (`q8_0` blocks,
 //! so the numbers match candle's to rounding), and multiply 4 weight rows by 4
 //! activation rows per step with `vpdpbusd`, on candle's own thread pool. On AVX2 CPUs
-//! the linear layers' q4_0, q8_0, q4_k and q6_k weights are instead rearranged once at
+//! the linear layers' q4_0, q5_0, q8_0, q4_k and q6_k weights are instead rearranged once at
 //! load into 8-row interleaved blocks of the same bytes ([`repack`]).
 //!
 //! They run on x86-64 CPUs with AVX-512 VNNI (Zen 4, Ice Lake and later), and in an
@@ -165,7 +165,7 @@ pub fn describe() -> String {
             "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".to_string()
         }
         (Kernels::Quantbench, _) => {
-            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q8_0, q4_k and q6_k linear layers repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
+            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q5_0, q8_0, q4_k and q6_k linear layers repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
         }
         (Kernels::Candle, Some(_)) => format!("candle ({ENV}=candle)"),
         (Kernels::Candle, None) => "candle (this CPU lacks AVX2)".into(),

@@ -1,4 +1,4 @@
-//! q4_0, q8_0, q4_k and q6_k weights repacked for AVX2: eight rows interleaved, so one
+//! q4_0, q5_0, q8_0, q4_k and q6_k weights repacked for AVX2: eight rows interleaved, so one
 //! activation block, one scale conversion and one float multiply-add serve eight rows
 //! (llama.cpp's idea, from `ggml-cpu/repack.cpp`'s `block_q4_0x8` / `block_q4_Kx8`; the
 //! layouts and kernels here are quantbench's).
@@ -11,6 +11,8 @@
 //! - q4_0 (144 bytes = 8 × 18): the 8 f16 scales, then 4 chunks of 32 bytes; in chunk
 //!   `j`, bytes `4r .. 4r + 4` hold row `r`'s quants `4j .. 4j + 4` in their low nibbles
 //!   and `4j + 16 .. 4j + 20` in their high nibbles (the stored nibble pairs re-paired).
+//! - q5_0 (176 = 8 × 22): the 8 scales, the 8 rows' 32-bit words of fifth bits, then
+//!   q4_0's 4 chunks of nibbles.
 //! - q8_0 (272 = 8 × 34): the scales, then 8 chunks; chunk `j` lane `r` = row `r`'s
 //!   quants `4j .. 4j + 4`.
 //! - q4_k (1152 = 8 × 144): the 8 d, the 8 dmin, then the 12 packed scale bytes and
@@ -22,7 +24,10 @@
 //! scales in f32 and accumulated, as in the other kernels. q4_0: unsigned quants (≤ 15)
 //! against |a| ≤ 127, the 8 products of a block summed in 16 bits (at most 8 × 2 × 15 ×
 //! 127 = 30,480), widened per row (`vpmaddwd`), and the offset taken off as an integer
-//! (`8 × Σa`, Σa recovered exactly from the activations' `scale × Σa`). q8_0: ggml's
+//! (`8 × Σa`, Σa recovered exactly from the activations' `scale × Σa`). q5_0: q4_0's,
+//! each quant's fifth bit spread from its row's word into bit 4 of its byte (a byte
+//! shuffle, a bit mask and a compare), quants ≤ 31 so each 16-bit sum takes 4 products
+//! (≤ 31,496), `16 × Σa` taken off. q8_0: ggml's
 //! sign trick (`|w|` against `a` with `w`'s sign, at most 2 × 128 × 127 a pair), each
 //! chunk widened to 32 bits before it is summed. q4_k: the 8 rows' 6-bit scales and
 //! minimums decoded together (ggml's masks on 8 lanes), each 32-weight sub-block summed
@@ -73,6 +78,9 @@ const PREFETCH_ROWS_BELOW: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Q4_0,
+    /// q4_0's nibbles plus a fifth bit per weight (the fallback of q4_k for rows that are
+    /// not a multiple of 256, as in SmolLM2's Q4_K_M).
+    Q5_0,
     Q8_0,
     /// k-quant super-blocks of 256 (Q4_K_M's main format).
     Q4K,
@@ -84,6 +92,7 @@ impl Kind {
     pub fn of(dtype: GgmlDType) -> Option<Kind> {
         match dtype {
             GgmlDType::Q4_0 => Some(Kind::Q4_0),
+            GgmlDType::Q5_0 => Some(Kind::Q5_0),
             GgmlDType::Q8_0 => Some(Kind::Q8_0),
             GgmlDType::Q4K => Some(Kind::Q4K),
             GgmlDType::Q6K => Some(Kind::Q6K),
@@ -91,10 +100,11 @@ impl Kind {
         }
     }
 
-    /// The 32-element format, for q4_0 and q8_0.
+    /// The 32-element format, for q4_0, q5_0 and q8_0.
     pub fn format(self) -> Option<Format> {
         match self {
             Kind::Q4_0 => Some(Format::Q4_0),
+            Kind::Q5_0 => Some(Format::Q5_0),
             Kind::Q8_0 => Some(Format::Q8_0),
             Kind::Q4K | Kind::Q6K => None,
         }
@@ -103,6 +113,7 @@ impl Kind {
     pub fn dtype(self) -> GgmlDType {
         match self {
             Kind::Q4_0 => GgmlDType::Q4_0,
+            Kind::Q5_0 => GgmlDType::Q5_0,
             Kind::Q8_0 => GgmlDType::Q8_0,
             Kind::Q4K => GgmlDType::Q4K,
             Kind::Q6K => GgmlDType::Q6K,
@@ -114,14 +125,14 @@ impl Kind {
         match self {
             Kind::Q4K => Some(KFormat::Q4K),
             Kind::Q6K => Some(KFormat::Q6K),
-            Kind::Q4_0 | Kind::Q8_0 => None,
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => None,
         }
     }
 
     /// Weights per stored block.
     pub const fn block_len(self) -> usize {
         match self {
-            Kind::Q4_0 | Kind::Q8_0 => BLOCK,
+            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => BLOCK,
             Kind::Q4K | Kind::Q6K => QK_K,
         }
     }
@@ -130,6 +141,7 @@ impl Kind {
     pub const fn block_bytes(self) -> usize {
         match self {
             Kind::Q4_0 => 18,
+            Kind::Q5_0 => 22,
             Kind::Q8_0 => 34,
             Kind::Q4K => 144,
             Kind::Q6K => 210,
@@ -140,6 +152,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Q4_0 => "q4_0",
+            Kind::Q5_0 => "q5_0",
             Kind::Q8_0 => "q8_0",
             Kind::Q4K => "q4k",
             Kind::Q6K => "q6k",
@@ -154,10 +167,13 @@ impl Kind {
     /// The stored block's byte runs and where they go, for the kinds that move whole
     /// words: (stored offset, group-block offset, length, word). Word `t` of a run of
     /// row `r` lands at `group offset + 8 · word · t + word · r`: the 8 rows' words side
-    /// by side. q4_0 also splits its nibbles (below), so it has none.
+    /// by side. q4_0 and q5_0 also regroup their nibbles ([`Kind::nibbles`]).
     fn regions(self) -> &'static [(usize, usize, usize, usize)] {
         match self {
-            Kind::Q4_0 => &[],
+            // d.
+            Kind::Q4_0 => &[(0, 0, 2, 2)],
+            // d; the 32 fifth bits as one word.
+            Kind::Q5_0 => &[(0, 0, 2, 2), (2, 16, 4, 4)],
             // d; quants.
             Kind::Q8_0 => &[(0, 0, 2, 2), (2, 16, 32, 4)],
             // d, dmin; 12 bytes of packed scales and minimums, then 128 of nibbles.
@@ -172,6 +188,19 @@ impl Kind {
         }
     }
 
+    /// Where the 16 nibble bytes of q4_0 and q5_0 are (stored offset, group-block
+    /// offset). The stored block's byte i holds quant i (low nibble) and i + 16 (high);
+    /// the group block holds each row's quants 4j..4j+3 (low nibbles) and 4j+16..4j+19
+    /// (high) in 4-byte word j, the 8 rows' words side by side, so one 32-byte load and
+    /// one broadcast activation word advance 8 rows by 4 quants.
+    fn nibbles(self) -> Option<(usize, usize)> {
+        match self {
+            Kind::Q4_0 => Some((2, 2 * ROWS)),
+            Kind::Q5_0 => Some((6, 6 * ROWS)),
+            Kind::Q8_0 | Kind::Q4K | Kind::Q6K => None,
+        }
+    }
+
     /// Row `r` (0..8) of group block `dst` (interleaved) set from its stored block `src`.
     fn interleave(self, src: &[u8], r: usize, dst: &mut [u8]) {
         for &(from, to, len, word) in self.regions() {
@@ -180,17 +209,15 @@ impl Kind {
                     .copy_from_slice(&src[from + word * t..][..word]);
             }
         }
-        if self != Kind::Q4_0 {
+        let Some((from, to)) = self.nibbles() else {
             return;
-        }
-        dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
-        let qs = &mut dst[2 * ROWS..];
-        // The stored block: byte i holds quant i (low nibble) and i + 16 (high).
+        };
+        let qs = &mut dst[to..];
         let q = |e: usize| {
             if e < 16 {
-                src[2 + e] & 0x0F
+                src[from + e] & 0x0F
             } else {
-                src[2 + e - 16] >> 4
+                src[from + e - 16] >> 4
             }
         };
         for j in 0..4 {
@@ -208,11 +235,10 @@ impl Kind {
                     .copy_from_slice(&src[to + ROWS * word * t + word * r..][..word]);
             }
         }
-        if self != Kind::Q4_0 {
+        let Some((from, to)) = self.nibbles() else {
             return;
-        }
-        out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
-        let qs = &src[2 * ROWS..];
+        };
+        let qs = &src[to..];
         let mut q = [0u8; BLOCK];
         for j in 0..4 {
             for e in 0..4 {
@@ -222,12 +248,12 @@ impl Kind {
             }
         }
         for i in 0..16 {
-            out[2 + i] = q[i] | (q[i + 16] << 4);
+            out[from + i] = q[i] | (q[i + 16] << 4);
         }
     }
 }
 
-/// An `n × k` q4_0, q8_0, q4_k or q6_k matrix in the interleaved layout.
+/// An `n × k` q4_0, q5_0, q8_0, q4_k or q6_k matrix in the interleaved layout.
 #[derive(Debug)]
 pub struct Interleaved {
     kind: Kind,
@@ -237,7 +263,7 @@ pub struct Interleaved {
 }
 
 impl Interleaved {
-    /// `q` repacked, where it is q4_0 or q8_0 on the CPU, its rows a multiple of 8 and
+    /// `q` repacked, where it is q4_0, q5_0, q8_0, q4_k or q6_k on the CPU, its rows a multiple of 8 and
     /// this CPU's widest kernels AVX2 with quantbench's active; `None` otherwise.
     pub fn from_qtensor(q: &QTensor) -> Option<Arc<Interleaved>> {
         let kind = Kind::of(q.dtype())?;
@@ -468,7 +494,7 @@ pub fn matmul_into(
         }
         _ => {
             scratch.acts.quantize_into(x, m, k);
-            if kind == Kind::Q4_0 {
+            if matches!(kind, Kind::Q4_0 | Kind::Q5_0) {
                 integer_sums(&scratch.acts, &mut scratch.sums);
             }
         }
@@ -499,6 +525,7 @@ pub fn matmul_into(
                     let o = (addr as *mut f32).add(row * n + g * ROWS);
                     match kind {
                         Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, ahead, o),
+                        Kind::Q5_0 => avx2::group_q5_0(w, acts, sums, row, ahead, o),
                         Kind::Q8_0 => avx2::group_q8_0(w, acts, row, ahead, o),
                         Kind::Q4K => avx2::group_q4_k(w, kacts, sums, row, ahead, o),
                         Kind::Q6K => avx2::group_q6_k(w, kacts, sums, row, ahead, o),
@@ -564,6 +591,78 @@ mod avx2 {
             let dot = _mm256_sub_epi32(
                 _mm256_madd_epi16(s16, ones),
                 _mm256_set1_epi32(8 * *sums.get_unchecked(at)),
+            );
+            let scales = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+        }
+        _mm256_storeu_ps(out, acc);
+    }
+
+    /// One q5_0 group of 8 rows against activation row `row`: q4_0's kernel with each
+    /// quant's fifth bit (bit e of its row's 32-bit word for quant e) set into bit 4 of
+    /// its byte, quants 0..31 against the activations, 16·Σa taken off. Each 16-bit sum
+    /// takes 4 pair sums (≤ 4 × 2 × 31 × 127 = 31,496).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn group_q5_0(
+        w: *const u8,
+        acts: &Activations,
+        sums: &[i32],
+        row: usize,
+        ahead: usize,
+        out: *mut f32,
+    ) {
+        let nb = acts.k / BLOCK;
+        let gb = Kind::Q5_0.group_block_bytes();
+        let low4 = _mm256_set1_epi8(0x0F);
+        let bit4 = _mm256_set1_epi8(0x10);
+        let ones = _mm256_set1_epi16(1);
+        // Bits 0..3 of a byte, one per byte of each 4-byte word, and 4..7 likewise.
+        let bits_lo = _mm256_set1_epi32(0x0804_0201);
+        let bits_hi = _mm256_set1_epi32(0x8040_2010_u32 as i32);
+        // Byte t of each lane's word repeated over the lane's 4 bytes.
+        let spread = |t: i8| {
+            let l = [t, t, t, t, 4 + t, 4 + t, 4 + t, 4 + t];
+            let h = [8 + t, 8 + t, 8 + t, 8 + t, 12 + t, 12 + t, 12 + t, 12 + t];
+            _mm256_setr_epi8(
+                l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], h[0], h[1], h[2], h[3], h[4], h[5],
+                h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], h[0], h[1], h[2], h[3],
+                h[4], h[5], h[6], h[7],
+            )
+        };
+        let by_byte = [spread(0), spread(1), spread(2), spread(3)];
+        // Quants 4j..4j+3 take bits 4j..4j+3: byte j / 2, its low or high half.
+        let fifth = |qh: __m256i, bit: usize| {
+            let b = _mm256_shuffle_epi8(qh, by_byte[bit / 8]);
+            let mask = if bit.is_multiple_of(8) { bits_lo } else { bits_hi };
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, mask), mask), bit4)
+        };
+        let qa = acts.qs.as_ptr().add(row * acts.k);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let p = w.add(b * gb);
+            prefetch(p, ahead, gb);
+            let a = qa.add(b * BLOCK);
+            let qh = _mm256_loadu_si256(p.add(2 * ROWS) as *const __m256i);
+            let mut s_lo = _mm256_setzero_si256();
+            let mut s_hi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let raw = _mm256_loadu_si256(p.add(6 * ROWS + 32 * j) as *const __m256i);
+                let lo = _mm256_or_si256(_mm256_and_si256(raw, low4), fifth(qh, 4 * j));
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4),
+                    fifth(qh, 4 * j + 16),
+                );
+                let a_lo = _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j) as *const i32));
+                let a_hi =
+                    _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j + 16) as *const i32));
+                s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(lo, a_lo));
+                s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(hi, a_hi));
+            }
+            let at = row * nb + b;
+            let dot = _mm256_sub_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(s_lo, ones), _mm256_madd_epi16(s_hi, ones)),
+                _mm256_set1_epi32(16 * *sums.get_unchecked(at)),
             );
             let scales = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
@@ -862,7 +961,7 @@ mod tests {
             .to_vec()
     }
 
-    const KINDS: [Kind; 4] = [Kind::Q4_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K];
+    const KINDS: [Kind; 5] = [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K];
 
     /// The repacking loses nothing: every block comes back as stored, and the bytes
     /// held are the stored ones' count.
@@ -906,6 +1005,12 @@ mod tests {
                 }
                 let mut x = data(m * k, 3);
                 x[..len].fill(0.0);
+                if kind == Kind::Q5_0 && k > len {
+                    // Row 0's second block all 31 against activations all 127: the
+                    // largest 16-bit partial sums (4 × 2 × 31 × 127).
+                    w[24..44].fill(0xFF);
+                    x[len..2 * len].fill(1.0);
+                }
                 let want = match kind.format() {
                     Some(f) => {
                         crate::kernel::reference_matmul(f, &w, n, &Activations::quantize(&x, m, k))

@@ -326,7 +326,7 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: Matrix, bias: Option<Vector>) -> candle_core::Result<Linear> {
-        // q4_0 / q8_0 / q4_k / q6_k on an AVX2 CPU: repacked for the interleaved kernels, the stored
+        // q4_0 / q5_0 / q8_0 / q4_k / q6_k on an AVX2 CPU: repacked for the interleaved kernels, the stored
         // layout dropped (kernel/repack.rs).
         let weight = match &weight {
             Matrix::Quantized(q) => {
@@ -796,13 +796,14 @@ mod tests {
         assert!(matrices[0].row_into(n, &mut vec![0f32; k]).is_err());
     }
 
-    /// A q4_0, q8_0, q4_k or q6_k linear layer on an AVX2 CPU is stored interleaved: its products (with a
+    /// A q4_0, q5_0, q8_0, q4_k or q6_k linear layer on an AVX2 CPU is stored interleaved: its products (with a
     /// bias, on tensors and on buffers) equal candle's on the stored blocks, its rows
     /// equal candle's lookup, and the stored bytes come back exactly (GGUF export).
     #[test]
     fn interleaved_layers_compute_what_the_stored_blocks_do() {
         for dt in [
             candle_core::quantized::GgmlDType::Q4_0,
+            candle_core::quantized::GgmlDType::Q5_0,
             candle_core::quantized::GgmlDType::Q8_0,
             candle_core::quantized::GgmlDType::Q4K,
             candle_core::quantized::GgmlDType::Q6K,
