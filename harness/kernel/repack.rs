@@ -634,7 +634,11 @@ mod avx2 {
         // Quants 4j..4j+3 take bits 4j..4j+3: byte j / 2, its low or high half.
         let fifth = |qh: __m256i, bit: usize| {
             let b = _mm256_shuffle_epi8(qh, by_byte[bit / 8]);
-            let mask = if bit.is_multiple_of(8) { bits_lo } else { bits_hi };
+            let mask = if bit.is_multiple_of(8) {
+                bits_lo
+            } else {
+                bits_hi
+            };
             _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, mask), mask), bit4)
         };
         let qa = acts.qs.as_ptr().add(row * acts.k);
