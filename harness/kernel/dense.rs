@@ -177,7 +177,7 @@ simd_fn! {
 /// after): f32 8192×2048 29.6 → 31.8, 2048×8192 26.3 → 32.6, 768×3072 27.9 → 31.7; f16
 /// 2048×8192 27.4 → 33.6, 768×3072 25.8 → 31.6, 2304×768 21.6 → 23.2; level elsewhere
 /// (f16 8192×2048 32.3 → 30.7, within the noise). No prefetch at all was worse at
-/// GPT-2's f16 shapes (17-18 GB/s).
+/// GPT-2's f16 2304×768 and 3072×768 (17-18 GB/s).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;

@@ -64,7 +64,9 @@ pub const ROWS: usize = 8;
 /// processes of 5 passes, GB/s, none → 512 → 1024 bytes ahead): q8_0 8192×2048 27.2 →
 /// 29.3 → 29.4, 2048×8192 26.2 → 29.7 → 32.2; q4_0 26.0 → 28.8 → 28.2, 26.6 → 28.6 →
 /// 31.2; q4_k 24.7 → 23.9 → 26.9, 24.6 → 26.0 → 26.0; q6_k 13.3 → 18.9 → 24.9, 12.2 →
-/// 21.9 → 24.0. 2048 and 4096 were no better than 1024. Whole runs (08347e7 against
+/// 21.9 → 24.0. 2048 and 4096 were no better overall (a second grid,
+/// 2 processes each, in a slower phase: 2048 read higher on q6_k and q8_0 8192×2048, lower
+/// on the other shapes; 4096 lower on most). Whole runs (08347e7 against
 /// this, 6 runs per side, tg50): 1B Q4_0 +12.1% (95% CI [+3.1%, +23.5%]), Q4_K_M +16.2%
 /// ([+7.5%, +25.7%]), Q8_0 +2.8% ([−6.9%, +21.0%]).
 const PREFETCH_AHEAD: usize = 1024;

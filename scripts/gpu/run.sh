@@ -21,7 +21,9 @@ mkdir -p "$DEST"
 if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then
   # The stripped binary with the repository is over what the device tool carries: it
   # travels compressed and is unpacked outside the tree.
-  UNPACKED=$(mktemp -d)/quantbench
+  UNPACK_DIR=$(mktemp -d)
+  trap 'rm -rf "$UNPACK_DIR"' EXIT
+  UNPACKED=$UNPACK_DIR/quantbench
   "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     "$BIN.xz" "$UNPACKED" && chmod +x "$UNPACKED" && BIN=$UNPACKED
 fi
