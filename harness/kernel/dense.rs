@@ -32,6 +32,15 @@ impl Float {
         }
     }
 
+    /// Bytes per element.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const fn bytes(self) -> usize {
+        match self {
+            Float::F32 => 4,
+            Float::F16 | Float::BF16 => 2,
+        }
+    }
+
     /// The format whose discriminant (`format as u8`, the kernels' const parameter) is `id`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const fn from_id(id: u8) -> Float {
@@ -247,6 +256,184 @@ mod avx2 {
             }
         }
 
+        /// The 4 × 3 tile's loop, in assembly so that its 12 accumulators, 3 activation
+        /// vectors and the weight vector stay in the 16 registers (the compiler's own
+        /// allocation of the same loop spilled accumulators and pointers to the stack).
+        /// `w` the 4 weight rows' first elements (format `F`), `x` the 3 activation rows'
+        /// (f32), `len` > 0 elements, a multiple of 8.
+        unsafe fn kernel_4x3<const F: u8>(w: [*const u8; 4], x: [*const f32; 3], len: usize) -> [[__m256; 3]; 4] {
+            macro_rules! ld_f32 {
+                ($w:literal) => { concat!("vmovups {wv}, ymmword ptr [", $w, " + {i}*4]") };
+            }
+            macro_rules! ld_f16 {
+                ($w:literal) => { concat!("vcvtph2ps {wv}, xmmword ptr [", $w, " + {i}*2]") };
+            }
+            macro_rules! ld_bf16 {
+                ($w:literal) => {
+                    concat!("vpmovzxwd {wv}, xmmword ptr [", $w, " + {i}*2]\n", "vpslld {wv}, {wv}, 16")
+                };
+            }
+            macro_rules! run {
+                ($ld:ident) => {{
+                    let z = _mm256_setzero_ps();
+                    let (mut a00, mut a01, mut a02, mut a10, mut a11, mut a12) = (z, z, z, z, z, z);
+                    let (mut a20, mut a21, mut a22, mut a30, mut a31, mut a32) = (z, z, z, z, z, z);
+                    std::arch::asm!(
+                        "2:",
+                        "vmovups {x0v}, ymmword ptr [{x0} + {i}*4]",
+                        "vmovups {x1v}, ymmword ptr [{x1} + {i}*4]",
+                        "vmovups {x2v}, ymmword ptr [{x2} + {i}*4]",
+                        $ld!("{w0}"),
+                        "vfmadd231ps {a00}, {wv}, {x0v}",
+                        "vfmadd231ps {a01}, {wv}, {x1v}",
+                        "vfmadd231ps {a02}, {wv}, {x2v}",
+                        $ld!("{w1}"),
+                        "vfmadd231ps {a10}, {wv}, {x0v}",
+                        "vfmadd231ps {a11}, {wv}, {x1v}",
+                        "vfmadd231ps {a12}, {wv}, {x2v}",
+                        $ld!("{w2}"),
+                        "vfmadd231ps {a20}, {wv}, {x0v}",
+                        "vfmadd231ps {a21}, {wv}, {x1v}",
+                        "vfmadd231ps {a22}, {wv}, {x2v}",
+                        $ld!("{w3}"),
+                        "vfmadd231ps {a30}, {wv}, {x0v}",
+                        "vfmadd231ps {a31}, {wv}, {x1v}",
+                        "vfmadd231ps {a32}, {wv}, {x2v}",
+                        "add {i}, 8",
+                        "cmp {i}, {len}",
+                        "jb 2b",
+                        x0 = in(reg) x[0],
+                        x1 = in(reg) x[1],
+                        x2 = in(reg) x[2],
+                        w0 = in(reg) w[0],
+                        w1 = in(reg) w[1],
+                        w2 = in(reg) w[2],
+                        w3 = in(reg) w[3],
+                        i = inout(reg) 0usize => _,
+                        len = in(reg) len,
+                        x0v = out(ymm_reg) _,
+                        x1v = out(ymm_reg) _,
+                        x2v = out(ymm_reg) _,
+                        wv = out(ymm_reg) _,
+                        a00 = inout(ymm_reg) a00,
+                        a01 = inout(ymm_reg) a01,
+                        a02 = inout(ymm_reg) a02,
+                        a10 = inout(ymm_reg) a10,
+                        a11 = inout(ymm_reg) a11,
+                        a12 = inout(ymm_reg) a12,
+                        a20 = inout(ymm_reg) a20,
+                        a21 = inout(ymm_reg) a21,
+                        a22 = inout(ymm_reg) a22,
+                        a30 = inout(ymm_reg) a30,
+                        a31 = inout(ymm_reg) a31,
+                        a32 = inout(ymm_reg) a32,
+                        options(nostack, readonly),
+                    );
+                    [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22], [a30, a31, a32]]
+                }};
+            }
+            match Float::from_id(F) {
+                Float::F32 => run!(ld_f32),
+                Float::F16 => run!(ld_f16),
+                Float::BF16 => run!(ld_bf16),
+            }
+        }
+
+        /// One prompt tile: `R` weight rows by `C` activation rows, the whole shared
+        /// dimension, stored into the outputs.
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn prompt_tile<const F: u8, const R: usize, const C: usize>(o: &Operands, w_row: usize, a_row: usize) {
+            let es = Float::from_id(F).bytes();
+            let wp: [*const u8; R] = std::array::from_fn(|r| o.w.add((w_row + r) * o.k * es));
+            let xp: [*const f32; C] = std::array::from_fn(|c| o.x.add((a_row + c) * o.k));
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let steps = o.k / 8;
+            let end8 = steps * 8;
+            if R == 4 && C == 3 && steps > 0 {
+                // (R, C) is (4, 3) here: the `% R` and `% C` only keep the constant
+                // indices of the other instantiations (dead code there) in bounds.
+                let a = kernel_4x3::<F>([wp[0], wp[1], wp[2 % R], wp[3 % R]], [xp[0], xp[1 % C], xp[2 % C]], steps * 8);
+                for r in 0..R {
+                    for c in 0..C {
+                        acc[r][c] = a[r][c];
+                    }
+                }
+            } else {
+            for s in 0..steps {
+                let mut xv = [_mm256_setzero_ps(); C];
+                for c in 0..C {
+                    xv[c] = _mm256_loadu_ps(xp[c].add(8 * s));
+                }
+                for r in 0..R {
+                    let wv = load8::<F>(wp[r].add(8 * s * es));
+                    for c in 0..C {
+                        acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+                    }
+                }
+            }
+            }
+            if R == 4 {
+                // The 4 rows' sums of one activation row in one vector (3 horizontal
+                // adds), stored as the 4 adjacent outputs they are.
+                for c in 0..C {
+                    let s01 = _mm256_hadd_ps(acc[0][c], acc[1 % R][c]);
+                    let s23 = _mm256_hadd_ps(acc[2 % R][c], acc[3 % R][c]);
+                    let s = _mm256_hadd_ps(s01, s23);
+                    let mut v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+                    if end8 < o.k {
+                        let mut tail = [0f32; 4];
+                        for (r, t) in tail.iter_mut().enumerate() {
+                            for j in end8..o.k {
+                                let wj = weight_at::<F>(o.w.add(((w_row + r) * o.k + j) * es));
+                                *t += wj * *o.x.add((a_row + c) * o.k + j);
+                            }
+                        }
+                        v = _mm_add_ps(v, _mm_loadu_ps(tail.as_ptr()));
+                    }
+                    _mm_storeu_ps(o.out.add((a_row + c) * o.n + w_row), v);
+                }
+                return;
+            }
+            for r in 0..R {
+                for c in 0..C {
+                    let mut sum = hsum(acc[r][c]);
+                    for j in end8..o.k {
+                        let wj = weight_at::<F>(o.w.add(((w_row + r) * o.k + j) * o.elem));
+                        sum += wj * *o.x.add((a_row + c) * o.k + j);
+                    }
+                    *o.out.add((a_row + c) * o.n + w_row + r) = sum;
+                }
+            }
+        }
+
+        /// The prompt product for weight rows `r0 .. r1` (a panel) and all `m` activation
+        /// rows: 3 activation rows at a time (they stay in L1) against every 4 rows of
+        /// the panel (which stays in L2), the whole shared dimension per tile.
+        pub(super) unsafe fn panel<const F: u8>(o: &Operands, (r0, r1): (usize, usize), m: usize) {
+            let mut c = 0;
+            while c < m {
+                let take = (m - c).min(3);
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    match take {
+                        3 => prompt_tile::<F, 4, 3>(o, r, c),
+                        2 => prompt_tile::<F, 4, 2>(o, r, c),
+                        _ => prompt_tile::<F, 4, 1>(o, r, c),
+                    }
+                    r += 4;
+                }
+                while r < r1 {
+                    match take {
+                        3 => prompt_tile::<F, 1, 3>(o, r, c),
+                        2 => prompt_tile::<F, 1, 2>(o, r, c),
+                        _ => prompt_tile::<F, 1, 1>(o, r, c),
+                    }
+                    r += 1;
+                }
+                c += take;
+            }
+        }
+
         pub(super) unsafe fn rows<const F: u8>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
             let mut c = c0;
             while c < c1 {
@@ -344,6 +531,50 @@ fn gemm_product(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize
     });
 }
 
+/// Weight rows per unit of work on the f16 prompt path: 64 rows (256 KB of f16 at the
+/// 1B's width, within L2) a unit, so the pool balances 8 or more units on every matrix
+/// of the 1B and GPT-2. 32, 128 and 256 read the same within the noise (in-process
+/// alternation of the four, Llama 3.2 1B's shapes at 512 rows).
+const PROMPT_PANEL: usize = 64;
+
+/// The f16 prompt path of [`matmul_at`] (AVX2): `out = x · wᵀ` by [`avx2::panel`] over
+/// panels of [`PROMPT_PANEL`] weight rows shared out on candle's pool.
+#[cfg(target_arch = "x86_64")]
+fn prompt_product(
+    format: Float,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    let o = Operands {
+        w: w.as_ptr(),
+        elem: if format == Float::F32 { 4 } else { 2 },
+        x: x.as_ptr(),
+        out: out.as_mut_ptr(),
+        n,
+        k,
+    };
+    let addr = &o as *const Operands as usize;
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(PROMPT_PANEL), |range| {
+        // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
+        // columns; the caller checked AVX2 and F16C.
+        let o = unsafe { &*(addr as *const Operands) };
+        for u in range {
+            let rows = (u * PROMPT_PANEL, n.min((u + 1) * PROMPT_PANEL));
+            unsafe {
+                match format {
+                    Float::F32 => avx2::panel::<{ Float::F32 as u8 }>(o, rows, m),
+                    Float::F16 => avx2::panel::<{ Float::F16 as u8 }>(o, rows, m),
+                    Float::BF16 => avx2::panel::<{ Float::BF16 as u8 }>(o, rows, m),
+                }
+            }
+        }
+    });
+}
+
 /// 16-bit floats (`format` f16 or bf16, little-endian bytes) widened to f32, exactly.
 fn widen(format: Float, src: &[u8], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -429,6 +660,11 @@ pub(super) fn matmul_at(
     if level == super::Level::Avx2 && m >= GEMM_ROWS {
         assert_eq!(w.len(), n * k * if format == Float::F32 { 4 } else { 2 });
         assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
+        #[cfg(target_arch = "x86_64")]
+        if format == Float::F16 {
+            prompt_product(format, w, n, k, x, m, out);
+            return;
+        }
         gemm_product(format, w, n, k, x, m, out);
         return;
     }
@@ -490,8 +726,62 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    /// Random `n × k` weights stored as `dt` (their bytes), `m × k` activations, and
+    /// candle's product of the two (the stored weights widened to f32).
+    fn case(m: usize, n: usize, k: usize, dt: DType) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap();
+        let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+        let want = x
+            .matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let flat = w.flatten_all().unwrap();
+        let bytes: Vec<u8> = match dt {
+            DType::F32 => flat
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DType::F16 => flat
+                .to_vec1::<half::f16>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            _ => flat
+                .to_vec1::<half::bf16>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        };
+        (
+            bytes,
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want,
+        )
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{what} [{i}]: {a} vs {b}"
+            );
+        }
+    }
+
     /// Every float format, shapes that exercise every tile and a k that is not a multiple
-    /// of 16, against candle's own product of the same stored weights.
+    /// of 16, against candle's own product of the same stored weights: dot products (up to
+    /// 31 rows), the GEMM path (f32, bf16) and the f16 prompt kernel (from 32 rows).
     #[test]
     fn dense_kernels_equal_candle() {
         if super::super::level().is_none() {
@@ -504,45 +794,10 @@ mod tests {
             (5, 22, 96),
             (8, 4, 17),
             (70, 130, 48),
+            (35, 10, 37),
         ] {
-            let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
             for dt in [DType::F32, DType::F16, DType::BF16] {
-                let wd = w.to_dtype(dt).unwrap();
-                let want = x
-                    .matmul(&wd.to_dtype(DType::F32).unwrap().t().unwrap())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-                let bytes: Vec<u8> = match dt {
-                    DType::F32 => wd
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                    DType::F16 => wd
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<half::f16>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                    _ => wd
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<half::bf16>()
-                        .unwrap()
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                };
-                let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let (bytes, xs, want) = case(m, n, k, dt);
                 for level in super::super::Level::ALL
                     .into_iter()
                     .filter(|l| l.supported())
@@ -558,13 +813,29 @@ mod tests {
                         m,
                         &mut got,
                     );
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                            "{level:?} {dt:?} {m}x{n}x{k} [{i}]: {a} vs {b}"
-                        );
-                    }
+                    assert_close(&got, &want, &format!("{level:?} {dt:?} {m}x{n}x{k}"));
                 }
+            }
+        }
+    }
+
+    /// The prompt kernel (4 × 3 tiles in assembly, the 1- and 2-row activation remainders,
+    /// single weight rows past the last 4, a shared dimension with a tail past its last
+    /// 8) in all three formats, called directly: only f16 reaches it through
+    /// `matmul_at`, so f32 and bf16 are proven here.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn prompt_kernel_equals_candle() {
+        if !super::super::avx2_supported() {
+            eprintln!("this CPU lacks AVX2: the prompt kernel is not in use");
+            return;
+        }
+        for (m, n, k) in [(3, 4, 8), (7, 6, 61), (34, 131, 200), (2, 70, 1030)] {
+            for dt in [DType::F32, DType::F16, DType::BF16] {
+                let (bytes, xs, want) = case(m, n, k, dt);
+                let mut got = vec![f32::NAN; m * n];
+                prompt_product(Float::of(dt).unwrap(), &bytes, n, k, &xs, m, &mut got);
+                assert_close(&got, &want, &format!("prompt {dt:?} {m}x{n}x{k}"));
             }
         }
     }
