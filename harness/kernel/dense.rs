@@ -7,6 +7,11 @@
 //! rows by up to 4 activation rows per step, weights widened to f32 in registers
 //! (`vcvtph2ps` for f16, a 16-bit shift for bf16) and never stored wider, f32
 //! accumulation. Weight rows are prefetched ahead, since they stream from memory once.
+//!
+//! From [`GEMM_ROWS`] activation rows on (a prompt, a quality window) the AVX2 products
+//! change shape: f16 runs quantbench's own prompt kernel (4 × 3 register tiles over
+//! 64-row weight panels, the tile's loop in inline assembly), f32 and bf16 a packed GEMM
+//! (the `gemm` crate) on weight panels widened to f32.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -467,9 +472,17 @@ mod avx2 {
 /// GPT-2's 3072 × 768 (16 different matrices in turn, so weights come from memory) at
 /// 512 rows: 29.8 ms as dot products, 15.7 ms through candle's gemm call, 14.4 ms here
 /// (f16 14.8, bf16 15.4); at 16 rows the two ways are even, below that the dot products
-/// win (the weights stream once; packing costs more than it saves). f16 and bf16
-/// weights are widened to f32 a panel at a time first, so the arithmetic is the same as
-/// the dot products': 16-bit weights exactly widened, f32 activations, f32 sums.
+/// win (the weights stream once; packing costs more than it saves). bf16 weights are
+/// widened to f32 a panel at a time first, so the arithmetic is the same as the dot
+/// products': 16-bit weights exactly widened, f32 activations, f32 sums.
+///
+/// f16 weights take the prompt kernel instead ([`avx2::panel`]: the same arithmetic,
+/// widened in registers): on Llama 3.2 1B's four shapes at 512 rows
+/// (`examples/prompt.rs`, the two ways alternating in one process, 6 passes each) 165-171
+/// GFLOP/s against the GEMM's 128-154, of an FMA peak of about 194 on this EPYC; GPT-2's
+/// shapes 154 against 136. The same kernel at f32 (128 against the GEMM's 158) and bf16
+/// (137 against 155; its widening is two instructions, `vpmovzxwd` and a shift) lost, so
+/// those stay on the GEMM.
 pub const GEMM_ROWS: usize = 32;
 
 /// Weight rows per panel on the GEMM path: at least 4 panels per thread (so the pool's
