@@ -414,49 +414,45 @@ mod avx2 {
         /// The prompt product for weight rows `r0 .. r1` (a panel) and all `m` activation
         /// rows: 3 activation rows at a time (they stay in L1) against every 4 rows of
         /// the panel (which stays in L2), the whole shared dimension per tile.
-        pub(super) unsafe fn panel<const F: u8>(o: &Operands, (r0, r1): (usize, usize), m: usize) {
-            let mut c = 0;
-            while c < m {
-                let take = (m - c).min(3);
-                let mut r = r0;
-                while r + 4 <= r1 {
-                    match take {
-                        3 => prompt_tile::<F, 4, 3>(o, r, c),
-                        2 => prompt_tile::<F, 4, 2>(o, r, c),
-                        _ => prompt_tile::<F, 4, 1>(o, r, c),
-                    }
-                    r += 4;
-                }
-                while r < r1 {
-                    match take {
-                        3 => prompt_tile::<F, 1, 3>(o, r, c),
-                        2 => prompt_tile::<F, 1, 2>(o, r, c),
-                        _ => prompt_tile::<F, 1, 1>(o, r, c),
-                    }
-                    r += 1;
-                }
-                c += take;
-            }
+        pub(super) unsafe fn panel<const F: u8>(o: &Operands, rows: (usize, usize), m: usize) {
+            walk::<F, true>(o, rows, (0, m))
         }
 
-        pub(super) unsafe fn rows<const F: u8>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
+        /// The dot-product tiles for weight rows `r0 .. r1` and activation rows `c0 .. c1`.
+        pub(super) unsafe fn rows<const F: u8>(o: &Operands, rows: (usize, usize), acts: (usize, usize)) {
+            walk::<F, false>(o, rows, acts)
+        }
+
+        /// Weight rows `r0 .. r1` against activation rows `c0 .. c1`: 3 activation rows at
+        /// a time against every 4 weight rows, then the weight rows past the last 4, by
+        /// [`prompt_tile`] (`PROMPT`) or [`tile`].
+        unsafe fn walk<const F: u8, const PROMPT: bool>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
+            macro_rules! at {
+                ($r:literal, $c:literal, $w:expr, $a:expr) => {
+                    if PROMPT {
+                        prompt_tile::<F, $r, $c>(o, $w, $a)
+                    } else {
+                        tile::<F, $r, $c>(o, $w, $a)
+                    }
+                };
+            }
             let mut c = c0;
             while c < c1 {
                 let take = (c1 - c).min(3);
                 let mut r = r0;
                 while r + 4 <= r1 {
                     match take {
-                        3 => tile::<F, 4, 3>(o, r, c),
-                        2 => tile::<F, 4, 2>(o, r, c),
-                        _ => tile::<F, 4, 1>(o, r, c),
+                        3 => at!(4, 3, r, c),
+                        2 => at!(4, 2, r, c),
+                        _ => at!(4, 1, r, c),
                     }
                     r += 4;
                 }
                 while r < r1 {
                     match take {
-                        3 => tile::<F, 1, 3>(o, r, c),
-                        2 => tile::<F, 1, 2>(o, r, c),
-                        _ => tile::<F, 1, 1>(o, r, c),
+                        3 => at!(1, 3, r, c),
+                        2 => at!(1, 2, r, c),
+                        _ => at!(1, 1, r, c),
                     }
                     r += 1;
                 }
