@@ -38,7 +38,6 @@ impl Float {
     }
 
     /// Bytes per element.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const fn bytes(self) -> usize {
         match self {
             Float::F32 => 4,
@@ -357,25 +356,25 @@ mod avx2 {
             if R == 4 && C == 3 && steps > 0 {
                 // (R, C) is (4, 3) here: the `% R` and `% C` only keep the constant
                 // indices of the other instantiations (dead code there) in bounds.
-                let a = kernel_4x3::<F>([wp[0], wp[1], wp[2 % R], wp[3 % R]], [xp[0], xp[1 % C], xp[2 % C]], steps * 8);
+                let a = kernel_4x3::<F>([wp[0], wp[1 % R], wp[2 % R], wp[3 % R]], [xp[0], xp[1 % C], xp[2 % C]], steps * 8);
                 for r in 0..R {
                     for c in 0..C {
                         acc[r][c] = a[r][c];
                     }
                 }
             } else {
-            for s in 0..steps {
-                let mut xv = [_mm256_setzero_ps(); C];
-                for c in 0..C {
-                    xv[c] = _mm256_loadu_ps(xp[c].add(8 * s));
-                }
-                for r in 0..R {
-                    let wv = load8::<F>(wp[r].add(8 * s * es));
+                for s in 0..steps {
+                    let mut xv = [_mm256_setzero_ps(); C];
                     for c in 0..C {
-                        acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+                        xv[c] = _mm256_loadu_ps(xp[c].add(8 * s));
+                    }
+                    for r in 0..R {
+                        let wv = load8::<F>(wp[r].add(8 * s * es));
+                        for c in 0..C {
+                            acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
+                        }
                     }
                 }
-            }
             }
             if R == 4 {
                 // The 4 rows' sums of one activation row in one vector (3 horizontal
@@ -403,7 +402,7 @@ mod avx2 {
                 for c in 0..C {
                     let mut sum = hsum(acc[r][c]);
                     for j in end8..o.k {
-                        let wj = weight_at::<F>(o.w.add(((w_row + r) * o.k + j) * o.elem));
+                        let wj = weight_at::<F>(o.w.add(((w_row + r) * o.k + j) * es));
                         sum += wj * *o.x.add((a_row + c) * o.k + j);
                     }
                     *o.out.add((a_row + c) * o.n + w_row + r) = sum;
@@ -473,12 +472,13 @@ mod avx2 {
 /// products': 16-bit weights exactly widened, f32 activations, f32 sums.
 ///
 /// f16 weights take the prompt kernel instead ([`avx2::panel`]: the same arithmetic,
-/// widened in registers): on Llama 3.2 1B's four shapes at 512 rows
-/// (`examples/prompt.rs`, the two ways alternating in one process, 6 passes each) 165-171
-/// GFLOP/s against the GEMM's 128-154, of an FMA peak of about 194 on this EPYC; GPT-2's
-/// shapes 154 against 136. The same kernel at f32 (128 against the GEMM's 158) and bf16
-/// (137 against 155; its widening is two instructions, `vpmovzxwd` and a shift) lost, so
-/// those stay on the GEMM.
+/// widened in registers). Overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the
+/// two ways alternating in one process (a throwaway copy of `examples/prompt.rs`, 6
+/// passes each), three such runs in different phases of this VM: kernel 165.0-167.8
+/// against the GEMM's 154.2, 170.6 against 153.0, 147.9-156.3 against 130.2 (of an FMA
+/// peak of about 194); GPT-2's shapes 154.5 against 136.5. The same kernel at f32 (128.4
+/// against the GEMM's 158.1) and bf16 (137.0 against 155.3; its widening is two
+/// instructions, `vpmovzxwd` and a shift) lost, so those stay on the GEMM.
 pub const GEMM_ROWS: usize = 32;
 
 /// Weight rows per panel on the GEMM path: at least 4 panels per thread (so the pool's
@@ -560,7 +560,7 @@ fn prompt_product(
 ) {
     let o = Operands {
         w: w.as_ptr(),
-        elem: if format == Float::F32 { 4 } else { 2 },
+        elem: format.bytes(),
         x: x.as_ptr(),
         out: out.as_mut_ptr(),
         n,
@@ -667,7 +667,7 @@ pub(super) fn matmul_at(
     assert!(level.supported(), "this CPU lacks {level:?}");
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
     if level == super::Level::Avx2 && m >= GEMM_ROWS {
-        assert_eq!(w.len(), n * k * if format == Float::F32 { 4 } else { 2 });
+        assert_eq!(w.len(), n * k * format.bytes());
         assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
         #[cfg(target_arch = "x86_64")]
         if format == Float::F16 {
@@ -677,10 +677,7 @@ pub(super) fn matmul_at(
         gemm_product(format, w, n, k, x, m, out);
         return;
     }
-    let elem = match format {
-        Float::F32 => 4,
-        Float::F16 | Float::BF16 => 2,
-    };
+    let elem = format.bytes();
     assert_eq!(
         w.len(),
         n * k * elem,
