@@ -412,6 +412,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Err(quantbench::InputError::new(msg).into());
         }
     }
+    if let Ok(v) = std::env::var(quantbench::kernel::LEVEL_ENV) {
+        if let Err(msg) = quantbench::kernel::parse_level(&v) {
+            return Err(quantbench::InputError::new(msg).into());
+        }
+    }
     if let Ok(v) = std::env::var(quantbench::kernel::pages::ENV) {
         if let Err(msg) = quantbench::kernel::pages::parse(&v) {
             return Err(quantbench::InputError::new(msg).into());

@@ -775,6 +775,7 @@ fn environment_switches_with_unknown_values_are_named() {
     for (var, value, valid) in [
         ("QUANTBENCH_KERNELS", "fast", "candle"),
         ("QUANTBENCH_HUGE_PAGES", "yes", "\"1\""),
+        ("QUANTBENCH_LEVEL", "sse4", "avx2"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
             .args(["generate", "--model", "synthetic:tiny", "--new-tokens", "1"])

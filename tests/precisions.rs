@@ -3,6 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use quantbench::generate::{generate, GenerateOptions, NoObserver, Step, StepKind, StepObserver};
+use quantbench::kernel;
 use quantbench::model::gpt2::{Config, Matrix};
 use quantbench::model::llama;
 use quantbench::model::{self, ModelConfig, ModelSource};
@@ -303,8 +304,33 @@ fn quantized_embedding_rows_equal_the_dequantized_table() {
         Precision::Q2K,
     ] {
         let m = model::load(&src, Quantization::new(p), &Device::Cpu).unwrap();
-        let Matrix::Quantized(q) = m.model.token_embedding() else {
-            panic!("{p}: wte should be quantized under the `all` policy");
+        let wte = m.model.token_embedding();
+        // Tied to the LM head, the table is stored for products: interleaved where the
+        // CPU has the kernels (q4_0, q8_0, q4_k: 50,256 rows in groups of 8, one after).
+        let interleaved = kernel::active() == kernel::Kernels::Quantbench
+            && kernel::avx2_supported()
+            && p != Precision::Q2K;
+        assert_eq!(
+            matches!(wte, Matrix::Interleaved(_)),
+            interleaved,
+            "{p}: {}",
+            kernel::describe()
+        );
+        let q = match wte {
+            Matrix::Quantized(q) => q.clone(),
+            Matrix::Interleaved(_) => {
+                let (bytes, dtype) = quantbench::model::gguf_write::matrix_bytes(wte).unwrap();
+                let storage = candle_core::quantized::QStorage::from_data(
+                    std::borrow::Cow::Owned(bytes),
+                    &Device::Cpu,
+                    dtype,
+                )
+                .unwrap();
+                std::sync::Arc::new(
+                    candle_core::quantized::QTensor::new(storage, wte.shape()).unwrap(),
+                )
+            }
+            _ => panic!("{p}: wte should be quantized under the `all` policy"),
         };
         let ids = Tensor::new(&[[0u32, 50256, 7454]], &Device::Cpu).unwrap();
         let rows = m

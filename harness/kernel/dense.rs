@@ -666,7 +666,7 @@ pub(super) fn matmul_at(
 ) {
     assert!(level.supported(), "this CPU lacks {level:?}");
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
-    if level == super::Level::Avx2 && m >= GEMM_ROWS {
+    if m >= GEMM_ROWS {
         assert_eq!(w.len(), n * k * format.bytes());
         assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
         #[cfg(target_arch = "x86_64")]

@@ -416,6 +416,37 @@ fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations, out: &m
     });
 }
 
+/// Weight rows `[r0, r1)` of `w` (super-blocks of `format` as stored, one row after
+/// another) against activation rows `[c0, c1)` of `acts`, each output at
+/// `out[c · n + r]`: the AVX2 kernel on one unit of work, for callers that share out the
+/// units themselves (the interleaved layout's rows past its last group, `repack.rs`).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` holds the rows, `acts` the columns, and no other
+/// thread touches those outputs of `out` meanwhile.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn avx2_block_rows(
+    format: KFormat,
+    w: *const u8,
+    acts: &KActivations,
+    out: *mut f32,
+    n: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+) {
+    let ops = avx2::Operands {
+        weights: w,
+        row_bytes: acts.blocks_per_row() * format.block_bytes(),
+        acts,
+        out,
+        n,
+    };
+    match format {
+        KFormat::Q4K => avx2::rows::<{ KFormat::Q4K as u8 }>(&ops, rows, cols),
+        KFormat::Q6K => avx2::rows::<{ KFormat::Q6K as u8 }>(&ops, rows, cols),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;

@@ -74,9 +74,39 @@ impl Level {
     }
 }
 
-/// The widest level this CPU supports, if any.
+/// The environment variable that caps the instruction set of quantbench's kernels:
+/// `avx2` runs the AVX2 kernels on an AVX-512 CPU (to compare the two on one machine);
+/// `native` (or unset) the widest this CPU has.
+pub const LEVEL_ENV: &str = "QUANTBENCH_LEVEL";
+
+/// Parse a value of [`LEVEL_ENV`]: the widest level allowed (`None`: no cap); the error
+/// names the valid values.
+pub fn parse_level(value: &str) -> Result<Option<Level>, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "native" => Ok(None),
+        "avx2" => Ok(Some(Level::Avx2)),
+        "avx512" => Ok(Some(Level::Avx512)),
+        other => Err(format!(
+            "{LEVEL_ENV}={other:?} is not an instruction set: use \"native\", \"avx512\" or \"avx2\""
+        )),
+    }
+}
+
+/// The widest level this CPU supports, if any, within [`LEVEL_ENV`]'s cap (an invalid
+/// value is rejected by the CLI before anything runs, and means no cap here).
 pub fn level() -> Option<Level> {
-    Level::ALL.into_iter().find(|l| l.supported())
+    static LEVEL: OnceLock<Option<Level>> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = std::env::var(LEVEL_ENV)
+            .ok()
+            .and_then(|v| parse_level(&v).ok())
+            .flatten();
+        let allowed = |l: &Level| match cap {
+            Some(Level::Avx2) => *l == Level::Avx2,
+            _ => true,
+        };
+        Level::ALL.into_iter().find(|l| allowed(l) && l.supported())
+    })
 }
 
 /// Whether this CPU has AVX2, FMA and F16C (the narrower kernels' needs).
@@ -162,10 +192,10 @@ pub fn active() -> Kernels {
 pub fn describe() -> String {
     let ggml = match (active(), level()) {
         (Kernels::Quantbench, Some(Level::Avx512)) => {
-            "quantbench avx512 (q4_0 q4_1 q5_0 q5_1 q8_0 with vnni; f32 f16 bf16); candle for the rest".to_string()
+            "quantbench avx512 (q4_1 q5_1 with vnni; f32 f16 bf16 decode) and avx2 (q4_0 q5_0 q8_0 q4_k q6_k; f32 f16 bf16 prompts; q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
         }
         (Kernels::Quantbench, _) => {
-            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q5_0, q8_0, q4_k and q6_k linear layers repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
+            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
         }
         (Kernels::Candle, Some(_)) => format!("candle ({ENV}=candle)"),
         (Kernels::Candle, None) => "candle (this CPU lacks AVX2)".into(),
@@ -175,7 +205,12 @@ pub fn describe() -> String {
     } else {
         "portable"
     };
-    format!("{ggml}; bitsandbytes and PyTorch formats: {library}")
+    let capped = if level() == Some(Level::Avx2) && simd_supported() {
+        format!(" ({LEVEL_ENV}=avx2 on an AVX-512 CPU)")
+    } else {
+        String::new()
+    };
+    format!("{ggml}{capped}; bitsandbytes and PyTorch formats: {library}")
 }
 
 /// `x @ w^T` for `w` (`n × k`, blocks of `format`, as stored) and `x` (`m × k`),
@@ -290,6 +325,40 @@ fn simd_matmul(
     });
 }
 
+/// Weight rows `[r0, r1)` of `w` (blocks of `format` as stored, one row after another)
+/// against activation rows `[c0, c1)` of `acts`, each output at `out[c · n + r]`: the
+/// AVX2 tile kernel on one unit of work, for callers that share out the units
+/// themselves (the interleaved layout's rows past its last group, `repack.rs`).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` holds the rows, `acts` the columns, and no other
+/// thread touches those outputs of `out` meanwhile.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn avx2_block_rows(
+    format: Format,
+    w: *const u8,
+    acts: &Activations,
+    out: *mut f32,
+    n: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+) {
+    let ops = tile::Operands {
+        weights: w,
+        row_bytes: acts.blocks_per_row() * format.block_bytes(),
+        acts,
+        out,
+        n,
+    };
+    match format {
+        Format::Q4_0 => tile::avx2::rows::<{ Format::Q4_0 as u8 }>(&ops, rows, cols),
+        Format::Q4_1 => tile::avx2::rows::<{ Format::Q4_1 as u8 }>(&ops, rows, cols),
+        Format::Q5_0 => tile::avx2::rows::<{ Format::Q5_0 as u8 }>(&ops, rows, cols),
+        Format::Q5_1 => tile::avx2::rows::<{ Format::Q5_1 as u8 }>(&ops, rows, cols),
+        Format::Q8_0 => tile::avx2::rows::<{ Format::Q8_0 as u8 }>(&ops, rows, cols),
+    }
+}
+
 /// Split an `m × n` output into tiles (weight rows × activation rows) and run `f` on
 /// each, on candle's thread pool. One activation row (decode): 16 weight rows a tile, so
 /// both threads stay busy on small matrices. More: 64 × 64 tiles, so a tile's weights
@@ -332,9 +401,9 @@ impl QuantMatmul {
         let dtype = weights.dtype();
         let format = match (Format::of(dtype), kquant::KFormat::of(dtype)) {
             (Some(f), _) => Blocks::Small(f),
-            // The k-quant kernels are AVX2 only (no AVX-512 version yet): where the CPU
-            // has AVX-512 VNNI, candle's repacked ones stay.
-            (None, Some(f)) if level() == Some(Level::Avx2) => Blocks::K(f),
+            // The k-quant kernels are AVX2 (AVX-512 CPUs run them too: candle's keep a
+            // second, repacked copy of the weights).
+            (None, Some(f)) if avx2_supported() => Blocks::K(f),
             _ => return None,
         };
         Some(QuantMatmul {
@@ -740,6 +809,19 @@ mod tests {
         let err = parse("fast").unwrap_err();
         assert!(
             err.contains("fast") && err.contains("candle") && err.contains(ENV),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn level_cap_parses_and_names_the_valid_values() {
+        assert_eq!(parse_level(""), Ok(None));
+        assert_eq!(parse_level("native"), Ok(None));
+        assert_eq!(parse_level(" AVX2 "), Ok(Some(Level::Avx2)));
+        assert_eq!(parse_level("avx512"), Ok(Some(Level::Avx512)));
+        let err = parse_level("sse4").unwrap_err();
+        assert!(
+            err.contains("sse4") && err.contains("avx2") && err.contains(LEVEL_ENV),
             "{err}"
         );
     }

@@ -36,14 +36,21 @@
 //! taken as 0..63, two chunks summed in 16 bits (≤ 32,004) then × the group's signed
 //! scale, the −32 taken off once per group of 16 as `32 · scale · Σa`.
 //!
-//! **Where it is used.** A linear layer's weight of those formats on an AVX2 CPU
-//! (quantbench's kernels active, rows a multiple of 8) is repacked once when the layer
-//! is made ([`Interleaved::from_qtensor`], `Matrix::Interleaved`): the file's layout is
-//! dropped, the bytes held stay the same count, and the record's `environment.kernels`
-//! says so. The token table and the LM head stay as stored (the table is looked up row
-//! by row; a tied head is the table), as do AVX-512 CPUs (their VNNI tile kernel is
-//! unmeasured against this one). A GGUF export writes the stored layout back
-//! ([`Interleaved::stored_bytes`]), byte for byte.
+//! **Rows past the last whole group.** Where the rows are not a multiple of 8 (GPT-2's
+//! 50,257-row LM head), the first `n − n % 8` rows are interleaved and the last `n % 8`
+//! stay as stored, after the groups (where the stored layout has them too); the
+//! products share them out with the groups and multiply them with the block-by-block
+//! kernels (`tile.rs`, `kquant.rs`) on the same rounded activations.
+//!
+//! **Where it is used.** Every matrix of those formats that is multiplied, on an AVX2
+//! CPU with quantbench's kernels active, is repacked once when the model is built
+//! ([`Interleaved::from_qtensor`], `Matrix::for_products`): linear layers, the LM head,
+//! and a token table tied to the head (looked up row by row from the groups,
+//! [`Interleaved::row_into`]). The file's layout is dropped, the bytes held stay the
+//! same count, and the record's `environment.kernels` says so. A token table only looked
+//! up stays as stored, as do AVX-512 CPUs (their VNNI tile kernel is unmeasured against
+//! this one). A GGUF export writes the stored layout back ([`Interleaved::stored_bytes`]),
+//! byte for byte.
 
 use std::sync::Arc;
 
@@ -255,7 +262,8 @@ impl Kind {
     }
 }
 
-/// An `n × k` q4_0, q5_0, q8_0, q4_k or q6_k matrix in the interleaved layout.
+/// An `n × k` q4_0, q5_0, q8_0, q4_k or q6_k matrix in the interleaved layout: its first
+/// `n − n % 8` rows in groups of 8, the rest as stored after them.
 #[derive(Debug)]
 pub struct Interleaved {
     kind: Kind,
@@ -265,18 +273,19 @@ pub struct Interleaved {
 }
 
 impl Interleaved {
-    /// `q` repacked, where it is q4_0, q5_0, q8_0, q4_k or q6_k on the CPU, its rows a multiple of 8 and
-    /// this CPU's widest kernels AVX2 with quantbench's active; `None` otherwise.
+    /// `q` repacked, where it is q4_0, q5_0, q8_0, q4_k or q6_k on the CPU with 8 rows or
+    /// more, quantbench's kernels are active and the CPU has AVX2 (AVX-512 CPUs too);
+    /// `None` otherwise.
     pub fn from_qtensor(q: &QTensor) -> Option<Arc<Interleaved>> {
         let kind = Kind::of(q.dtype())?;
         if !q.device().is_cpu()
             || super::active() != super::Kernels::Quantbench
-            || super::level() != Some(super::Level::Avx2)
+            || !super::avx2_supported()
         {
             return None;
         }
         let (n, k) = q.shape().dims2().ok()?;
-        if !n.is_multiple_of(ROWS) || !k.is_multiple_of(kind.block_len()) {
+        if n < ROWS || !k.is_multiple_of(kind.block_len()) {
             return None;
         }
         let data = q.data().ok()?;
@@ -317,11 +326,17 @@ impl Interleaved {
         let len = self.kind.block_len();
         let nb = self.k / len;
         let gb = self.kind.group_block_bytes();
+        let bytes = self.kind.block_bytes();
         let mut blk = [0u8; 210];
-        let blk = &mut blk[..self.kind.block_bytes()];
+        let blk = &mut blk[..bytes];
         for (b, o) in out.chunks_exact_mut(len).enumerate().take(nb) {
-            let src = &self.bytes[((id / ROWS) * nb + b) * gb..][..gb];
-            self.kind.deinterleave(src, id % ROWS, blk);
+            if id < whole_rows(self.n) {
+                let src = &self.bytes[((id / ROWS) * nb + b) * gb..][..gb];
+                self.kind.deinterleave(src, id % ROWS, blk);
+            } else {
+                // Past the last group: as stored, where the stored layout has it.
+                blk.copy_from_slice(&self.bytes[(id * nb + b) * bytes..][..bytes]);
+            }
             match self.kind.format() {
                 Some(f) => {
                     let (q, d, _) = f.decode_block(blk);
@@ -383,14 +398,21 @@ impl Interleaved {
     }
 }
 
-/// Weights `n × k` of `kind` as stored (rows of blocks) in the interleaved layout; `n` a
-/// multiple of 8, `k` of the block length (32, or 256 for q4_k).
+/// The rows of an `n`-row matrix that lie in whole groups of 8.
+pub const fn whole_rows(n: usize) -> usize {
+    n - n % ROWS
+}
+
+/// Weights `n × k` of `kind` as stored (rows of blocks) in the interleaved layout: the
+/// first [`whole_rows`] in groups, the rest as stored; `k` a multiple of the block length
+/// (32, or 256 for the k-quants).
 pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
     let block = kind.block_bytes();
     let nb = k / kind.block_len();
     assert!(
-        n.is_multiple_of(ROWS) && k.is_multiple_of(kind.block_len()),
-        "{n} x {k} does not split into 8-row groups of blocks"
+        k.is_multiple_of(kind.block_len()),
+        "rows of {k} do not split into blocks of {}",
+        kind.block_len()
     );
     assert_eq!(
         w.len(),
@@ -399,7 +421,8 @@ pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
     );
     let gb = kind.group_block_bytes();
     let mut out = vec![0u8; w.len()];
-    for g in 0..n / ROWS {
+    let whole = whole_rows(n);
+    for g in 0..whole / ROWS {
         for b in 0..nb {
             let dst = &mut out[(g * nb + b) * gb..][..gb];
             for r in 0..ROWS {
@@ -407,6 +430,8 @@ pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
             }
         }
     }
+    let rest = whole * nb * block;
+    out[rest..].copy_from_slice(&w[rest..]);
     out
 }
 
@@ -416,12 +441,15 @@ pub fn unpack(kind: Kind, packed: &[u8], n: usize, k: usize) -> Vec<u8> {
     let nb = k / kind.block_len();
     let gb = kind.group_block_bytes();
     let mut out = vec![0u8; packed.len()];
-    for row in 0..n {
+    let whole = whole_rows(n);
+    for row in 0..whole {
         for b in 0..nb {
             let src = &packed[((row / ROWS) * nb + b) * gb..][..gb];
             kind.deinterleave(src, row % ROWS, &mut out[(row * nb + b) * block..][..block]);
         }
     }
+    let rest = whole * nb * block;
+    out[rest..].copy_from_slice(&packed[rest..]);
     out
 }
 
@@ -470,7 +498,8 @@ fn subblock_sums(kind: Kind, acts: &KActivations, out: &mut Vec<i32>) {
 
 /// `out = x @ wᵀ` (`m × n`) for interleaved weights `packed` (`n × k` of `kind`), the
 /// activations rounded into `scratch` (with the integer sums the q4_0, q4_k and q6_k
-/// kernels take): the AVX2 kernels (this CPU must have AVX2, FMA and F16C).
+/// kernels take): the AVX2 kernels (this CPU must have AVX2, FMA and F16C); the rows
+/// past the last group by the block-by-block kernels, as one more unit of work.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
@@ -484,10 +513,10 @@ pub fn matmul_into(
     out: &mut [f32],
 ) {
     assert!(super::avx2_supported(), "this CPU lacks AVX2");
-    assert!(n.is_multiple_of(ROWS) && k.is_multiple_of(kind.block_len()));
+    assert!(k.is_multiple_of(kind.block_len()));
     let gb = kind.group_block_bytes();
     let nb = k / kind.block_len();
-    assert_eq!(packed.len(), n / ROWS * nb * gb);
+    assert_eq!(packed.len(), n * nb * kind.block_bytes());
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
     match kind {
         Kind::Q4K | Kind::Q6K => {
@@ -501,18 +530,39 @@ pub fn matmul_into(
             }
         }
     }
-    let groups = n / ROWS;
+    let whole = whole_rows(n);
+    let groups = whole / ROWS;
+    // The rows past the last group: one more unit per chunk of activation rows.
+    let units = groups + usize::from(whole < n);
     // One activation row: each unit a run of groups. More: 64 activation rows a unit, so
     // a group's weights stay in cache while the rows go by.
     let chunk = if m == 1 { 1 } else { 64 };
     let chunks = m.div_ceil(chunk);
     let (acts, kacts, sums) = (&scratch.acts, &scratch.kacts, &scratch.sums[..]);
     let addr = out.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(groups * chunks, |range| {
+    candle_core::utils::barrier_pool().execute_chunked(units * chunks, |range| {
         for unit in range {
-            let (g, c) = (unit % groups, unit / groups);
+            let (g, c) = (unit % units, unit / units);
+            let rows = (c * chunk, m.min(c * chunk + chunk));
+            if g == groups {
+                let rest = packed[whole * nb * kind.block_bytes()..].as_ptr();
+                // SAFETY: this unit alone writes outputs `whole..n` of rows `rows`; the
+                // CPU's features were checked above.
+                unsafe {
+                    let o = (addr as *mut f32).add(whole);
+                    let tail = (0, n - whole);
+                    match (kind.format(), kind.kformat()) {
+                        (Some(f), _) => super::avx2_block_rows(f, rest, acts, o, n, tail, rows),
+                        (_, Some(f)) => {
+                            super::kquant::avx2_block_rows(f, rest, kacts, o, n, tail, rows)
+                        }
+                        (None, None) => unreachable!("every kind has a block format"),
+                    }
+                }
+                continue;
+            }
             let w = packed[g * nb * gb..].as_ptr();
-            for row in c * chunk..m.min(c * chunk + chunk) {
+            for row in rows.0..rows.1 {
                 // Only where the product streams the weights (a decode step, a small
                 // batch: the first row of a unit reads the group from memory, the others
                 // find it in cache); a prompt's units are arithmetic.
@@ -970,16 +1020,58 @@ mod tests {
     const KINDS: [Kind; 5] = [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K];
 
     /// The repacking loses nothing: every block comes back as stored, and the bytes
-    /// held are the stored ones' count.
+    /// held are the stored ones' count; rows past the last group stay where they were.
     #[test]
     fn repacking_is_a_permutation_of_the_stored_blocks() {
         for kind in KINDS {
-            let (n, k) = (16, 3 * kind.block_len());
-            let w = stored(kind, n, k, 1);
-            let packed = repack(kind, &w, n, k);
-            assert_eq!(packed.len(), w.len());
-            assert_ne!(packed, w, "{kind:?}: nothing moved");
-            assert_eq!(unpack(kind, &packed, n, k), w, "{kind:?}");
+            for n in [16, 21, 9] {
+                let k = 3 * kind.block_len();
+                let w = stored(kind, n, k, 1);
+                let packed = repack(kind, &w, n, k);
+                assert_eq!(packed.len(), w.len());
+                let rest = whole_rows(n) * (k / kind.block_len()) * kind.block_bytes();
+                assert_ne!(
+                    packed[..rest],
+                    w[..rest],
+                    "{kind:?} {n} rows: nothing moved"
+                );
+                assert_eq!(
+                    packed[rest..],
+                    w[rest..],
+                    "{kind:?} {n} rows: the rest moved"
+                );
+                assert_eq!(unpack(kind, &packed, n, k), w, "{kind:?} {n} rows");
+            }
+        }
+    }
+
+    /// A row read from the interleaved layout is the stored row dequantized, in a group
+    /// and past the last one.
+    #[test]
+    fn rows_read_back_as_stored() {
+        for kind in KINDS {
+            let (n, k) = (19, 2 * kind.block_len());
+            let q = QTensor::quantize(
+                &Tensor::from_vec(data(n * k, 4), (n, k), &Device::Cpu).unwrap(),
+                kind.dtype(),
+            )
+            .unwrap();
+            let table = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let m = Interleaved {
+                kind,
+                n,
+                k,
+                bytes: repack(kind, &q.data().unwrap(), n, k),
+            };
+            let mut row = vec![0f32; k];
+            for id in [0, 7, 8, 15, 16, 18] {
+                m.row_into(id, &mut row);
+                assert_eq!(row, table[id], "{kind:?} row {id}");
+            }
         }
     }
 
@@ -998,11 +1090,15 @@ mod tests {
         for kind in KINDS {
             // k in blocks: 1, 8, 3 and 2 of them.
             let len = kind.block_len();
+            // Rows past the last group: 13 = 8 + 5, 9 = 8 + 1, 23 = 16 + 7.
             for (m, n, k) in [
                 (1, 8, len),
                 (1, 24, 8 * len),
                 (3, 16, 3 * len),
                 (70, 32, 2 * len),
+                (1, 13, 3 * len),
+                (2, 9, len),
+                (70, 23, 2 * len),
             ] {
                 let mut w = stored(kind, n, k, 2);
                 if kind == Kind::Q8_0 {

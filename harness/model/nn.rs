@@ -15,7 +15,7 @@ use crate::kernel::repack::Interleaved;
 use crate::kernel::{DenseMatmul, QuantMatmul};
 
 /// A weight matrix stored `[out, in]`, as plain floats, as ggml quantized blocks (as
-/// stored, or q4_0 repacked for quantbench's AVX2 kernel: [`Interleaved`]), or in one of
+/// stored, or repacked for quantbench's AVX2 kernels: [`Interleaved`]), or in one of
 /// quantbench's own formats (harness/format/: bitsandbytes', PyTorch's).
 #[derive(Debug, Clone)]
 pub enum Matrix {
@@ -66,6 +66,17 @@ fn custom_forward(
 }
 
 impl Matrix {
+    /// The matrix as quantbench's kernels multiply it fastest, for a matrix that is
+    /// multiplied (a linear layer's, the LM head, a token table tied to the head): q4_0,
+    /// q5_0, q8_0, q4_k and q6_k blocks on an AVX2 CPU repacked into 8-row groups (the same
+    /// bytes, [`Interleaved`]); anything else as it is.
+    pub fn for_products(self) -> Matrix {
+        match &self {
+            Matrix::Quantized(q) => Interleaved::from_qtensor(q).map_or(self, Matrix::Interleaved),
+            _ => self,
+        }
+    }
+
     /// `xs @ self^T`, from f32 activations to f32 activations.
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
@@ -326,14 +337,9 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: Matrix, bias: Option<Vector>) -> candle_core::Result<Linear> {
-        // q4_0 / q5_0 / q8_0 / q4_k / q6_k on an AVX2 CPU: repacked for the interleaved kernels, the stored
-        // layout dropped (kernel/repack.rs).
-        let weight = match &weight {
-            Matrix::Quantized(q) => {
-                Interleaved::from_qtensor(q).map_or(weight, Matrix::Interleaved)
-            }
-            _ => weight,
-        };
+        // q4_0 / q5_0 / q8_0 / q4_k / q6_k on an AVX2 CPU: repacked for the interleaved
+        // kernels, the stored layout dropped (kernel/repack.rs).
+        let weight = weight.for_products();
         let bias_f32 = match &bias {
             Some(b) => Some(Arc::new(b.f32()?.to_vec1::<f32>()?)),
             None => None,
@@ -813,14 +819,23 @@ mod tests {
     }
 
     fn interleaved_layer_computes_what_the_stored_blocks_do(dt: candle_core::quantized::GgmlDType) {
+        // 27 rows: 3 groups of 8, then 3 rows as stored (an LM head's 50,257 likewise).
+        interleaved_matrix_computes_what_the_stored_blocks_do(dt, 24);
+        interleaved_matrix_computes_what_the_stored_blocks_do(dt, 27);
+    }
+
+    fn interleaved_matrix_computes_what_the_stored_blocks_do(
+        dt: candle_core::quantized::GgmlDType,
+        n: usize,
+    ) {
         let dev = Device::Cpu;
-        let (n, k) = (24, 256);
+        let k = 256;
         let w = Tensor::from_vec(values(n * k, 9.0), (n, k), &dev).unwrap();
         let q = Arc::new(QTensor::quantize(&w, dt).unwrap());
         let bias = Vector(Tensor::from_vec(values(n, 4.0), n, &dev).unwrap());
         let l = Linear::new(Matrix::Quantized(q.clone()), Some(bias.clone())).unwrap();
         let expect_interleaved = crate::kernel::active() == crate::kernel::Kernels::Quantbench
-            && crate::kernel::level() == Some(crate::kernel::Level::Avx2);
+            && crate::kernel::avx2_supported();
         assert_eq!(
             matches!(l.weight, Matrix::Interleaved(_)),
             expect_interleaved,
@@ -866,8 +881,21 @@ mod tests {
                 );
             }
         }
+        // Without a bias, as an LM head: the same product.
+        let head = Matrix::Quantized(q.clone()).for_products();
+        assert_eq!(matches!(head, Matrix::Interleaved(_)), expect_interleaved);
+        let x = Tensor::from_vec(values(2 * k, 3.0), (2, k), &dev).unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = flat(QMatMul::QTensor(q.clone()).forward(&x).unwrap());
+        let got = flat(head.forward(&x).unwrap());
+        for (i, (a, c)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - c).abs() <= 1e-4 * c.abs().max(1.0),
+                "{dt:?} {n} rows, no bias [{i}]: {a} vs {c}"
+            );
+        }
         let stored = Matrix::Quantized(q);
-        for id in [0, 7, 23] {
+        for id in [0, 7, 23, n - 1] {
             let ids = Tensor::new(&[id as u32], &dev).unwrap();
             let want = stored
                 .rows(&ids)

@@ -10,6 +10,7 @@
 #
 #   bash scripts/peers/speed.sh                                  # both models, six types
 #   MODELS=synthetic:gpt2 TYPES="F32 Q4_K_M" REPS=2 bash scripts/peers/speed.sh
+#   QB=/tmp/quantbench-base bash scripts/peers/speed.sh          # another build of quantbench
 #
 # Default MODELS: synthetic:gpt2 synthetic:llama-3.2-1b; TYPES: F32 F16 BF16 Q8_0 Q4_0
 # Q4_K_M (Q4_K_M is llama-quantize's mix of q4_k and q6_k). The files are quantbench's
@@ -41,8 +42,10 @@ for MODEL in $MODELS; do
     fi
   done
 done
-( cd "$ROOT" && cargo build --release -q )
-QB=$ROOT/target/release/quantbench
+if [ -z "${QB:-}" ]; then
+  ( cd "$ROOT" && cargo build --release -q )
+  QB=$ROOT/target/release/quantbench
+fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 for MODEL in $MODELS; do
   NAME=${MODEL#synthetic:}

@@ -649,10 +649,12 @@ fn build(
     let embed_q = w.quantize_embeddings();
     let wte = w.matrix("wte.weight", [cfg.vocab_size, c], false, embed_q)?;
     let wpe = w.matrix("wpe.weight", [cfg.n_positions, c], false, embed_q)?;
-    let lm_head = if cfg.tie_word_embeddings {
-        None
+    // The head is multiplied every step: stored for products (a tied table is the head).
+    let (wte, lm_head) = if cfg.tie_word_embeddings {
+        (wte.for_products(), None)
     } else {
-        Some(w.matrix("lm_head.weight", [cfg.vocab_size, c], false, embed_q)?)
+        let head = w.matrix("lm_head.weight", [cfg.vocab_size, c], false, embed_q)?;
+        (wte, Some(head.for_products()))
     };
     let eps = cfg.layer_norm_epsilon;
     let mut blocks = Vec::with_capacity(cfg.n_layer);

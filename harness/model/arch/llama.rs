@@ -761,10 +761,12 @@ impl Llama {
             });
         }
         let norm = RmsNorm::new(w.vector("model.norm.weight", h)?, eps)?;
-        let lm_head = if cfg.tie_word_embeddings {
-            None
+        // The head is multiplied every step: stored for products (a tied table is the head).
+        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings {
+            (embed_tokens.for_products(), None)
         } else {
-            Some(w.matrix("lm_head.weight", [cfg.vocab_size, h], false, embed_q)?)
+            let head = w.matrix("lm_head.weight", [cfg.vocab_size, h], false, embed_q)?;
+            (embed_tokens, Some(head.for_products()))
         };
         let model = Llama {
             config: cfg.clone(),
