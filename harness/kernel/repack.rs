@@ -532,7 +532,32 @@ pub fn matmul_into(
     scratch: &mut super::Scratch,
     out: &mut [f32],
 ) {
+    // AVX-512 VNNI (not capped by QUANTBENCH_LEVEL): `vpdpbusd`, and prompts 4 rows at a
+    // time against each group's weights, decoded once per 4 rows.
+    let vnni = super::level() == Some(super::Level::Avx512);
+    matmul_with(vnni, kind, packed, n, k, x, m, scratch, out)
+}
+
+/// [`matmul_into`] with the VNNI kernels or the AVX2 ones (`vnni` only where the CPU has
+/// AVX-512 VNNI).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    vnni: bool,
+    kind: Kind,
+    packed: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    scratch: &mut super::Scratch,
+    out: &mut [f32],
+) {
     assert!(super::avx2_supported(), "this CPU lacks AVX2");
+    assert!(
+        !vnni || super::simd_supported(),
+        "this CPU lacks AVX-512 VNNI"
+    );
     assert!(k.is_multiple_of(kind.block_len()));
     let gb = kind.group_block_bytes();
     let nb = k / kind.block_len();
@@ -545,7 +570,7 @@ pub fn matmul_into(
         }
         _ => {
             scratch.acts.quantize_into(x, m, k);
-            if matches!(kind, Kind::Q4_0 | Kind::Q5_0) {
+            if matches!(kind, Kind::Q4_0 | Kind::Q5_0) || (vnni && kind == Kind::Q8_0) {
                 integer_sums(&scratch.acts, &mut scratch.sums);
             }
         }
@@ -582,27 +607,71 @@ pub fn matmul_into(
                 continue;
             }
             let w = packed[g * nb * gb..].as_ptr();
-            for row in rows.0..rows.1 {
+            let mut row = rows.0;
+            while row < rows.1 {
                 // Only where the product streams the weights (a decode step, a small
                 // batch: the first row of a unit reads the group from memory, the others
                 // find it in cache); a prompt's units are arithmetic.
-                let ahead = if m < PREFETCH_ROWS_BELOW && row == c * chunk {
+                let ahead = if m < PREFETCH_ROWS_BELOW && row == rows.0 {
                     PREFETCH_AHEAD
                 } else {
                     0
                 };
+                let o = (addr as *mut f32).wrapping_add(row * n + g * ROWS);
                 // SAFETY: each (group, row) writes its own 8 outputs of `out`, which
-                // outlives the pool call; the CPU's features were checked above.
+                // outlives the pool call; the CPU's features were checked above (VNNI's
+                // by level()).
                 unsafe {
-                    let o = (addr as *mut f32).add(row * n + g * ROWS);
-                    match kind {
-                        Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, ahead, o),
-                        Kind::Q5_0 => avx2::group_q5_0(w, acts, sums, row, ahead, o),
-                        Kind::Q8_0 => avx2::group_q8_0(w, acts, row, ahead, o),
-                        Kind::Q4K => avx2::group_q4_k(w, kacts, sums, row, ahead, o),
-                        Kind::Q6K => avx2::group_q6_k(w, kacts, sums, row, ahead, o),
+                    if vnni && rows.1 - row >= 4 {
+                        match kind {
+                            Kind::Q4_0 => {
+                                avx2::group_q4_0_vnni::<4>(w, acts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q5_0 => {
+                                avx2::group_q5_0_vnni::<4>(w, acts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q8_0 => {
+                                avx2::group_q8_0_vnni::<4>(w, acts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q4K => {
+                                avx2::group_q4_k_vnni::<4>(w, kacts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q6K => {
+                                avx2::group_q6_k_vnni::<4>(w, kacts, sums, row, ahead, o, n)
+                            }
+                        }
+                        row += 4;
+                        continue;
+                    }
+                    if vnni {
+                        match kind {
+                            Kind::Q4_0 => {
+                                avx2::group_q4_0_vnni::<1>(w, acts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q5_0 => {
+                                avx2::group_q5_0_vnni::<1>(w, acts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q8_0 => {
+                                avx2::group_q8_0_vnni::<1>(w, acts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q4K => {
+                                avx2::group_q4_k_vnni::<1>(w, kacts, sums, row, ahead, o, n)
+                            }
+                            Kind::Q6K => {
+                                avx2::group_q6_k_vnni::<1>(w, kacts, sums, row, ahead, o, n)
+                            }
+                        }
+                    } else {
+                        match kind {
+                            Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, ahead, o),
+                            Kind::Q5_0 => avx2::group_q5_0(w, acts, sums, row, ahead, o),
+                            Kind::Q8_0 => avx2::group_q8_0(w, acts, sums, row, ahead, o),
+                            Kind::Q4K => avx2::group_q4_k(w, kacts, sums, row, ahead, o),
+                            Kind::Q6K => avx2::group_q6_k(w, kacts, sums, row, ahead, o),
+                        }
                     }
                 }
+                row += 1;
             }
         }
     });
@@ -628,61 +697,129 @@ mod avx2 {
         }
     }
 
-    /// One q4_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group_q4_0(
+    /// The 4 activation bytes at `p` in every 32-bit lane.
+    #[inline(always)]
+    unsafe fn broadcast4(p: *const i8) -> __m256i {
+        _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+    }
+
+    /// `acc` plus, in each 32-bit lane, the 4 products of `w`'s unsigned bytes with `a`'s
+    /// signed ones: one `vpdpbusd` (AVX-512 VNNI; the caller's features).
+    #[inline(always)]
+    unsafe fn dot4(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, w, a)
+    }
+
+    /// Features of the AVX2 kernels.
+    macro_rules! avx2_kernel {
+        ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name($($arg: $ty),*) {
+                $body::<1, false>($($arg),*, 0)
+            }
+        };
+    }
+
+    /// Features of the VNNI kernels: `R` activation rows at once (rows `row..row + R`,
+    /// outputs `stride` apart).
+    macro_rules! vnni_kernel {
+        ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name<const R: usize>($($arg: $ty),*, stride: usize) {
+                $body::<R, true>($($arg),*, stride)
+            }
+        };
+    }
+
+    avx2_kernel! {
+        /// One q4_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
+        group_q4_0 => q4_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+    vnni_kernel! {
+        /// [`group_q4_0`] for `R` activation rows with `vpdpbusd`.
+        group_q4_0_vnni => q4_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+
+    /// One q4_0 group against activation rows `row..row + R`. Without VNNI the 8 products
+    /// of a block are summed in 16 bits (≤ 30,480), with it in 32.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q4_0_rows<const R: usize, const VNNI: bool>(
         w: *const u8,
         acts: &Activations,
         sums: &[i32],
         row: usize,
         ahead: usize,
         out: *mut f32,
+        stride: usize,
     ) {
         let nb = acts.k / BLOCK;
         let gb = Kind::Q4_0.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let qa = acts.qs.as_ptr().add(row * acts.k);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let p = w.add(b * gb);
             prefetch(p, ahead, gb);
-            let a = qa.add(b * BLOCK);
-            let mut s16 = _mm256_setzero_si256();
+            let mut s = [_mm256_setzero_si256(); R];
             for j in 0..4 {
                 let raw = _mm256_loadu_si256(p.add(2 * ROWS + 32 * j) as *const __m256i);
                 let lo = _mm256_and_si256(raw, low4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-                let a_lo = _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j) as *const i32));
-                let a_hi =
-                    _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j + 16) as *const i32));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo, a_lo));
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, a_hi));
+                for (r, s) in s.iter_mut().enumerate() {
+                    let a = qa.add(r * acts.k + b * BLOCK);
+                    let a_lo = broadcast4(a.add(4 * j));
+                    let a_hi = broadcast4(a.add(4 * j + 16));
+                    *s = if VNNI {
+                        dot4(dot4(*s, lo, a_lo), hi, a_hi)
+                    } else {
+                        let s16 = _mm256_add_epi16(*s, _mm256_maddubs_epi16(lo, a_lo));
+                        _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi, a_hi))
+                    };
+                }
             }
-            let at = row * nb + b;
-            let dot = _mm256_sub_epi32(
-                _mm256_madd_epi16(s16, ones),
-                _mm256_set1_epi32(8 * *sums.get_unchecked(at)),
-            );
             let scales = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+            for (r, (acc, &s)) in acc.iter_mut().zip(&s).enumerate() {
+                let at = (row + r) * nb + b;
+                let s32 = if VNNI { s } else { _mm256_madd_epi16(s, ones) };
+                let dot = _mm256_sub_epi32(s32, _mm256_set1_epi32(8 * *sums.get_unchecked(at)));
+                let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, *acc);
+            }
         }
-        _mm256_storeu_ps(out, acc);
+        for (r, &acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride), acc);
+        }
     }
 
-    /// One q5_0 group of 8 rows against activation row `row`: q4_0's kernel with each
-    /// quant's fifth bit (bit e of its row's 32-bit word for quant e) set into bit 4 of
-    /// its byte, quants 0..31 against the activations, 16·Σa taken off. Each 16-bit sum
-    /// takes 4 pair sums (≤ 4 × 2 × 31 × 127 = 31,496).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group_q5_0(
+    avx2_kernel! {
+        /// One q5_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
+        group_q5_0 => q5_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+    vnni_kernel! {
+        /// [`group_q5_0`] for `R` activation rows with `vpdpbusd`.
+        group_q5_0_vnni => q5_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+
+    /// One q5_0 group against activation rows `row..row + R`: q4_0's kernel with each
+    /// quant's fifth bit (bit e of its row's 32-bit word for quant e) set into bit 4 of its
+    /// byte, quants 0..31 against the activations, 16·Σa taken off. Without VNNI each
+    /// 16-bit sum takes 4 pair sums (≤ 4 × 2 × 31 × 127 = 31,496).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q5_0_rows<const R: usize, const VNNI: bool>(
         w: *const u8,
         acts: &Activations,
         sums: &[i32],
         row: usize,
         ahead: usize,
         out: *mut f32,
+        stride: usize,
     ) {
         let nb = acts.k / BLOCK;
         let gb = Kind::Q5_0.group_block_bytes();
@@ -714,14 +851,13 @@ mod avx2 {
             _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, mask), mask), bit4)
         };
         let qa = acts.qs.as_ptr().add(row * acts.k);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let p = w.add(b * gb);
             prefetch(p, ahead, gb);
-            let a = qa.add(b * BLOCK);
             let qh = _mm256_loadu_si256(p.add(2 * ROWS) as *const __m256i);
-            let mut s_lo = _mm256_setzero_si256();
-            let mut s_hi = _mm256_setzero_si256();
+            let mut s_lo = [_mm256_setzero_si256(); R];
+            let mut s_hi = [_mm256_setzero_si256(); R];
             for j in 0..4 {
                 let raw = _mm256_loadu_si256(p.add(6 * ROWS + 32 * j) as *const __m256i);
                 let lo = _mm256_or_si256(_mm256_and_si256(raw, low4), fifth(qh, 4 * j));
@@ -729,57 +865,107 @@ mod avx2 {
                     _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4),
                     fifth(qh, 4 * j + 16),
                 );
-                let a_lo = _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j) as *const i32));
-                let a_hi =
-                    _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j + 16) as *const i32));
-                s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(lo, a_lo));
-                s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(hi, a_hi));
+                for r in 0..R {
+                    let a = qa.add(r * acts.k + b * BLOCK);
+                    let a_lo = broadcast4(a.add(4 * j));
+                    let a_hi = broadcast4(a.add(4 * j + 16));
+                    if VNNI {
+                        s_lo[r] = dot4(s_lo[r], lo, a_lo);
+                        s_hi[r] = dot4(s_hi[r], hi, a_hi);
+                    } else {
+                        s_lo[r] = _mm256_add_epi16(s_lo[r], _mm256_maddubs_epi16(lo, a_lo));
+                        s_hi[r] = _mm256_add_epi16(s_hi[r], _mm256_maddubs_epi16(hi, a_hi));
+                    }
+                }
             }
-            let at = row * nb + b;
-            let dot = _mm256_sub_epi32(
-                _mm256_add_epi32(_mm256_madd_epi16(s_lo, ones), _mm256_madd_epi16(s_hi, ones)),
-                _mm256_set1_epi32(16 * *sums.get_unchecked(at)),
-            );
             let scales = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+            for r in 0..R {
+                let at = (row + r) * nb + b;
+                let s32 = if VNNI {
+                    _mm256_add_epi32(s_lo[r], s_hi[r])
+                } else {
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(s_lo[r], ones),
+                        _mm256_madd_epi16(s_hi[r], ones),
+                    )
+                };
+                let dot = _mm256_sub_epi32(s32, _mm256_set1_epi32(16 * *sums.get_unchecked(at)));
+                let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r]);
+            }
         }
-        _mm256_storeu_ps(out, acc);
+        for (r, &acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride), acc);
+        }
     }
 
-    /// One q8_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group_q8_0(
+    avx2_kernel! {
+        /// One q8_0 group of 8 rows against activation row `row`: 8 outputs at `out`
+        /// (`sums` unused: ggml's sign trick needs no offset).
+        group_q8_0 => q8_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+    vnni_kernel! {
+        /// [`group_q8_0`] for `R` activation rows with `vpdpbusd`: the quants offset by
+        /// 128 into unsigned bytes, 128·Σa taken off per block (`sums`, exact).
+        group_q8_0_vnni => q8_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+
+    /// One q8_0 group against activation rows `row..row + R`. Without VNNI: ggml's sign
+    /// trick (`|w|` against `a` with `w`'s sign, at most 2 × 128 × 127 a pair), each chunk
+    /// widened to 32 bits before it is summed. With it: `w + 128` (unsigned) against `a`,
+    /// then `128 · Σa` off.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q8_0_rows<const R: usize, const VNNI: bool>(
         w: *const u8,
         acts: &Activations,
+        sums: &[i32],
         row: usize,
         ahead: usize,
         out: *mut f32,
+        stride: usize,
     ) {
         let nb = acts.k / BLOCK;
         let gb = Kind::Q8_0.group_block_bytes();
         let ones = _mm256_set1_epi16(1);
+        let offset = _mm256_set1_epi8(-128);
         let qa = acts.qs.as_ptr().add(row * acts.k);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let p = w.add(b * gb);
             prefetch(p, ahead, gb);
-            let a = qa.add(b * BLOCK);
-            let mut s32 = _mm256_setzero_si256();
+            let mut s32 = [_mm256_setzero_si256(); R];
             for j in 0..8 {
                 let q = _mm256_loadu_si256(p.add(2 * ROWS + 32 * j) as *const __m256i);
-                let av = _mm256_set1_epi32(std::ptr::read_unaligned(a.add(4 * j) as *const i32));
-                let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(av, q));
-                s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(pairs, ones));
+                if VNNI {
+                    let qu = _mm256_xor_si256(q, offset);
+                    for (r, s) in s32.iter_mut().enumerate() {
+                        *s = dot4(*s, qu, broadcast4(qa.add(r * acts.k + b * BLOCK + 4 * j)));
+                    }
+                } else {
+                    let aq = _mm256_sign_epi8(q, q);
+                    for (r, s) in s32.iter_mut().enumerate() {
+                        let av = broadcast4(qa.add(r * acts.k + b * BLOCK + 4 * j));
+                        let pairs = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(av, q));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
+                    }
+                }
             }
             let scales = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-            let d = _mm256_mul_ps(
-                scales,
-                _mm256_set1_ps(*acts.scales.get_unchecked(row * nb + b)),
-            );
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), d, acc);
+            for (r, (acc, &s)) in acc.iter_mut().zip(&s32).enumerate() {
+                let at = (row + r) * nb + b;
+                let dot = if VNNI {
+                    _mm256_sub_epi32(s, _mm256_set1_epi32(128 * *sums.get_unchecked(at)))
+                } else {
+                    s
+                };
+                let d = _mm256_mul_ps(scales, _mm256_set1_ps(*acts.scales.get_unchecked(at)));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, *acc);
+            }
         }
-        _mm256_storeu_ps(out, acc);
+        for (r, &acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride), acc);
+        }
     }
 
     /// `vpshufb` masks, one per byte `j` of a 32-bit lane, that copy that byte of each
@@ -813,17 +999,31 @@ mod avx2 {
         _mm256_loadu_si256(LANE_BYTE.as_ptr().add(j) as *const __m256i)
     }
 
-    /// One q4_k group of 8 rows against activation row `row`: 8 outputs at `out`.
-    /// `pairs` holds each activation super-block's sub-block sums as
-    /// [`super::subblock_sums`] lays them out.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group_q4_k(
+    avx2_kernel! {
+        /// One q4_k group of 8 rows against activation row `row`: 8 outputs at `out`.
+        /// `pairs` holds each activation super-block's sub-block sums as
+        /// [`super::subblock_sums`] lays them out.
+        group_q4_k => q4_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+    vnni_kernel! {
+        /// [`group_q4_k`] for `R` activation rows with `vpdpbusd`.
+        group_q4_k_vnni => q4_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+
+    /// One q4_k group against activation rows `row..row + R`. Each 32-weight sub-block
+    /// summed exactly (without VNNI in 16 bits, ≤ 30,480, then × its scale by
+    /// `vpmaddwd`; with it in 32 bits, then × its scale by `vpmulld`), the minimums
+    /// against the activations' sub-block sums.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn q4_k_rows<const R: usize, const VNNI: bool>(
         w: *const u8,
         acts: &KActivations,
         pairs: &[i32],
         row: usize,
         ahead: usize,
         out: *mut f32,
+        stride: usize,
     ) {
         let nb = acts.k / QK_K;
         let gb = Kind::Q4K.group_block_bytes();
@@ -832,12 +1032,12 @@ mod avx2 {
         let mask4 = _mm256_set1_epi32(0x0f0f_0f0f);
         let mask2 = _mm256_set1_epi32(0x0303_0303);
         let low8 = _mm256_set1_epi32(0x00ff_00ff);
+        let low16 = _mm256_set1_epi32(0xffff);
         let qa = acts.qs.as_ptr().add(row * acts.k);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let p = w.add(b * gb);
             prefetch(p, ahead, gb);
-            let a = qa.add(b * QK_K);
             // The 12 packed scale bytes of each row as three 32-bit lanes' words, decoded
             // as ggml does (kmask1..3): scales 0-3, 4-7, minimums 0-3, 4-7, a byte each.
             let r0 = _mm256_loadu_si256(p.add(32) as *const __m256i);
@@ -856,55 +1056,75 @@ mod avx2 {
                 _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(r1, 6), mask2), 4),
             );
             let qs = p.add(128);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); R];
             for pair in 0..4 {
-                let mut s_lo = _mm256_setzero_si256();
-                let mut s_hi = _mm256_setzero_si256();
+                let mut s_lo = [_mm256_setzero_si256(); R];
+                let mut s_hi = [_mm256_setzero_si256(); R];
                 for c in 0..8 {
                     let raw = _mm256_loadu_si256(qs.add(32 * (8 * pair + c)) as *const __m256i);
                     let lo = _mm256_and_si256(raw, low4);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-                    let a_lo = _mm256_set1_epi32(std::ptr::read_unaligned(
-                        a.add(64 * pair + 4 * c) as *const i32,
-                    ));
-                    let a_hi = _mm256_set1_epi32(std::ptr::read_unaligned(
-                        a.add(64 * pair + 32 + 4 * c) as *const i32,
-                    ));
-                    // At most 8 × 2 × 15 × 127 = 30,480: exact in 16 bits.
-                    s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(lo, a_lo));
-                    s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(hi, a_hi));
+                    for r in 0..R {
+                        let a = qa.add(r * acts.k + b * QK_K + 64 * pair + 4 * c);
+                        let a_lo = broadcast4(a);
+                        let a_hi = broadcast4(a.add(32));
+                        if VNNI {
+                            s_lo[r] = dot4(s_lo[r], lo, a_lo);
+                            s_hi[r] = dot4(s_hi[r], hi, a_hi);
+                        } else {
+                            // At most 8 × 2 × 15 × 127 = 30,480: exact in 16 bits.
+                            s_lo[r] = _mm256_add_epi16(s_lo[r], _mm256_maddubs_epi16(lo, a_lo));
+                            s_hi[r] = _mm256_add_epi16(s_hi[r], _mm256_maddubs_epi16(hi, a_hi));
+                        }
+                    }
                 }
                 // Sub-blocks 2·pair (low nibbles) and 2·pair + 1 (high).
                 let (j0, j1) = (2 * pair, 2 * pair + 1);
                 let sc0 = _mm256_shuffle_epi8(sc[j0 / 4], lane_byte(j0 % 4));
                 let sc1 = _mm256_shuffle_epi8(sc[j1 / 4], lane_byte(j1 % 4));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s_lo, sc0));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s_hi, sc1));
+                for r in 0..R {
+                    let (p_lo, p_hi) = if VNNI {
+                        (
+                            _mm256_mullo_epi32(s_lo[r], _mm256_and_si256(sc0, low16)),
+                            _mm256_mullo_epi32(s_hi[r], _mm256_and_si256(sc1, low16)),
+                        )
+                    } else {
+                        (
+                            _mm256_madd_epi16(s_lo[r], sc0),
+                            _mm256_madd_epi16(s_hi[r], sc1),
+                        )
+                    };
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
+                }
             }
             // Σ m_j · S_j over the 8 sub-blocks: the minimums as 16-bit pairs (m0, m2),
             // (m1, m3), (m4, m6), (m5, m7) against the sums laid out the same way.
-            let at = row * nb + b;
-            let s = pairs.as_ptr().add(4 * at);
             let mins = [
                 _mm256_and_si256(mins_lo, low8),
                 _mm256_and_si256(_mm256_srli_epi32(mins_lo, 8), low8),
                 _mm256_and_si256(mins_hi, low8),
                 _mm256_and_si256(_mm256_srli_epi32(mins_hi, 8), low8),
             ];
-            let mut summ = _mm256_setzero_si256();
-            for (i, &mv) in mins.iter().enumerate() {
-                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mv, _mm256_set1_epi32(*s.add(i))));
+            let d16 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let dmin16 = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            for r in 0..R {
+                let at = (row + r) * nb + b;
+                let s = pairs.as_ptr().add(4 * at);
+                let mut summ = _mm256_setzero_si256();
+                for (i, &mv) in mins.iter().enumerate() {
+                    summ =
+                        _mm256_add_epi32(summ, _mm256_madd_epi16(mv, _mm256_set1_epi32(*s.add(i))));
+                }
+                let d8 = _mm256_set1_ps(*acts.d.get_unchecked(at));
+                let d = _mm256_mul_ps(d16, d8);
+                let dmin = _mm256_mul_ps(dmin16, d8);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), d, acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ), dmin, acc[r]);
             }
-            let d8 = _mm256_set1_ps(*acts.d.get_unchecked(at));
-            let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)), d8);
-            let dmin = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i)),
-                d8,
-            );
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), d, acc);
-            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ), dmin, acc);
         }
-        _mm256_storeu_ps(out, acc);
+        for (r, &acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride), acc);
+        }
     }
 
     /// A q6_k group's signed scale for each of the 8 rows (before the shift).
@@ -919,38 +1139,64 @@ mod avx2 {
         _mm256_srai_epi16(_mm256_shuffle_epi8(v, m), 8)
     }
 
-    /// One q6_k group of 8 rows against activation row `row`: 8 outputs at `out`.
-    /// `pairs` holds each activation super-block's sums of 16 as
-    /// [`super::subblock_sums`] lays them out. The quants are taken as 0..63 and the
-    /// −32 applied once per group of 16 as −32 · scale · Σa.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group_q6_k(
+    /// Group `g`'s scale for the 8 rows, sign-extended into each row's 32-bit lane.
+    #[inline(always)]
+    unsafe fn q6k_scale32(scales: *const u8, g: usize) -> __m256i {
+        let v = _mm256_loadu_si256(scales.add(32 * (g / 4)) as *const __m256i);
+        match g % 4 {
+            0 => _mm256_srai_epi32(_mm256_slli_epi32(v, 24), 24),
+            1 => _mm256_srai_epi32(_mm256_slli_epi32(v, 16), 24),
+            2 => _mm256_srai_epi32(_mm256_slli_epi32(v, 8), 24),
+            _ => _mm256_srai_epi32(v, 24),
+        }
+    }
+
+    avx2_kernel! {
+        /// One q6_k group of 8 rows against activation row `row`: 8 outputs at `out`.
+        /// `pairs` holds each activation super-block's sums of 16 as
+        /// [`super::subblock_sums`] lays them out. The quants are taken as 0..63 and the
+        /// −32 applied once per group of 16 as −32 · scale · Σa.
+        group_q6_k => q6_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+    vnni_kernel! {
+        /// [`group_q6_k`] for `R` activation rows with `vpdpbusd`.
+        group_q6_k_vnni => q6_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
+    }
+
+    /// One q6_k group against activation rows `row..row + R`. Without VNNI two chunks
+    /// summed in 16 bits (2 × 2 × 63 × 127 = 32,004 at most) then × the group's scale
+    /// (`vpmaddwd`); with it a group of 16 weights summed in 32 bits then × its scale
+    /// (`vpmulld`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn q6_k_rows<const R: usize, const VNNI: bool>(
         w: *const u8,
         acts: &KActivations,
         pairs: &[i32],
         row: usize,
         ahead: usize,
         out: *mut f32,
+        stride: usize,
     ) {
         let nb = acts.k / QK_K;
         let gb = Kind::Q6K.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let low2 = _mm256_set1_epi8(0x03);
         let qa = acts.qs.as_ptr().add(row * acts.k);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let p = w.add(b * gb);
             prefetch(p, ahead, gb);
-            let a = qa.add(b * QK_K);
             let scales = p.add(16);
             let steps = p.add(144);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); R];
             for half in 0..2 {
-                // Two chunks of 4 weights per part at a time: 2 × 2 × 63 × 127 = 32,004
-                // at most, exact in 16 bits; then × the group's scale into 32 bits.
-                for c2 in 0..4 {
-                    let mut s16 = [_mm256_setzero_si256(); 4];
-                    for c in 2 * c2..2 * c2 + 2 {
+                // Without VNNI two chunks of 4 weights per part at a time, with it four
+                // (a whole group of 16), then × the group's scale.
+                let per = if VNNI { 4 } else { 2 };
+                for q0 in (0..8).step_by(per) {
+                    let mut s = [[_mm256_setzero_si256(); 4]; R];
+                    for c in q0..q0 + per {
                         let step = steps.add(96 * (8 * half + c));
                         let l0 = _mm256_loadu_si256(step as *const __m256i);
                         let l1 = _mm256_loadu_si256(step.add(32) as *const __m256i);
@@ -974,45 +1220,74 @@ mod avx2 {
                                 high[3],
                             ),
                         ];
-                        for part in 0..4 {
-                            let av = _mm256_set1_epi32(std::ptr::read_unaligned(
-                                a.add(128 * half + 32 * part + 4 * c) as *const i32,
-                            ));
-                            s16[part] =
-                                _mm256_add_epi16(s16[part], _mm256_maddubs_epi16(q[part], av));
+                        for (r, s) in s.iter_mut().enumerate() {
+                            for part in 0..4 {
+                                let av = broadcast4(
+                                    qa.add(r * acts.k + b * QK_K + 128 * half + 32 * part + 4 * c),
+                                );
+                                s[part] = if VNNI {
+                                    dot4(s[part], q[part], av)
+                                } else {
+                                    _mm256_add_epi16(s[part], _mm256_maddubs_epi16(q[part], av))
+                                };
+                            }
                         }
                     }
-                    for (part, &v) in s16.iter().enumerate() {
-                        let g = 8 * half + 2 * part + c2 / 2;
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(v, q6k_scale(scales, g)));
+                    for part in 0..4 {
+                        // Weights 4·q0 .. 4·q0 + 4·per of part `part`: group g.
+                        let g = 8 * half + 2 * part + q0 / 4;
+                        if VNNI {
+                            let scale = q6k_scale32(scales, g);
+                            for r in 0..R {
+                                sumi[r] = _mm256_add_epi32(
+                                    sumi[r],
+                                    _mm256_mullo_epi32(s[r][part], scale),
+                                );
+                            }
+                        } else {
+                            let scale = q6k_scale(scales, g);
+                            for r in 0..R {
+                                sumi[r] =
+                                    _mm256_add_epi32(sumi[r], _mm256_madd_epi16(s[r][part], scale));
+                            }
+                        }
                     }
                 }
             }
-            // Σ scale_g · Σa_g over the 16 groups, for the −32.
-            let at = row * nb + b;
-            let s = pairs.as_ptr().add(8 * at);
-            let mut sums = _mm256_setzero_si256();
-            for t in 0..4 {
+            // Σ scale_g · Σa_g over the 16 groups, for the −32: the scales as even and
+            // odd bytes (sign-extended 16-bit halves) against the sums laid out the same
+            // way.
+            let mut halves = [[_mm256_setzero_si256(); 2]; 4];
+            for (t, h) in halves.iter_mut().enumerate() {
                 let v = _mm256_loadu_si256(scales.add(32 * t) as *const __m256i);
-                let even = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
-                let odd = _mm256_srai_epi16(v, 8);
-                sums = _mm256_add_epi32(
-                    sums,
-                    _mm256_madd_epi16(even, _mm256_set1_epi32(*s.add(2 * t))),
-                );
-                sums = _mm256_add_epi32(
-                    sums,
-                    _mm256_madd_epi16(odd, _mm256_set1_epi32(*s.add(2 * t + 1))),
-                );
+                *h = [
+                    _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8),
+                    _mm256_srai_epi16(v, 8),
+                ];
             }
-            let dot = _mm256_sub_epi32(sumi, _mm256_slli_epi32(sums, 5));
-            let d = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
-                _mm256_set1_ps(*acts.d.get_unchecked(at)),
-            );
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+            let d6 = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            for r in 0..R {
+                let at = (row + r) * nb + b;
+                let s = pairs.as_ptr().add(8 * at);
+                let mut sums = _mm256_setzero_si256();
+                for (t, &[even, odd]) in halves.iter().enumerate() {
+                    sums = _mm256_add_epi32(
+                        sums,
+                        _mm256_madd_epi16(even, _mm256_set1_epi32(*s.add(2 * t))),
+                    );
+                    sums = _mm256_add_epi32(
+                        sums,
+                        _mm256_madd_epi16(odd, _mm256_set1_epi32(*s.add(2 * t + 1))),
+                    );
+                }
+                let dot = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(sums, 5));
+                let d = _mm256_mul_ps(d6, _mm256_set1_ps(*acts.d.get_unchecked(at)));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc[r]);
+            }
         }
-        _mm256_storeu_ps(out, acc);
+        for (r, &acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride), acc);
+        }
     }
 }
 
@@ -1144,13 +1419,26 @@ mod tests {
                     ),
                 };
                 let packed = repack(kind, &w, n, k);
-                let mut got = vec![0f32; m * n];
-                matmul_into(kind, &packed, n, k, &x, m, &mut scratch, &mut got);
-                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - r).abs() <= 1e-5 * r.abs().max(1.0),
-                        "{kind:?} {m}x{n}x{k} [{i}]: {g} vs {r}"
-                    );
+                // The AVX2 kernels, and the VNNI ones (one row and four at a time) where
+                // the CPU has them: the same integer sums, so the same floats.
+                let mut outs = Vec::new();
+                for vnni in [false, true] {
+                    if vnni && !crate::kernel::simd_supported() {
+                        eprintln!("this CPU lacks AVX-512 VNNI: its kernels are not in use");
+                        continue;
+                    }
+                    let mut got = vec![0f32; m * n];
+                    matmul_with(vnni, kind, &packed, n, k, &x, m, &mut scratch, &mut got);
+                    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - r).abs() <= 1e-5 * r.abs().max(1.0),
+                            "{kind:?} vnni {vnni} {m}x{n}x{k} [{i}]: {g} vs {r}"
+                        );
+                    }
+                    outs.push(got);
+                }
+                if let [avx2, vnni] = &outs[..] {
+                    assert_eq!(avx2, vnni, "{kind:?} {m}x{n}x{k}: AVX2 and VNNI differ");
                 }
             }
         }
