@@ -9,7 +9,8 @@
 //!     cargo run --release --example streaming -- q4_k gpt2    # GPT-2 small's shapes
 //!
 //! The dense formats run `kernel::dense::matmul_into`; the block formats the
-//! interleaved layout's `kernel::repack::matmul_into` (AVX2 CPUs only).
+//! interleaved layout's `kernel::repack::matmul_into` (CPUs with AVX2; the VNNI kernels
+//! where the CPU has AVX-512 VNNI).
 
 use std::time::Instant;
 

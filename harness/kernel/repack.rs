@@ -79,6 +79,13 @@ pub const ROWS: usize = 8;
 /// on the other shapes; 4096 lower on most). Whole runs (08347e7 against
 /// this, 6 runs per side, tg50): 1B Q4_0 +12.1% (95% CI [+3.1%, +23.5%]), Q4_K_M +16.2%
 /// ([+7.5%, +25.7%]), Q8_0 +2.8% ([−6.9%, +21.0%]).
+///
+/// On Zen 4 (the AVX-512 VNNI kernels), where each group block is read front to back,
+/// the hardware's prefetchers do better alone: streaming (same example, 2 rounds, GB/s,
+/// none → 1024 bytes) q4_k 32.6 / 35.5 → 25.3 / 30.4 (8192×2048), q6_k 33.5 / 30.6 →
+/// 30.0 / 29.8, q4_0 level; whole runs (the same build with and without, 3 runs per
+/// side): 1B Q4_K_M tg50 33.1 → 36.7 tok/s without (+10.9%, 95% CI [+4.7%, +19.9%]),
+/// Q4_0, Q8_0 and GPT-2's level. So the VNNI kernels do not prefetch.
 const PREFETCH_AHEAD: usize = 1024;
 
 /// Products with this many activation rows or more do not prefetch: their units reuse
@@ -611,8 +618,9 @@ pub fn matmul_with(
             while row < rows.1 {
                 // Only where the product streams the weights (a decode step, a small
                 // batch: the first row of a unit reads the group from memory, the others
-                // find it in cache); a prompt's units are arithmetic.
-                let ahead = if m < PREFETCH_ROWS_BELOW && row == rows.0 {
+                // find it in cache); a prompt's units are arithmetic. Not on the AVX-512
+                // CPUs (PREFETCH_AHEAD).
+                let ahead = if !vnni && m < PREFETCH_ROWS_BELOW && row == rows.0 {
                     PREFETCH_AHEAD
                 } else {
                     0
