@@ -55,24 +55,24 @@ for MODEL in $MODELS; do
   : > "$OUT/llama-bench.jsonl"
   for t in $TYPES; do
     f="$CACHE/$M/gguf/$NAME-$t.gguf"
-    # Two runs, so that no prompt is timed at depth (not asked for) and no test repeats.
+    # Each test of quantbench, then the same test of llama.cpp on the same file, so that
+    # both tools of a row meet the same phase of a shared machine (its bandwidth drifts
+    # by tens of percent over minutes). Two quantbench runs, so that no prompt is timed
+    # at depth (not asked for) and no test repeats.
     "$QB" run --model "$f" --precisions native --new-tokens 2 --prompt-tokens "$PROMPT" \
       --gen-tokens 0 --depth 0 --threads "$THREADS" --warmup 1 --repeats "$REPS" \
       --no-quality --quiet --out "$OUT/quantbench-$t-pp"
+    llama.cpp/build/bin/llama-bench -m "$f" -p "$PROMPT" -n 0 -d 0 -r "$REPS" -t "$THREADS" \
+      -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
     "$QB" run --model "$f" --precisions native --new-tokens 2 --prompt-tokens 0 \
       --gen-tokens "$GEN" --depth "0,$DEPTH" --threads "$THREADS" --warmup 1 --repeats "$REPS" \
       --no-quality --quiet --out "$OUT/quantbench-$t-tg"
+    llama.cpp/build/bin/llama-bench -m "$f" -p 0 -n "$GEN" -d "0,$DEPTH" -r "$REPS" -t "$THREADS" \
+      -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
     for part in pp tg; do
       "$QB" export-results "$OUT/quantbench-$t-$part" --format jsonl \
         | sed "s/\"precision\":\"native\"/\"precision\":\"$t\"/" >> "$OUT/quantbench.jsonl"
     done
-  done
-  for t in $TYPES; do
-    f="$M/gguf/$NAME-$t.gguf"
-    llama.cpp/build/bin/llama-bench -m "$f" -p "$PROMPT" -n 0 -d 0 -r "$REPS" -t "$THREADS" \
-      -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
-    llama.cpp/build/bin/llama-bench -m "$f" -p 0 -n "$GEN" -d "0,$DEPTH" -r "$REPS" -t "$THREADS" \
-      -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
   done
   echo "## $MODEL"
   "$PYTHON" "$ROOT/scripts/peers/speed_table.py" "$OUT/quantbench.jsonl" "$OUT/llama-bench.jsonl" \
