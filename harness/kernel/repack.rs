@@ -626,58 +626,18 @@ pub fn matmul_with(
                     0
                 };
                 let o = (addr as *mut f32).wrapping_add(row * n + g * ROWS);
+                // Without VNNI one row a call; with it 4 while 4 are left.
+                let four = vnni && rows.1 - row >= 4;
                 // SAFETY: each (group, row) writes its own 8 outputs of `out`, which
-                // outlives the pool call; the CPU's features were checked above (VNNI's
-                // by level()).
+                // outlives the pool call; the CPU's features were checked above.
                 unsafe {
-                    if vnni && rows.1 - row >= 4 {
-                        match kind {
-                            Kind::Q4_0 => {
-                                avx2::group_q4_0_vnni::<4>(w, acts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q5_0 => {
-                                avx2::group_q5_0_vnni::<4>(w, acts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q8_0 => {
-                                avx2::group_q8_0_vnni::<4>(w, acts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q4K => {
-                                avx2::group_q4_k_vnni::<4>(w, kacts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q6K => {
-                                avx2::group_q6_k_vnni::<4>(w, kacts, sums, row, ahead, o, n)
-                            }
-                        }
+                    let both = (acts, kacts);
+                    if four {
+                        avx2::group::<4>(kind, true, w, both, sums, row, ahead, o, n);
                         row += 4;
                         continue;
                     }
-                    if vnni {
-                        match kind {
-                            Kind::Q4_0 => {
-                                avx2::group_q4_0_vnni::<1>(w, acts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q5_0 => {
-                                avx2::group_q5_0_vnni::<1>(w, acts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q8_0 => {
-                                avx2::group_q8_0_vnni::<1>(w, acts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q4K => {
-                                avx2::group_q4_k_vnni::<1>(w, kacts, sums, row, ahead, o, n)
-                            }
-                            Kind::Q6K => {
-                                avx2::group_q6_k_vnni::<1>(w, kacts, sums, row, ahead, o, n)
-                            }
-                        }
-                    } else {
-                        match kind {
-                            Kind::Q4_0 => avx2::group_q4_0(w, acts, sums, row, ahead, o),
-                            Kind::Q5_0 => avx2::group_q5_0(w, acts, sums, row, ahead, o),
-                            Kind::Q8_0 => avx2::group_q8_0(w, acts, sums, row, ahead, o),
-                            Kind::Q4K => avx2::group_q4_k(w, kacts, sums, row, ahead, o),
-                            Kind::Q6K => avx2::group_q6_k(w, kacts, sums, row, ahead, o),
-                        }
-                    }
+                    avx2::group::<1>(kind, vnni, w, both, sums, row, ahead, o, n);
                 }
                 row += 1;
             }
@@ -705,6 +665,41 @@ mod avx2 {
         }
     }
 
+    /// One group of `kind` at `w` against activation rows `row..row + R` (`R` 1 without
+    /// VNNI): the format's kernel. `sums`: [`super::integer_sums`] (q4_0, q5_0, q8_0 with
+    /// VNNI) or [`super::subblock_sums`] (q4_k, q6_k).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C, and AVX-512 VNNI where `vnni`; `w` holds the
+    /// group, the activations rows `row..row + R`, and `out` the R rows of 8 outputs,
+    /// `stride` apart, which no other thread touches meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub unsafe fn group<const R: usize>(
+        kind: Kind,
+        vnni: bool,
+        w: *const u8,
+        (acts, kacts): (&Activations, &KActivations),
+        sums: &[i32],
+        row: usize,
+        ahead: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        match (kind, vnni) {
+            (Kind::Q4_0, false) => group_q4_0(w, acts, sums, row, ahead, out),
+            (Kind::Q5_0, false) => group_q5_0(w, acts, sums, row, ahead, out),
+            (Kind::Q8_0, false) => group_q8_0(w, acts, sums, row, ahead, out),
+            (Kind::Q4K, false) => group_q4_k(w, kacts, sums, row, ahead, out),
+            (Kind::Q6K, false) => group_q6_k(w, kacts, sums, row, ahead, out),
+            (Kind::Q4_0, true) => group_q4_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
+            (Kind::Q5_0, true) => group_q5_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
+            (Kind::Q8_0, true) => group_q8_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
+            (Kind::Q4K, true) => group_q4_k_vnni::<R>(w, kacts, sums, row, ahead, out, stride),
+            (Kind::Q6K, true) => group_q6_k_vnni::<R>(w, kacts, sums, row, ahead, out, stride),
+        }
+    }
+
     /// The 4 activation bytes at `p` in every 32-bit lane.
     #[inline(always)]
     unsafe fn broadcast4(p: *const i8) -> __m256i {
@@ -718,38 +713,44 @@ mod avx2 {
         _mm256_dpbusd_epi32(acc, w, a)
     }
 
-    /// Features of the AVX2 kernels.
-    macro_rules! avx2_kernel {
-        ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+    /// A format's two kernels from its generic body: `$avx2` (AVX2 + FMA + F16C: one
+    /// activation row, the body without VNNI) and `$vnni` (with AVX-512 VNNI: `R` rows at
+    /// once, `row..row + R`, outputs `stride` apart).
+    macro_rules! kernels {
+        ($(#[$doc:meta])* $avx2:ident, $vnni:ident => $body:ident($acts:ty)) => {
             $(#[$doc])*
             #[target_feature(enable = "avx2,fma,f16c")]
-            #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $name($($arg: $ty),*) {
-                $body::<1, false>($($arg),*, 0)
+            pub unsafe fn $avx2(
+                w: *const u8,
+                acts: &$acts,
+                sums: &[i32],
+                row: usize,
+                ahead: usize,
+                out: *mut f32,
+            ) {
+                $body::<1, false>(w, acts, sums, row, ahead, out, 0)
             }
-        };
-    }
 
-    /// Features of the VNNI kernels: `R` activation rows at once (rows `row..row + R`,
-    /// outputs `stride` apart).
-    macro_rules! vnni_kernel {
-        ($(#[$doc:meta])* $name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
-            $(#[$doc])*
+            #[doc = concat!("[`", stringify!($avx2), "`] for `R` activation rows with `vpdpbusd`.")]
             #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
             #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $name<const R: usize>($($arg: $ty),*, stride: usize) {
-                $body::<R, true>($($arg),*, stride)
+            pub unsafe fn $vnni<const R: usize>(
+                w: *const u8,
+                acts: &$acts,
+                sums: &[i32],
+                row: usize,
+                ahead: usize,
+                out: *mut f32,
+                stride: usize,
+            ) {
+                $body::<R, true>(w, acts, sums, row, ahead, out, stride)
             }
         };
     }
 
-    avx2_kernel! {
+    kernels! {
         /// One q4_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
-        group_q4_0 => q4_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
-    }
-    vnni_kernel! {
-        /// [`group_q4_0`] for `R` activation rows with `vpdpbusd`.
-        group_q4_0_vnni => q4_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+        group_q4_0, group_q4_0_vnni => q4_0_rows(Activations)
     }
 
     /// One q4_0 group against activation rows `row..row + R`. Without VNNI the 8 products
@@ -805,13 +806,9 @@ mod avx2 {
         }
     }
 
-    avx2_kernel! {
+    kernels! {
         /// One q5_0 group of 8 rows against activation row `row`: 8 outputs at `out`.
-        group_q5_0 => q5_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
-    }
-    vnni_kernel! {
-        /// [`group_q5_0`] for `R` activation rows with `vpdpbusd`.
-        group_q5_0_vnni => q5_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+        group_q5_0, group_q5_0_vnni => q5_0_rows(Activations)
     }
 
     /// One q5_0 group against activation rows `row..row + R`: q4_0's kernel with each
@@ -907,15 +904,10 @@ mod avx2 {
         }
     }
 
-    avx2_kernel! {
+    kernels! {
         /// One q8_0 group of 8 rows against activation row `row`: 8 outputs at `out`
         /// (`sums` unused: ggml's sign trick needs no offset).
-        group_q8_0 => q8_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
-    }
-    vnni_kernel! {
-        /// [`group_q8_0`] for `R` activation rows with `vpdpbusd`: the quants offset by
-        /// 128 into unsigned bytes, 128·Σa taken off per block (`sums`, exact).
-        group_q8_0_vnni => q8_0_rows(w: *const u8, acts: &Activations, sums: &[i32], row: usize, ahead: usize, out: *mut f32)
+        group_q8_0, group_q8_0_vnni => q8_0_rows(Activations)
     }
 
     /// One q8_0 group against activation rows `row..row + R`. Without VNNI: ggml's sign
@@ -1007,15 +999,11 @@ mod avx2 {
         _mm256_loadu_si256(LANE_BYTE.as_ptr().add(j) as *const __m256i)
     }
 
-    avx2_kernel! {
+    kernels! {
         /// One q4_k group of 8 rows against activation row `row`: 8 outputs at `out`.
-        /// `pairs` holds each activation super-block's sub-block sums as
+        /// `sums` holds each activation super-block's sub-block sums as
         /// [`super::subblock_sums`] lays them out.
-        group_q4_k => q4_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
-    }
-    vnni_kernel! {
-        /// [`group_q4_k`] for `R` activation rows with `vpdpbusd`.
-        group_q4_k_vnni => q4_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
+        group_q4_k, group_q4_k_vnni => q4_k_rows(KActivations)
     }
 
     /// One q4_k group against activation rows `row..row + R`. Each 32-weight sub-block
@@ -1159,16 +1147,12 @@ mod avx2 {
         }
     }
 
-    avx2_kernel! {
+    kernels! {
         /// One q6_k group of 8 rows against activation row `row`: 8 outputs at `out`.
-        /// `pairs` holds each activation super-block's sums of 16 as
+        /// `sums` holds each activation super-block's sums of 16 as
         /// [`super::subblock_sums`] lays them out. The quants are taken as 0..63 and the
         /// −32 applied once per group of 16 as −32 · scale · Σa.
-        group_q6_k => q6_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
-    }
-    vnni_kernel! {
-        /// [`group_q6_k`] for `R` activation rows with `vpdpbusd`.
-        group_q6_k_vnni => q6_k_rows(w: *const u8, acts: &KActivations, pairs: &[i32], row: usize, ahead: usize, out: *mut f32)
+        group_q6_k, group_q6_k_vnni => q6_k_rows(KActivations)
     }
 
     /// One q6_k group against activation rows `row..row + R`. Without VNNI two chunks
