@@ -39,6 +39,14 @@
 //! taken as 0..63, two chunks summed in 16 bits (≤ 32,004) then × the group's signed
 //! scale, the −32 taken off once per group of 16 as `32 · scale · Σa`.
 //!
+//! **With AVX-512 VNNI** (Zen 4, Ice Lake and later; not where `QUANTBENCH_LEVEL=avx2`
+//! caps the kernels) the same layouts go through `vpdpbusd`: 32-bit sums throughout
+//! (q8_0 offset by 128 into unsigned bytes, 128 · Σa taken off; q4_k's sub-block sums
+//! × their scales by `vpmulld`; q6_k a whole group of 16 before its scale), prompts 4
+//! activation rows per call so each group's weights are decoded once per 4 rows, and no
+//! software prefetch. The integer sums are the same exact values, so the outputs equal
+//! the AVX2 kernels' bit for bit ([`matmul_with`] chooses; the tests run both).
+//!
 //! **Rows past the last whole group.** Where the rows are not a multiple of 8 (GPT-2's
 //! 50,257-row LM head), the first `n − n % 8` rows are interleaved and the last `n % 8`
 //! stay as stored, after the groups (where the stored layout has them too); the
