@@ -192,7 +192,7 @@ pub fn active() -> Kernels {
 pub fn describe() -> String {
     let ggml = match (active(), level()) {
         (Kernels::Quantbench, Some(Level::Avx512)) => {
-            "quantbench avx512 (q4_1 q5_1 with vnni; f32 f16 bf16 decode) and avx2 (q4_0 q5_0 q8_0 q4_k q6_k; f32 f16 bf16 prompts; q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
+            "quantbench avx512 vnni (q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes; q4_1 q5_1 block by block; f32 f16 bf16 decode) and avx2 (rows past the last group of 8, q4_k q6_k tables; f16 prompts); f32 bf16 prompts on the gemm crate; candle for the rest".to_string()
         }
         (Kernels::Quantbench, _) => {
             "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16; q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()

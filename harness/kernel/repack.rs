@@ -59,9 +59,8 @@
 //! and a token table tied to the head (looked up row by row from the groups,
 //! [`Interleaved::row_into`]). The file's layout is dropped, the bytes held stay the
 //! same count, and the record's `environment.kernels` says so. A token table only looked
-//! up stays as stored, as do AVX-512 CPUs (their VNNI tile kernel is unmeasured against
-//! this one). A GGUF export writes the stored layout back ([`Interleaved::stored_bytes`]),
-//! byte for byte.
+//! up stays as stored. A GGUF export writes the stored layout back
+//! ([`Interleaved::stored_bytes`]), byte for byte.
 
 use std::sync::Arc;
 
@@ -532,9 +531,10 @@ fn subblock_sums(kind: Kind, acts: &KActivations, out: &mut Vec<i32>) {
 }
 
 /// `out = x @ wᵀ` (`m × n`) for interleaved weights `packed` (`n × k` of `kind`), the
-/// activations rounded into `scratch` (with the integer sums the q4_0, q4_k and q6_k
-/// kernels take): the AVX2 kernels (this CPU must have AVX2, FMA and F16C); the rows
-/// past the last group by the block-by-block kernels, as one more unit of work.
+/// activations rounded into `scratch` (with the integer sums the kernels take): the VNNI
+/// kernels where the CPU has AVX-512 VNNI (and `QUANTBENCH_LEVEL` does not cap it), else
+/// the AVX2 ones (this CPU must have AVX2, FMA and F16C); the rows past the last group
+/// by the AVX2 block-by-block kernels, as one more unit of work.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
