@@ -15,10 +15,10 @@
 //!
 //! bf16 products take their activations rounded to bf16 ([`round_to_bf16`]), as
 //! llama.cpp, candle and PyTorch do, so that each product is exact and only the order of
-//! the f32 sums depends on the kernel. On CPUs with AVX512_BF16 they run on `vdpbf16ps`
-//! (`bf16`, 32 products an instruction) at every row count: the AVX-512 level's bf16
-//! prompts at 307-337 GFLOP/s on Llama 3.2 1B's shapes, against the f32 GEMM's 194-201
-//! (`cargo run --release --example prompt -- bf16`, then `-- f32`, Zen 4).
+//! the f32 sums depends on the kernel. On CPUs with AVX512_BF16 their prompts run on
+//! `vdpbf16ps` (`bf16`, 32 products an instruction): 303-318 GFLOP/s on Llama 3.2 1B's
+//! shapes, against the f32 GEMM's 193-198 (`cargo run --release --example prompt --
+//! bf16`, then `-- f32`, Zen 4); decode stays on the dot tiles above.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -687,7 +687,7 @@ thread_local! {
     static ROUNDED: RefCell<(Vec<u16>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Whether bf16 products at `level` run on `vdpbf16ps` ([`bf16`]): AVX-512 with
+/// Whether bf16 prompts at `level` run on `vdpbf16ps` ([`bf16`]): AVX-512 with
 /// AVX512_BF16.
 fn bf16_hardware(level: super::Level) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -703,7 +703,7 @@ fn bf16_hardware(level: super::Level) -> bool {
     }
 }
 
-/// Whether this process's bf16 products run on `vdpbf16ps` (AVX-512 kernels in use, and
+/// Whether this process's bf16 prompts run on `vdpbf16ps` (AVX-512 kernels in use, and
 /// AVX512_BF16).
 pub fn bf16_dot_in_use() -> bool {
     super::level().is_some_and(bf16_hardware)
@@ -782,7 +782,7 @@ pub(super) fn matmul_at(
         let mut scratch = scratch.borrow_mut();
         let (half, wide) = &mut *scratch;
         #[cfg(target_arch = "x86_64")]
-        if bf16_hardware(level) {
+        if bf16_hardware(level) && m >= GEMM_ROWS {
             half.resize(m * k, 0);
             // SAFETY: the CPU has AVX-512 with AVX512_BF16 (checked by bf16_hardware).
             unsafe { bf16::round(x, half) };
@@ -803,8 +803,8 @@ fn bf16_panel_rows(k: usize) -> usize {
     ((128 << 10) / (2 * k.max(1))).clamp(16, 64) / 4 * 4
 }
 
-/// The bf16 product on `vdpbf16ps`: `out = x · wᵀ` with `x` already rounded (`m × k`
-/// bf16 bits).
+/// The bf16 prompt product on `vdpbf16ps`: `out = x · wᵀ` with `x` already rounded
+/// (`m × k` bf16 bits, `m` at least [`GEMM_ROWS`]).
 #[cfg(target_arch = "x86_64")]
 fn bf16_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [f32]) {
     let o = bf16::Operands {
@@ -815,22 +815,14 @@ fn bf16_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [f3
         k,
     };
     let addr = &o as *const bf16::Operands as usize;
-    if m >= GEMM_ROWS {
-        let panel = bf16_panel_rows(k);
-        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
-            // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
-            // columns; the caller checked AVX512_BF16.
-            let o = unsafe { &*(addr as *const bf16::Operands) };
-            for u in range {
-                unsafe { bf16::panel(o, (u * panel, n.min((u + 1) * panel)), m) };
-            }
-        });
-        return;
-    }
-    super::for_each_tile(n, m, |w_rows, a_rows| {
-        // SAFETY: as above; tiles write disjoint outputs.
+    let panel = bf16_panel_rows(k);
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
+        // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
+        // columns; the caller checked AVX512_BF16.
         let o = unsafe { &*(addr as *const bf16::Operands) };
-        unsafe { bf16::rows(o, w_rows, a_rows) };
+        for u in range {
+            unsafe { bf16::panel(o, (u * panel, n.min((u + 1) * panel)), m) };
+        }
     });
 }
 

@@ -193,7 +193,7 @@ pub fn describe() -> String {
     let ggml = match (active(), level()) {
         (Kernels::Quantbench, Some(Level::Avx512)) => {
             let (bf16, gemm) = if dense::bf16_dot_in_use() {
-                ("; bf16 on avx512_bf16", "f32 prompts")
+                ("; bf16 prompts on avx512_bf16", "f32 prompts")
             } else {
                 ("", "f32 bf16 prompts")
             };

@@ -6,18 +6,19 @@
 //! ([`super::round_to_bf16`] on CPUs without the instruction): each product of two bf16
 //! values is exact in f32, so the two ways differ only in the order of the f32 sums.
 //!
-//! One kernel body for decode and prompts: a tile of `R` weight rows by `C` activation
-//! rows, 32 elements of the shared dimension a step (the last step masked, so any `k`
-//! works), the `R` sums of one activation row reduced together and stored as the `R`
-//! adjacent outputs they are. Decode (fewer than [`super::GEMM_ROWS`] activation rows)
-//! walks 4 × 4 tiles, prefetching the weights as the f32 kernel does; prompts walk 4 × 6
-//! tiles (24 accumulators, 6 activation vectors and a weight vector fill the 32
-//! registers) over panels of weight rows that stay in L2, 6 activation rows at a time.
+//! Prompts only (from [`super::GEMM_ROWS`] activation rows): tiles of 4 weight rows by
+//! 6 activation rows (24 accumulators, 6 activation vectors and a weight vector fill the
+//! 32 registers), 32 elements of the shared dimension a step (the last step masked, so
+//! any `k` works), the 4 sums of one activation row reduced together and stored as the 4
+//! adjacent outputs they are, over panels of weight rows that stay in L2, 6 activation
+//! rows at a time. Decode stays on the f32 dot tiles on the rounded activations: the
+//! same kernel with `vdpbf16ps` (4 × 4 tiles, prefetched as the f32 tiles are) was
+//! slower in whole runs on GPT-2 (6 of 7 alternating pairs, by 4-35%), level on Llama
+//! 3.2 1B's shapes (3 of 6), and level in `examples/streaming.rs`.
 
 use std::arch::x86_64::*;
 
-use super::{sum4, PREFETCH_ROWS};
-use crate::kernel::tile::PREFETCH_L2_ROWS;
+use super::sum4;
 
 /// A product's operands: `n × k` bf16 weights, `m × k` bf16 activations, `m × n` f32
 /// outputs (row-major, all three).
@@ -76,11 +77,10 @@ bf16_fn! {
     }
 
     /// One tile: weight rows `w_row .. w_row + R` by activation rows `a_row .. a_row + C`,
-    /// the whole shared dimension, stored into the outputs. `PREFETCH`: fetch the weights
-    /// ahead (they stream from memory once, in decode).
+    /// the whole shared dimension, stored into the outputs.
     // Indexed loops over the register arrays: unrolled by the compiler, as intended.
     #[allow(clippy::needless_range_loop)]
-    unsafe fn tile<const R: usize, const C: usize, const PREFETCH: bool>(
+    unsafe fn tile<const R: usize, const C: usize>(
         o: &Operands,
         w_row: usize,
         a_row: usize,
@@ -96,11 +96,6 @@ bf16_fn! {
                     xv[c] = load32::<$masked>(xp[c].add($i), $mask);
                 }
                 for r in 0..R {
-                    if PREFETCH {
-                        let p = wp[r].add($i) as *const i8;
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * o.k * 2));
-                        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH_L2_ROWS * o.k * 2));
-                    }
                     let wv = load32::<$masked>(wp[r].add($i), $mask);
                     for c in 0..C {
                         acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wv, xv[c]);
@@ -132,28 +127,25 @@ bf16_fn! {
         }
     }
 
-    /// Weight rows `r0 .. r1` by activation rows `c0 .. c1`: `C` activation rows at a
-    /// time against every 4 weight rows, then the weight rows past the last 4 one by one.
-    unsafe fn walk<const C: usize, const PREFETCH: bool>(
-        o: &Operands,
-        (r0, r1): (usize, usize),
-        (c0, c1): (usize, usize),
-    ) {
+    /// The prompt product for weight rows `r0 .. r1` (a panel) and all `m` activation
+    /// rows: 6 activation rows at a time against every 4 weight rows, then the weight
+    /// rows past the last 4 one by one.
+    pub(super) unsafe fn panel(o: &Operands, (r0, r1): (usize, usize), m: usize) {
         macro_rules! at {
             ($r:literal, $take:expr, $w:expr, $a:expr) => {
                 match $take {
-                    6 => tile::<$r, 6, PREFETCH>(o, $w, $a),
-                    5 => tile::<$r, 5, PREFETCH>(o, $w, $a),
-                    4 => tile::<$r, 4, PREFETCH>(o, $w, $a),
-                    3 => tile::<$r, 3, PREFETCH>(o, $w, $a),
-                    2 => tile::<$r, 2, PREFETCH>(o, $w, $a),
-                    _ => tile::<$r, 1, PREFETCH>(o, $w, $a),
+                    6 => tile::<$r, 6>(o, $w, $a),
+                    5 => tile::<$r, 5>(o, $w, $a),
+                    4 => tile::<$r, 4>(o, $w, $a),
+                    3 => tile::<$r, 3>(o, $w, $a),
+                    2 => tile::<$r, 2>(o, $w, $a),
+                    _ => tile::<$r, 1>(o, $w, $a),
                 }
             };
         }
-        let mut c = c0;
-        while c < c1 {
-            let take = (c1 - c).min(C);
+        let mut c = 0;
+        while c < m {
+            let take = (m - c).min(6);
             let mut r = r0;
             while r + 4 <= r1 {
                 at!(4, take, r, c);
@@ -165,15 +157,5 @@ bf16_fn! {
             }
             c += take;
         }
-    }
-
-    /// Decode and short inputs: 4 × 4 tiles, weights prefetched.
-    pub(super) unsafe fn rows(o: &Operands, rows: (usize, usize), acts: (usize, usize)) {
-        walk::<4, true>(o, rows, acts)
-    }
-
-    /// Prompts: weight rows `rows` (a panel) against all `m` activation rows, 4 × 6 tiles.
-    pub(super) unsafe fn panel(o: &Operands, rows: (usize, usize), m: usize) {
-        walk::<6, false>(o, rows, (0, m))
     }
 }
