@@ -11,7 +11,11 @@
 #   bash scripts/peers/speed.sh                                  # both models, six types
 #   MODELS=synthetic:gpt2 TYPES="F32 Q4_K_M" REPS=2 bash scripts/peers/speed.sh
 #   QB=/tmp/quantbench-base bash scripts/peers/speed.sh          # another build of quantbench
+#   ROUNDS=3 bash scripts/peers/speed.sh                         # every pair of tests 3 times
 #
+# ROUNDS (default 1) runs the whole sequence of pairs that many times over; each cell is
+# then the median of its rounds on each side, with the ratio of every round beside it
+# (a shared machine's phases move decode cells by tens of percent between minutes).
 # Default MODELS: synthetic:gpt2 synthetic:llama-3.2-1b; TYPES: F32 F16 BF16 Q8_0 Q4_0
 # Q4_K_M (Q4_K_M is llama-quantize's mix of q4_k and q6_k). The files are quantbench's
 # own exports (`export --format gguf`), made with llama.cpp by scripts/peers/cpu-speed.sh
@@ -31,6 +35,7 @@ REPS=${REPS:-3}
 GEN=${GEN:-50}
 PROMPT=${PROMPT:-512}
 DEPTH=${DEPTH:-512}
+ROUNDS=${ROUNDS:-1}
 PYTHON=${PYTHON:-python3}
 cd "$CACHE" 2>/dev/null || { mkdir -p "$CACHE" && cd "$CACHE"; }
 for MODEL in $MODELS; do
@@ -53,25 +58,27 @@ for MODEL in $MODELS; do
   OUT=runs/speed-$NAME-$STAMP; mkdir -p "$OUT"
   : > "$OUT/quantbench.jsonl"
   : > "$OUT/llama-bench.jsonl"
-  for t in $TYPES; do
-    f="$CACHE/$M/gguf/$NAME-$t.gguf"
-    # Each test of quantbench, then the same test of llama.cpp on the same file, so that
-    # both tools of a row meet the same phase of a shared machine (its bandwidth drifts
-    # by tens of percent over minutes). Two quantbench runs, so that no prompt is timed
-    # at depth (not asked for) and no test repeats.
-    "$QB" run --model "$f" --precisions native --new-tokens 2 --prompt-tokens "$PROMPT" \
-      --gen-tokens 0 --depth 0 --threads "$THREADS" --warmup 1 --repeats "$REPS" \
-      --no-quality --quiet --out "$OUT/quantbench-$t-pp"
-    llama.cpp/build/bin/llama-bench -m "$f" -p "$PROMPT" -n 0 -d 0 -r "$REPS" -t "$THREADS" \
-      -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
-    "$QB" run --model "$f" --precisions native --new-tokens 2 --prompt-tokens 0 \
-      --gen-tokens "$GEN" --depth "0,$DEPTH" --threads "$THREADS" --warmup 1 --repeats "$REPS" \
-      --no-quality --quiet --out "$OUT/quantbench-$t-tg"
-    llama.cpp/build/bin/llama-bench -m "$f" -p 0 -n "$GEN" -d "0,$DEPTH" -r "$REPS" -t "$THREADS" \
-      -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
-    for part in pp tg; do
-      "$QB" export-results "$OUT/quantbench-$t-$part" --format jsonl \
-        | sed "s/\"precision\":\"native\"/\"precision\":\"$t\"/" >> "$OUT/quantbench.jsonl"
+  for round in $(seq 1 "$ROUNDS"); do
+    for t in $TYPES; do
+      f="$CACHE/$M/gguf/$NAME-$t.gguf"
+      # Each test of quantbench, then the same test of llama.cpp on the same file, so that
+      # both tools of a row meet the same phase of a shared machine (its bandwidth drifts
+      # by tens of percent over minutes). Two quantbench runs, so that no prompt is timed
+      # at depth (not asked for) and no test repeats.
+      "$QB" run --model "$f" --precisions native --new-tokens 2 --prompt-tokens "$PROMPT" \
+        --gen-tokens 0 --depth 0 --threads "$THREADS" --warmup 1 --repeats "$REPS" \
+        --no-quality --quiet --out "$OUT/quantbench-$t-pp-$round"
+      llama.cpp/build/bin/llama-bench -m "$f" -p "$PROMPT" -n 0 -d 0 -r "$REPS" -t "$THREADS" \
+        -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
+      "$QB" run --model "$f" --precisions native --new-tokens 2 --prompt-tokens 0 \
+        --gen-tokens "$GEN" --depth "0,$DEPTH" --threads "$THREADS" --warmup 1 --repeats "$REPS" \
+        --no-quality --quiet --out "$OUT/quantbench-$t-tg-$round"
+      llama.cpp/build/bin/llama-bench -m "$f" -p 0 -n "$GEN" -d "0,$DEPTH" -r "$REPS" -t "$THREADS" \
+        -o jsonl | grep '^{' >> "$OUT/llama-bench.jsonl"
+      for part in pp tg; do
+        "$QB" export-results "$OUT/quantbench-$t-$part-$round" --format jsonl \
+          | sed "s/\"precision\":\"native\"/\"precision\":\"$t\"/" >> "$OUT/quantbench.jsonl"
+      done
     done
   done
   echo "## $MODEL"

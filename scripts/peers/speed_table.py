@@ -8,9 +8,15 @@ one (medians); llama-bench's avg_ts (mean). The streaming rate of llama.cpp is t
 bytes per decode step (quantbench's record: weights a step reads; KV cache reads are not
 counted on either side) times its tokens/s.
 
+With several rounds (speed.sh's ROUNDS: each test's rows appear once per round, in round
+order on both sides) a cell is the median of its rounds on each side, the ratio that of
+the two medians, and the ratio of each round (its quantbench row against its llama-bench
+row, run back to back) is listed beside it, so the machine's phases show.
+
 usage: speed_table.py QUANTBENCH.jsonl LLAMA_BENCH.jsonl "F32 Q4_0 ..."
 """
 import json
+import statistics
 import sys
 
 
@@ -21,9 +27,15 @@ def rows(path):
 
 def main():
     qb, lb, types = rows(sys.argv[1]), rows(sys.argv[2]), sys.argv[3].split()
+    rounds = max(
+        [sum(1 for q in qb if q["precision"] == t and q["n_sequences"] == 1
+             and (q["n_prompt"], q["n_gen"], q["n_depth"]) == key)
+         for t in types
+         for key in {(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in lb}] or [1])
+    by_round = " | ratio by round" if rounds > 1 else ""
     print("| file | test | quantbench tok/s | llama.cpp tok/s | ratio "
-          "| quantbench GB/s (of measured) | llama.cpp GB/s (of measured) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          f"| quantbench GB/s (of measured) | llama.cpp GB/s (of measured){by_round} |")
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---|" if rounds > 1 else ""))
     below = []
     measured = []
     for t in types:
@@ -39,23 +51,36 @@ def main():
                     and (q["n_prompt"], q["n_gen"], q["n_depth"]) == key]
             if not theirs or not mine:
                 continue
-            r, q = theirs[0], mine[0]
-            ours = q["prefill_ts"] if key[1] == 0 else q["decode_ts"]
+            def speed(q):
+                return q["prefill_ts"] if key[1] == 0 else q["decode_ts"]
+
+            ours = statistics.median(speed(q) for q in mine)
+            their = statistics.median(r["avg_ts"] for r in theirs)
             name = f"pp{key[0]}" if key[1] == 0 else f"tg{key[1]}"
             if key[2]:
                 name += f" @ d{key[2]}"
-            ratio = ours / r["avg_ts"]
+            ratio = ours / their
             bw_q = bw_l = "-"
-            if key[1] and q.get("decode_bandwidth_gbps") and q.get("bandwidth_fraction"):
-                gbps, frac = q["decode_bandwidth_gbps"], q["bandwidth_fraction"]
-                # Each quantbench run measures the bandwidth at its start: the row's
-                # fractions are against that run's figure, for both tools.
-                yardstick = gbps / frac
-                measured.append(yardstick)
+            runs = [q for q in mine if q.get("decode_bandwidth_gbps") and q.get("bandwidth_fraction")]
+            if key[1] and runs:
+                # Each quantbench run measures the bandwidth at its start: a run's
+                # fractions are against that run's figure, for both tools (medians over
+                # the rounds).
+                yardsticks = [q["decode_bandwidth_gbps"] / q["bandwidth_fraction"] for q in runs]
+                measured.extend(yardsticks)
+                gbps = statistics.median(q["decode_bandwidth_gbps"] for q in runs)
+                frac = statistics.median(q["bandwidth_fraction"] for q in runs)
                 bw_q = f"{gbps:.1f} ({100 * frac:.0f}%)"
-                theirs_gbps = gbps / ours * r["avg_ts"]
-                bw_l = f"{theirs_gbps:.1f} ({100 * theirs_gbps / yardstick:.0f}%)"
-            print(f"| {t} | {name} | {ours:.1f} | {r['avg_ts']:.1f} | {ratio:.2f}x | {bw_q} | {bw_l} |")
+                per_token = statistics.median(q["decode_bandwidth_gbps"] / speed(q) for q in runs)
+                theirs_gbps = per_token * their
+                their_frac = statistics.median(
+                    per_token * r["avg_ts"] / y for r, y in zip(theirs, yardsticks))
+                bw_l = f"{theirs_gbps:.1f} ({100 * their_frac:.0f}%)"
+            line = f"| {t} | {name} | {ours:.1f} | {their:.1f} | {ratio:.2f}x | {bw_q} | {bw_l} |"
+            if rounds > 1:
+                line += " " + ", ".join(
+                    f"{speed(q) / r['avg_ts']:.2f}" for q, r in zip(mine, theirs)) + " |"
+            print(line)
             if ratio < 1.0:
                 below.append(f"{t} {name} {ratio:.2f}x")
     if measured:
