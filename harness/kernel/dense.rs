@@ -119,23 +119,6 @@ struct Operands {
 
 #[cfg(target_arch = "x86_64")]
 simd_fn! {
-    /// The sums of 4 accumulators, in order.
-    #[inline]
-    unsafe fn sum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
-        // Within each 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] …, then [Σa, Σb, Σc, Σd].
-        let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-        let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-        let (ab, cd) = (_mm512_castps_pd(ab), _mm512_castps_pd(cd));
-        let s = _mm512_add_ps(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)),
-        );
-        // The four 128-bit lanes' partial sums.
-        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
-        let h = _mm256_add_ps(_mm512_castps512_ps256(s), high);
-        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
-    }
-
     // Indexed loops over the register arrays: unrolled by the compiler, as intended.
     #[allow(clippy::needless_range_loop)]
     unsafe fn tile<const F: u8, const R: usize, const C: usize>(
@@ -682,9 +665,12 @@ pub fn matmul_into(
 }
 
 thread_local! {
-    /// Activations rounded to bf16, reused from product to product on each thread (a
-    /// decode step allocates nothing once the first step has sized them).
-    static ROUNDED: RefCell<(Vec<u16>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A decode step's activations rounded to bf16 (fewer than [`GEMM_ROWS`] rows),
+    /// reused from product to product on each thread, so that a step allocates nothing
+    /// once the first has sized it. Prompts round into a buffer of their own, freed with
+    /// the product: one kept here would hold a window's activations (megabytes) after
+    /// the model is dropped, inside the memory probes' "after cleanup" reading.
+    static ROUNDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether bf16 prompts at `level` run on `vdpbf16ps` ([`bf16`]): AVX-512 with
@@ -778,21 +764,23 @@ pub(super) fn matmul_at(
     if format != Float::BF16 {
         return product(level, format, w, n, k, x, m, out);
     }
-    ROUNDED.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let (half, wide) = &mut *scratch;
+    if m >= GEMM_ROWS {
         #[cfg(target_arch = "x86_64")]
-        if bf16_hardware(level) && m >= GEMM_ROWS {
-            half.resize(m * k, 0);
+        if bf16_hardware(level) {
+            let mut rounded = vec![0u16; m * k];
             // SAFETY: the CPU has AVX-512 with AVX512_BF16 (checked by bf16_hardware).
-            unsafe { bf16::round(x, half) };
-            bf16_product(w, n, k, half, m, out);
-            return;
+            unsafe { bf16::round(x, &mut rounded) };
+            return bf16_product(w, n, k, &rounded, m, out);
         }
-        let _ = half;
-        wide.resize(m * k, 0.0);
-        round_to_bf16(x, wide);
-        product(level, format, w, n, k, wide, m, out);
+        let mut rounded = vec![0f32; m * k];
+        round_to_bf16(x, &mut rounded);
+        return product(level, format, w, n, k, &rounded, m, out);
+    }
+    ROUNDED.with(|scratch| {
+        let mut rounded = scratch.borrow_mut();
+        rounded.resize(m * k, 0.0);
+        round_to_bf16(x, &mut rounded);
+        product(level, format, w, n, k, &rounded, m, out);
     })
 }
 

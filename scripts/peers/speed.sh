@@ -37,6 +37,10 @@ PROMPT=${PROMPT:-512}
 DEPTH=${DEPTH:-512}
 ROUNDS=${ROUNDS:-1}
 PYTHON=${PYTHON:-python3}
+if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
+  echo "speed.sh: ROUNDS=$ROUNDS is not a number of rounds: use a whole number from 1" >&2
+  exit 2
+fi
 cd "$CACHE" 2>/dev/null || { mkdir -p "$CACHE" && cd "$CACHE"; }
 for MODEL in $MODELS; do
   NAME=${MODEL#synthetic:}

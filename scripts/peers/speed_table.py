@@ -18,6 +18,7 @@ usage: speed_table.py QUANTBENCH.jsonl LLAMA_BENCH.jsonl "F32 Q4_0 ..."
 import json
 import statistics
 import sys
+from collections import Counter
 
 
 def rows(path):
@@ -27,11 +28,9 @@ def rows(path):
 
 def main():
     qb, lb, types = rows(sys.argv[1]), rows(sys.argv[2]), sys.argv[3].split()
-    rounds = max(
-        [sum(1 for q in qb if q["precision"] == t and q["n_sequences"] == 1
-             and (q["n_prompt"], q["n_gen"], q["n_depth"]) == key)
-         for t in types
-         for key in {(r["n_prompt"], r["n_gen"], r["n_depth"]) for r in lb}] or [1])
+    # speed.sh runs every test once a round: the rounds are the most rows one test has.
+    rounds = max(Counter((r["model_filename"], r["n_prompt"], r["n_gen"], r["n_depth"])
+                         for r in lb).values(), default=1)
     by_round = " | ratio by round" if rounds > 1 else ""
     print("| file | test | quantbench tok/s | llama.cpp tok/s | ratio "
           f"| quantbench GB/s (of measured) | llama.cpp GB/s (of measured){by_round} |")
@@ -61,7 +60,10 @@ def main():
                 name += f" @ d{key[2]}"
             ratio = ours / their
             bw_q = bw_l = "-"
-            runs = [q for q in mine if q.get("decode_bandwidth_gbps") and q.get("bandwidth_fraction")]
+            # Each round's quantbench row with the llama-bench row run right after it.
+            pairs = [(q, r) for q, r in zip(mine, theirs)
+                     if q.get("decode_bandwidth_gbps") and q.get("bandwidth_fraction")]
+            runs = [q for q, _ in pairs]
             if key[1] and runs:
                 # Each quantbench run measures the bandwidth at its start: a run's
                 # fractions are against that run's figure, for both tools (medians over
@@ -74,7 +76,7 @@ def main():
                 per_token = statistics.median(q["decode_bandwidth_gbps"] / speed(q) for q in runs)
                 theirs_gbps = per_token * their
                 their_frac = statistics.median(
-                    per_token * r["avg_ts"] / y for r, y in zip(theirs, yardsticks))
+                    per_token * r["avg_ts"] / y for (_, r), y in zip(pairs, yardsticks))
                 bw_l = f"{theirs_gbps:.1f} ({100 * their_frac:.0f}%)"
             line = f"| {t} | {name} | {ours:.1f} | {their:.1f} | {ratio:.2f}x | {bw_q} | {bw_l} |"
             if rounds > 1:
