@@ -1,7 +1,7 @@
 //! How fast one prompt product runs against this CPU's arithmetic peak: the products
 //! of a 512-token prompt (512 activation rows) with Llama 3.2 1B's matrices (or GPT-2
-//! small's), through `kernel::dense::matmul_into` (f16: quantbench's own prompt kernel;
-//! f32: the packed GEMM; bf16: `vdpbf16ps` tiles where the CPU has AVX512_BF16, else the
+//! small's), through `kernel::dense::matmul_into` (f16: quantbench's own prompt kernel
+//! on activations rounded to f16, the rounding included; f32: the packed GEMM; bf16: `vdpbf16ps` tiles where the CPU has AVX512_BF16, else the
 //! GEMM on activations rounded to bf16), three distinct matrices of each shape in turn.
 //! Prints GFLOP/s per shape (median of 5 passes after one untimed pass) and overall,
 //! beside the peak of fused multiply-adds measured on all threads (12 independent 8-lane

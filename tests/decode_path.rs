@@ -86,12 +86,21 @@ fn prompts(vocab: usize) -> [Vec<Vec<u32>>; 2] {
     ]
 }
 
+/// The same tokens, and logits within 1e-5 of their largest magnitude at every step —
+/// except, where the products round their activations (`p` not f32: f16, bf16, 8-bit
+/// blocks), at a few steps (at most 1 in 8) within 1e-3. Two paths whose f32 sums differ
+/// in order by an ulp (the sliding window's attention: 2-4e-7 at f32 on
+/// `mistral-window`, every step past the window) agree after the rounding almost
+/// always, but now and then one activation lands on the other side of a rounding
+/// boundary, and one f16 ulp there moved the logits by 1.1e-4 of their scale.
 fn assert_same(
     what: &str,
+    p: Precision,
     got: &(Vec<Vec<f32>>, Vec<Vec<u32>>),
     want: &(Vec<Vec<f32>>, Vec<Vec<u32>>),
 ) {
     assert_eq!(got.1, want.1, "{what}: tokens");
+    let mut loose = 0;
     for (step, (a, b)) in got.0.iter().zip(&want.0).enumerate() {
         let scale = b.iter().fold(1f32, |s, v| s.max(v.abs()));
         let diff = a
@@ -99,11 +108,20 @@ fn assert_same(
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
+        if diff <= 1e-5 * scale {
+            continue;
+        }
         assert!(
-            diff <= 1e-5 * scale,
+            p != Precision::F32 && diff <= 1e-3 * scale,
             "{what} step {step}: logits differ by {diff} (scale {scale})"
         );
+        loose += 1;
     }
+    assert!(
+        loose * 8 <= got.0.len(),
+        "{what}: logits differ by more than 1e-5 at {loose} of {} steps",
+        got.0.len()
+    );
 }
 
 #[test]
@@ -128,7 +146,7 @@ fn decode_attention_gives_candles_tokens_and_logits() {
                         "the decode attention did not run"
                     );
                 }
-                assert_same(&format!("{spec} {p}"), &got, &want);
+                assert_same(&format!("{spec} {p}"), p, &got, &want);
             }
         }
     }
@@ -181,7 +199,7 @@ fn decode_step_gives_candles_tokens_and_logits() {
                         "{spec} {p}: the step did not run"
                     );
                 }
-                assert_same(&format!("{spec} {p} x{}", prompts.len()), &got, &want);
+                assert_same(&format!("{spec} {p} x{}", prompts.len()), p, &got, &want);
             }
         }
     }

@@ -10,12 +10,16 @@
 //!
 //! From [`GEMM_ROWS`] activation rows on (a prompt, a quality window) the AVX2 products
 //! change shape: f16 runs quantbench's own prompt kernel (4 × 3 register tiles over
-//! 64-row weight panels, the tile's loop in inline assembly), f32 and bf16 a packed GEMM
-//! (the `gemm` crate) on weight panels widened to f32.
+//! panels of 64 or 256 weight rows, the tile's loop in inline assembly, both operands
+//! f16 widened as they are loaded), f32 and bf16 a packed GEMM (the `gemm` crate) on
+//! weight panels widened to f32.
 //!
-//! bf16 products take their activations rounded to bf16 ([`round_to_bf16`]), as
-//! llama.cpp, candle and PyTorch do, so that each product is exact and only the order of
-//! the f32 sums depends on the kernel. On CPUs with AVX512_BF16 their prompts run on
+//! f16 and bf16 products take their activations rounded to their format
+//! ([`round_to_f16`], [`round_to_bf16`]), as llama.cpp, candle and PyTorch do, so that
+//! each product is exact and only the order of the f32 sums depends on the kernel; the
+//! f16 prompt kernel then streams half the activation bytes (202-203 GFLOP/s on Llama
+//! 3.2 1B's four shapes at 512 rows against 185-195 with f32 activations, `cargo run
+//! --release --example prompt -- f16`, Zen 4). On CPUs with AVX512_BF16 bf16 prompts run on
 //! `vdpbf16ps` (`bf16`, 32 products an instruction): 303-318 GFLOP/s on Llama 3.2 1B's
 //! shapes, against the f32 GEMM's 193-198 (`cargo run --release --example prompt --
 //! bf16`, then `-- f32`, Zen 4); decode stays on the dot tiles above.
@@ -117,6 +121,18 @@ struct Operands {
     k: usize,
 }
 
+/// A prompt product's operands on 16-bit floats (f16 or bf16, both sides): `n × k`
+/// weights, `m × k` activations already rounded to the weights' format, `m × n` f32
+/// outputs (row-major, all three).
+#[cfg(target_arch = "x86_64")]
+struct Halves {
+    w: *const u16,
+    x: *const u16,
+    out: *mut f32,
+    n: usize,
+    k: usize,
+}
+
 #[cfg(target_arch = "x86_64")]
 simd_fn! {
     // Indexed loops over the register arrays: unrolled by the compiler, as intended.
@@ -207,7 +223,7 @@ simd_fn! {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{weight_at, Float, Operands};
+    use super::{weight_at, Float, Halves, Operands};
     use crate::kernel::tile::hsum;
 
     macro_rules! avx2_fn {
@@ -272,103 +288,85 @@ mod avx2 {
             }
         }
 
-        /// The 4 × 3 tile's loop, in assembly so that its 12 accumulators, 3 activation
-        /// vectors and the weight vector stay in the 16 registers (the compiler's own
-        /// allocation of the same loop spilled accumulators and pointers to the stack).
-        /// `w` the 4 weight rows' first elements (format `F`), `x` the 3 activation rows'
-        /// (f32), `len` > 0 elements, a multiple of 8.
-        unsafe fn kernel_4x3<const F: u8>(w: [*const u8; 4], x: [*const f32; 3], len: usize) -> [[__m256; 3]; 4] {
-            macro_rules! ld_f32 {
-                ($w:literal) => { concat!("vmovups {wv}, ymmword ptr [", $w, " + {i}*4]") };
-            }
-            macro_rules! ld_f16 {
-                ($w:literal) => { concat!("vcvtph2ps {wv}, xmmword ptr [", $w, " + {i}*2]") };
-            }
-            macro_rules! ld_bf16 {
-                ($w:literal) => {
-                    concat!("vpmovzxwd {wv}, xmmword ptr [", $w, " + {i}*2]\n", "vpslld {wv}, {wv}, 16")
-                };
-            }
-            macro_rules! run {
-                ($ld:ident) => {{
-                    let z = _mm256_setzero_ps();
-                    let (mut a00, mut a01, mut a02, mut a10, mut a11, mut a12) = (z, z, z, z, z, z);
-                    let (mut a20, mut a21, mut a22, mut a30, mut a31, mut a32) = (z, z, z, z, z, z);
-                    std::arch::asm!(
-                        "2:",
-                        "vmovups {x0v}, ymmword ptr [{x0} + {i}*4]",
-                        "vmovups {x1v}, ymmword ptr [{x1} + {i}*4]",
-                        "vmovups {x2v}, ymmword ptr [{x2} + {i}*4]",
-                        $ld!("{w0}"),
-                        "vfmadd231ps {a00}, {wv}, {x0v}",
-                        "vfmadd231ps {a01}, {wv}, {x1v}",
-                        "vfmadd231ps {a02}, {wv}, {x2v}",
-                        $ld!("{w1}"),
-                        "vfmadd231ps {a10}, {wv}, {x0v}",
-                        "vfmadd231ps {a11}, {wv}, {x1v}",
-                        "vfmadd231ps {a12}, {wv}, {x2v}",
-                        $ld!("{w2}"),
-                        "vfmadd231ps {a20}, {wv}, {x0v}",
-                        "vfmadd231ps {a21}, {wv}, {x1v}",
-                        "vfmadd231ps {a22}, {wv}, {x2v}",
-                        $ld!("{w3}"),
-                        "vfmadd231ps {a30}, {wv}, {x0v}",
-                        "vfmadd231ps {a31}, {wv}, {x1v}",
-                        "vfmadd231ps {a32}, {wv}, {x2v}",
-                        "add {i}, 8",
-                        "cmp {i}, {len}",
-                        "jb 2b",
-                        x0 = in(reg) x[0],
-                        x1 = in(reg) x[1],
-                        x2 = in(reg) x[2],
-                        w0 = in(reg) w[0],
-                        w1 = in(reg) w[1],
-                        w2 = in(reg) w[2],
-                        w3 = in(reg) w[3],
-                        i = inout(reg) 0usize => _,
-                        len = in(reg) len,
-                        x0v = out(ymm_reg) _,
-                        x1v = out(ymm_reg) _,
-                        x2v = out(ymm_reg) _,
-                        wv = out(ymm_reg) _,
-                        a00 = inout(ymm_reg) a00,
-                        a01 = inout(ymm_reg) a01,
-                        a02 = inout(ymm_reg) a02,
-                        a10 = inout(ymm_reg) a10,
-                        a11 = inout(ymm_reg) a11,
-                        a12 = inout(ymm_reg) a12,
-                        a20 = inout(ymm_reg) a20,
-                        a21 = inout(ymm_reg) a21,
-                        a22 = inout(ymm_reg) a22,
-                        a30 = inout(ymm_reg) a30,
-                        a31 = inout(ymm_reg) a31,
-                        a32 = inout(ymm_reg) a32,
-                        options(nostack, readonly),
-                    );
-                    [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22], [a30, a31, a32]]
-                }};
-            }
-            match Float::from_id(F) {
-                Float::F32 => run!(ld_f32),
-                Float::F16 => run!(ld_f16),
-                Float::BF16 => run!(ld_bf16),
-            }
+        /// The 4 × 3 tile's loop of the f16 prompt kernel, in assembly so that its 12
+        /// accumulators, 3 activation vectors and the weight vector stay in the 16
+        /// registers (the compiler's own allocation of the same loop spilled accumulators
+        /// and pointers to the stack). `w` the 4 weight rows' first elements, `x` the 3
+        /// activation rows', both f16 (widened by `vcvtph2ps` as they are loaded), `len`
+        /// > 0 elements, a multiple of 8.
+        unsafe fn kernel_4x3(w: [*const u16; 4], x: [*const u16; 3], len: usize) -> [[__m256; 3]; 4] {
+            let z = _mm256_setzero_ps();
+            let (mut a00, mut a01, mut a02, mut a10, mut a11, mut a12) = (z, z, z, z, z, z);
+            let (mut a20, mut a21, mut a22, mut a30, mut a31, mut a32) = (z, z, z, z, z, z);
+            std::arch::asm!(
+                "2:",
+                "vcvtph2ps {x0v}, xmmword ptr [{x0} + {i}*2]",
+                "vcvtph2ps {x1v}, xmmword ptr [{x1} + {i}*2]",
+                "vcvtph2ps {x2v}, xmmword ptr [{x2} + {i}*2]",
+                "vcvtph2ps {wv}, xmmword ptr [{w0} + {i}*2]",
+                "vfmadd231ps {a00}, {wv}, {x0v}",
+                "vfmadd231ps {a01}, {wv}, {x1v}",
+                "vfmadd231ps {a02}, {wv}, {x2v}",
+                "vcvtph2ps {wv}, xmmword ptr [{w1} + {i}*2]",
+                "vfmadd231ps {a10}, {wv}, {x0v}",
+                "vfmadd231ps {a11}, {wv}, {x1v}",
+                "vfmadd231ps {a12}, {wv}, {x2v}",
+                "vcvtph2ps {wv}, xmmword ptr [{w2} + {i}*2]",
+                "vfmadd231ps {a20}, {wv}, {x0v}",
+                "vfmadd231ps {a21}, {wv}, {x1v}",
+                "vfmadd231ps {a22}, {wv}, {x2v}",
+                "vcvtph2ps {wv}, xmmword ptr [{w3} + {i}*2]",
+                "vfmadd231ps {a30}, {wv}, {x0v}",
+                "vfmadd231ps {a31}, {wv}, {x1v}",
+                "vfmadd231ps {a32}, {wv}, {x2v}",
+                "add {i}, 8",
+                "cmp {i}, {len}",
+                "jb 2b",
+                x0 = in(reg) x[0],
+                x1 = in(reg) x[1],
+                x2 = in(reg) x[2],
+                w0 = in(reg) w[0],
+                w1 = in(reg) w[1],
+                w2 = in(reg) w[2],
+                w3 = in(reg) w[3],
+                i = inout(reg) 0usize => _,
+                len = in(reg) len,
+                x0v = out(ymm_reg) _,
+                x1v = out(ymm_reg) _,
+                x2v = out(ymm_reg) _,
+                wv = out(ymm_reg) _,
+                a00 = inout(ymm_reg) a00,
+                a01 = inout(ymm_reg) a01,
+                a02 = inout(ymm_reg) a02,
+                a10 = inout(ymm_reg) a10,
+                a11 = inout(ymm_reg) a11,
+                a12 = inout(ymm_reg) a12,
+                a20 = inout(ymm_reg) a20,
+                a21 = inout(ymm_reg) a21,
+                a22 = inout(ymm_reg) a22,
+                a30 = inout(ymm_reg) a30,
+                a31 = inout(ymm_reg) a31,
+                a32 = inout(ymm_reg) a32,
+                options(nostack, readonly),
+            );
+            [[a00, a01, a02], [a10, a11, a12], [a20, a21, a22], [a30, a31, a32]]
         }
 
-        /// One prompt tile: `R` weight rows by `C` activation rows, the whole shared
+        /// One f16 prompt tile: `R` weight rows by `C` activation rows, the whole shared
         /// dimension, stored into the outputs.
         #[allow(clippy::needless_range_loop)]
-        unsafe fn prompt_tile<const F: u8, const R: usize, const C: usize>(o: &Operands, w_row: usize, a_row: usize) {
-            let es = Float::from_id(F).bytes();
-            let wp: [*const u8; R] = std::array::from_fn(|r| o.w.add((w_row + r) * o.k * es));
-            let xp: [*const f32; C] = std::array::from_fn(|c| o.x.add((a_row + c) * o.k));
+        unsafe fn prompt_tile<const R: usize, const C: usize>(o: &Halves, w_row: usize, a_row: usize) {
+            let wp: [*const u16; R] = std::array::from_fn(|r| o.w.add((w_row + r) * o.k));
+            let xp: [*const u16; C] = std::array::from_fn(|c| o.x.add((a_row + c) * o.k));
+            let h = |p: *const u16| half::f16::from_bits(std::ptr::read_unaligned(p)).to_f32();
+            let ld = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let mut acc = [[_mm256_setzero_ps(); C]; R];
             let steps = o.k / 8;
             let end8 = steps * 8;
             if R == 4 && C == 3 && steps > 0 {
                 // (R, C) is (4, 3) here: the `% R` and `% C` only keep the constant
                 // indices of the other instantiations (dead code there) in bounds.
-                let a = kernel_4x3::<F>([wp[0], wp[1 % R], wp[2 % R], wp[3 % R]], [xp[0], xp[1 % C], xp[2 % C]], steps * 8);
+                let a = kernel_4x3([wp[0], wp[1 % R], wp[2 % R], wp[3 % R]], [xp[0], xp[1 % C], xp[2 % C]], end8);
                 for r in 0..R {
                     for c in 0..C {
                         acc[r][c] = a[r][c];
@@ -378,10 +376,10 @@ mod avx2 {
                 for s in 0..steps {
                     let mut xv = [_mm256_setzero_ps(); C];
                     for c in 0..C {
-                        xv[c] = _mm256_loadu_ps(xp[c].add(8 * s));
+                        xv[c] = ld(xp[c].add(8 * s));
                     }
                     for r in 0..R {
-                        let wv = load8::<F>(wp[r].add(8 * s * es));
+                        let wv = ld(wp[r].add(8 * s));
                         for c in 0..C {
                             acc[r][c] = _mm256_fmadd_ps(wv, xv[c], acc[r][c]);
                         }
@@ -400,8 +398,7 @@ mod avx2 {
                         let mut tail = [0f32; 4];
                         for (r, t) in tail.iter_mut().enumerate() {
                             for j in end8..o.k {
-                                let wj = weight_at::<F>(o.w.add(((w_row + r) * o.k + j) * es));
-                                *t += wj * *o.x.add((a_row + c) * o.k + j);
+                                *t += h(wp[r % R].add(j)) * h(xp[c].add(j));
                             }
                         }
                         v = _mm_add_ps(v, _mm_loadu_ps(tail.as_ptr()));
@@ -414,56 +411,63 @@ mod avx2 {
                 for c in 0..C {
                     let mut sum = hsum(acc[r][c]);
                     for j in end8..o.k {
-                        let wj = weight_at::<F>(o.w.add(((w_row + r) * o.k + j) * es));
-                        sum += wj * *o.x.add((a_row + c) * o.k + j);
+                        sum += h(wp[r].add(j)) * h(xp[c].add(j));
                     }
                     *o.out.add((a_row + c) * o.n + w_row + r) = sum;
                 }
             }
         }
 
-        /// The prompt product for weight rows `r0 .. r1` (a panel) and all `m` activation
-        /// rows: 3 activation rows at a time (they stay in L1) against every 4 rows of
-        /// the panel (which stays in L2), the whole shared dimension per tile.
-        pub(super) unsafe fn panel<const F: u8>(o: &Operands, rows: (usize, usize), m: usize) {
-            walk::<F, true>(o, rows, (0, m))
-        }
-
-        /// The dot-product tiles for weight rows `r0 .. r1` and activation rows `c0 .. c1`.
-        pub(super) unsafe fn rows<const F: u8>(o: &Operands, rows: (usize, usize), acts: (usize, usize)) {
-            walk::<F, false>(o, rows, acts)
-        }
-
-        /// Weight rows `r0 .. r1` against activation rows `c0 .. c1`: 3 activation rows at
-        /// a time against every 4 weight rows, then the weight rows past the last 4, by
-        /// [`prompt_tile`] (`PROMPT`) or [`tile`].
-        unsafe fn walk<const F: u8, const PROMPT: bool>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
-            macro_rules! at {
-                ($r:literal, $c:literal, $w:expr, $a:expr) => {
-                    if PROMPT {
-                        prompt_tile::<F, $r, $c>(o, $w, $a)
-                    } else {
-                        tile::<F, $r, $c>(o, $w, $a)
+        /// The f16 prompt product for weight rows `r0 .. r1` (a panel) and all `m`
+        /// activation rows (rounded to f16): 3 activation rows at a time against every
+        /// 4 rows of the panel, then the rows past the last 4, the whole shared dimension
+        /// per tile.
+        pub(super) unsafe fn panel(o: &Halves, (r0, r1): (usize, usize), m: usize) {
+            let mut c = 0;
+            while c < m {
+                let take = (m - c).min(3);
+                let mut r = r0;
+                while r + 4 <= r1 {
+                    match take {
+                        3 => prompt_tile::<4, 3>(o, r, c),
+                        2 => prompt_tile::<4, 2>(o, r, c),
+                        _ => prompt_tile::<4, 1>(o, r, c),
                     }
-                };
+                    r += 4;
+                }
+                while r < r1 {
+                    match take {
+                        3 => prompt_tile::<1, 3>(o, r, c),
+                        2 => prompt_tile::<1, 2>(o, r, c),
+                        _ => prompt_tile::<1, 1>(o, r, c),
+                    }
+                    r += 1;
+                }
+                c += take;
             }
+        }
+
+        /// The dot-product tiles for weight rows `r0 .. r1` and activation rows `c0 ..
+        /// c1`: 3 activation rows at a time against every 4 weight rows, then the weight
+        /// rows past the last 4.
+        pub(super) unsafe fn rows<const F: u8>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
             let mut c = c0;
             while c < c1 {
                 let take = (c1 - c).min(3);
                 let mut r = r0;
                 while r + 4 <= r1 {
                     match take {
-                        3 => at!(4, 3, r, c),
-                        2 => at!(4, 2, r, c),
-                        _ => at!(4, 1, r, c),
+                        3 => tile::<F, 4, 3>(o, r, c),
+                        2 => tile::<F, 4, 2>(o, r, c),
+                        _ => tile::<F, 4, 1>(o, r, c),
                     }
                     r += 4;
                 }
                 while r < r1 {
                     match take {
-                        3 => at!(1, 3, r, c),
-                        2 => at!(1, 2, r, c),
-                        _ => at!(1, 1, r, c),
+                        3 => tile::<F, 1, 3>(o, r, c),
+                        2 => tile::<F, 1, 2>(o, r, c),
+                        _ => tile::<F, 1, 1>(o, r, c),
                     }
                     r += 1;
                 }
@@ -481,10 +485,11 @@ mod avx2 {
 /// (f16 14.8, bf16 15.4); at 16 rows the two ways are even, below that the dot products
 /// win (the weights stream once; packing costs more than it saves). bf16 weights are
 /// widened to f32 a panel at a time first, so the arithmetic is the same as the dot
-/// products': 16-bit weights exactly widened, f32 activations, f32 sums.
+/// products': 16-bit weights exactly widened, f32 activations (bf16's rounded to bf16),
+/// f32 sums.
 ///
 /// f16 weights take the prompt kernel instead ([`avx2::panel`]: the same arithmetic,
-/// widened in registers). Overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the
+/// both operands widened in registers). When it took f32 activations, overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the
 /// two ways alternating in one process (a throwaway copy of `examples/prompt.rs`, 6
 /// passes each), three such runs in different phases of this VM: kernel 165.0-167.8
 /// against the GEMM's 154.2, 170.6 against 153.0, 147.9-156.3 against 130.2 (of an FMA
@@ -552,46 +557,44 @@ fn gemm_product(format: Float, w: &[u8], n: usize, k: usize, x: &[f32], m: usize
     });
 }
 
-/// Weight rows per unit of work on the f16 prompt path: 64 rows (256 KB of f16 at the
-/// 1B's width, within L2) a unit, so the pool balances 8 or more units on every matrix
-/// of the 1B and GPT-2. 32, 128 and 256 read the same within the noise (in-process
-/// alternation of the four, Llama 3.2 1B's shapes at 512 rows).
-const PROMPT_PANEL: usize = 64;
-
-/// The f16 prompt path of [`matmul_at`] (AVX2): `out = x · wᵀ` by [`avx2::panel`] over
-/// panels of [`PROMPT_PANEL`] weight rows shared out on candle's pool.
+/// Weight rows per unit of work on the f16 prompt path. Each unit passes all `m`
+/// activation rows over its panel, so the activations are read once per panel: 64 rows
+/// (256 KB of f16 at k = 2048, within L2) up to k = 4096, and 256 rows past it, where
+/// even 64 rows fill L2 (1 MB at k = 8192) and the activations' re-reading is the cost to
+/// cut. Llama 3.2 1B's 2048 × 8192 at 512 rows (`examples/prompt.rs`, alternating, 3
+/// passes of each): 197.9 / 196.2 / 190.7 GFLOP/s at 256 rows against 187.0 / 191.4 /
+/// 161.2 at 64, 188.6 / 185.6 / 190.1 at 128, 183.0 / 179.6 / 162.6 at 512; at k = 2048,
+/// 1024 rows (4 MB panels) lost (172-179 against 190-197). 32, 64, 128 and 256 rows read
+/// the same at k = 2048.
 #[cfg(target_arch = "x86_64")]
-fn prompt_product(
-    format: Float,
-    w: &[u8],
-    n: usize,
-    k: usize,
-    x: &[f32],
-    m: usize,
-    out: &mut [f32],
-) {
-    let o = Operands {
-        w: w.as_ptr(),
-        elem: format.bytes(),
+fn prompt_panel_rows(k: usize) -> usize {
+    if k > 4096 {
+        256
+    } else {
+        64
+    }
+}
+
+/// The f16 prompt path of [`matmul_at`] (AVX2 + F16C): `out = x · wᵀ`, `x` the
+/// activations rounded to f16 (`m × k` bits), by [`avx2::panel`] over panels of
+/// [`prompt_panel_rows`] weight rows shared out on candle's pool.
+#[cfg(target_arch = "x86_64")]
+fn prompt_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [f32]) {
+    let o = Halves {
+        w: w.as_ptr() as *const u16,
         x: x.as_ptr(),
         out: out.as_mut_ptr(),
         n,
         k,
     };
-    let addr = &o as *const Operands as usize;
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(PROMPT_PANEL), |range| {
+    let addr = &o as *const Halves as usize;
+    let panel = prompt_panel_rows(k);
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
         // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
         // columns; the caller checked AVX2 and F16C.
-        let o = unsafe { &*(addr as *const Operands) };
+        let o = unsafe { &*(addr as *const Halves) };
         for u in range {
-            let rows = (u * PROMPT_PANEL, n.min((u + 1) * PROMPT_PANEL));
-            unsafe {
-                match format {
-                    Float::F32 => avx2::panel::<{ Float::F32 as u8 }>(o, rows, m),
-                    Float::F16 => avx2::panel::<{ Float::F16 as u8 }>(o, rows, m),
-                    Float::BF16 => avx2::panel::<{ Float::BF16 as u8 }>(o, rows, m),
-                }
-            }
+            unsafe { avx2::panel(o, (u * panel, n.min((u + 1) * panel)), m) };
         }
     });
 }
@@ -665,7 +668,7 @@ pub fn matmul_into(
 }
 
 thread_local! {
-    /// A decode step's activations rounded to bf16 (fewer than [`GEMM_ROWS`] rows),
+    /// A decode step's activations rounded to f16 or bf16 (fewer than [`GEMM_ROWS`] rows),
     /// reused from product to product on each thread, so that a step allocates nothing
     /// once the first has sized it. Prompts round into a buffer of their own, freed with
     /// the product: one kept here would hold a window's activations (megabytes) after
@@ -740,8 +743,62 @@ unsafe fn round_to_bf16_avx2(x: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// [`matmul_into`] with the kernels of `level` (which this CPU must support). bf16
-/// products take their activations rounded to bf16 ([`round_to_bf16`]).
+/// `x` rounded to f16 (to nearest even; past ±65504 to ±infinity, as every conversion to
+/// f16 does) and widened back to f32, into `dst`: the activations of every f16 product,
+/// as llama.cpp (an f16 matrix's `vec_dot_type` is f16), candle's own f16 matmul
+/// (quantbench's path on other devices) and an f16 model in PyTorch take them. Each
+/// product of two f16 values is then exact in f32, whichever kernel forms it.
+pub fn round_to_f16(x: &[f32], dst: &mut [f32]) {
+    assert_eq!(x.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::avx2_supported() {
+        // SAFETY: the CPU has AVX2 and F16C; both slices hold x.len() elements.
+        unsafe { f16_avx2::<true>(x, dst.as_mut_ptr() as *mut u8) };
+        return;
+    }
+    for (d, v) in dst.iter_mut().zip(x) {
+        *d = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// `x` rounded to f16 as [`round_to_f16`] does, kept as f16 bits (the f16 prompt
+/// kernel's activations, half the bytes to stream).
+#[cfg(target_arch = "x86_64")]
+fn f16_bits(x: &[f32], dst: &mut [u16]) {
+    assert_eq!(x.len(), dst.len());
+    // SAFETY: the callers checked AVX2 and F16C; both slices hold x.len() elements.
+    unsafe { f16_avx2::<false>(x, dst.as_mut_ptr() as *mut u8) };
+}
+
+/// `x` rounded to f16 (`vcvtps2ph`, to nearest even), 8 at a time, into `dst`: widened
+/// back to f32 (`WIDE`, `x.len()` f32s at `dst`) or as bits (`x.len()` u16s).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16_avx2<const WIDE: bool>(x: &[f32], dst: *mut u8) {
+    let n8 = x.len() / 8 * 8;
+    let mut i = 0;
+    while i < n8 {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
+        if WIDE {
+            _mm256_storeu_ps((dst as *mut f32).add(i), _mm256_cvtph_ps(h));
+        } else {
+            _mm_storeu_si128((dst as *mut u16).add(i) as *mut __m128i, h);
+        }
+        i += 8;
+    }
+    for (j, v) in x.iter().enumerate().skip(n8) {
+        let h = half::f16::from_f32(*v);
+        if WIDE {
+            *(dst as *mut f32).add(j) = h.to_f32();
+        } else {
+            *(dst as *mut u16).add(j) = h.to_bits();
+        }
+    }
+}
+
+/// [`matmul_into`] with the kernels of `level` (which this CPU must support). f16 and
+/// bf16 products take their activations rounded to their format ([`round_to_f16`],
+/// [`round_to_bf16`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn matmul_at(
     level: super::Level,
@@ -761,8 +818,22 @@ pub(super) fn matmul_at(
         "weights are not {n} x {k} of {format:?}"
     );
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
-    if format != Float::BF16 {
+    if format == Float::F32 {
         return product(level, format, w, n, k, x, m, out);
+    }
+    if format == Float::F16 {
+        #[cfg(target_arch = "x86_64")]
+        if m >= GEMM_ROWS {
+            let mut rounded = vec![0u16; m * k];
+            f16_bits(x, &mut rounded);
+            return prompt_product(w, n, k, &rounded, m, out);
+        }
+        return ROUNDED.with(|scratch| {
+            let mut rounded = scratch.borrow_mut();
+            rounded.resize(m * k, 0.0);
+            round_to_f16(x, &mut rounded);
+            product(level, format, w, n, k, &rounded, m, out);
+        });
     }
     if m >= GEMM_ROWS {
         #[cfg(target_arch = "x86_64")]
@@ -795,19 +866,19 @@ fn bf16_panel_rows(k: usize) -> usize {
 /// (`m × k` bf16 bits, `m` at least [`GEMM_ROWS`]).
 #[cfg(target_arch = "x86_64")]
 fn bf16_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [f32]) {
-    let o = bf16::Operands {
+    let o = Halves {
         w: w.as_ptr() as *const u16,
         x: x.as_ptr(),
         out: out.as_mut_ptr(),
         n,
         k,
     };
-    let addr = &o as *const bf16::Operands as usize;
+    let addr = &o as *const Halves as usize;
     let panel = bf16_panel_rows(k);
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
         // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
         // columns; the caller checked AVX512_BF16.
-        let o = unsafe { &*(addr as *const bf16::Operands) };
+        let o = unsafe { &*(addr as *const Halves) };
         for u in range {
             unsafe { bf16::panel(o, (u * panel, n.min((u + 1) * panel)), m) };
         }
@@ -827,11 +898,6 @@ fn product(
     out: &mut [f32],
 ) {
     if m >= GEMM_ROWS {
-        #[cfg(target_arch = "x86_64")]
-        if format == Float::F16 {
-            prompt_product(format, w, n, k, x, m, out);
-            return;
-        }
         gemm_product(format, w, n, k, x, m, out);
         return;
     }
@@ -885,8 +951,8 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// Random `n × k` weights stored as `dt` (their bytes), `m × k` activations, and
-    /// candle's product of the two in f32 (the stored weights widened; for bf16 the
-    /// activations rounded to bf16 first, candle's own conversion).
+    /// candle's product of the two in f32 (the stored weights widened; for f16 and bf16
+    /// the activations rounded to the weights' format first, candle's own conversion).
     fn case(m: usize, n: usize, k: usize, dt: DType) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)
             .unwrap()
@@ -894,11 +960,7 @@ mod tests {
             .unwrap();
         let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
         let operand = match dt {
-            DType::BF16 => x
-                .to_dtype(DType::BF16)
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap(),
+            DType::BF16 | DType::F16 => x.to_dtype(dt).unwrap().to_dtype(DType::F32).unwrap(),
             _ => x.clone(),
         };
         let want = operand
@@ -986,11 +1048,10 @@ mod tests {
         }
     }
 
-    /// The prompt kernel (4 × 3 tiles in assembly, the 1- and 2-row activation remainders,
-    /// single weight rows past the last 4, a shared dimension with a tail past its last
-    /// 8) in all three formats, called directly: only f16 reaches it through
-    /// `matmul_at`, so f32 and bf16 are proven here.
-    #[cfg(target_arch = "x86_64")]
+    /// The f16 prompt kernel (4 × 3 tiles in assembly, the 1- and 2-row activation
+    /// remainders, single weight rows past the last 4, a shared dimension with a tail
+    /// past its last 8), called directly, also below the rows at which `matmul_at` takes
+    /// it.
     #[test]
     fn prompt_kernel_equals_candle() {
         if !super::super::avx2_supported() {
@@ -998,28 +1059,24 @@ mod tests {
             return;
         }
         for (m, n, k) in [(3, 4, 8), (7, 6, 61), (34, 131, 200), (2, 70, 1030)] {
-            for dt in [DType::F32, DType::F16, DType::BF16] {
-                let (bytes, xs, want) = case(m, n, k, dt);
-                let mut got = vec![f32::NAN; m * n];
-                let mut xs = xs;
-                if dt == DType::BF16 {
-                    let unrounded = xs.clone();
-                    round_to_bf16(&unrounded, &mut xs);
-                }
-                prompt_product(Float::of(dt).unwrap(), &bytes, n, k, &xs, m, &mut got);
-                assert_close(&got, &want, &format!("prompt {dt:?} {m}x{n}x{k}"));
-            }
+            let (bytes, xs, want) = case(m, n, k, DType::F16);
+            let mut got = vec![f32::NAN; m * n];
+            let mut bits = vec![0u16; xs.len()];
+            f16_bits(&xs, &mut bits);
+            prompt_product(&bytes, n, k, &bits, m, &mut got);
+            assert_close(&got, &want, &format!("prompt {m}x{n}x{k}"));
         }
     }
 
-    /// bf16 products round their activations to bf16, at every level and on both of the
-    /// AVX-512 paths (`vdpbf16ps` where the CPU has AVX512_BF16): the product of
-    /// unrounded activations is the product of the rounded ones, bit for bit within one
-    /// kernel, and the kernels agree with each other to f32 summation order — decode
-    /// tiles, the prompt panels (from 32 rows), weight rows past the last 4, activation
-    /// rows past the last 6, and shared dimensions with a tail past the last 32.
+    /// f16 and bf16 products round their activations to their format, at every level
+    /// and on every path (the f16 prompt kernel from 32 rows; `vdpbf16ps` where the CPU
+    /// has AVX512_BF16): the product of unrounded activations is the product of the
+    /// rounded ones, bit for bit within one kernel, and the kernels agree with each other
+    /// to f32 summation order — decode tiles, the prompt panels (from 32 rows), weight
+    /// rows past the last 4, activation rows past the last 3 / 6, and shared dimensions
+    /// with a tail past the last 8 / 32.
     #[test]
-    fn bf16_products_round_activations() {
+    fn half_products_round_activations() {
         if super::super::level().is_none() {
             eprintln!("this CPU lacks AVX2: the dense kernels are not in use");
             return;
@@ -1036,28 +1093,91 @@ mod tests {
             (37, 66, 1030),
             (70, 13, 768),
         ] {
-            let (bytes, xs, want) = case(m, n, k, DType::BF16);
-            let mut rounded = vec![0f32; xs.len()];
-            round_to_bf16(&xs, &mut rounded);
-            for (a, b) in xs.iter().zip(&rounded) {
-                assert_eq!(half::bf16::from_f32(*a).to_f32(), *b, "rounding {a}");
+            for dt in [DType::F16, DType::BF16] {
+                let (bytes, xs, want) = case(m, n, k, dt);
+                let mut rounded = vec![0f32; xs.len()];
+                let reference: fn(f32) -> f32 = if dt == DType::F16 {
+                    round_to_f16(&xs, &mut rounded);
+                    |v| half::f16::from_f32(v).to_f32()
+                } else {
+                    round_to_bf16(&xs, &mut rounded);
+                    |v| half::bf16::from_f32(v).to_f32()
+                };
+                for (a, b) in xs.iter().zip(&rounded) {
+                    assert_eq!(reference(*a), *b, "{dt:?} rounding {a}");
+                }
+                let format = Float::of(dt).unwrap();
+                let mut outs = Vec::new();
+                for level in super::super::Level::ALL
+                    .into_iter()
+                    .filter(|l| l.supported())
+                {
+                    let mut got = vec![f32::NAN; m * n];
+                    let mut again = vec![f32::NAN; m * n];
+                    matmul_at(level, format, &bytes, n, k, &xs, m, &mut got);
+                    matmul_at(level, format, &bytes, n, k, &rounded, m, &mut again);
+                    let what = format!("{level:?} {dt:?} {m}x{n}x{k}");
+                    assert_eq!(got, again, "{what}: activations not rounded");
+                    assert_close(&got, &want, &what);
+                    outs.push(got);
+                }
+                for o in &outs[1..] {
+                    assert_close(o, &outs[0], &format!("{dt:?} levels agree at {m}x{n}x{k}"));
+                }
             }
-            let mut outs = Vec::new();
-            for level in super::super::Level::ALL
-                .into_iter()
-                .filter(|l| l.supported())
-            {
-                let mut got = vec![f32::NAN; m * n];
-                let mut again = vec![f32::NAN; m * n];
-                matmul_at(level, Float::BF16, &bytes, n, k, &xs, m, &mut got);
-                matmul_at(level, Float::BF16, &bytes, n, k, &rounded, m, &mut again);
-                let what = format!("{level:?} bf16 {m}x{n}x{k}");
-                assert_eq!(got, again, "{what}: activations not rounded");
-                assert_close(&got, &want, &what);
-                outs.push(got);
+        }
+    }
+
+    /// Rounding to f16 at its edges, both ways it is kept (widened back, and as the
+    /// prompt kernel's bits), against `half`: ties to even, the largest finite value and
+    /// past it to infinity, subnormals, signed zero, a NaN kept a NaN; lengths with and
+    /// without a tail past the last 8.
+    #[test]
+    fn f16_rounding_edges() {
+        if !super::super::avx2_supported() {
+            eprintln!("this CPU lacks AVX2 and F16C: the vector rounding is not in use");
+        }
+        let edges = [
+            2049.0f32,
+            2051.0,
+            65504.0,
+            65519.0,
+            65520.0,
+            -70000.0,
+            1e-7,
+            -3e-8,
+            6.1e-5,
+            -0.0,
+            0.1,
+            f32::NAN,
+            f32::INFINITY,
+            1.0 + 1.0 / 4096.0,
+            3.0e-9,
+        ];
+        for len in [edges.len(), 8, 3] {
+            let x = &edges[..len];
+            let mut wide = vec![0f32; len];
+            round_to_f16(x, &mut wide);
+            for (v, r) in x.iter().zip(&wide) {
+                let want = half::f16::from_f32(*v).to_f32();
+                assert!(
+                    want.to_bits() == r.to_bits() || (want.is_nan() && r.is_nan()),
+                    "{v} rounded to {r}, not {want}"
+                );
             }
-            for o in &outs[1..] {
-                assert_close(o, &outs[0], &format!("levels agree at {m}x{n}x{k}"));
+            #[cfg(target_arch = "x86_64")]
+            if super::super::avx2_supported() {
+                let mut bits = vec![0u16; len];
+                f16_bits(x, &mut bits);
+                for (v, b) in x.iter().zip(&bits) {
+                    let want = half::f16::from_f32(*v);
+                    let got = half::f16::from_bits(*b);
+                    assert!(
+                        want.to_bits() == *b || (want.is_nan() && got.is_nan()),
+                        "{v} as f16 bits {b:#06x}, not {:#06x}",
+                        want.to_bits()
+                    );
+                }
             }
         }
     }

@@ -197,10 +197,10 @@ pub fn describe() -> String {
             } else {
                 ("", "f32 bf16 prompts")
             };
-            format!("quantbench avx512 vnni (q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes; q4_1 q5_1 block by block; f32 f16 bf16 decode{bf16}) and avx2 (rows past the last group of 8, q4_k q6_k tables; f16 prompts); {gemm} on the gemm crate; bf16 with activations rounded to bf16; candle for the rest")
+            format!("quantbench avx512 vnni (q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes; q4_1 q5_1 block by block; f32 f16 bf16 decode{bf16}) and avx2 (rows past the last group of 8, q4_k q6_k tables; f16 prompts); {gemm} on the gemm crate; f16 and bf16 with activations rounded to f16 and bf16; candle for the rest")
         }
         (Kernels::Quantbench, _) => {
-            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16, bf16 with activations rounded to bf16; q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
+            "quantbench avx2 (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q6_k; f32 f16 bf16, f16 and bf16 with activations rounded to f16 and bf16; q4_0, q5_0, q8_0, q4_k and q6_k matrices that are multiplied repacked at load into 8-row interleaved blocks, the same bytes); candle for the rest".to_string()
         }
         (Kernels::Candle, Some(_)) => format!("candle ({ENV}=candle)"),
         (Kernels::Candle, None) => "candle (this CPU lacks AVX2)".into(),

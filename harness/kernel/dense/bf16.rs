@@ -18,15 +18,7 @@
 
 use std::arch::x86_64::*;
 
-/// A product's operands: `n × k` bf16 weights, `m × k` bf16 activations, `m × n` f32
-/// outputs (row-major, all three).
-pub(super) struct Operands {
-    pub w: *const u16,
-    pub x: *const u16,
-    pub out: *mut f32,
-    pub n: usize,
-    pub k: usize,
-}
+use super::Halves as Operands;
 
 macro_rules! bf16_fn {
     ($($item:item)*) => {$(
