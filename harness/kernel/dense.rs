@@ -489,9 +489,10 @@ mod avx2 {
 /// f32 sums.
 ///
 /// f16 weights take the prompt kernel instead ([`avx2::panel`]: the same arithmetic,
-/// both operands widened in registers). When it took f32 activations, overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the
-/// two ways alternating in one process (a throwaway copy of `examples/prompt.rs`, 6
-/// passes each), three such runs in different phases of this VM: kernel 165.0-167.8
+/// both operands widened in registers). When it took f32 activations (on the Zen 3 of
+/// the time), overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the two ways
+/// alternating in one process (a throwaway copy of `examples/prompt.rs`, 6 passes
+/// each), three such runs in different phases of this VM: kernel 165.0-167.8
 /// against the GEMM's 154.2, 170.6 against 153.0, 147.9-156.3 against 130.2 (of an FMA
 /// peak of about 194); GPT-2's shapes 154.5 against 136.5. The same kernel at f32 (128.4
 /// against the GEMM's 158.1) and bf16 (137.0 against 155.3; its widening is two
