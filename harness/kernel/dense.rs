@@ -576,11 +576,27 @@ fn prompt_panel_rows(k: usize) -> usize {
     }
 }
 
-/// The f16 prompt path of [`matmul_at`] (AVX2 + F16C): `out = x · wᵀ`, `x` the
-/// activations rounded to f16 (`m × k` bits), by [`avx2::panel`] over panels of
-/// [`prompt_panel_rows`] weight rows shared out on candle's pool.
+/// A prompt kernel on 16-bit operands: weight rows `r0 .. r1` (a panel) against all `m`
+/// activation rows.
 #[cfg(target_arch = "x86_64")]
-fn prompt_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [f32]) {
+type PanelKernel = unsafe fn(&Halves, (usize, usize), usize);
+
+/// The prompt path of [`matmul_at`] on 16-bit operands: `out = x · wᵀ`, `x` the
+/// activations already rounded to the weights' format (`m × k` bits), by `kernel` (the
+/// f16 [`avx2::panel`] or the bf16 [`bf16::panel`]) over panels of `panel` weight rows
+/// shared out on candle's pool. The caller checked the kernel's CPU features.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn half_product(
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[u16],
+    m: usize,
+    out: &mut [f32],
+    panel: usize,
+    kernel: PanelKernel,
+) {
     let o = Halves {
         w: w.as_ptr() as *const u16,
         x: x.as_ptr(),
@@ -589,13 +605,12 @@ fn prompt_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [
         k,
     };
     let addr = &o as *const Halves as usize;
-    let panel = prompt_panel_rows(k);
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
         // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
-        // columns; the caller checked AVX2 and F16C.
+        // columns; the caller checked the kernel's features.
         let o = unsafe { &*(addr as *const Halves) };
         for u in range {
-            unsafe { avx2::panel(o, (u * panel, n.min((u + 1) * panel)), m) };
+            unsafe { kernel(o, (u * panel, n.min((u + 1) * panel)), m) };
         }
     });
 }
@@ -819,39 +834,35 @@ pub(super) fn matmul_at(
         "weights are not {n} x {k} of {format:?}"
     );
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
-    if format == Float::F32 {
-        return product(level, format, w, n, k, x, m, out);
-    }
-    if format == Float::F16 {
-        #[cfg(target_arch = "x86_64")]
-        if m >= GEMM_ROWS {
-            let mut rounded = vec![0u16; m * k];
-            f16_bits(x, &mut rounded);
-            return prompt_product(w, n, k, &rounded, m, out);
-        }
-        return ROUNDED.with(|scratch| {
-            let mut rounded = scratch.borrow_mut();
-            rounded.resize(m * k, 0.0);
-            round_to_f16(x, &mut rounded);
-            product(level, format, w, n, k, &rounded, m, out);
-        });
+    let round: fn(&[f32], &mut [f32]) = match format {
+        Float::F32 => return product(level, format, w, n, k, x, m, out),
+        Float::F16 => round_to_f16,
+        Float::BF16 => round_to_bf16,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if m >= GEMM_ROWS && (format == Float::F16 || bf16_hardware(level)) {
+        // A prompt on a kernel of quantbench's own with both operands 16-bit: the
+        // activations rounded into bits, in a buffer freed with the product.
+        let mut bits = vec![0u16; m * k];
+        let (panel, kernel): (usize, PanelKernel) = if format == Float::F16 {
+            f16_bits(x, &mut bits);
+            (prompt_panel_rows(k), avx2::panel)
+        } else {
+            // SAFETY: the CPU has AVX-512 with AVX512_BF16 (checked by bf16_hardware).
+            unsafe { bf16::round(x, &mut bits) };
+            (bf16_panel_rows(k), bf16::panel)
+        };
+        return half_product(w, n, k, &bits, m, out, panel, kernel);
     }
     if m >= GEMM_ROWS {
-        #[cfg(target_arch = "x86_64")]
-        if bf16_hardware(level) {
-            let mut rounded = vec![0u16; m * k];
-            // SAFETY: the CPU has AVX-512 with AVX512_BF16 (checked by bf16_hardware).
-            unsafe { bf16::round(x, &mut rounded) };
-            return bf16_product(w, n, k, &rounded, m, out);
-        }
         let mut rounded = vec![0f32; m * k];
-        round_to_bf16(x, &mut rounded);
+        round(x, &mut rounded);
         return product(level, format, w, n, k, &rounded, m, out);
     }
     ROUNDED.with(|scratch| {
         let mut rounded = scratch.borrow_mut();
         rounded.resize(m * k, 0.0);
-        round_to_bf16(x, &mut rounded);
+        round(x, &mut rounded);
         product(level, format, w, n, k, &rounded, m, out);
     })
 }
@@ -861,29 +872,6 @@ pub(super) fn matmul_at(
 #[cfg(target_arch = "x86_64")]
 fn bf16_panel_rows(k: usize) -> usize {
     ((128 << 10) / (2 * k.max(1))).clamp(16, 64) / 4 * 4
-}
-
-/// The bf16 prompt product on `vdpbf16ps`: `out = x · wᵀ` with `x` already rounded
-/// (`m × k` bf16 bits, `m` at least [`GEMM_ROWS`]).
-#[cfg(target_arch = "x86_64")]
-fn bf16_product(w: &[u8], n: usize, k: usize, x: &[u16], m: usize, out: &mut [f32]) {
-    let o = Halves {
-        w: w.as_ptr() as *const u16,
-        x: x.as_ptr(),
-        out: out.as_mut_ptr(),
-        n,
-        k,
-    };
-    let addr = &o as *const Halves as usize;
-    let panel = bf16_panel_rows(k);
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
-        // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
-        // columns; the caller checked AVX512_BF16.
-        let o = unsafe { &*(addr as *const Halves) };
-        for u in range {
-            unsafe { bf16::panel(o, (u * panel, n.min((u + 1) * panel)), m) };
-        }
-    });
 }
 
 /// [`matmul_at`] after the activations' rounding.
@@ -1064,7 +1052,16 @@ mod tests {
             let mut got = vec![f32::NAN; m * n];
             let mut bits = vec![0u16; xs.len()];
             f16_bits(&xs, &mut bits);
-            prompt_product(&bytes, n, k, &bits, m, &mut got);
+            half_product(
+                &bytes,
+                n,
+                k,
+                &bits,
+                m,
+                &mut got,
+                prompt_panel_rows(k),
+                avx2::panel,
+            );
             assert_close(&got, &want, &format!("prompt {m}x{n}x{k}"));
         }
     }
