@@ -8,6 +8,9 @@
 //!     cargo run --release --example streaming -- f32          # f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q6_k
 //!     cargo run --release --example streaming -- q4_k gpt2    # GPT-2 small's shapes
 //!
+//! The matrices sit on 2 MB pages as the binary's weights do (`kernel::pages`;
+//! `QUANTBENCH_HUGE_PAGES=0` puts them, and the memory read's buffers, on 4 KB pages).
+//!
 //! The dense formats run `kernel::dense::matmul_into`; the block formats the
 //! interleaved layout's `kernel::repack::matmul_into` (CPUs with AVX2; the VNNI kernels
 //! where the CPU has AVX-512 VNNI).
@@ -18,6 +21,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use quantbench::kernel::dense::{self, Float};
 use quantbench::kernel::repack::{self, Interleaved};
+
+#[global_allocator]
+static ALLOC: quantbench::kernel::pages::WeightPages = quantbench::kernel::pages::WeightPages;
 
 /// What one pass reads: past any last-level cache.
 const PASS_BYTES: usize = 1 << 30;
@@ -92,7 +98,9 @@ fn main() {
             }
         };
         let count = PASS_BYTES.div_ceil(bytes.len()).max(4);
+        let pages = quantbench::kernel::pages::loading();
         let matrices: Vec<Vec<u8>> = (0..count).map(|_| bytes.clone()).collect();
+        drop(pages);
         let pass = |out: &mut [f32]| {
             let t = Instant::now();
             for m in &matrices {

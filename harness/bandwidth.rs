@@ -6,8 +6,9 @@
 //! larger than any cache (bytes read / time), `copy` copies one such buffer into another
 //! (bytes read + bytes written / time). Each is repeated and the best repetition kept,
 //! as STREAM keeps its best: the figure is what memory can do, and noise only ever
-//! slows a repetition down. With `QUANTBENCH_HUGE_PAGES=1` the buffers sit on 2 MB
-//! pages where Linux allows, as the weights then do (`kernel::pages`).
+//! slows a repetition down. The buffers are made as the weights are: on 2 MB pages where
+//! the binary's allocator puts them there (`kernel::pages`; `QUANTBENCH_HUGE_PAGES=0`
+//! turns that off for both).
 
 use std::time::Instant;
 
@@ -54,19 +55,13 @@ pub fn measure_with(buffer_bytes: usize, repetitions: usize) -> Bandwidth {
     let t0 = Instant::now();
     let threads = rayon::current_num_threads().max(1);
     let words = (buffer_bytes / 8).max(threads * 1024);
-    // Written with distinct values so that no page is shared zero memory.
+    // On 2 MB pages where the weights go there (crate::kernel::pages): the yardstick is
+    // what memory can do for them. Written with distinct values so that no page is
+    // shared zero memory.
+    let pages = crate::kernel::pages::loading();
     let src: Vec<u64> = (0..words as u64).into_par_iter().collect();
-    // On 2 MB pages when the loader puts the weights there (crate::kernel::pages): the
-    // yardstick is what memory can do for them.
-    let on_huge_pages = |v: &[u64]| {
-        if crate::kernel::pages::enabled() {
-            // SAFETY: viewing initialised u64s as their bytes.
-            crate::kernel::pages::back_with_huge_pages(unsafe {
-                std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 8)
-            });
-        }
-    };
-    on_huge_pages(&src);
+    let mut dst: Vec<u64> = vec![1; words / 2];
+    drop(pages);
     let chunk = words.div_ceil(threads);
     let mut read_best = f64::INFINITY;
     for _ in 0..repetitions.max(1) {
@@ -80,8 +75,6 @@ pub fn measure_with(buffer_bytes: usize, repetitions: usize) -> Bandwidth {
         read_best = read_best.min(s);
     }
     let half = words / 2;
-    let mut dst: Vec<u64> = vec![1; half];
-    on_huge_pages(&dst);
     let copy_chunk = half.div_ceil(threads);
     let mut copy_best = f64::INFINITY;
     for _ in 0..repetitions.max(1) {

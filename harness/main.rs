@@ -16,6 +16,10 @@ use quantbench::scenario::{self, DeviceChoice, Scenario};
 
 mod cli_run;
 
+/// Weights on 2 MB pages, made so as they are loaded (`quantbench::kernel::pages`).
+#[global_allocator]
+static ALLOC: quantbench::kernel::pages::WeightPages = quantbench::kernel::pages::WeightPages;
+
 /// Print a line on stdout; a closed pipe (`quantbench list | head -1`) ends the output
 /// quietly instead of panicking, and the command finishes as it would have.
 macro_rules! outln {

@@ -156,9 +156,11 @@ pub struct WeightsInfo {
     /// precision (absent for ggml formats, which transformers cannot hold as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformers_footprint: Option<crate::model::weights::TransformersFootprint>,
-    /// Weight bytes the loader moved onto 2 MB pages (CPU; 0 unless
-    /// `QUANTBENCH_HUGE_PAGES=1`, or where the kernel refused). Absent in files written
-    /// before.
+    /// Weight bytes on 2 MB pages after loading, read from `/proc/self/smaps` (CPU;
+    /// `kernel::pages`: 0 with `QUANTBENCH_HUGE_PAGES=0`, where Linux's transparent huge
+    /// pages are off or it found no free 2 MB pages, and off Linux). Files written
+    /// before 2026-12-07 had them only with `QUANTBENCH_HUGE_PAGES=1`. Absent in files
+    /// written before that switch existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub huge_page_bytes: Option<u64>,
 }

@@ -487,3 +487,53 @@ fn a_scenarios_paths_are_relative_to_the_scenario_file() {
         .text_source
         .ends_with("scenarios/eval.txt"));
 }
+
+/// The binary's allocator puts the weights on 2 MB pages as they load (#16: the 1B's
+/// dense decode streams faster on them), the record says how many bytes sit there, and
+/// `QUANTBENCH_HUGE_PAGES=0` keeps them on 4 KB pages.
+#[test]
+fn weights_load_onto_huge_pages_unless_turned_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |setting: &str| {
+        let out = tmp.path().join(format!("hp-{setting}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_quantbench"))
+            .args([
+                "run",
+                "--model",
+                "synthetic:distilgpt2",
+                "--precisions",
+                "f16",
+            ])
+            .args(["--new-tokens", "2", "--warmup", "0", "--repeats", "1"])
+            .args(["--no-quality", "--quiet", "--out", out.to_str().unwrap()])
+            .env("QUANTBENCH_HUGE_PAGES", setting)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out.join("results.json")).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let v = &raw["variants"][0];
+        (
+            v["weights"]["huge_page_bytes"].as_u64().unwrap(),
+            v["weights_bytes"].as_u64().unwrap(),
+        )
+    };
+    let (off, _) = run("0");
+    assert_eq!(
+        off, 0,
+        "QUANTBENCH_HUGE_PAGES=0 leaves the weights on 4 KB pages"
+    );
+    let (on, weights) = run("1");
+    assert!(on <= weights, "{on} of {weights}");
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.contains("[madvise]") || thp.contains("[always]") {
+        // Every matrix of 768 x 3072 f16 (4.5 MB) and the 50257 x 768 token table are
+        // mappings of their own; smaller ones (768 x 768) have a 2 MB page or none.
+        assert!(
+            on * 2 >= weights,
+            "{on} of {weights} weight bytes on huge pages (transparent huge pages: {thp})"
+        );
+    }
+}

@@ -41,7 +41,7 @@ pub struct LoadedModel {
     pub model: Box<dyn CausalLm>,
     pub tokenizer: Tokenizer,
     pub footprint: Footprint,
-    /// Weight bytes moved onto 2 MB pages after loading (CPU; [`crate::kernel::pages`]).
+    /// Weight bytes on 2 MB pages after loading (CPU; [`crate::kernel::pages`]).
     pub huge_page_bytes: u64,
     device: Device,
 }
@@ -145,6 +145,8 @@ pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<(
 fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<LoadedModel> {
     check_source_precision(source, q)?;
     let cfg = &source.config;
+    // Weights on 2 MB pages where the binary's allocator is kernel::pages::WeightPages.
+    let pages = device.is_cpu().then(crate::kernel::pages::loading);
     let (model, fallbacks) = match &source.weights {
         WeightFiles::Synthetic { seed } => {
             let src = synthetic::SyntheticSource::new(cfg.clone(), *seed);
@@ -159,16 +161,18 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
             cfg.load(&src, q, device)?
         }
     };
+    drop(pages);
     let tokenizer = source.tokenizer()?;
-    let huge_page_bytes = if device.is_cpu() && crate::kernel::pages::enabled() {
-        model
+    let huge_page_bytes = if device.is_cpu() {
+        let extents: Vec<(usize, usize)> = model
             .parts()
             .iter()
-            .map(|(_, part)| match part {
-                nn::Part::Matrix(m) => m.back_with_huge_pages() as u64,
-                nn::Part::Vector(_) => 0,
+            .filter_map(|(_, part)| match part {
+                nn::Part::Matrix(m) => m.cpu_extent(),
+                nn::Part::Vector(_) => None,
             })
-            .sum()
+            .collect();
+        crate::kernel::pages::huge_page_bytes(&extents)
     } else {
         0
     };

@@ -102,36 +102,32 @@ impl Matrix {
         }
     }
 
-    /// Move the matrix's CPU bytes onto 2 MB pages ([`crate::kernel::pages`]); returns the
-    /// bytes moved (0 on other devices and for the bitsandbytes / PyTorch formats).
-    pub fn back_with_huge_pages(&self) -> usize {
-        use crate::kernel::pages::back_with_huge_pages as back;
+    /// Where the matrix's bytes lie in CPU memory, as (start address, length); None on
+    /// other devices and for the bitsandbytes / PyTorch formats. For
+    /// [`crate::kernel::pages::huge_page_bytes`].
+    pub fn cpu_extent(&self) -> Option<(usize, usize)> {
         match self {
             Matrix::Dense(w) if w.device().is_cpu() => {
                 let (storage, layout) = w.storage_and_layout();
                 let candle_core::Storage::Cpu(s) = &*storage else {
-                    return 0;
+                    return None;
                 };
-                let Some((a, b)) = layout.contiguous_offsets() else {
-                    return 0;
-                };
-                // SAFETY: viewing initialised elements as their bytes.
-                let bytes = |p: *const u8, size: usize| unsafe {
-                    std::slice::from_raw_parts(p.add(a * size), (b - a) * size)
-                };
+                let (a, b) = layout.contiguous_offsets()?;
+                let extent =
+                    |p: *const u8, size: usize| Some((p as usize + a * size, (b - a) * size));
                 match s {
-                    CpuStorage::F32(v) => back(bytes(v.as_ptr() as *const u8, 4)),
-                    CpuStorage::F16(v) => back(bytes(v.as_ptr() as *const u8, 2)),
-                    CpuStorage::BF16(v) => back(bytes(v.as_ptr() as *const u8, 2)),
-                    _ => 0,
+                    CpuStorage::F32(v) => extent(v.as_ptr() as *const u8, 4),
+                    CpuStorage::F16(v) => extent(v.as_ptr() as *const u8, 2),
+                    CpuStorage::BF16(v) => extent(v.as_ptr() as *const u8, 2),
+                    _ => None,
                 }
             }
             Matrix::Quantized(q) if q.device().is_cpu() => match q.data() {
-                Ok(std::borrow::Cow::Borrowed(b)) => back(b),
-                _ => 0,
+                Ok(std::borrow::Cow::Borrowed(b)) => Some((b.as_ptr() as usize, b.len())),
+                _ => None,
             },
-            Matrix::Interleaved(w) => back(w.raw()),
-            _ => 0,
+            Matrix::Interleaved(w) => Some((w.raw().as_ptr() as usize, w.raw().len())),
+            _ => None,
         }
     }
 
