@@ -7,9 +7,13 @@
 //!
 //!     cargo run --release --example streaming -- f32          # f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q6_k
 //!     cargo run --release --example streaming -- q4_k gpt2    # GPT-2 small's shapes
+//!     cargo run --release --example streaming -- f16 1b pages # 2 MB against 4 KB pages
 //!
 //! The matrices sit on 2 MB pages as the binary's weights do (`kernel::pages`;
 //! `QUANTBENCH_HUGE_PAGES=0` puts them, and the memory read's buffers, on 4 KB pages).
+//! With `pages`, two sets of the matrices, one on each, are read in turn in the same
+//! process (10 passes each, alternating): a comparison the VM's swings between minutes
+//! do not reach, as they do comparisons of separate runs.
 //!
 //! The dense formats run `kernel::dense::matmul_into`; the block formats the
 //! interleaved layout's `kernel::repack::matmul_into` (CPUs with AVX2; the VNNI kernels
@@ -34,6 +38,7 @@ type Product = Box<dyn Fn(&[u8], &mut [f32])>;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let format = args.first().map(String::as_str).unwrap_or("f32");
+    let both_pages = args.iter().any(|a| a == "pages");
     let shapes: &[(usize, usize)] = if args.get(1).map(String::as_str) == Some("gpt2") {
         &[(3072, 768), (768, 3072), (2304, 768)]
     } else {
@@ -101,22 +106,49 @@ fn main() {
         let pages = quantbench::kernel::pages::loading();
         let matrices: Vec<Vec<u8>> = (0..count).map(|_| bytes.clone()).collect();
         drop(pages);
-        let pass = |out: &mut [f32]| {
+        let small: Vec<Vec<u8>> = if both_pages {
+            (0..count).map(|_| bytes.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let pass = |set: &[Vec<u8>], out: &mut [f32]| {
             let t = Instant::now();
-            for m in &matrices {
+            for m in set {
                 product(m, out);
             }
             t.elapsed().as_secs_f64()
         };
-        pass(&mut out);
-        let mut times: Vec<f64> = (0..5).map(|_| pass(&mut out)).collect();
-        times.sort_by(f64::total_cmp);
         let total = (bytes.len() * count) as f64;
-        println!(
-            "{format} {n}x{k}: median {:.1} GB/s, best {:.1} GB/s ({count} matrices of {:.1} MB)",
-            total / times[2] / 1e9,
-            total / times[0] / 1e9,
-            bytes.len() as f64 / 1e6
-        );
+        let report = |what: &str, mut times: Vec<f64>| {
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{format} {n}x{k}{what}: median {:.1} GB/s, best {:.1} GB/s ({count} matrices of {:.1} MB)",
+                total / times[times.len() / 2] / 1e9,
+                total / times[0] / 1e9,
+                bytes.len() as f64 / 1e6
+            );
+        };
+        pass(&matrices, &mut out);
+        if both_pages {
+            pass(&small, &mut out);
+            let (mut huge, mut base) = (Vec::new(), Vec::new());
+            for _ in 0..10 {
+                huge.push(pass(&matrices, &mut out));
+                base.push(pass(&small, &mut out));
+            }
+            let ratios: Vec<f64> = huge.iter().zip(&base).map(|(h, b)| b / h).collect();
+            report(", 2 MB pages", huge);
+            report(", 4 KB pages", base);
+            let mut r = ratios;
+            r.sort_by(f64::total_cmp);
+            println!(
+                "  2 MB / 4 KB, pass by pass: median {:.3}, range {:.3}-{:.3}",
+                r[r.len() / 2],
+                r[0],
+                r[r.len() - 1]
+            );
+        } else {
+            report("", (0..5).map(|_| pass(&matrices, &mut out)).collect());
+        }
     }
 }

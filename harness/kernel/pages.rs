@@ -16,12 +16,15 @@
 //! not gets 4 KB pages, and the record says which: [`huge_page_bytes`] reads how much of
 //! the weights sit on huge pages from `/proc/self/smaps`, after loading.
 //!
-//! Measured (#16, the 2-vCPU AMD EPYC Zen 4 VM, 2 threads, runs of the two settings
-//! alternating): the 1B's F16 decode 13.1 → 18.8 tok/s with the weights collapsed onto
-//! huge pages after loading (`MADV_COLLAPSE`, the earlier way of this module, which
-//! copied every page: +4 s of load for 2.2 GB); docs/speed.md has the runs. On GPT-2
-//! small, whose weights (0.25-0.5 GB) the TLB nearly covers, the gain was within the
-//! noise (+4.2%, 95% CI [−6.7%, +16.5%]).
+//! Measured (#16, the 2-vCPU AMD EPYC Zen 4 VM, 2 threads): read in turn in one process
+//! (`cargo run --release --example streaming -- FORMAT [gpt2] pages`, 10 passes over 1 GiB
+//! each), the Llama 3.2 1B's MLP matrices stream 1-5% faster on 2 MB pages (median pass
+//! ratios 1.012-1.051 over f32, f16, q8_0 and q4_k), GPT-2 small's from −6% to +7% by
+//! shape (its 9 MB matrices: 0.94-0.99 at 3072 × 768 f32, 1.03-1.07 at 768 × 3072). The
+//! load is faster, not slower: fewer page faults (the 1B's F16 GGUF 1.2-2.3 s against
+//! 3.3-3.8 s, its F32 9.5 s against 12-25 s). Whole runs alternating the two settings
+//! read from −27% to +43% on the 1B's F16 decode: the VM's phases, which is why the
+//! in-process comparison is the one to trust. docs/speed.md has the figures.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
