@@ -159,9 +159,9 @@ pub struct WeightsInfo {
     /// Weight bytes on 2 MB pages after loading, read from `/proc/self/smaps` (CPU;
     /// `kernel::pages`: 0 with `QUANTBENCH_HUGE_PAGES=0`, where Linux's transparent huge
     /// pages are off or it found no free 2 MB pages, and off Linux). The float and ggml
-    /// matrices are counted; the bitsandbytes and PyTorch formats' are not. Files written
-    /// before 2026-12-07 had them only with `QUANTBENCH_HUGE_PAGES=1`. Absent in files
-    /// written before that switch existed.
+    /// matrices are counted; the bitsandbytes and PyTorch formats' are not. Records of
+    /// builds before 5ffb59b (`environment.git_commit`) had them only with
+    /// `QUANTBENCH_HUGE_PAGES=1`. Absent in files written before that switch existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub huge_page_bytes: Option<u64>,
 }
