@@ -72,9 +72,16 @@ impl Float {
     }
 }
 
-/// Weights are prefetched 8 rows ahead into L1 and 16 into L2, as in the quantized
-/// kernels (f16 decode on GPT-2 small: 58 tok/s with 512 bytes ahead in the same row, 73
-/// with 8 rows ahead, 98 with the L2 prefetch too).
+/// Weights are prefetched 16 rows ahead into L2, and f16 / bf16 weights also 8 rows ahead
+/// into L1, as in the quantized kernels (f16 decode on GPT-2 small: 58 tok/s with 512
+/// bytes ahead in the same row, 73 with 8 rows ahead, 98 with the L2 prefetch too). f32
+/// goes without the L1 prefetch: read in turn in one process (a throwaway switch and
+/// `examples/streaming`, 8 passes each over 1 GiB, median of the pass-by-pass ratios,
+/// Zen 4), f32 streams faster without it on every shape tried — GPT-2's 3072 × 768
+/// 1.040 / 1.025 / 1.016, 768 × 3072 1.061 / 1.089 / 1.042, 2304 × 768 1.054 / 1.091 /
+/// 1.048, the 1B's 8192 × 2048 1.038, 2048 × 8192 1.134 — while f16 loses on the 1B's
+/// (0.956, 0.919) and is mixed on GPT-2's (1.049, 1.049, 0.975). No prefetch at all
+/// loses 10-50% on most shapes.
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_ROWS: usize = 8;
 
@@ -152,7 +159,11 @@ simd_fn! {
             }
             for r in 0..R {
                 let p = o.w.add(((w_row + r) * o.k + i) * o.elem);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * o.k * o.elem) as *const i8);
+                if !matches!(Float::from_id(F), Float::F32) {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        p.wrapping_add(PREFETCH_ROWS * o.k * o.elem) as *const i8,
+                    );
+                }
                 _mm_prefetch::<_MM_HINT_T1>(
                     p.wrapping_add(super::tile::PREFETCH_L2_ROWS * o.k * o.elem) as *const i8,
                 );
