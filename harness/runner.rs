@@ -410,7 +410,7 @@ fn measure(
                 .config
                 .transformers_buffer_bytes(v.quantization.rest.dtype()),
         ),
-        huge_page_bytes: loaded.device().is_cpu().then_some(loaded.huge_page_bytes),
+        huge_page_bytes: loaded.device().is_cpu().then(|| loaded.huge_page_bytes()),
     });
 
     let opts = GenerateOptions::exactly(s.new_tokens);

@@ -41,8 +41,6 @@ pub struct LoadedModel {
     pub model: Box<dyn CausalLm>,
     pub tokenizer: Tokenizer,
     pub footprint: Footprint,
-    /// Weight bytes on 2 MB pages after loading (CPU; [`crate::kernel::pages`]).
-    pub huge_page_bytes: u64,
     device: Device,
 }
 
@@ -53,6 +51,25 @@ impl LoadedModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Weight bytes on 2 MB pages now ([`crate::kernel::pages::huge_page_bytes`] over
+    /// the float and ggml matrices; 0 off the CPU). Reads `/proc/self/smaps`, so callers
+    /// that time the load read it after the clock stops.
+    pub fn huge_page_bytes(&self) -> u64 {
+        if !self.device.is_cpu() {
+            return 0;
+        }
+        let extents: Vec<(usize, usize)> = self
+            .model
+            .parts()
+            .iter()
+            .filter_map(|(_, part)| match part {
+                nn::Part::Matrix(m) => m.cpu_extent(),
+                nn::Part::Vector(_) => None,
+            })
+            .collect();
+        crate::kernel::pages::huge_page_bytes(&extents)
     }
 }
 
@@ -163,19 +180,6 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
     };
     drop(pages);
     let tokenizer = source.tokenizer()?;
-    let huge_page_bytes = if device.is_cpu() {
-        let extents: Vec<(usize, usize)> = model
-            .parts()
-            .iter()
-            .filter_map(|(_, part)| match part {
-                nn::Part::Matrix(m) => m.cpu_extent(),
-                nn::Part::Vector(_) => None,
-            })
-            .collect();
-        crate::kernel::pages::huge_page_bytes(&extents)
-    } else {
-        0
-    };
     let mut footprint = Footprint::of(&model.parts());
     footprint.fallbacks = fallbacks;
     Ok(LoadedModel {
@@ -186,7 +190,6 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
         model,
         tokenizer,
         footprint,
-        huge_page_bytes,
         device: device.clone(),
     })
 }
