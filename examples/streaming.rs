@@ -8,12 +8,18 @@
 //!     cargo run --release --example streaming -- f32          # f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q6_k
 //!     cargo run --release --example streaming -- q4_k gpt2    # GPT-2 small's shapes
 //!     cargo run --release --example streaming -- f16 1b pages # 2 MB against 4 KB pages
+//!     cargo run --release --example streaming -- f16 1b ggml=PATH  # against ggml's
 //!
 //! The matrices sit on 2 MB pages as the binary's weights do (`kernel::pages`;
 //! `QUANTBENCH_HUGE_PAGES=0` puts them, and the memory read's buffers, on 4 KB pages).
 //! With `pages`, two sets of the matrices, one on each, are read in turn in the same
 //! process (10 passes each, alternating): a comparison the VM's swings between minutes
 //! do not reach, as they do comparisons of separate runs.
+//!
+//! With `ggml=PATH` (dense formats; `scripts/peers/kernels.sh` builds PATH, the
+//! `ggml-stream` of `scripts/peers/ggml-stream.c`, and runs this), ggml's products over
+//! the same shapes, in a child process, take turns with quantbench's pass by pass (10
+//! each, 50 ms apart): the ratio of each pair is quantbench's speed over ggml's.
 //!
 //! The dense formats run `kernel::dense::matmul_into`; the block formats the
 //! interleaved layout's `kernel::repack::matmul_into` (CPUs with AVX2; the VNNI kernels
@@ -32,6 +38,12 @@ static ALLOC: quantbench::kernel::pages::WeightPages = quantbench::kernel::pages
 /// What one pass reads: past any last-level cache.
 const PASS_BYTES: usize = 1 << 30;
 
+/// With `ggml=PATH`, the pause before each pass: both engines' pools spin for a while
+/// after their work, and on a 2-core machine ggml's OpenMP spin took cycles from the
+/// quantbench pass that followed it (f16 8192 × 2048: 0.83-0.85 of ggml's speed with no
+/// pause, 0.95-1.03 with one).
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One product of a matrix (its bytes) with the fixed activation row, into the output.
 type Product = Box<dyn Fn(&[u8], &mut [f32])>;
 
@@ -39,6 +51,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let format = args.first().map(String::as_str).unwrap_or("f32");
     let both_pages = args.iter().any(|a| a == "pages");
+    let ggml_path = args.iter().find_map(|a| a.strip_prefix("ggml="));
     let shapes: &[(usize, usize)] = if args.get(1).map(String::as_str) == Some("gpt2") {
         &[(3072, 768), (768, 3072), (2304, 768)]
     } else {
@@ -57,12 +70,19 @@ fn main() {
         eprintln!("this CPU lacks AVX2: quantbench's kernels are not in use");
         std::process::exit(2);
     }
+    let mut ggml = ggml_path.map(|path| {
+        if !["f32", "f16", "bf16"].contains(&format) {
+            eprintln!("ggml={path}: ggml-stream reads the dense formats only (f32, f16, bf16)");
+            std::process::exit(2);
+        }
+        Ggml::start(path, format, shapes)
+    });
     let bw = quantbench::bandwidth::measure();
     println!(
         "memory read: {:.1} GB/s ({} threads)",
         bw.read_gbps, bw.threads
     );
-    for &(n, k) in shapes {
+    for (shape, &(n, k)) in shapes.iter().enumerate() {
         let w = Tensor::randn(0f32, 0.02, (n, k), &Device::Cpu).expect("weights");
         let x: Vec<f32> = (0..k).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
         let mut out = vec![0f32; n];
@@ -130,7 +150,27 @@ fn main() {
             );
         };
         pass(&matrices, &mut out);
-        if both_pages {
+        if let Some(g) = ggml.as_mut() {
+            // Pass by pass in turn: quantbench's, then ggml's, over the same shapes.
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..10 {
+                std::thread::sleep(PAUSE);
+                ours.push(pass(&matrices, &mut out));
+                std::thread::sleep(PAUSE);
+                theirs.push(g.pass(shape));
+            }
+            let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| t / o).collect();
+            report(", quantbench", ours);
+            report(", ggml", theirs);
+            let mut r = ratios;
+            r.sort_by(f64::total_cmp);
+            println!(
+                "  quantbench / ggml speed, pass by pass: median {:.3}, range {:.3}-{:.3}",
+                r[r.len() / 2],
+                r[0],
+                r[r.len() - 1]
+            );
+        } else if both_pages {
             pass(&on_4k, &mut out);
             let (mut huge, mut small) = (Vec::new(), Vec::new());
             for _ in 0..10 {
@@ -151,5 +191,70 @@ fn main() {
         } else {
             report("", (0..5).map(|_| pass(&matrices, &mut out)).collect());
         }
+    }
+}
+
+/// `scripts/peers/ggml-stream` as a child process: ggml's products over the same shapes,
+/// one pass per request, so that the two engines' passes alternate in one timeline.
+struct Ggml {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Ggml {
+    fn start(path: &str, format: &str, shapes: &[(usize, usize)]) -> Ggml {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let list: Vec<String> = shapes.iter().map(|(n, k)| format!("{n}x{k}")).collect();
+        let pages = if quantbench::kernel::pages::enabled() {
+            "huge"
+        } else {
+            "small"
+        };
+        let threads = candle_core::utils::get_num_threads().to_string();
+        let mut child = Command::new(path)
+            .args([format, &list.join(","), &threads, pages])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                eprintln!("ggml={path}: {e} (scripts/peers/kernels.sh builds it)");
+                std::process::exit(2);
+            });
+        let to = child.stdin.take().expect("stdin");
+        let mut from = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        from.read_line(&mut line).expect("ggml-stream's first line");
+        if line.trim() != "ready" {
+            eprintln!("ggml={path}: expected \"ready\", read {line:?}");
+            std::process::exit(1);
+        }
+        println!(
+            "ggml-stream: {} on {threads} threads, {pages} pages",
+            list.join(", ")
+        );
+        Ggml { child, to, from }
+    }
+
+    /// One pass of ggml over shape `i`'s matrices: its seconds, as it timed them.
+    fn pass(&mut self, i: usize) -> f64 {
+        use std::io::{BufRead, Write};
+        writeln!(self.to, "{i}").expect("write to ggml-stream");
+        let mut line = String::new();
+        self.from
+            .read_line(&mut line)
+            .expect("read from ggml-stream");
+        line.trim().parse().unwrap_or_else(|_| {
+            eprintln!("ggml-stream answered {line:?}");
+            std::process::exit(1);
+        })
+    }
+}
+
+impl Drop for Ggml {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

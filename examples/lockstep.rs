@@ -1,0 +1,219 @@
+//! quantbench against llama.cpp in one timeline: repetitions of one llama-bench test
+//! (`tg50`, `tg50@d512`, `pp512`, ...) on the same GGUF file, quantbench's and
+//! llama.cpp's in turn (llama.cpp's in a child process, `scripts/peers/llama-step.cpp`),
+//! so that this VM's swings between minutes — which move separate runs by ±30% — reach
+//! both engines alike. Each round's ratio compares two repetitions a few hundred
+//! milliseconds apart; the median ratio over the rounds is the comparison.
+//!
+//!     cargo run --release --example lockstep -- MODEL.gguf TEST ROUNDS LLAMA_STEP [THREADS]
+//!
+//! `scripts/peers/lockstep.sh` builds `llama-step` against the llama.cpp that
+//! `cpu-speed.sh` builds and runs this over the speed script's files and tests.
+//!
+//! Both engines' thread pools spin for a while after their work (llama.cpp's polls,
+//! quantbench's barrier pool), and on a 2-core machine a spinning pool takes cycles from
+//! the other engine's next repetition (ggml's OpenMP spin cost quantbench's next pass
+//! about 15% in `examples/streaming`): each repetition starts 100 ms after the last one
+//! ended. quantbench's repetition is the runner's (`workload::run_once` on a fork of
+//! the filled context, greedy tokens); llama.cpp's is llama-bench's (the depth's state
+//! restored, untimed; random tokens). One warm-up each before the first round.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use candle_core::Device;
+use quantbench::model::{self, ModelSpec};
+use quantbench::precision::{Precision, Quantization};
+use quantbench::workload::{self, Test};
+
+#[global_allocator]
+static ALLOC: quantbench::kernel::pages::WeightPages = quantbench::kernel::pages::WeightPages;
+
+/// The pause before each repetition, so that the other engine's pool has gone idle.
+const PAUSE: Duration = Duration::from_millis(100);
+
+fn main() {
+    quantbench::probe::process::configure_allocator();
+    quantbench::kernel::configure_threads();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        eprintln!("usage: lockstep MODEL.gguf TEST ROUNDS LLAMA_STEP [THREADS]   (TEST: tg50, tg50@d512, pp512)");
+        std::process::exit(2);
+    }
+    let test = parse_test(&args[1]).unwrap_or_else(|| {
+        eprintln!(
+            "test {:?}: ppN, tgN or ppN+tgM, optionally @dD (tg50@d512)",
+            args[1]
+        );
+        std::process::exit(2);
+    });
+    let rounds: usize = args[2].parse().ok().filter(|&r| r > 0).unwrap_or_else(|| {
+        eprintln!("rounds {:?}: a positive count", args[2]);
+        std::process::exit(2);
+    });
+    let threads = args
+        .get(4)
+        .map(|t| t.parse::<usize>().expect("threads: a positive count"))
+        .unwrap_or_else(candle_core::utils::get_num_threads);
+
+    let spec: ModelSpec = args[0].parse().unwrap_or_else(|e| {
+        eprintln!("{}: {e}", args[0]);
+        std::process::exit(2);
+    });
+    let source = model::resolve(&spec).unwrap_or_else(|e| {
+        eprintln!("{}: {e:#}", args[0]);
+        std::process::exit(2);
+    });
+    let loaded = model::load(&source, Quantization::new(Precision::Native), &Device::Cpu)
+        .unwrap_or_else(|e| {
+            eprintln!("{}: {e:#}", args[0]);
+            std::process::exit(1);
+        });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool");
+    let base = workload::fill(&loaded, test.depth).expect("filling the context");
+    let filled = workload::context_for(&loaded, &base, &test).expect("the test's context");
+    let ours = || {
+        pool.install(|| {
+            let r = workload::run_once(&loaded, &test, &filled).expect("quantbench repetition");
+            r.prefill_seconds.unwrap_or(0.0) + r.decode_step_seconds.iter().sum::<f64>()
+        })
+    };
+
+    let mut peer = Peer::start(&args[3], &args[0], &test, threads);
+    ours();
+    let name = test.name();
+    let tokens = if test.new_tokens > 0 {
+        test.new_tokens
+    } else {
+        test.prompt_tokens
+    } as f64;
+    let (mut q, mut l, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which engine goes first, so neither always follows the other.
+        let (a, b) = if round % 2 == 0 {
+            std::thread::sleep(PAUSE);
+            let a = ours();
+            std::thread::sleep(PAUSE);
+            (a, peer.repetition())
+        } else {
+            std::thread::sleep(PAUSE);
+            let b = peer.repetition();
+            std::thread::sleep(PAUSE);
+            (ours(), b)
+        };
+        q.push(tokens / a);
+        l.push(tokens / b);
+        ratios.push(b / a);
+        println!(
+            "round {}: quantbench {:.1} tok/s, llama.cpp {:.1} tok/s, ratio {:.3}",
+            round + 1,
+            tokens / a,
+            tokens / b,
+            b / a
+        );
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let above = ratios.iter().filter(|&&r| r >= 1.0).count();
+    println!(
+        "{} {name}: quantbench {:.1} tok/s, llama.cpp {:.1} tok/s (medians), ratio median {:.3}, range {lo:.3}-{hi:.3}, {above} of {rounds} rounds >= 1.00",
+        args[0],
+        median(q),
+        median(l),
+        median(ratios),
+    );
+}
+
+/// `pp512`, `tg50`, `pp512+tg32`, each optionally `@d512`.
+fn parse_test(s: &str) -> Option<Test> {
+    let (kind, depth) = match s.split_once("@d") {
+        Some((k, d)) => (k, d.parse().ok()?),
+        None => (s, 0),
+    };
+    let (mut prompt, mut gen) = (0, 0);
+    for part in kind.split('+') {
+        if let Some(n) = part.strip_prefix("pp") {
+            prompt = n.parse().ok()?;
+        } else if let Some(n) = part.strip_prefix("tg") {
+            gen = n.parse().ok()?;
+        } else {
+            return None;
+        }
+    }
+    (prompt + gen > 0).then_some(Test {
+        prompt_tokens: prompt,
+        new_tokens: gen,
+        depth,
+        batch: 1,
+        threads: None,
+    })
+}
+
+/// `llama-step` as a child process: one llama-bench repetition per request.
+struct Peer {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: BufReader<std::process::ChildStdout>,
+}
+
+impl Peer {
+    fn start(path: &str, model: &str, t: &Test, threads: usize) -> Peer {
+        let mut child = Command::new(path)
+            .args([
+                model,
+                &t.prompt_tokens.to_string(),
+                &t.new_tokens.to_string(),
+            ])
+            .args([t.depth.to_string(), threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                eprintln!("{path}: {e} (scripts/peers/lockstep.sh builds it)");
+                std::process::exit(2);
+            });
+        let to = child.stdin.take().expect("stdin");
+        let mut from = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        from.read_line(&mut line).expect("llama-step's first line");
+        if line.trim() != "ready" {
+            eprintln!("{path}: expected \"ready\", read {line:?}");
+            std::process::exit(1);
+        }
+        Peer { child, to, from }
+    }
+
+    /// One repetition's seconds, as llama-step timed it.
+    fn repetition(&mut self) -> f64 {
+        writeln!(self.to).expect("write to llama-step");
+        let mut line = String::new();
+        self.from
+            .read_line(&mut line)
+            .expect("read from llama-step");
+        line.trim().parse().unwrap_or_else(|_| {
+            eprintln!("llama-step answered {line:?}");
+            std::process::exit(1);
+        })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
