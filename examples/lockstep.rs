@@ -17,6 +17,11 @@
 //! ended. quantbench's repetition is the runner's (`workload::run_once` on a fork of
 //! the filled context, greedy tokens); llama.cpp's is llama-bench's (the depth's state
 //! restored, untimed; random tokens). One warm-up each before the first round.
+//!
+//! For decode tests it also prints the weight-streaming rate of each (the bytes one
+//! quantbench decode step reads, every weight matrix once, times tokens/s — both engines
+//! read the same file's bytes) and its fraction of the read bandwidth measured before the
+//! first round (`bandwidth::measure`, a STREAM-style read on every thread).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -83,6 +88,10 @@ fn main() {
         })
     };
 
+    // The machine's read bandwidth now, on the weights' pages: the yardstick for the
+    // weight-streaming rate of decode (the bytes one step reads times tokens/s).
+    let bw = quantbench::bandwidth::measure().read_gbps;
+    let streamed = loaded.model.streamed_bytes_per_step() as f64;
     let mut peer = Peer::start(&args[3], &args[0], &test, threads);
     ours();
     let name = test.name();
@@ -129,12 +138,34 @@ fn main() {
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     let above = ratios.iter().filter(|&&r| r >= 1.0).count();
+    let (q, l, r) = (median(q), median(l), median(ratios));
+    // Decode only (a prompt's rate is not the weights' streaming rate).
+    let rate = |tps: f64| {
+        if test.prompt_tokens == 0 {
+            format!(
+                "{:.1} ({:.0}%)",
+                streamed * tps / 1e9,
+                100.0 * streamed * tps / 1e9 / bw
+            )
+        } else {
+            "-".into()
+        }
+    };
     println!(
-        "{} {name}: quantbench {:.1} tok/s, llama.cpp {:.1} tok/s (medians), ratio median {:.3}, range {lo:.3}-{hi:.3}, {above} of {rounds} rounds >= 1.00",
+        "{} {name}: quantbench {q:.1} tok/s, llama.cpp {l:.1} tok/s (medians), ratio median {r:.3}, range {lo:.3}-{hi:.3}, {above} of {rounds} rounds >= 1.00; GB/s (of {bw:.1} measured): quantbench {}, llama.cpp {}",
         args[0],
-        median(q),
-        median(l),
-        median(ratios),
+        rate(q),
+        rate(l),
+    );
+    // One row for lockstep.sh's table.
+    let file = std::path::Path::new(&args[0])
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!(
+        "row| {file} | {name} | {q:.1} | {l:.1} | {r:.2}x | {lo:.2}-{hi:.2} | {above} of {rounds} | {} | {} |",
+        rate(q),
+        rate(l)
     );
 }
 

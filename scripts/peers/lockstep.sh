@@ -5,7 +5,9 @@
 # against the llama.cpp that cpu-speed.sh builds). Separate runs on this shared VM move
 # by ±30% between minutes; repetitions a few hundred milliseconds apart do not, so the
 # median of the per-round ratios is the comparison to quote. Prints one line per cell
-# and, at the end, a table (also in $CACHE/runs/lockstep-STAMP/table.md).
+# (tokens/s of each, the ratio of every round, and for decode the weight-streaming rate
+# each reaches with its fraction of the bandwidth measured at the cell's start) and, at
+# the end, a table (also in $CACHE/runs/lockstep-STAMP/table.md).
 #
 #   bash scripts/peers/lockstep.sh                                 # both models, six types, three tests
 #   MODELS=synthetic:gpt2 TYPES="F32" TESTS="tg50" ROUNDS=9 bash scripts/peers/lockstep.sh
@@ -49,7 +51,7 @@ STEP=$ROOT/target/release/examples/lockstep
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$CACHE/runs/lockstep-$STAMP
 mkdir -p "$OUT"
-( cd "$L" && git rev-parse --short HEAD 2>/dev/null || echo unknown ) > "$OUT/llama.cpp-commit" || true
+ls "$CACHE/sdist" > "$OUT/llama.cpp-source"   # llama-cpp-python's sdist, which holds llama.cpp
 ( cd "$ROOT" && git rev-parse --short HEAD ) > "$OUT/quantbench-commit"
 for MODEL in $MODELS; do
   NAME=${MODEL#synthetic:}
@@ -61,9 +63,9 @@ for MODEL in $MODELS; do
   done
 done
 {
-  echo "| file | test | quantbench tok/s | llama.cpp tok/s | ratio (median) | range | rounds >= 1.00 |"
-  echo "|---|---|---:|---:|---:|---|---|"
-  sed -n 's#^.*/\([^/ ]*\)\.gguf \(.*\): quantbench \([0-9.]*\) tok/s, llama.cpp \([0-9.]*\) tok/s (medians), ratio median \([0-9.]*\), range \([0-9.-]*\), \([0-9]* of [0-9]*\) rounds.*#| \1 | \2 | \3 | \4 | \5x | \6 | \7 |#p' "$OUT/log.txt"
+  echo "| file | test | quantbench tok/s | llama.cpp tok/s | ratio (median of rounds) | range | rounds >= 1.00 | quantbench GB/s (of measured) | llama.cpp GB/s (of measured) |"
+  echo "|---|---|---:|---:|---:|---|---|---:|---:|"
+  sed -n 's/^row|/|/p' "$OUT/log.txt"
 } > "$OUT/table.md"
 echo
 cat "$OUT/table.md"
