@@ -163,7 +163,7 @@ fn main() {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     println!(
-        "row| {file} | {name} | {q:.1} | {l:.1} | {r:.2}x | {lo:.2}-{hi:.2} | {above} of {rounds} | {} | {} |",
+        "row| {file} | {name} | {q:.1} | {l:.1} | {r:.3}x | {lo:.2}-{hi:.2} | {above} of {rounds} | {} | {} |",
         rate(q),
         rate(l)
     );

@@ -90,11 +90,12 @@ const PREFETCH_ROWS: usize = 8;
 /// of up to 2048 weights (8 KB). Pass by pass against ggml's one-row products on the same
 /// shapes in one timeline (`scripts/peers/kernels.sh`: quantbench's speed over ggml's per
 /// pair of passes, median of 10), f32 a row at a time against the 4-row tiles: GPT-2's
-/// 3072 × 768 0.96-0.97 (two processes) against 0.84-0.90 (five), 2304 × 768 0.96-0.99
-/// against 0.86-0.89, the 1B's 8192 × 2048 1.00 against 0.90; longer rows lose it (f32
-/// 768 × 3072 0.79-0.86 against 0.93-0.99, 2048 × 8192 0.85 against 1.24, one row at a
-/// time with one accumulator), and f16 / bf16 gain nothing clear even at k = 768 (f16
-/// 0.94-0.99 against 0.97-1.03, bf16 0.85-0.94 against 0.87-1.03), so they stay on the tiles.
+/// 3072 × 768 0.96-0.97 (three processes) against 0.84-0.92 (six), 2304 × 768 0.96-0.99
+/// against 0.87-0.91 (four), the 1B's 8192 × 2048 1.00 (two) against 0.90-0.97 (three);
+/// longer rows lose it (f32 768 × 3072 0.79-0.86 against 0.93-0.99, 2048 × 8192 0.85
+/// against 1.24, a row at a time with one accumulator), and f16 / bf16 gain nothing
+/// clear even at k = 768 (f16 0.94-0.99 against 0.97-1.03, bf16 0.85-0.94 against
+/// 0.87-1.03), so they stay on the tiles.
 #[cfg(target_arch = "x86_64")]
 fn single_row(format: Float, k: usize) -> bool {
     format == Float::F32 && k <= 2048
