@@ -162,14 +162,7 @@ fn main() {
             let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| t / o).collect();
             report(", quantbench", ours);
             report(", ggml", theirs);
-            let mut r = ratios;
-            r.sort_by(f64::total_cmp);
-            println!(
-                "  quantbench / ggml speed, pass by pass: median {:.3}, range {:.3}-{:.3}",
-                r[r.len() / 2],
-                r[0],
-                r[r.len() - 1]
-            );
+            print_ratios("quantbench / ggml speed", ratios);
         } else if both_pages {
             pass(&on_4k, &mut out);
             let (mut huge, mut small) = (Vec::new(), Vec::new());
@@ -180,18 +173,22 @@ fn main() {
             let ratios: Vec<f64> = huge.iter().zip(&small).map(|(h, b)| b / h).collect();
             report(", 2 MB pages", huge);
             report(", 4 KB pages", small);
-            let mut r = ratios;
-            r.sort_by(f64::total_cmp);
-            println!(
-                "  2 MB / 4 KB, pass by pass: median {:.3}, range {:.3}-{:.3}",
-                r[r.len() / 2],
-                r[0],
-                r[r.len() - 1]
-            );
+            print_ratios("2 MB / 4 KB", ratios);
         } else {
             report("", (0..5).map(|_| pass(&matrices, &mut out)).collect());
         }
     }
+}
+
+/// The median and range of pass-by-pass ratios, under `what`.
+fn print_ratios(what: &str, mut r: Vec<f64>) {
+    r.sort_by(f64::total_cmp);
+    println!(
+        "  {what}, pass by pass: median {:.3}, range {:.3}-{:.3}",
+        r[r.len() / 2],
+        r[0],
+        r[r.len() - 1]
+    );
 }
 
 /// `scripts/peers/ggml-stream` as a child process: ggml's products over the same shapes,
