@@ -23,9 +23,10 @@
 //! read the same file's bytes) and its fraction of the read bandwidth measured before the
 //! first round (`bandwidth::measure`, a STREAM-style read on every thread).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::Duration;
+
+#[path = "common/timed_child.rs"]
+mod timed_child;
 
 use candle_core::Device;
 use quantbench::model::{self, ModelSpec};
@@ -57,10 +58,17 @@ fn main() {
         eprintln!("rounds {:?}: a positive count", args[2]);
         std::process::exit(2);
     });
-    let threads = args
-        .get(4)
-        .map(|t| t.parse::<usize>().expect("threads: a positive count"))
-        .unwrap_or_else(candle_core::utils::get_num_threads);
+    let threads = match args.get(4) {
+        None => candle_core::utils::get_num_threads(),
+        Some(t) => t
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| {
+                eprintln!("threads {t:?}: a positive count");
+                std::process::exit(2);
+            }),
+    };
 
     let spec: ModelSpec = args[0].parse().unwrap_or_else(|e| {
         eprintln!("{}: {e}", args[0]);
@@ -92,14 +100,18 @@ fn main() {
     // weight-streaming rate of decode (the bytes one step reads times tokens/s).
     let bw = quantbench::bandwidth::measure().read_gbps;
     let streamed = loaded.model.streamed_bytes_per_step() as f64;
-    let mut peer = Peer::start(&args[3], &args[0], &test, threads);
+    // llama-step MODEL PROMPT GEN DEPTH THREADS: one llama-bench repetition per request.
+    let peer_args =
+        [test.prompt_tokens, test.new_tokens, test.depth, threads].map(|n| n.to_string());
+    let mut peer = timed_child::TimedChild::start(
+        &args[3],
+        &[&[args[0].clone()][..], &peer_args[..]].concat(),
+        "scripts/peers/lockstep.sh",
+    );
     ours();
     let name = test.name();
-    let tokens = if test.new_tokens > 0 {
-        test.new_tokens
-    } else {
-        test.prompt_tokens
-    } as f64;
+    // A test's tokens as llama-bench counts them: the prompt's and the generated ones.
+    let tokens = (test.prompt_tokens + test.new_tokens) as f64;
     let (mut q, mut l, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which engine goes first, so neither always follows the other.
@@ -107,10 +119,10 @@ fn main() {
             std::thread::sleep(PAUSE);
             let a = ours();
             std::thread::sleep(PAUSE);
-            (a, peer.repetition())
+            (a, peer.seconds(""))
         } else {
             std::thread::sleep(PAUSE);
-            let b = peer.repetition();
+            let b = peer.seconds("");
             std::thread::sleep(PAUSE);
             (ours(), b)
         };
@@ -125,15 +137,7 @@ fn main() {
             b / a
         );
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
+    let median = |v: Vec<f64>| quantbench::stats::median(&v);
     let (lo, hi) = ratios
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
@@ -192,59 +196,4 @@ fn parse_test(s: &str) -> Option<Test> {
         batch: 1,
         threads: None,
     })
-}
-
-/// `llama-step` as a child process: one llama-bench repetition per request.
-struct Peer {
-    child: std::process::Child,
-    to: std::process::ChildStdin,
-    from: BufReader<std::process::ChildStdout>,
-}
-
-impl Peer {
-    fn start(path: &str, model: &str, t: &Test, threads: usize) -> Peer {
-        let mut child = Command::new(path)
-            .args([
-                model,
-                &t.prompt_tokens.to_string(),
-                &t.new_tokens.to_string(),
-            ])
-            .args([t.depth.to_string(), threads.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                eprintln!("{path}: {e} (scripts/peers/lockstep.sh builds it)");
-                std::process::exit(2);
-            });
-        let to = child.stdin.take().expect("stdin");
-        let mut from = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        from.read_line(&mut line).expect("llama-step's first line");
-        if line.trim() != "ready" {
-            eprintln!("{path}: expected \"ready\", read {line:?}");
-            std::process::exit(1);
-        }
-        Peer { child, to, from }
-    }
-
-    /// One repetition's seconds, as llama-step timed it.
-    fn repetition(&mut self) -> f64 {
-        writeln!(self.to).expect("write to llama-step");
-        let mut line = String::new();
-        self.from
-            .read_line(&mut line)
-            .expect("read from llama-step");
-        line.trim().parse().unwrap_or_else(|_| {
-            eprintln!("llama-step answered {line:?}");
-            std::process::exit(1);
-        })
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -27,6 +27,9 @@
 
 use std::time::Instant;
 
+#[path = "common/timed_child.rs"]
+mod timed_child;
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use quantbench::kernel::dense::{self, Float};
@@ -75,7 +78,20 @@ fn main() {
             eprintln!("ggml={path}: ggml-stream reads the dense formats only (f32, f16, bf16)");
             std::process::exit(2);
         }
-        Ggml::start(path, format, shapes)
+        let list: Vec<String> = shapes.iter().map(|(n, k)| format!("{n}x{k}")).collect();
+        let pages = if quantbench::kernel::pages::enabled() {
+            "huge"
+        } else {
+            "small"
+        };
+        let threads = candle_core::utils::get_num_threads().to_string();
+        println!(
+            "ggml-stream: {} on {threads} threads, {pages} pages",
+            list.join(", ")
+        );
+        // ggml-stream FORMAT SHAPES THREADS PAGES: one pass over shape I per request "I".
+        let args = [format, &list.join(","), &threads, pages].map(String::from);
+        timed_child::TimedChild::start(path, &args, "scripts/peers/kernels.sh")
     });
     let bw = quantbench::bandwidth::measure();
     println!(
@@ -140,12 +156,12 @@ fn main() {
             t.elapsed().as_secs_f64()
         };
         let total = (bytes.len() * count) as f64;
-        let report = |what: &str, mut times: Vec<f64>| {
-            times.sort_by(f64::total_cmp);
+        let report = |what: &str, times: Vec<f64>| {
+            let best = times.iter().copied().fold(f64::MAX, f64::min);
             println!(
                 "{format} {n}x{k}{what}: median {:.1} GB/s, best {:.1} GB/s ({count} matrices of {:.1} MB)",
-                total / times[times.len() / 2] / 1e9,
-                total / times[0] / 1e9,
+                total / quantbench::stats::median(&times) / 1e9,
+                total / best / 1e9,
                 bytes.len() as f64 / 1e6
             );
         };
@@ -157,7 +173,7 @@ fn main() {
                 std::thread::sleep(PAUSE);
                 ours.push(pass(&matrices, &mut out));
                 std::thread::sleep(PAUSE);
-                theirs.push(g.pass(shape));
+                theirs.push(g.seconds(&shape.to_string()));
             }
             let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| t / o).collect();
             report(", quantbench", ours);
@@ -181,77 +197,12 @@ fn main() {
 }
 
 /// The median and range of pass-by-pass ratios, under `what`.
-fn print_ratios(what: &str, mut r: Vec<f64>) {
-    r.sort_by(f64::total_cmp);
+fn print_ratios(what: &str, r: Vec<f64>) {
+    let (lo, hi) = r
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     println!(
-        "  {what}, pass by pass: median {:.3}, range {:.3}-{:.3}",
-        r[r.len() / 2],
-        r[0],
-        r[r.len() - 1]
+        "  {what}, pass by pass: median {:.3}, range {lo:.3}-{hi:.3}",
+        quantbench::stats::median(&r)
     );
-}
-
-/// `scripts/peers/ggml-stream` as a child process: ggml's products over the same shapes,
-/// one pass per request, so that the two engines' passes alternate in one timeline.
-struct Ggml {
-    child: std::process::Child,
-    to: std::process::ChildStdin,
-    from: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Ggml {
-    fn start(path: &str, format: &str, shapes: &[(usize, usize)]) -> Ggml {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let list: Vec<String> = shapes.iter().map(|(n, k)| format!("{n}x{k}")).collect();
-        let pages = if quantbench::kernel::pages::enabled() {
-            "huge"
-        } else {
-            "small"
-        };
-        let threads = candle_core::utils::get_num_threads().to_string();
-        let mut child = Command::new(path)
-            .args([format, &list.join(","), &threads, pages])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                eprintln!("ggml={path}: {e} (scripts/peers/kernels.sh builds it)");
-                std::process::exit(2);
-            });
-        let to = child.stdin.take().expect("stdin");
-        let mut from = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        from.read_line(&mut line).expect("ggml-stream's first line");
-        if line.trim() != "ready" {
-            eprintln!("ggml={path}: expected \"ready\", read {line:?}");
-            std::process::exit(1);
-        }
-        println!(
-            "ggml-stream: {} on {threads} threads, {pages} pages",
-            list.join(", ")
-        );
-        Ggml { child, to, from }
-    }
-
-    /// One pass of ggml over shape `i`'s matrices: its seconds, as it timed them.
-    fn pass(&mut self, i: usize) -> f64 {
-        use std::io::{BufRead, Write};
-        writeln!(self.to, "{i}").expect("write to ggml-stream");
-        let mut line = String::new();
-        self.from
-            .read_line(&mut line)
-            .expect("read from ggml-stream");
-        line.trim().parse().unwrap_or_else(|_| {
-            eprintln!("ggml-stream answered {line:?}");
-            std::process::exit(1);
-        })
-    }
-}
-
-impl Drop for Ggml {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -11,7 +11,8 @@
 // threadpool (poll 50) attached, one warm-up (the prompt, or one generated token). A
 // repetition is llama-bench's: the cache cleared, DEPTH tokens restored from a saved
 // state (filled once, untimed), then, timed, the prompt in n_batch chunks and GEN tokens
-// one llama_decode each, every one synchronised.
+// one llama_decode each, every one synchronised (llama-bench calls llama_process with
+// LLAMA_PROCESS_TYPE_DECODE, which is the same context's decode of the same batch).
 //
 // Protocol: prints "ready" after the warm-up; then for each line read on stdin runs one
 // repetition and prints its seconds. EOF ends it.
