@@ -85,22 +85,6 @@ impl Float {
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_ROWS: usize = 8;
 
-/// Whether a one-activation-row product (a decode step's) walks the weights a row at a
-/// time with no software prefetch (`row`, AVX-512) rather than in 4-row tiles: f32 rows
-/// of up to 2048 weights (8 KB). Pass by pass against ggml's one-row products on the same
-/// shapes in one timeline (`scripts/peers/kernels.sh`: quantbench's speed over ggml's per
-/// pair of passes, median of 10), f32 a row at a time against the 4-row tiles: GPT-2's
-/// 3072 × 768 0.96-0.97 (three processes) against 0.84-0.92 (six), 2304 × 768 0.96-0.99
-/// against 0.87-0.91 (four), the 1B's 8192 × 2048 1.00 (two) against 0.90-0.97 (three);
-/// longer rows lose it (f32 768 × 3072 0.79-0.86 against 0.93-0.99, 2048 × 8192 0.85
-/// against 1.24, a row at a time with one accumulator), and f16 / bf16 gain nothing
-/// clear even at k = 768 (f16 0.94-0.99 against 0.97-1.03, bf16 0.85-0.94 against
-/// 0.87-1.03), so they stay on the tiles.
-#[cfg(target_arch = "x86_64")]
-fn single_row(format: Float, k: usize) -> bool {
-    format == Float::F32 && k <= 2048
-}
-
 #[cfg(target_arch = "x86_64")]
 macro_rules! simd_fn {
     ($($item:item)*) => {$(
@@ -203,49 +187,11 @@ simd_fn! {
         }
     }
 
-    /// One weight row by one activation row, 64 weights a step into 4 accumulators, with
-    /// no software prefetch: a single stream through the weights, which the hardware
-    /// prefetcher follows ([`single_row`]).
-    // Indexed loops over the register array: unrolled by the compiler, as intended.
-    #[allow(clippy::needless_range_loop)]
-    unsafe fn row<const F: u8>(o: &Operands, w_row: usize, a_row: usize) {
-        let w = o.w.add(w_row * o.k * o.elem);
-        let x = o.x.add(a_row * o.k);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let (k64, k16) = (o.k / 64 * 64, o.k / 16 * 16);
-        let mut i = 0;
-        while i < k64 {
-            for j in 0..4 {
-                let wv = load16::<F>(w.add((i + 16 * j) * o.elem));
-                acc[j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x.add(i + 16 * j)), acc[j]);
-            }
-            i += 64;
-        }
-        while i < k16 {
-            acc[0] = _mm512_fmadd_ps(load16::<F>(w.add(i * o.elem)), _mm512_loadu_ps(x.add(i)), acc[0]);
-            i += 16;
-        }
-        let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(
-            _mm512_add_ps(acc[0], acc[1]),
-            _mm512_add_ps(acc[2], acc[3]),
-        ));
-        for j in k16..o.k {
-            sum += weight_at::<F>(w.add(j * o.elem)) * *x.add(j);
-        }
-        *o.out.add(a_row * o.n + w_row) = sum;
-    }
-
     unsafe fn rows<const F: u8>(o: &Operands, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
         let mut c = c0;
         while c < c1 {
             let take = (c1 - c).min(4);
             let mut r = r0;
-            if take == 1 && single_row(Float::from_id(F), o.k) {
-                while r < r1 {
-                    row::<F>(o, r, c);
-                    r += 1;
-                }
-            }
             while r + 4 <= r1 {
                 match take {
                     4 => tile::<F, 4, 4>(o, r, c),
@@ -1062,9 +1008,10 @@ mod tests {
         }
     }
 
-    /// Every float format, shapes that exercise every tile, the one-row walk and a k that
-    /// is not a multiple of 16, against candle's own product of the same stored weights: dot products (up to
-    /// 31 rows), the GEMM path (f32, bf16) and the f16 prompt kernel (from 32 rows).
+    /// Every float format, shapes that exercise every tile, one activation row and a k
+    /// that is not a multiple of 16, against candle's own product of the same stored
+    /// weights: dot products (up to 31 rows), the GEMM path (f32, bf16) and the f16
+    /// prompt kernel (from 32 rows).
     #[test]
     fn dense_kernels_equal_candle() {
         if super::super::level().is_none() {
@@ -1073,8 +1020,8 @@ mod tests {
         }
         for (m, n, k) in [
             (1, 37, 64),
-            // One activation row: f32 walks rows of up to 2048 a row at a time (4
-            // accumulators of 64, then steps of 16, then single weights), longer in tiles.
+            // One activation row: 4-row tiles, single rows past them, tails of k past
+            // the last 16.
             (1, 19, 113),
             (1, 8, 17),
             (1, 6, 768),
