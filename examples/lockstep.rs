@@ -83,6 +83,10 @@ fn main() {
             eprintln!("{}: {e:#}", args[0]);
             std::process::exit(1);
         });
+    if let Some(why) = test.does_not_fit(loaded.config().context_length()) {
+        eprintln!("{}: {} {why}", args[0], test.name());
+        std::process::exit(2);
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
