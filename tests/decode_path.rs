@@ -87,12 +87,15 @@ fn prompts(vocab: usize) -> [Vec<Vec<u32>>; 2] {
 }
 
 /// The same tokens, and logits within 1e-5 of their largest magnitude at every step —
-/// except, where the products round their activations (`p` not f32: f16, bf16, 8-bit
-/// blocks), at a few steps (at most 1 in 8) within 1e-3. Two paths whose f32 sums differ
-/// in order by an ulp (the sliding window's attention: 2-4e-7 at f32 on
-/// `mistral-window`, every step past the window) agree after the rounding almost
-/// always, but now and then one activation lands on the other side of a rounding
-/// boundary, and one f16 ulp there moved the logits by 1.1e-4 of their scale.
+/// except, where the products round their activations (`p` not f32), at a few steps (at
+/// most 1 in 8) within 1e-3 (f16, bf16) or 2e-2 (8-bit blocks). Two paths whose f32
+/// results differ by an ulp (sums in another order — the sliding window's attention:
+/// 2-4e-7 at f32 on `mistral-window`, every step past the window — or candle's softmax
+/// on libm's `expf` against quantbench's on its vectorised `e^x`, within 2.5e-7) agree
+/// after the rounding almost always, but now and then one activation lands on the other
+/// side of a rounding boundary: one f16 ulp there moved the logits by 1.1e-4 of their
+/// scale, one step of an 8-bit block (1/127 of its largest value) on `tiny-llama` at
+/// q8_0 by 9.3e-3.
 fn assert_same(
     what: &str,
     p: Precision,
@@ -111,8 +114,13 @@ fn assert_same(
         if diff <= 1e-5 * scale {
             continue;
         }
+        let bound = match p {
+            Precision::F32 => 0.0,
+            Precision::F16 | Precision::Bf16 => 1e-3,
+            _ => 2e-2,
+        };
         assert!(
-            p != Precision::F32 && diff <= 1e-3 * scale,
+            diff <= bound * scale,
             "{what} step {step}: logits differ by {diff} (scale {scale})"
         );
         loose += 1;

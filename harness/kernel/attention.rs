@@ -239,14 +239,7 @@ pub fn prompt(
                     for (i, row) in s.chunks_exact_mut(n).enumerate() {
                         let vis = causal.visible(i0 + i, t);
                         let (a, e) = (vis.start - lo, vis.end - lo);
-                        let max = row[a..e].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                        let mut sum = 0f32;
-                        for x in &mut row[a..e] {
-                            *x = (*x - max).exp();
-                            sum += *x;
-                        }
-                        let inv = 1.0 / sum;
-                        row[a..e].iter_mut().for_each(|x| *x *= inv);
+                        super::vexp::softmax(&mut row[a..e]);
                         row[..a].fill(0.0);
                         row[e..].fill(0.0);
                     }
@@ -435,19 +428,13 @@ fn attend<'a>(
     scores: &mut [f32],
     y: &mut [f32],
 ) {
-    let mut max = f32::NEG_INFINITY;
     for (j, s) in scores.iter_mut().enumerate() {
         *s = dot(q, key(j)) * scale;
-        max = max.max(*s);
     }
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
+    super::vexp::softmax(scores);
     y.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
-        axpy(p / sum, value(j), y);
+        axpy(p, value(j), y);
     }
 }
 

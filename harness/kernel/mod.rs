@@ -29,6 +29,7 @@ pub mod kquant;
 pub mod pages;
 pub mod repack;
 mod tile;
+pub mod vexp;
 
 use std::sync::{Arc, OnceLock};
 
