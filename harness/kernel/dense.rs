@@ -8,10 +8,11 @@
 //! (`vcvtph2ps` for f16, a 16-bit shift for bf16) and never stored wider, f32
 //! accumulation. Weight rows are prefetched ahead, since they stream from memory once.
 //!
-//! From [`GEMM_ROWS`] activation rows on (a prompt, a quality window) the AVX2 products
-//! change shape: f16 runs quantbench's own prompt kernel (4 × 3 register tiles over
-//! panels of 64 or 256 weight rows, the tile's loop in inline assembly, both operands
-//! f16 widened as they are loaded), f32 and bf16 a packed GEMM (the `gemm` crate) on
+//! From [`GEMM_ROWS`] activation rows on (a prompt, a quality window) the products
+//! change shape: f16 runs quantbench's own prompt kernels (on AVX2, 4 × 3 register tiles
+//! over panels of 64 or 256 weight rows, the tile's loop in inline assembly, both
+//! operands f16 widened as they are loaded; on AVX-512, `dense::f16`'s 4 × 6 tiles on the same
+//! panels, activations held as f32), f32 and bf16 a packed GEMM (the `gemm` crate) on
 //! weight panels widened to f32.
 //!
 //! f16 and bf16 products take their activations rounded to their format
@@ -33,6 +34,8 @@ use candle_core::DType;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod f16;
 
 /// The float formats with a kernel here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,16 +131,37 @@ struct Operands {
     k: usize,
 }
 
-/// A prompt product's operands on 16-bit floats (f16 or bf16, both sides): `n × k`
-/// weights, `m × k` activations already rounded to the weights' format, `m × n` f32
-/// outputs (row-major, all three).
+/// A prompt product's operands on 16-bit weights (f16 or bf16): `n × k` weights, `m × k`
+/// activations already rounded to the weights' format (as 16-bit floats, `X = u16`, or
+/// held as f32, `X = f32`), `m × n` f32 outputs (row-major, all three).
 #[cfg(target_arch = "x86_64")]
-struct Halves {
+struct Halves<X = u16> {
     w: *const u16,
-    x: *const u16,
+    x: *const X,
     out: *mut f32,
     n: usize,
     k: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+simd_fn! {
+    /// The sums of 4 accumulators, in order.
+    #[inline]
+    unsafe fn sum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
+        // Within each 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] …, then [Σa, Σb, Σc, Σd].
+        let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+        let (ab, cd) = (_mm512_castps_pd(ab), _mm512_castps_pd(cd));
+        let s = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)),
+        );
+        // The four 128-bit lanes' partial sums.
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+        let h = _mm256_add_ps(_mm512_castps512_ps256(s), high);
+        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+    }
+
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -499,7 +523,7 @@ mod avx2 {
 /// products': 16-bit weights exactly widened, f32 activations (bf16's rounded to bf16),
 /// f32 sums.
 ///
-/// f16 weights take the prompt kernel instead ([`avx2::panel`]: the same arithmetic,
+/// f16 weights take the prompt kernels instead ([`avx2::panel`], on AVX-512 `f16::panel`: the same arithmetic,
 /// both operands widened in registers). When it took f32 activations (on the Zen 3 of
 /// the time), overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the two ways
 /// alternating in one process (a throwaway copy of `examples/prompt.rs`, 6 passes
@@ -587,10 +611,10 @@ fn prompt_panel_rows(k: usize) -> usize {
     }
 }
 
-/// A prompt kernel on 16-bit operands: weight rows `r0 .. r1` (a panel) against all `m`
+/// A prompt kernel on 16-bit weights: weight rows `r0 .. r1` (a panel) against all `m`
 /// activation rows.
 #[cfg(target_arch = "x86_64")]
-type PanelKernel = unsafe fn(&Halves, (usize, usize), usize);
+type PanelKernel<X = u16> = unsafe fn(&Halves<X>, (usize, usize), usize);
 
 /// The prompt path of [`matmul_at`] on 16-bit operands: `out = x · wᵀ`, `x` the
 /// activations already rounded to the weights' format (`m × k` bits), by `kernel` (the
@@ -598,15 +622,15 @@ type PanelKernel = unsafe fn(&Halves, (usize, usize), usize);
 /// shared out on candle's pool. The caller checked the kernel's CPU features.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn half_product(
+fn half_product<X>(
     w: &[u8],
     n: usize,
     k: usize,
-    x: &[u16],
+    x: &[X],
     m: usize,
     out: &mut [f32],
     panel: usize,
-    kernel: PanelKernel,
+    kernel: PanelKernel<X>,
 ) {
     let o = Halves {
         w: w.as_ptr() as *const u16,
@@ -615,11 +639,11 @@ fn half_product(
         n,
         k,
     };
-    let addr = &o as *const Halves as usize;
+    let addr = &o as *const Halves<X> as usize;
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(panel), |range| {
         // SAFETY: `o` outlives the pool call; each unit writes its own panel's output
         // columns; the caller checked the kernel's features.
-        let o = unsafe { &*(addr as *const Halves) };
+        let o = unsafe { &*(addr as *const Halves<X>) };
         for u in range {
             unsafe { kernel(o, (u * panel, n.min((u + 1) * panel)), m) };
         }
@@ -852,8 +876,14 @@ pub(super) fn matmul_at(
     };
     #[cfg(target_arch = "x86_64")]
     if m >= GEMM_ROWS && (format == Float::F16 || bf16_hardware(level)) {
-        // A prompt on a kernel of quantbench's own with both operands 16-bit: the
-        // activations rounded into bits, in a buffer freed with the product.
+        // A prompt on a kernel of quantbench's own: the activations rounded to the
+        // weights' format in a buffer freed with the product, as 16-bit floats or (f16
+        // on AVX-512) as f32.
+        if format == Float::F16 && level == super::Level::Avx512 {
+            let mut rounded = vec![0f32; m * k];
+            round_to_f16(x, &mut rounded);
+            return half_product(w, n, k, &rounded, m, out, prompt_panel_rows(k), f16::panel);
+        }
         let mut bits = vec![0u16; m * k];
         let (panel, kernel): (usize, PanelKernel) = if format == Float::F16 {
             f16_bits(x, &mut bits);
@@ -1056,17 +1086,24 @@ mod tests {
         }
     }
 
-    /// The f16 prompt kernel (4 × 3 tiles in assembly, the 1- and 2-row activation
+    /// The f16 prompt kernels, called directly, also below the rows at which `matmul_at`
+    /// takes them: AVX2 (4 × 3 tiles in assembly, the 1- and 2-row activation
     /// remainders, single weight rows past the last 4, a shared dimension with a tail
-    /// past its last 8), called directly, also below the rows at which `matmul_at` takes
-    /// it.
+    /// past its last 8) and, where the CPU has it, AVX-512 (4 × 6 tiles, the 1- to 5-row
+    /// remainders, the masked last step of 1 to 15 elements).
     #[test]
     fn prompt_kernel_equals_candle() {
         if !super::super::avx2_supported() {
             eprintln!("this CPU lacks AVX2: the prompt kernel is not in use");
             return;
         }
-        for (m, n, k) in [(3, 4, 8), (7, 6, 61), (34, 131, 200), (2, 70, 1030)] {
+        for (m, n, k) in [
+            (3, 4, 8),
+            (7, 6, 61),
+            (34, 131, 200),
+            (2, 70, 1030),
+            (11, 9, 33),
+        ] {
             let (bytes, xs, want) = case(m, n, k, DType::F16);
             let mut got = vec![f32::NAN; m * n];
             let mut bits = vec![0u16; xs.len()];
@@ -1082,6 +1119,22 @@ mod tests {
                 avx2::panel,
             );
             assert_close(&got, &want, &format!("prompt {m}x{n}x{k}"));
+            if super::super::Level::Avx512.supported() {
+                let mut rounded = vec![0f32; xs.len()];
+                round_to_f16(&xs, &mut rounded);
+                let mut got = vec![f32::NAN; m * n];
+                half_product(
+                    &bytes,
+                    n,
+                    k,
+                    &rounded,
+                    m,
+                    &mut got,
+                    prompt_panel_rows(k),
+                    f16::panel,
+                );
+                assert_close(&got, &want, &format!("avx-512 prompt {m}x{n}x{k}"));
+            }
         }
     }
 

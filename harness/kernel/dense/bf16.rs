@@ -18,6 +18,7 @@
 
 use std::arch::x86_64::*;
 
+use super::sum4;
 use super::Halves as Operands;
 
 macro_rules! bf16_fn {
@@ -45,23 +46,6 @@ unsafe fn zero() -> __m512bh {
 }
 
 bf16_fn! {
-    /// The sums of 4 accumulators, in order.
-    #[inline]
-    unsafe fn sum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
-        // Within each 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] …, then [Σa, Σb, Σc, Σd].
-        let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-        let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-        let (ab, cd) = (_mm512_castps_pd(ab), _mm512_castps_pd(cd));
-        let s = _mm512_add_ps(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)),
-        );
-        // The four 128-bit lanes' partial sums.
-        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
-        let h = _mm256_add_ps(_mm512_castps512_ps256(s), high);
-        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
-    }
-
     /// `x` (f32) rounded to bf16 into `dst` (the same length), to nearest even
     /// (`vcvtneps2bf16`, which also takes denormal inputs as zero: below 1.2e-38, where
     /// [`super::round_to_bf16`] keeps them).
