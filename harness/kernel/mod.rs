@@ -28,6 +28,7 @@ pub mod int8;
 pub mod kquant;
 pub mod pages;
 pub mod repack;
+pub mod silu;
 mod tile;
 pub mod vexp;
 

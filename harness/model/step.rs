@@ -99,13 +99,6 @@ pub fn rope_in_place(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `gate = silu(gate) * up`, element by element, with candle's silu (`v / (1 + e^-v)`).
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,23 +123,6 @@ mod tests {
             .unwrap();
         let mut got = x;
         rope_in_place(&mut got, hd, &cos, &sin);
-        assert_eq!(got, want);
-    }
-
-    /// silu · up equals candle's `silu(gate) * up`.
-    #[test]
-    fn silu_mul_equals_candles() {
-        let gate: Vec<f32> = (0..40).map(|i| i as f32 * 0.25 - 5.0).collect();
-        let up: Vec<f32> = (0..40).map(|i| 1.0 - i as f32 * 0.05).collect();
-        let dev = Device::Cpu;
-        let g = Tensor::from_vec(gate.clone(), 40, &dev).unwrap();
-        let u = Tensor::from_vec(up.clone(), 40, &dev).unwrap();
-        let want = (candle_nn::ops::silu(&g).unwrap() * u)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let mut got = gate;
-        silu_mul(&mut got, &up);
         assert_eq!(got, want);
     }
 }

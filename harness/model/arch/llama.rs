@@ -848,9 +848,11 @@ impl Llama {
         let xs = (xs + l.o_proj.forward(&y)?)?;
 
         let h = l.post_attention_layernorm.forward(&xs)?;
-        let gate = candle_nn::ops::silu(&l.gate_proj.forward(&h)?)?;
+        let gate = l.gate_proj.forward(&h)?;
         let up = l.up_proj.forward(&h)?;
-        xs + l.down_proj.forward(&(gate * up)?)?
+        xs + l
+            .down_proj
+            .forward(&crate::kernel::silu::SiluMul::forward(&gate, &up)?)?
     }
 }
 
@@ -985,7 +987,7 @@ impl Llama {
             step::add_then(x, out, |x| l.post_attention_layernorm.forward_rows(x, h));
             step::product(&l.gate_proj)?.apply(h, b, gate, products)?;
             step::product(&l.up_proj)?.apply(h, b, up, products)?;
-            step::silu_mul(gate, up);
+            crate::kernel::silu::silu_mul(gate, up);
             step::product(&l.down_proj)?.apply(gate, b, out, products)?;
         }
         step::add_then(x, out, |x| self.norm.forward_rows(x, h));
