@@ -20,8 +20,11 @@
 //!
 //! For decode tests it also prints the weight-streaming rate of each (the bytes one
 //! quantbench decode step reads, every weight matrix once, times tokens/s — both engines
-//! read the same file's bytes) and its fraction of the read bandwidth measured before the
-//! first round (`bandwidth::measure`, a STREAM-style read on every thread).
+//! read the same file's bytes) and its fraction of the read bandwidth: a STREAM-style
+//! read of 1 GiB on every thread (`bandwidth::ReadProbe`, the best of 2) in every round
+//! right before its pair of repetitions, each repetition's rate over its own round's
+//! reading, the median of those fractions printed (a single reading before the first
+//! round put whole cells above 100% when the VM's phase changed after it).
 
 use std::time::Duration;
 
@@ -100,9 +103,11 @@ fn main() {
         })
     };
 
-    // The machine's read bandwidth now, on the weights' pages: the yardstick for the
-    // weight-streaming rate of decode (the bytes one step reads times tokens/s).
-    let bw = quantbench::bandwidth::measure().read_gbps;
+    // The machine's read bandwidth, on the weights' pages: the yardstick for the
+    // weight-streaming rate of decode (the bytes one step reads times tokens/s), read
+    // again in every round beside its pair of repetitions (a decode test only).
+    let probe = (test.prompt_tokens == 0)
+        .then(|| quantbench::bandwidth::ReadProbe::new(quantbench::bandwidth::BUFFER_BYTES));
     let streamed = loaded.model.streamed_bytes_per_step() as f64;
     // llama-step MODEL PROMPT GEN DEPTH THREADS: one llama-bench repetition per request.
     let peer_args =
@@ -117,7 +122,9 @@ fn main() {
     // A test's tokens as llama-bench counts them: the prompt's and the generated ones.
     let tokens = (test.prompt_tokens + test.new_tokens) as f64;
     let (mut q, mut l, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bws, mut q_frac, mut l_frac) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
+        let bw = probe.as_ref().map(|p| p.read_gbps(2));
         // Alternate which engine goes first, so neither always follows the other.
         let (a, b) = if round % 2 == 0 {
             std::thread::sleep(PAUSE);
@@ -133,6 +140,11 @@ fn main() {
         q.push(tokens / a);
         l.push(tokens / b);
         ratios.push(b / a);
+        if let Some(bw) = bw {
+            bws.push(bw);
+            q_frac.push(streamed * tokens / a / 1e9 / bw);
+            l_frac.push(streamed * tokens / b / 1e9 / bw);
+        }
         println!(
             "round {}: quantbench {:.1} tok/s, llama.cpp {:.1} tok/s, ratio {:.3}",
             round + 1,
@@ -147,23 +159,29 @@ fn main() {
         .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     let above = ratios.iter().filter(|&&r| r >= 1.0).count();
     let (q, l, r) = (median(q), median(l), median(ratios));
-    // Decode only (a prompt's rate is not the weights' streaming rate).
-    let rate = |tps: f64| {
-        if test.prompt_tokens == 0 {
+    // Decode only (a prompt's rate is not the weights' streaming rate): GB/s at the
+    // median tokens/s, and the median of the rounds' fractions of their own bandwidth.
+    let rate = |tps: f64, fractions: &[f64]| {
+        if fractions.is_empty() {
+            "-".to_string()
+        } else {
             format!(
                 "{:.1} ({:.0}%)",
                 streamed * tps / 1e9,
-                100.0 * streamed * tps / 1e9 / bw
+                100.0 * quantbench::stats::median(fractions)
             )
-        } else {
-            "-".into()
         }
     };
+    let bw = if bws.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.1}", quantbench::stats::median(&bws))
+    };
     println!(
-        "{} {name}: quantbench {q:.1} tok/s, llama.cpp {l:.1} tok/s (medians), ratio median {r:.3}, range {lo:.3}-{hi:.3}, {above} of {rounds} rounds >= 1.00; GB/s (of {bw:.1} measured): quantbench {}, llama.cpp {}",
+        "{} {name}: quantbench {q:.1} tok/s, llama.cpp {l:.1} tok/s (medians), ratio median {r:.3}, range {lo:.3}-{hi:.3}, {above} of {rounds} rounds >= 1.00; GB/s (fraction: median over the rounds of the read bandwidth measured in each, median {bw}): quantbench {}, llama.cpp {}",
         args[0],
-        rate(q),
-        rate(l),
+        rate(q, &q_frac),
+        rate(l, &l_frac),
     );
     // One row for lockstep.sh's table.
     let file = std::path::Path::new(&args[0])
@@ -172,8 +190,8 @@ fn main() {
         .unwrap_or_default();
     println!(
         "row| {file} | {name} | {q:.1} | {l:.1} | {r:.3}x | {lo:.2}-{hi:.2} | {above} of {rounds} | {} | {} |",
-        rate(q),
-        rate(l)
+        rate(q, &q_frac),
+        rate(l, &l_frac)
     );
 }
 

@@ -50,30 +50,71 @@ pub fn measure() -> Bandwidth {
     measure_with(BUFFER_BYTES, REPETITIONS)
 }
 
+/// A buffer far larger than the caches, made once and read again and again: the read
+/// bandwidth of a moment, as often as a caller needs it (`examples/lockstep.rs` reads it
+/// every round, beside each pair of repetitions).
+pub struct ReadProbe {
+    src: Vec<u64>,
+    chunk: usize,
+}
+
+impl ReadProbe {
+    /// A probe of `buffer_bytes` (at least 8 KB per thread of the current rayon pool), on
+    /// 2 MB pages where the weights go there (crate::kernel::pages), written with
+    /// distinct values so that no page is shared zero memory.
+    pub fn new(buffer_bytes: usize) -> ReadProbe {
+        let threads = rayon::current_num_threads().max(1);
+        let words = (buffer_bytes / 8).max(threads * 1024);
+        let pages = crate::kernel::pages::loading();
+        let src: Vec<u64> = (0..words as u64).into_par_iter().collect();
+        drop(pages);
+        ReadProbe {
+            chunk: words.div_ceil(threads),
+            src,
+        }
+    }
+
+    /// Bytes of the buffer.
+    pub fn bytes(&self) -> usize {
+        self.src.len() * 8
+    }
+
+    /// The fastest of `repetitions` reads of the whole buffer on the current rayon pool
+    /// (a sum of every word), seconds.
+    pub fn best_read_seconds(&self, repetitions: usize) -> f64 {
+        let mut best = f64::INFINITY;
+        for _ in 0..repetitions.max(1) {
+            let t = Instant::now();
+            let sum: u64 = self
+                .src
+                .par_chunks(self.chunk)
+                .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
+                .reduce(|| 0, u64::wrapping_add);
+            let s = t.elapsed().as_secs_f64();
+            std::hint::black_box(sum);
+            best = best.min(s);
+        }
+        best
+    }
+
+    /// The read rate of the fastest of `repetitions` reads, GB/s.
+    pub fn read_gbps(&self, repetitions: usize) -> f64 {
+        self.bytes() as f64 / self.best_read_seconds(repetitions) / 1e9
+    }
+}
+
 /// [`measure`] with a chosen buffer size and repetition count (tests use small ones).
 pub fn measure_with(buffer_bytes: usize, repetitions: usize) -> Bandwidth {
     let t0 = Instant::now();
     let threads = rayon::current_num_threads().max(1);
-    let words = (buffer_bytes / 8).max(threads * 1024);
-    // On 2 MB pages where the weights go there (crate::kernel::pages): the yardstick is
-    // what memory can do for them. Written with distinct values so that no page is
-    // shared zero memory.
+    let probe = ReadProbe::new(buffer_bytes);
+    let read_best = probe.best_read_seconds(repetitions);
+    let src = &probe.src;
+    let words = src.len();
+    // The copy's destination, on 2 MB pages as the source.
     let pages = crate::kernel::pages::loading();
-    let src: Vec<u64> = (0..words as u64).into_par_iter().collect();
     let mut dst: Vec<u64> = vec![1; words / 2];
     drop(pages);
-    let chunk = words.div_ceil(threads);
-    let mut read_best = f64::INFINITY;
-    for _ in 0..repetitions.max(1) {
-        let t = Instant::now();
-        let sum: u64 = src
-            .par_chunks(chunk)
-            .map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
-            .reduce(|| 0, u64::wrapping_add);
-        let s = t.elapsed().as_secs_f64();
-        std::hint::black_box(sum);
-        read_best = read_best.min(s);
-    }
     let half = words / 2;
     let copy_chunk = half.div_ceil(threads);
     let mut copy_best = f64::INFINITY;

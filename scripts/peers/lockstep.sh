@@ -6,7 +6,7 @@
 # by ±30% between minutes; repetitions a few hundred milliseconds apart do not, so the
 # median of the per-round ratios is the comparison to quote. Prints one line per cell
 # (tokens/s of each, the ratio of every round, and for decode the weight-streaming rate
-# each reaches with its fraction of the bandwidth measured at the cell's start) and, at
+# each reaches with its fraction of the read bandwidth measured in the same round) and, at
 # the end, a table (also in $CACHE/runs/lockstep-STAMP/table.md).
 #
 #   bash scripts/peers/lockstep.sh                                 # both models, six types, three tests
@@ -63,7 +63,7 @@ for MODEL in $MODELS; do
   done
 done
 {
-  echo "| file | test | quantbench tok/s | llama.cpp tok/s | ratio (median of rounds) | range | rounds >= 1.00 | quantbench GB/s (of measured) | llama.cpp GB/s (of measured) |"
+  echo "| file | test | quantbench tok/s | llama.cpp tok/s | ratio (median of rounds) | range | rounds >= 1.00 | quantbench GB/s (of the round's bandwidth) | llama.cpp GB/s (of the round's bandwidth) |"
   echo "|---|---|---:|---:|---:|---|---|---:|---:|"
   sed -n 's/^row|/|/p' "$OUT/log.txt"
 } > "$OUT/table.md"
