@@ -32,11 +32,6 @@ use std::cell::RefCell;
 
 use candle_core::DType;
 
-#[cfg(target_arch = "x86_64")]
-mod bf16;
-#[cfg(target_arch = "x86_64")]
-mod f16;
-
 /// The float formats with a kernel here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -131,6 +126,48 @@ struct Operands {
     k: usize,
 }
 
+/// The body of a 16-lane prompt kernel's `panel` (weight rows `$r0 .. $r1`, all `$m`
+/// activation rows): 6 activation rows at a time against every 4 weight rows of the
+/// panel, then the weight rows past the last 4 one by one, each by `$tile::<R, C>(o,
+/// weight row, activation row)` (the f16 and bf16 kernels' shared walk).
+#[cfg(target_arch = "x86_64")]
+macro_rules! walk_panel {
+    ($tile:ident, $o:expr, $r0:expr, $r1:expr, $m:expr) => {{
+        macro_rules! at {
+            ($r:literal, $take:expr, $w:expr, $a:expr) => {
+                match $take {
+                    6 => $tile::<$r, 6>($o, $w, $a),
+                    5 => $tile::<$r, 5>($o, $w, $a),
+                    4 => $tile::<$r, 4>($o, $w, $a),
+                    3 => $tile::<$r, 3>($o, $w, $a),
+                    2 => $tile::<$r, 2>($o, $w, $a),
+                    _ => $tile::<$r, 1>($o, $w, $a),
+                }
+            };
+        }
+        let mut c = 0;
+        while c < $m {
+            let take = ($m - c).min(6);
+            let mut r = $r0;
+            while r + 4 <= $r1 {
+                at!(4, take, r, c);
+                r += 4;
+            }
+            while r < $r1 {
+                at!(1, take, r, c);
+                r += 1;
+            }
+            c += take;
+        }
+    }};
+}
+
+// After `walk_panel`, which they use.
+#[cfg(target_arch = "x86_64")]
+mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod f16;
+
 /// A prompt product's operands on 16-bit weights (f16 or bf16): `n × k` weights, `m × k`
 /// activations already rounded to the weights' format (as 16-bit floats, `X = u16`, or
 /// held as f32, `X = f32`), `m × n` f32 outputs (row-major, all three).
@@ -160,6 +197,33 @@ simd_fn! {
         let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
         let h = _mm256_add_ps(_mm512_castps512_ps256(s), high);
         _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+    }
+
+    /// A 16-lane prompt tile's sums (`R` weight rows by `C` activation rows) stored as its
+    /// outputs: with 4 weight rows, the 4 sums of one activation row reduced together and
+    /// stored as the 4 adjacent outputs they are.
+    // `acc[r][c]` over constant indices, as the tiles index their accumulators.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    unsafe fn store_tile<const R: usize, const C: usize, X>(
+        acc: &[[__m512; C]; R],
+        o: &Halves<X>,
+        w_row: usize,
+        a_row: usize,
+    ) {
+        if R == 4 {
+            for c in 0..C {
+                // `% R`: constant indices in bounds in the other instantiations (dead here).
+                let v = sum4(acc[0][c], acc[1 % R][c], acc[2 % R][c], acc[3 % R][c]);
+                _mm_storeu_ps(o.out.add((a_row + c) * o.n + w_row), v);
+            }
+        } else {
+            for (r, row) in acc.iter().enumerate() {
+                for (c, &a) in row.iter().enumerate() {
+                    *o.out.add((a_row + c) * o.n + w_row + r) = _mm512_reduce_add_ps(a);
+                }
+            }
+        }
     }
 
 }

@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::sum4;
+use super::store_tile;
 use super::Halves as Operands;
 
 macro_rules! bf16_fn {
@@ -105,50 +105,13 @@ bf16_fn! {
             let mask: __mmask32 = ((1u64 << (o.k - k32)) - 1) as u32;
             step!(true, k32, mask);
         }
-        if R == 4 {
-            for c in 0..C {
-                // `% R`: constant indices in bounds in the other instantiations (dead here).
-                let v = sum4(acc[0][c], acc[1 % R][c], acc[2 % R][c], acc[3 % R][c]);
-                _mm_storeu_ps(o.out.add((a_row + c) * o.n + w_row), v);
-            }
-        } else {
-            for r in 0..R {
-                for c in 0..C {
-                    *o.out.add((a_row + c) * o.n + w_row + r) = _mm512_reduce_add_ps(acc[r][c]);
-                }
-            }
-        }
+        store_tile(&acc, o, w_row, a_row);
     }
 
     /// The prompt product for weight rows `r0 .. r1` (a panel) and all `m` activation
     /// rows: 6 activation rows at a time against every 4 weight rows, then the weight
     /// rows past the last 4 one by one.
     pub(super) unsafe fn panel(o: &Operands, (r0, r1): (usize, usize), m: usize) {
-        macro_rules! at {
-            ($r:literal, $take:expr, $w:expr, $a:expr) => {
-                match $take {
-                    6 => tile::<$r, 6>(o, $w, $a),
-                    5 => tile::<$r, 5>(o, $w, $a),
-                    4 => tile::<$r, 4>(o, $w, $a),
-                    3 => tile::<$r, 3>(o, $w, $a),
-                    2 => tile::<$r, 2>(o, $w, $a),
-                    _ => tile::<$r, 1>(o, $w, $a),
-                }
-            };
-        }
-        let mut c = 0;
-        while c < m {
-            let take = (m - c).min(6);
-            let mut r = r0;
-            while r + 4 <= r1 {
-                at!(4, take, r, c);
-                r += 4;
-            }
-            while r < r1 {
-                at!(1, take, r, c);
-                r += 1;
-            }
-            c += take;
-        }
+        walk_panel!(tile, o, r0, r1, m)
     }
 }
