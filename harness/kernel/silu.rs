@@ -2,10 +2,10 @@
 //! candle's definition), fused into one pass: 16 lanes (AVX-512) or 8 (AVX2) with the
 //! vectorised `e^x` of [`super::vexp`], shared out on candle's thread pool when long.
 //!
-//! candle computes it as two ops — `silu` element by element with libm's `expf`, then a
-//! multiplication — each writing a fresh tensor: at a 512-token prompt of Llama 3.2 1B,
-//! 4.2 million exponentials and two 16 MB tensors a layer, on one thread for the
-//! exponentials (0.8% of a prompt's samples on `__expf_fma`, where the products take 90%).
+//! candle computes it as two ops — `silu` element by element with libm's `expf` (on its
+//! pool), then a multiplication — each writing a fresh tensor: at a 512-token prompt of
+//! Llama 3.2 1B, 4.2 million exponentials and two 16 MB tensors a layer (0.8% of a
+//! prompt's samples on `__expf_fma`, where the products take 90%).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
