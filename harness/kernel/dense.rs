@@ -11,16 +11,17 @@
 //! From [`GEMM_ROWS`] activation rows on (a prompt, a quality window) the products
 //! change shape: f16 runs quantbench's own prompt kernels (on AVX2, 4 × 3 register tiles
 //! over panels of 64 or 256 weight rows, the tile's loop in inline assembly, both
-//! operands f16 widened as they are loaded; on AVX-512, `dense::f16`'s 4 × 6 tiles on the same
-//! panels, activations held as f32), f32 and bf16 a packed GEMM (the `gemm` crate) on
-//! weight panels widened to f32.
+//! operands f16 widened as they are loaded; on AVX-512, `dense::f16`'s 4 × 6 tiles on
+//! the same panels, activations held as f32), f32 and bf16 a packed GEMM (the `gemm`
+//! crate) on weight panels widened to f32.
 //!
 //! f16 and bf16 products take their activations rounded to their format
 //! ([`round_to_f16`], [`round_to_bf16`]), as llama.cpp, candle and PyTorch do, so that
 //! each product is exact and only the order of the f32 sums depends on the kernel; the
-//! f16 prompt kernel then streams half the activation bytes (202-203 GFLOP/s on Llama
-//! 3.2 1B's four shapes at 512 rows against 185-195 with f32 activations, `cargo run
-//! --release --example prompt -- f16`, Zen 4). On CPUs with AVX512_BF16 bf16 prompts run on
+//! AVX2 f16 prompt kernel then streams half the activation bytes (202-203 GFLOP/s on
+//! Llama 3.2 1B's four shapes at 512 rows against 185-195 with f32 activations, `cargo
+//! run --release --example prompt -- f16`, Zen 4, when it ran there; the AVX-512 kernel
+//! that replaced it on such CPUs, `dense::f16`, holds them as f32 and is faster). On CPUs with AVX512_BF16 bf16 prompts run on
 //! `vdpbf16ps` (`bf16`, 32 products an instruction): 303-318 GFLOP/s on Llama 3.2 1B's
 //! shapes, against the f32 GEMM's 193-198 (`cargo run --release --example prompt --
 //! bf16`, then `-- f32`, Zen 4); decode stays on the dot tiles above.
@@ -225,7 +226,6 @@ simd_fn! {
             }
         }
     }
-
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -587,9 +587,9 @@ mod avx2 {
 /// products': 16-bit weights exactly widened, f32 activations (bf16's rounded to bf16),
 /// f32 sums.
 ///
-/// f16 weights take the prompt kernels instead ([`avx2::panel`], on AVX-512 `f16::panel`: the same arithmetic,
-/// both operands widened in registers). When it took f32 activations (on the Zen 3 of
-/// the time), overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the two ways
+/// f16 weights take the prompt kernels instead ([`avx2::panel`], on AVX-512
+/// `f16::panel`: the same arithmetic, the f16 weights widened in registers). When the
+/// AVX2 one took f32 activations (on the Zen 3 of the time), overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the two ways
 /// alternating in one process (a throwaway copy of `examples/prompt.rs`, 6 passes
 /// each), three such runs in different phases of this VM: kernel 165.0-167.8
 /// against the GEMM's 154.2, 170.6 against 153.0, 147.9-156.3 against 130.2 (of an FMA
@@ -680,10 +680,11 @@ fn prompt_panel_rows(k: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 type PanelKernel<X = u16> = unsafe fn(&Halves<X>, (usize, usize), usize);
 
-/// The prompt path of [`matmul_at`] on 16-bit operands: `out = x · wᵀ`, `x` the
-/// activations already rounded to the weights' format (`m × k` bits), by `kernel` (the
-/// f16 [`avx2::panel`] or the bf16 [`bf16::panel`]) over panels of `panel` weight rows
-/// shared out on candle's pool. The caller checked the kernel's CPU features.
+/// The prompt path of [`matmul_at`] on 16-bit weights: `out = x · wᵀ`, `x` the `m × k`
+/// activations already rounded to the weights' format (16-bit floats, or f32 for
+/// `f16::panel`), by `kernel` (the f16 [`avx2::panel`] or `f16::panel`, the bf16
+/// [`bf16::panel`]) over panels of `panel` weight rows shared out on candle's pool. The
+/// caller checked the kernel's CPU features.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn half_product<X>(
