@@ -81,13 +81,19 @@ fn run_one(
 ) -> Result<ExitCode> {
     // Check everything that can be checked before any model loads: the scenario, the
     // model's files, the device, the prompt, and the output folder.
-    let prepared = runner::prepare(&scenario, scenario_file)?;
+    let mut prepared = runner::prepare(&scenario, scenario_file)?;
     quantbench::interrupt::install_handler()?;
     let dir = match out {
         Some(d) => d,
         None => default_dir(Path::new("reports"), &scenario.name)?,
     };
     let _lock = prepare_dir(&dir)?;
+    // The quality pass keeps its reference distributions in the run's own folder while
+    // the run lasts, where a run killed meanwhile leaves them for the next to sweep.
+    prepared.evaluation = prepared
+        .evaluation
+        .take()
+        .map(|e| e.with_scratch_dir(dir.clone()));
     let (probes, missing) = Probes::for_device(&prepared.device_name);
     for m in &missing {
         if !quiet {
@@ -255,10 +261,24 @@ fn prepare_dir(dir: &Path) -> Result<DirLock> {
             dir.display()
         );
     };
-    if dir.join("results.json").exists() {
+    if quantbench::fsutil::exists_at_all(&dir.join("results.json")) {
         quantbench::bad_input!(
             "{} already holds a results.json; choose another --out or remove it",
             dir.display()
+        );
+    }
+    // A run writes these names; files already there are someone else's.
+    let theirs: Vec<&str> = report::OUTPUT_FILES
+        .iter()
+        .chain(report::TEST_FILES.iter())
+        .copied()
+        .filter(|f| quantbench::fsutil::exists_at_all(&dir.join(f)))
+        .collect();
+    if !theirs.is_empty() {
+        quantbench::bad_input!(
+            "{} already holds {}, which a run writes and would replace; choose another --out",
+            dir.display(),
+            theirs.join(", ")
         );
     }
     Ok(guard)

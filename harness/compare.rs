@@ -262,6 +262,10 @@ pub struct Row {
     pub threshold_percent: f64,
     pub basis: Basis,
     pub verdict: Verdict,
+    /// What the two sides measured differently (model, prompt, new tokens), when
+    /// `compare --allow-different` let such runs be compared: said on every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differs: Option<String>,
 }
 
 /// An environment field that differs between the runs.
@@ -272,10 +276,126 @@ pub struct EnvDiff {
     pub new: String,
 }
 
+/// What a run measured, apart from the machine and build: the model and the prompt.
+/// Runs that differ here measured different things; their figures are never pooled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    pub model: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+}
+
+impl Measured {
+    pub fn of(r: &RunRecord) -> Self {
+        let m = &r.model;
+        Measured {
+            model: format!(
+                "{} ({}, {} parameters, {} layers of width {}, vocabulary {})",
+                m.spec, m.architecture, m.parameters, m.n_layer, m.n_embd, m.vocab_size
+            ),
+            prompt_tokens: r
+                .variants
+                .first()
+                .map(|v| v.prompt_token_ids.len())
+                .unwrap_or(0),
+            new_tokens: r.scenario.new_tokens,
+        }
+    }
+
+    /// "model A vs B; new tokens 50 vs 20" for what differs from `other`; empty when
+    /// nothing does.
+    pub fn differences(&self, other: &Measured) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.model != other.model {
+            d.push(format!("model {} vs {}", self.model, other.model));
+        }
+        if self.prompt_tokens != other.prompt_tokens {
+            d.push(format!(
+                "prompt of {} vs {} tokens",
+                self.prompt_tokens, other.prompt_tokens
+            ));
+        }
+        if self.new_tokens != other.new_tokens {
+            d.push(format!(
+                "{} vs {} new tokens",
+                self.new_tokens, other.new_tokens
+            ));
+        }
+        d
+    }
+}
+
+/// Refuse runs that cannot be compared: a run given twice (the same file, or a copy of
+/// one run), a side whose runs measured different things (their figures would be pooled
+/// into a median no run has), or sides that measured different things unless
+/// `allow_different`. Each run comes with the path it was read from. Returns, when the
+/// sides differ and that is allowed, what differs.
+pub fn check_comparable(
+    base: &[(std::path::PathBuf, RunRecord)],
+    new: &[(std::path::PathBuf, RunRecord)],
+    allow_different: bool,
+) -> Result<Option<String>, String> {
+    let all: Vec<&(std::path::PathBuf, RunRecord)> = base.iter().chain(new).collect();
+    for (i, (p, r)) in all.iter().enumerate() {
+        for (q, o) in &all[..i] {
+            let same_file = crate::fsutil::same_file(p, q);
+            let same_run = r == o;
+            if same_file || same_run {
+                return Err(format!(
+                    "{} and {} are {}: a run counts once (give each run one path)",
+                    q.display(),
+                    p.display(),
+                    if same_file {
+                        "the same file"
+                    } else {
+                        "copies of one run (the same record, field for field)"
+                    }
+                ));
+            }
+        }
+    }
+    for (side, runs) in [("base", base), ("new", new)] {
+        let Some((first_path, first)) = runs.first() else {
+            continue;
+        };
+        let m = Measured::of(first);
+        for (p, r) in &runs[1..] {
+            let d = m.differences(&Measured::of(r));
+            if !d.is_empty() {
+                return Err(format!(
+                    "the {side} side mixes runs that measured different things ({} against {}: {}); a side's runs are repeats of one measurement, pooled into one median: give them as separate comparisons",
+                    first_path.display(),
+                    p.display(),
+                    d.join("; ")
+                ));
+            }
+        }
+    }
+    let (Some((bp, b)), Some((np, n))) = (base.first(), new.first()) else {
+        return Ok(None);
+    };
+    let d = Measured::of(b).differences(&Measured::of(n));
+    if d.is_empty() {
+        return Ok(None);
+    }
+    let said = d.join("; ");
+    if !allow_different {
+        return Err(format!(
+            "{} and {} measured different things ({said}); compare judges one measurement across runs. Pass --allow-different to compare them anyway (every row then says what differs)",
+            bp.display(),
+            np.display()
+        ));
+    }
+    Ok(Some(said))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
     pub base_label: String,
     pub new_label: String,
+    /// What the sides measured differently, when compared anyway (also on every row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differs: Option<String>,
     /// Runs on each side.
     pub base_runs: usize,
     pub new_runs: usize,
@@ -416,15 +536,23 @@ pub fn compare_runs(
             }
         }
     }
+    let differs = match (base.first(), new.first()) {
+        (Some(b), Some(n)) => {
+            let d = Measured::of(b).differences(&Measured::of(n));
+            (!d.is_empty()).then(|| d.join("; "))
+        }
+        _ => None,
+    };
+    for r in &mut rows {
+        r.differs = differs.clone();
+    }
     Comparison {
         base_label: base_label.to_string(),
         new_label: new_label.to_string(),
+        differs,
         base_runs: base.len(),
         new_runs: new.len(),
-        environment_differences: match (base.first(), new.first()) {
-            (Some(b), Some(n)) => environment_differences(b, n),
-            _ => Vec::new(),
-        },
+        environment_differences: environment_differences_of(base, new),
         rows,
         unmatched,
     }
@@ -504,6 +632,7 @@ fn judge_with(
         threshold_percent: threshold,
         basis,
         verdict,
+        differs: None,
     }
 }
 
@@ -555,6 +684,40 @@ pub fn bootstrap_ci(base: &[f64], new: &[f64], opts: &Options) -> (f64, f64) {
 
 /// The environment fields whose values differ, side by side.
 pub fn environment_differences(base: &RunRecord, new: &RunRecord) -> Vec<EnvDiff> {
+    environment_differences_of(std::slice::from_ref(base), std::slice::from_ref(new))
+}
+
+/// The environment fields whose values differ between the sides or within one (every
+/// run of each side read): each side's values, " / " between a side's several.
+pub fn environment_differences_of(base: &[RunRecord], new: &[RunRecord]) -> Vec<EnvDiff> {
+    let side = |runs: &[RunRecord]| -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in runs {
+            for (k, v) in flat_environment(r) {
+                let vals = m.entry(k).or_default();
+                if !vals.contains(&v) {
+                    vals.push(v);
+                }
+            }
+        }
+        m
+    };
+    let (b, n) = (side(base), side(new));
+    let keys: std::collections::BTreeSet<&String> = b.keys().chain(n.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let bv = b.get(k).cloned().unwrap_or_default();
+            let nv = n.get(k).cloned().unwrap_or_default();
+            (bv != nv || bv.len() > 1 || nv.len() > 1).then(|| EnvDiff {
+                field: k.clone(),
+                base: bv.join(" / "),
+                new: nv.join(" / "),
+            })
+        })
+        .collect()
+}
+
+fn flat_environment(r: &RunRecord) -> BTreeMap<String, String> {
     let flat = |r: &RunRecord| -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         if let serde_json::Value::Object(o) =
@@ -574,17 +737,7 @@ pub fn environment_differences(base: &RunRecord, new: &RunRecord) -> Vec<EnvDiff
         }
         m
     };
-    let (b, n) = (flat(base), flat(new));
-    b.iter()
-        .filter_map(|(k, bv)| {
-            let nv = n.get(k).cloned().unwrap_or_default();
-            (bv != &nv).then(|| EnvDiff {
-                field: k.clone(),
-                base: bv.clone(),
-                new: nv,
-            })
-        })
-        .collect()
+    flat(r)
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
@@ -605,6 +758,12 @@ fn fmt_ci(r: &Row) -> String {
 pub fn render_text(c: &Comparison) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "base: {}\nnew:  {}", c.base_label, c.new_label);
+    if let Some(d) = &c.differs {
+        let _ = writeln!(
+            o,
+            "\nTHE SIDES MEASURED DIFFERENT THINGS: {d}; every row compares them"
+        );
+    }
     if c.environment_differences.is_empty() {
         let _ = writeln!(o, "\nsame machine and build (no environment field differs)");
     } else {
@@ -630,6 +789,9 @@ pub fn render_text(c: &Comparison) -> String {
             fmt_ci(r),
             r.verdict.label()
         );
+        if let Some(d) = &r.differs {
+            let _ = writeln!(o, "{:<8} (differs: {d})", "");
+        }
     }
     for u in &c.unmatched {
         let _ = writeln!(o, "not compared: {u}");
@@ -646,6 +808,12 @@ pub fn render_markdown(c: &Comparison) -> String {
         "### quantbench compare\n\nbase: `{}`  \nnew: `{}`\n",
         c.base_label, c.new_label
     );
+    if let Some(d) = &c.differs {
+        let _ = writeln!(
+            o,
+            "**The sides measured different things: {d}; every row compares them.**\n"
+        );
+    }
     if !c.environment_differences.is_empty() {
         let _ = writeln!(o, "| environment | base | new |\n|---|---|---|");
         for d in &c.environment_differences {
@@ -655,11 +823,14 @@ pub fn render_markdown(c: &Comparison) -> String {
     }
     let _ = writeln!(o, "| variant | metric | base | new | change | 95% CI | verdict |\n|---|---|---:|---:|---:|---:|---|");
     for r in &c.rows {
-        let verdict = if r.verdict.is_regression() {
+        let mut verdict = if r.verdict.is_regression() {
             format!("**{}**", r.verdict.label())
         } else {
             r.verdict.label().to_string()
         };
+        if let Some(d) = &r.differs {
+            verdict += &format!(" (differs: {d})");
+        }
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {:+.1}% | {} | {} |",

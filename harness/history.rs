@@ -59,16 +59,29 @@ impl Point {
 
 /// Every results.json under `dirs` (files may be named directly), sorted by path.
 pub fn find_results(dirs: &[PathBuf]) -> Vec<PathBuf> {
-    fn walk(p: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt;
+    type Seen = HashSet<(u64, u64)>;
+    // Each folder and each file is taken once by its device and inode: a symbolic link
+    // back up the tree (a loop) or a second way to one run adds nothing.
+    fn first_visit(p: &Path, seen: &mut Seen) -> bool {
+        std::fs::metadata(p).is_ok_and(|m| seen.insert((m.dev(), m.ino())))
+    }
+    fn walk(p: &Path, out: &mut Vec<PathBuf>, dirs: &mut Seen, files: &mut Seen, depth: usize) {
         if p.is_file() {
-            out.push(p.to_path_buf());
-        } else if p.is_dir() && depth < 16 {
+            if first_visit(p, files) {
+                out.push(p.to_path_buf());
+            }
+        } else if p.is_dir() && depth < 16 && first_visit(p, dirs) {
             if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    let path = e.path();
+                let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+                entries.sort();
+                for path in entries {
                     if path.is_dir() {
-                        walk(&path, out, depth + 1);
-                    } else if path.file_name().is_some_and(|n| n == "results.json") {
+                        walk(&path, out, dirs, files, depth + 1);
+                    } else if path.file_name().is_some_and(|n| n == "results.json")
+                        && first_visit(&path, files)
+                    {
                         out.push(path);
                     }
                 }
@@ -76,11 +89,11 @@ pub fn find_results(dirs: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
+    let (mut dirs_seen, mut files_seen) = (Seen::new(), Seen::new());
     for d in dirs {
-        walk(d, &mut out, 0);
+        walk(d, &mut out, &mut dirs_seen, &mut files_seen, 0);
     }
     out.sort();
-    out.dedup();
     out
 }
 

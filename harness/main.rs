@@ -79,15 +79,21 @@ enum Command {
         /// Where to write: a file (default: stdout); a folder for github-action-benchmark (required), which gets smaller-is-better.json and bigger-is-better.json.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace files already at --out (never a results.json or anything but a regular file).
+        #[arg(long)]
+        force: bool,
     },
     /// Re-render results.csv, report.md and the charts from a results.json (which is
     /// read only, never rewritten).
     Report {
         /// A results.json written by `quantbench run`, or the folder holding it.
         results: PathBuf,
-        /// Where to write (default: the results file's folder).
+        /// Where to write (default: the results file's folder); never a folder holding another run's results.json.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace report files already in --out that no results.json there explains.
+        #[arg(long)]
+        force: bool,
     },
     /// Generate greedily from one model at one precision, and print the text, the token
     /// ids and the weight bytes: check a model before benchmarking it.
@@ -169,6 +175,9 @@ enum Command {
         /// Exit with status 1 when any metric got worse beyond noise, or nothing was compared.
         #[arg(long)]
         fail_on_regression: bool,
+        /// Compare sides that measured different models or prompts anyway (every row says what differs).
+        #[arg(long)]
+        allow_different: bool,
     },
     /// Trends over many runs: reads every results.json under the folders, writes
     /// history.csv and a trend chart per scenario and metric (SVG and PNG).
@@ -410,22 +419,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// The environment variables quantbench (or candle, or rayon underneath it) reads,
+/// checked before anything runs: a value that is not UTF-8, or not one the variable
+/// takes, is bad input naming it; never treated as unset.
+fn check_environment() -> Result<()> {
+    fn value(name: &str) -> Result<Option<String>> {
+        match std::env::var_os(name) {
+            None => Ok(None),
+            Some(v) => match v.into_string() {
+                Ok(s) => Ok(Some(s)),
+                Err(raw) => quantbench::bad_input!(
+                    "{name}={:?} is not UTF-8 text; unset it or give one of the values it takes",
+                    raw
+                ),
+            },
+        }
+    }
+    type Check = fn(&str) -> Result<(), String>;
+    let checks: [(&str, Check); 3] = [
+        (quantbench::kernel::ENV, |v| {
+            quantbench::kernel::parse(v).map(|_| ())
+        }),
+        (quantbench::kernel::LEVEL_ENV, |v| {
+            quantbench::kernel::parse_level(v).map(|_| ())
+        }),
+        (quantbench::kernel::pages::ENV, |v| {
+            quantbench::kernel::pages::parse(v).map(|_| ())
+        }),
+    ];
+    for (name, parse) in checks {
+        if let Some(v) = value(name)? {
+            parse(&v).map_err(quantbench::InputError::new)?;
+        }
+    }
+    // Thread pools: rayon's (every product and test) and candle's (its quantized
+    // products); rayon takes 0 as "one per core".
+    let most = quantbench::workload::MAX_THREADS;
+    for name in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if let Some(v) = value(name)? {
+            match v.trim().parse::<usize>() {
+                Ok(n) if n <= most => {}
+                _ => quantbench::bad_input!(
+                    "{name}={v:?}: a thread count is a whole number from 1 to {most} (0: one per core)"
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
-    if let Ok(v) = std::env::var(quantbench::kernel::ENV) {
-        if let Err(msg) = quantbench::kernel::parse(&v) {
-            return Err(quantbench::InputError::new(msg).into());
-        }
-    }
-    if let Ok(v) = std::env::var(quantbench::kernel::LEVEL_ENV) {
-        if let Err(msg) = quantbench::kernel::parse_level(&v) {
-            return Err(quantbench::InputError::new(msg).into());
-        }
-    }
-    if let Ok(v) = std::env::var(quantbench::kernel::pages::ENV) {
-        if let Err(msg) = quantbench::kernel::pages::parse(&v) {
-            return Err(quantbench::InputError::new(msg).into());
-        }
-    }
+    check_environment()?;
     match cli.command {
         Command::Run(args) => {
             let scenario = args.scenario()?;
@@ -438,6 +482,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             noise,
             thresholds,
             fail_on_regression,
+            allow_different,
         } => {
             use quantbench::compare;
             let (base_args, new_args) = if new_runs.is_empty() {
@@ -451,28 +496,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 (runs, new_runs)
             };
-            let read_side = |args: &[PathBuf]| -> Result<(Vec<quantbench::RunRecord>, String)> {
-                let files: Vec<PathBuf> = args.iter().flat_map(|a| results_files(a)).collect();
-                let mut out = Vec::new();
-                for f in &files {
-                    out.push(quantbench::report::read_results(f)?);
-                }
-                let label = if files.len() == 1 {
-                    files[0].display().to_string()
-                } else {
-                    format!(
-                        "{} runs ({})",
-                        files.len(),
-                        args.iter()
-                            .map(|a| a.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+            let read_side =
+                |args: &[PathBuf]| -> Result<(Vec<(PathBuf, quantbench::RunRecord)>, String)> {
+                    let files: Vec<PathBuf> = args.iter().flat_map(|a| results_files(a)).collect();
+                    let mut out = Vec::new();
+                    for f in &files {
+                        out.push((f.clone(), quantbench::report::read_results(f)?));
+                    }
+                    let label = if files.len() == 1 {
+                        files[0].display().to_string()
+                    } else {
+                        format!(
+                            "{} runs ({})",
+                            files.len(),
+                            args.iter()
+                                .map(|a| a.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    Ok((out, label))
                 };
-                Ok((out, label))
-            };
             let (b, bl) = read_side(&base_args)?;
             let (n, nl) = read_side(&new_args)?;
+            compare::check_comparable(&b, &n, allow_different)
+                .map_err(quantbench::InputError::new)?;
+            let b: Vec<_> = b.into_iter().map(|(_, r)| r).collect();
+            let n: Vec<_> = n.into_iter().map(|(_, r)| r).collect();
             let opts = compare::Options {
                 noise_percent: noise,
                 thresholds: thresholds.into_iter().collect(),
@@ -555,6 +605,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             results,
             format,
             out,
+            force,
         } => {
             use quantbench::report::{atomic, export};
             let run = quantbench::report::read_results(&results_path(&results))?;
@@ -570,12 +621,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             "--format github-action-benchmark writes two files: give --out FOLDER (it gets smaller-is-better.json and bigger-is-better.json)"
                         );
                     };
+                    let names = ["smaller-is-better.json", "bigger-is-better.json"];
+                    for name in names {
+                        quantbench::fsutil::check_replaceable(&dir.join(name), "--out", force)?;
+                    }
                     quantbench::fsutil::create_output_dir(&dir)?;
                     let (smaller, bigger) = export::github_action_benchmark(&run);
-                    for (name, v) in [
-                        ("smaller-is-better.json", smaller),
-                        ("bigger-is-better.json", bigger),
-                    ] {
+                    for (name, v) in names.into_iter().zip([smaller, bigger]) {
                         let path = dir.join(name);
                         atomic::write(
                             &path,
@@ -588,6 +640,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             match out {
                 Some(path) => {
+                    quantbench::fsutil::check_replaceable(&path, "--out", force)?;
                     atomic::write(&path, text.as_bytes())?;
                     outln!("wrote {}", path.display());
                 }
@@ -595,7 +648,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { results, out } => {
+        Command::Report {
+            results,
+            out,
+            force,
+        } => {
             let results = results_path(&results);
             let run = quantbench::report::read_results(&results)?;
             let dir = out.unwrap_or_else(|| {
@@ -605,6 +662,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|p| p.to_path_buf())
                     .unwrap_or_else(|| PathBuf::from("."))
             });
+            quantbench::report::check_derived_dir(&results, &dir, force)?;
             quantbench::fsutil::create_output_dir(&dir)?;
             for f in quantbench::report::write_derived(&run, &dir)? {
                 outln!("wrote {}", f.display());
@@ -630,7 +688,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // Check the prompt and the token count against the context before loading.
             let tokenizer = source.tokenizer()?;
             quantbench::generate::check_fits(
-                tokenizer.encode(&prompt)?.len(),
+                tokenizer.encode_prompt(&prompt)?.len(),
                 new_tokens,
                 source.config.context_length(),
             )?;
@@ -639,7 +697,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let t0 = clock::synced_now(&device)?;
             let loaded = model::load(&source, q, &device)?;
             let load_s = clock::synced_seconds_since(&device, t0)?;
-            let ids = loaded.tokenizer.encode(&prompt)?;
+            let ids = loaded.tokenizer.encode_prompt(&prompt)?;
             let opts = GenerateOptions {
                 new_tokens,
                 stop_at_end_of_text: stop_at_eos,

@@ -9,7 +9,7 @@
 //! bit-identical models score exactly 0; the coding error (a step of range/65535, about
 //! 1e-4 nats) moves a KL by far less than any quantization format does.
 
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -104,7 +104,7 @@ impl Default for QualityConfig {
 impl QualityConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         for (name, v, least) in [
-            ("window", self.window, 2),
+            ("window", self.window, 3),
             ("stride", self.stride, 1),
             ("max_tokens", self.max_tokens, 2),
         ] {
@@ -113,10 +113,10 @@ impl QualityConfig {
                     name,
                     format!(
                         "quality.{name} must be at least {least} (got {v}): {}",
-                        if name == "stride" {
-                            "each window moves on by at least one token"
-                        } else {
-                            "scoring needs a token and the one after it"
+                        match name {
+                            "stride" => "each window moves on by at least one token",
+                            "window" => "a window of 2 leaves llama-perplexity's second half nothing to score",
+                            _ => "scoring needs a token and the one after it",
                         }
                     ),
                 ));
@@ -262,7 +262,9 @@ fn for_each_chunk(
     let wins = eval.windows();
     for &(begin, end, first) in &wins {
         let mut cache = Cache::new(m.config(), end - begin);
-        let hidden = m.model.hidden(&tokens[begin..end], &mut cache)?; // [1, len, c]
+        let hidden = m
+            .model
+            .hidden(&eval.window_tokens(begin, end), &mut cache)?; // [1, len, c]
         let last = end - 1; // the window's last token has no target inside it
         let mut p = first;
         while p < last {
@@ -290,6 +292,12 @@ pub struct Evaluation {
     pub window: usize,
     pub stride: usize,
     pub scoring: Scoring,
+    /// The BOS id the tokenizer starts a text with, if it adds one: llama-perplexity
+    /// puts it first in every chunk (scoring = "second-half").
+    pub bos: Option<u32>,
+    /// Where the reference's distributions are kept while the run lasts (the run's
+    /// output folder; the system's temporary folder when unset).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Evaluation {
@@ -346,13 +354,43 @@ impl Evaluation {
             window,
             stride,
             scoring: cfg.scoring,
+            bos: None,
+            scratch_dir: None,
         })
+    }
+
+    /// The tokenizer's BOS, put first in every chunk as llama-perplexity does.
+    pub fn with_bos(mut self, bos: Option<u32>) -> Self {
+        self.bos = bos;
+        self
+    }
+
+    /// Keep the reference's distributions in `dir` while the run lasts.
+    pub fn with_scratch_dir(mut self, dir: PathBuf) -> Self {
+        self.scratch_dir = Some(dir);
+        self
+    }
+
+    /// The tokens window `begin..end` feeds: the text's, with the BOS first in each
+    /// chunk of llama-perplexity's scoring when the tokenizer adds one.
+    fn window_tokens(&self, begin: usize, end: usize) -> std::borrow::Cow<'_, [u32]> {
+        let w = &self.tokens[begin..end];
+        match (self.scoring, self.bos) {
+            (Scoring::SecondHalf, Some(bos)) if w.first() != Some(&bos) => {
+                let mut v = w.to_vec();
+                v[0] = bos;
+                std::borrow::Cow::Owned(v)
+            }
+            _ => std::borrow::Cow::Borrowed(w),
+        }
     }
 }
 
 /// The f32 reference: its distributions on disk, its top-1 tokens and log-likelihood.
 pub struct Reference {
-    file: tempfile::NamedTempFile,
+    file: crate::fsutil::PartFile,
+    /// Positions whose reference logits hold NaN or infinity (no most likely token).
+    nonfinite_rows: usize,
     pub positions: usize,
     pub windows: usize,
     vocab: usize,
@@ -376,18 +414,25 @@ impl Reference {
         generated_token_ids: Vec<u32>,
     ) -> Result<Self> {
         let t0 = crate::clock::synced_now(m.device())?;
-        let file = tempfile::Builder::new()
-            .prefix("quantbench-reference-")
-            .tempfile()
+        let dir = eval.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let file = crate::fsutil::PartFile::create(&dir, "reference")
             .context("creating the reference file for the quality pass")?;
-        let mut w = BufWriter::with_capacity(1 << 20, file.reopen()?);
+        let path = file.path().to_path_buf();
+        let writing = |e: std::io::Error| {
+            anyhow::anyhow!(
+                "writing the quality pass's reference distributions to {}: {e}",
+                path.display()
+            )
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, file.file().try_clone().map_err(writing)?);
+        let mut nonfinite_rows = 0usize;
         let mut top1 = Vec::new();
         let mut nlls = Vec::new();
         let mut vocab = 0;
         let mut self_kls = Vec::new();
         let windows = for_each_chunk(m, eval, |targets, rows| {
             // The heavy per-row work in parallel, the writing in order.
-            let coded: Vec<(f64, u32, f64, Coded)> = rows
+            let coded: Vec<(f64, u32, f64, bool, Coded)> = rows
                 .par_iter()
                 .zip(targets)
                 .map(|(logits, &target)| {
@@ -399,24 +444,35 @@ impl Reference {
                         -(lp[target as usize] as f64),
                         argmax(logits),
                         kl_divergence(&back, &back),
+                        logits.iter().all(|x| x.is_finite()),
                         coded,
                     )
                 })
                 .collect();
-            for (row_nll, top, self_kl, (min, step, codes)) in coded {
+            for (row_nll, top, self_kl, finite, (min, step, codes)) in coded {
                 vocab = codes.len();
                 nlls.push(row_nll);
                 top1.push(top);
                 self_kls.push(self_kl);
-                w.write_all(&min.to_le_bytes())?;
-                w.write_all(&step.to_le_bytes())?;
+                nonfinite_rows += usize::from(!finite);
                 let bytes: Vec<u8> = codes.iter().flat_map(|c| c.to_le_bytes()).collect();
-                w.write_all(&bytes)?;
+                w.write_all(&min.to_le_bytes())
+                    .and_then(|_| w.write_all(&step.to_le_bytes()))
+                    .and_then(|_| w.write_all(&bytes))
+                    .map_err(writing)?;
             }
             Ok(())
         })?;
-        w.flush().context("writing the reference distributions")?;
+        w.flush().map_err(writing)?;
         let positions = top1.len();
+        if positions == 0 {
+            crate::bad_input!(
+                "the quality pass scores no position: {} windows of {} tokens over {} tokens leave nothing to score; use a larger quality.window or a longer text",
+                windows,
+                eval.window,
+                eval.tokens.len()
+            );
+        }
         let perplexity = (nlls.iter().sum::<f64>() / positions as f64).exp();
         let seconds = crate::clock::synced_seconds_since(m.device(), t0)?;
         let mut own = QualityRecord::from_positions(
@@ -428,8 +484,10 @@ impl Reference {
             seconds,
         );
         own.is_reference = true;
+        own.top1_needs_finite_rows(0, nonfinite_rows);
         Ok(Reference {
             file,
+            nonfinite_rows,
             positions,
             windows,
             vocab,
@@ -455,10 +513,18 @@ impl Reference {
         generated: &[u32],
     ) -> Result<QualityRecord> {
         let t0 = crate::clock::synced_now(m.device())?;
-        let mut r = BufReader::with_capacity(1 << 20, self.file.reopen()?);
-        r.rewind()?;
+        let mut r = BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(self.file.path()).with_context(|| {
+                format!(
+                    "reading the reference distributions back from {}",
+                    self.file.path().display()
+                )
+            })?,
+        );
         let mut kls = Vec::with_capacity(self.positions);
         let mut same = 0usize;
+        let mut nonfinite = 0usize;
         let mut nlls = Vec::with_capacity(self.positions);
         let row_bytes = 8 + 2 * self.vocab;
         let mut raw = Vec::new();
@@ -475,7 +541,7 @@ impl Reference {
             // Read the reference rows of this chunk in order, then work on them in parallel.
             raw.resize(row_bytes * rows.len(), 0);
             r.read_exact(&mut raw)?;
-            let results: Vec<(f64, f64, bool)> = rows
+            let results: Vec<(f64, f64, bool, bool)> = rows
                 .par_iter()
                 .zip(targets)
                 .zip(raw.par_chunks(row_bytes))
@@ -495,13 +561,15 @@ impl Reference {
                         kl_divergence(&lp, &lq),
                         -(lq_exact[target as usize] as f64),
                         argmax(logits) == ref_top,
+                        logits.iter().all(|x| x.is_finite()),
                     )
                 })
                 .collect();
-            for (kl, row_nll, same_top) in results {
+            for (kl, row_nll, same_top, finite) in results {
                 kls.push(kl);
                 nlls.push(row_nll);
                 same += same_top as usize;
+                nonfinite += usize::from(!finite);
             }
             idx += rows.len();
             Ok(())
@@ -517,14 +585,16 @@ impl Reference {
             .zip(generated)
             .take_while(|(a, b)| a == b)
             .count();
-        Ok(QualityRecord::from_positions(
+        let mut q = QualityRecord::from_positions(
             &kls,
             same,
             &nlls,
             &self.nll,
             leading,
             crate::clock::synced_seconds_since(m.device(), t0)?,
-        ))
+        );
+        q.top1_needs_finite_rows(nonfinite, self.nonfinite_rows);
+        Ok(q)
     }
 }
 
@@ -736,6 +806,27 @@ impl QualityRecord {
             gate: None,
             notes,
         }
+    }
+
+    /// Same-top-1 means nothing where a row of logits holds NaN or infinity (no token is
+    /// the most likely; argmax falls on the first): absent, with a note, when any of the
+    /// variant's (`variant`) or the reference's (`reference`) rows did.
+    pub fn top1_needs_finite_rows(&mut self, variant: usize, reference: usize) {
+        if variant == 0 && reference == 0 {
+            return;
+        }
+        self.same_top1 = None;
+        self.same_top1_stderr = None;
+        self.notes.push(format!(
+            "same_top1 is absent: {} of {} positions' logits hold NaN or infinity ({}), so no token is the most likely there",
+            variant.max(reference),
+            self.positions,
+            match (variant > 0, reference > 0) {
+                (true, true) => "the variant's and the reference's",
+                (true, false) => "the variant's",
+                _ => "the reference's",
+            }
+        ));
     }
 
     /// Apply the scenario's thresholds. An absent figure fails the gate it is needed by.

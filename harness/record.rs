@@ -312,6 +312,80 @@ impl VariantRecord {
     }
 }
 
+/// A workload test's own figures: one sequence at least, each summary finite and >= 0
+/// (its n at least 1), the fraction of bandwidth >= 0, and a test that ran holding the
+/// repetitions its figures come from, each with its decode steps.
+fn check_test(t: &crate::workload::TestRecord) -> Result<(), String> {
+    use crate::workload::TestStatus;
+    if t.test.batch == 0 {
+        return Err("batch = 0: a test decodes at least one sequence".into());
+    }
+    if t.test.threads == Some(0) {
+        return Err("threads = 0: a test runs on at least one thread".into());
+    }
+    let summaries = [
+        ("prefill_tokens_per_second", &t.prefill_tokens_per_second),
+        (
+            "time_to_first_token_seconds",
+            &t.time_to_first_token_seconds,
+        ),
+        ("decode_tokens_per_second", &t.decode_tokens_per_second),
+        ("decode_step_p50_seconds", &t.decode_step_p50_seconds),
+        ("decode_step_p90_seconds", &t.decode_step_p90_seconds),
+        ("decode_step_p99_seconds", &t.decode_step_p99_seconds),
+        ("decode_bandwidth_gbps", &t.decode_bandwidth_gbps),
+    ];
+    for (name, s) in summaries {
+        let Some(s) = s else { continue };
+        for (f, x) in [
+            ("median", s.median),
+            ("mean", s.mean),
+            ("min", s.min),
+            ("max", s.max),
+            ("stddev", s.stddev),
+            ("mad", s.mad),
+        ] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(format!(
+                    "{name}.{f} = {x} is impossible (times and rates are finite numbers >= 0)"
+                ));
+            }
+        }
+        if s.n == 0 {
+            return Err(format!("{name} summarizes 0 repetitions"));
+        }
+    }
+    if let Some(x) = t
+        .bandwidth_fraction
+        .filter(|x| !(x.is_finite() && *x >= 0.0))
+    {
+        return Err(format!(
+            "bandwidth_fraction = {x} is impossible (a fraction of a bandwidth is a finite number >= 0)"
+        ));
+    }
+    if let Some(x) = t.fill_seconds.filter(|x| !(x.is_finite() && *x >= 0.0)) {
+        return Err(format!(
+            "fill_seconds = {x} is impossible (a time is a finite number >= 0)"
+        ));
+    }
+    if t.status == TestStatus::Ok {
+        let steps = t.test.decode_steps();
+        if t.test.prompt_tokens > 0 && t.prefill_seconds.is_empty() {
+            return Err("the test ran, but holds no prefill time".into());
+        }
+        if steps > 0 && t.decode_step_seconds.is_empty() {
+            return Err("the test ran, but holds no decode steps".into());
+        }
+        if let Some(r) = t.decode_step_seconds.iter().position(|d| d.len() != steps) {
+            return Err(format!(
+                "repetition {r} holds {} decode steps where the test takes {steps}",
+                t.decode_step_seconds[r].len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The moments memory is read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -354,8 +428,14 @@ impl RunRecord {
 
     /// Whether the scenario sets a quality gate (max_kl or min_same_top1) and the pass is on.
     pub fn has_gate(&self) -> bool {
+        self.scenario.quality.enabled && self.gate_configured()
+    }
+
+    /// Whether the scenario sets a quality gate, whether or not the pass ran (with
+    /// `--no-quality` it is set and not evaluated).
+    pub fn gate_configured(&self) -> bool {
         let q = &self.scenario.quality;
-        q.enabled && (q.max_kl.is_some() || q.min_same_top1.is_some())
+        q.max_kl.is_some() || q.min_same_top1.is_some()
     }
 
     /// Variants that did not pass the scenario's quality gate, each with why: the gate
@@ -419,8 +499,25 @@ impl RunRecord {
     }
 
     /// Refuse figures no measurement can give: negative or non-finite times and rates,
-    /// rates outside 0..1, KL below 0. The error names the variant and the field.
+    /// rates outside 0..1, KL below 0, a workload test of no sequence or whose steps are
+    /// missing, a bandwidth of 0. The error names the variant (or the environment) and
+    /// the field.
     pub fn check_figures(&self) -> Result<(), String> {
+        if let Some(b) = &self.environment.memory_bandwidth {
+            for (name, x) in [("read_gbps", b.read_gbps), ("copy_gbps", b.copy_gbps)] {
+                if !(x.is_finite() && x > 0.0) {
+                    return Err(format!(
+                        "environment.memory_bandwidth.{name} = {x} is impossible (a measured bandwidth is a finite number > 0); the file was edited or corrupted"
+                    ));
+                }
+            }
+            if !(b.seconds.is_finite() && b.seconds >= 0.0) || b.threads == 0 {
+                return Err(format!(
+                    "environment.memory_bandwidth: {} s on {} threads is impossible; the file was edited or corrupted",
+                    b.seconds, b.threads
+                ));
+            }
+        }
         fn time(v: f64) -> bool {
             v.is_finite() && v >= 0.0
         }
@@ -466,6 +563,21 @@ impl RunRecord {
                     return bad(
                         at(&format!("tests[{ti}] ({})", t.name)),
                         x,
+                        "a time is a finite number >= 0",
+                    );
+                }
+                check_test(t).map_err(|problem| {
+                    format!(
+                        "{}: {problem}; the file was edited or corrupted",
+                        at(&format!("tests[{ti}] ({})", t.name))
+                    )
+                })?;
+            }
+            if let Some(c) = &v.workload_context {
+                if !time(c.fill_seconds) {
+                    return bad(
+                        at("workload_context.fill_seconds"),
+                        c.fill_seconds,
                         "a time is a finite number >= 0",
                     );
                 }

@@ -89,9 +89,16 @@ pub struct Prepared {
 pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prepared> {
     let mut source = model::resolve(&scenario.model_spec())?;
     source.requantize = scenario.requantize;
+    // What loading each variant would refuse, refused now (exit 2), before any runs: a
+    // precision the source cannot give, a missing tensor or one of the wrong shape.
+    for v in scenario.variants() {
+        model::check_source_precision(&source, v.quantization)?;
+    }
+    model::check_tensors(&source)?;
     let (device, device_name) = scenario.device.open()?;
     let tokenizer = source.tokenizer()?;
-    let prompt_ids = tokenizer.encode(&scenario.prompt)?;
+    // As a deployed engine sees it: the BOS first where the model asks for one.
+    let prompt_ids = tokenizer.encode_prompt(&scenario.prompt)?;
     crate::generate::check_fits(
         prompt_ids.len(),
         scenario.new_tokens,
@@ -109,13 +116,16 @@ pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prep
     let evaluation = if scenario.quality.enabled {
         // Scenario::load resolved the text's path against the scenario's folder already.
         let (text, source_name) = scenario.quality.load_text()?;
-        let tokens = tokenizer.encode(&text)?;
-        Some(Evaluation::new(
-            &scenario.quality,
-            tokens,
-            source_name,
-            source.config.context_length(),
-        )?)
+        let tokens = tokenizer.encode_prompt(&text)?;
+        Some(
+            Evaluation::new(
+                &scenario.quality,
+                tokens,
+                source_name,
+                source.config.context_length(),
+            )?
+            .with_bos(tokenizer.bos()),
+        )
     } else {
         None
     };
@@ -482,12 +492,25 @@ fn measure(
     // (untimed) and kept while the tests run; each test starts from a copy of its first
     // `depth` positions.
     let context = p.source.config.context_length();
+    let kv_per_token = p.source.config.kv_cache_bytes_per_token();
     let deepest = tests
         .iter()
         .filter(|t| t.does_not_fit(context).is_none())
+        .filter(|t| {
+            let bytes = workload::kv_cache_bytes(kv_per_token, t.batch, t.positions());
+            model::kv_cache_does_not_fit(bytes, "", &p.device, s.memory_budget_mb).is_none()
+        })
         .map(|t| t.depth)
         .max()
         .unwrap_or(0);
+    if let Some(why) = model::kv_cache_does_not_fit(
+        workload::kv_cache_bytes(kv_per_token, 1, deepest),
+        &format!("the tests' shared context of depth {deepest}"),
+        &p.device,
+        s.memory_budget_mb,
+    ) {
+        crate::bad_input!("{why}");
+    }
     let streamed = loaded.model.streamed_bytes_per_step();
     rec.weights_streamed_bytes_per_step = Some(streamed as u64);
     let base = if deepest > 0 {
@@ -570,6 +593,18 @@ fn run_test(
     let kv_per_token = p.source.config.kv_cache_bytes_per_token();
     let mut rec = TestRecord::new(t, kv_per_token, s.warmup);
     if let Some(why) = t.does_not_fit(p.source.config.context_length()) {
+        rec.status = TestStatus::Skipped;
+        rec.error = Some(why);
+        return Ok(rec);
+    }
+    // Checked as the weights are before loading: a cache larger than the memory left
+    // would swap for minutes or be killed with no results written.
+    if let Some(why) = model::kv_cache_does_not_fit(
+        rec.kv_cache_bytes,
+        &format!("test {}", t.name()),
+        &p.device,
+        s.memory_budget_mb,
+    ) {
         rec.status = TestStatus::Skipped;
         rec.error = Some(why);
         return Ok(rec);

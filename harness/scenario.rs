@@ -96,6 +96,9 @@ impl DeviceChoice {
 /// The most timed (or warm-up) repetitions a variant runs, however long `min_seconds` asks.
 pub const MAX_REPETITIONS: usize = 100_000;
 
+/// The longest `min_seconds` a scenario asks for: a day of timed generation per variant.
+pub const MAX_MIN_SECONDS: f64 = 86_400.0;
+
 fn default_model() -> ModelSpec {
     ModelSpec::default_synthetic()
 }
@@ -226,6 +229,22 @@ impl Scenario {
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let s: Scenario = toml::from_str(text)
             .map_err(|e| InputError::new(format!("{origin}: {}", e.to_string().trim_end())))?;
+        // What the typed form cannot tell apart from a default: `models` written empty,
+        // and `model` beside `models` (which would be ignored).
+        if let Ok(table) = toml::from_str::<toml::Table>(text) {
+            let problem = match (table.get("model"), table.get("models")) {
+                (_, Some(toml::Value::Array(a))) if a.is_empty() => Some(
+                    "models is empty: list the models to run, or give one `model` instead".to_string(),
+                ),
+                (Some(m), Some(_)) => Some(format!(
+                    "model ({m}) and models are both given, and models would replace model: give one model, or list them all in models"
+                )),
+                _ => None,
+            };
+            if let Some(msg) = problem {
+                return Err(InputError::new(locate(text, origin, "models", &msg)).into());
+            }
+        }
         s.validate()
             .map_err(|(field, msg)| InputError::new(locate(text, origin, field, &msg)))?;
         Ok(s)
@@ -263,6 +282,12 @@ impl Scenario {
                 return Err(("precisions", format!("precision {p} is listed twice")));
             }
         }
+        if self.policy == Policy::Linear && self.precisions.contains(&Precision::Native) {
+            return Err((
+                "policy",
+                "policy linear with precision native: native keeps every tensor as the file stores it, so the policy would change nothing while the record said linear; leave policy at all (or run native in a scenario of its own)".into(),
+            ));
+        }
         if self.prompt.is_empty() {
             return Err(("prompt", "prompt is empty".into()));
         }
@@ -296,14 +321,51 @@ impl Scenario {
             }
         }
         self.quality.validate()?;
-        for w in &self.workload {
+        for (i, w) in self.workload.iter().enumerate() {
+            if w.is_empty() {
+                return Err((
+                    "workload.prompt_tokens",
+                    format!(
+                        "workload table {} asks for no test (its lists are empty): list workload.prompt_tokens (0 for generation-only tests), or remove the table",
+                        i + 1
+                    ),
+                ));
+            }
             w.validate()?;
         }
+        let planned = self
+            .workload
+            .iter()
+            .map(|w| w.test_count())
+            .fold(0u128, |a, n| a.saturating_add(n));
+        if planned > crate::workload::MAX_TESTS as u128 {
+            return Err((
+                "workload.prompt_tokens",
+                format!(
+                    "the workload's lists multiply to {planned} tests per variant, more than the {} a run takes; shorten the lists",
+                    crate::workload::MAX_TESTS
+                ),
+            ));
+        }
+        let tests = self.tests();
+        for (i, t) in tests.iter().enumerate() {
+            if tests[..i].iter().any(|u| u.name() == t.name()) {
+                return Err((
+                    "workload.prompt_tokens",
+                    format!(
+                        "test '{}' comes out of the workload twice (two tables ask for it); each test runs once, and its figures are keyed by its name",
+                        t.name()
+                    ),
+                ));
+            }
+        }
         if let Some(t) = self.min_seconds {
-            if !(t.is_finite() && t >= 0.0) {
+            if !(t.is_finite() && (0.0..=MAX_MIN_SECONDS).contains(&t)) {
                 return Err((
                     "min_seconds",
-                    format!("min_seconds must be a finite number of seconds >= 0 (got {t})"),
+                    format!(
+                        "min_seconds must be a finite number of seconds from 0 to {MAX_MIN_SECONDS} (a day; got {t})"
+                    ),
                 ));
             }
         }

@@ -26,6 +26,8 @@ pub const MAX_BATCH: usize = 256;
 pub const MAX_THREADS: usize = 1024;
 /// The longest prompt, generation or depth a test asks for (positions).
 pub const MAX_POSITIONS: usize = 1 << 20;
+/// The most tests one variant runs (the product of a workload's lists, over its tables).
+pub const MAX_TESTS: usize = 4096;
 /// Depth is filled in chunks of this many positions per pass (bounds the attention
 /// matrix a fill holds at once).
 const FILL_CHUNK: usize = 256;
@@ -106,6 +108,20 @@ impl WorkloadConfig {
             ));
         }
         Ok(())
+    }
+
+    /// How many combinations the lists make (an upper bound of [`WorkloadConfig::tests`],
+    /// computed without expanding them).
+    pub fn test_count(&self) -> u128 {
+        [
+            &self.prompt_tokens,
+            &self.new_tokens,
+            &self.depth,
+            &self.batch,
+            &self.threads,
+        ]
+        .iter()
+        .fold(1u128, |a, l| a.saturating_mul(l.len().max(1) as u128))
     }
 
     /// The tests, threads × batch × depth × prompt × new tokens, in that nesting

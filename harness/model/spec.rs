@@ -364,6 +364,7 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
                     path.display()
                 );
             }
+            verify_known(k, &path)?;
             let mut source = resolve_gguf(spec, &path)?;
             source.display_name = format!("{name} ({})", k.about);
             Ok(source)
@@ -382,6 +383,55 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
             resolve_dir(spec, &dir)
         }
     }
+}
+
+/// A known file is the one its spec names only if its bytes hash to the spec's sha256:
+/// a same-size corrupted copy is refused. Hashing ~100 MB takes a fraction of a second;
+/// a file that passed is remembered beside it (`.<file>.sha256-ok`: its size, times
+/// (modified and changed) and inode with the hash), so later runs hash it again only when it changed.
+pub fn verify_known(k: &KnownFile, path: &Path) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: &std::fs::Metadata| {
+        format!(
+            "{} {} {} {} {} {} {}\n",
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+            k.sha256
+        )
+    };
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let memo = path.with_file_name(format!(".{}.sha256-ok", k.file));
+    if std::fs::read_to_string(&memo).is_ok_and(|m| m == stamp(&meta)) {
+        return Ok(());
+    }
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    let got: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if got != k.sha256 {
+        crate::bad_input!(
+            "model '{}' at {} has sha256 {got}, not the {} the file {} has: it is corrupted or another file; fetch it again with `bash scripts/fetch-models.sh`",
+            k.name,
+            path.display(),
+            k.sha256,
+            k.file
+        );
+    }
+    // Remembered only if the file did not change while it was read.
+    if std::fs::metadata(path).is_ok_and(|m| stamp(&m) == stamp(&meta)) {
+        let _ = crate::report::atomic::write(&memo, stamp(&meta).as_bytes());
+    }
+    Ok(())
 }
 
 fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {

@@ -25,8 +25,10 @@ pub enum Tokenizer {
     /// synthetic models whose real tokenizer is not at hand and whose vocabulary is
     /// smaller than GPT-2's.
     Folded(Box<Tokenizer>, u32),
-    /// A Hugging Face tokenizer built from a GGUF file's metadata, with what it is.
-    Gguf(Box<tokenizers::Tokenizer>, String),
+    /// A Hugging Face tokenizer built from a GGUF file's metadata, with what it is and
+    /// the BOS id a prompt starts with where the file asks for one (llama.cpp's
+    /// `add_bos`: `tokenizer.ggml.add_bos_token`, else the tokenizer model's default).
+    Gguf(Box<tokenizers::Tokenizer>, String, Option<u32>),
 }
 
 impl Tokenizer {
@@ -82,17 +84,53 @@ impl Tokenizer {
         Tokenizer::Folded(Box::new(self), vocab.max(1))
     }
 
+    /// The text's tokens alone, no special token added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Folded(t, vocab) => {
                 Ok(t.encode(text)?.into_iter().map(|id| id % vocab).collect())
             }
             Tokenizer::Gpt2Bpe(b) => Ok(b.encode_ordinary(text)),
-            Tokenizer::HuggingFace(t) | Tokenizer::Gguf(t, _) => Ok(t
+            Tokenizer::HuggingFace(t) | Tokenizer::Gguf(t, _, _) => Ok(t
                 .encode(text, false)
                 .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?
                 .get_ids()
                 .to_vec()),
+        }
+    }
+
+    /// The tokens a deployed engine feeds for `text` as a prompt: the special tokens the
+    /// model asks for added, as llama.cpp's `llama_tokenize(add_special = true)` adds a
+    /// GGUF file's BOS and transformers' `tokenizer(text)` applies tokenizer.json's
+    /// post-processor. GPT-2's BPE adds nothing (GPT-2 has no BOS).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Folded(t, vocab) => Ok(t
+                .encode_prompt(text)?
+                .into_iter()
+                .map(|id| id % vocab)
+                .collect()),
+            Tokenizer::Gpt2Bpe(_) => self.encode(text),
+            Tokenizer::HuggingFace(t) => Ok(t
+                .encode(text, true)
+                .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?
+                .get_ids()
+                .to_vec()),
+            Tokenizer::Gguf(_, _, bos) => {
+                let mut ids: Vec<u32> = bos.iter().copied().collect();
+                ids.extend(self.encode(text)?);
+                Ok(ids)
+            }
+        }
+    }
+
+    /// The BOS id a prompt starts with, where the tokenizer adds one (a GGUF file's
+    /// tokenizer; see [`Tokenizer::encode_prompt`]).
+    pub fn bos(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Gguf(_, _, bos) => *bos,
+            Tokenizer::Folded(t, vocab) => t.bos().map(|b| b % vocab),
+            _ => None,
         }
     }
 
@@ -118,7 +156,7 @@ impl Tokenizer {
                 }
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
-            Tokenizer::HuggingFace(t) | Tokenizer::Gguf(t, _) => t
+            Tokenizer::HuggingFace(t) | Tokenizer::Gguf(t, _, _) => t
                 .decode(ids, false)
                 .map_err(|e| anyhow::anyhow!("decoding token ids: {e}")),
         }
@@ -130,7 +168,8 @@ impl Tokenizer {
                 "gpt2 bpe (tiktoken-rs r50k_base; ids beyond its 50,257 shown as <id N>)".into()
             }
             Tokenizer::HuggingFace(_) => "huggingface tokenizers".into(),
-            Tokenizer::Gguf(_, what) => what.clone(),
+            Tokenizer::Gguf(_, what, None) => what.clone(),
+            Tokenizer::Gguf(_, what, Some(bos)) => format!("{what}, BOS {bos} first"),
             Tokenizer::Folded(t, vocab) => {
                 format!(
                     "{}, ids folded modulo {vocab} (the model's vocab_size)",
@@ -298,7 +337,60 @@ pub fn from_gguf(file: &crate::model::gguf::GgufFile) -> Result<Tokenizer> {
             "{path}: the tokenizer in the GGUF metadata cannot be built: {e}"
         ))
     })?;
-    Ok(Tokenizer::Gguf(Box::new(t), what))
+    let bos = gguf_bos(file, model, tokens.len())?;
+    Ok(Tokenizer::Gguf(Box::new(t), what, bos))
+}
+
+/// The BOS id a prompt starts with, as llama.cpp's llama-vocab.cpp decides it: a
+/// SentencePiece vocabulary (`llama`) adds one by default, a byte-level BPE (`gpt2`) only
+/// for the pre-tokenizers that ask for it (llama3 and its kin, tekken, chameleon);
+/// `tokenizer.ggml.add_bos_token` overrides either. The id is
+/// `tokenizer.ggml.bos_token_id`, else llama.cpp's default (1 for SentencePiece, 11 for
+/// BPE).
+fn gguf_bos(
+    file: &crate::model::gguf::GgufFile,
+    model: &str,
+    n_tokens: usize,
+) -> Result<Option<u32>> {
+    use candle_core::quantized::gguf_file::Value;
+    let path = file.path.display();
+    let pre = file.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
+    let default = match model {
+        "llama" => true,
+        _ => matches!(
+            pre,
+            "llama3"
+                | "llama-v3"
+                | "llama-bpe"
+                | "falcon3"
+                | "falcon-h1"
+                | "pixtral"
+                | "midm-2.0"
+                | "lfm2"
+                | "tekken"
+                | "chameleon"
+        ),
+    };
+    let add = match file.metadata.get("tokenizer.ggml.add_bos_token") {
+        None => default,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => crate::bad_input!(
+            "{path}: tokenizer.ggml.add_bos_token holds a {}, where a bool is expected",
+            crate::model::gguf_header::type_of(other)
+        ),
+    };
+    if !add {
+        return Ok(None);
+    }
+    let id = file
+        .opt_usize("tokenizer.ggml.bos_token_id")?
+        .unwrap_or(if model == "llama" { 1 } else { 11 });
+    if id >= n_tokens {
+        crate::bad_input!(
+            "{path}: the tokenizer adds a BOS token first, but its id {id} is outside the {n_tokens} tokens of tokenizer.ggml.tokens"
+        );
+    }
+    Ok(Some(id as u32))
 }
 
 /// SentencePiece BPE merges recovered from the vocabulary and its scores, as transformers'
@@ -359,7 +451,7 @@ impl Tokenizer {
                 let merges = merges.into_iter().take(keep.saturating_sub(256)).collect();
                 (tokens[..keep].to_vec(), types, merges, "gpt-2")
             }
-            Tokenizer::HuggingFace(t) | Tokenizer::Gguf(t, _) => {
+            Tokenizer::HuggingFace(t) | Tokenizer::Gguf(t, _, _) => {
                 let json: serde_json::Value = serde_json::from_str(
                     &t.to_string(false)
                         .map_err(|e| anyhow::anyhow!("serializing the tokenizer: {e}"))?,

@@ -38,6 +38,12 @@ pub trait TensorSource {
     fn stored(&self, _name: &str, _out_in: [usize; 2], _device: &Device) -> Result<Option<Matrix>> {
         Ok(None)
     }
+    /// Check, without reading its data, that the tensor is there with `shape` and a
+    /// type it can be read as: the same input error [`TensorSource::get`] would give,
+    /// before anything loads.
+    fn check(&self, _name: &str, _shape: &[usize]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One or more safetensors files (memory-mapped). GPT-2 comes in two layouts: the hub's
@@ -245,6 +251,26 @@ impl TensorSource for SafetensorsSource {
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (file, key, dtype) = self.locate(name, shape)?;
+        let info = file
+            .metadata
+            .info(key)
+            .with_context(|| format!("{}: tensor '{key}' vanished", file.path.display()))?;
+        // Offsets were validated against the file's length when it was opened.
+        let start = 8 + file.header_len + info.data_offsets.0;
+        let data = &file.mmap[start..8 + file.header_len + info.data_offsets.1];
+        let t = Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
+
+    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.locate(name, shape).map(|_| ())
+    }
+}
+
+impl SafetensorsSource {
+    /// The file, key and float dtype of a canonical tensor, its shape checked.
+    fn locate(&self, name: &str, shape: &[usize]) -> Result<(&MappedFile, &str, DType)> {
         let (fi, key) = self.keys.get(name).ok_or_else(|| {
             InputError::new(format!(
                 "{}: tensor '{name}' is missing",
@@ -266,9 +292,6 @@ impl TensorSource for SafetensorsSource {
             ))
             .into());
         }
-        // Offsets were validated against the file's length when it was opened.
-        let start = 8 + file.header_len + info.data_offsets.0;
-        let data = &file.mmap[start..8 + file.header_len + info.data_offsets.1];
         let dtype = match info.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
@@ -282,8 +305,7 @@ impl TensorSource for SafetensorsSource {
                 .into())
             }
         };
-        let t = Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)?;
-        Ok(t.to_dtype(DType::F32)?)
+        Ok((file, key, dtype))
     }
 }
 

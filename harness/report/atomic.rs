@@ -17,8 +17,26 @@ pub fn temp_beside(target: &Path) -> PathBuf {
     target.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
 }
 
-/// Write `bytes` to `target` atomically.
+/// Refuse a target that is there and is not a regular file (a folder, a device, a
+/// pipe, a socket, a symbolic link): renaming over it would replace it.
+pub fn check_target(target: &Path) -> Result<()> {
+    if let Ok(m) = std::fs::symlink_metadata(target) {
+        if !m.is_file() {
+            let what = crate::fsutil::not_a_regular_file(target)
+                .unwrap_or_else(|| "is a symbolic link".to_string());
+            return Err(crate::InputError::new(format!(
+                "cannot write {}: it {what}, and only a regular file is ever replaced",
+                target.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `target` atomically; a target that is not a regular file is refused.
 pub fn write(target: &Path, bytes: &[u8]) -> Result<()> {
+    check_target(target)?;
     let tmp = temp_beside(target);
     let result = (|| -> Result<()> {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

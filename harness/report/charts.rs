@@ -44,6 +44,7 @@ pub(crate) fn render(
     draw_png: impl Fn(DrawingArea<BitMapBackend, Shift>) -> Result<()>,
 ) -> Result<()> {
     ensure_font();
+    atomic::check_target(path)?;
     let tmp = atomic::temp_beside(path);
     let result = match path.extension().and_then(|e| e.to_str()) {
         Some("svg") => draw(SVGBackend::new(&tmp, SIZE).into_drawing_area()),

@@ -59,7 +59,7 @@ pub fn render(run: &RunRecord) -> Result<String> {
         let gate = q
             .and_then(|q| q.gate.as_ref())
             .map(|g| if g.passed { "pass" } else { "fail" })
-            .unwrap_or(if run.has_gate() && v.is_ok() {
+            .unwrap_or(if run.gate_configured() && v.is_ok() {
                 "not evaluated"
             } else {
                 ""

@@ -156,6 +156,41 @@ pub fn write_derived(run: &RunRecord, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Check that `quantbench report` may write `results`' derived files into `dir`: beside
+/// that very results.json; or into a folder that holds no other run's results.json and
+/// none of the files it writes (unless `force`). Another run's report and charts are
+/// never replaced, whatever `force` says.
+pub fn check_derived_dir(results: &Path, dir: &Path, force: bool) -> Result<()> {
+    let theirs = dir.join(OUTPUT_FILES[0]);
+    if crate::fsutil::exists_at_all(&theirs) {
+        if crate::fsutil::same_file(&theirs, results) {
+            return Ok(());
+        }
+        crate::bad_input!(
+            "--out {} holds another run's results.json; its report and charts belong to that run and are not replaced: choose a new or empty folder for {}'s report",
+            dir.display(),
+            results.display()
+        );
+    }
+    if force {
+        return Ok(());
+    }
+    let present: Vec<&str> = OUTPUT_FILES[1..]
+        .iter()
+        .chain(TEST_FILES.iter())
+        .copied()
+        .filter(|f| crate::fsutil::exists_at_all(&dir.join(f)))
+        .collect();
+    if !present.is_empty() {
+        crate::bad_input!(
+            "--out {} already holds {}; choose a new or empty folder, or pass --force to replace them",
+            dir.display(),
+            present.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Read a results.json (a regular file of at most [`crate::fsutil::MAX_TEXT_BYTES`]).
 pub fn read_results(path: &Path) -> Result<RunRecord> {
     let text = crate::fsutil::read_text(path, "results file", crate::fsutil::MAX_TEXT_BYTES)?;
