@@ -449,3 +449,193 @@ proptest! {
         }
     }
 }
+
+mod common;
+
+/// The small GGUF the layout fuzz edits, taken apart once.
+fn layout_base() -> &'static common::gguf::Gguf {
+    static BASE: std::sync::OnceLock<common::gguf::Gguf> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| common::gguf::Gguf::fixture("llama-gqa-llama3-q8_0.gguf"))
+}
+
+fn alignment_value() -> impl Strategy<Value = candle_core::quantized::gguf_file::Value> {
+    use candle_core::quantized::gguf_file::Value;
+    prop_oneof![
+        Just(Value::U32(0)),
+        Just(Value::U32(16)),
+        Just(Value::U32(32)),
+        Just(Value::U32(64)),
+        Just(Value::U32(48)),
+        Just(Value::U64(32)),
+        Just(Value::I32(32)),
+        Just(Value::String("32".into())),
+    ]
+}
+
+/// One lie a GGUF file can tell about itself.
+#[derive(Debug, Clone)]
+enum Lie {
+    None,
+    Count(i64),
+    Offset(usize, i64),
+    Type(usize, u32),
+    Dim(usize, usize, u64),
+    Alignment(candle_core::quantized::gguf_file::Value, bool),
+    DupName(usize, usize),
+    DupKey,
+    Float(&'static str, f32),
+    Layers(u32),
+}
+
+fn lie() -> impl Strategy<Value = Lie> {
+    prop_oneof![
+        Just(Lie::None),
+        prop::sample::select(vec![-2i64, -1, 1, 2]).prop_map(Lie::Count),
+        (
+            0usize..64,
+            prop::sample::select(vec![-64i64, -32, -4, 4, 32, 64])
+        )
+            .prop_map(|(i, d)| Lie::Offset(i, d)),
+        (
+            0usize..64,
+            prop::sample::select(vec![0u32, 1, 2, 8, 12, 16, 23, 30, 99])
+        )
+            .prop_map(|(i, t)| Lie::Type(i, t)),
+        (
+            0usize..64,
+            0usize..2,
+            prop_oneof![Just(0u64), 1u64..300, Just(u64::MAX)]
+        )
+            .prop_map(|(i, k, d)| Lie::Dim(i, k, d)),
+        (alignment_value(), any::<bool>()).prop_map(|(a, r)| Lie::Alignment(a, r)),
+        (0usize..64, 0usize..64).prop_map(|(i, j)| Lie::DupName(i, j)),
+        Just(Lie::DupKey),
+        (
+            prop::sample::select(vec![
+                "llama.rope.freq_base",
+                "llama.attention.layer_norm_rms_epsilon"
+            ]),
+            prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-6f32]),
+        )
+            .prop_map(|(k, x)| Lie::Float(k, x)),
+        (0u32..3).prop_map(Lie::Layers),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases().min(300), ..ProptestConfig::default() })]
+
+    /// A GGUF whose tensor directory or metadata lies about itself (the tensor count,
+    /// offsets, types, dimensions, the alignment, a name or key written twice, non-finite
+    /// hyper-parameters, a block count below the layers present), one lie or two at a
+    /// time, is refused as bad input naming the file, never read as shifted bytes; the
+    /// lies that always shift or contradict the data are always refused. Never a panic.
+    #[test]
+    fn gguf_layout_and_metadata_lies_are_refused(lies in prop::collection::vec(lie(), 1..3)) {
+        use candle_core::quantized::gguf_file::Value;
+        let mut g = layout_base().clone();
+        let n = g.tensors.len();
+        let mut must_refuse: Vec<String> = Vec::new();
+        for l in &lies {
+            match l {
+                Lie::None => {}
+                Lie::Count(c) => {
+                    g.count_delta += c;
+                }
+                Lie::Offset(i, d) => {
+                    let t = &mut g.tensors[i % n];
+                    t.offset = t.offset.saturating_add_signed(*d);
+                }
+                Lie::Type(i, ty) => g.tensors[i % n].ty = *ty,
+                Lie::Dim(i, k, d) => {
+                    let t = &mut g.tensors[i % n];
+                    let k = k % t.ne.len();
+                    t.ne[k] = *d;
+                }
+                Lie::Alignment(a, relayout) => {
+                    let good = matches!(a, Value::U32(x) if x.is_power_of_two());
+                    if good {
+                        let Value::U32(x) = a else { unreachable!() };
+                        g.alignment = u64::from(*x);
+                        if *relayout {
+                            g.relayout();
+                        }
+                    }
+                    g.set("general.alignment", a.clone());
+                }
+                Lie::DupName(i, j) => {
+                    if i % n != j % n {
+                        g.tensors[j % n].name = g.tensors[i % n].name.clone();
+                        must_refuse.push("a tensor name written twice".into());
+                    }
+                }
+                Lie::DupKey => {
+                    g.kv.push(("general.architecture".into(), Value::String("llama".into())));
+                    must_refuse.push("a key written twice".into());
+                }
+                Lie::Float(k, x) => g.set(k, Value::F32(*x)),
+                Lie::Layers(l) => g.set("llama.block_count", Value::U32(*l)),
+            }
+        }
+        if let (Some(Value::U32(now)), Some(Value::U32(real))) =
+            (g.get("llama.block_count"), layout_base().get("llama.block_count"))
+        {
+            if now < real {
+                must_refuse.push(format!("block_count {now} below the {real} layers present"));
+            }
+        }
+        if let Some(a) = g.get("general.alignment") {
+            if !matches!(a, Value::U32(x) if x.is_power_of_two()) {
+                must_refuse.push(format!("alignment {a:?}"));
+            }
+        }
+        for k in ["llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon"] {
+            if let Some(Value::F32(x)) = g.get(k) {
+                if !x.is_finite() {
+                    must_refuse.push(format!("{k} = {x}"));
+                }
+            }
+        }
+        if g.count_delta != 0 {
+            must_refuse.push(format!("a tensor count off by {}", g.count_delta));
+        }
+        let base = layout_base();
+        if g.tensors.iter().zip(&base.tensors).any(|(a, b)| a.offset != b.offset && g.alignment == base.alignment) {
+            must_refuse.push("a moved offset".into());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("layout.gguf");
+        g.write(&path);
+        let outcome = (|| -> anyhow::Result<()> {
+            let source = quantbench::model::resolve(&quantbench::model::ModelSpec::Local(path.clone()))?;
+            source.tokenizer()?;
+            quantbench::model::check_tensors(&source)?;
+            quantbench::model::load(
+                &source,
+                quantbench::precision::Quantization::new(quantbench::precision::Precision::Native),
+                &candle_core::Device::Cpu,
+            )?;
+            Ok(())
+        })();
+        match outcome {
+            Err(e) => {
+                let msg = format!("{e:#}");
+                prop_assert!(msg.contains("layout.gguf"), "{}", msg);
+                prop_assert!(quantbench::is_input_error(&e), "bad input, not a failure: {}", msg);
+            }
+            Ok(()) => {
+                prop_assert!(must_refuse.is_empty(), "read despite: {:?}", must_refuse);
+                // What is read is what each tensor holds: never shifted bytes (a type
+                // or shape that says fewer bytes reads their start, and goes unnoticed
+                // only where every byte it leaves out is zero, as padding is).
+                let f = quantbench::model::gguf::GgufFile::open(&path).unwrap();
+                for t in &g.tensors {
+                    let read = f.read_bytes(&t.name).unwrap();
+                    prop_assert!(read.len() <= t.data.len(), "{}", t.name);
+                    prop_assert_eq!(&read[..], &t.data[..read.len()], "{}", t.name);
+                    prop_assert!(t.data[read.len()..].iter().all(|&b| b == 0), "{}", t.name);
+                }
+            }
+        }
+    }
+}

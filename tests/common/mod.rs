@@ -2,6 +2,7 @@
 //! of the transformers-equivalence tests.
 #![allow(dead_code)] // each test crate uses a part
 
+pub mod gguf;
 pub mod reference;
 
 use std::path::Path;
