@@ -42,11 +42,14 @@ check() {
 # Fixtures: a tiny model, a scenario writer, results files.
 "$QB" export --model synthetic:tiny --out model >/dev/null 2>&1 || { echo "export failed"; exit 1; }
 sc() { printf 'name = "adv"\nmodel = "synthetic:tiny"\ndevice = "cpu"\nprecisions = ["q8_0"]\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\n[quality]\nenabled = false\n%s\n' "$1" >"$2"; }
-mkdir -p runs/a runs/b
-cp "$EXAMPLE" runs/a/results.json
-cp "$EXAMPLE" runs/b/results.json
 py() { python3 -c "$1"; }
 mkres() { py "import json,sys; d=json.load(open('$EXAMPLE')); $1; json.dump(d, open('$2','w'))"; }
+# Runs of one thing: the example, and re-runs of it (other start times).
+mkdir -p runs/a runs/b runs2/c runs2/d
+cp "$EXAMPLE" runs/a/results.json
+for r in runs/b runs2/c runs2/d; do
+  mkres "d['started_at']='2026-12-01T00:00:0${#r}Z'; d['finished_at']='$r'" "$r/results.json"
+done
 mkres "d['variants'][0]['generate_seconds'][0]=-1" neg.json
 mkres "d['schema_version']='1'" sv.json
 mkres "d['schema_version']=99" sv99.json
@@ -127,8 +130,13 @@ printf 'name = "adv"\nmodel = "synthetic:tiny"\n[quality]\ntext = "missing.txt"\
 check sc-text-missing "2" missing.txt -- "$QB" run m.toml --out o/42
 printf 'name = "adv"\nmodel = "synthetic:tiny"\n[quality]\ntext = "/dev/zero"\n' >z.toml
 check sc-text-devzero "2" "not a regular file" -- "$QB" run z.toml --out o/43
-sc "max_kl = 0.5" gate.toml; sed -i 's/enabled = false/window = 16\nmax_tokens = 64/' gate.toml
-check sc-gate-no-tmp "3" "quality pass failed" -- env TMPDIR="$W/none" "$QB" run gate.toml --quiet --out o/44
+# A quality pass that cannot run (no f32 reference for an already quantized file) leaves
+# a set gate unevaluated: exit 3. (TMPDIR no longer matters: the reference is kept in
+# the run's folder.)
+printf 'name = "adv"\nmodel = "%s"\nprecisions = ["native"]\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\n[quality]\nwindow = 16\nmax_tokens = 64\nmax_kl = 0.5\n' "$ROOT/tests/fixtures/gguf/llama-wide-q4_k_m.gguf" >gate.toml
+check sc-gate-no-reference "3" "quality pass failed" -- "$QB" run gate.toml --quiet --out o/44
+sed 's/enabled = false/window = 16\nmax_tokens = 64/' tmp.toml >q-on.toml
+check sc-quality-no-tmp "0" - -- env TMPDIR="$W/none" "$QB" run q-on.toml --quiet --out o/45
 # --- generate
 check gen-ok "0" "new ids" -- "$QB" generate "${T[@]}" --new-tokens 2
 check gen-max "2" context -- "$QB" generate "${T[@]}" --new-tokens 18446744073709551615
@@ -209,8 +217,8 @@ check cmp-thr-form "2" PERCENT -- "$QB" "${C[@]}" --threshold 3
 check cmp-nothing-gate "1" "nothing was compared" -- "$QB" compare runs/a/results.json other.json --fail-on-regression
 check cmp-one-arg "2" - -- "$QB" compare runs/a
 check cmp-three-args "2" "--" -- "$QB" compare runs/a runs/b runs/a
-check cmp-multi "0" "spread between runs" -- "$QB" compare runs/a runs/b -- runs/a runs/b
-check cmp-folder-of-runs "0" "2 base" -- "$QB" compare runs -- runs
+check cmp-multi "0" "spread between runs" -- "$QB" compare runs/a runs/b -- runs2/c runs2/d
+check cmp-folder-of-runs "0" "2 base" -- "$QB" compare runs -- runs2
 check cmp-devzero "2" "not a regular file" -- "$QB" compare /dev/zero runs/a
 check cmp-neg "2" "generate_seconds[0]" -- "$QB" compare neg.json runs/a
 # --- history
@@ -219,6 +227,147 @@ check hist-ok "0" wrote -- "$QB" history h --out hist
 check hist-empty "2" "no readable" -- "$QB" history o/nothing --out hist2
 check hist-out-file "2" "not a folder" -- "$QB" history h --out afile
 check hist-out-loop "2" loops -- "$QB" history h --out loop1
+# --- hardening round 3 (#36): writers, GGUF layout and metadata, compare, workloads
+# [1] no writer replaces a results.json, a non-regular file or another run's outputs
+check w-res-onto-results "2" "results file" -- "$QB" export-results runs/a --format jsonl --out runs/a/results.json
+check w-res-intact "0" - -- cmp -s runs/a/results.json "$EXAMPLE"
+cp "$EXAMPLE" renamed.json
+check w-res-renamed-force "2" "results file" -- "$QB" export-results runs/a --format csv --out renamed.json --force
+mkfifo fifo
+check w-res-fifo "2" "not a regular file" -- "$QB" export-results runs/a --format bmf --out fifo --force
+check w-res-fifo-kept "0" - -- test -p fifo
+ln -s /dev/full devfull
+check w-res-device-link "2" "not a regular file" -- "$QB" export-results runs/a --format bmf --out devfull --force
+check w-res-device-kept "0" - -- test -c /dev/full
+echo mine >mine.csv
+check w-res-exists "2" "--force" -- "$QB" export-results runs/a --format csv --out mine.csv
+check w-res-force "0" wrote -- "$QB" export-results runs/a --format csv --out mine.csv --force
+mkdir -p gab && echo '[]' >gab/bigger-is-better.json
+check w-res-gab-exists "2" "--force" -- "$QB" export-results runs/a --format github-action-benchmark --out gab
+"$QB" report runs/b >/dev/null 2>&1
+cp runs/b/report.md b-report.md
+check w-rep-onto-other-run "2" "another run's results.json" -- "$QB" report runs/a --out runs/b --force
+check w-rep-other-kept "0" - -- cmp -s runs/b/report.md b-report.md
+mkdir -p loose && echo mine >loose/report.md
+check w-rep-loose "2" "--force" -- "$QB" report runs/a --out loose
+check w-rep-loose-force "0" wrote -- "$QB" report runs/a --out loose --force
+mkdir -p o/pre && echo mine >o/pre/report.md
+check w-run-out-has-report "2" "report.md" -- "$QB" "${R[@]}" --model synthetic:tiny --precisions q8_0 --new-tokens 2 --warmup 0 --repeats 1 --out o/pre
+# [2] [3] [4] GGUF: alignment, layout, metadata (scripts/gguf_edit.py writes the faults)
+GE() { python3 "$ROOT/scripts/gguf_edit.py" "$G/llama-gqa-llama3-f32.gguf" "$1" "${@:2}"; }
+GEN=(generate --precision native --new-tokens 2 --model)
+while IFS='|' read -r name needle edit; do
+  # shellcheck disable=SC2086
+  GE "e-$name.gguf" $edit
+  check "gguf-$name" "2" "$needle" -- "$QB" "${GEN[@]}" "e-$name.gguf"
+done <<'EDITS'
+align0|general.alignment is 0|align 0
+align48|power of two|align 48
+align-u64|holds a u64|set general.alignment u64 64
+align-str|holds a string|set general.alignment str 64
+count-short|tensor count|count -1
+count-long|e-count-long.gguf|count 1
+misaligned|not a multiple of the alignment|offset blk.0.attn_k.weight 4
+overlap|blk.0.attn_k.weight|offset blk.0.attn_k.weight -32
+gap|gap|offset output_norm.weight 64
+same-offset|the offset of tensor|offset blk.0.attn_norm.weight -100000000
+dup-name|appears twice|rename blk.1.attn_q.weight blk.0.attn_q.weight
+wrong-type|f16|type blk.0.attn_norm.weight 1
+short-rows|blocks of|type blk.0.attn_q.weight 8 ne blk.0.attn_q.weight 0 48
+blocks|declares layer 0 only|set llama.block_count u32 1
+extra-layer|belongs to layer 2|rename blk.1.attn_q.weight blk.2.attn_q.weight
+dup-key|appears twice|dup-key llama.context_length
+eos-past-vocab|outside the vocabulary|set tokenizer.ggml.eos_token_id u32 999999
+bos-past-vocab|outside the vocabulary|set tokenizer.ggml.bos_token_id u32 999999
+file-type-str|general.file_type holds a string|set general.file_type str Q4_K_M
+rope-nan|finite|set llama.rope.freq_base f32 nan
+eps-inf|finite|set llama.attention.layer_norm_rms_epsilon f32 inf
+add-bos-str|add_bos_token holds a string|set tokenizer.ggml.add_bos_token str yes
+EDITS
+GE e-align64.gguf align 64
+check gguf-align64-runs "0" "new ids" -- "$QB" "${GEN[@]}" e-align64.gguf
+GE e-rope-nan.gguf set llama.rope.freq_base f32 nan
+check gguf-export-nan "2" finite -- "$QB" export --model e-rope-nan.gguf --format gguf --out g/nan.gguf
+python3 "$ROOT/scripts/gguf_edit.py" "$G/spm-tiny-f32.gguf" spm.gguf
+check gguf-spm-bos "0" "prompt ids:   [1, " -- "$QB" "${GEN[@]}" spm.gguf
+python3 "$ROOT/scripts/gguf_edit.py" "$G/spm-tiny-f32.gguf" spm-nobos.gguf set tokenizer.ggml.add_bos_token bool false
+check gguf-spm-no-bos "0" "prompt ids:   [" -- bash -c "'$QB' generate --model spm-nobos.gguf --precision native --new-tokens 2 | grep -v 'prompt ids:   \[1, '"
+# [5] the known model by sha256; the fetch script with a folder in the way
+mkdir -p fake-models && truncate -s 98362432 fake-models/SmolLM2-135M-Instruct.Q4_1.gguf
+check known-sha "2" sha256 -- env QUANTBENCH_MODELS="$W/fake-models" "$QB" generate --model smollm2-135m-instruct --precision native
+mkdir -p folder-models/SmolLM2-135M-Instruct.Q4_1.gguf
+check fetch-folder "1" "in the way" -- env QUANTBENCH_MODELS="$W/folder-models" PYTHON=/bin/false bash "$ROOT/scripts/fetch-models.sh"
+# [6] compare: different models, a run twice, mixed sides
+mkres "d['model']['spec']='synthetic:tiny-llama'; d['model']['architecture']='llama'; d['started_at']='x'" llama.json
+mkres "d['environment']['cpu_model']='Another CPU'; d['started_at']='y'" othercpu.json
+check cmp-models "2" "measured different things" -- "$QB" compare runs/a llama.json
+check cmp-models-allowed "0" "differs" -- "$QB" compare runs/a llama.json --allow-different
+check cmp-same-file "2" "the same file" -- "$QB" compare runs/a runs/a
+cp "$EXAMPLE" copy.json
+check cmp-copy "2" "copies of one run" -- "$QB" compare runs/a copy.json
+check cmp-side-mixes "2" "base side mixes" -- "$QB" compare runs/a llama.json --allow-different -- runs2/c runs2/d
+check cmp-side-twice "2" "the same file" -- "$QB" compare runs/a runs/b -- runs2/c runs2/c
+check cmp-mixed-cpus "0" "Another CPU" -- "$QB" compare runs/a runs/b -- runs2/c othercpu.json
+# [7] [8] load-time input errors in run: exit 2 before anything runs
+GE e-missing.gguf rename blk.1.ffn_up.weight blk.1.ffn_upx.weight
+check run-missing-tensor "2" "blk.1.ffn_up.weight" -- "$QB" "${R[@]}" --model e-missing.gguf --precisions native --new-tokens 2 --warmup 0 --repeats 1 --out o/r1
+check run-missing-no-results "1" - -- test -e o/r1/results.json
+check run-requant-refused "2" "--requantize" -- "$QB" "${R[@]}" --model "$G/llama-wide-q4_k_m.gguf" --precisions q8_0 --new-tokens 2 --warmup 0 --repeats 1 --out o/r2
+check run-native-synthetic "2" "not a GGUF file" -- "$QB" "${R[@]}" --model synthetic:tiny --precisions native --out o/r3
+check run-native-linear "2" "policy" -- "$QB" "${R[@]}" --model "$G/llama-gqa-llama3-q8_0.gguf" --precisions native --policy linear --out o/r4
+check gen-native-linear "2" "policy" -- "$QB" generate --model "$G/llama-gqa-llama3-q8_0.gguf" --precision native --policy linear
+# [9] workloads and ranges
+while IFS='|' read -r name needle body; do
+  sc "$(printf '%b' "$body")" "wl-$name.toml"
+  check "sc-$name" "2" "$needle" -- "$QB" run "wl-$name.toml" --out "o/wl-$name"
+done <<'BODIES'
+workload-dup|comes out of the workload twice|[[workload]]\nprompt_tokens = [8]\nnew_tokens = [0]\n[[workload]]\nprompt_tokens = [8]\nnew_tokens = [0]
+workload-empty|asks for no test|[[workload]]\nprompt_tokens = []
+workload-product|tests per variant|[workload]\nprompt_tokens = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]\nnew_tokens = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]\ndepth = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]
+BODIES
+printf 'name = "adv"\nmodels = []\n' >models-empty.toml
+check sc-models-empty "2" "models is empty" -- "$QB" run models-empty.toml --out o/me
+printf 'name = "adv"\nmodel = "synthetic:tiny"\nmodels = ["synthetic:tiny-llama"]\n' >models-both.toml
+check sc-model-and-models "2" "both given" -- "$QB" run models-both.toml --out o/mb
+check run-min-seconds-huge "2" min_seconds -- "$QB" "${R[@]}" --model synthetic:tiny --precisions q8_0 --min-seconds 1e300 --out o/ms
+check env-rayon-huge "2" RAYON_NUM_THREADS -- env RAYON_NUM_THREADS=100000 "$QB" list
+check env-rayon-text "2" RAYON_NUM_THREADS -- env RAYON_NUM_THREADS=many "$QB" list
+printf 'name = "adv"\nmodel = "synthetic:tiny"\ndevice = "cpu"\nprecisions = ["q8_0"]\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\nmemory_budget_mb = 150\n[quality]\nenabled = false\n[workload]\nprompt_tokens = [0]\nnew_tokens = [2]\ndepth = [0, 200]\nbatch = [1, 256]\n' >kv.toml
+check sc-kv-over-budget "0" - -- "$QB" run kv.toml --quiet --out o/kv
+check sc-kv-skipped "0" - -- python3 -c "import json,sys; t=[t for t in json.load(open('o/kv/results.json'))['variants'][0]['tests'] if t['name']=='tg2 @ d200 x256'][0]; sys.exit(0 if t['status']=='skipped' and 'KV cache' in t['error'] else 1)"
+# [10] the quality pass
+printf 'name = "adv"\nmodel = "synthetic:tiny"\n[quality]\nscoring = "second-half"\nwindow = 2\n' >w2.toml
+check sc-window-2 "2" "at least 3" -- "$QB" run w2.toml --out o/w2
+sc "max_kl = 0.5" nq.toml
+check run-no-quality-gate "0" - -- "$QB" run nq.toml --quiet --out o/nq
+check run-no-quality-csv "0" - -- grep -q "not evaluated" o/nq/results.csv
+# [11] workload and environment figures read back
+SWEEP=$ROOT/reports/context-sweep-example/synthetic-gpt2/results.json
+mksweep() { py "import json; d=json.load(open('$SWEEP')); t=d['variants'][0]['tests'][0]; $1; json.dump(d, open('$2','w'))"; }
+mksweep "t['decode_tokens_per_second']['median']=-3" sw-median.json
+mksweep "t['bandwidth_fraction']=-2" sw-fraction.json
+mksweep "d['environment']['memory_bandwidth']['read_gbps']=0" sw-read.json
+mksweep "t['batch']=0" sw-batch.json
+mksweep "t['decode_step_seconds']=[]" sw-steps.json
+for f in median fraction read batch steps; do
+  check "read-sweep-$f" "2" "sw-$f.json" -- "$QB" report "sw-$f.json" --out "o/sw-$f"
+done
+# [12] history through a symbolic-link loop
+mkdir -p hl/a && cp "$EXAMPLE" hl/a/results.json && ln -s "$W/hl" hl/a/loop && ln -s "$W/hl/a" hl/again
+check hist-loop "0" "from 1 files" -- "$QB" history hl --out hist-loop
+# [13] exports: folders, modes, leftovers
+check exp-hf-refused-no-folder "2" rope -- "$QB" export --model "$G/llama-gqa-llama3-f32.gguf" --out hf-refused
+check exp-hf-refused-gone "1" - -- test -e hf-refused
+mkdir -p folder.gguf
+check gguf-out-folder "2" "is a folder" -- "$QB" export --model synthetic:gpt2 --format gguf --out folder.gguf --force
+check gguf-mode "0" - -- bash -c "umask 022 && '$QB' export --model synthetic:tiny --format gguf --out g/mode.gguf >/dev/null && test \$(stat -c %a g/mode.gguf) = 644"
+echo half >g/.quantbench-export-2147483632-0.part
+check gguf-stale-part "0" - -- bash -c "'$QB' export --model synthetic:tiny --format gguf --out g/next.gguf >/dev/null && test ! -e g/.quantbench-export-2147483632-0.part"
+check gguf-write-fails-named "1" "File too large" -- bash -c "ulimit -f 1024; trap '' XFSZ; '$QB' export --model synthetic:tiny --format gguf --out g/big.gguf"
+# [14] settings that are not UTF-8
+check env-kernels-bytes "2" "UTF-8" -- env QUANTBENCH_KERNELS=$'\xff' "$QB" list
+check env-level-bytes "2" "UTF-8" -- env QUANTBENCH_LEVEL=$'avx\xff' "$QB" list
+
 # --- pipes closed early, and help texts
 check pipe-list "0" - -- bash -c "'$QB' list | head -1 >/dev/null; exit \${PIPESTATUS[0]}"
 check pipe-compare "0" - -- bash -c "'$QB' compare runs/a runs/b | head -1 >/dev/null; exit \${PIPESTATUS[0]}"
@@ -228,7 +377,7 @@ for c in run report generate export compare history list; do
   check "help-$c" "0" - -- bash -c "'$QB' $c --help | awk '/^  -/ && NF < 2 { bad=1 } /^  --[a-z-]+( <[A-Z_]+>)?\$/ { bad=1 } END { exit bad }'"
 done
 # --- nothing left behind
-left=$(find "$W/o" "$W/rep"* "$W/exp-new" "$W/g" -name '*.gguf.part' -o -name '.quantbench.lock' -o -name '.tmp-*' -o -name '.quantbench-export-*' 2>/dev/null | head -5)
+left=$(find "$W/o" "$W/rep"* "$W/exp-new" "$W/g" -name '*.gguf.part' -o -name '.quantbench.lock' -o -name '.tmp-*' -o -name '.quantbench-export-*' -o -name '.quantbench-reference-*' 2>/dev/null | head -5)
 if [[ -n "$left" ]]; then fail=$((fail + 1)); echo "FAULT leftovers: $left"; else pass=$((pass + 1)); fi
 
 echo "adversarial: $pass passed, $fail failed"
