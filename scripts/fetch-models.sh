@@ -28,6 +28,10 @@ for p in "$DEST/$FILE" "$DEST/$FILE.part"; do
     fi
   fi
 done
+# One fetch at a time per models folder (tests running in parallel call this script):
+# the lock is held until the script exits; whoever waited finds the file in place.
+exec 9>"$DEST/.fetch.lock"
+flock 9
 if [ -f "$DEST/$FILE" ] && [ "$(sha "$DEST/$FILE")" = "$FILE_SHA" ]; then
   echo "$DEST/$FILE"
   exit 0

