@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 
 use quantbench::clock;
 use quantbench::generate::{generate, GenerateOptions, NoObserver};
-use quantbench::model::synthetic::PRESETS;
 use quantbench::model::{self, ModelSpec};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
 use quantbench::scenario::{self, DeviceChoice, Scenario};
@@ -806,17 +805,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "-",
                 Precision::Native.aliases().join(", ")
             );
-            outln!("\nmodel presets (offline, synthetic weights), by family:");
-            for family in ["gpt2", "llama"] {
-                outln!(
-                    "  {}:",
-                    if family == "gpt2" {
-                        "GPT-2"
-                    } else {
-                        "Llama family (llama, mistral, qwen2, qwen3)"
-                    }
-                );
-                for p in PRESETS.iter().filter(|p| p.family == family) {
+            outln!("\nmodel presets (offline, synthetic weights), by architecture:");
+            for arch in quantbench::model::arch::ARCHITECTURES {
+                outln!("  {}:", arch.title);
+                for p in arch.presets {
                     let c = p.config();
                     outln!(
                         "    synthetic:{:<15} [{}] {} ({} parameters)",

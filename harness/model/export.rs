@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::model::arch::ModelConfig;
 use crate::model::spec::{ModelSource, WeightFiles};
 use crate::model::synthetic::SyntheticSource;
 use crate::model::tokenizer;
-use crate::model::tokenizer::END_OF_TEXT;
 use crate::model::weights::{SafetensorsSource, TensorSource};
 
 /// Write `source` as f32 safetensors plus config and tokenizer files into `dir`.
@@ -127,13 +125,8 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
         WeightFiles::Synthetic { seed } => Box::new(SyntheticSource::new(cfg.clone(), *seed)),
         WeightFiles::Safetensors(paths) => Box::new(SafetensorsSource::open(paths, cfg)?),
         WeightFiles::Gguf(file) => {
-            if let ModelConfig::Llama(c) = cfg {
-                if c.rope_freq_factors.is_some() {
-                    crate::bad_input!(
-                        "{}: its rotary frequencies are scaled by factors (rope_freqs.weight), which a transformers config.json cannot state; export it with --format gguf instead",
-                        source.display_name
-                    );
-                }
+            if let Some(why) = cfg.config_json_cannot_state() {
+                crate::bad_input!("{}: {why}", source.display_name);
             }
             Box::new(crate::model::gguf::GgufSource::new(file.clone(), cfg)?)
         }
@@ -188,10 +181,7 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
         serde_json::to_string_pretty(&cfg.to_json())?.as_bytes(),
     )?;
     let mut generation = serde_json::Map::new();
-    let (bos, eos) = match cfg {
-        ModelConfig::Gpt2(_) => (Some(END_OF_TEXT), Some(END_OF_TEXT)),
-        ModelConfig::Llama(c) => (c.bos_token_id, c.eos_token_id),
-    };
+    let (bos, eos) = (cfg.bos_token_id(), cfg.eos_token_id());
     if let Some(id) = bos {
         generation.insert("bos_token_id".into(), id.into());
     }
@@ -204,14 +194,14 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     )?;
     if source.is_synthetic() {
         let vocab = cfg.vocab_size();
-        let tokenizer_note = match cfg {
-            ModelConfig::Llama(_) if vocab < tokenizer::GPT2_VOCAB as usize => format!(
+        let tokenizer_note = if cfg.tokenizer_is_gpt2s() {
+            String::new()
+        } else if vocab < tokenizer::GPT2_VOCAB as usize {
+            format!(
                 " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline); quantbench folds GPT-2's ids into this model's {vocab} ids (id mod {vocab}), other tools do not, so feed them token ids below {vocab}."
-            ),
-            ModelConfig::Llama(_) => {
-                " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline): every GPT-2 id is below this model's vocabulary size.".to_string()
-            }
-            _ => String::new(),
+            )
+        } else {
+            " Its tokenizer files are GPT-2's (the real model's tokenizer is not at hand offline): every GPT-2 id is below this model's vocabulary size.".to_string()
         };
         put(
             "README.md",

@@ -21,13 +21,9 @@ use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::InputError;
-use crate::model::arch::ModelConfig;
+use crate::model::arch::{ModelConfig, RopePermutation};
 use crate::model::nn::Matrix;
 use crate::model::weights::TensorSource;
-
-/// The architectures (`general.architecture`) quantbench runs from a GGUF file.
-pub const SUPPORTED_ARCHITECTURES: &str =
-    "gpt2, llama (Llama 2/3, Mistral, TinyLlama, SmolLM), qwen2, qwen3";
 
 /// The tensor types candle reads (and so quantbench runs), as llama.cpp names them.
 pub const SUPPORTED_TYPES: &str =
@@ -147,6 +143,72 @@ pub struct TensorEntry {
     /// Absolute offset of the data in the file.
     pub start: u64,
     pub bytes: usize,
+}
+
+/// The hyper-parameter keys of GGUF metadata, one table for the readers and the writer
+/// (llama.cpp's `LLM_KV_NAMES` in llama-arch.cpp): each is `{architecture}.{suffix}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kv {
+    ContextLength,
+    EmbeddingLength,
+    BlockCount,
+    FeedForwardLength,
+    HeadCount,
+    HeadCountKv,
+    KeyLength,
+    ValueLength,
+    LayerNormEpsilon,
+    LayerNormRmsEpsilon,
+    RopeDimensionCount,
+    RopeFreqBase,
+    RopeScalingType,
+    RopeScalingFactor,
+    VocabSize,
+}
+
+/// [`Kv`]'s names, as llama-arch.cpp spells them.
+pub const KV_NAMES: [(Kv, &str); 15] = [
+    (Kv::ContextLength, "context_length"),
+    (Kv::EmbeddingLength, "embedding_length"),
+    (Kv::BlockCount, "block_count"),
+    (Kv::FeedForwardLength, "feed_forward_length"),
+    (Kv::HeadCount, "attention.head_count"),
+    (Kv::HeadCountKv, "attention.head_count_kv"),
+    (Kv::KeyLength, "attention.key_length"),
+    (Kv::ValueLength, "attention.value_length"),
+    (Kv::LayerNormEpsilon, "attention.layer_norm_epsilon"),
+    (Kv::LayerNormRmsEpsilon, "attention.layer_norm_rms_epsilon"),
+    (Kv::RopeDimensionCount, "rope.dimension_count"),
+    (Kv::RopeFreqBase, "rope.freq_base"),
+    (Kv::RopeScalingType, "rope.scaling.type"),
+    (Kv::RopeScalingFactor, "rope.scaling.factor"),
+    (Kv::VocabSize, "vocab_size"),
+];
+
+impl Kv {
+    /// The key under an architecture: `llama.context_length`.
+    pub fn key(self, arch: &str) -> String {
+        let suffix = KV_NAMES
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, n)| *n)
+            .expect("every key is in KV_NAMES");
+        format!("{arch}.{suffix}")
+    }
+}
+
+/// What every architecture reads from a GGUF file the same way ([`GgufFile::common`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Common {
+    pub vocab: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub context: usize,
+    /// No `output.weight`: the head is the token embedding.
+    pub tied: bool,
+    pub bos: Option<usize>,
+    pub eos: Option<usize>,
 }
 
 /// An opened GGUF file: metadata and tensor directory read and checked, data not read.
@@ -455,18 +517,26 @@ impl GgufFile {
     }
 
     /// The model's configuration from the metadata (and the shapes the metadata leaves
-    /// out), checked as a config.json is: an architecture quantbench does not run, a
-    /// missing key or a shape that disagrees is an input error naming it.
+    /// out), read by the architecture of the registry that reads this
+    /// `general.architecture`: one it does not run, a missing key or a shape that
+    /// disagrees is an input error naming it.
     pub fn config(&self) -> Result<ModelConfig> {
         let arch = self.architecture()?;
-        if !matches!(arch.as_str(), "gpt2" | "llama" | "qwen2" | "qwen3") {
-            crate::bad_input!(
-                "{}: general.architecture is '{arch}', which quantbench does not run; it runs: {SUPPORTED_ARCHITECTURES}",
-                self.path.display()
-            );
+        match crate::model::arch::for_gguf_architecture(&arch) {
+            Some(a) => (a.from_gguf)(self, &arch),
+            None => crate::bad_input!(
+                "{}: general.architecture is '{arch}', which quantbench does not run; it runs: {}",
+                self.path.display(),
+                crate::model::arch::supported_gguf_architectures()
+            ),
         }
-        let origin = format!("{} (GGUF metadata)", self.path.display());
-        let key = |k: &str| format!("{arch}.{k}");
+    }
+
+    /// What every architecture reads the same way: the vocabulary and width from
+    /// `token_embd.weight` (checked against `embedding_length`, `vocab_size` and the
+    /// tokenizer's tokens), the layers (checked against the `blk.N.` tensors present),
+    /// heads, context, whether the head is tied, and the special ids.
+    pub fn common(&self, arch: &str) -> Result<Common> {
         let embd = self.entry("token_embd.weight")?;
         if embd.shape.len() != 2 {
             crate::bad_input!(
@@ -476,29 +546,26 @@ impl GgufFile {
             );
         }
         let (vocab, width) = (embd.shape[0], embd.shape[1]);
-        let n_embd = self.req_usize(&key("embedding_length"))?;
+        let n_embd = self.kv_usize(arch, Kv::EmbeddingLength)?;
         if width != n_embd {
             crate::bad_input!(
                 "{}: tensor 'token_embd.weight' is {:?} but {} = {n_embd}: the shapes disagree with the metadata",
                 self.path.display(),
                 embd.shape,
-                key("embedding_length")
+                Kv::EmbeddingLength.key(arch)
             );
         }
-        if let Some(v) = self.opt_usize(&key("vocab_size"))? {
+        if let Some(v) = self.kv_opt_usize(arch, Kv::VocabSize)? {
             if v != vocab {
                 crate::bad_input!(
                     "{}: tensor 'token_embd.weight' has {vocab} rows but {} = {v}: the shapes disagree with the metadata",
                     self.path.display(),
-                    key("vocab_size")
+                    Kv::VocabSize.key(arch)
                 );
             }
         }
-        let layers = self.req_usize(&key("block_count"))?;
-        self.check_layers(&key("block_count"), layers)?;
-        let heads = self.req_usize(&key("attention.head_count"))?;
-        let context = self.req_usize(&key("context_length"))?;
-        let tied = !self.tensors.contains_key("output.weight");
+        let layers = self.kv_usize(arch, Kv::BlockCount)?;
+        self.check_layers(&Kv::BlockCount.key(arch), layers)?;
         if let Some(tokens) = self.str_array("tokenizer.ggml.tokens")? {
             if tokens.len() != vocab {
                 crate::bad_input!(
@@ -508,120 +575,57 @@ impl GgufFile {
                 );
             }
         }
-        let ids = self.special_ids()?;
-        // The Llama family's config takes its BOS and EOS from here (GPT-2's are its own
-        // <|endoftext|>: llama.cpp's converter writes 50256 for it even where a model's
-        // vocabulary is cut shorter, and quantbench does not read them).
-        if arch != "gpt2" {
-            for (k, id) in [("bos", ids.0), ("eos", ids.1)] {
-                if let Some(id) = id.filter(|&id| id >= vocab) {
-                    crate::bad_input!(
-                        "{}: tokenizer.ggml.{k}_token_id = {id} is outside the vocabulary of {vocab} tokens (valid: 0 to {})",
-                        self.path.display(),
-                        vocab - 1
-                    );
-                }
-            }
+        let (bos, eos) = self.special_ids()?;
+        Ok(Common {
+            vocab,
+            width,
+            layers,
+            heads: self.kv_usize(arch, Kv::HeadCount)?,
+            context: self.kv_usize(arch, Kv::ContextLength)?,
+            tied: !self.tensors.contains_key("output.weight"),
+            bos,
+            eos,
+        })
+    }
+
+    /// A special id, refused when outside the vocabulary (for architectures whose config
+    /// takes it from the file).
+    pub fn special_id_within(
+        &self,
+        which: &str,
+        id: Option<usize>,
+        vocab: usize,
+    ) -> Result<Option<usize>> {
+        if let Some(id) = id.filter(|&id| id >= vocab) {
+            crate::bad_input!(
+                "{}: tokenizer.ggml.{which}_token_id = {id} is outside the vocabulary of {vocab} tokens (valid: 0 to {})",
+                self.path.display(),
+                vocab - 1
+            );
         }
-        let value = match arch.as_str() {
-            "gpt2" => {
-                // llama.cpp's converter writes feed_forward_length = 4 * width whatever
-                // n_inner is; the MLP's own shape is the truth.
-                let up = self.entry("blk.0.ffn_up.weight")?;
-                serde_json::json!({
-                    "model_type": "gpt2",
-                    "vocab_size": vocab,
-                    "n_positions": context,
-                    "n_embd": n_embd,
-                    "n_layer": layers,
-                    "n_head": heads,
-                    "n_inner": up.shape[0],
-                    "layer_norm_epsilon": self.req_f64(&key("attention.layer_norm_epsilon"))?,
-                    "activation_function": "gelu_new",
-                    "tie_word_embeddings": tied,
-                })
-            }
-            "llama" | "qwen2" | "qwen3" => {
-                let head_dim = match self.opt_usize(&key("attention.key_length"))? {
-                    Some(k) => k,
-                    None => n_embd / heads.max(1),
-                };
-                if let Some(v) = self.opt_usize(&key("attention.value_length"))? {
-                    if v != head_dim {
-                        crate::bad_input!(
-                            "{}: {} = {v} differs from the key length {head_dim}; quantbench runs models whose keys and values have one head size",
-                            self.path.display(),
-                            key("attention.value_length")
-                        );
-                    }
-                }
-                if let Some(r) = self.opt_usize(&key("rope.dimension_count"))? {
-                    if r != head_dim {
-                        crate::bad_input!(
-                            "{}: {} = {r} rotates part of each head of {head_dim}; quantbench runs fully rotated heads only",
-                            self.path.display(),
-                            key("rope.dimension_count")
-                        );
-                    }
-                }
-                let scaling = match self.opt_str(&key("rope.scaling.type"))? {
-                    None | Some("none") => serde_json::Value::Null,
-                    Some("linear") => serde_json::json!({
-                        "type": "linear",
-                        "factor": self.req_f64(&key("rope.scaling.factor"))?,
-                    }),
-                    Some(other) => crate::bad_input!(
-                        "{}: {} = '{other}' is not supported; supported: none, linear (and llama3 factors in rope_freqs.weight)",
-                        self.path.display(),
-                        key("rope.scaling.type")
-                    ),
-                };
-                let mut v = serde_json::json!({
-                    "model_type": arch,
-                    "vocab_size": vocab,
-                    "hidden_size": n_embd,
-                    "intermediate_size": self.req_usize(&key("feed_forward_length"))?,
-                    "num_hidden_layers": layers,
-                    "num_attention_heads": heads,
-                    "num_key_value_heads": self.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(heads),
-                    "head_dim": head_dim,
-                    "max_position_embeddings": context,
-                    "rms_norm_eps": self.req_f64(&key("attention.layer_norm_rms_epsilon"))?,
-                    "rope_theta": self.opt_f64(&key("rope.freq_base"))?.unwrap_or(10000.0),
-                    "rope_scaling": scaling,
-                    "hidden_act": "silu",
-                    "tie_word_embeddings": tied,
-                    "bos_token_id": ids.0,
-                    "eos_token_id": ids.1,
-                });
-                let o = v.as_object_mut().expect("an object");
-                if arch != "qwen2" {
-                    o.insert(
-                        "attention_bias".into(),
-                        self.tensors.contains_key("blk.0.attn_q.bias").into(),
-                    );
-                }
-                if arch == "llama" {
-                    o.insert(
-                        "mlp_bias".into(),
-                        self.tensors.contains_key("blk.0.ffn_up.bias").into(),
-                    );
-                }
-                v
-            }
-            other => crate::bad_input!(
-                "{}: general.architecture is '{other}', which quantbench does not run; it runs: {SUPPORTED_ARCHITECTURES}",
-                self.path.display()
-            ),
-        };
-        let mut config = ModelConfig::from_json(&value.to_string(), &origin)?;
-        if let ModelConfig::Llama(c) = &mut config {
-            if self.tensors.contains_key("rope_freqs.weight") {
-                let t = self.qtensor("rope_freqs.weight", &[c.head_dim / 2])?;
-                c.rope_freq_factors = Some(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
-            }
-        }
-        Ok(config)
+        Ok(id)
+    }
+
+    /// `{arch}.{key}` as a whole number (refused naming it when absent).
+    pub fn kv_usize(&self, arch: &str, kv: Kv) -> Result<usize> {
+        self.req_usize(&kv.key(arch))
+    }
+
+    pub fn kv_opt_usize(&self, arch: &str, kv: Kv) -> Result<Option<usize>> {
+        self.opt_usize(&kv.key(arch))
+    }
+
+    /// `{arch}.{key}` as a finite number (refused naming it when absent).
+    pub fn kv_f64(&self, arch: &str, kv: Kv) -> Result<f64> {
+        self.req_f64(&kv.key(arch))
+    }
+
+    pub fn kv_opt_f64(&self, arch: &str, kv: Kv) -> Result<Option<f64>> {
+        self.opt_f64(&kv.key(arch))
+    }
+
+    pub fn kv_opt_str(&self, arch: &str, kv: Kv) -> Result<Option<&str>> {
+        self.opt_str(&kv.key(arch))
     }
 
     /// Every `blk.N.` tensor must belong to one of the `layers` layers the metadata
@@ -680,60 +684,24 @@ fn as_u64(v: &Value) -> Option<u64> {
     as_i64(v).and_then(|n| u64::try_from(n).ok())
 }
 
-/// How a canonical tensor's stored rows relate to transformers' order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Rows {
-    AsStored,
-    /// llama.cpp's q/k permutation for `heads` heads.
-    Permuted {
-        heads: usize,
-    },
-}
-
-/// A GGUF file as a [`TensorSource`]: canonical (transformers) names mapped to llama.cpp's,
+/// A GGUF file as a [`TensorSource`]: canonical names mapped to llama.cpp's by the
+/// architecture, rows put back in transformers' order where the file permutes them,
 /// float reads dequantized to f32, stored reads kept in the file's type.
 pub struct GgufSource {
     pub file: Arc<GgufFile>,
-    gpt2: bool,
-    /// The Llama architecture (not Qwen): q/k rows are permuted in the file.
-    permuted: bool,
-    n_head: usize,
-    n_kv_head: usize,
+    config: ModelConfig,
 }
 
 impl GgufSource {
     pub fn new(file: Arc<GgufFile>, config: &ModelConfig) -> Result<Self> {
-        let arch = file.architecture()?;
         Ok(GgufSource {
-            gpt2: matches!(config, ModelConfig::Gpt2(_)),
-            permuted: arch == "llama",
-            n_head: config.n_head(),
-            n_kv_head: config.n_kv_head(),
             file,
+            config: config.clone(),
         })
     }
 
-    fn locate(&self, canonical: &str) -> Option<(String, Rows)> {
-        let name = if self.gpt2 {
-            gpt2_gguf_name(canonical)?
-        } else {
-            llama_gguf_name(canonical)?
-        };
-        let rows = if self.permuted && (name.contains(".attn_q.") || name.contains(".attn_k.")) {
-            let heads = if name.contains(".attn_q.") {
-                self.n_head
-            } else {
-                self.n_kv_head
-            };
-            Rows::Permuted { heads }
-        } else {
-            Rows::AsStored
-        };
-        Some((name, rows))
-    }
-
-    fn lookup(&self, canonical: &str) -> Result<(String, Rows)> {
-        self.locate(canonical).ok_or_else(|| {
+    fn lookup(&self, canonical: &str) -> Result<String> {
+        self.config.gguf_name(canonical).ok_or_else(|| {
             input(format!(
                 "{}: quantbench has no GGUF name for tensor '{canonical}'",
                 self.file.path.display()
@@ -741,96 +709,51 @@ impl GgufSource {
         })
     }
 
-    /// The GGUF shape (rows, cols as candle orders them) of a canonical tensor.
+    /// The GGUF shape (rows, cols as candle orders them) of a canonical tensor: GGUF
+    /// holds every matrix `[out, in]`.
     fn gguf_shape(&self, canonical: &str, shape: &[usize]) -> Vec<usize> {
-        if self.gpt2 && is_gpt2_conv1d(canonical) {
+        if self.config.stored_in_out(canonical) {
             vec![shape[1], shape[0]]
         } else {
             shape.to_vec()
         }
     }
-}
 
-/// GPT-2's Conv1D weights (stored `[in, out]` by transformers, `[out, in]` in GGUF).
-fn is_gpt2_conv1d(canonical: &str) -> bool {
-    canonical.ends_with(".weight")
-        && (canonical.contains(".attn.c_attn.")
-            || canonical.contains(".attn.c_proj.")
-            || canonical.contains(".mlp.c_fc.")
-            || canonical.contains(".mlp.c_proj."))
-}
-
-/// llama.cpp's name for a canonical GPT-2 tensor.
-pub fn gpt2_gguf_name(canonical: &str) -> Option<String> {
-    let fixed = match canonical {
-        "wte.weight" => Some("token_embd.weight"),
-        "wpe.weight" => Some("position_embd.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        "ln_f.weight" => Some("output_norm.weight"),
-        "ln_f.bias" => Some("output_norm.bias"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+    /// The permutation of a tensor's rows, checked against its shape.
+    fn permutation(&self, name: &str, rows: usize) -> Result<Option<RopePermutation>> {
+        let Some(p) = self.config.gguf_permutation(name) else {
+            return Ok(None);
+        };
+        if !p.fits(rows) {
+            crate::bad_input!(
+                "{}: tensor '{name}' has {rows} rows, which do not split into {} heads of an even size",
+                self.file.path.display(),
+                p.heads
+            );
+        }
+        Ok(Some(p))
     }
-    let rest = canonical.strip_prefix("h.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let to = match module {
-        "ln_1" => "attn_norm",
-        "attn.c_attn" => "attn_qkv",
-        "attn.c_proj" => "attn_output",
-        "ln_2" => "ffn_norm",
-        "mlp.c_fc" => "ffn_up",
-        "mlp.c_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{to}.{kind}"))
-}
 
-/// llama.cpp's name for a canonical Llama-family tensor.
-pub fn llama_gguf_name(canonical: &str) -> Option<String> {
-    let fixed = match canonical {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "rope_freqs.weight" => Some("rope_freqs.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+    /// The stored bytes of a canonical tensor in transformers' row order, its type and
+    /// GGUF shape.
+    fn stored_bytes(
+        &self,
+        canonical: &str,
+        shape: &[usize],
+    ) -> Result<(Vec<u8>, GgmlDType, Vec<usize>)> {
+        let name = self.lookup(canonical)?;
+        let want = self.gguf_shape(canonical, shape);
+        let e = self.file.entry(&name)?;
+        self.file.check_shape(&name, &e.shape, &want)?;
+        let dtype = e.dtype;
+        let mut bytes = self.file.read_bytes(&name)?;
+        let n_rows = want[0];
+        if let Some(p) = self.permutation(&name, n_rows)? {
+            let row_bytes = bytes.len() / n_rows;
+            bytes = reorder_rows(&bytes, n_rows, row_bytes, |r| p.from_file(r, n_rows));
+        }
+        Ok((bytes, dtype, want))
     }
-    let rest = canonical.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let to = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{to}.{kind}"))
-}
-
-/// Row `r` of transformers' order is row `source_row(r)` of llama.cpp's permuted order
-/// (`permute` in llama.cpp's converter: within each head, the first half of the rows
-/// interleaved with the second half).
-pub fn unpermuted_source_row(r: usize, rows: usize, heads: usize) -> usize {
-    let head_rows = rows / heads;
-    let half = head_rows / 2;
-    let (h, within) = (r / head_rows, r % head_rows);
-    let (s, j) = (within / half, within % half);
-    h * head_rows + 2 * j + s
 }
 
 /// Reorder whole rows of `row_bytes` bytes: `out[r] = data[from(r)]`.
@@ -846,38 +769,6 @@ pub fn reorder_rows(
         out.extend_from_slice(&data[s * row_bytes..(s + 1) * row_bytes]);
     }
     out
-}
-
-impl GgufSource {
-    /// The stored bytes of a canonical tensor in transformers' row order, its type and
-    /// GGUF shape.
-    fn stored_bytes(
-        &self,
-        canonical: &str,
-        shape: &[usize],
-    ) -> Result<(Vec<u8>, GgmlDType, Vec<usize>)> {
-        let (name, rows) = self.lookup(canonical)?;
-        let want = self.gguf_shape(canonical, shape);
-        let e = self.file.entry(&name)?;
-        self.file.check_shape(&name, &e.shape, &want)?;
-        let dtype = e.dtype;
-        let mut bytes = self.file.read_bytes(&name)?;
-        if let Rows::Permuted { heads } = rows {
-            let n_rows = want[0];
-            let head_rows = n_rows / heads.max(1);
-            if heads == 0 || !n_rows.is_multiple_of(heads) || !head_rows.is_multiple_of(2) {
-                crate::bad_input!(
-                    "{}: tensor '{name}' has {n_rows} rows, which do not split into {heads} heads of an even size",
-                    self.file.path.display()
-                );
-            }
-            let row_bytes = bytes.len() / n_rows;
-            bytes = reorder_rows(&bytes, n_rows, row_bytes, |r| {
-                unpermuted_source_row(r, n_rows, heads)
-            });
-        }
-        Ok((bytes, dtype, want))
-    }
 }
 
 /// A stored tensor's bytes as a [`Matrix`] in that type: plain floats as a dense tensor
@@ -907,32 +798,25 @@ pub fn matrix_from_bytes(
 
 impl TensorSource for GgufSource {
     fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
-        let (gname, rows) = self.lookup(name)?;
+        let gname = self.lookup(name)?;
         let want = self.gguf_shape(name, shape);
         let e = self.file.entry(&gname)?;
         self.file.check_shape(&gname, &e.shape, &want)?;
-        if let Rows::Permuted { heads } = rows {
-            let n_rows = want[0];
-            if heads == 0 || !n_rows.is_multiple_of(heads) || !(n_rows / heads).is_multiple_of(2) {
-                crate::bad_input!(
-                    "{}: tensor '{gname}' has {n_rows} rows, which do not split into {heads} heads of an even size",
-                    self.file.path.display()
-                );
-            }
-        }
+        self.permutation(&gname, want[0])?;
         Ok(())
     }
 
     fn has(&self, name: &str) -> bool {
-        self.locate(name)
-            .is_some_and(|(n, _)| self.file.tensors.contains_key(&n))
+        self.config
+            .gguf_name(name)
+            .is_some_and(|n| self.file.tensors.contains_key(&n))
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let (bytes, dtype, gshape) = self.stored_bytes(name, shape)?;
         let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &Device::Cpu, dtype)?;
         let t = QTensor::new(storage, gshape)?.dequantize(&Device::Cpu)?;
-        if self.gpt2 && is_gpt2_conv1d(name) {
+        if self.config.stored_in_out(name) {
             Ok(t.t()?.contiguous()?)
         } else {
             Ok(t)
@@ -941,7 +825,7 @@ impl TensorSource for GgufSource {
 
     fn stored(&self, name: &str, out_in: [usize; 2], device: &Device) -> Result<Option<Matrix>> {
         // out_in is [out, in]; the GGUF holds every matrix [out, in].
-        let canonical_shape = if self.gpt2 && is_gpt2_conv1d(name) {
+        let canonical_shape = if self.config.stored_in_out(name) {
             vec![out_in[1], out_in[0]]
         } else {
             out_in.to_vec()
@@ -955,11 +839,13 @@ impl TensorSource for GgufSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::arch::RopePermutation;
 
     /// The inverse of llama.cpp's permute: permuting transformers' rows as the converter
-    /// does, then reading them back through `unpermuted_source_row`, is the identity.
+    /// does, then reading them back through `from_file`, is the identity; `to_file` is
+    /// the converter's own permute.
     #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
+    fn the_rope_permutation_and_its_inverse_are_llama_cpps() {
         for (rows, heads) in [(8usize, 2usize), (48, 4), (16, 1)] {
             let head_rows = rows / heads;
             let half = head_rows / 2;
@@ -973,26 +859,35 @@ mod tests {
                     }
                 }
             }
-            let back: Vec<usize> = (0..rows)
-                .map(|r| permuted[unpermuted_source_row(r, rows, heads)])
-                .collect();
+            let p = RopePermutation { heads };
+            assert!(p.fits(rows));
+            let back: Vec<usize> = (0..rows).map(|r| permuted[p.from_file(r, rows)]).collect();
             assert_eq!(back, hf);
+            let forward: Vec<usize> = (0..rows).map(|r| hf[p.to_file(r, rows)]).collect();
+            assert_eq!(forward, permuted);
         }
     }
 
     #[test]
-    fn names_map_both_ways_for_every_expected_tensor() {
-        for preset in ["tiny", "tiny-llama"] {
-            let cfg = crate::model::synthetic::Preset::find(preset)
-                .unwrap()
-                .config();
+    fn names_map_for_every_expected_tensor_of_every_preset() {
+        for preset in crate::model::synthetic::presets() {
+            let cfg = preset.config();
             for (name, _) in cfg.expected_tensors() {
-                let mapped = match cfg {
-                    ModelConfig::Gpt2(_) => gpt2_gguf_name(&name),
-                    ModelConfig::Llama(_) => llama_gguf_name(&name),
-                };
-                assert!(mapped.is_some(), "{preset}: {name} has no GGUF name");
+                assert!(
+                    cfg.gguf_name(&name).is_some(),
+                    "{}: {name} has no GGUF name",
+                    preset.name
+                );
             }
         }
+    }
+
+    #[test]
+    fn every_key_of_the_table_has_a_name() {
+        assert_eq!(
+            Kv::HeadCountKv.key("llama"),
+            "llama.attention.head_count_kv"
+        );
+        assert_eq!(Kv::RopeFreqBase.key("qwen3"), "qwen3.rope.freq_base");
     }
 }

@@ -15,9 +15,8 @@ use anyhow::{Context, Result};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 
-use crate::model::arch::llama::{Family, RopeScaling};
 use crate::model::arch::ModelConfig;
-use crate::model::gguf::{gpt2_gguf_name, llama_gguf_name, reorder_rows, GgufSource};
+use crate::model::gguf::{reorder_rows, GgufSource};
 use crate::model::nn::Matrix;
 use crate::model::spec::{ModelSource, WeightFiles};
 use crate::model::synthetic::SyntheticSource;
@@ -237,40 +236,6 @@ pub struct GgufExport {
     pub notes: Vec<String>,
 }
 
-/// llama.cpp's llama3 rope factors (its converter's `generate_extra_tensors`).
-pub fn llama3_rope_factors(head_dim: usize, theta: f64, s: RopeScaling) -> Option<Vec<f32>> {
-    let RopeScaling::Llama3 {
-        factor,
-        low_freq_factor,
-        high_freq_factor,
-        original_max_position_embeddings,
-    } = s
-    else {
-        return None;
-    };
-    let old = original_max_position_embeddings as f64;
-    let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
-    Some(
-        (0..head_dim / 2)
-            .map(|i| {
-                // torch: 1.0 / base ** (arange(0, dim, 2, float32) / dim), in float32.
-                let freq = 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
-                let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
-                let f = if wavelen < high_wl {
-                    1.0
-                } else if wavelen > low_wl {
-                    factor
-                } else {
-                    let smooth =
-                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-                    1.0 / ((1.0 - smooth) / factor + smooth)
-                };
-                f as f32
-            })
-            .collect(),
-    )
-}
-
 /// Refuse a destination that is not a .gguf path, exists (unless `force`), or is the
 /// source file itself.
 fn check_destination(source: &ModelSource, path: &Path, force: bool) -> Result<()> {
@@ -340,133 +305,27 @@ pub fn export_gguf(
     };
     let device = Device::Cpu;
     let mut builder = Builder::new(src.as_ref(), q, &device);
-    let gpt2 = matches!(cfg, ModelConfig::Gpt2(_));
-    let (arch, permute) = match cfg {
-        ModelConfig::Gpt2(_) => ("gpt2", false),
-        ModelConfig::Llama(c) => match c.family {
-            Family::Llama | Family::Mistral => ("llama", true),
-            Family::Qwen2 => ("qwen2", false),
-            Family::Qwen3 => ("qwen3", false),
-        },
+    let mut out = GgufExport {
+        notes: cfg.gguf_notes(),
+        ..Default::default()
     };
-    let mut out = GgufExport::default();
-    if let ModelConfig::Llama(c) = cfg {
-        if c.family == Family::Mistral && c.sliding_window.is_some() {
-            out.notes.push(format!(
-                "Mistral's sliding window ({} positions) is not written: GGUF's llama architecture has no key for it (llama.cpp's converter drops it too), so llama.cpp attends over the whole context",
-                c.sliding_window.unwrap_or(0)
-            ));
-        }
-    }
-
     // Tensor data first, into a scratch file beside the destination; the header (which
     // holds every offset) is written after, then the data appended.
     let mut data = tempfile::tempfile_in(&dir)
         .map_err(|e| crate::InputError::new(format!("cannot write into {}: {e}", dir.display())))?;
-    let scratch = |e: std::io::Error| {
-        anyhow::anyhow!(
-            "writing the export's tensor data to a scratch file in {} (for {}): {e}",
-            dir.display(),
-            path.display()
-        )
-    };
-    let mut infos: Vec<(String, Vec<usize>, u32, u64)> = Vec::new();
-    let mut offset = 0u64;
-    let mut push = |name: String,
-                    shape: Vec<usize>,
-                    bytes: &[u8],
-                    dtype: GgmlDType,
-                    out: &mut GgufExport|
-     -> Result<()> {
-        let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
-        data.write_all(bytes)
-            .and_then(|_| data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize]))
-            .map_err(scratch)?;
-        infos.push((name, shape, ggml_type_id(dtype), offset));
-        offset += padded;
-        *out.bytes_by_type
-            .entry(crate::model::gguf::format_name(dtype))
-            .or_default() += bytes.len();
-        out.tensors += 1;
-        Ok(())
-    };
-    let heads = |name: &str| -> Option<usize> {
-        match cfg {
-            ModelConfig::Llama(c) if permute && name.contains(".attn_q.") => {
-                Some(c.num_attention_heads)
-            }
-            ModelConfig::Llama(c) if permute && name.contains(".attn_k.") => {
-                Some(c.num_key_value_heads)
-            }
-            _ => None,
-        }
-    };
-    for (name, shape) in cfg.expected_tensors() {
-        crate::interrupt::check()?;
-        let gname = if gpt2 {
-            gpt2_gguf_name(&name)
-        } else {
-            llama_gguf_name(&name)
-        }
-        .with_context(|| format!("no GGUF name for tensor {name}"))?;
-        let (bytes, dtype, gshape) = if shape.len() == 2 {
-            let embedding = matches!(
-                name.as_str(),
-                "wte.weight" | "wpe.weight" | "lm_head.weight" | "model.embed_tokens.weight"
-            );
-            let quantize = !embedding || q.policy == Policy::All;
-            let conv1d = gpt2 && !embedding;
-            let m = builder.matrix(&name, [shape[0], shape[1]], conv1d, quantize)?;
-            let (rows, cols) = m.shape();
-            let (bytes, dtype) = matrix_bytes(&m)?;
-            (bytes, dtype, vec![rows, cols])
-        } else {
-            let v = builder.vector(&name, shape[0])?;
-            let vals = v.f32()?.to_vec1::<f32>()?;
-            (
-                vals.iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-                GgmlDType::F32,
-                shape.clone(),
-            )
-        };
-        let bytes = match heads(&gname) {
-            Some(h) => {
-                // llama.cpp's permute: out row (h, j, s) = transformers' row (h, s, j).
-                let rows = gshape[0];
-                let head_rows = rows / h;
-                let half = head_rows / 2;
-                let row_bytes = bytes.len() / rows;
-                reorder_rows(&bytes, rows, row_bytes, |r| {
-                    let (hh, within) = (r / head_rows, r % head_rows);
-                    let (j, s) = (within / 2, within % 2);
-                    hh * head_rows + s * half + j
-                })
-            }
-            None => bytes,
-        };
-        push(gname, gshape, &bytes, dtype, &mut out)?;
-    }
-    if let ModelConfig::Llama(c) = cfg {
-        let factors = c
-            .rope_freq_factors
-            .clone()
-            .or_else(|| llama3_rope_factors(c.head_dim, c.rope_theta, c.rope_scaling));
-        if let Some(f) = factors {
-            let bytes: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
-            push(
-                "rope_freqs.weight".into(),
-                vec![f.len()],
-                &bytes,
-                GgmlDType::F32,
-                &mut out,
-            )?;
-        }
-    }
+    let infos =
+        write_tensors(cfg, q, &mut builder, &mut data, &mut out).map_err(|e| match e
+            .downcast::<std::io::Error>()
+        {
+            Ok(io) => anyhow::anyhow!(
+                "writing the export's tensor data to a scratch file in {} (for {}): {io}",
+                dir.display(),
+                path.display()
+            ),
+            Err(e) => e,
+        })?;
     out.notes.extend(builder.notes());
-
-    let meta = metadata(source, q, arch)?;
+    let meta = metadata(source, q)?;
     let tmp = crate::fsutil::PartFile::create(&dir, "export")?;
     let written = (|| -> std::io::Result<()> {
         let mut w = BufWriter::new(tmp.file());
@@ -507,13 +366,85 @@ pub fn export_gguf(
     Ok(out)
 }
 
+/// A tensor directory entry: llama.cpp's name, shape (candle's order), ggml type id and
+/// offset in the data section.
+type Info = (String, Vec<usize>, u32, u64);
+
+/// Every tensor of `cfg` at `q`, as the loader stores it, written (padded to the
+/// alignment) into `data` in llama.cpp's names and row order; the directory entries.
+fn write_tensors(
+    cfg: &ModelConfig,
+    q: Quantization,
+    builder: &mut Builder,
+    data: &mut std::fs::File,
+    out: &mut GgufExport,
+) -> Result<Vec<Info>> {
+    let mut infos: Vec<Info> = Vec::new();
+    let mut offset = 0u64;
+    let mut push =
+        |name: String, shape: Vec<usize>, bytes: &[u8], dtype: GgmlDType| -> Result<()> {
+            let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
+            data.write_all(bytes)?;
+            data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize])?;
+            infos.push((name, shape, ggml_type_id(dtype), offset));
+            offset += padded;
+            *out.bytes_by_type
+                .entry(crate::model::gguf::format_name(dtype))
+                .or_default() += bytes.len();
+            out.tensors += 1;
+            Ok(())
+        };
+    let f32_bytes =
+        |vals: &[f32]| -> Vec<u8> { vals.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    for (name, shape) in cfg.expected_tensors() {
+        crate::interrupt::check()?;
+        let gname = cfg
+            .gguf_name(&name)
+            .with_context(|| format!("no GGUF name for tensor {name}"))?;
+        let (bytes, dtype, gshape) = if shape.len() == 2 {
+            let quantize = !cfg.is_embedding(&name) || q.policy == Policy::All;
+            let m = builder.matrix(
+                &name,
+                [shape[0], shape[1]],
+                cfg.stored_in_out(&name),
+                quantize,
+            )?;
+            let (rows, cols) = m.shape();
+            let (bytes, dtype) = matrix_bytes(&m)?;
+            (bytes, dtype, vec![rows, cols])
+        } else {
+            let v = builder.vector(&name, shape[0])?;
+            (
+                f32_bytes(&v.f32()?.to_vec1::<f32>()?),
+                GgmlDType::F32,
+                shape.clone(),
+            )
+        };
+        let bytes = match cfg.gguf_permutation(&gname) {
+            Some(p) => {
+                let rows = gshape[0];
+                reorder_rows(&bytes, rows, bytes.len() / rows, |r| p.to_file(r, rows))
+            }
+            None => bytes,
+        };
+        push(gname, gshape, &bytes, dtype)?;
+    }
+    for (name, vals) in cfg.gguf_extra_tensors() {
+        push(name, vec![vals.len()], &f32_bytes(&vals), GgmlDType::F32)?;
+    }
+    Ok(infos)
+}
+
 /// The metadata llama.cpp needs: general.*, the architecture's hyper-parameters, and the
 /// tokenizer (copied key by key from a GGUF source, else built from the tokenizer).
-fn metadata(source: &ModelSource, q: Quantization, arch: &str) -> Result<Vec<(String, Meta)>> {
+fn metadata(source: &ModelSource, q: Quantization) -> Result<Vec<(String, Meta)>> {
     let cfg = &source.config;
     let mut m: Vec<(String, Meta)> = Vec::new();
     let mut put = |k: &str, v: Meta| m.push((k.to_string(), v));
-    put("general.architecture", Meta::Str(arch.into()));
+    put(
+        "general.architecture",
+        Meta::Str(cfg.gguf_architecture().into()),
+    );
     put("general.name", Meta::Str(source.spec.to_string()));
     put("general.quantization_version", Meta::U32(2));
     let file_type = if q.precision == Precision::Native {
@@ -527,41 +458,8 @@ fn metadata(source: &ModelSource, q: Quantization, arch: &str) -> Result<Vec<(St
     if let Some(ft) = file_type {
         put("general.file_type", ft);
     }
-    let k = |s: &str| format!("{arch}.{s}");
-    let u = |n: usize| Meta::U32(n as u32);
-    match cfg {
-        ModelConfig::Gpt2(c) => {
-            put(&k("context_length"), u(c.n_positions));
-            put(&k("embedding_length"), u(c.n_embd));
-            put(&k("feed_forward_length"), u(c.inner()));
-            put(&k("block_count"), u(c.n_layer));
-            put(&k("attention.head_count"), u(c.n_head));
-            put(
-                &k("attention.layer_norm_epsilon"),
-                Meta::F32(c.layer_norm_epsilon as f32),
-            );
-        }
-        ModelConfig::Llama(c) => {
-            put(&k("context_length"), u(c.max_position_embeddings));
-            put(&k("embedding_length"), u(c.hidden_size));
-            put(&k("feed_forward_length"), u(c.intermediate_size));
-            put(&k("block_count"), u(c.num_hidden_layers));
-            put(&k("attention.head_count"), u(c.num_attention_heads));
-            put(&k("attention.head_count_kv"), u(c.num_key_value_heads));
-            put(
-                &k("attention.layer_norm_rms_epsilon"),
-                Meta::F32(c.rms_norm_eps as f32),
-            );
-            put(&k("rope.freq_base"), Meta::F32(c.rope_theta as f32));
-            put(&k("rope.dimension_count"), u(c.head_dim));
-            put(&k("attention.key_length"), u(c.head_dim));
-            put(&k("attention.value_length"), u(c.head_dim));
-            put(&k("vocab_size"), u(c.vocab_size));
-            if let RopeScaling::Linear { factor } = c.rope_scaling {
-                put(&k("rope.scaling.type"), Meta::Str("linear".into()));
-                put(&k("rope.scaling.factor"), Meta::F32(factor as f32));
-            }
-        }
+    for (k, v) in cfg.gguf_metadata() {
+        put(&k, v);
     }
     if let Some(file) = source.gguf() {
         let mut keys: Vec<&String> = file
@@ -581,13 +479,7 @@ fn metadata(source: &ModelSource, q: Quantization, arch: &str) -> Result<Vec<(St
     put("tokenizer.ggml.tokens", Meta::Strs(vocab.tokens));
     put("tokenizer.ggml.token_type", Meta::I32s(vocab.types));
     put("tokenizer.ggml.merges", Meta::Strs(vocab.merges));
-    let (bos, eos) = match cfg {
-        ModelConfig::Gpt2(_) => (
-            Some(crate::model::tokenizer::END_OF_TEXT),
-            Some(crate::model::tokenizer::END_OF_TEXT),
-        ),
-        ModelConfig::Llama(c) => (c.bos_token_id, c.eos_token_id),
-    };
+    let (bos, eos) = (cfg.bos_token_id(), cfg.eos_token_id());
     for (key, id) in [
         ("tokenizer.ggml.bos_token_id", bos),
         ("tokenizer.ggml.eos_token_id", eos),

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::model::arch::ModelConfig;
-use crate::model::synthetic::{Preset, DEFAULT_SEED, PRESETS};
+use crate::model::synthetic::{presets, Preset, DEFAULT_SEED};
 use crate::model::tokenizer::Tokenizer;
 
 /// Where a model comes from.
@@ -60,8 +60,7 @@ impl ModelSpec {
     pub fn valid_forms() -> String {
         format!(
             "{}; hf:ORG/NAME[@REVISION]; hf:ORG/NAME/FILE.gguf[@REVISION]; a path to a .gguf file; or a path to a directory holding config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt)",
-            PRESETS
-                .iter()
+            presets()
                 .map(|p| format!("synthetic:{}", p.name))
                 .chain(KNOWN_FILES.iter().map(|k| k.name.to_string()))
                 .collect::<Vec<_>>()

@@ -22,25 +22,21 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 use crate::error::InputError;
-use crate::model::arch::llama::{self, Family, RopeScaling};
-use crate::model::arch::{gpt2, ModelConfig};
+use crate::model::arch::ModelConfig;
 use crate::model::weights::TensorSource;
 
 /// The default seed of synthetic models.
 pub const DEFAULT_SEED: u64 = 0x9e2_2024;
 
-/// GPT-2's initializer_range.
-const INIT_STD: f64 = 0.02;
 const CHUNK: usize = 1 << 16;
 
-/// A named synthetic architecture.
+/// A named synthetic model (`synthetic:NAME`): an architecture's published shapes.
+/// Each architecture lists its own (`Architecture::presets`).
 #[derive(Debug, Clone, Copy)]
 pub struct Preset {
     pub name: &'static str,
-    /// The family it belongs to, for listings: "gpt2" or "llama".
-    pub family: &'static str,
     pub about: &'static str,
-    build: fn() -> ModelConfig,
+    pub build: fn() -> ModelConfig,
 }
 
 impl PartialEq for Preset {
@@ -49,207 +45,24 @@ impl PartialEq for Preset {
     }
 }
 
-fn gpt2_shape(n_layer: usize, n_head: usize, n_embd: usize, n_positions: usize) -> ModelConfig {
-    ModelConfig::Gpt2(gpt2::Config {
-        n_layer,
-        n_head,
-        n_embd,
-        n_positions,
-        ..gpt2::Config::gpt2_small()
-    })
+/// Every synthetic preset, architecture by architecture.
+pub fn presets() -> impl Iterator<Item = &'static Preset> {
+    crate::model::arch::ARCHITECTURES
+        .iter()
+        .flat_map(|a| a.presets.iter())
 }
-
-/// A Llama-family shape with the fields every preset sets; the rest as in Llama.
-#[allow(clippy::too_many_arguments)]
-fn llama_shape(
-    family: Family,
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: usize,
-    max_position_embeddings: usize,
-    rope_theta: f64,
-    tie_word_embeddings: bool,
-) -> llama::Config {
-    llama::Config {
-        family,
-        vocab_size,
-        hidden_size,
-        intermediate_size,
-        num_hidden_layers,
-        num_attention_heads,
-        num_key_value_heads,
-        head_dim: hidden_size / num_attention_heads,
-        max_position_embeddings,
-        rms_norm_eps: 1e-5,
-        rope_theta,
-        rope_scaling: RopeScaling::Default,
-        qkv_bias: false,
-        o_bias: false,
-        mlp_bias: false,
-        qk_norm: false,
-        tie_word_embeddings,
-        sliding_window: None,
-        bos_token_id: None,
-        eos_token_id: None,
-        rope_freq_factors: None,
-    }
-}
-
-/// Every synthetic preset. Llama-family shapes from the published config.json files:
-/// HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, meta-llama/Llama-3.2-1B,
-/// Qwen/Qwen3-0.6B, TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T (v1.0),
-/// mistralai/Mistral-7B-v0.1.
-pub const PRESETS: [Preset; 13] = [
-    Preset {
-        name: "gpt2",
-        family: "gpt2",
-        about: "GPT-2 small, 124M parameters",
-        build: || gpt2_shape(12, 12, 768, 1024),
-    },
-    Preset {
-        name: "distilgpt2",
-        family: "gpt2",
-        about: "DistilGPT-2, 82M parameters",
-        build: || gpt2_shape(6, 12, 768, 1024),
-    },
-    Preset {
-        name: "gpt2-medium",
-        family: "gpt2",
-        about: "GPT-2 medium, 355M parameters",
-        build: || gpt2_shape(24, 16, 1024, 1024),
-    },
-    Preset {
-        name: "gpt2-large",
-        family: "gpt2",
-        about: "GPT-2 large, 774M parameters",
-        build: || gpt2_shape(36, 20, 1280, 1024),
-    },
-    Preset {
-        name: "gpt2-xl",
-        family: "gpt2",
-        about: "GPT-2 XL, 1.56B parameters",
-        build: || gpt2_shape(48, 25, 1600, 1024),
-    },
-    Preset {
-        name: "tiny",
-        family: "gpt2",
-        about: "2 layers of width 256 with GPT-2's vocabulary, for tests",
-        build: || gpt2_shape(2, 4, 256, 256),
-    },
-    Preset {
-        name: "tiny-llama",
-        family: "llama",
-        about: "a Llama of 2 layers, width 256, 4 heads over 2 kv heads, llama3 rope, GPT-2's vocabulary, for tests",
-        build: || {
-            let mut c = llama_shape(Family::Llama, 50257, 256, 512, 2, 4, 2, 256, 500000.0, false);
-            c.rope_scaling = RopeScaling::Llama3 {
-                factor: 8.0,
-                low_freq_factor: 1.0,
-                high_freq_factor: 4.0,
-                original_max_position_embeddings: 64,
-            };
-            ModelConfig::Llama(c)
-        },
-    },
-    Preset {
-        name: "smollm2-135m",
-        family: "llama",
-        about: "SmolLM2-135M (Llama: 30 layers, width 576, 9 heads, 3 kv heads, tied head)",
-        build: || {
-            let mut c = llama_shape(Family::Llama, 49152, 576, 1536, 30, 9, 3, 8192, 100000.0, true);
-            c.bos_token_id = Some(0);
-            c.eos_token_id = Some(0);
-            ModelConfig::Llama(c)
-        },
-    },
-    Preset {
-        name: "qwen2.5-0.5b",
-        family: "llama",
-        about: "Qwen2.5-0.5B (qwen2: 24 layers, width 896, 14 heads, 2 kv heads, q/k/v biases, tied head)",
-        build: || {
-            let mut c = llama_shape(Family::Qwen2, 151936, 896, 4864, 24, 14, 2, 32768, 1000000.0, true);
-            c.rms_norm_eps = 1e-6;
-            c.qkv_bias = true;
-            c.bos_token_id = Some(151643);
-            c.eos_token_id = Some(151643);
-            ModelConfig::Llama(c)
-        },
-    },
-    Preset {
-        name: "qwen3-0.6b",
-        family: "llama",
-        about: "Qwen3-0.6B (qwen3: 28 layers, width 1024, 16 heads of 128, 8 kv heads, q/k norms, tied head)",
-        build: || {
-            let mut c = llama_shape(Family::Qwen3, 151936, 1024, 3072, 28, 16, 8, 40960, 1000000.0, true);
-            c.head_dim = 128;
-            c.rms_norm_eps = 1e-6;
-            c.qk_norm = true;
-            c.bos_token_id = Some(151643);
-            c.eos_token_id = Some(151645);
-            ModelConfig::Llama(c)
-        },
-    },
-    Preset {
-        name: "llama-3.2-1b",
-        family: "llama",
-        about: "Llama 3.2 1B (16 layers, width 2048, 32 heads, 8 kv heads, llama3 rope, tied head)",
-        build: || {
-            let mut c = llama_shape(Family::Llama, 128256, 2048, 8192, 16, 32, 8, 131072, 500000.0, true);
-            c.rope_scaling = RopeScaling::Llama3 {
-                factor: 32.0,
-                low_freq_factor: 1.0,
-                high_freq_factor: 4.0,
-                original_max_position_embeddings: 8192,
-            };
-            c.bos_token_id = Some(128000);
-            c.eos_token_id = Some(128001);
-            ModelConfig::Llama(c)
-        },
-    },
-    Preset {
-        name: "tinyllama-1.1b",
-        family: "llama",
-        about: "TinyLlama 1.1B (22 layers, width 2048, 32 heads, 4 kv heads, untied head)",
-        build: || {
-            let mut c = llama_shape(Family::Llama, 32000, 2048, 5632, 22, 32, 4, 2048, 10000.0, false);
-            c.bos_token_id = Some(1);
-            c.eos_token_id = Some(2);
-            ModelConfig::Llama(c)
-        },
-    },
-    Preset {
-        name: "mistral-7b",
-        family: "llama",
-        about: "Mistral 7B v0.1 (32 layers, width 4096, 32 heads, 8 kv heads, sliding window 4096, untied head; f32 does not fit in 24 GiB)",
-        build: || {
-            let mut c = llama_shape(Family::Mistral, 32000, 4096, 14336, 32, 32, 8, 32768, 10000.0, false);
-            c.sliding_window = Some(4096);
-            c.bos_token_id = Some(1);
-            c.eos_token_id = Some(2);
-            ModelConfig::Llama(c)
-        },
-    },
-];
 
 impl Preset {
     pub fn find(name: &str) -> Result<Preset, InputError> {
-        PRESETS
-            .iter()
-            .copied()
-            .find(|p| p.name == name)
-            .ok_or_else(|| {
-                InputError::new(format!(
-                    "unknown synthetic model '{name}'; valid: {}",
-                    PRESETS
-                        .iter()
-                        .map(|p| format!("synthetic:{}", p.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
+        presets().copied().find(|p| p.name == name).ok_or_else(|| {
+            InputError::new(format!(
+                "unknown synthetic model '{name}'; valid: {}",
+                presets()
+                    .map(|p| format!("synthetic:{}", p.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
     }
 
     pub fn config(&self) -> ModelConfig {
@@ -257,7 +70,15 @@ impl Preset {
     }
 }
 
-/// Weights drawn from a seed, tensor by tensor, on demand.
+/// How a synthetic tensor is drawn (each architecture says, as transformers initialises
+/// it: `ArchConfig::init`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    Const(f32),
+    /// N(0, std).
+    Normal(f64),
+}
+
 pub struct SyntheticSource {
     pub config: ModelConfig,
     pub seed: u64,
@@ -280,11 +101,7 @@ impl SyntheticSource {
 
     /// The f32 values of one tensor.
     pub fn values(&self, name: &str, len: usize) -> Vec<f32> {
-        let init = match &self.config {
-            ModelConfig::Gpt2(c) => init_for(name, c.n_layer),
-            ModelConfig::Llama(_) => llama_init_for(name),
-        };
-        match init {
+        match self.config.init(name) {
             Init::Const(v) => vec![v; len],
             Init::Normal(std) => {
                 let tensor_seed = splitmix64(self.seed ^ fnv1a(name.as_bytes()));
@@ -312,34 +129,6 @@ impl TensorSource for SyntheticSource {
             shape,
             &Device::Cpu,
         )?)
-    }
-}
-
-enum Init {
-    Const(f32),
-    Normal(f64),
-}
-
-fn init_for(name: &str, n_layer: usize) -> Init {
-    if name.ends_with(".bias") {
-        Init::Const(0.0)
-    } else if name.contains("ln_") {
-        Init::Const(1.0)
-    } else if name.ends_with("c_proj.weight") {
-        Init::Normal(INIT_STD / (2.0 * n_layer as f64).sqrt())
-    } else {
-        Init::Normal(INIT_STD)
-    }
-}
-
-/// transformers' Llama-family init: norms 1, biases 0, every matrix N(0, 0.02).
-fn llama_init_for(name: &str) -> Init {
-    if name.ends_with(".bias") {
-        Init::Const(0.0)
-    } else if name.ends_with("norm.weight") {
-        Init::Const(1.0)
-    } else {
-        Init::Normal(INIT_STD)
     }
 }
 

@@ -66,7 +66,6 @@ struct MappedFile {
 
 impl SafetensorsSource {
     pub fn open(paths: &[PathBuf], config: &ModelConfig) -> Result<Self> {
-        let gpt2 = matches!(config, ModelConfig::Gpt2(_));
         let mut files = Vec::new();
         let mut raw_keys: Vec<(usize, String)> = Vec::new();
         for (i, path) in paths.iter().enumerate() {
@@ -95,46 +94,22 @@ impl SafetensorsSource {
                 metadata,
             });
         }
-        let prefixed = gpt2 && raw_keys.iter().any(|(_, k)| k.starts_with("transformer."));
+        // The architecture names the weights among the keys (layout prefixes, buffers).
+        let file_of: HashMap<&str, usize> =
+            raw_keys.iter().map(|(i, k)| (k.as_str(), *i)).collect();
+        let all: Vec<String> = raw_keys.iter().map(|(_, k)| k.clone()).collect();
         let mut keys = HashMap::new();
-        for (i, k) in raw_keys {
-            let canonical = if k == "lm_head.weight" {
-                k.clone()
-            } else if prefixed {
-                match k.strip_prefix("transformer.") {
-                    Some(rest) => rest.to_string(),
-                    None => continue,
-                }
-            } else {
-                k.clone()
-            };
-            if gpt2
-                && (canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias"))
-            {
-                continue; // causal-mask buffers, not weights
-            }
-            if canonical.ends_with(".rotary_emb.inv_freq") {
-                continue; // older Llama checkpoints store the rotary table: recomputed
-            }
-            keys.insert(canonical, (i, k));
+        for (canonical, key) in config.canonical_keys(&all) {
+            let i = file_of[key.as_str()];
+            keys.insert(canonical, (i, key));
         }
-        let (embedding, described) = if gpt2 {
-            (
-                "wte.weight",
-                "no GPT-2 token embedding (wte.weight or transformer.wte.weight)",
-            )
-        } else {
-            (
-                "model.embed_tokens.weight",
-                "no token embedding (model.embed_tokens.weight)",
-            )
-        };
+        let embedding = config.embedding_name();
         if !keys.contains_key(embedding) {
             let mut shown: Vec<&str> = keys.keys().map(|s| s.as_str()).collect();
             shown.sort_unstable();
             shown.truncate(5);
             return Err(InputError::new(format!(
-                "{}: {described} for a {} model; the file holds {} tensors such as {:?}",
+                "{}: no token embedding ({embedding}) for a {} model; the file holds {} tensors such as {:?}",
                 paths
                     .first()
                     .map(|p| p.display().to_string())

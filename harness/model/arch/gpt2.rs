@@ -11,9 +11,12 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::model::arch::CausalLm;
+use crate::model::arch::{ArchConfig, Architecture, CausalLm, ModelConfig};
+use crate::model::gguf::{GgufFile, Kv};
+use crate::model::gguf_write::Meta;
 use crate::model::nn::{causal_mask, linear_parts, Group, KvCache, Part};
 pub use crate::model::nn::{Cache, LayerNorm, Linear, Matrix, Vector};
+use crate::model::synthetic::{Init, Preset};
 use crate::model::weights::{Builder, TensorSource};
 use crate::precision::Quantization;
 
@@ -700,6 +703,250 @@ fn build(
         },
         w.notes(),
     ))
+}
+
+/// GPT-2 in the registry.
+pub static ARCHITECTURE: Architecture = Architecture {
+    title: "GPT-2",
+    model_types: &["gpt2"],
+    reads_untyped_config: true,
+    gguf_architectures: &["gpt2"],
+    from_config_json: |_, _, text, origin| Ok(ModelConfig::new(Config::from_json(text, origin)?)),
+    from_gguf,
+    presets: &PRESETS,
+};
+
+fn shape(n_layer: usize, n_head: usize, n_embd: usize, n_positions: usize) -> ModelConfig {
+    ModelConfig::new(Config {
+        n_layer,
+        n_head,
+        n_embd,
+        n_positions,
+        ..Config::gpt2_small()
+    })
+}
+
+/// GPT-2's synthetic presets: the published shapes.
+pub const PRESETS: [Preset; 6] = [
+    Preset {
+        name: "gpt2",
+        about: "GPT-2 small, 124M parameters",
+        build: || shape(12, 12, 768, 1024),
+    },
+    Preset {
+        name: "distilgpt2",
+        about: "DistilGPT-2, 82M parameters",
+        build: || shape(6, 12, 768, 1024),
+    },
+    Preset {
+        name: "gpt2-medium",
+        about: "GPT-2 medium, 355M parameters",
+        build: || shape(24, 16, 1024, 1024),
+    },
+    Preset {
+        name: "gpt2-large",
+        about: "GPT-2 large, 774M parameters",
+        build: || shape(36, 20, 1280, 1024),
+    },
+    Preset {
+        name: "gpt2-xl",
+        about: "GPT-2 XL, 1.56B parameters",
+        build: || shape(48, 25, 1600, 1024),
+    },
+    Preset {
+        name: "tiny",
+        about: "2 layers of width 256 with GPT-2's vocabulary, for tests",
+        build: || shape(2, 4, 256, 256),
+    },
+];
+
+/// The configuration a GGUF file of `general.architecture` = gpt2 describes.
+fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
+    let c = file.common(arch)?;
+    // llama.cpp's converter writes feed_forward_length = 4 * width whatever n_inner
+    // is; the MLP's own shape is the truth. Its bos / eos ids are GPT-2's own
+    // <|endoftext|> (written as 50256 even where a vocabulary is cut shorter), not read.
+    let up = file.entry("blk.0.ffn_up.weight")?;
+    let value = serde_json::json!({
+        "model_type": "gpt2",
+        "vocab_size": c.vocab,
+        "n_positions": c.context,
+        "n_embd": c.width,
+        "n_layer": c.layers,
+        "n_head": c.heads,
+        "n_inner": up.shape[0],
+        "layer_norm_epsilon": file.kv_f64(arch, Kv::LayerNormEpsilon)?,
+        "activation_function": "gelu_new",
+        "tie_word_embeddings": c.tied,
+    });
+    let origin = format!("{} (GGUF metadata)", file.path.display());
+    Ok(ModelConfig::new(Config::from_json(
+        &value.to_string(),
+        &origin,
+    )?))
+}
+
+/// Hugging Face's Conv1D weights, stored `[in, out]`.
+fn is_conv1d(canonical: &str) -> bool {
+    canonical.ends_with(".weight")
+        && (canonical.contains(".attn.c_attn.")
+            || canonical.contains(".attn.c_proj.")
+            || canonical.contains(".mlp.c_fc.")
+            || canonical.contains(".mlp.c_proj."))
+}
+
+/// llama.cpp's name for a canonical GPT-2 tensor.
+pub fn gguf_name(canonical: &str) -> Option<String> {
+    let fixed = match canonical {
+        "wte.weight" => Some("token_embd.weight"),
+        "wpe.weight" => Some("position_embd.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        "ln_f.weight" => Some("output_norm.weight"),
+        "ln_f.bias" => Some("output_norm.bias"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = canonical.strip_prefix("h.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let to = match module {
+        "ln_1" => "attn_norm",
+        "attn.c_attn" => "attn_qkv",
+        "attn.c_proj" => "attn_output",
+        "ln_2" => "ffn_norm",
+        "mlp.c_fc" => "ffn_up",
+        "mlp.c_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{to}.{kind}"))
+}
+
+impl ArchConfig for Config {
+    fn model_type(&self) -> &'static str {
+        "gpt2"
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.n_positions
+    }
+    fn n_layer(&self) -> usize {
+        self.n_layer
+    }
+    fn hidden_size(&self) -> usize {
+        self.n_embd
+    }
+    fn n_head(&self) -> usize {
+        self.n_head
+    }
+    fn n_kv_head(&self) -> usize {
+        self.n_head
+    }
+    fn head_dim(&self) -> usize {
+        Config::head_dim(self)
+    }
+    fn tie_word_embeddings(&self) -> bool {
+        self.tie_word_embeddings
+    }
+    fn bos_token_id(&self) -> Option<u32> {
+        Some(crate::model::tokenizer::END_OF_TEXT)
+    }
+    fn tokenizer_is_gpt2s(&self) -> bool {
+        true
+    }
+    fn eos_token_id(&self) -> Option<u32> {
+        Some(crate::model::tokenizer::END_OF_TEXT)
+    }
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        expected_tensors(self)
+    }
+    fn parameter_count(&self) -> usize {
+        Config::parameter_count(self)
+    }
+    fn is_embedding(&self, name: &str) -> bool {
+        matches!(name, "wte.weight" | "wpe.weight" | "lm_head.weight")
+    }
+    fn stored_in_out(&self, name: &str) -> bool {
+        is_conv1d(name)
+    }
+    /// GPT-2 now registers no buffer; older transformers releases kept, per attention
+    /// layer, a boolean causal mask of n_positions² bytes (`bias`) and a scalar
+    /// `masked_bias` (-1e4) in the model's dtype.
+    fn transformers_buffer_bytes(&self, rest: DType) -> (u64, Option<u64>) {
+        let per_layer = (self.n_positions * self.n_positions + rest.size_in_bytes()) as u64;
+        (0, Some(self.n_layer as u64 * per_layer))
+    }
+    fn to_json(&self) -> serde_json::Value {
+        Config::to_json(self)
+    }
+    fn load(
+        &self,
+        src: &dyn TensorSource,
+        q: Quantization,
+        device: &Device,
+    ) -> Result<(Box<dyn CausalLm>, Vec<String>)> {
+        let (m, notes) = Gpt2::load(self, src, q, device)?;
+        Ok((Box::new(m), notes))
+    }
+    /// Two layouts: the hub's (no prefix, `h.N.attn.bias` / `masked_bias` causal-mask
+    /// buffers, left out) and `save_pretrained`'s (`transformer.` prefix, sometimes
+    /// `lm_head.weight`).
+    fn canonical_keys(&self, keys: &[String]) -> Vec<(String, String)> {
+        let prefixed = keys.iter().any(|k| k.starts_with("transformer."));
+        keys.iter()
+            .filter_map(|k| {
+                let canonical = if k == "lm_head.weight" || !prefixed {
+                    k.clone()
+                } else {
+                    k.strip_prefix("transformer.")?.to_string()
+                };
+                (!canonical.ends_with(".attn.bias") && !canonical.ends_with(".attn.masked_bias"))
+                    .then(|| (canonical, k.clone()))
+            })
+            .collect()
+    }
+    fn embedding_name(&self) -> &'static str {
+        "wte.weight"
+    }
+    /// transformers' GPT-2 init: every matrix and embedding N(0, 0.02), the residual
+    /// projections (`c_proj`) N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm 1.
+    fn init(&self, name: &str) -> Init {
+        if name.ends_with(".bias") {
+            Init::Const(0.0)
+        } else if name.contains("ln_") {
+            Init::Const(1.0)
+        } else if name.ends_with("c_proj.weight") {
+            Init::Normal(0.02 / (2.0 * self.n_layer as f64).sqrt())
+        } else {
+            Init::Normal(0.02)
+        }
+    }
+    fn gguf_architecture(&self) -> &'static str {
+        "gpt2"
+    }
+    fn gguf_name(&self, canonical: &str) -> Option<String> {
+        gguf_name(canonical)
+    }
+    fn gguf_metadata(&self) -> Vec<(String, Meta)> {
+        let k = |kv: Kv| kv.key("gpt2");
+        let u = |n: usize| Meta::U32(n as u32);
+        vec![
+            (k(Kv::ContextLength), u(self.n_positions)),
+            (k(Kv::EmbeddingLength), u(self.n_embd)),
+            (k(Kv::FeedForwardLength), u(self.inner())),
+            (k(Kv::BlockCount), u(self.n_layer)),
+            (k(Kv::HeadCount), u(self.n_head)),
+            (
+                k(Kv::LayerNormEpsilon),
+                Meta::F32(self.layer_norm_epsilon as f32),
+            ),
+        ]
+    }
+    crate::arch_config_plumbing!();
 }
 
 #[cfg(test)]

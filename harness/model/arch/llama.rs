@@ -25,10 +25,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::model::arch::CausalLm;
+use crate::model::arch::{ArchConfig, Architecture, CausalLm, ModelConfig, RopePermutation};
+use crate::model::gguf::{GgufFile, Kv};
+use crate::model::gguf_write::Meta;
 use crate::model::nn::{
     causal_mask, linear_parts, Cache, Group, KvCache, Linear, Matrix, Part, RmsNorm, Vector,
 };
+use crate::model::synthetic::{Init, Preset};
 use crate::model::weights::{Builder, TensorSource};
 use crate::precision::Quantization;
 
@@ -363,6 +366,21 @@ impl Config {
         Ok(())
     }
 
+    /// Layer `i`'s attention: every layer of the family's members today attends alike
+    /// (Mistral's window on every layer, one rotation).
+    pub fn layer_attention(&self, _i: usize) -> LayerAttention {
+        LayerAttention {
+            sliding_window: self.sliding_window,
+            rope: 0,
+        }
+    }
+
+    /// The rotations the layers take, indexed by [`LayerAttention::rope`].
+    pub fn ropes(&self) -> Vec<Rope> {
+        vec![Rope::new(self.head_dim, self.rope_theta, self.rope_scaling)
+            .with_factors(self.rope_freq_factors.as_deref())]
+    }
+
     /// The config.json transformers writes for this model, in the older form (top-level
     /// rope_theta and rope_scaling) that both transformers 4 and 5 and llama.cpp's
     /// converter read.
@@ -597,9 +615,21 @@ impl Rope {
     }
 }
 
+/// What varies from layer to layer, a field of each layer (as candle's gemma3.rs gives
+/// each layer its own window): which rotation its queries and keys take (an index into
+/// the model's ropes) and how far back it attends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerAttention {
+    /// Keys older than this many positions are not attended to.
+    pub sliding_window: Option<usize>,
+    /// Which of the model's rotations ([`Config::ropes`]).
+    pub rope: usize,
+}
+
 /// One decoder layer's weights.
 #[derive(Debug, Clone)]
 pub struct Layer {
+    pub attention: LayerAttention,
     pub input_layernorm: RmsNorm,
     pub q_proj: Linear,
     pub k_proj: Linear,
@@ -636,7 +666,8 @@ pub struct Llama {
     norm: RmsNorm,
     /// `None` when the LM head is tied to the token embedding.
     lm_head: Option<Matrix>,
-    rope: Rope,
+    /// The rotations the layers take (one for every member of the family today).
+    ropes: Vec<Rope>,
     device: Device,
 }
 
@@ -747,6 +778,7 @@ impl Llama {
             let up_proj = lin(&mut w, "mlp.up_proj", inter, h, cfg.mlp_bias)?;
             let down_proj = lin(&mut w, "mlp.down_proj", h, inter, cfg.mlp_bias)?;
             layers.push(Layer {
+                attention: cfg.layer_attention(i),
                 input_layernorm,
                 q_proj,
                 k_proj,
@@ -774,8 +806,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
-            rope: Rope::new(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-                .with_factors(cfg.rope_freq_factors.as_deref()),
+            ropes: cfg.ropes(),
             device: device.clone(),
         };
         Ok((model, w.notes()))
@@ -825,7 +856,7 @@ impl Llama {
         // The mask, when there is one, is the causal one over this pass's positions.
         let causal = mask.map(|_| crate::kernel::attention::Causal {
             len,
-            window: c.sliding_window,
+            window: l.attention.sliding_window,
         });
         let y = match crate::kernel::attention::step(&q, &k, &v, scale, causal)? {
             Some(y) => y,
@@ -873,7 +904,8 @@ struct StepBuffers {
     /// The MLP's gate and up projections, `b × intermediate`.
     gate: Vec<f32>,
     up: Vec<f32>,
-    /// The rotary angles' cosines and sines at the step's position, `hd / 2` each.
+    /// The rotary angles' cosines and sines at the step's position, `hd / 2` for each of
+    /// the model's rotations.
     cos: Vec<f32>,
     sin: Vec<f32>,
     products: crate::kernel::Scratch,
@@ -920,8 +952,8 @@ impl Llama {
                 out: vec![0.0; b * hs],
                 gate: vec![0.0; b * inter],
                 up: vec![0.0; b * inter],
-                cos: vec![0.0; hd / 2],
-                sin: vec![0.0; hd / 2],
+                cos: vec![0.0; hd / 2 * self.ropes.len()],
+                sin: vec![0.0; hd / 2 * self.ropes.len()],
                 products: Default::default(),
             },
         );
@@ -943,7 +975,14 @@ impl Llama {
         for (row, &id) in x.chunks_exact_mut(hs).zip(ids) {
             self.embed_tokens.row_into(id as usize, row)?;
         }
-        self.rope.cos_sin_into(pos, cos, sin);
+        let half = hd / 2;
+        for (r, rope) in self.ropes.iter().enumerate() {
+            rope.cos_sin_into(
+                pos,
+                &mut cos[r * half..(r + 1) * half],
+                &mut sin[r * half..(r + 1) * half],
+            );
+        }
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         for (i, (l, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             if i == 0 {
@@ -960,6 +999,11 @@ impl Llama {
             if let Some(nm) = &l.k_norm {
                 nm.forward_rows_in_place(k);
             }
+            let r = l.attention.rope;
+            let (cos, sin) = (
+                &cos[r * half..(r + 1) * half],
+                &sin[r * half..(r + 1) * half],
+            );
             step::rope_in_place(q, hd, cos, sin);
             step::rope_in_place(k, hd, cos, sin);
             let rows = |data| Rows {
@@ -971,7 +1015,7 @@ impl Llama {
             let total = kv.len();
             // A sliding window hides the positions more than `window` back, as the
             // candle path's mask does.
-            let first = match c.sliding_window {
+            let first = match l.attention.sliding_window {
                 Some(w) if total > w => total - w,
                 _ => 0,
             };
@@ -1013,16 +1057,31 @@ impl CausalLm for Llama {
         }
         let ids_t = Tensor::from_vec(ids, (b, len), &self.device)?;
         let mut xs = self.embed_tokens.rows(&ids_t)?;
-        let (cos, sin) = self.rope.cos_sin(start, len, &self.device)?;
-        let window_cuts = c.sliding_window.is_some_and(|w| start + len > w);
-        let mask = if len > 1 || window_cuts {
-            Some(causal_mask(len, start, c.sliding_window, &self.device)?)
-        } else {
-            None
-        };
+        let angles = self
+            .ropes
+            .iter()
+            .map(|r| r.cos_sin(start, len, &self.device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        // One mask per window the layers use (made once, shared by its layers).
+        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let window = layer.attention.sliding_window;
+            if !masks.iter().any(|(w, _)| *w == window) {
+                let window_cuts = window.is_some_and(|w| start + len > w);
+                let mask = if len > 1 || window_cuts {
+                    Some(causal_mask(len, start, window, &self.device)?)
+                } else {
+                    None
+                };
+                masks.push((window, mask));
+            }
+            let mask = masks
+                .iter()
+                .find(|(w, _)| *w == window)
+                .and_then(|(_, m)| m.as_ref());
+            let (cos, sin) = &angles[layer.attention.rope];
             xs = self
-                .layer_forward(layer, &xs, kv, &cos, &sin, mask.as_ref())
+                .layer_forward(layer, &xs, kv, cos, sin, mask)
                 .with_context(|| format!("forward pass of layer {i}"))?;
         }
         cache.position += len;
@@ -1070,6 +1129,458 @@ impl CausalLm for Llama {
     fn token_embedding(&self) -> &Matrix {
         &self.embed_tokens
     }
+}
+
+/// The Llama family in the registry.
+pub static ARCHITECTURE: Architecture = Architecture {
+    title: "the Llama family (llama, mistral, qwen2, qwen3)",
+    model_types: &["llama", "mistral", "qwen2", "qwen3"],
+    reads_untyped_config: false,
+    gguf_architectures: &["llama", "qwen2", "qwen3"],
+    from_config_json: |model_type, value, _, origin| {
+        let family = model_type
+            .and_then(Family::parse)
+            .expect("the registry reads only the listed model types here");
+        Ok(ModelConfig::new(Config::from_value(value, family, origin)?))
+    },
+    from_gguf,
+    presets: &PRESETS,
+};
+
+/// A Llama-family shape with the fields every preset sets; the rest as in Llama.
+#[allow(clippy::too_many_arguments)]
+fn shape(
+    family: Family,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    max_position_embeddings: usize,
+    rope_theta: f64,
+    tie_word_embeddings: bool,
+) -> Config {
+    Config {
+        family,
+        vocab_size,
+        hidden_size,
+        intermediate_size,
+        num_hidden_layers,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim: hidden_size / num_attention_heads,
+        max_position_embeddings,
+        rms_norm_eps: 1e-5,
+        rope_theta,
+        rope_scaling: RopeScaling::Default,
+        qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: false,
+        tie_word_embeddings,
+        sliding_window: None,
+        bos_token_id: None,
+        eos_token_id: None,
+        rope_freq_factors: None,
+    }
+}
+
+/// The family's synthetic presets, shaped from the published config.json files:
+/// HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B,
+/// meta-llama/Llama-3.2-1B, TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T
+/// (v1.0), mistralai/Mistral-7B-v0.1.
+#[rustfmt::skip]
+pub const PRESETS: [Preset; 7] = [
+    Preset {
+        name: "tiny-llama",
+        about: "a Llama of 2 layers, width 256, 4 heads over 2 kv heads, llama3 rope, GPT-2's vocabulary, for tests",
+        build: || {
+            let mut c = shape(Family::Llama, 50257, 256, 512, 2, 4, 2, 256, 500000.0, false);
+            c.rope_scaling = RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 64,
+            };
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "smollm2-135m",
+        about: "SmolLM2-135M (Llama: 30 layers, width 576, 9 heads, 3 kv heads, tied head)",
+        build: || {
+            let mut c = shape(Family::Llama, 49152, 576, 1536, 30, 9, 3, 8192, 100000.0, true);
+            c.bos_token_id = Some(0);
+            c.eos_token_id = Some(0);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "qwen2.5-0.5b",
+        about: "Qwen2.5-0.5B (qwen2: 24 layers, width 896, 14 heads, 2 kv heads, q/k/v biases, tied head)",
+        build: || {
+            let mut c = shape(Family::Qwen2, 151936, 896, 4864, 24, 14, 2, 32768, 1000000.0, true);
+            c.rms_norm_eps = 1e-6;
+            c.qkv_bias = true;
+            c.bos_token_id = Some(151643);
+            c.eos_token_id = Some(151643);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "qwen3-0.6b",
+        about: "Qwen3-0.6B (qwen3: 28 layers, width 1024, 16 heads of 128, 8 kv heads, q/k norms, tied head)",
+        build: || {
+            let mut c = shape(Family::Qwen3, 151936, 1024, 3072, 28, 16, 8, 40960, 1000000.0, true);
+            c.head_dim = 128;
+            c.rms_norm_eps = 1e-6;
+            c.qk_norm = true;
+            c.bos_token_id = Some(151643);
+            c.eos_token_id = Some(151645);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "llama-3.2-1b",
+        about: "Llama 3.2 1B (16 layers, width 2048, 32 heads, 8 kv heads, llama3 rope, tied head)",
+        build: || {
+            let mut c = shape(Family::Llama, 128256, 2048, 8192, 16, 32, 8, 131072, 500000.0, true);
+            c.rope_scaling = RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            };
+            c.bos_token_id = Some(128000);
+            c.eos_token_id = Some(128001);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "tinyllama-1.1b",
+        about: "TinyLlama 1.1B (22 layers, width 2048, 32 heads, 4 kv heads, untied head)",
+        build: || {
+            let mut c = shape(Family::Llama, 32000, 2048, 5632, 22, 32, 4, 2048, 10000.0, false);
+            c.bos_token_id = Some(1);
+            c.eos_token_id = Some(2);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "mistral-7b",
+        about: "Mistral 7B v0.1 (32 layers, width 4096, 32 heads, 8 kv heads, sliding window 4096, untied head; f32 does not fit in 24 GiB)",
+        build: || {
+            let mut c = shape(Family::Mistral, 32000, 4096, 14336, 32, 32, 8, 32768, 10000.0, false);
+            c.sliding_window = Some(4096);
+            c.bos_token_id = Some(1);
+            c.eos_token_id = Some(2);
+            ModelConfig::new(c)
+        },
+    },
+];
+
+/// The configuration a GGUF file of the family describes (`general.architecture` llama,
+/// qwen2 or qwen3; llama.cpp writes Mistral's files as llama).
+fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
+    let path = file.path.display();
+    let c = file.common(arch)?;
+    let head_dim = match file.kv_opt_usize(arch, Kv::KeyLength)? {
+        Some(k) => k,
+        None => c.width / c.heads.max(1),
+    };
+    if let Some(v) = file.kv_opt_usize(arch, Kv::ValueLength)? {
+        if v != head_dim {
+            crate::bad_input!(
+                "{path}: {} = {v} differs from the key length {head_dim}; quantbench runs models whose keys and values have one head size",
+                Kv::ValueLength.key(arch)
+            );
+        }
+    }
+    if let Some(r) = file.kv_opt_usize(arch, Kv::RopeDimensionCount)? {
+        if r != head_dim {
+            crate::bad_input!(
+                "{path}: {} = {r} rotates part of each head of {head_dim}; quantbench runs fully rotated heads only",
+                Kv::RopeDimensionCount.key(arch)
+            );
+        }
+    }
+    let scaling = match file.kv_opt_str(arch, Kv::RopeScalingType)? {
+        None | Some("none") => Value::Null,
+        Some("linear") => serde_json::json!({
+            "type": "linear",
+            "factor": file.kv_f64(arch, Kv::RopeScalingFactor)?,
+        }),
+        Some(other) => crate::bad_input!(
+            "{path}: {} = '{other}' is not supported; supported: none, linear (and llama3 factors in rope_freqs.weight)",
+            Kv::RopeScalingType.key(arch)
+        ),
+    };
+    let bos = file.special_id_within("bos", c.bos, c.vocab)?;
+    let eos = file.special_id_within("eos", c.eos, c.vocab)?;
+    let mut v = serde_json::json!({
+        "model_type": arch,
+        "vocab_size": c.vocab,
+        "hidden_size": c.width,
+        "intermediate_size": file.kv_usize(arch, Kv::FeedForwardLength)?,
+        "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads,
+        "num_key_value_heads": file.kv_opt_usize(arch, Kv::HeadCountKv)?.unwrap_or(c.heads),
+        "head_dim": head_dim,
+        "max_position_embeddings": c.context,
+        "rms_norm_eps": file.kv_f64(arch, Kv::LayerNormRmsEpsilon)?,
+        "rope_theta": file.kv_opt_f64(arch, Kv::RopeFreqBase)?.unwrap_or(10000.0),
+        "rope_scaling": scaling,
+        "hidden_act": "silu",
+        "tie_word_embeddings": c.tied,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+    });
+    let o = v.as_object_mut().expect("an object");
+    if arch != "qwen2" {
+        o.insert(
+            "attention_bias".into(),
+            file.tensors.contains_key("blk.0.attn_q.bias").into(),
+        );
+    }
+    if arch == "llama" {
+        o.insert(
+            "mlp_bias".into(),
+            file.tensors.contains_key("blk.0.ffn_up.bias").into(),
+        );
+    }
+    let family = Family::parse(arch).expect("the registry reads only the listed architectures");
+    let origin = format!("{path} (GGUF metadata)");
+    let mut cfg = Config::from_value(v, family, &origin)?;
+    if file.tensors.contains_key("rope_freqs.weight") {
+        let t = file.qtensor("rope_freqs.weight", &[cfg.head_dim / 2])?;
+        cfg.rope_freq_factors = Some(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
+    }
+    Ok(ModelConfig::new(cfg))
+}
+
+/// llama.cpp's name for a canonical Llama-family tensor.
+pub fn gguf_name(canonical: &str) -> Option<String> {
+    let fixed = match canonical {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "rope_freqs.weight" => Some("rope_freqs.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = canonical.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let to = match module {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{to}.{kind}"))
+}
+
+/// llama.cpp's llama3 rope factors (its converter's `generate_extra_tensors`).
+pub fn llama3_rope_factors(head_dim: usize, theta: f64, s: RopeScaling) -> Option<Vec<f32>> {
+    let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    } = s
+    else {
+        return None;
+    };
+    let old = original_max_position_embeddings as f64;
+    let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
+    Some(
+        (0..head_dim / 2)
+            .map(|i| {
+                // torch: 1.0 / base ** (arange(0, dim, 2, float32) / dim), in float32.
+                let freq = 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+                let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+                let f = if wavelen < high_wl {
+                    1.0
+                } else if wavelen > low_wl {
+                    factor
+                } else {
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                f as f32
+            })
+            .collect(),
+    )
+}
+
+impl ArchConfig for Config {
+    fn model_type(&self) -> &'static str {
+        self.family.model_type()
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.max_position_embeddings
+    }
+    fn n_layer(&self) -> usize {
+        self.num_hidden_layers
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    fn n_head(&self) -> usize {
+        self.num_attention_heads
+    }
+    fn n_kv_head(&self) -> usize {
+        self.num_key_value_heads
+    }
+    fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+    fn tie_word_embeddings(&self) -> bool {
+        self.tie_word_embeddings
+    }
+    fn bos_token_id(&self) -> Option<u32> {
+        self.bos_token_id
+    }
+    fn eos_token_id(&self) -> Option<u32> {
+        self.eos_token_id
+    }
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        expected_tensors(self)
+    }
+    fn is_embedding(&self, name: &str) -> bool {
+        matches!(name, "model.embed_tokens.weight" | "lm_head.weight")
+    }
+    /// The rotary `inv_freq` and `original_inv_freq`, head_dim / 2 f32 each, whatever
+    /// the model's dtype.
+    fn transformers_buffer_bytes(&self, _rest: candle_core::DType) -> (u64, Option<u64>) {
+        ((2 * (self.head_dim / 2) * 4) as u64, None)
+    }
+    fn to_json(&self) -> Value {
+        Config::to_json(self)
+    }
+    fn config_json_cannot_state(&self) -> Option<String> {
+        self.rope_freq_factors.as_ref().map(|_| {
+            "its rotary frequencies are scaled by factors (rope_freqs.weight), which a transformers config.json cannot state; export it with --format gguf instead".to_string()
+        })
+    }
+    fn load(
+        &self,
+        src: &dyn TensorSource,
+        q: Quantization,
+        device: &Device,
+    ) -> Result<(Box<dyn CausalLm>, Vec<String>)> {
+        let (m, notes) = Llama::load(self, src, q, device)?;
+        Ok((Box::new(m), notes))
+    }
+    /// transformers' one layout; older checkpoints also store the rotary table
+    /// (`rotary_emb.inv_freq`), which is recomputed and left out.
+    fn canonical_keys(&self, keys: &[String]) -> Vec<(String, String)> {
+        keys.iter()
+            .filter(|k| !k.ends_with(".rotary_emb.inv_freq"))
+            .map(|k| (k.clone(), k.clone()))
+            .collect()
+    }
+    fn embedding_name(&self) -> &'static str {
+        "model.embed_tokens.weight"
+    }
+    /// transformers' init: norms 1, biases 0, every matrix N(0, 0.02).
+    fn init(&self, name: &str) -> Init {
+        if name.ends_with(".bias") {
+            Init::Const(0.0)
+        } else if name.ends_with("norm.weight") {
+            Init::Const(1.0)
+        } else {
+            Init::Normal(0.02)
+        }
+    }
+    fn gguf_architecture(&self) -> &'static str {
+        match self.family {
+            Family::Llama | Family::Mistral => "llama",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+    fn gguf_name(&self, canonical: &str) -> Option<String> {
+        gguf_name(canonical)
+    }
+    /// llama.cpp's `llama` architecture stores q and k with their rows permuted for its
+    /// interleaved rotation; Qwen's files keep transformers' order.
+    fn gguf_permutation(&self, gguf_name: &str) -> Option<RopePermutation> {
+        if self.gguf_architecture() != "llama" {
+            return None;
+        }
+        if gguf_name.contains(".attn_q.") {
+            Some(RopePermutation {
+                heads: self.num_attention_heads,
+            })
+        } else if gguf_name.contains(".attn_k.") {
+            Some(RopePermutation {
+                heads: self.num_key_value_heads,
+            })
+        } else {
+            None
+        }
+    }
+    fn gguf_metadata(&self) -> Vec<(String, Meta)> {
+        let arch = self.gguf_architecture();
+        let k = |kv: Kv| kv.key(arch);
+        let u = |n: usize| Meta::U32(n as u32);
+        let mut m = vec![
+            (k(Kv::ContextLength), u(self.max_position_embeddings)),
+            (k(Kv::EmbeddingLength), u(self.hidden_size)),
+            (k(Kv::FeedForwardLength), u(self.intermediate_size)),
+            (k(Kv::BlockCount), u(self.num_hidden_layers)),
+            (k(Kv::HeadCount), u(self.num_attention_heads)),
+            (k(Kv::HeadCountKv), u(self.num_key_value_heads)),
+            (
+                k(Kv::LayerNormRmsEpsilon),
+                Meta::F32(self.rms_norm_eps as f32),
+            ),
+            (k(Kv::RopeFreqBase), Meta::F32(self.rope_theta as f32)),
+            (k(Kv::RopeDimensionCount), u(self.head_dim)),
+            (k(Kv::KeyLength), u(self.head_dim)),
+            (k(Kv::ValueLength), u(self.head_dim)),
+            (k(Kv::VocabSize), u(self.vocab_size)),
+        ];
+        if let RopeScaling::Linear { factor } = self.rope_scaling {
+            m.push((k(Kv::RopeScalingType), Meta::Str("linear".into())));
+            m.push((k(Kv::RopeScalingFactor), Meta::F32(factor as f32)));
+        }
+        m
+    }
+    fn gguf_extra_tensors(&self) -> Vec<(String, Vec<f32>)> {
+        self.rope_freq_factors
+            .clone()
+            .or_else(|| llama3_rope_factors(self.head_dim, self.rope_theta, self.rope_scaling))
+            .map(|f| ("rope_freqs.weight".to_string(), f))
+            .into_iter()
+            .collect()
+    }
+    fn gguf_notes(&self) -> Vec<String> {
+        match (self.family, self.sliding_window) {
+            (Family::Mistral, Some(w)) => vec![format!(
+                "Mistral's sliding window ({w} positions) is not written: GGUF's llama architecture has no key for it (llama.cpp's converter drops it too), so llama.cpp attends over the whole context"
+            )],
+            _ => Vec::new(),
+        }
+    }
+    crate::arch_config_plumbing!();
 }
 
 #[cfg(test)]

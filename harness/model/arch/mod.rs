@@ -1,21 +1,82 @@
-//! The architectures quantbench runs, one file each (config beside the forward pass, in
-//! the style of candle-transformers' model files), behind one small interface
-//! ([`CausalLm`]) that the runner, generate, the quality pass and the benches call. The
-//! architecture is read from the source (config.json's `model_type`), never guessed from
-//! a name.
+//! The architectures quantbench's own engine runs, one file each (config, names, GGUF
+//! keys, presets and forward pass together, in the style of candle-transformers' model
+//! files), listed once in [`ARCHITECTURES`]. Everything outside this folder asks a
+//! [`ModelConfig`] (an architecture's config behind [`ArchConfig`]) or the registry,
+//! and never matches on an architecture's name: adding one is a new file and a line
+//! here (docs/adding-an-architecture.md). The architecture is read from the source
+//! (config.json's `model_type`, GGUF's `general.architecture`), never guessed.
 
 pub mod gpt2;
 pub mod llama;
 
+use std::any::Any;
+
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::InputError;
+use crate::model::gguf::GgufFile;
+use crate::model::gguf_write::Meta;
 use crate::model::nn::{Cache, Group, Matrix, Part};
+use crate::model::synthetic::{Init, Preset};
 use crate::model::weights::TensorSource;
+use crate::precision::Quantization;
 
-/// The `model_type` values quantbench runs.
-pub const SUPPORTED_MODEL_TYPES: [&str; 5] = ["gpt2", "llama", "mistral", "qwen2", "qwen3"];
+/// Every architecture, in the order listings show them.
+pub static ARCHITECTURES: &[&Architecture] = &[&gpt2::ARCHITECTURE, &llama::ARCHITECTURE];
+
+/// What the registry knows of an architecture before any model is read: the names it
+/// answers to, how to read its config from each source, its synthetic presets.
+pub struct Architecture {
+    /// How listings title it.
+    pub title: &'static str,
+    /// The config.json `model_type` values it reads.
+    pub model_types: &'static [&'static str],
+    /// Whether it also reads a config.json without `model_type` (the oldest GPT-2 files
+    /// have none).
+    pub reads_untyped_config: bool,
+    /// The GGUF `general.architecture` values it reads.
+    pub gguf_architectures: &'static [&'static str],
+    /// Read a config.json (already parsed; `text` as read, `model_type` as found);
+    /// `origin` names the file in errors.
+    pub from_config_json: fn(
+        model_type: Option<&str>,
+        value: serde_json::Value,
+        text: &str,
+        origin: &str,
+    ) -> Result<ModelConfig>,
+    /// Read the configuration from a GGUF file's metadata (and the shapes it leaves out)
+    /// for `general.architecture` = `gguf_architecture`.
+    pub from_gguf: fn(file: &GgufFile, gguf_architecture: &str) -> Result<ModelConfig>,
+    /// Its synthetic presets (`synthetic:NAME`).
+    pub presets: &'static [Preset],
+}
+
+/// The config.json `model_type` values quantbench runs, for messages.
+pub fn supported_model_types() -> String {
+    ARCHITECTURES
+        .iter()
+        .flat_map(|a| a.model_types.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The GGUF `general.architecture` values quantbench runs, for messages.
+pub fn supported_gguf_architectures() -> String {
+    ARCHITECTURES
+        .iter()
+        .flat_map(|a| a.gguf_architectures.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The architecture that reads GGUF files of `general.architecture` = `name`.
+pub fn for_gguf_architecture(name: &str) -> Option<&'static Architecture> {
+    ARCHITECTURES
+        .iter()
+        .copied()
+        .find(|a| a.gguf_architectures.contains(&name))
+}
 
 /// A causal language model in memory: feed tokens after what a cache holds, get hidden
 /// states, turn them into logits. Implemented by each architecture.
@@ -68,29 +129,206 @@ pub trait CausalLm: Send + Sync {
     }
 }
 
-/// A model's configuration, whichever the architecture.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelConfig {
-    Gpt2(gpt2::Config),
-    Llama(llama::Config),
+/// llama.cpp's converter stores some q and k projections with their rows permuted for
+/// its interleaved rotation (`permute` in convert_hf_to_gguf.py): within each head of
+/// `heads`, the first half of the rows interleaved with the second half. Both
+/// directions, side by side; whole rows move, so every block's bytes stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RopePermutation {
+    pub heads: usize,
 }
 
-impl From<gpt2::Config> for ModelConfig {
-    fn from(c: gpt2::Config) -> Self {
-        ModelConfig::Gpt2(c)
+impl RopePermutation {
+    /// Whether `rows` split into `heads` heads of an even size.
+    pub fn fits(&self, rows: usize) -> bool {
+        self.heads > 0 && rows.is_multiple_of(self.heads) && (rows / self.heads).is_multiple_of(2)
+    }
+
+    /// Row `r` of the file (llama.cpp's order) is row `to_file(r)` of transformers'.
+    pub fn to_file(&self, r: usize, rows: usize) -> usize {
+        let head_rows = rows / self.heads;
+        let half = head_rows / 2;
+        let (h, within) = (r / head_rows, r % head_rows);
+        let (j, s) = (within / 2, within % 2);
+        h * head_rows + s * half + j
+    }
+
+    /// Row `r` of transformers' order is row `from_file(r)` of the file.
+    pub fn from_file(&self, r: usize, rows: usize) -> usize {
+        let head_rows = rows / self.heads;
+        let half = head_rows / 2;
+        let (h, within) = (r / head_rows, r % head_rows);
+        let (s, j) = (within / half, within % half);
+        h * head_rows + 2 * j + s
     }
 }
 
-impl From<llama::Config> for ModelConfig {
-    fn from(c: llama::Config) -> Self {
-        ModelConfig::Llama(c)
+/// One architecture's configuration: its shapes and switches, and everything the
+/// sources, writers and loaders need to know of it. Each architecture's `Config`
+/// implements it; [`ModelConfig`] holds one.
+pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
+    /// config.json's `model_type` (what results call `model.architecture`).
+    fn model_type(&self) -> &'static str;
+    fn vocab_size(&self) -> usize;
+    /// How many positions the model attends over.
+    fn context_length(&self) -> usize;
+    fn n_layer(&self) -> usize;
+    /// The width of the residual stream.
+    fn hidden_size(&self) -> usize;
+    fn n_head(&self) -> usize;
+    /// Key/value heads: fewer than the query heads under grouped-query attention.
+    fn n_kv_head(&self) -> usize;
+    fn head_dim(&self) -> usize;
+    fn tie_word_embeddings(&self) -> bool;
+    /// The token id text starts with, where the model's config names one.
+    fn bos_token_id(&self) -> Option<u32>;
+    /// The token id the model's generation config ends text with, where known.
+    fn eos_token_id(&self) -> Option<u32>;
+
+    /// The canonical tensor names and shapes a source must hold, as the source stores
+    /// them (see [`ArchConfig::stored_in_out`]).
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)>;
+    /// Number of parameters, counting a tied LM head once.
+    fn parameter_count(&self) -> usize {
+        self.expected_tensors()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+    /// Whether a canonical tensor is an embedding table or the LM head: stored at the
+    /// precision only under the `all` policy, as the loaders do.
+    fn is_embedding(&self, name: &str) -> bool;
+    /// Whether the source stores this matrix `[in, out]` (GPT-2's Conv1D), to be
+    /// transposed to `[out, in]` as it loads.
+    fn stored_in_out(&self, _name: &str) -> bool {
+        false
+    }
+    /// The buffers transformers' `get_memory_footprint()` adds to the parameters, for
+    /// floating buffers in `rest`: (as transformers 5 registers them, as older 4.x
+    /// releases did where they differ).
+    fn transformers_buffer_bytes(&self, rest: DType) -> (u64, Option<u64>);
+    /// The config.json transformers would write for this model.
+    fn to_json(&self) -> serde_json::Value;
+    /// Whether GPT-2's BPE (what a synthetic model is tokenized with, offline) is this
+    /// architecture's own tokenizer.
+    fn tokenizer_is_gpt2s(&self) -> bool {
+        false
+    }
+    /// Why a transformers config.json cannot state this model, when it cannot (an
+    /// export in the Hugging Face layout is then refused with it).
+    fn config_json_cannot_state(&self) -> Option<String> {
+        None
+    }
+    /// Build the model at `q` from `src`; the model and the fallback notes.
+    fn load(
+        &self,
+        src: &dyn TensorSource,
+        q: Quantization,
+        device: &Device,
+    ) -> Result<(Box<dyn CausalLm>, Vec<String>)>;
+
+    /// Canonical names for the keys a safetensors checkpoint holds: (canonical, key)
+    /// for each key that is a weight (layout prefixes removed, buffers left out).
+    fn canonical_keys(&self, keys: &[String]) -> Vec<(String, String)> {
+        keys.iter().map(|k| (k.clone(), k.clone())).collect()
+    }
+    /// The token embedding's canonical name (a checkpoint without it is refused).
+    fn embedding_name(&self) -> &'static str;
+    /// How a synthetic model draws this tensor (transformers' initialisation).
+    fn init(&self, name: &str) -> Init;
+
+    /// GGUF's `general.architecture` for this model.
+    fn gguf_architecture(&self) -> &'static str;
+    /// llama.cpp's name for a canonical tensor.
+    fn gguf_name(&self, canonical: &str) -> Option<String>;
+    /// How the file orders the rows of a tensor (by its llama.cpp name), when not as
+    /// transformers does.
+    fn gguf_permutation(&self, _gguf_name: &str) -> Option<RopePermutation> {
+        None
+    }
+    /// The hyper-parameters a GGUF file states, keyed from [`crate::model::gguf::Kv`].
+    fn gguf_metadata(&self) -> Vec<(String, Meta)>;
+    /// Tensors a GGUF file holds that no source stores (llama3's `rope_freqs.weight`).
+    fn gguf_extra_tensors(&self) -> Vec<(String, Vec<f32>)> {
+        Vec::new()
+    }
+    /// What a GGUF file cannot say of this model (each a note of the export).
+    fn gguf_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn clone_box(&self) -> Box<dyn ArchConfig>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn eq_dyn(&self, other: &dyn ArchConfig) -> bool;
+}
+
+/// The `clone_box` / `as_any` / `eq_dyn` plumbing of [`ArchConfig`] for a config type.
+#[macro_export]
+macro_rules! arch_config_plumbing {
+    () => {
+        fn clone_box(&self) -> Box<dyn $crate::model::arch::ArchConfig> {
+            Box::new(self.clone())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+        fn eq_dyn(&self, other: &dyn $crate::model::arch::ArchConfig) -> bool {
+            other.as_any().downcast_ref::<Self>() == Some(self)
+        }
+    };
+}
+
+/// A model's configuration, whichever the architecture: one architecture's config
+/// behind [`ArchConfig`] (its methods are this type's, through `Deref`).
+#[derive(Debug)]
+pub struct ModelConfig(Box<dyn ArchConfig>);
+
+impl Clone for ModelConfig {
+    fn clone(&self) -> Self {
+        ModelConfig(self.0.clone_box())
+    }
+}
+
+impl PartialEq for ModelConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_dyn(&*other.0)
+    }
+}
+
+impl<T: ArchConfig> From<T> for ModelConfig {
+    fn from(c: T) -> Self {
+        ModelConfig::new(c)
+    }
+}
+
+impl std::ops::Deref for ModelConfig {
+    type Target = dyn ArchConfig;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
     }
 }
 
 impl ModelConfig {
-    /// Parse and check a transformers config.json; the architecture comes from its
-    /// `model_type` (absent: GPT-2, as the oldest GPT-2 files have none). `origin` names
-    /// the file in errors.
+    pub fn new(config: impl ArchConfig) -> Self {
+        ModelConfig(Box::new(config))
+    }
+
+    /// The architecture's own config, when it is a `T`.
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+
+    /// The architecture's own config, when it is a `T`, to change.
+    pub fn downcast_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.0.as_any_mut().downcast_mut()
+    }
+
+    /// Parse and check a transformers config.json; the architecture is the one of the
+    /// registry that reads its `model_type`. `origin` names the file in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
         let stripped = crate::fsutil::strip_bom(text);
         let value: serde_json::Value = serde_json::from_str(stripped)
@@ -102,94 +340,23 @@ impl ModelConfig {
                 "{origin}: field `model_type`: expected a string such as \"llama\", found {other}"
             ),
         };
-        match model_type.as_deref() {
-            None | Some("gpt2") => Ok(ModelConfig::Gpt2(gpt2::Config::from_json(text, origin)?)),
-            Some(mt @ ("llama" | "mistral" | "qwen2" | "qwen3")) => {
-                let family = llama::Family::parse(mt).expect("listed above");
-                Ok(ModelConfig::Llama(llama::Config::from_value(
-                    value, family, origin,
-                )?))
-            }
-            Some(other) => crate::bad_input!(
-                "{origin}: model_type '{other}' is not supported; supported: {}",
-                SUPPORTED_MODEL_TYPES.join(", ")
+        let arch = ARCHITECTURES.iter().find(|a| match model_type.as_deref() {
+            None => a.reads_untyped_config,
+            Some(mt) => a.model_types.contains(&mt),
+        });
+        match arch {
+            Some(a) => (a.from_config_json)(model_type.as_deref(), value, text, origin),
+            None => crate::bad_input!(
+                "{origin}: model_type '{}' is not supported; supported: {}",
+                model_type.unwrap_or_default(),
+                supported_model_types()
             ),
-        }
-    }
-
-    /// The config.json transformers would write for this model.
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            ModelConfig::Gpt2(c) => c.to_json(),
-            ModelConfig::Llama(c) => c.to_json(),
         }
     }
 
     /// The architecture as config.json's `model_type` names it.
     pub fn architecture(&self) -> &'static str {
-        match self {
-            ModelConfig::Gpt2(_) => "gpt2",
-            ModelConfig::Llama(c) => c.family.model_type(),
-        }
-    }
-
-    /// How many positions the model attends over (n_positions, max_position_embeddings).
-    pub fn context_length(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.n_positions,
-            ModelConfig::Llama(c) => c.max_position_embeddings,
-        }
-    }
-
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.vocab_size,
-            ModelConfig::Llama(c) => c.vocab_size,
-        }
-    }
-
-    pub fn n_layer(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.n_layer,
-            ModelConfig::Llama(c) => c.num_hidden_layers,
-        }
-    }
-
-    /// The width of the residual stream (n_embd, hidden_size).
-    pub fn hidden_size(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.n_embd,
-            ModelConfig::Llama(c) => c.hidden_size,
-        }
-    }
-
-    pub fn n_head(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.n_head,
-            ModelConfig::Llama(c) => c.num_attention_heads,
-        }
-    }
-
-    /// Key/value heads: fewer than the query heads under grouped-query attention.
-    pub fn n_kv_head(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.n_head,
-            ModelConfig::Llama(c) => c.num_key_value_heads,
-        }
-    }
-
-    pub fn head_dim(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.head_dim(),
-            ModelConfig::Llama(c) => c.head_dim,
-        }
-    }
-
-    pub fn tie_word_embeddings(&self) -> bool {
-        match self {
-            ModelConfig::Gpt2(c) => c.tie_word_embeddings,
-            ModelConfig::Llama(c) => c.tie_word_embeddings,
-        }
+        self.model_type()
     }
 
     /// Bytes the KV cache holds per token of context: keys and values of every layer,
@@ -198,82 +365,26 @@ impl ModelConfig {
         2 * self.n_layer() * self.n_kv_head() * self.head_dim() * 4
     }
 
-    /// The canonical tensor names and shapes a source must hold.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        match self {
-            ModelConfig::Gpt2(c) => gpt2::expected_tensors(c),
-            ModelConfig::Llama(c) => llama::expected_tensors(c),
-        }
-    }
-
-    /// Number of parameters, counting a tied LM head once.
-    pub fn parameter_count(&self) -> usize {
-        match self {
-            ModelConfig::Gpt2(c) => c.parameter_count(),
-            ModelConfig::Llama(_) => self
-                .expected_tensors()
-                .iter()
-                .map(|(_, s)| s.iter().product::<usize>())
-                .sum(),
-        }
-    }
-
-    /// The token id the model's generation config ends text with, where known.
-    pub fn eos_token_id(&self) -> Option<u32> {
-        match self {
-            ModelConfig::Gpt2(_) => Some(crate::model::tokenizer::END_OF_TEXT),
-            ModelConfig::Llama(c) => c.eos_token_id,
-        }
-    }
-
-    /// Whether a canonical tensor name is an embedding table or the LM head: stored at
-    /// the precision only under the `all` policy, as the loaders do.
-    fn is_embedding(&self, name: &str) -> bool {
-        match self {
-            ModelConfig::Gpt2(_) => matches!(name, "wte.weight" | "wpe.weight" | "lm_head.weight"),
-            ModelConfig::Llama(_) => {
-                matches!(name, "model.embed_tokens.weight" | "lm_head.weight")
-            }
-        }
-    }
-
-    /// The buffers transformers' `get_memory_footprint()` adds to the parameters, for
-    /// a model whose floating buffers are in `rest`: (as transformers 5 registers them,
-    /// as older 4.x releases did where they differ). GPT-2 now registers none; older
-    /// releases kept, per attention layer, a boolean causal mask of n_positions² bytes
-    /// (`bias`) and a scalar `masked_bias` (-1e4) in the model's dtype. The Llama family
-    /// registers the rotary `inv_freq` and `original_inv_freq`, head_dim / 2 f32 each,
-    /// whatever the model's dtype.
-    pub fn transformers_buffer_bytes(&self, rest: candle_core::DType) -> (u64, Option<u64>) {
-        match self {
-            ModelConfig::Gpt2(c) => {
-                let per_layer = (c.n_positions * c.n_positions + rest.size_in_bytes()) as u64;
-                (0, Some(c.n_layer as u64 * per_layer))
-            }
-            ModelConfig::Llama(c) => ((2 * (c.head_dim / 2) * 4) as u64, None),
-        }
-    }
-
     /// The exact bytes the weights will take at `q`, worked out from the shapes before
     /// anything is loaded (the loaders' choices: policy, rest dtype, block fallbacks),
     /// and the largest single tensor in f32 (what loading holds on top, once).
-    pub fn planned_weight_bytes(&self, q: crate::precision::Quantization) -> (u128, u128) {
+    pub fn planned_weight_bytes(&self, q: Quantization) -> (u128, u128) {
         let rest = q.rest.dtype().size_in_bytes() as u128;
+        let quantize_embeddings =
+            q.policy == crate::precision::Policy::All && q.precision.holds_embeddings();
         let mut total = 0u128;
         let mut largest = 0u128;
         for (name, shape) in self.expected_tensors() {
             let n: usize = shape.iter().product();
             largest = largest.max(n as u128 * 4);
-            let quantize_embeddings =
-                q.policy == crate::precision::Policy::All && q.precision.holds_embeddings();
             total += match shape.as_slice() {
                 [_, _] if self.is_embedding(&name) && !quantize_embeddings => n as u128 * rest,
                 [rows, cols] => {
-                    // GPT-2's Conv1D matrices are stored [in, out]: rows of `in` once
-                    // transposed.
-                    let (out, row_len) = match self {
-                        ModelConfig::Gpt2(_) if !self.is_embedding(&name) => (*cols, *rows),
-                        _ => (*rows, *cols),
+                    // A matrix stored [in, out] has rows of `in` once transposed.
+                    let (out, row_len) = if self.stored_in_out(&name) {
+                        (*cols, *rows)
+                    } else {
+                        (*rows, *cols)
                     };
                     q.precision.matrix_bytes(out, row_len) as u128
                 }
@@ -281,26 +392,6 @@ impl ModelConfig {
             };
         }
         (total, largest)
-    }
-
-    /// Build the model at a quantization from a tensor source; returns the model and
-    /// the fallback notes.
-    pub fn load(
-        &self,
-        src: &dyn TensorSource,
-        q: crate::precision::Quantization,
-        device: &candle_core::Device,
-    ) -> Result<(Box<dyn CausalLm>, Vec<String>)> {
-        Ok(match self {
-            ModelConfig::Gpt2(c) => {
-                let (m, notes) = gpt2::Gpt2::load(c, src, q, device)?;
-                (Box::new(m), notes)
-            }
-            ModelConfig::Llama(c) => {
-                let (m, notes) = llama::Llama::load(c, src, q, device)?;
-                (Box::new(m), notes)
-            }
-        })
     }
 }
 
