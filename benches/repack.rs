@@ -14,7 +14,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quantbench::kernel::kquant::{self, KActivations};
-use quantbench::kernel::repack::{self, Kind};
+use quantbench::kernel::repack;
 use quantbench::kernel::{self, Activations, Scratch};
 
 fn kernels(c: &mut Criterion) {
@@ -23,7 +23,7 @@ fn kernels(c: &mut Criterion) {
         eprintln!("this CPU lacks AVX2: nothing to bench");
         return;
     }
-    for kind in [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K] {
+    for kind in repack::INTERLEAVED {
         for (name, k, n) in [
             ("gpt2 mlp.c_fc", 768, 3072),
             ("gpt2 mlp.c_proj", 3072, 768),
@@ -48,15 +48,15 @@ fn kernels(c: &mut Criterion) {
                 let mut kacts = KActivations::default();
                 let mut scratch = Scratch::default();
                 let mut group =
-                    c.benchmark_group(format!("{} {name} {k}x{n} rows {rows}", kind.name()));
+                    c.benchmark_group(format!("{} {name} {k}x{n} rows {rows}", kind.lower()));
                 group.throughput(Throughput::Elements((rows * k * n) as u64));
                 group.bench_function(BenchmarkId::from_parameter("stored"), |b| {
-                    b.iter(|| match kind.format() {
+                    b.iter(|| match kind.block32() {
                         Some(f) => {
                             kernel::matmul_into(f, &stored, n, k, &x, rows, &mut acts, &mut out)
                         }
                         None => kquant::matmul_into(
-                            kind.kformat().unwrap(),
+                            kind.kquant().unwrap(),
                             &stored,
                             n,
                             k,

@@ -1,12 +1,11 @@
-//! Precisions, their aliases, the quantization policy, and bits-per-weight arithmetic.
-//!
-//! This is the only place that knows the list of precisions: adding one is a change
-//! here (plus a kernel in candle, if it needs one).
+//! The precisions quantbench makes, listed once, each delegating to the format that
+//! stores it (`harness/format/`: names, aliases, bytes, fallbacks, how it stores and
+//! multiplies, its GGUF type); the quantization policy and the rest dtype. Adding a
+//! precision is its format and a line here (docs/adding-a-format.md).
 
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
@@ -50,51 +49,8 @@ pub enum Precision {
     Native,
 }
 
-/// What a precision is made of: a plain float dtype, a ggml block format, or whatever
-/// the source file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    Float(DType),
-    Blocks(GgmlDType),
-    AsStored,
-    /// One of quantbench's own formats (harness/format/).
-    Custom(Custom),
-}
-
-/// The formats in harness/format/.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Custom {
-    Bnb4 {
-        code: crate::format::Code4,
-        double: bool,
-    },
-    LlmInt8,
-    DynamicInt8 {
-        per_channel: bool,
-    },
-}
-
-/// Which family a precision belongs to, for reports and charts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Float,
-    Ggml,
-    Bitsandbytes,
-    PyTorch,
-    File,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Float => "float",
-            Family::Ggml => "ggml",
-            Family::Bitsandbytes => "bitsandbytes",
-            Family::PyTorch => "pytorch",
-            Family::File => "file",
-        }
-    }
-}
+pub use crate::format::Family;
+use crate::format::WeightFormat;
 
 impl Precision {
     /// Every precision, from the most bits to the fewest.
@@ -121,167 +77,89 @@ impl Precision {
         Precision::Q2K,
     ];
 
+    /// The format that stores it (`None` for `native`, which keeps the source's).
+    pub fn format(self) -> Option<&'static dyn WeightFormat> {
+        use crate::format::{bnb4, float, ggml, int8};
+        Some(match self {
+            Precision::F32 => &float::F32,
+            Precision::F16 => &float::F16,
+            Precision::Bf16 => &float::BF16,
+            Precision::Q8_0 => &ggml::Q8_0,
+            Precision::Q6K => &ggml::Q6K,
+            Precision::Q5_1 => &ggml::Q5_1,
+            Precision::Q5_0 => &ggml::Q5_0,
+            Precision::Q5K => &ggml::Q5K,
+            Precision::Q4_1 => &ggml::Q4_1,
+            Precision::Q4_0 => &ggml::Q4_0,
+            Precision::Q4K => &ggml::Q4K,
+            Precision::Q3K => &ggml::Q3K,
+            Precision::Q2K => &ggml::Q2K,
+            Precision::Nf4 => &bnb4::NF4_FORMAT,
+            Precision::Nf4Dq => &bnb4::NF4_DQ_FORMAT,
+            Precision::Fp4 => &bnb4::FP4_FORMAT,
+            Precision::Fp4Dq => &bnb4::FP4_DQ_FORMAT,
+            Precision::LlmInt8 => &int8::LLM_INT8,
+            Precision::DynamicInt8 => &int8::DYNAMIC_INT8,
+            Precision::DynamicInt8Pc => &int8::DYNAMIC_INT8_PC,
+            Precision::Native => return None,
+        })
+    }
+
     /// The canonical name, as written in scenarios and results.
     pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Bf16 => "bf16",
-            Precision::Q8_0 => "q8_0",
-            Precision::Q6K => "q6_k",
-            Precision::Q5_1 => "q5_1",
-            Precision::Q5_0 => "q5_0",
-            Precision::Q5K => "q5_k",
-            Precision::Q4_1 => "q4_1",
-            Precision::Q4_0 => "q4_0",
-            Precision::Q4K => "q4_k",
-            Precision::Q3K => "q3_k",
-            Precision::Q2K => "q2_k",
-            Precision::Nf4 => "nf4",
-            Precision::Nf4Dq => "nf4_dq",
-            Precision::Fp4 => "fp4",
-            Precision::Fp4Dq => "fp4_dq",
-            Precision::LlmInt8 => "llm_int8",
-            Precision::DynamicInt8 => "dynamic_int8",
-            Precision::DynamicInt8Pc => "dynamic_int8_pc",
-            Precision::Native => "native",
-        }
+        self.format().map_or("native", |f| f.name())
     }
 
     /// The family of formats it belongs to.
     pub fn family(self) -> Family {
-        match self.storage() {
-            Storage::Float(_) => Family::Float,
-            Storage::Blocks(_) => Family::Ggml,
-            Storage::AsStored => Family::File,
-            Storage::Custom(Custom::DynamicInt8 { .. }) => Family::PyTorch,
-            Storage::Custom(_) => Family::Bitsandbytes,
-        }
+        self.format().map_or(Family::File, |f| f.family())
     }
 
     /// Whether an embedding table (and a tied LM head) can be stored in this precision.
     /// bitsandbytes and PyTorch's dynamic quantization replace linear layers only.
     pub fn holds_embeddings(self) -> bool {
-        !matches!(self.storage(), Storage::Custom(_))
+        self.format().is_none_or(|f| f.holds_embeddings())
     }
 
     /// The dtype the unquantized rest takes when a scenario does not say: f16 for f16
     /// (a `model.half()` is f16 throughout) and for bitsandbytes' formats (transformers
     /// loads such a model in f16 unless told otherwise), f32 for the rest.
     pub fn default_rest(self) -> RestDtype {
-        match (self, self.family()) {
-            (Precision::F16, _) | (_, Family::Bitsandbytes) => RestDtype::F16,
-            _ => RestDtype::F32,
-        }
+        self.format().map_or(RestDtype::F32, |f| f.default_rest())
     }
 
     /// Exact bytes of an `[out, row_len]` matrix stored at this precision (after
     /// quantbench's fallbacks for rows that do not divide into blocks).
     pub fn matrix_bytes(self, out: usize, row_len: usize) -> usize {
-        let n = out * row_len;
-        match self.storage() {
-            Storage::Custom(Custom::Bnb4 { double, .. }) => {
-                let blocks = n.div_ceil(64);
-                n.div_ceil(2)
-                    + if double {
-                        blocks + 4 * blocks.div_ceil(256) + 4
-                    } else {
-                        4 * blocks
-                    }
-            }
-            Storage::Custom(Custom::LlmInt8) => n + 4 * out,
-            Storage::Custom(Custom::DynamicInt8 { per_channel }) => {
-                n + 4 * out + if per_channel { 4 * out } else { 4 }
-            }
-            _ => self.for_row_len(row_len).bytes_for(n),
-        }
+        self.for_row_len(row_len)
+            .format()
+            .map_or(0, |f| f.matrix_bytes(out, row_len))
     }
 
     /// Other names accepted for this precision.
     pub fn aliases(self) -> &'static [&'static str] {
-        match self {
-            Precision::F32 => &["fp32", "float32"],
-            Precision::F16 => &["fp16", "float16", "half"],
-            Precision::Bf16 => &["bfloat16"],
-            Precision::Q8_0 => &["int8", "q8"],
-            Precision::Q4_0 => &["int4", "q4"],
-            Precision::Q6K => &["q6k"],
-            Precision::Q5K => &["q5k"],
-            Precision::Q4K => &["q4k"],
-            Precision::Q3K => &["q3k"],
-            Precision::Q2K => &["q2k"],
-            Precision::Native => &["file", "as-stored"],
-            Precision::Nf4 => &["bnb-nf4"],
-            Precision::Nf4Dq => &["nf4-dq", "qlora"],
-            Precision::Fp4 => &["bnb-fp4", "bnb-int4", "bnb-4bit"],
-            Precision::Fp4Dq => &["fp4-dq"],
-            Precision::LlmInt8 => &["llm.int8", "bnb-int8", "bnb-8bit"],
-            Precision::DynamicInt8 => &["torch-dynamic-int8", "qint8"],
-            Precision::DynamicInt8Pc => &["dynamic_int8_per_channel"],
-            _ => &[],
-        }
+        self.format()
+            .map_or(&["file", "as-stored"], |f| f.aliases())
     }
 
-    pub fn storage(self) -> Storage {
-        match self {
-            Precision::F32 => Storage::Float(DType::F32),
-            Precision::F16 => Storage::Float(DType::F16),
-            Precision::Bf16 => Storage::Float(DType::BF16),
-            Precision::Q8_0 => Storage::Blocks(GgmlDType::Q8_0),
-            Precision::Q6K => Storage::Blocks(GgmlDType::Q6K),
-            Precision::Q5_1 => Storage::Blocks(GgmlDType::Q5_1),
-            Precision::Q5_0 => Storage::Blocks(GgmlDType::Q5_0),
-            Precision::Q5K => Storage::Blocks(GgmlDType::Q5K),
-            Precision::Q4_1 => Storage::Blocks(GgmlDType::Q4_1),
-            Precision::Q4_0 => Storage::Blocks(GgmlDType::Q4_0),
-            Precision::Q4K => Storage::Blocks(GgmlDType::Q4K),
-            Precision::Q3K => Storage::Blocks(GgmlDType::Q3K),
-            Precision::Q2K => Storage::Blocks(GgmlDType::Q2K),
-            Precision::Native => Storage::AsStored,
-            Precision::Nf4 | Precision::Nf4Dq | Precision::Fp4 | Precision::Fp4Dq => {
-                Storage::Custom(Custom::Bnb4 {
-                    code: if matches!(self, Precision::Nf4 | Precision::Nf4Dq) {
-                        crate::format::Code4::Nf4
-                    } else {
-                        crate::format::Code4::Fp4
-                    },
-                    double: matches!(self, Precision::Nf4Dq | Precision::Fp4Dq),
-                })
-            }
-            Precision::LlmInt8 => Storage::Custom(Custom::LlmInt8),
-            Precision::DynamicInt8 => Storage::Custom(Custom::DynamicInt8 { per_channel: false }),
-            Precision::DynamicInt8Pc => Storage::Custom(Custom::DynamicInt8 { per_channel: true }),
-        }
-    }
-
+    /// Whether it stores fewer bits than the floats: a block format or one of
+    /// bitsandbytes' or PyTorch's.
     pub fn is_quantized(self) -> bool {
-        matches!(self.storage(), Storage::Blocks(_) | Storage::Custom(_))
+        !matches!(self.family(), Family::Float | Family::File)
     }
 
     /// Elements per block (1 for plain floats and for `native`, which has no one format;
     /// 64 for bitsandbytes' 4-bit blocks, 1 for the row- and tensor-scaled int8 formats,
     /// whose scales are counted apart, see [`Precision::matrix_bytes`]).
     pub fn block_size(self) -> usize {
-        match self.storage() {
-            Storage::Float(_) | Storage::AsStored => 1,
-            Storage::Blocks(q) => q.block_size(),
-            Storage::Custom(Custom::Bnb4 { .. }) => 64,
-            Storage::Custom(_) => 1,
-        }
+        self.format().map_or(1, |f| f.block_size())
     }
 
     /// Bytes per block (the element size for plain floats; 0 for `native`, whose bytes
     /// are the file's, see the GGUF source; for the custom formats the codes' bytes and
     /// the block scale, fractional parts rounded down: use [`Precision::matrix_bytes`]).
     pub fn block_bytes(self) -> usize {
-        match self.storage() {
-            Storage::AsStored => 0,
-            Storage::Float(d) => d.size_in_bytes(),
-            Storage::Blocks(q) => q.type_size(),
-            Storage::Custom(Custom::Bnb4 { double: false, .. }) => 36,
-            Storage::Custom(Custom::Bnb4 { double: true, .. }) => 33,
-            Storage::Custom(_) => 1,
-        }
+        self.format().map_or(0, |f| f.block_bytes())
     }
 
     /// Nominal bits per weight of the format itself (the int8 formats' row or tensor
@@ -289,12 +167,7 @@ impl Precision {
     /// nf4_dq's 4.127 assumes 256 whole blocks of blocks, llm_int8's 8 leaves out
     /// 32 bits per row).
     pub fn bits_per_weight(self) -> f64 {
-        match self.storage() {
-            Storage::Custom(Custom::Bnb4 { double: true, .. }) => {
-                4.0 + 8.0 / 64.0 + 32.0 / (64.0 * 256.0)
-            }
-            _ => self.block_bytes() as f64 * 8.0 / self.block_size() as f64,
-        }
+        self.format().map_or(0.0, |f| f.bits_per_weight())
     }
 
     /// Bytes that `elements` weights take in this format (which must divide into blocks).
@@ -305,26 +178,12 @@ impl Precision {
     /// The precision llama.cpp falls back to when a matrix's rows do not divide into
     /// this format's blocks (256-element k-quant blocks on GPT-2 XL's 1600-wide rows).
     pub fn fallback(self) -> Precision {
-        match self {
-            Precision::Q2K | Precision::Q3K => Precision::Q4_0,
-            Precision::Q4K => Precision::Q5_0,
-            Precision::Q5K => Precision::Q5_1,
-            Precision::Q6K => Precision::Q8_0,
-            other => other,
-        }
+        self.format().and_then(|f| f.fallback()).unwrap_or(self)
     }
 
-    /// Whether rows of `row_len` elements can be stored and multiplied in this format:
-    /// they must divide into whole blocks, and candle's q4_1 / q5_0 / q5_1 kernels (as
-    /// ggml's) take an even number of blocks.
+    /// Whether rows of `row_len` elements can be stored and multiplied in this format.
     pub fn fits_row_len(self, row_len: usize) -> bool {
-        if matches!(self.storage(), Storage::Custom(_)) {
-            // blocks over the flattened matrix, as bitsandbytes: any shape
-            return true;
-        }
-        let bs = self.block_size();
-        let even_blocks = matches!(self, Precision::Q4_1 | Precision::Q5_0 | Precision::Q5_1);
-        row_len.is_multiple_of(bs) && (!even_blocks || (row_len / bs).is_multiple_of(2))
+        self.format().is_none_or(|f| f.fits_row_len(row_len))
     }
 
     /// The precision a row of `row_len` elements is stored in: this one if it fits, else

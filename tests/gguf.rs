@@ -64,9 +64,9 @@ fn reference() -> GgufReference {
         .unwrap()
 }
 
-/// quantbench's name for a type as gguf-py names it (Q4_K -> q4k).
+/// quantbench's name for a type as gguf-py names it (Q4_K -> q4_k).
 fn qb_format(gguf_py: &str) -> String {
-    gguf_py.to_lowercase().replace("_k", "k")
+    gguf_py.to_lowercase()
 }
 
 /// Every stored matrix's bytes, in the model's part order.
@@ -420,7 +420,7 @@ fn a_run_records_what_the_file_is() {
         .map(|b| b["format"].as_str().unwrap())
         .collect();
     assert!(
-        formats.contains(&"q4k") && formats.contains(&"q6k"),
+        formats.contains(&"q4_k") && formats.contains(&"q6_k"),
         "{formats:?}"
     );
     assert_eq!(v[1]["precision"], "q8_0");
@@ -442,7 +442,7 @@ fn a_run_records_what_the_file_is() {
 
 #[test]
 fn type_names_are_ggml_names() {
-    assert_eq!(format_name(GgmlDType::Q4K), "q4k");
+    assert_eq!(format_name(GgmlDType::Q4K), "q4_k");
     assert_eq!(quantbench::model::gguf::ggml_type_name(16), "IQ2_XXS");
     assert_eq!(
         quantbench::model::gguf::file_type_label(15),

@@ -18,7 +18,14 @@
 //!   first `map[qabsmax] × absmax2 + offset`). The product bitsandbytes computes on the
 //!   CPU for an f32 compute dtype is `F.linear(x, W_dequantized, bias)` in f32.
 
-use super::{Part, StoredMatrix};
+use std::sync::Arc;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+
+use super::{Family, Part, StoredMatrix, WeightFormat};
+use crate::model::nn::Matrix;
+use crate::precision::RestDtype;
 
 /// Elements per block.
 pub const BLOCK: usize = 64;
@@ -385,6 +392,130 @@ impl Bnb4 {
     }
 }
 
+/// The exact bytes of an `[out, k]` matrix by part, the one account of them: planned
+/// before loading ([`WeightFormat::matrix_bytes`]) and reported by a loaded matrix
+/// ([`StoredMatrix::parts`]). The 4-bit codes, two to a byte; one absmax per block of
+/// 64 (f32; or with double quantization one byte, plus an f32 scale per 256 of those
+/// and the f32 offset).
+pub fn part_bytes(out: usize, k: usize, double: bool) -> Vec<Part> {
+    let n = out * k;
+    let blocks = n.div_ceil(BLOCK);
+    let mut parts = vec![Part {
+        name: "codes",
+        bytes: n.div_ceil(2),
+    }];
+    if double {
+        parts.push(Part {
+            name: "block_scales",
+            bytes: blocks,
+        });
+        parts.push(Part {
+            name: "second_level_scales",
+            bytes: 4 * blocks.div_ceil(256) + 4,
+        });
+    } else {
+        parts.push(Part {
+            name: "block_scales",
+            bytes: 4 * blocks,
+        });
+    }
+    parts
+}
+
+/// bitsandbytes' 4-bit formats as precisions: nf4, fp4 and their double-quantized forms.
+#[derive(Debug)]
+pub struct Bnb4Format {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub code: Code4,
+    pub double: bool,
+}
+
+impl WeightFormat for Bnb4Format {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        self.aliases
+    }
+    fn family(&self) -> Family {
+        Family::Bitsandbytes
+    }
+    fn block_size(&self) -> usize {
+        BLOCK
+    }
+    /// The codes' bytes and the block scale, fractional parts rounded down (use
+    /// `matrix_bytes`).
+    fn block_bytes(&self) -> usize {
+        if self.double {
+            33
+        } else {
+            36
+        }
+    }
+    fn bits_per_weight(&self) -> f64 {
+        if self.double {
+            4.0 + 8.0 / 64.0 + 32.0 / (64.0 * 256.0)
+        } else {
+            4.0 + 32.0 / 64.0
+        }
+    }
+    fn matrix_bytes(&self, out: usize, row_len: usize) -> usize {
+        part_bytes(out, row_len, self.double)
+            .iter()
+            .map(|p| p.bytes)
+            .sum()
+    }
+    /// Blocks run over the flattened matrix, as bitsandbytes': any shape.
+    fn fits_row_len(&self, _row_len: usize) -> bool {
+        true
+    }
+    /// bitsandbytes replaces linear layers only.
+    fn holds_embeddings(&self) -> bool {
+        false
+    }
+    /// transformers loads a bitsandbytes model's other weights in f16 unless told.
+    fn default_rest(&self) -> RestDtype {
+        RestDtype::F16
+    }
+    fn store(&self, t: &Tensor, _device: &Device) -> Result<Matrix> {
+        let (rows, cols) = t.dims2()?;
+        let w = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Matrix::Custom(Arc::new(Bnb4::quantize(
+            &w,
+            rows,
+            cols,
+            self.code,
+            self.double,
+        ))))
+    }
+}
+
+pub static NF4_FORMAT: Bnb4Format = Bnb4Format {
+    name: "nf4",
+    aliases: &["bnb-nf4"],
+    code: Code4::Nf4,
+    double: false,
+};
+pub static NF4_DQ_FORMAT: Bnb4Format = Bnb4Format {
+    name: "nf4_dq",
+    aliases: &["nf4-dq", "qlora"],
+    code: Code4::Nf4,
+    double: true,
+};
+pub static FP4_FORMAT: Bnb4Format = Bnb4Format {
+    name: "fp4",
+    aliases: &["bnb-fp4", "bnb-int4", "bnb-4bit"],
+    code: Code4::Fp4,
+    double: false,
+};
+pub static FP4_DQ_FORMAT: Bnb4Format = Bnb4Format {
+    name: "fp4_dq",
+    aliases: &["fp4-dq"],
+    code: Code4::Fp4,
+    double: true,
+};
+
 impl StoredMatrix for Bnb4 {
     fn format(&self) -> &'static str {
         match (self.code, self.is_double()) {
@@ -400,26 +531,8 @@ impl StoredMatrix for Bnb4 {
     }
 
     fn parts(&self) -> Vec<Part> {
-        let mut parts = vec![Part {
-            name: "codes",
-            bytes: self.packed.len(),
-        }];
-        match &self.scales {
-            Scales::F32(a) => parts.push(Part {
-                name: "block_scales",
-                bytes: a.len() * 4,
-            }),
-            Scales::Double { q, absmax2, .. } => {
-                parts.push(Part {
-                    name: "block_scales",
-                    bytes: q.len(),
-                });
-                parts.push(Part {
-                    name: "second_level_scales",
-                    bytes: absmax2.len() * 4 + 4,
-                });
-            }
-        }
+        let parts = part_bytes(self.out, self.k, self.is_double());
+        debug_assert_eq!(parts[0].bytes, self.packed.len(), "codes as planned");
         parts
     }
 

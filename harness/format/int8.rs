@@ -29,7 +29,14 @@
 
 use half::f16;
 
-use super::{Part, StoredMatrix};
+use std::sync::Arc;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+
+use super::{Family, Part, StoredMatrix, WeightFormat};
+use crate::model::nn::Matrix;
+use crate::precision::RestDtype;
 
 /// LLM.int8's outlier threshold (transformers' `llm_int8_threshold` default).
 pub const THRESHOLD: f32 = 6.0;
@@ -176,16 +183,13 @@ impl StoredMatrix for LlmInt8 {
         (self.out, self.k)
     }
     fn parts(&self) -> Vec<Part> {
-        vec![
-            Part {
-                name: "codes",
-                bytes: self.cb.len(),
-            },
-            Part {
-                name: "row_scales",
-                bytes: self.scb.len() * 4,
-            },
-        ]
+        let parts = llm_int8_part_bytes(self.out, self.k);
+        debug_assert_eq!(
+            parts.iter().map(|p| p.bytes).sum::<usize>(),
+            self.cb.len() + 4 * self.scb.len(),
+            "bytes as planned"
+        );
+        parts
     }
     fn transformers_bytes(&self) -> usize {
         // Int8Params: the int8 tensor; SCB is an attribute, not a parameter.
@@ -374,24 +378,13 @@ impl StoredMatrix for DynamicInt8 {
         (self.out, self.k)
     }
     fn parts(&self) -> Vec<Part> {
-        vec![
-            Part {
-                name: "codes",
-                bytes: self.q.len(),
-            },
-            Part {
-                name: if self.per_channel {
-                    "row_scales"
-                } else {
-                    "tensor_scale"
-                },
-                bytes: self.scales.len() * 4,
-            },
-            Part {
-                name: "row_sums",
-                bytes: self.row_sums.len() * 4,
-            },
-        ]
+        let parts = dynamic_int8_part_bytes(self.out, self.k, self.per_channel);
+        debug_assert_eq!(
+            parts.iter().map(|p| p.bytes).sum::<usize>(),
+            self.q.len() + 4 * (self.scales.len() + self.row_sums.len()),
+            "bytes as planned"
+        );
+        parts
     }
     fn transformers_bytes(&self) -> usize {
         // The packed weight is no parameter of the dynamic Linear: nothing is counted.
@@ -407,6 +400,119 @@ impl StoredMatrix for DynamicInt8 {
         crate::kernel::int8::dynamic_int8(self, x, m, bias, y);
     }
 }
+
+/// LLM.int8's exact bytes by part, the one account of them (planned and reported): the
+/// int8 weights and one f32 scale per row.
+pub fn llm_int8_part_bytes(out: usize, k: usize) -> Vec<Part> {
+    vec![
+        Part {
+            name: "codes",
+            bytes: out * k,
+        },
+        Part {
+            name: "row_scales",
+            bytes: 4 * out,
+        },
+    ]
+}
+
+/// PyTorch's dynamic int8's exact bytes by part (planned and reported): the int8
+/// weights, one f32 scale per row or one for the matrix, and fbgemm's per-row sums.
+pub fn dynamic_int8_part_bytes(out: usize, k: usize, per_channel: bool) -> Vec<Part> {
+    vec![
+        Part {
+            name: "codes",
+            bytes: out * k,
+        },
+        Part {
+            name: if per_channel {
+                "row_scales"
+            } else {
+                "tensor_scale"
+            },
+            bytes: if per_channel { 4 * out } else { 4 },
+        },
+        Part {
+            name: "row_sums",
+            bytes: 4 * out,
+        },
+    ]
+}
+
+/// bitsandbytes' LLM.int8 and PyTorch's dynamic int8 as precisions.
+#[derive(Debug)]
+pub struct Int8Format {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    /// `None`: LLM.int8; `Some(per_channel)`: PyTorch's dynamic int8.
+    pub dynamic: Option<bool>,
+}
+
+impl WeightFormat for Int8Format {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        self.aliases
+    }
+    fn family(&self) -> Family {
+        match self.dynamic {
+            None => Family::Bitsandbytes,
+            Some(_) => Family::PyTorch,
+        }
+    }
+    /// Row and tensor scales are per matrix (see `matrix_bytes`).
+    fn block_size(&self) -> usize {
+        1
+    }
+    fn block_bytes(&self) -> usize {
+        1
+    }
+    fn matrix_bytes(&self, out: usize, row_len: usize) -> usize {
+        let parts = match self.dynamic {
+            None => llm_int8_part_bytes(out, row_len),
+            Some(pc) => dynamic_int8_part_bytes(out, row_len, pc),
+        };
+        parts.iter().map(|p| p.bytes).sum()
+    }
+    fn fits_row_len(&self, _row_len: usize) -> bool {
+        true
+    }
+    /// Both replace linear layers only.
+    fn holds_embeddings(&self) -> bool {
+        false
+    }
+    fn default_rest(&self) -> RestDtype {
+        match self.dynamic {
+            None => RestDtype::F16,
+            Some(_) => RestDtype::F32,
+        }
+    }
+    fn store(&self, t: &Tensor, _device: &Device) -> Result<Matrix> {
+        let (rows, cols) = t.dims2()?;
+        let w = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Matrix::Custom(match self.dynamic {
+            None => Arc::new(LlmInt8::quantize(&w, rows, cols)),
+            Some(per_channel) => Arc::new(DynamicInt8::quantize(&w, rows, cols, per_channel)),
+        }))
+    }
+}
+
+pub static LLM_INT8: Int8Format = Int8Format {
+    name: "llm_int8",
+    aliases: &["llm.int8", "bnb-int8", "bnb-8bit"],
+    dynamic: None,
+};
+pub static DYNAMIC_INT8: Int8Format = Int8Format {
+    name: "dynamic_int8",
+    aliases: &["torch-dynamic-int8", "qint8"],
+    dynamic: Some(false),
+};
+pub static DYNAMIC_INT8_PC: Int8Format = Int8Format {
+    name: "dynamic_int8_pc",
+    aliases: &["dynamic_int8_per_channel"],
+    dynamic: Some(true),
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,21 +1,109 @@
-//! Weight formats that are not candle's: bitsandbytes' 4-bit NF4 / FP4 (with or without
-//! double quantization), bitsandbytes' LLM.int8 and PyTorch's dynamic int8. Each format
-//! is one file that quantizes a matrix exactly as its reference library does (the same
-//! bytes), counts its bytes by part, dequantizes, and multiplies as the library
-//! computes the product. The model sees them through [`StoredMatrix`] only (inside
-//! `Matrix::Custom`); quantbench's CPU kernels for them live in `kernel/`.
+//! Every way quantbench stores a weight matrix, one file per kind of format, each
+//! behind [`WeightFormat`]: its names and aliases, its family, its exact bytes (one
+//! account, planned before loading and reported after), which rows it fits and where it
+//! falls back, how it stores a matrix (quantized exactly as its reference library does)
+//! and what that matrix's product is, and its GGUF type. `precision.rs` lists the
+//! precisions and delegates here (docs/adding-a-format.md).
 //!
-//! Which reference each file follows, and where the bytes were checked against it:
-//! `scripts/make_bnb_reference.py` (bitsandbytes 0.50 and torch 2.15 on the CPU) and
-//! `tests/formats.rs`.
+//! - `float.rs`: f32, f16, bf16.
+//! - `ggml.rs`: ggml's types, one enum for all of them ([`GgmlType`]), and its block
+//!   formats (q8_0 ... q2_k).
+//! - `bnb4.rs`: bitsandbytes' NF4 / FP4, with or without double quantization;
+//!   `int8.rs`: bitsandbytes' LLM.int8 and PyTorch's dynamic int8. These quantize a
+//!   matrix exactly as their library does (the same bytes), count their bytes by part,
+//!   dequantize, and multiply as the library computes the product; the model sees them
+//!   through [`StoredMatrix`] (inside `Matrix::Custom`), and quantbench's CPU kernels
+//!   for them live in `kernel/`. Which reference each follows, and where the bytes were
+//!   checked against it: `scripts/make_bnb_reference.py` (bitsandbytes 0.50 and torch
+//!   2.15 on the CPU) and `tests/formats.rs`.
 
 pub mod bnb4;
+pub mod float;
+pub mod ggml;
 pub mod int8;
 
 use std::fmt::Debug;
 
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+
 pub use bnb4::{Bnb4, Code4};
+pub use ggml::GgmlType;
 pub use int8::{DynamicInt8, LlmInt8};
+
+use crate::model::nn::Matrix;
+use crate::precision::{Precision, RestDtype};
+
+/// Whose format a precision is, for reports and charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Float,
+    Ggml,
+    Bitsandbytes,
+    PyTorch,
+    File,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Float => "float",
+            Family::Ggml => "ggml",
+            Family::Bitsandbytes => "bitsandbytes",
+            Family::PyTorch => "pytorch",
+            Family::File => "file",
+        }
+    }
+}
+
+/// One way of storing a weight matrix: what a precision is made of.
+pub trait WeightFormat: Sync + Debug {
+    /// The canonical name, as scenarios and results write the precision.
+    fn name(&self) -> &'static str;
+    /// Other names accepted for it.
+    fn aliases(&self) -> &'static [&'static str];
+    fn family(&self) -> Family;
+    /// Elements per block (1 for floats and the row- or tensor-scaled formats).
+    fn block_size(&self) -> usize;
+    /// Bytes per block (for the formats with per-matrix parts, what the block itself
+    /// takes: [`WeightFormat::matrix_bytes`] is exact).
+    fn block_bytes(&self) -> usize;
+    /// Nominal bits per weight of the format itself.
+    fn bits_per_weight(&self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_size() as f64
+    }
+    /// Exact bytes of an `[out, row_len]` matrix in this format (its rows must fit):
+    /// the one account, before loading and of the loaded matrix.
+    fn matrix_bytes(&self, out: usize, row_len: usize) -> usize {
+        out * row_len / self.block_size() * self.block_bytes()
+    }
+    /// Whether rows of `row_len` elements can be stored and multiplied in it.
+    fn fits_row_len(&self, row_len: usize) -> bool {
+        row_len.is_multiple_of(self.block_size())
+    }
+    /// llama.cpp's fallback for rows that do not fit.
+    fn fallback(&self) -> Option<Precision> {
+        None
+    }
+    /// Whether an embedding table (and a tied LM head) can be stored in it.
+    fn holds_embeddings(&self) -> bool {
+        true
+    }
+    /// The dtype the weights it does not apply to take when a scenario does not say.
+    fn default_rest(&self) -> RestDtype {
+        RestDtype::F32
+    }
+    /// Store an `[out, in]` matrix (f32 on the CPU) in it on `device`.
+    fn store(&self, t: &Tensor, device: &Device) -> Result<Matrix>;
+    /// Its ggml type, where GGUF has one.
+    fn ggml_type(&self) -> Option<GgmlType> {
+        None
+    }
+    /// llama.cpp's `general.file_type` for a model made uniformly in it.
+    fn file_type(&self) -> Option<u32> {
+        None
+    }
+}
 
 /// One stored part of a matrix: its codes, block scales, second-level scales, row
 /// scales ... and its exact bytes.

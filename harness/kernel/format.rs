@@ -7,71 +7,41 @@ use half::f16;
 
 use super::activations::BLOCK;
 
-/// A 32-element block format with a kernel here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Format {
-    /// d, 16 bytes of nibbles; w = d(q − 8).
-    Q4_0,
-    /// d, m, 16 bytes of nibbles; w = d·q + m.
-    Q4_1,
-    /// d, 32 high bits, 16 bytes of nibbles; w = d(q − 16).
-    Q5_0,
-    /// d, m, 32 high bits, 16 bytes of nibbles; w = d·q + m.
-    Q5_1,
-    /// d, 32 signed bytes; w = d·q.
-    Q8_0,
+pub use crate::format::GgmlType;
+
+/// The 32-element block types with a kernel here.
+pub const BLOCK32: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
+
+/// The type of a candle dtype, when these kernels cover it.
+pub fn block32_of(dtype: GgmlDType) -> Option<GgmlType> {
+    let t = GgmlType::of(dtype);
+    BLOCK32.contains(&t).then_some(t)
 }
 
-impl Format {
-    pub const ALL: [Format; 5] = [
-        Format::Q4_0,
-        Format::Q4_1,
-        Format::Q5_0,
-        Format::Q5_1,
-        Format::Q8_0,
-    ];
-
-    /// The format of a candle dtype, when these kernels cover it.
-    pub fn of(dtype: GgmlDType) -> Option<Format> {
-        Some(match dtype {
-            GgmlDType::Q4_0 => Format::Q4_0,
-            GgmlDType::Q4_1 => Format::Q4_1,
-            GgmlDType::Q5_0 => Format::Q5_0,
-            GgmlDType::Q5_1 => Format::Q5_1,
-            GgmlDType::Q8_0 => Format::Q8_0,
-            _ => return None,
-        })
-    }
-
-    /// The format whose discriminant (`format as u8`, the kernels' const parameter) is `id`.
-    pub const fn from_id(id: u8) -> Format {
-        match id {
-            0 => Format::Q4_0,
-            1 => Format::Q4_1,
-            2 => Format::Q5_0,
-            3 => Format::Q5_1,
-            _ => Format::Q8_0,
-        }
-    }
-
+impl GgmlType {
+    /// candle's dtype, for the types these kernels read (all of which candle reads).
     pub fn dtype(self) -> GgmlDType {
-        match self {
-            Format::Q4_0 => GgmlDType::Q4_0,
-            Format::Q4_1 => GgmlDType::Q4_1,
-            Format::Q5_0 => GgmlDType::Q5_0,
-            Format::Q5_1 => GgmlDType::Q5_1,
-            Format::Q8_0 => GgmlDType::Q8_0,
-        }
+        self.candle()
+            .expect("a type with a kernel here is one candle reads")
     }
 
+    /// Bytes per stored block, for the types with a kernel here (0 for the others).
     pub const fn block_bytes(self) -> usize {
         match self {
-            Format::Q4_0 => 18,
-            Format::Q4_1 => 20,
-            Format::Q5_0 => 22,
-            Format::Q5_1 => 24,
-            Format::Q8_0 => 34,
+            GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
+            GgmlType::Q5_0 => 22,
+            GgmlType::Q5_1 => 24,
+            GgmlType::Q8_0 => 34,
+            GgmlType::Q4K => 144,
+            GgmlType::Q6K => 210,
+            _ => 0,
         }
     }
 
@@ -93,40 +63,41 @@ impl Format {
         };
         let mut q = [0u8; BLOCK];
         match self {
-            Format::Q4_0 => {
+            GgmlType::Q4_0 => {
                 nibbles(&blk[2..18], &mut q);
                 (q, half(0), 0.0)
             }
-            Format::Q4_1 => {
+            GgmlType::Q4_1 => {
                 nibbles(&blk[4..20], &mut q);
                 (q, half(0), half(2))
             }
-            Format::Q5_0 => {
+            GgmlType::Q5_0 => {
                 nibbles(&blk[6..22], &mut q);
                 high_bits(&blk[2..6], &mut q);
                 (q, half(0), 0.0)
             }
-            Format::Q5_1 => {
+            GgmlType::Q5_1 => {
                 nibbles(&blk[8..24], &mut q);
                 high_bits(&blk[4..8], &mut q);
                 (q, half(0), half(2))
             }
-            Format::Q8_0 => {
+            GgmlType::Q8_0 => {
                 for (v, b) in q.iter_mut().zip(&blk[2..34]) {
                     *v = b ^ 0x80; // i8 + 128, as an unsigned byte
                 }
                 (q, half(0), 0.0)
             }
+            other => unreachable!("{other} is not a 32-element block type"),
         }
     }
 
     /// What is subtracted from the unsigned quants (0 for the formats with a minimum).
     pub const fn offset(self) -> i32 {
         match self {
-            Format::Q4_0 => 8,
-            Format::Q5_0 => 16,
-            Format::Q8_0 => 128,
-            Format::Q4_1 | Format::Q5_1 => 0,
+            GgmlType::Q4_0 => 8,
+            GgmlType::Q5_0 => 16,
+            GgmlType::Q8_0 => 128,
+            _ => 0,
         }
     }
 
@@ -152,7 +123,7 @@ mod tests {
             .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.021)
             .collect();
         let t = Tensor::from_vec(w, (rows, k), &Device::Cpu).unwrap();
-        for f in Format::ALL {
+        for f in BLOCK32 {
             let q = QTensor::quantize(&t, f.dtype()).unwrap();
             let theirs = q
                 .dequantize(&Device::Cpu)

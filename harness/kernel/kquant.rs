@@ -20,62 +20,29 @@
 //! `vec_dot_q4k_q8k` / `vec_dot_q6k_q8k` likewise.
 
 use candle_core::quantized::GgmlDType;
+
+pub use crate::format::GgmlType;
 use half::f16;
 
 /// Weights per super-block.
 pub const QK_K: usize = 256;
 
-/// A k-quant format with a kernel here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum KFormat {
-    /// d, dmin (f16), 12 bytes of 6-bit scales and minimums for 8 groups of 32, 128
-    /// bytes of nibbles; w = d·sc·q − dmin·m.
-    Q4K,
-    /// 128 bytes of low nibbles, 64 of high 2-bit pairs, 16 signed 8-bit scales (groups
-    /// of 16), d (f16); w = d·sc·(q − 32).
-    Q6K,
+/// The k-quant types with a kernel here.
+pub const KQUANTS: [GgmlType; 2] = [GgmlType::Q4K, GgmlType::Q6K];
+
+/// The type of a candle dtype, when these kernels cover it.
+pub fn kquant_of(dtype: GgmlDType) -> Option<GgmlType> {
+    let t = GgmlType::of(dtype);
+    KQUANTS.contains(&t).then_some(t)
 }
 
-impl KFormat {
-    pub const ALL: [KFormat; 2] = [KFormat::Q4K, KFormat::Q6K];
-
-    pub fn of(dtype: GgmlDType) -> Option<KFormat> {
-        match dtype {
-            GgmlDType::Q4K => Some(KFormat::Q4K),
-            GgmlDType::Q6K => Some(KFormat::Q6K),
-            _ => None,
-        }
-    }
-
-    pub fn dtype(self) -> GgmlDType {
-        match self {
-            KFormat::Q4K => GgmlDType::Q4K,
-            KFormat::Q6K => GgmlDType::Q6K,
-        }
-    }
-
-    pub const fn block_bytes(self) -> usize {
-        match self {
-            KFormat::Q4K => 144,
-            KFormat::Q6K => 210,
-        }
-    }
-
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    const fn from_id(id: u8) -> KFormat {
-        match id {
-            0 => KFormat::Q4K,
-            _ => KFormat::Q6K,
-        }
-    }
-
+impl GgmlType {
     /// One super-block's 256 weights as f32 (the format's definition, as ggml's
     /// `dequantize_row_q4_K` / `_q6_K`).
-    pub fn dequantize_block(self, blk: &[u8]) -> [f32; QK_K] {
+    pub fn dequantize_superblock(self, blk: &[u8]) -> [f32; QK_K] {
         let mut out = [0f32; QK_K];
         match self {
-            KFormat::Q4K => {
+            GgmlType::Q4K => {
                 let d = f16_le(blk, 0);
                 let dmin = f16_le(blk, 2);
                 let (sc, m) = q4k_scales(&blk[4..16]);
@@ -86,13 +53,14 @@ impl KFormat {
                     *o = d * sc[g] as f32 * q as f32 - dmin * m[g] as f32;
                 }
             }
-            KFormat::Q6K => {
+            GgmlType::Q6K => {
                 let d = f16_le(blk, 208);
                 for (i, o) in out.iter_mut().enumerate() {
                     let (q, sc) = q6k_quant(blk, i);
                     *o = d * sc as f32 * (q as i32 - 32) as f32;
                 }
             }
+            other => unreachable!("{other} is not a k-quant with a kernel here"),
         }
         out
     }
@@ -286,9 +254,9 @@ unsafe fn round_k_block_avx2(x: &[f32], iscale: f32, q: &mut [i8]) {
 
 /// One weight super-block against one activation super-block, the portable way, with
 /// integer sums as the kernels form them: the definition they are tested against.
-fn block_dot(format: KFormat, blk: &[u8], q8: &[i8], d8: f32, bsums: &[i16]) -> f32 {
+fn block_dot(format: GgmlType, blk: &[u8], q8: &[i8], d8: f32, bsums: &[i16]) -> f32 {
     match format {
-        KFormat::Q4K => {
+        GgmlType::Q4K => {
             let (sc, m) = q4k_scales(&blk[4..16]);
             let qs = &blk[16..144];
             let mut sumi = 0i32;
@@ -305,7 +273,7 @@ fn block_dot(format: KFormat, blk: &[u8], q8: &[i8], d8: f32, bsums: &[i16]) -> 
                 .sum();
             d8 * f16_le(blk, 0) * sumi as f32 - d8 * f16_le(blk, 2) * summ as f32
         }
-        KFormat::Q6K => {
+        GgmlType::Q6K => {
             let mut sumi = 0i32;
             for g in 0..16 {
                 let mut dot = 0i32;
@@ -319,11 +287,12 @@ fn block_dot(format: KFormat, blk: &[u8], q8: &[i8], d8: f32, bsums: &[i16]) -> 
             }
             d8 * f16_le(blk, 208) * sumi as f32
         }
+        other => unreachable!("{other} is not a k-quant with a kernel here"),
     }
 }
 
 /// The portable product `acts @ w^T` (`w`: `n` rows of super-blocks).
-pub fn reference_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations) -> Vec<f32> {
+pub fn reference_matmul(format: GgmlType, w: &[u8], n: usize, acts: &KActivations) -> Vec<f32> {
     let nb = acts.blocks_per_row();
     let bytes = format.block_bytes();
     let mut out = vec![0f32; acts.rows * n];
@@ -349,7 +318,7 @@ pub fn reference_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations
 
 /// `x @ w^T` for `w` (`n × k` super-blocks of `format`, as stored) and `x` (`m × k`):
 /// the AVX2 kernels where the CPU has them, else the portable product.
-pub fn matmul(format: KFormat, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+pub fn matmul(format: GgmlType, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     matmul_into(
         format,
@@ -368,7 +337,7 @@ pub fn matmul(format: KFormat, w: &[u8], n: usize, k: usize, x: &[f32], m: usize
 /// allocation once `acts` has held activations of this size.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
-    format: KFormat,
+    format: GgmlType,
     w: &[u8],
     n: usize,
     k: usize,
@@ -393,7 +362,7 @@ pub fn matmul_into(
 }
 
 #[cfg(target_arch = "x86_64")]
-fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations, out: &mut [f32]) {
+fn simd_matmul(format: GgmlType, w: &[u8], n: usize, acts: &KActivations, out: &mut [f32]) {
     assert!(super::avx2_supported(), "this CPU lacks AVX2");
     let ops = avx2::Operands {
         weights: w.as_ptr(),
@@ -409,8 +378,9 @@ fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations, out: &m
         let ops = unsafe { &*(addr as *const avx2::Operands) };
         unsafe {
             match format {
-                KFormat::Q4K => avx2::rows::<{ KFormat::Q4K as u8 }>(ops, rows, cols),
-                KFormat::Q6K => avx2::rows::<{ KFormat::Q6K as u8 }>(ops, rows, cols),
+                GgmlType::Q4K => avx2::rows::<{ GgmlType::Q4K as u8 }>(ops, rows, cols),
+                GgmlType::Q6K => avx2::rows::<{ GgmlType::Q6K as u8 }>(ops, rows, cols),
+                other => unreachable!("{other} is not a k-quant with a kernel here"),
             }
         }
     });
@@ -426,7 +396,7 @@ fn simd_matmul(format: KFormat, w: &[u8], n: usize, acts: &KActivations, out: &m
 /// thread touches those outputs of `out` meanwhile.
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn avx2_block_rows(
-    format: KFormat,
+    format: GgmlType,
     w: *const u8,
     acts: &KActivations,
     out: *mut f32,
@@ -442,8 +412,9 @@ pub(crate) unsafe fn avx2_block_rows(
         n,
     };
     match format {
-        KFormat::Q4K => avx2::rows::<{ KFormat::Q4K as u8 }>(&ops, rows, cols),
-        KFormat::Q6K => avx2::rows::<{ KFormat::Q6K as u8 }>(&ops, rows, cols),
+        GgmlType::Q4K => avx2::rows::<{ GgmlType::Q4K as u8 }>(&ops, rows, cols),
+        GgmlType::Q6K => avx2::rows::<{ GgmlType::Q6K as u8 }>(&ops, rows, cols),
+        other => unreachable!("{other} is not a k-quant with a kernel here"),
     }
 }
 
@@ -451,7 +422,7 @@ pub(crate) unsafe fn avx2_block_rows(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{KActivations, KFormat, QK_K};
+    use super::{GgmlType, KActivations, QK_K};
     use crate::kernel::tile::{f16_at, hsum, PREFETCH_L2_ROWS, PREFETCH_ROWS};
 
     pub struct Operands<'a> {
@@ -610,7 +581,7 @@ mod avx2 {
             w_row: usize,
             a_row: usize,
         ) {
-            let format = KFormat::from_id(F);
+            let format = GgmlType::from_u8(F);
             let nb = ops.acts.blocks_per_row();
             let bytes = format.block_bytes();
             let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -628,8 +599,9 @@ mod avx2 {
                     for c in 0..C {
                         let at = (a_row + c) * nb + b;
                         let (sumi, d, min) = match format {
-                            KFormat::Q4K => q4k(p, ops.acts, at),
-                            KFormat::Q6K => q6k(p, ops.acts, at),
+                            GgmlType::Q4K => q4k(p, ops.acts, at),
+                            GgmlType::Q6K => q6k(p, ops.acts, at),
+                            _ => unreachable!(),
                         };
                         acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r][c]);
                         acc_min[r][c] += min;
@@ -676,7 +648,7 @@ mod tests {
     fn decoding_agrees_with_candle() {
         let (n, k) = (5, 512);
         let w = Tensor::from_vec(data(n * k, 1), (n, k), &Device::Cpu).unwrap();
-        for f in KFormat::ALL {
+        for f in KQUANTS {
             let q = QTensor::quantize(&w, f.dtype()).unwrap();
             let theirs = q
                 .dequantize(&Device::Cpu)
@@ -689,7 +661,7 @@ mod tests {
             assert_eq!(bytes.len(), n * k / QK_K * f.block_bytes());
             let ours: Vec<f32> = bytes
                 .chunks(f.block_bytes())
-                .flat_map(|b| f.dequantize_block(b))
+                .flat_map(|b| f.dequantize_superblock(b))
                 .collect();
             assert_eq!(ours, theirs, "{f:?}");
         }
@@ -710,7 +682,7 @@ mod tests {
             let w = Tensor::from_vec(data(n * k, 3), (n, k), &Device::Cpu).unwrap();
             let x = data(m * k, 4);
             let acts = KActivations::quantize(&x, m, k);
-            for f in KFormat::ALL {
+            for f in KQUANTS {
                 let q = std::sync::Arc::new(QTensor::quantize(&w, f.dtype()).unwrap());
                 let bytes = q.data().unwrap();
                 let want = reference_matmul(f, &bytes, n, &acts);
@@ -729,7 +701,7 @@ mod tests {
                 // By hand, in f64, from the dequantized weights and activations.
                 let wd: Vec<f32> = bytes
                     .chunks(f.block_bytes())
-                    .flat_map(|b| f.dequantize_block(b))
+                    .flat_map(|b| f.dequantize_superblock(b))
                     .collect();
                 for c in 0..m {
                     for r in 0..n {
@@ -837,7 +809,7 @@ mod tests {
         assert_eq!(reused, KActivations::quantize(&small, 2, 256));
         let mut out = vec![0f32; 2 * 5];
         let w = Tensor::from_vec(data(5 * 256, 9), (5, 256), &Device::Cpu).unwrap();
-        for f in KFormat::ALL {
+        for f in KQUANTS {
             let q = QTensor::quantize(&w, f.dtype()).unwrap();
             let bytes = q.data().unwrap();
             matmul_into(f, &bytes, 5, 256, &small, 2, &mut reused, &mut out);

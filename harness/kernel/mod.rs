@@ -38,7 +38,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 pub use activations::Activations;
-pub use format::Format;
+pub use format::GgmlType;
 
 use activations::BLOCK;
 
@@ -48,7 +48,7 @@ pub const ENV: &str = "QUANTBENCH_KERNELS";
 /// Which kernels multiply by quantized weights on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// quantbench's, for the formats in [`Format`]; candle's for the rest.
+    /// quantbench's, for the formats in [`GgmlType`]; candle's for the rest.
     Quantbench,
     /// candle's for every format.
     Candle,
@@ -223,7 +223,7 @@ pub fn describe() -> String {
 /// `x @ w^T` for `w` (`n × k`, blocks of `format`, as stored) and `x` (`m × k`),
 /// returning `m × n`. Uses the SIMD kernels when the CPU has them, else the portable
 /// reference; both round the activations the same way.
-pub fn matmul(format: Format, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+pub fn matmul(format: GgmlType, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     matmul_into(format, w, n, k, x, m, &mut Activations::default(), &mut out);
     out
@@ -233,7 +233,7 @@ pub fn matmul(format: Format, w: &[u8], n: usize, k: usize, x: &[f32], m: usize)
 /// allocation once `acts` has held activations of this size.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
-    format: Format,
+    format: GgmlType,
     w: &[u8],
     n: usize,
     k: usize,
@@ -258,7 +258,7 @@ pub fn matmul_into(
 }
 
 /// The portable product: the definition the SIMD kernels are tested against.
-pub fn reference_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) -> Vec<f32> {
+pub fn reference_matmul(format: GgmlType, w: &[u8], n: usize, acts: &Activations) -> Vec<f32> {
     let nb = acts.blocks_per_row();
     let bytes = format.block_bytes();
     let off = format.offset();
@@ -286,7 +286,7 @@ pub fn reference_matmul(format: Format, w: &[u8], n: usize, acts: &Activations) 
 #[cfg(target_arch = "x86_64")]
 fn simd_matmul(
     level: Level,
-    format: Format,
+    format: GgmlType,
     w: &[u8],
     n: usize,
     acts: &Activations,
@@ -307,26 +307,37 @@ fn simd_matmul(
         let ops = unsafe { &*(ops_addr as *const tile::Operands) };
         unsafe {
             match (level, format) {
-                (Level::Avx512, Format::Q4_0) => tile::rows::<{ Format::Q4_0 as u8 }>(ops, w, a),
-                (Level::Avx512, Format::Q4_1) => tile::rows::<{ Format::Q4_1 as u8 }>(ops, w, a),
-                (Level::Avx512, Format::Q5_0) => tile::rows::<{ Format::Q5_0 as u8 }>(ops, w, a),
-                (Level::Avx512, Format::Q5_1) => tile::rows::<{ Format::Q5_1 as u8 }>(ops, w, a),
-                (Level::Avx512, Format::Q8_0) => tile::rows::<{ Format::Q8_0 as u8 }>(ops, w, a),
-                (Level::Avx2, Format::Q4_0) => {
-                    tile::avx2::rows::<{ Format::Q4_0 as u8 }>(ops, w, a)
+                (Level::Avx512, GgmlType::Q4_0) => {
+                    tile::rows::<{ GgmlType::Q4_0 as u8 }>(ops, w, a)
                 }
-                (Level::Avx2, Format::Q4_1) => {
-                    tile::avx2::rows::<{ Format::Q4_1 as u8 }>(ops, w, a)
+                (Level::Avx512, GgmlType::Q4_1) => {
+                    tile::rows::<{ GgmlType::Q4_1 as u8 }>(ops, w, a)
                 }
-                (Level::Avx2, Format::Q5_0) => {
-                    tile::avx2::rows::<{ Format::Q5_0 as u8 }>(ops, w, a)
+                (Level::Avx512, GgmlType::Q5_0) => {
+                    tile::rows::<{ GgmlType::Q5_0 as u8 }>(ops, w, a)
                 }
-                (Level::Avx2, Format::Q5_1) => {
-                    tile::avx2::rows::<{ Format::Q5_1 as u8 }>(ops, w, a)
+                (Level::Avx512, GgmlType::Q5_1) => {
+                    tile::rows::<{ GgmlType::Q5_1 as u8 }>(ops, w, a)
                 }
-                (Level::Avx2, Format::Q8_0) => {
-                    tile::avx2::rows::<{ Format::Q8_0 as u8 }>(ops, w, a)
+                (Level::Avx512, GgmlType::Q8_0) => {
+                    tile::rows::<{ GgmlType::Q8_0 as u8 }>(ops, w, a)
                 }
+                (Level::Avx2, GgmlType::Q4_0) => {
+                    tile::avx2::rows::<{ GgmlType::Q4_0 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, GgmlType::Q4_1) => {
+                    tile::avx2::rows::<{ GgmlType::Q4_1 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, GgmlType::Q5_0) => {
+                    tile::avx2::rows::<{ GgmlType::Q5_0 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, GgmlType::Q5_1) => {
+                    tile::avx2::rows::<{ GgmlType::Q5_1 as u8 }>(ops, w, a)
+                }
+                (Level::Avx2, GgmlType::Q8_0) => {
+                    tile::avx2::rows::<{ GgmlType::Q8_0 as u8 }>(ops, w, a)
+                }
+                _ => unreachable!(),
             }
         }
     });
@@ -342,7 +353,7 @@ fn simd_matmul(
 /// thread touches those outputs of `out` meanwhile.
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn avx2_block_rows(
-    format: Format,
+    format: GgmlType,
     w: *const u8,
     acts: &Activations,
     out: *mut f32,
@@ -358,11 +369,12 @@ pub(crate) unsafe fn avx2_block_rows(
         n,
     };
     match format {
-        Format::Q4_0 => tile::avx2::rows::<{ Format::Q4_0 as u8 }>(&ops, rows, cols),
-        Format::Q4_1 => tile::avx2::rows::<{ Format::Q4_1 as u8 }>(&ops, rows, cols),
-        Format::Q5_0 => tile::avx2::rows::<{ Format::Q5_0 as u8 }>(&ops, rows, cols),
-        Format::Q5_1 => tile::avx2::rows::<{ Format::Q5_1 as u8 }>(&ops, rows, cols),
-        Format::Q8_0 => tile::avx2::rows::<{ Format::Q8_0 as u8 }>(&ops, rows, cols),
+        GgmlType::Q4_0 => tile::avx2::rows::<{ GgmlType::Q4_0 as u8 }>(&ops, rows, cols),
+        GgmlType::Q4_1 => tile::avx2::rows::<{ GgmlType::Q4_1 as u8 }>(&ops, rows, cols),
+        GgmlType::Q5_0 => tile::avx2::rows::<{ GgmlType::Q5_0 as u8 }>(&ops, rows, cols),
+        GgmlType::Q5_1 => tile::avx2::rows::<{ GgmlType::Q5_1 as u8 }>(&ops, rows, cols),
+        GgmlType::Q8_0 => tile::avx2::rows::<{ GgmlType::Q8_0 as u8 }>(&ops, rows, cols),
+        _ => unreachable!(),
     }
 }
 
@@ -395,8 +407,8 @@ pub struct QuantMatmul {
 /// The block formats with a kernel here: the 32-element ones and the k-quants.
 #[derive(Debug, Clone, Copy)]
 enum Blocks {
-    Small(Format),
-    K(kquant::KFormat),
+    Small(GgmlType),
+    K(GgmlType),
 }
 
 impl QuantMatmul {
@@ -406,7 +418,10 @@ impl QuantMatmul {
             return None;
         }
         let dtype = weights.dtype();
-        let format = match (Format::of(dtype), kquant::KFormat::of(dtype)) {
+        let format = match (
+            crate::kernel::format::block32_of(dtype),
+            kquant::kquant_of(dtype),
+        ) {
             (Some(f), _) => Blocks::Small(f),
             // The k-quant kernels are AVX2 (AVX-512 CPUs run them too: candle's keep a
             // second, repacked copy of the weights).
@@ -686,7 +701,7 @@ mod tests {
         ] {
             let w = Tensor::from_vec(data(n * k, 1), (n, k), &Device::Cpu).unwrap();
             let x = data(m * k, 2);
-            for f in Format::ALL {
+            for f in crate::kernel::format::BLOCK32 {
                 let q = QTensor::quantize(&w, f.dtype()).unwrap();
                 let bytes = q.data().unwrap();
                 let acts = Activations::quantize(&x, m, k);
@@ -715,7 +730,7 @@ mod tests {
         let w = Tensor::from_vec(wf, (n, k), &Device::Cpu).unwrap();
         let x = data(m * k, 4);
         let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
-        for f in Format::ALL {
+        for f in crate::kernel::format::BLOCK32 {
             let q = Arc::new(QTensor::quantize(&w, f.dtype()).unwrap());
             let bytes = q.data().unwrap();
             let acts = Activations::quantize(&x, m, k);
@@ -789,11 +804,11 @@ mod tests {
             .collect();
         let acts = Activations::quantize(&x, 1, k);
         assert!(acts.qs.iter().all(|q| q.abs() == 127));
-        let want = reference_matmul(Format::Q8_0, &w, n, &acts);
+        let want = reference_matmul(GgmlType::Q8_0, &w, n, &acts);
         for level in Level::ALL.into_iter().filter(|l| l.supported()) {
             let mut got = vec![0f32; n];
             #[cfg(target_arch = "x86_64")]
-            simd_matmul(level, Format::Q8_0, &w, n, &acts, &mut got);
+            simd_matmul(level, GgmlType::Q8_0, &w, n, &acts, &mut got);
             assert_eq!(got, want, "{level:?}");
         }
         // By hand: every block's dot is exact, scales are 1 × 1/127 (rounded to f16).

@@ -16,7 +16,7 @@
 //! - q8_0 (272 = 8 × 34): the scales, then 8 chunks; chunk `j` lane `r` = row `r`'s
 //!   quants `4j .. 4j + 4`.
 //! - q4_k (1152 = 8 × 144): the 8 d, the 8 dmin, then the 12 packed scale bytes and
-//!   the 128 nibble bytes of each row a 4-byte word at a time (`Kind::regions`).
+//!   the 128 nibble bytes of each row a 4-byte word at a time (`GgmlType::regions`).
 //! - q6_k (1680 = 8 × 210): the 8 d, the 16 signed scales, likewise, then the
 //!   low-nibble and high-bit words in 16 steps of 96 bytes, in the order the kernel reads
 //!   them: a group block is read front to back. (With the low nibbles and the high bits
@@ -68,8 +68,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::activations::{Activations, BLOCK};
-use super::format::Format;
-use super::kquant::{KActivations, KFormat, QK_K};
+use super::format::GgmlType;
+use super::kquant::{KActivations, QK_K};
 
 /// Rows interleaved in one group.
 pub const ROWS: usize = 8;
@@ -100,88 +100,49 @@ const PREFETCH_AHEAD: usize = 1024;
 /// ([−8.7%, +2.8%], 6 runs per side) with the prefetch on their first row.
 const PREFETCH_ROWS_BELOW: usize = 16;
 
-/// The formats with an interleaved layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Q4_0,
-    /// q4_0's nibbles plus a fifth bit per weight (the fallback of q4_k for rows that are
-    /// not a multiple of 256, as in SmolLM2's Q4_K_M).
-    Q5_0,
-    Q8_0,
-    /// k-quant super-blocks of 256 (Q4_K_M's main format).
-    Q4K,
-    /// k-quant super-blocks of 256 (Q4_K_M's second format).
-    Q6K,
+/// The types with an interleaved layout.
+pub const INTERLEAVED: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+];
+
+/// The type of a candle dtype, when it has an interleaved layout.
+pub fn interleaved_of(dtype: GgmlDType) -> Option<GgmlType> {
+    let t = GgmlType::of(dtype);
+    INTERLEAVED.contains(&t).then_some(t)
 }
 
-impl Kind {
-    pub fn of(dtype: GgmlDType) -> Option<Kind> {
-        match dtype {
-            GgmlDType::Q4_0 => Some(Kind::Q4_0),
-            GgmlDType::Q5_0 => Some(Kind::Q5_0),
-            GgmlDType::Q8_0 => Some(Kind::Q8_0),
-            GgmlDType::Q4K => Some(Kind::Q4K),
-            GgmlDType::Q6K => Some(Kind::Q6K),
+impl GgmlType {
+    /// The 32-element format, for q4_0, q5_0 and q8_0.
+    pub fn block32(self) -> Option<GgmlType> {
+        match self {
+            GgmlType::Q4_0 => Some(GgmlType::Q4_0),
+            GgmlType::Q5_0 => Some(GgmlType::Q5_0),
+            GgmlType::Q8_0 => Some(GgmlType::Q8_0),
+            GgmlType::Q4K | GgmlType::Q6K => None,
             _ => None,
         }
     }
 
-    /// The 32-element format, for q4_0, q5_0 and q8_0.
-    pub fn format(self) -> Option<Format> {
-        match self {
-            Kind::Q4_0 => Some(Format::Q4_0),
-            Kind::Q5_0 => Some(Format::Q5_0),
-            Kind::Q8_0 => Some(Format::Q8_0),
-            Kind::Q4K | Kind::Q6K => None,
-        }
-    }
-
-    pub fn dtype(self) -> GgmlDType {
-        match self {
-            Kind::Q4_0 => GgmlDType::Q4_0,
-            Kind::Q5_0 => GgmlDType::Q5_0,
-            Kind::Q8_0 => GgmlDType::Q8_0,
-            Kind::Q4K => GgmlDType::Q4K,
-            Kind::Q6K => GgmlDType::Q6K,
-        }
-    }
-
     /// The k-quant format, for q4_k and q6_k.
-    pub fn kformat(self) -> Option<KFormat> {
+    pub fn kquant(self) -> Option<GgmlType> {
         match self {
-            Kind::Q4K => Some(KFormat::Q4K),
-            Kind::Q6K => Some(KFormat::Q6K),
-            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => None,
+            GgmlType::Q4K => Some(GgmlType::Q4K),
+            GgmlType::Q6K => Some(GgmlType::Q6K),
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => None,
+            _ => None,
         }
     }
 
     /// Weights per stored block.
     pub const fn block_len(self) -> usize {
         match self {
-            Kind::Q4_0 | Kind::Q5_0 | Kind::Q8_0 => BLOCK,
-            Kind::Q4K | Kind::Q6K => QK_K,
-        }
-    }
-
-    /// Bytes per stored block.
-    pub const fn block_bytes(self) -> usize {
-        match self {
-            Kind::Q4_0 => 18,
-            Kind::Q5_0 => 22,
-            Kind::Q8_0 => 34,
-            Kind::Q4K => 144,
-            Kind::Q6K => 210,
-        }
-    }
-
-    /// The precision name records use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Q4_0 => "q4_0",
-            Kind::Q5_0 => "q5_0",
-            Kind::Q8_0 => "q8_0",
-            Kind::Q4K => "q4k",
-            Kind::Q6K => "q6k",
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => BLOCK,
+            GgmlType::Q4K | GgmlType::Q6K => QK_K,
+            _ => 0,
         }
     }
 
@@ -193,20 +154,21 @@ impl Kind {
     /// The stored block's byte runs and where they go, for the kinds that move whole
     /// words: (stored offset, group-block offset, length, word). Word `t` of a run of
     /// row `r` lands at `group offset + 8 · word · t + word · r`: the 8 rows' words side
-    /// by side. q4_0 and q5_0 also regroup their nibbles ([`Kind::nibbles`]).
+    /// by side. q4_0 and q5_0 also regroup their nibbles ([`GgmlType::nibbles`]).
     fn regions(self) -> &'static [(usize, usize, usize, usize)] {
         match self {
             // d.
-            Kind::Q4_0 => &[(0, 0, 2, 2)],
+            GgmlType::Q4_0 => &[(0, 0, 2, 2)],
             // d; the 32 fifth bits as one word.
-            Kind::Q5_0 => &[(0, 0, 2, 2), (2, 16, 4, 4)],
+            GgmlType::Q5_0 => &[(0, 0, 2, 2), (2, 16, 4, 4)],
             // d; quants.
-            Kind::Q8_0 => &[(0, 0, 2, 2), (2, 16, 32, 4)],
+            GgmlType::Q8_0 => &[(0, 0, 2, 2), (2, 16, 32, 4)],
             // d, dmin; 12 bytes of packed scales and minimums, then 128 of nibbles.
-            Kind::Q4K => &[(0, 0, 2, 2), (2, 16, 2, 2), (4, 32, 140, 4)],
+            GgmlType::Q4K => &[(0, 0, 2, 2), (2, 16, 2, 2), (4, 32, 140, 4)],
             // d; 16 signed scales; then the low-nibble and high-bit words in the order
             // the kernel reads them (Q6K_REGIONS).
-            Kind::Q6K => &Q6K_REGIONS,
+            GgmlType::Q6K => &Q6K_REGIONS,
+            _ => &[],
         }
     }
 
@@ -217,9 +179,10 @@ impl Kind {
     /// one broadcast activation word advance 8 rows by 4 quants.
     fn nibbles(self) -> Option<(usize, usize)> {
         match self {
-            Kind::Q4_0 => Some((2, 2 * ROWS)),
-            Kind::Q5_0 => Some((6, 6 * ROWS)),
-            Kind::Q8_0 | Kind::Q4K | Kind::Q6K => None,
+            GgmlType::Q4_0 => Some((2, 2 * ROWS)),
+            GgmlType::Q5_0 => Some((6, 6 * ROWS)),
+            GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K => None,
+            _ => None,
         }
     }
 
@@ -300,7 +263,7 @@ static Q6K_REGIONS: [(usize, usize, usize, usize); 50] = {
 /// `n − n % 8` rows in groups of 8, the rest as stored after them.
 #[derive(Debug)]
 pub struct Interleaved {
-    kind: Kind,
+    kind: GgmlType,
     n: usize,
     k: usize,
     bytes: Vec<u8>,
@@ -311,7 +274,7 @@ impl Interleaved {
     /// more, quantbench's kernels are active and the CPU has AVX2 (AVX-512 CPUs too);
     /// `None` otherwise.
     pub fn from_qtensor(q: &QTensor) -> Option<Arc<Interleaved>> {
-        let kind = Kind::of(q.dtype())?;
+        let kind = interleaved_of(q.dtype())?;
         if !q.device().is_cpu()
             || super::active() != super::Kernels::Quantbench
             || !super::avx2_supported()
@@ -331,7 +294,7 @@ impl Interleaved {
         }))
     }
 
-    pub fn kind(&self) -> Kind {
+    pub fn kind(&self) -> GgmlType {
         self.kind
     }
 
@@ -371,7 +334,7 @@ impl Interleaved {
                 // Past the last group: as stored, where the stored layout has it.
                 blk.copy_from_slice(&self.bytes[(id * nb + b) * bytes..][..bytes]);
             }
-            match self.kind.format() {
+            match self.kind.block32() {
                 Some(f) => {
                     let (q, d, _) = f.decode_block(blk);
                     for (o, &v) in o.iter_mut().zip(&q) {
@@ -379,8 +342,8 @@ impl Interleaved {
                     }
                 }
                 None => {
-                    let f = self.kind.kformat().expect("a k-quant");
-                    o.copy_from_slice(&f.dequantize_block(blk))
+                    let f = self.kind.kquant().expect("a k-quant");
+                    o.copy_from_slice(&f.dequantize_superblock(blk))
                 }
             }
         }
@@ -440,7 +403,7 @@ pub const fn whole_rows(n: usize) -> usize {
 /// Weights `n × k` of `kind` as stored (rows of blocks) in the interleaved layout: the
 /// first [`whole_rows`] in groups, the rest as stored; `k` a multiple of the block length
 /// (32, or 256 for the k-quants).
-pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
+pub fn repack(kind: GgmlType, w: &[u8], n: usize, k: usize) -> Vec<u8> {
     let block = kind.block_bytes();
     let nb = k / kind.block_len();
     assert!(
@@ -470,7 +433,7 @@ pub fn repack(kind: Kind, w: &[u8], n: usize, k: usize) -> Vec<u8> {
 }
 
 /// The inverse of [`repack`]: the stored layout, byte for byte.
-pub fn unpack(kind: Kind, packed: &[u8], n: usize, k: usize) -> Vec<u8> {
+pub fn unpack(kind: GgmlType, packed: &[u8], n: usize, k: usize) -> Vec<u8> {
     let block = kind.block_bytes();
     let nb = k / kind.block_len();
     let gb = kind.group_block_bytes();
@@ -507,11 +470,11 @@ fn integer_sums(acts: &Activations, out: &mut Vec<i32>) {
 /// most 32 × 127 in magnitude, exact in 16 bits). q6_k: the 16 sums of 16 quants as
 /// (b0, b2), (b1, b3), (b4, b6), (b5, b7), ..., against its 16 scales (for the −32).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn subblock_sums(kind: Kind, acts: &KActivations, out: &mut Vec<i32>) {
+fn subblock_sums(kind: GgmlType, acts: &KActivations, out: &mut Vec<i32>) {
     let pair = |lo: i16, hi: i16| (lo as u16 as u32 | ((hi as u16 as u32) << 16)) as i32;
     out.clear();
     for b in acts.bsums.chunks_exact(16) {
-        if kind == Kind::Q4K {
+        if kind == GgmlType::Q4K {
             let s = |j: usize| b[2 * j] + b[2 * j + 1];
             out.extend([
                 pair(s(0), s(2)),
@@ -538,7 +501,7 @@ fn subblock_sums(kind: Kind, acts: &KActivations, out: &mut Vec<i32>) {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
-    kind: Kind,
+    kind: GgmlType,
     packed: &[u8],
     n: usize,
     k: usize,
@@ -559,7 +522,7 @@ pub fn matmul_into(
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_with(
     vnni: bool,
-    kind: Kind,
+    kind: GgmlType,
     packed: &[u8],
     n: usize,
     k: usize,
@@ -579,13 +542,13 @@ pub fn matmul_with(
     assert_eq!(packed.len(), n * nb * kind.block_bytes());
     assert_eq!(out.len(), m * n, "the output is not {m} x {n}");
     match kind {
-        Kind::Q4K | Kind::Q6K => {
+        GgmlType::Q4K | GgmlType::Q6K => {
             scratch.kacts.quantize_into(x, m, k);
             subblock_sums(kind, &scratch.kacts, &mut scratch.sums);
         }
         _ => {
             scratch.acts.quantize_into(x, m, k);
-            if matches!(kind, Kind::Q4_0 | Kind::Q5_0) || (vnni && kind == Kind::Q8_0) {
+            if matches!(kind, GgmlType::Q4_0 | GgmlType::Q5_0) || (vnni && kind == GgmlType::Q8_0) {
                 integer_sums(&scratch.acts, &mut scratch.sums);
             }
         }
@@ -611,7 +574,7 @@ pub fn matmul_with(
                 unsafe {
                     let o = (addr as *mut f32).add(whole);
                     let tail = (0, n - whole);
-                    match (kind.format(), kind.kformat()) {
+                    match (kind.block32(), kind.kquant()) {
                         (Some(f), _) => super::avx2_block_rows(f, rest, acts, o, n, tail, rows),
                         (_, Some(f)) => {
                             super::kquant::avx2_block_rows(f, rest, kacts, o, n, tail, rows)
@@ -657,7 +620,7 @@ pub fn matmul_with(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Activations, KActivations, Kind, BLOCK, QK_K, ROWS};
+    use super::{Activations, GgmlType, KActivations, BLOCK, QK_K, ROWS};
 
     /// Every cache line of the `len` bytes `ahead` bytes past `p` into L1 (nothing where
     /// `ahead` is 0): a group's blocks are one contiguous stream, and the hardware's own
@@ -684,7 +647,7 @@ mod avx2 {
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub unsafe fn group<const R: usize>(
-        kind: Kind,
+        kind: GgmlType,
         vnni: bool,
         w: *const u8,
         (acts, kacts): (&Activations, &KActivations),
@@ -695,16 +658,17 @@ mod avx2 {
         stride: usize,
     ) {
         match (kind, vnni) {
-            (Kind::Q4_0, false) => group_q4_0(w, acts, sums, row, ahead, out),
-            (Kind::Q5_0, false) => group_q5_0(w, acts, sums, row, ahead, out),
-            (Kind::Q8_0, false) => group_q8_0(w, acts, sums, row, ahead, out),
-            (Kind::Q4K, false) => group_q4_k(w, kacts, sums, row, ahead, out),
-            (Kind::Q6K, false) => group_q6_k(w, kacts, sums, row, ahead, out),
-            (Kind::Q4_0, true) => group_q4_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
-            (Kind::Q5_0, true) => group_q5_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
-            (Kind::Q8_0, true) => group_q8_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
-            (Kind::Q4K, true) => group_q4_k_vnni::<R>(w, kacts, sums, row, ahead, out, stride),
-            (Kind::Q6K, true) => group_q6_k_vnni::<R>(w, kacts, sums, row, ahead, out, stride),
+            (GgmlType::Q4_0, false) => group_q4_0(w, acts, sums, row, ahead, out),
+            (GgmlType::Q5_0, false) => group_q5_0(w, acts, sums, row, ahead, out),
+            (GgmlType::Q8_0, false) => group_q8_0(w, acts, sums, row, ahead, out),
+            (GgmlType::Q4K, false) => group_q4_k(w, kacts, sums, row, ahead, out),
+            (GgmlType::Q6K, false) => group_q6_k(w, kacts, sums, row, ahead, out),
+            (GgmlType::Q4_0, true) => group_q4_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
+            (GgmlType::Q5_0, true) => group_q5_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
+            (GgmlType::Q8_0, true) => group_q8_0_vnni::<R>(w, acts, sums, row, ahead, out, stride),
+            (GgmlType::Q4K, true) => group_q4_k_vnni::<R>(w, kacts, sums, row, ahead, out, stride),
+            (GgmlType::Q6K, true) => group_q6_k_vnni::<R>(w, kacts, sums, row, ahead, out, stride),
+            _ => unreachable!(),
         }
     }
 
@@ -775,7 +739,7 @@ mod avx2 {
         stride: usize,
     ) {
         let nb = acts.k / BLOCK;
-        let gb = Kind::Q4_0.group_block_bytes();
+        let gb = GgmlType::Q4_0.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let qa = acts.qs.as_ptr().add(row * acts.k);
@@ -835,7 +799,7 @@ mod avx2 {
         stride: usize,
     ) {
         let nb = acts.k / BLOCK;
-        let gb = Kind::Q5_0.group_block_bytes();
+        let gb = GgmlType::Q5_0.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let bit4 = _mm256_set1_epi8(0x10);
         let ones = _mm256_set1_epi16(1);
@@ -934,7 +898,7 @@ mod avx2 {
         stride: usize,
     ) {
         let nb = acts.k / BLOCK;
-        let gb = Kind::Q8_0.group_block_bytes();
+        let gb = GgmlType::Q8_0.group_block_bytes();
         let ones = _mm256_set1_epi16(1);
         let offset = _mm256_set1_epi8(-128);
         let qa = acts.qs.as_ptr().add(row * acts.k);
@@ -1030,7 +994,7 @@ mod avx2 {
         stride: usize,
     ) {
         let nb = acts.k / QK_K;
-        let gb = Kind::Q4K.group_block_bytes();
+        let gb = GgmlType::Q4K.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let mask6 = _mm256_set1_epi32(0x3f3f_3f3f);
         let mask4 = _mm256_set1_epi32(0x0f0f_0f0f);
@@ -1179,7 +1143,7 @@ mod avx2 {
         stride: usize,
     ) {
         let nb = acts.k / QK_K;
-        let gb = Kind::Q6K.group_block_bytes();
+        let gb = GgmlType::Q6K.group_block_bytes();
         let low4 = _mm256_set1_epi8(0x0F);
         let low2 = _mm256_set1_epi8(0x03);
         let qa = acts.qs.as_ptr().add(row * acts.k);
@@ -1298,7 +1262,7 @@ mod tests {
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
-    fn stored(kind: Kind, n: usize, k: usize, seed: usize) -> Vec<u8> {
+    fn stored(kind: GgmlType, n: usize, k: usize, seed: usize) -> Vec<u8> {
         let mut v = data(n * k, seed);
         // Some −128 quants in q8_0 (the sign trick's edge): blocks whose largest
         // magnitude is negative round it to −127, so force one block's to the edge.
@@ -1311,7 +1275,13 @@ mod tests {
             .to_vec()
     }
 
-    const KINDS: [Kind; 5] = [Kind::Q4_0, Kind::Q5_0, Kind::Q8_0, Kind::Q4K, Kind::Q6K];
+    const KINDS: [GgmlType; 5] = [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ];
 
     /// The repacking loses nothing: every block comes back as stored, and the bytes
     /// held are the stored ones' count; rows past the last group stay where they were.
@@ -1395,24 +1365,24 @@ mod tests {
                 (70, 23, 2 * len),
             ] {
                 let mut w = stored(kind, n, k, 2);
-                if kind == Kind::Q8_0 {
+                if kind == GgmlType::Q8_0 {
                     // A −128 quant against a ±127 activation: the sign trick's edge.
                     w[2] = 0x80;
                 }
                 let mut x = data(m * k, 3);
                 x[..len].fill(0.0);
-                if kind == Kind::Q5_0 && k > len {
+                if kind == GgmlType::Q5_0 && k > len {
                     // Row 0's second block all 31 against activations all 127: the
                     // largest 16-bit partial sums (4 × 2 × 31 × 127).
                     w[24..44].fill(0xFF);
                     x[len..2 * len].fill(1.0);
                 }
-                let want = match kind.format() {
+                let want = match kind.block32() {
                     Some(f) => {
                         crate::kernel::reference_matmul(f, &w, n, &Activations::quantize(&x, m, k))
                     }
                     None => crate::kernel::kquant::reference_matmul(
-                        kind.kformat().unwrap(),
+                        kind.kquant().unwrap(),
                         &w,
                         n,
                         &KActivations::quantize(&x, m, k),

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::activations::{Activations, BLOCK};
-use super::format::Format;
+use super::format::GgmlType;
 
 /// How far ahead weights are prefetched: the same block of the weight row this many rows
 /// on, two tiles ahead, into L1. Rows lie one after another, so this runs ahead of the
@@ -54,20 +54,20 @@ unsafe fn unpack<const F: u8>(p: *const u8) -> (__m256i, f32, f32) {
         let bits = std::ptr::read_unaligned(qh as *const u32);
         _mm256_and_si256(_mm256_movm_epi8(bits), _mm256_set1_epi8(0x10))
     };
-    match Format::from_id(F) {
-        Format::Q4_0 => (nibbles(p.add(2)), f16_at(p), 0.0),
-        Format::Q4_1 => (nibbles(p.add(4)), f16_at(p), f16_at(p.add(2))),
-        Format::Q5_0 => (
+    match GgmlType::from_u8(F) {
+        GgmlType::Q4_0 => (nibbles(p.add(2)), f16_at(p), 0.0),
+        GgmlType::Q4_1 => (nibbles(p.add(4)), f16_at(p), f16_at(p.add(2))),
+        GgmlType::Q5_0 => (
             _mm256_or_si256(nibbles(p.add(6)), high_bits(p.add(2))),
             f16_at(p),
             0.0,
         ),
-        Format::Q5_1 => (
+        GgmlType::Q5_1 => (
             _mm256_or_si256(nibbles(p.add(8)), high_bits(p.add(4))),
             f16_at(p),
             f16_at(p.add(2)),
         ),
-        Format::Q8_0 => (
+        GgmlType::Q8_0 => (
             _mm256_xor_si256(
                 _mm256_loadu_si256(p.add(2) as *const __m256i),
                 _mm256_set1_epi8(-128),
@@ -75,6 +75,7 @@ unsafe fn unpack<const F: u8>(p: *const u8) -> (__m256i, f32, f32) {
             f16_at(p),
             0.0,
         ),
+        _ => unreachable!(),
     }
 }
 
@@ -104,7 +105,7 @@ simd_fn! {
         w_row: usize,
         a_row: usize,
     ) {
-        let format = Format::from_id(F);
+        let format = GgmlType::from_u8(F);
         let nb = ops.acts.blocks_per_row();
         let k = ops.acts.k;
         let offset = _mm256_set1_epi8(format.offset() as u8 as i8);
@@ -197,7 +198,7 @@ pub mod avx2 {
 
     use super::{hsum, Operands, PREFETCH_L2_ROWS, PREFETCH_ROWS};
     use crate::kernel::activations::BLOCK;
-    use crate::kernel::format::Format;
+    use crate::kernel::format::GgmlType;
 
     macro_rules! avx2_fn {
         ($($item:item)*) => {$(
@@ -231,14 +232,14 @@ pub mod avx2 {
             let x = _mm_loadu_si128(qs as *const __m128i);
             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4)
         };
-        match Format::from_id(F) {
-            Format::Q4_0 => (
+        match GgmlType::from_u8(F) {
+            GgmlType::Q4_0 => (
                 _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
                 super::f16_at(p),
                 0.0,
             ),
-            Format::Q4_1 => (nibbles(p.add(4)), super::f16_at(p), super::f16_at(p.add(2))),
-            Format::Q5_0 => (
+            GgmlType::Q4_1 => (nibbles(p.add(4)), super::f16_at(p), super::f16_at(p.add(2))),
+            GgmlType::Q5_0 => (
                 _mm256_sub_epi8(
                     _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2))),
                     _mm256_set1_epi8(16),
@@ -246,16 +247,17 @@ pub mod avx2 {
                 super::f16_at(p),
                 0.0,
             ),
-            Format::Q5_1 => (
+            GgmlType::Q5_1 => (
                 _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4))),
                 super::f16_at(p),
                 super::f16_at(p.add(2)),
             ),
-            Format::Q8_0 => (
+            GgmlType::Q8_0 => (
                 _mm256_loadu_si256(p.add(2) as *const __m256i),
                 super::f16_at(p),
                 0.0,
             ),
+            _ => unreachable!(),
         }
     }
 
@@ -266,7 +268,7 @@ pub mod avx2 {
             w_row: usize,
             a_row: usize,
         ) {
-            let format = Format::from_id(F);
+            let format = GgmlType::from_u8(F);
             let signed = format.offset() != 0;
             let nb = ops.acts.blocks_per_row();
             let k = ops.acts.k;

@@ -25,72 +25,17 @@ use crate::model::arch::{ModelConfig, RopePermutation};
 use crate::model::nn::Matrix;
 use crate::model::weights::TensorSource;
 
-/// The tensor types candle reads (and so quantbench runs), as llama.cpp names them.
-pub const SUPPORTED_TYPES: &str =
-    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
-
-/// ggml's tensor type ids and names (ggml.h), for messages about types candle lacks.
-const GGML_TYPE_NAMES: &[(u32, &str)] = &[
-    (0, "F32"),
-    (1, "F16"),
-    (2, "Q4_0"),
-    (3, "Q4_1"),
-    (6, "Q5_0"),
-    (7, "Q5_1"),
-    (8, "Q8_0"),
-    (9, "Q8_1"),
-    (10, "Q2_K"),
-    (11, "Q3_K"),
-    (12, "Q4_K"),
-    (13, "Q5_K"),
-    (14, "Q6_K"),
-    (15, "Q8_K"),
-    (16, "IQ2_XXS"),
-    (17, "IQ2_XS"),
-    (18, "IQ3_XXS"),
-    (19, "IQ1_S"),
-    (20, "IQ4_NL"),
-    (21, "IQ3_S"),
-    (22, "IQ2_S"),
-    (23, "IQ4_XS"),
-    (24, "I8"),
-    (25, "I16"),
-    (26, "I32"),
-    (27, "I64"),
-    (28, "F64"),
-    (29, "IQ1_M"),
-    (30, "BF16"),
-    (34, "TQ1_0"),
-    (35, "TQ2_0"),
-    (39, "MXFP4"),
-    (40, "NVFP4"),
-    (41, "Q1_0"),
-    (42, "Q2_0"),
-];
-
-/// Whether `id` is one of ggml's tensor types (ggml.h), retired ones aside.
-pub fn is_ggml_type(id: u32) -> bool {
-    GGML_TYPE_NAMES.iter().any(|(i, _)| *i == id)
-}
-
-/// ggml's name for a tensor type id.
+/// ggml's name for a tensor type id ("IQ4_XS"), or "type N" for an id ggml has none for.
 pub fn ggml_type_name(id: u32) -> String {
-    GGML_TYPE_NAMES
-        .iter()
-        .find(|(i, _)| *i == id)
-        .map(|(_, n)| n.to_string())
+    crate::format::GgmlType::from_id(id)
+        .map(|t| t.name().to_string())
         .unwrap_or_else(|| format!("type {id}"))
 }
 
-/// How quantbench names a stored type (as [`Matrix::format`] does): f32, f16, bf16, q8_0,
-/// q4k ...
+/// How quantbench names a stored type (as [`Matrix::format`] does, and the precisions):
+/// f32, f16, bf16, q8_0, q4_k ...
 pub fn format_name(dtype: GgmlDType) -> String {
-    match dtype {
-        GgmlDType::F32 => "f32".into(),
-        GgmlDType::F16 => "f16".into(),
-        GgmlDType::BF16 => "bf16".into(),
-        other => format!("{other:?}").to_lowercase(),
-    }
+    crate::format::GgmlType::of(dtype).lower()
 }
 
 /// llama.cpp's `general.file_type` labels (llama.h's `llama_ftype`).
@@ -340,7 +285,7 @@ impl GgufFile {
         })
     }
 
-    /// Stored types by elements, most common first: "q4k+q6k+f32".
+    /// Stored types by elements, most common first: "q4_k+q6_k+f32".
     pub fn stored_dtypes(&self) -> Vec<String> {
         crate::model::weights::dtypes_by_elements(
             self.tensors

@@ -50,28 +50,6 @@ pub struct Header {
     pub data_offset: u64,
 }
 
-/// The ggml types candle reads, with their ids (ggml.h).
-pub fn candle_dtype(id: u32) -> Option<GgmlDType> {
-    Some(match id {
-        0 => GgmlDType::F32,
-        1 => GgmlDType::F16,
-        2 => GgmlDType::Q4_0,
-        3 => GgmlDType::Q4_1,
-        6 => GgmlDType::Q5_0,
-        7 => GgmlDType::Q5_1,
-        8 => GgmlDType::Q8_0,
-        9 => GgmlDType::Q8_1,
-        10 => GgmlDType::Q2K,
-        11 => GgmlDType::Q3K,
-        12 => GgmlDType::Q4K,
-        13 => GgmlDType::Q5K,
-        14 => GgmlDType::Q6K,
-        15 => GgmlDType::Q8K,
-        30 => GgmlDType::BF16,
-        _ => return None,
-    })
-}
-
 /// GGUF's metadata value types by id, for messages.
 fn value_type_name(t: u32) -> &'static str {
     match t {
@@ -438,18 +416,16 @@ fn read_entries(file: &File, len: u64) -> Result<(Header, u64), String> {
             ));
         };
         let type_id = r.u32(&what)?;
-        let Some(dtype) = candle_dtype(type_id) else {
-            let ty = crate::model::gguf::ggml_type_name(type_id);
-            return Err(if crate::model::gguf::is_ggml_type(type_id) {
-                format!(
-                    "tensor '{name}' has type {ty} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {}",
-                    crate::model::gguf::SUPPORTED_TYPES
-                )
-            } else {
-                format!(
-                    "tensor '{name}' has type id {type_id}, which is not a ggml type (ggml.h's types are 0 to 42, some retired); supported types: {}",
-                    crate::model::gguf::SUPPORTED_TYPES
-                )
+        let ty = crate::format::GgmlType::from_id(type_id);
+        let Some(dtype) = ty.and_then(|t| t.candle()) else {
+            let supported = crate::format::GgmlType::candle_names();
+            return Err(match ty {
+                Some(t) => format!(
+                    "tensor '{name}' has type {t} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {supported}"
+                ),
+                None => format!(
+                    "tensor '{name}' has type id {type_id}, which is not a ggml type (ggml.h's types are 0 to 42, some retired); supported types: {supported}"
+                ),
             });
         };
         let block = dtype.block_size() as u64;

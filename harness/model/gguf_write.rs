@@ -141,23 +141,7 @@ impl Meta {
 
 /// ggml's type id of a stored format.
 pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
-    match dtype {
-        GgmlDType::F32 => 0,
-        GgmlDType::F16 => 1,
-        GgmlDType::Q4_0 => 2,
-        GgmlDType::Q4_1 => 3,
-        GgmlDType::Q5_0 => 6,
-        GgmlDType::Q5_1 => 7,
-        GgmlDType::Q8_0 => 8,
-        GgmlDType::Q8_1 => 9,
-        GgmlDType::Q2K => 10,
-        GgmlDType::Q3K => 11,
-        GgmlDType::Q4K => 12,
-        GgmlDType::Q5K => 13,
-        GgmlDType::Q6K => 14,
-        GgmlDType::Q8K => 15,
-        GgmlDType::BF16 => 30,
-    }
+    crate::format::GgmlType::of(dtype).id()
 }
 
 /// A matrix's stored bytes and its ggml type.
@@ -202,29 +186,7 @@ pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlDType)> {
 /// llama.cpp's `general.file_type` for a precision made uniformly by quantbench (the
 /// k-quants as their _S mixes, which are the uniform ones).
 fn file_type_id(p: Precision) -> Option<u32> {
-    Some(match p {
-        Precision::F32 => 0,
-        Precision::F16 => 1,
-        Precision::Q4_0 => 2,
-        Precision::Q4_1 => 3,
-        Precision::Q8_0 => 7,
-        Precision::Q5_0 => 8,
-        Precision::Q5_1 => 9,
-        Precision::Q2K => 10,
-        Precision::Q3K => 11,
-        Precision::Q4K => 14,
-        Precision::Q5K => 16,
-        Precision::Q6K => 18,
-        Precision::Bf16 => 32,
-        Precision::Native
-        | Precision::Nf4
-        | Precision::Nf4Dq
-        | Precision::Fp4
-        | Precision::Fp4Dq
-        | Precision::LlmInt8
-        | Precision::DynamicInt8
-        | Precision::DynamicInt8Pc => return None,
-    })
+    p.format().and_then(|f| f.file_type())
 }
 
 /// What an export wrote: bytes by stored type, and notes (fallbacks, what was dropped).
@@ -284,7 +246,9 @@ pub fn export_gguf(
 ) -> Result<GgufExport> {
     check_destination(source, path, force)?;
     crate::model::check_source_precision(source, q)?;
-    if matches!(q.precision.storage(), crate::precision::Storage::Custom(_)) {
+    if q.precision != Precision::Native
+        && q.precision.format().is_none_or(|f| f.ggml_type().is_none())
+    {
         crate::bad_input!(
             "--precision {}: {} has no GGUF type (it is {}'s format, not llama.cpp's); export a GGUF at f32, f16, bf16, a ggml block format or native",
             q.precision,

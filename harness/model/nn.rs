@@ -163,8 +163,7 @@ impl Matrix {
     /// the values [`Matrix::rows`] gives, bit for bit — and through [`Matrix::rows`] for
     /// the rest.
     pub fn row_into(&self, id: usize, out: &mut [f32]) -> candle_core::Result<()> {
-        use crate::kernel::kquant::{KFormat, QK_K};
-        use crate::kernel::Format;
+        use crate::kernel::kquant::QK_K;
         let (n, k) = self.shape();
         if id >= n || out.len() != k {
             candle_core::bail!("row {id} of a {n} x {k} matrix into {} values", out.len());
@@ -179,7 +178,7 @@ impl Matrix {
                 return Ok(());
             }
             Matrix::Quantized(q) if q.device().is_cpu() => {
-                if let Some(f) = Format::of(q.dtype()) {
+                if let Some(f) = crate::kernel::format::block32_of(q.dtype()) {
                     let bytes = f.block_bytes();
                     let row = k / 32 * bytes;
                     let data = q.data()?;
@@ -199,13 +198,13 @@ impl Matrix {
                     }
                     return Ok(());
                 }
-                if let Some(f) = KFormat::of(q.dtype()) {
+                if let Some(f) = crate::kernel::kquant::kquant_of(q.dtype()) {
                     let bytes = f.block_bytes();
                     let row = k / QK_K * bytes;
                     let data = q.data()?;
                     let blocks = data[id * row..(id + 1) * row].chunks_exact(bytes);
                     for (blk, o) in blocks.zip(out.chunks_exact_mut(QK_K)) {
-                        o.copy_from_slice(&f.dequantize_block(blk));
+                        o.copy_from_slice(&f.dequantize_superblock(blk));
                     }
                     return Ok(());
                 }
@@ -292,14 +291,15 @@ impl Matrix {
         }
     }
 
-    /// The storage format's name: f32, f16, bf16, q8_0, q4k ...
+    /// The storage format's name, as precisions spell it: f32, f16, bf16, q8_0, q4_k
+    /// (ggml's type names in lower case), nf4 ...
     pub fn format(&self) -> String {
         match self {
             Matrix::Dense(w) => w.dtype().as_str().to_string(),
-            Matrix::Quantized(q) => format!("{:?}", q.dtype()).to_lowercase(),
+            Matrix::Quantized(q) => crate::format::GgmlType::of(q.dtype()).lower(),
             // The same blocks, interleaved: the format's name (environment.kernels says
             // repacked).
-            Matrix::Interleaved(w) => w.kind().name().to_string(),
+            Matrix::Interleaved(w) => w.kind().lower(),
             Matrix::Custom(w) => w.format().to_string(),
         }
     }
@@ -838,7 +838,7 @@ mod tests {
             "{dt:?}: {}",
             crate::kernel::describe()
         );
-        assert_eq!(l.weight.format(), format!("{dt:?}").to_lowercase());
+        assert_eq!(l.weight.format(), crate::format::GgmlType::of(dt).lower());
         assert_eq!(l.weight.bytes(), q.storage_size_in_bytes());
         let (bytes, dtype) = crate::model::gguf_write::matrix_bytes(&l.weight).unwrap();
         assert_eq!((bytes.as_slice(), dtype), (&q.data().unwrap()[..], dt));

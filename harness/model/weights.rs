@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
@@ -23,7 +22,7 @@ use serde::Serialize;
 use crate::error::InputError;
 use crate::model::arch::ModelConfig;
 use crate::model::nn::{Group, Matrix, Part, Vector};
-use crate::precision::{Custom, Policy, Precision, Quantization, Storage};
+use crate::precision::{Policy, Precision, Quantization};
 
 /// A provider of f32 tensors by canonical name, each checked against its expected shape.
 pub trait TensorSource {
@@ -574,30 +573,12 @@ impl<'a> Builder<'a> {
 
 /// Stores an f32 `[rows, cols]` matrix in precision `p` on `device`.
 pub fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
-    Ok(match p.storage() {
-        Storage::Float(dt) => Matrix::Dense(t.to_dtype(dt)?.to_device(device)?),
-        Storage::Blocks(gg) if device.is_cpu() => {
-            Matrix::Quantized(Arc::new(quantize_rows(t, gg)?))
-        }
-        Storage::Blocks(gg) => Matrix::Quantized(Arc::new(QTensor::quantize_onto(t, gg, device)?)),
-        Storage::Custom(c) => {
-            let (rows, cols) = t.dims2()?;
-            let w = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let m: Arc<dyn crate::format::StoredMatrix> = match c {
-                Custom::Bnb4 { code, double } => {
-                    Arc::new(crate::format::Bnb4::quantize(&w, rows, cols, code, double))
-                }
-                Custom::LlmInt8 => Arc::new(crate::format::LlmInt8::quantize(&w, rows, cols)),
-                Custom::DynamicInt8 { per_channel } => Arc::new(
-                    crate::format::DynamicInt8::quantize(&w, rows, cols, per_channel),
-                ),
-            };
-            Matrix::Custom(m)
-        }
-        Storage::AsStored => anyhow::bail!(
+    match p.format() {
+        Some(f) => f.store(t, device),
+        None => anyhow::bail!(
             "precision native stores nothing of its own: the source's stored tensors are kept"
         ),
-    })
+    }
 }
 
 /// candle's quantizer, run on slices of rows on every core. Blocks never cross rows, so
