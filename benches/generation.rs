@@ -18,10 +18,10 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quantbench::clock::{synced_now, synced_seconds_since};
-use quantbench::generate::NoObserver;
 use quantbench::model::Cache;
 use quantbench::precision::{Precision, Quantization};
+use quantbench::run::clock::{synced_now, synced_seconds_since};
+use quantbench::run::generate::NoObserver;
 use quantbench::scenario::DeviceChoice;
 use quantbench::{generate, GenerateOptions, LoadedModel};
 

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quantbench::clock::{synced_now, synced_seconds_since};
 use quantbench::model::gpt2::Matrix;
-use quantbench::model::weights::store;
+use quantbench::model::source::weights::store;
 use quantbench::precision::Precision;
+use quantbench::run::clock::{synced_now, synced_seconds_since};
 use quantbench::scenario::DeviceChoice;
 
 /// GPT-2 small's linear layers: (name, inputs, outputs).

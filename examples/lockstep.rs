@@ -34,7 +34,7 @@ mod timed_child;
 use candle_core::Device;
 use quantbench::model::{self, ModelSpec};
 use quantbench::precision::{Precision, Quantization};
-use quantbench::workload::{self, Test};
+use quantbench::run::workload::{self, Test};
 
 #[global_allocator]
 static ALLOC: quantbench::kernel::pages::WeightPages = quantbench::kernel::pages::WeightPages;
@@ -45,34 +45,7 @@ const PAUSE: Duration = Duration::from_millis(100);
 fn main() {
     quantbench::probe::process::configure_allocator();
     quantbench::kernel::configure_threads();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 4 {
-        eprintln!("usage: lockstep MODEL.gguf TEST ROUNDS LLAMA_STEP [THREADS]   (TEST: tg50, tg50@d512, pp512)");
-        std::process::exit(2);
-    }
-    let test = parse_test(&args[1]).unwrap_or_else(|| {
-        eprintln!(
-            "test {:?}: ppN, tgN or ppN+tgM, optionally @dD (tg50@d512)",
-            args[1]
-        );
-        std::process::exit(2);
-    });
-    let rounds: usize = args[2].parse().ok().filter(|&r| r > 0).unwrap_or_else(|| {
-        eprintln!("rounds {:?}: a positive count", args[2]);
-        std::process::exit(2);
-    });
-    let threads = match args.get(4) {
-        None => candle_core::utils::get_num_threads(),
-        Some(t) => t
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 0)
-            .unwrap_or_else(|| {
-                eprintln!("threads {t:?}: a positive count");
-                std::process::exit(2);
-            }),
-    };
-
+    let (args, test, rounds, threads) = arguments();
     let spec: ModelSpec = args[0].parse().unwrap_or_else(|e| {
         eprintln!("{}: {e}", args[0]);
         std::process::exit(2);
@@ -106,8 +79,9 @@ fn main() {
     // The machine's read bandwidth, on the weights' pages: the yardstick for the
     // weight-streaming rate of decode (the bytes one step reads times tokens/s), read
     // again in every round beside its pair of repetitions (a decode test only).
-    let probe = (test.prompt_tokens == 0)
-        .then(|| quantbench::bandwidth::ReadProbe::new(quantbench::bandwidth::BUFFER_BYTES));
+    let probe = (test.prompt_tokens == 0).then(|| {
+        quantbench::run::bandwidth::ReadProbe::new(quantbench::run::bandwidth::BUFFER_BYTES)
+    });
     let streamed = loaded.model.streamed_bytes_per_step() as f64;
     // llama-step MODEL PROMPT GEN DEPTH THREADS: one llama-bench repetition per request.
     let peer_args =
@@ -153,7 +127,7 @@ fn main() {
             b / a
         );
     }
-    let median = |v: Vec<f64>| quantbench::stats::median(&v);
+    let median = |v: Vec<f64>| quantbench::analysis::stats::median(&v);
     let (lo, hi) = ratios
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
@@ -168,14 +142,14 @@ fn main() {
             format!(
                 "{:.1} ({:.0}%)",
                 streamed * tps / 1e9,
-                100.0 * quantbench::stats::median(fractions)
+                100.0 * quantbench::analysis::stats::median(fractions)
             )
         }
     };
     let bw = if bws.is_empty() {
         "-".to_string()
     } else {
-        format!("{:.1}", quantbench::stats::median(&bws))
+        format!("{:.1}", quantbench::analysis::stats::median(&bws))
     };
     println!(
         "{} {name}: quantbench {q:.1} tok/s, llama.cpp {l:.1} tok/s (medians), ratio median {r:.3}, range {lo:.3}-{hi:.3}, {above} of {rounds} rounds >= 1.00; GB/s (fraction: median over the rounds of the read bandwidth measured in each, median {bw}): quantbench {}, llama.cpp {}",
@@ -193,6 +167,39 @@ fn main() {
         rate(q, &q_frac),
         rate(l, &l_frac)
     );
+}
+
+/// MODEL TEST ROUNDS LLAMA_STEP [THREADS], checked; a bad one ends the program with
+/// status 2 and says why.
+fn arguments() -> (Vec<String>, Test, usize, usize) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        eprintln!("usage: lockstep MODEL.gguf TEST ROUNDS LLAMA_STEP [THREADS]   (TEST: tg50, tg50@d512, pp512)");
+        std::process::exit(2);
+    }
+    let test = parse_test(&args[1]).unwrap_or_else(|| {
+        eprintln!(
+            "test {:?}: ppN, tgN or ppN+tgM, optionally @dD (tg50@d512)",
+            args[1]
+        );
+        std::process::exit(2);
+    });
+    let rounds: usize = args[2].parse().ok().filter(|&r| r > 0).unwrap_or_else(|| {
+        eprintln!("rounds {:?}: a positive count", args[2]);
+        std::process::exit(2);
+    });
+    let threads = match args.get(4) {
+        None => candle_core::utils::get_num_threads(),
+        Some(t) => t
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| {
+                eprintln!("threads {t:?}: a positive count");
+                std::process::exit(2);
+            }),
+    };
+    (args, test, rounds, threads)
 }
 
 /// `pp512`, `tg50`, `pp512+tg32`, each optionally `@d512`.

@@ -93,7 +93,7 @@ fn main() {
         let args = [format, &list.join(","), &threads, pages].map(String::from);
         timed_child::TimedChild::start(path, &args, "scripts/peers/kernels.sh")
     });
-    let bw = quantbench::bandwidth::measure();
+    let bw = quantbench::run::bandwidth::measure();
     println!(
         "memory read: {:.1} GB/s ({} threads)",
         bw.read_gbps, bw.threads
@@ -160,7 +160,7 @@ fn main() {
             let best = times.iter().copied().fold(f64::MAX, f64::min);
             println!(
                 "{format} {n}x{k}{what}: median {:.1} GB/s, best {:.1} GB/s ({count} matrices of {:.1} MB)",
-                total / quantbench::stats::median(&times) / 1e9,
+                total / quantbench::analysis::stats::median(&times) / 1e9,
                 total / best / 1e9,
                 bytes.len() as f64 / 1e6
             );
@@ -203,6 +203,6 @@ fn print_ratios(what: &str, r: Vec<f64>) {
         .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     println!(
         "  {what}, pass by pass: median {:.3}, range {lo:.3}-{hi:.3}",
-        quantbench::stats::median(&r)
+        quantbench::analysis::stats::median(&r)
     );
 }

@@ -108,7 +108,7 @@ pub struct Environment {
     pub hardware_fingerprint: String,
     /// The memory bandwidth measured at the start of the run (runs with workload tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bandwidth: Option<crate::bandwidth::Bandwidth>,
+    pub memory_bandwidth: Option<crate::run::bandwidth::Bandwidth>,
 }
 
 impl Environment {

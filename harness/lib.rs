@@ -1,41 +1,42 @@
 //! quantbench measures what quantization does to a language model: how much memory each
 //! precision takes, how fast it generates, and what it costs in quality.
 //!
-//! The flow: a [`scenario::Scenario`] expands into variants (one per precision); the
-//! [`runner`] gives each variant a life — memory read by the [`probe`]s, the model
-//! [`model::load`]ed at its [`precision::Quantization`], warmed up, timed over repeated
-//! [`generate::generate`] calls (every clock read through [`clock::synced_now`]),
-//! dropped, memory read again — and every measurement lands in one
-//! [`record::VariantRecord`] of a [`record::RunRecord`]. The [`report`] module renders
-//! results.json, results.csv, report.md and charts from the record alone. A scenario's
-//! [`workload`] adds test rows per variant (prompt length, new tokens, context depth,
-//! batch, threads), each against the machine's measured [`bandwidth`].
+//! The flow, one folder per stage: a [`scenario::Scenario`] expands into variants (one
+//! per precision); in [`run`], the [`run::runner`] gives each variant a life — memory
+//! read by the [`probe`]s, the model [`model::load`]ed at its
+//! [`precision::Quantization`], warmed up, timed over repeated
+//! [`run::generate::generate`] calls (every clock read through
+//! [`run::clock::synced_now`]), dropped, memory read again — and every measurement lands
+//! in one [`record::VariantRecord`] of a [`record::RunRecord`]. A scenario's
+//! [`run::workload`] adds test rows per variant (prompt length, new tokens, context
+//! depth, batch, threads), each against the machine's measured [`run::bandwidth`], and
+//! [`run::quality`] scores each variant against the run's f32 reference. The runner
+//! measures; the model executes. [`analysis`] holds every statistic, compare's verdicts
+//! and history's trends; [`report`] renders results.json, results.csv, report.md, the
+//! charts, comparisons and history from records alone.
+//!
+//! The model side: [`model::source`] (where weights come from), [`model::arch`] (one
+//! file per architecture, listed once), [`model::write`] (GGUF and Hugging Face
+//! writers), [`format`](mod@format) (one file per kind of weight format) and [`kernel`] (the CPU
+//! products).
 
-pub mod bandwidth;
-pub mod clock;
-pub mod compare;
+pub mod analysis;
 pub mod environment;
 pub mod error;
 pub mod format;
 pub mod fsutil;
-pub mod generate;
-pub mod history;
-pub mod interrupt;
 pub mod kernel;
 pub mod model;
 pub mod precision;
 pub mod probe;
-pub mod quality;
 pub mod record;
 pub mod report;
-pub mod runner;
+pub mod run;
 pub mod scenario;
-pub mod stats;
-pub mod workload;
 
 pub use error::{is_input_error, InputError};
-pub use generate::{generate, GenerateOptions, Generation, Step, StepKind, StepObserver};
 pub use model::{load, resolve, LoadedModel, ModelSpec};
 pub use precision::{Policy, Precision, Quantization, RestDtype};
 pub use record::{RunRecord, VariantRecord};
+pub use run::generate::{generate, GenerateOptions, Generation, Step, StepKind, StepObserver};
 pub use scenario::Scenario;

@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
-use crate::model::weights::GroupBytes;
+use crate::model::source::weights::GroupBytes;
 use crate::precision::{Policy, Precision, RestDtype};
 
+use crate::analysis::stats::Summary;
 use crate::probe::Reading;
 use crate::scenario::Scenario;
-use crate::stats::Summary;
 
 /// Bumped when a field changes meaning or goes away; adding fields keeps it.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -31,7 +31,7 @@ pub struct RunRecord {
     pub variants: Vec<VariantRecord>,
     /// The f32 reference of the quality pass, when it ran.
     #[serde(default)]
-    pub quality_reference: Option<crate::quality::ReferenceInfo>,
+    pub quality_reference: Option<crate::run::quality::ReferenceInfo>,
     /// Why the quality pass could not run, if it failed.
     #[serde(default)]
     pub quality_error: Option<String>,
@@ -147,15 +147,15 @@ pub struct WeightsInfo {
     pub fallbacks: Vec<String>,
     /// Bytes by group and stored format (a Q4_K_M file's q4k / q6k / f32 split).
     #[serde(default)]
-    pub by_format: Vec<crate::model::weights::FormatBytes>,
+    pub by_format: Vec<crate::model::source::weights::FormatBytes>,
     /// Bytes by stored part (codes, block scales, second-level scales, row scales, row
     /// sums) for bitsandbytes' and PyTorch's formats.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub by_part: Vec<crate::model::weights::PartBytes>,
+    pub by_part: Vec<crate::model::source::weights::PartBytes>,
     /// What transformers' get_memory_footprint() would report for the same model and
     /// precision (absent for ggml formats, which transformers cannot hold as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transformers_footprint: Option<crate::model::weights::TransformersFootprint>,
+    pub transformers_footprint: Option<crate::model::source::weights::TransformersFootprint>,
     /// Weight bytes on 2 MB pages after loading, read from `/proc/self/smaps` (CPU;
     /// `kernel::pages`: 0 with `QUANTBENCH_HUGE_PAGES=0`, where Linux's transparent huge
     /// pages are off or it found no free 2 MB pages, and off Linux). The float and ggml
@@ -189,20 +189,10 @@ pub struct TimingSummary {
     pub decode_step_seconds: Option<Summary>,
     /// new_tokens / generate_seconds, per repetition.
     pub tokens_per_second: Summary,
-    /// [`decode_tokens_per_second`] of each repetition: the steady-state rate; absent when
+    /// [`crate::analysis::stats::decode_tokens_per_second`] of each repetition: the steady-state rate; absent when
     /// one new token was asked for.
     #[serde(default)]
     pub decode_tokens_per_second: Option<Summary>,
-}
-
-/// Decode tokens per second of one generation from its decode steps' times (the steps
-/// after the prefill): their count over their total time. `None` without decode steps
-/// (one new token) or without measurable time. The one definition of the figure: the
-/// runner's summary, `compare` and `generate` all call it.
-pub fn decode_tokens_per_second(decode_step_seconds: &[f64]) -> Option<f64> {
-    let total: f64 = decode_step_seconds.iter().sum();
-    (!decode_step_seconds.is_empty() && total > 0.0 && total.is_finite())
-        .then(|| decode_step_seconds.len() as f64 / total)
 }
 
 /// Everything measured about one variant. The names precision, status, error,
@@ -238,7 +228,7 @@ pub struct VariantRecord {
     pub memory: MemoryMoments,
     /// KL divergence, same-top-1 and perplexity against the f32 reference.
     #[serde(default)]
-    pub quality: Option<crate::quality::QualityRecord>,
+    pub quality: Option<crate::run::quality::QualityRecord>,
     /// Device energy over the timed repetitions per generated token, where a probe has
     /// an energy counter (NVML on NVIDIA GPUs); absent otherwise, never 0.
     #[serde(default)]
@@ -256,7 +246,7 @@ pub struct VariantRecord {
     pub workload_context: Option<WorkloadContext>,
     /// The workload's test rows (scenarios with a `[workload]` table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tests: Vec<crate::workload::TestRecord>,
+    pub tests: Vec<crate::run::workload::TestRecord>,
 }
 
 impl VariantStatus {
@@ -286,11 +276,11 @@ impl VariantRecord {
     }
 
     /// Decode tokens per second of each timed repetition
-    /// ([`decode_tokens_per_second`] of its decode steps); empty with one new token.
+    /// ([`crate::analysis::stats::decode_tokens_per_second`] of its decode steps); empty with one new token.
     pub fn decode_rates(&self) -> Vec<f64> {
         self.decode_step_seconds
             .iter()
-            .filter_map(|d| decode_tokens_per_second(d))
+            .filter_map(|d| crate::analysis::stats::decode_tokens_per_second(d))
             .collect()
     }
 
@@ -315,8 +305,8 @@ impl VariantRecord {
 /// A workload test's own figures: one sequence at least, each summary finite and >= 0
 /// (its n at least 1), the fraction of bandwidth >= 0, and a test that ran holding the
 /// repetitions its figures come from, each with its decode steps.
-fn check_test(t: &crate::workload::TestRecord) -> Result<(), String> {
-    use crate::workload::TestStatus;
+fn check_test(t: &crate::run::workload::TestRecord) -> Result<(), String> {
+    use crate::run::workload::TestStatus;
     if t.test.batch == 0 {
         return Err("batch = 0: a test decodes at least one sequence".into());
     }

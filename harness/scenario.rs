@@ -164,7 +164,7 @@ pub struct Scenario {
     pub memory_budget_mb: Option<f64>,
     /// The quality pass: KL divergence, same-top-1 and perplexity against f32.
     #[serde(default)]
-    pub quality: crate::quality::QualityConfig,
+    pub quality: crate::run::quality::QualityConfig,
     /// Seed of a synthetic model's weights (generation itself is greedy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -180,9 +180,9 @@ pub struct Scenario {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "crate::workload::one_or_many"
+        deserialize_with = "crate::run::workload::one_or_many"
     )]
-    pub workload: Vec<crate::workload::WorkloadConfig>,
+    pub workload: Vec<crate::run::workload::WorkloadConfig>,
 }
 
 /// One precision of a scenario: loaded, probed, run and dropped.
@@ -338,12 +338,12 @@ impl Scenario {
             .iter()
             .map(|w| w.test_count())
             .fold(0u128, |a, n| a.saturating_add(n));
-        if planned > crate::workload::MAX_TESTS as u128 {
+        if planned > crate::run::workload::MAX_TESTS as u128 {
             return Err((
                 "workload.prompt_tokens",
                 format!(
                     "the workload's lists multiply to {planned} tests per variant, more than the {} a run takes; shorten the lists",
-                    crate::workload::MAX_TESTS
+                    crate::run::workload::MAX_TESTS
                 ),
             ));
         }
@@ -376,7 +376,7 @@ impl Scenario {
             },
         ) = (self.seed, &self.model)
         {
-            let default = crate::model::synthetic::DEFAULT_SEED;
+            let default = crate::model::source::synthetic::DEFAULT_SEED;
             if *spec_seed != default && *spec_seed != seed {
                 return Err((
                     "seed",
@@ -415,7 +415,7 @@ impl Scenario {
     }
 
     /// The workload tests every variant runs (none without a `[workload]` table).
-    pub fn tests(&self) -> Vec<crate::workload::Test> {
+    pub fn tests(&self) -> Vec<crate::run::workload::Test> {
         self.workload
             .iter()
             .flat_map(|w| w.tests(self.new_tokens))

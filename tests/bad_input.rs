@@ -29,7 +29,7 @@ fn model_dir(tmp: &Path) -> PathBuf {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture("gpt2-hub-layout").join(f), dir.join(f)).unwrap();
     }
-    quantbench::model::tokenizer::write_gpt2_files(&dir).unwrap();
+    quantbench::model::source::tokenizer::write_gpt2_files(&dir).unwrap();
     dir
 }
 

@@ -15,9 +15,9 @@ mod common;
 
 use candle_core::Device;
 use common::reference::{fixtures, last_logits};
-use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::{self, ModelSpec};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
+use quantbench::run::generate::{generate, GenerateOptions, NoObserver};
 use serde_json::Value;
 
 fn reference() -> Value {

@@ -210,7 +210,7 @@ fn history_groups_runs_and_draws_trends() {
         "rss_peak_bytes",
     ] {
         for ext in ["svg", "png"] {
-            let slug = quantbench::history::file_slug("quickstart");
+            let slug = quantbench::report::history::file_slug("quickstart");
             assert!(slug.starts_with("quickstart-"), "{slug}");
             let f = out.join(format!("history-{slug}-{metric}.{ext}"));
             assert!(
@@ -224,7 +224,7 @@ fn history_groups_runs_and_draws_trends() {
     }
     let svg = std::fs::read_to_string(out.join(format!(
         "history-{}-generate_seconds.svg",
-        quantbench::history::file_slug("quickstart")
+        quantbench::report::history::file_slug("quickstart")
     )))
     .unwrap();
     assert!(

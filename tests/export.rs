@@ -1,9 +1,9 @@
 //! A synthetic model written in the Hugging Face layout loads back as the same model.
 
 use candle_core::Device;
-use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::{self, ModelSpec};
 use quantbench::precision::{Precision, Quantization};
+use quantbench::run::generate::{generate, GenerateOptions, NoObserver};
 
 /// `quantbench export --model MODEL --out DIR`, which must succeed.
 fn export(model: &str, dir: &std::path::Path) {

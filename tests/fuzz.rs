@@ -7,8 +7,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use quantbench::model::gpt2::Config;
-use quantbench::model::spec::{check_cache_ref, is_commit_hash};
-use quantbench::model::weights::{SafetensorsSource, TensorSource};
+use quantbench::model::source::spec::{check_cache_ref, is_commit_hash};
+use quantbench::model::source::weights::{SafetensorsSource, TensorSource};
 use quantbench::record::RunRecord;
 
 /// JSON pointers of every number in a value.
@@ -257,7 +257,7 @@ proptest! {
     /// History's file names: any scenario name gives a short name of safe characters.
     #[test]
     fn history_file_slugs_are_safe(name in "\\PC{0,300}") {
-        let slug = quantbench::history::file_slug(&name);
+        let slug = quantbench::report::history::file_slug(&name);
         prop_assert!(slug.len() <= 58, "{}", slug);
         prop_assert!(slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{}", slug);
         prop_assert!(!slug.starts_with('.'));
@@ -328,7 +328,7 @@ proptest! {
         let mut bytes = len.to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend(std::iter::repeat_n(0u8, payload));
-        let _ = quantbench::model::weights::diagnose_header(&bytes);
+        let _ = quantbench::model::source::weights::diagnose_header(&bytes);
     }
 
     #[test]
@@ -628,7 +628,7 @@ proptest! {
                 // What is read is what each tensor holds: never shifted bytes (a type
                 // or shape that says fewer bytes reads their start, and goes unnoticed
                 // only where every byte it leaves out is zero, as padding is).
-                let f = quantbench::model::gguf::GgufFile::open(&path).unwrap();
+                let f = quantbench::model::source::gguf::GgufFile::open(&path).unwrap();
                 for t in &g.tensors {
                     let read = f.read_bytes(&t.name).unwrap();
                     prop_assert!(read.len() <= t.data.len(), "{}", t.name);

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use common::reference::{fixtures, last_logits, max_abs_diff, Reference};
-use quantbench::generate::{generate, GenerateOptions, NoObserver};
-use quantbench::model::gguf::{format_name, GgufFile};
-use quantbench::model::gguf_write::{export_gguf, matrix_bytes};
 use quantbench::model::nn::Part;
+use quantbench::model::source::gguf::{format_name, GgufFile};
+use quantbench::model::write::gguf::{export_gguf, matrix_bytes};
 use quantbench::model::{self, LoadedModel, ModelSource, ModelSpec};
 use quantbench::precision::{Precision, Quantization};
+use quantbench::run::generate::{generate, GenerateOptions, NoObserver};
 use serde::Deserialize;
 
 fn gguf_path(name: &str) -> PathBuf {
@@ -146,8 +146,8 @@ fn q8_0_blocks_are_byte_identical_to_llama_quantize() {
                 .unwrap()
                 .dequantize(&Device::Cpu)
                 .unwrap();
-            let ours =
-                quantbench::model::weights::quantize_rows(&weights, GgmlDType::Q8_0).unwrap();
+            let ours = quantbench::model::source::weights::quantize_rows(&weights, GgmlDType::Q8_0)
+                .unwrap();
             assert_eq!(
                 ours.data().unwrap().as_ref(),
                 q.read_bytes(tname).unwrap().as_slice(),
@@ -443,9 +443,12 @@ fn a_run_records_what_the_file_is() {
 #[test]
 fn type_names_are_ggml_names() {
     assert_eq!(format_name(GgmlDType::Q4K), "q4_k");
-    assert_eq!(quantbench::model::gguf::ggml_type_name(16), "IQ2_XXS");
     assert_eq!(
-        quantbench::model::gguf::file_type_label(15),
+        quantbench::model::source::gguf::ggml_type_name(16),
+        "IQ2_XXS"
+    );
+    assert_eq!(
+        quantbench::model::source::gguf::file_type_label(15),
         "MOSTLY_Q4_K_M"
     );
 }

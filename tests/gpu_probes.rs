@@ -13,7 +13,7 @@ use quantbench::probe::nvml::{GpuDevice, NvmlProbe};
 use quantbench::probe::process::ProcessProbe;
 use quantbench::probe::{Probe, Probes};
 use quantbench::record::RunRecord;
-use quantbench::runner::{self, Silent};
+use quantbench::run::runner::{self, Silent};
 use quantbench::Scenario;
 
 const TOTAL: u64 = 80 << 30;

@@ -440,7 +440,7 @@ fn gguf_metadata_must_agree_with_the_tensors_and_be_finite() {
 #[test]
 fn the_known_model_is_checked_by_sha256_and_the_fetch_script_refuses_a_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let k = &quantbench::model::spec::KNOWN_FILES[0];
+    let k = &quantbench::model::source::spec::KNOWN_FILES[0];
     let fake = tmp.path().join(k.file);
     std::fs::File::create(&fake)
         .unwrap()
@@ -748,7 +748,7 @@ fn workloads_and_their_ranges_are_checked_before_running() {
     let big = tests.iter().find(|t| t.name == "tg2 @ d200 x256").unwrap();
     assert_eq!(
         big.status,
-        quantbench::workload::TestStatus::Skipped,
+        quantbench::run::workload::TestStatus::Skipped,
         "{big:?}"
     );
     assert!(
@@ -758,7 +758,7 @@ fn workloads_and_their_ranges_are_checked_before_running() {
     assert_eq!(
         tests
             .iter()
-            .filter(|t| t.status == quantbench::workload::TestStatus::Ok)
+            .filter(|t| t.status == quantbench::run::workload::TestStatus::Ok)
             .count(),
         3
     );

@@ -2,12 +2,14 @@
 //! exactly the requested number of tokens.
 
 use candle_core::{Device, Tensor};
-use quantbench::generate::{generate, GenerateOptions, NoObserver, Step, StepKind, StepObserver};
 use quantbench::kernel;
 use quantbench::model::gpt2::{Config, Matrix};
 use quantbench::model::llama;
 use quantbench::model::{self, ModelConfig, ModelSource};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
+use quantbench::run::generate::{
+    generate, GenerateOptions, NoObserver, Step, StepKind, StepObserver,
+};
 
 fn synthetic(name: &str) -> ModelSource {
     model::resolve(&name.parse().unwrap()).unwrap()
@@ -320,7 +322,7 @@ fn quantized_embedding_rows_equal_the_dequantized_table() {
         let q = match wte {
             Matrix::Quantized(q) => q.clone(),
             Matrix::Interleaved(_) => {
-                let (bytes, dtype) = quantbench::model::gguf_write::matrix_bytes(wte).unwrap();
+                let (bytes, dtype) = quantbench::model::write::gguf::matrix_bytes(wte).unwrap();
                 let storage = candle_core::quantized::QStorage::from_data(
                     std::borrow::Cow::Owned(bytes),
                     &Device::Cpu,

@@ -5,7 +5,7 @@ use candle_core::Device;
 use quantbench::model::gpt2::Cache;
 use quantbench::model::{self, LoadedModel, ModelSource};
 use quantbench::precision::{Policy, Precision, Quantization};
-use quantbench::quality::{log_softmax, Evaluation, QualityConfig, Reference};
+use quantbench::run::quality::{log_softmax, Evaluation, QualityConfig, Reference};
 
 fn tiny() -> ModelSource {
     model::resolve(&"synthetic:tiny".parse().unwrap()).unwrap()
@@ -34,7 +34,7 @@ fn evaluation(m: &LoadedModel) -> Evaluation {
 fn direct_logprobs(m: &LoadedModel, eval: &Evaluation) -> Vec<(u32, Vec<f64>)> {
     let mut out = Vec::new();
     for (begin, end, first) in
-        quantbench::quality::windows(eval.tokens.len(), eval.window, eval.stride)
+        quantbench::run::quality::windows(eval.tokens.len(), eval.window, eval.stride)
     {
         let mut cache = Cache::new(m.config(), end - begin);
         let logits = m

@@ -12,9 +12,9 @@ mod common;
 
 use candle_core::Device;
 use common::reference::fixtures;
-use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::{self, Cache, LoadedModel, ModelSpec};
 use quantbench::precision::{Precision, Quantization};
+use quantbench::run::generate::{generate, GenerateOptions, NoObserver};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -69,9 +69,9 @@ fn the_fetched_file_is_the_fixtures_file() {
     if native().is_none() {
         return;
     }
-    let k = &quantbench::model::spec::KNOWN_FILES[0];
+    let k = &quantbench::model::source::spec::KNOWN_FILES[0];
     assert_eq!(k.sha256, llama_cpp().model_sha256);
-    let path = quantbench::model::spec::models_dir().join(k.file);
+    let path = quantbench::model::source::spec::models_dir().join(k.file);
     let bytes = std::fs::read(&path).unwrap();
     let digest = sha256_hex(&bytes);
     assert_eq!(
@@ -208,7 +208,7 @@ fn requantizing_to_q4_1_gives_back_the_shipped_blocks() {
             .filter_map(|(_, p)| match p {
                 quantbench::model::nn::Part::Matrix(x) => Some((
                     x.format(),
-                    quantbench::model::gguf_write::matrix_bytes(x).unwrap().0,
+                    quantbench::model::write::gguf::matrix_bytes(x).unwrap().0,
                 )),
                 _ => None,
             })

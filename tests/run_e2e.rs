@@ -86,7 +86,7 @@ fn a_tiny_scenario_writes_every_output() {
     assert_eq!(raw["scenario"]["name"], "tiny");
     let variants = raw["variants"].as_array().unwrap();
     assert_eq!(variants.len(), 3);
-    let params = quantbench::model::synthetic::Preset::find("tiny")
+    let params = quantbench::model::source::synthetic::Preset::find("tiny")
         .unwrap()
         .config()
         .parameter_count();
@@ -456,7 +456,7 @@ fn a_scenarios_paths_are_relative_to_the_scenario_file() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture.join(f), model.join(f)).unwrap();
     }
-    quantbench::model::tokenizer::write_gpt2_files(&model).unwrap();
+    quantbench::model::source::tokenizer::write_gpt2_files(&model).unwrap();
     std::fs::write(
         scenarios.join("eval.txt"),
         "Once upon a time there was a model that was small.",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use quantbench::probe::{process::ProcessProbe, Probe, Probes};
 use quantbench::record::VariantStatus;
-use quantbench::runner::{self, Silent};
+use quantbench::run::runner::{self, Silent};
 use quantbench::Scenario;
 
 /// A probe that panics on its first reading only.

@@ -5,8 +5,8 @@
 use candle_core::Device;
 use quantbench::model::{self, Cache};
 use quantbench::probe::Probes;
-use quantbench::runner::{self, Silent};
-use quantbench::workload::{self, Test, TestStatus};
+use quantbench::run::runner::{self, Silent};
+use quantbench::run::workload::{self, Test, TestStatus};
 use quantbench::{Precision, Quantization, Scenario};
 
 mod common;
@@ -62,7 +62,7 @@ fn batch_equals_alone(spec: &str, p: Precision) {
             &m,
             ids,
             quantbench::GenerateOptions::exactly(4),
-            &mut quantbench::generate::NoObserver,
+            &mut quantbench::run::generate::NoObserver,
         )
         .unwrap();
         let in_batch: Vec<u32> = batch_tokens.iter().map(|step| step[s]).collect();
@@ -111,7 +111,7 @@ fn a_copied_and_forked_context_gives_what_one_pass_gives_every_time() {
                     &m,
                     &ids,
                     quantbench::GenerateOptions::exactly(3),
-                    &mut quantbench::generate::NoObserver,
+                    &mut quantbench::run::generate::NoObserver,
                 )
                 .unwrap();
                 assert_eq!(
@@ -238,7 +238,7 @@ threads = [1]
     assert_eq!(back.variants[1].tests.len(), run.variants[1].tests.len());
     check_exports(&run);
     // compare judges every test both sides ran, by its name within the variant.
-    let c = quantbench::compare::compare(&run, &back, "a", "b", &Default::default());
+    let c = quantbench::analysis::compare::compare(&run, &back, "a", "b", &Default::default());
     let row = |metric: &str, variant: &str| {
         c.rows
             .iter()
@@ -246,7 +246,7 @@ threads = [1]
             .unwrap_or_else(|| panic!("no {metric} row for {variant}"))
     };
     let r = row("test_decode_tokens_per_second", "q4_0 tg4 @ d250 x2 t1");
-    assert_eq!(r.verdict, quantbench::compare::Verdict::Same);
+    assert_eq!(r.verdict, quantbench::analysis::compare::Verdict::Same);
     assert_eq!(r.base_samples, 2);
     row("test_prefill_tokens_per_second", "f32 pp8 x2 t1");
     assert!(
@@ -345,7 +345,7 @@ fn check_exports(run: &quantbench::RunRecord) {
 
 #[test]
 fn the_bootstrap_interval_holds_the_median_and_narrows_with_agreement() {
-    use quantbench::stats::bootstrap_median_ci;
+    use quantbench::analysis::stats::bootstrap_median_ci;
     let xs = [10.0, 11.0, 9.0, 10.5, 9.5];
     let (lo, hi) = bootstrap_median_ci(&xs, 0.95, 2000).unwrap();
     assert!(

@@ -13,7 +13,7 @@
 //! - Double quantization (`compress_statistics=True`): the absmax vector minus its mean
 //!   (one f32 offset per matrix) is quantized in blocks of 256 to bitsandbytes' signed
 //!   8-bit dynamic map with one f32 absmax per 256 (bitsandbytes' C++ CPU quantizer:
-//!   a 65,536-point lookup table over [-1, 1], see [`quantize_blockwise_8bit`]).
+//!   a 65,536-point lookup table over [-1, 1], see `quantize_blockwise_8bit`).
 //! - Dequantization: `code[q] × absmax` in f32 (with double quantization the absmax is
 //!   first `map[qabsmax] × absmax2 + offset`). The product bitsandbytes computes on the
 //!   CPU for an f32 compute dtype is `F.linear(x, W_dequantized, bias)` in f32.

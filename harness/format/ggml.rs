@@ -267,7 +267,7 @@ impl WeightFormat for BlockFormat {
     }
     fn store(&self, t: &Tensor, device: &Device) -> Result<Matrix> {
         Ok(Matrix::Quantized(Arc::new(if device.is_cpu() {
-            crate::model::weights::quantize_rows(t, self.dtype())?
+            crate::model::source::weights::quantize_rows(t, self.dtype())?
         } else {
             QTensor::quantize_onto(t, self.dtype(), device)?
         })))

@@ -587,7 +587,7 @@ mod avx2 {
 /// products': 16-bit weights exactly widened, f32 activations (bf16's rounded to bf16),
 /// f32 sums.
 ///
-/// f16 weights take the prompt kernels instead ([`avx2::panel`], on AVX-512
+/// f16 weights take the prompt kernels instead (`avx2::panel`, on AVX-512
 /// `f16::panel`: the same arithmetic, the f16 weights widened in registers). When the
 /// AVX2 one took f32 activations (on the Zen 3 of the time), overall GFLOP/s on Llama 3.2 1B's four shapes at 512 rows, the two ways
 /// alternating in one process (a throwaway copy of `examples/prompt.rs`, 6 passes

@@ -5,21 +5,16 @@
 //! - `nn.rs`: the layers they share; [`nn::Matrix`] is the only place a format is touched.
 //! - `kv.rs` / `step.rs`: the key/value cache, and the CPU decode step's shared pieces
 //!   (buffers, norms, rotary embedding, products into buffers).
-//! - `spec.rs` / `weights.rs` / `synthetic.rs`: where config, weights and tokenizer come
-//!   from (a directory, the hub, a seed), streamed tensor by tensor.
+//! - `source/`: where config, weights and tokenizer come from (a directory in the
+//!   Hugging Face layout, the hub, a GGUF file, a seed), streamed tensor by tensor.
+//! - `write/`: the model written for other tools (the Hugging Face layout, GGUF).
 
 pub mod arch;
-pub mod export;
-pub mod gguf;
-pub mod gguf_header;
-pub mod gguf_write;
 pub mod kv;
 pub mod nn;
-pub mod spec;
+pub mod source;
 pub mod step;
-pub mod synthetic;
-pub mod tokenizer;
-pub mod weights;
+pub mod write;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -27,9 +22,10 @@ use candle_core::Device;
 pub use arch::{gpt2, llama, CausalLm, ModelConfig};
 pub use gpt2::{Config, Gpt2};
 pub use nn::{Cache, Matrix};
-pub use spec::{resolve, ModelSource, ModelSpec, WeightFiles};
-pub use tokenizer::Tokenizer;
-pub use weights::Footprint;
+pub use source::spec::{resolve, ModelSource, ModelSpec, WeightFiles};
+pub use source::tokenizer::Tokenizer;
+pub use source::weights::Footprint;
+use source::{gguf, synthetic, weights};
 
 use crate::precision::{Precision, Quantization};
 

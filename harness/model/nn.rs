@@ -840,7 +840,7 @@ mod tests {
         );
         assert_eq!(l.weight.format(), crate::format::GgmlType::of(dt).lower());
         assert_eq!(l.weight.bytes(), q.storage_size_in_bytes());
-        let (bytes, dtype) = crate::model::gguf_write::matrix_bytes(&l.weight).unwrap();
+        let (bytes, dtype) = crate::model::write::gguf::matrix_bytes(&l.weight).unwrap();
         assert_eq!((bytes.as_slice(), dtype), (&q.data().unwrap()[..], dt));
         for m in [1, 5] {
             let x = Tensor::from_vec(values(m * k, m as f32), (m, k), &dev).unwrap();

@@ -347,36 +347,59 @@ pub fn quality(run: &RunRecord, path: &Path) -> Result<()> {
     render(path, |a| draw_quality(a, run), |a| draw_quality(a, run))
 }
 
-fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord) -> Result<()> {
-    root.fill(&WHITE).map_err(plot_err)?;
-    let pts: Vec<(String, f64, f64, bool)> = run
-        .variants
+/// One variant on the quality chart.
+struct QualityPoint {
+    name: String,
+    /// Weight bytes, MB.
+    mb: f64,
+    kl: f64,
+    /// Passed its quality gate (or had none).
+    ok: bool,
+    family: Family,
+}
+
+/// The variants with a finite KL and known weight bytes (an absent or non-finite KL has
+/// no place on the chart: report.md says n/a).
+fn quality_points(run: &RunRecord) -> Vec<QualityPoint> {
+    run.variants
         .iter()
         .filter_map(|v| {
             let q = v.quality.as_ref()?;
-            // An absent or non-finite KL has no place on the chart (report.md says n/a).
             let kl = q.kl_mean.filter(|k| k.is_finite() && *k >= 0.0)?;
-            let x = mb(v.weights_bytes?);
-            Some((
-                v.precision.to_string(),
-                x,
+            Some(QualityPoint {
+                name: v.precision.to_string(),
+                mb: mb(v.weights_bytes?),
                 kl,
-                q.gate.as_ref().is_none_or(|g| g.passed),
-            ))
+                ok: q.gate.as_ref().is_none_or(|g| g.passed),
+                family: v.precision.family(),
+            })
         })
-        .collect();
-    let families: Vec<Family> = run
-        .variants
+        .collect()
+}
+
+/// The log axis spans at most KL_RANGE: a KL beyond it is drawn at the edge, with its
+/// true value in the label.
+const KL_RANGE: (f64, f64) = (1e-15, 1e4);
+
+/// The KL axis (log scale): a decade below the smallest positive KL to 5× the largest.
+fn kl_axis(pts: &[QualityPoint]) -> (f64, f64) {
+    let positive: Vec<f64> = pts
         .iter()
-        .filter(|v| {
-            v.quality
-                .as_ref()
-                .and_then(|q| q.kl_mean)
-                .is_some_and(|k| k.is_finite() && k >= 0.0)
-                && v.weights_bytes.is_some()
-        })
-        .map(|v| v.precision.family())
+        .map(|p| p.kl.clamp(KL_RANGE.0, KL_RANGE.1))
+        .filter(|&k| k > KL_RANGE.0)
         .collect();
+    let lo = positive.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = positive.iter().cloned().fold(0.0, f64::max);
+    if positive.is_empty() {
+        (1e-6, 1e-2)
+    } else {
+        ((lo / 10.0).max(KL_RANGE.0 / 10.0), hi * 5.0)
+    }
+}
+
+fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecord) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let pts = quality_points(run);
     if pts.is_empty() {
         let style = (FONT, 22).into_font().color(&BLACK);
         root.draw(&Text::new(
@@ -388,30 +411,16 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         root.present().map_err(plot_err)?;
         return Ok(());
     }
-    // The log axis spans at most KL_RANGE: a KL beyond it is drawn at the edge, with its
-    // true value in the label.
-    const KL_RANGE: (f64, f64) = (1e-15, 1e4);
-    let positive: Vec<f64> = pts
-        .iter()
-        .map(|p| p.2.clamp(KL_RANGE.0, KL_RANGE.1))
-        .filter(|&k| k > KL_RANGE.0)
-        .collect();
-    let lo = positive.iter().cloned().fold(f64::INFINITY, f64::min);
-    let hi = positive.iter().cloned().fold(0.0, f64::max);
-    let (lo, hi) = if positive.is_empty() {
-        (1e-6, 1e-2)
-    } else {
-        ((lo / 10.0).max(KL_RANGE.0 / 10.0), hi * 5.0)
-    };
+    let (lo, hi) = kl_axis(&pts);
     let floor = lo * 1.5; // where a KL of exactly 0 is drawn
                           // The x axis spans the sizes shown (with room for the labels), not 0..max: formats of
                           // nearly one size would otherwise sit on top of each other.
-    let (x_lo, x_hi) = pts
-        .iter()
-        .fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let (x_lo, x_hi) = pts.iter().fold((f64::INFINITY, 0f64), |(a, b), p| {
+        (a.min(p.mb), b.max(p.mb))
+    });
     let pad = 0.08 * (x_hi - x_lo) + 0.02 * x_hi.max(1.0);
     let xmin = (x_lo - pad).max(0.0);
-    let xmax = axis_top(pts.iter().map(|p| p.1), 1.0).max(x_hi + 3.0 * pad);
+    let xmax = axis_top(pts.iter().map(|p| p.mb), 1.0).max(x_hi + 3.0 * pad);
     let at = |k: f64| k.clamp(floor, hi / 2.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title(run, "Quality against size"), (FONT, 24))
@@ -438,12 +447,7 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         Family::PyTorch,
         Family::File,
     ] {
-        let mine: Vec<&(String, f64, f64, bool)> = pts
-            .iter()
-            .zip(&families)
-            .filter(|(_, f)| **f == fam)
-            .map(|(p, _)| p)
-            .collect();
+        let mine: Vec<&QualityPoint> = pts.iter().filter(|p| p.family == fam).collect();
         if mine.is_empty() {
             continue;
         }
@@ -456,12 +460,12 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
             }
         };
         let series = chart
-            .draw_series(mine.iter().map(|(_, x, k, ok)| {
-                let pos = (x.min(xmax), at(*k));
+            .draw_series(mine.iter().map(|p| {
+                let pos = (p.mb.min(xmax), at(p.kl));
                 match fam {
-                    Family::Bitsandbytes => TriangleMarker::new(pos, 10, style(*ok)).into_dyn(),
+                    Family::Bitsandbytes => TriangleMarker::new(pos, 10, style(p.ok)).into_dyn(),
                     Family::PyTorch => Cross::new(pos, 8, c.stroke_width(3)).into_dyn(),
-                    _ => Circle::new(pos, 8, style(*ok)).into_dyn(),
+                    _ => Circle::new(pos, 8, style(p.ok)).into_dyn(),
                 }
             }))
             .map_err(plot_err)?;
@@ -477,21 +481,64 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
         .label_font((FONT, 15))
         .draw()
         .map_err(plot_err)?;
-    // Labels to the right of their points; a label that would overlap one already placed
-    // moves to the nearest free slot above or below (in steps of one label height), with
-    // a thin line back to its point: points of one size and similar KL (the 4-bit
-    // formats) each keep a readable label.
+    let frame = LabelFrame {
+        xmin,
+        xmax,
+        lo,
+        hi,
+        floor,
+    };
+    let (labels, leaders) = quality_labels(&pts, &frame);
+    chart.draw_series(leaders).map_err(plot_err)?;
+    chart.draw_series(labels).map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// A point's label on the quality chart.
+type Label = Text<'static, (f64, f64), String>;
+/// The thin line from a moved label back to its point.
+type Leader = PathElement<(f64, f64)>;
+
+/// The quality chart's axes, as the labels need them.
+struct LabelFrame {
+    xmin: f64,
+    xmax: f64,
+    lo: f64,
+    hi: f64,
+    floor: f64,
+}
+
+/// Labels to the right of their points; a label that would overlap one already placed
+/// moves to the nearest free slot above or below (in steps of one label height), with a
+/// thin line back to its point: points of one size and similar KL (the 4-bit formats)
+/// each keep a readable label.
+fn quality_labels(pts: &[QualityPoint], f: &LabelFrame) -> (Vec<Label>, Vec<Leader>) {
+    let LabelFrame {
+        xmin,
+        xmax,
+        lo,
+        hi,
+        floor,
+    } = *f;
+    let at = |k: f64| k.clamp(floor, hi / 2.0);
     let decades = (hi / lo).log10();
     let step = decades * 18.0 / 480.0; // one label's height, in decades
     let per_char = (xmax - xmin) * 8.0 / 1000.0; // one character's width, in MB
     let mut order: Vec<usize> = (0..pts.len()).collect();
-    order.sort_by(|&a, &b| at(pts[b].2).total_cmp(&at(pts[a].2)));
+    order.sort_by(|&a, &b| at(pts[b].kl).total_cmp(&at(pts[a].kl)));
     // (x where the label starts, its width, its height in log10 units)
     let mut placed: Vec<(f64, f64, f64)> = Vec::new();
     let mut labels = Vec::new();
     let mut leaders = Vec::new();
     for i in order {
-        let (name, x, k, ok) = &pts[i];
+        let QualityPoint {
+            name,
+            mb: x,
+            kl: k,
+            ok,
+            ..
+        } = &pts[i];
         let label = if *k == 0.0 {
             format!("{name} (reference, KL 0)")
         } else if *ok {
@@ -527,10 +574,7 @@ fn draw_quality<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, run: &RunRecor
             anchored(15, HPos::Left, VPos::Center),
         ));
     }
-    chart.draw_series(leaders).map_err(plot_err)?;
-    chart.draw_series(labels).map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
-    Ok(())
+    (labels, leaders)
 }
 
 /// The colour of a format family on the quality chart.

@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::analysis::stats::{bootstrap_median_ci, Summary};
 use crate::record::{RunRecord, VariantRecord};
-use crate::stats::{bootstrap_median_ci, Summary};
-use crate::workload::TestStatus;
+use crate::run::workload::TestStatus;
 
 /// The formats `export-results` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,7 +105,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
             let v: Vec<f64> = v
                 .decode_step_seconds
                 .iter()
-                .filter_map(|d| crate::workload::quantile(d, q))
+                .filter_map(|d| crate::run::workload::quantile(d, q))
                 .collect();
             Summary::of(&v).map(|s| s.median)
         };
@@ -131,7 +131,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
             decode_step_p99_seconds: pct(0.99),
             weights_bytes: v.weights_bytes,
             kv_cache_bytes: run.model.kv_cache_bytes_per_token.map(|b| {
-                crate::workload::kv_cache_bytes(
+                crate::run::workload::kv_cache_bytes(
                     b,
                     1,
                     n_prompt.saturating_add(v.new_tokens.saturating_sub(1)),

@@ -8,9 +8,23 @@ use crate::record::{Moment, RunRecord};
 
 pub fn render(run: &RunRecord) -> String {
     let mut o = String::new();
+    let rows: Vec<Headline> = run.variants.iter().map(|v| Headline::of(v, run)).collect();
+    header(&mut o, run);
+    notebook_table(&mut o, run, &rows);
+    speed(&mut o, run, &rows);
+    memory(&mut o, run, &rows);
+    render_formats(&mut o, run, &rows);
+    render_quality(&mut o, run);
+    generated_text(&mut o, run);
+    render_tests(&mut o, run);
+    method(&mut o, run);
+    o
+}
+
+/// The title and what was measured: model, tokenizer, file, device, settings, build.
+fn header(o: &mut String, run: &RunRecord) {
     let s = &run.scenario;
     let e = &run.environment;
-    let rows: Vec<Headline> = run.variants.iter().map(|v| Headline::of(v, run)).collect();
     let _ = writeln!(o, "# quantbench: {}\n", s.name);
     if let Some(d) = &s.description {
         let _ = writeln!(o, "{d}\n");
@@ -88,7 +102,11 @@ pub fn render(run: &RunRecord) -> String {
             "\n> The model is synthetic: the real model's architecture and shapes with random weights. Its memory and speed are those of the real model; its generated text is noise."
         );
     }
+}
 
+/// The notebook's table: RSS after load and after cleanup, and the median generation.
+fn notebook_table(o: &mut String, run: &RunRecord, rows: &[Headline]) {
+    let s = &run.scenario;
     let _ = writeln!(o, "\n## The notebook's table\n");
     let _ = writeln!(
         o,
@@ -115,7 +133,10 @@ pub fn render(run: &RunRecord) -> String {
             mem(h.rss[3])
         );
     }
+}
 
+/// Speed: generation, decode and prefill rates, the speed-up over f32, load time.
+fn speed(o: &mut String, run: &RunRecord, rows: &[Headline]) {
     let _ = writeln!(o, "\n## Speed\n");
     let _ = writeln!(
         o,
@@ -152,7 +173,10 @@ pub fn render(run: &RunRecord) -> String {
             "\nNo speed-up is shown: the run has no f32 reference variant (precision f32 with rest f32)."
         );
     }
+}
 
+/// Memory: exact weight bytes and RSS at each moment; energy and probe notes.
+fn memory(o: &mut String, run: &RunRecord, rows: &[Headline]) {
     let _ = writeln!(o, "\n## Memory\n");
     // The interval the file was sampled at, as it recorded it.
     let mut intervals: Vec<String> = run
@@ -221,10 +245,10 @@ pub fn render(run: &RunRecord) -> String {
             let _ = writeln!(o, "- {n}");
         }
     }
+}
 
-    render_formats(&mut o, run, &rows);
-    render_quality(&mut o, run);
-
+/// The generated text per variant, fallbacks, requantization, bytes by stored type.
+fn generated_text(o: &mut String, run: &RunRecord) {
     let _ = writeln!(o, "\n## Generated text\n");
     for v in &run.variants {
         match &v.error {
@@ -286,9 +310,11 @@ pub fn render(run: &RunRecord) -> String {
             let _ = writeln!(o, "{line}");
         }
     }
+}
 
-    render_tests(&mut o, run);
-
+/// How the figures were measured, in words.
+fn method(o: &mut String, run: &RunRecord) {
+    let s = &run.scenario;
     let _ = writeln!(o, "\n## How this was measured\n");
     let _ = writeln!(
         o,
@@ -304,7 +330,6 @@ pub fn render(run: &RunRecord) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    o
 }
 
 /// llama-perplexity's `--kl-divergence` statistics, in its units (Δp in percent), so a
@@ -395,7 +420,7 @@ fn render_tests(o: &mut String, run: &RunRecord) {
             run.model.head_dim.unwrap_or(run.model.n_embd / run.model.n_head.max(1)),
         );
     }
-    let span = |s: Option<crate::stats::Summary>, scale: f64, d: usize| match s {
+    let span = |s: Option<crate::analysis::stats::Summary>, scale: f64, d: usize| match s {
         Some(s) => format!(
             "{:.d$} [{:.d$}–{:.d$}]",
             s.median * scale,
@@ -416,7 +441,7 @@ fn render_tests(o: &mut String, run: &RunRecord) {
         );
         for t in &v.tests {
             let status = match (&t.status, &t.error) {
-                (crate::workload::TestStatus::Ok, _) => "ok".to_string(),
+                (crate::run::workload::TestStatus::Ok, _) => "ok".to_string(),
                 (s, Some(e)) => format!("{s:?}: {e}").to_lowercase(),
                 (s, None) => format!("{s:?}").to_lowercase(),
             };

@@ -1,10 +1,14 @@
-//! Outputs of a run, read from its [`RunRecord`] only: results.json, results.csv,
-//! report.md and the charts. Every file is written atomically.
+//! Every renderer: a run's outputs, read from its [`RunRecord`] only (results.json,
+//! results.csv, report.md, the charts, the exports for trackers), a comparison's tables
+//! ([`compare`]) and history's csv and trend charts ([`history`]). Every file is written
+//! atomically.
 
 pub mod atomic;
 pub mod charts;
+pub mod compare;
 pub mod csv;
 pub mod export;
+pub mod history;
 pub mod markdown;
 
 use std::path::{Path, PathBuf};

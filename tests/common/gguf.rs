@@ -103,7 +103,7 @@ impl Gguf {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/gguf")
             .join(name);
-        let f = quantbench::model::gguf::GgufFile::open(&path).unwrap();
+        let f = quantbench::model::source::gguf::GgufFile::open(&path).unwrap();
         let mut kv: Vec<(String, Value)> = f
             .metadata
             .iter()

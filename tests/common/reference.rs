@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use quantbench::generate::{generate, GenerateOptions, NoObserver};
 use quantbench::model::{Cache, LoadedModel};
+use quantbench::run::generate::{generate, GenerateOptions, NoObserver};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::model::arch::{ArchConfig, Architecture, CausalLm, ModelConfig};
-use crate::model::gguf::{GgufFile, Kv};
-use crate::model::gguf_write::Meta;
 use crate::model::nn::{causal_mask, linear_parts, Group, KvCache, Part};
 pub use crate::model::nn::{Cache, LayerNorm, Linear, Matrix, Vector};
-use crate::model::synthetic::{Init, Preset};
-use crate::model::weights::{Builder, TensorSource};
+use crate::model::source::gguf::{GgufFile, Kv};
+use crate::model::source::synthetic::{Init, Preset};
+use crate::model::source::weights::{Builder, TensorSource};
+use crate::model::write::gguf::Meta;
 use crate::precision::Quantization;
 
 /// The activation of the MLP, by its transformers name.
@@ -853,13 +853,13 @@ impl ArchConfig for Config {
         self.tie_word_embeddings
     }
     fn bos_token_id(&self) -> Option<u32> {
-        Some(crate::model::tokenizer::END_OF_TEXT)
+        Some(crate::model::source::tokenizer::END_OF_TEXT)
     }
     fn tokenizer_is_gpt2s(&self) -> bool {
         true
     }
     fn eos_token_id(&self) -> Option<u32> {
-        Some(crate::model::tokenizer::END_OF_TEXT)
+        Some(crate::model::source::tokenizer::END_OF_TEXT)
     }
     fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         expected_tensors(self)

@@ -26,13 +26,13 @@ use serde_json::Value;
 
 use crate::error::InputError;
 use crate::model::arch::{ArchConfig, Architecture, CausalLm, ModelConfig, RopePermutation};
-use crate::model::gguf::{GgufFile, Kv};
-use crate::model::gguf_write::Meta;
 use crate::model::nn::{
     causal_mask, linear_parts, Cache, Group, KvCache, Linear, Matrix, Part, RmsNorm, Vector,
 };
-use crate::model::synthetic::{Init, Preset};
-use crate::model::weights::{Builder, TensorSource};
+use crate::model::source::gguf::{GgufFile, Kv};
+use crate::model::source::synthetic::{Init, Preset};
+use crate::model::source::weights::{Builder, TensorSource};
+use crate::model::write::gguf::Meta;
 use crate::precision::Quantization;
 
 /// Which member of the family a config.json describes (its `model_type`).

@@ -15,11 +15,11 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::InputError;
-use crate::model::gguf::GgufFile;
-use crate::model::gguf_write::Meta;
 use crate::model::nn::{Cache, Group, Matrix, Part};
-use crate::model::synthetic::{Init, Preset};
-use crate::model::weights::TensorSource;
+use crate::model::source::gguf::GgufFile;
+use crate::model::source::synthetic::{Init, Preset};
+use crate::model::source::weights::TensorSource;
+use crate::model::write::gguf::Meta;
 use crate::precision::Quantization;
 
 /// Every architecture, in the order listings show them.
@@ -246,7 +246,7 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
     fn gguf_permutation(&self, _gguf_name: &str) -> Option<RopePermutation> {
         None
     }
-    /// The hyper-parameters a GGUF file states, keyed from [`crate::model::gguf::Kv`].
+    /// The hyper-parameters a GGUF file states, keyed from [`crate::model::source::gguf::Kv`].
     fn gguf_metadata(&self) -> Vec<(String, Meta)>;
     /// Tensors a GGUF file holds that no source stores (llama3's `rope_freqs.weight`).
     fn gguf_extra_tensors(&self) -> Vec<(String, Vec<f32>)> {

@@ -7,7 +7,7 @@
 //! last tensor does (within one alignment's padding), so that a tensor count one short,
 //! which shifts where the data section begins, is found instead of read as shifted bytes.
 //!
-//! Errors are plain sentences naming the key or the tensor; [`crate::model::gguf`] puts
+//! Errors are plain sentences naming the key or the tensor; [`crate::model::source::gguf`] puts
 //! the file's path in front.
 
 use std::collections::HashMap;
@@ -292,7 +292,7 @@ fn check_padding(
             return Err(format!(
                 "the padding after tensor '{}' ({}, shape {:?}: {} bytes) is not zero: more bytes were stored for it than its type and shape take (a type or shape that disagrees with the bytes stored)",
                 t.name,
-                crate::model::gguf::format_name(t.dtype),
+                crate::model::source::gguf::format_name(t.dtype),
                 t.shape,
                 t.bytes
             ));
@@ -342,6 +342,35 @@ fn read_entries(file: &File, len: u64) -> Result<(Header, u64), String> {
             r.remaining()
         ));
     }
+    let metadata = read_metadata(&mut r, n_kv)?;
+    let alignment = alignment_of(&metadata)?;
+    let mut tensors: Vec<HeaderTensor> = Vec::with_capacity(n_tensors as usize);
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(n_tensors as usize);
+    for i in 0..n_tensors {
+        let t = read_tensor_info(&mut r, i)?;
+        if let Some(&j) = seen.get(&t.name) {
+            return Err(format!(
+                "tensor '{}' appears twice in the tensor directory (entries {j} and {i})",
+                t.name
+            ));
+        }
+        seen.insert(t.name.clone(), i as usize);
+        tensors.push(t);
+    }
+    Ok((
+        Header {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_offset: 0,
+        },
+        r.pos,
+    ))
+}
+
+/// The `n_kv` metadata entries: keys non-empty and each written once.
+fn read_metadata(r: &mut Reader, n_kv: u64) -> Result<HashMap<String, Value>, String> {
     let mut metadata = HashMap::with_capacity(n_kv as usize);
     for i in 0..n_kv {
         let key = r.string(&|| format!("metadata entry {i}'s key"))?;
@@ -357,7 +386,12 @@ fn read_entries(file: &File, len: u64) -> Result<(Header, u64), String> {
         let v = r.value(t, &key, false)?;
         metadata.insert(key, v);
     }
-    let alignment = match metadata.get("general.alignment") {
+    Ok(metadata)
+}
+
+/// `general.alignment`: a u32 power of two, 32 where the file does not set it.
+fn alignment_of(metadata: &HashMap<String, Value>) -> Result<u64, String> {
+    Ok(match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(Value::U32(a)) if *a != 0 && a.is_power_of_two() => u64::from(*a),
         Some(Value::U32(a)) => {
@@ -372,95 +406,80 @@ fn read_entries(file: &File, len: u64) -> Result<(Header, u64), String> {
                 short(other)
             ))
         }
-    };
-    let mut tensors: Vec<HeaderTensor> = Vec::with_capacity(n_tensors as usize);
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(n_tensors as usize);
-    for i in 0..n_tensors {
-        let name = r.string(&|| format!("tensor {i}'s name"))?;
-        if name.len() > MAX_TENSOR_NAME {
-            return Err(format!(
-                "tensor {i}'s name is {} bytes long ({:?}...); ggml's names are at most {MAX_TENSOR_NAME}",
-                name.len(),
-                name.chars().take(40).collect::<String>()
-            ));
-        }
-        if let Some(&j) = seen.get(&name) {
-            return Err(format!(
-                "tensor '{name}' appears twice in the tensor directory (entries {j} and {i})"
-            ));
-        }
-        let what = || format!("tensor '{name}'");
-        let n_dims = r.u32(&what)?;
-        if n_dims > MAX_DIMS {
-            return Err(format!(
-                "tensor '{name}' has {n_dims} dimensions; ggml's tensors have at most {MAX_DIMS}"
-            ));
-        }
-        let mut ne = Vec::with_capacity(n_dims as usize);
-        for _ in 0..n_dims {
-            let d = r.length(&what)?;
-            if d > i64::MAX as u64 {
-                return Err(format!(
-                    "tensor '{name}' declares a dimension of {d}, more than ggml's int64 can count"
-                ));
-            }
-            ne.push(d);
-        }
-        let elements = ne
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .filter(|&e| e <= i64::MAX as u64);
-        let Some(elements) = elements else {
-            return Err(format!(
-                "tensor '{name}' declares dimensions {ne:?}, more elements than any file can hold"
-            ));
-        };
-        let type_id = r.u32(&what)?;
-        let ty = crate::format::GgmlType::from_id(type_id);
-        let Some(dtype) = ty.and_then(|t| t.candle()) else {
-            let supported = crate::format::GgmlType::candle_names();
-            return Err(match ty {
-                Some(t) => format!(
-                    "tensor '{name}' has type {t} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {supported}"
-                ),
-                None => format!(
-                    "tensor '{name}' has type id {type_id}, which is not a ggml type (ggml.h's types are 0 to 42, some retired); supported types: {supported}"
-                ),
-            });
-        };
-        let block = dtype.block_size() as u64;
-        let row = ne.first().copied().unwrap_or(1);
-        if row % block != 0 {
-            return Err(format!(
-                "tensor '{name}' has rows of {row} elements, which do not divide into {}'s blocks of {block}",
-                crate::model::gguf::format_name(dtype)
-            ));
-        }
-        let Some(bytes) = (elements / block).checked_mul(dtype.type_size() as u64) else {
-            return Err(format!(
-                "tensor '{name}' declares dimensions {ne:?}, more bytes than any file can hold"
-            ));
-        };
-        let offset = r.u64(&what)?;
-        seen.insert(name.clone(), i as usize);
-        tensors.push(HeaderTensor {
-            name,
-            dtype,
-            shape: ne.iter().rev().map(|&d| d as usize).collect(),
-            offset,
-            bytes,
-        });
+    })
+}
+
+/// Entry `i` of the tensor directory: its name, dimensions, type (one candle reads, rows
+/// that divide into its blocks) and offset, and the bytes its type and shape take.
+fn read_tensor_info(r: &mut Reader, i: u64) -> Result<HeaderTensor, String> {
+    let name = r.string(&|| format!("tensor {i}'s name"))?;
+    if name.len() > MAX_TENSOR_NAME {
+        return Err(format!(
+            "tensor {i}'s name is {} bytes long ({:?}...); ggml's names are at most {MAX_TENSOR_NAME}",
+            name.len(),
+            name.chars().take(40).collect::<String>()
+        ));
     }
-    Ok((
-        Header {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset: 0,
-        },
-        r.pos,
-    ))
+    let what = || format!("tensor '{name}'");
+    let n_dims = r.u32(&what)?;
+    if n_dims > MAX_DIMS {
+        return Err(format!(
+            "tensor '{name}' has {n_dims} dimensions; ggml's tensors have at most {MAX_DIMS}"
+        ));
+    }
+    let mut ne = Vec::with_capacity(n_dims as usize);
+    for _ in 0..n_dims {
+        let d = r.length(&what)?;
+        if d > i64::MAX as u64 {
+            return Err(format!(
+                "tensor '{name}' declares a dimension of {d}, more than ggml's int64 can count"
+            ));
+        }
+        ne.push(d);
+    }
+    let elements = ne
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&e| e <= i64::MAX as u64);
+    let Some(elements) = elements else {
+        return Err(format!(
+            "tensor '{name}' declares dimensions {ne:?}, more elements than any file can hold"
+        ));
+    };
+    let type_id = r.u32(&what)?;
+    let ty = crate::format::GgmlType::from_id(type_id);
+    let Some(dtype) = ty.and_then(|t| t.candle()) else {
+        let supported = crate::format::GgmlType::candle_names();
+        return Err(match ty {
+            Some(t) => format!(
+                "tensor '{name}' has type {t} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {supported}"
+            ),
+            None => format!(
+                "tensor '{name}' has type id {type_id}, which is not a ggml type (ggml.h's types are 0 to 42, some retired); supported types: {supported}"
+            ),
+        });
+    };
+    let block = dtype.block_size() as u64;
+    let row = ne.first().copied().unwrap_or(1);
+    if row % block != 0 {
+        return Err(format!(
+            "tensor '{name}' has rows of {row} elements, which do not divide into {}'s blocks of {block}",
+            crate::model::source::gguf::format_name(dtype)
+        ));
+    }
+    let Some(bytes) = (elements / block).checked_mul(dtype.type_size() as u64) else {
+        return Err(format!(
+            "tensor '{name}' declares dimensions {ne:?}, more bytes than any file can hold"
+        ));
+    };
+    let offset = r.u64(&what)?;
+    Ok(HeaderTensor {
+        name,
+        dtype,
+        shape: ne.iter().rev().map(|&d| d as usize).collect(),
+        offset,
+        bytes,
+    })
 }
 
 /// Each tensor where the one before it ends (padded to the alignment), inside the file,
@@ -493,7 +512,7 @@ fn check_layout(
                 Some(p) => format!(
                     "tensor '{}' ({}, shape {:?}: {} bytes, padded to {}) ends at {expected}",
                     p.name,
-                    crate::model::gguf::format_name(p.dtype),
+                    crate::model::source::gguf::format_name(p.dtype),
                     p.shape,
                     p.bytes,
                     pad(p.bytes)

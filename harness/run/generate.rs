@@ -3,10 +3,10 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::clock;
 use crate::error::InputError;
 use crate::model::Cache;
 use crate::model::LoadedModel;
+use crate::run::clock;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +78,9 @@ impl Generation {
     }
 
     /// Decode tokens per second (the steps after the prefill), as
-    /// [`crate::record::decode_tokens_per_second`] defines it.
+    /// [`crate::analysis::stats::decode_tokens_per_second`] defines it.
     pub fn decode_tokens_per_second(&self) -> Option<f64> {
-        crate::record::decode_tokens_per_second(self.step_seconds.get(1..).unwrap_or(&[]))
+        crate::analysis::stats::decode_tokens_per_second(self.step_seconds.get(1..).unwrap_or(&[]))
     }
 }
 

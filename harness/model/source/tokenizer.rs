@@ -217,7 +217,7 @@ fn gguf_pre_name(pre: &serde_json::Value) -> Option<&'static str> {
 /// (byte-level BPE from tokens and merges, split as `tokenizer.ggml.pre` says) or "llama"
 /// (SentencePiece BPE from tokens and scores, with byte fallback), control tokens as
 /// special added tokens, as llama.cpp and transformers' GGUF loader read them.
-pub fn from_gguf(file: &crate::model::gguf::GgufFile) -> Result<Tokenizer> {
+pub fn from_gguf(file: &crate::model::source::gguf::GgufFile) -> Result<Tokenizer> {
     let path = file.path.display();
     let model = file.req_str("tokenizer.ggml.model")?;
     let tokens = file.str_array("tokenizer.ggml.tokens")?.ok_or_else(|| {
@@ -348,7 +348,7 @@ pub fn from_gguf(file: &crate::model::gguf::GgufFile) -> Result<Tokenizer> {
 /// `tokenizer.ggml.bos_token_id`, else llama.cpp's default (1 for SentencePiece, 11 for
 /// BPE).
 fn gguf_bos(
-    file: &crate::model::gguf::GgufFile,
+    file: &crate::model::source::gguf::GgufFile,
     model: &str,
     n_tokens: usize,
 ) -> Result<Option<u32>> {
@@ -376,7 +376,7 @@ fn gguf_bos(
         Some(Value::Bool(b)) => *b,
         Some(other) => crate::bad_input!(
             "{path}: tokenizer.ggml.add_bos_token holds a {}, where a bool is expected",
-            crate::model::gguf_header::type_of(other)
+            crate::model::source::gguf_header::type_of(other)
         ),
     };
     if !add {

@@ -302,7 +302,7 @@ impl GroupBytes {
 pub struct FormatBytes {
     /// embeddings, linear or norms_biases.
     pub group: String,
-    /// f32, f16, bf16, q8_0, q4k, q6k ...
+    /// f32, f16, bf16, q8_0, q4_k, q6_k ...
     pub format: String,
     pub parameters: usize,
     pub bytes: usize,

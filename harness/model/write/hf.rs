@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::model::spec::{ModelSource, WeightFiles};
-use crate::model::synthetic::SyntheticSource;
-use crate::model::tokenizer;
-use crate::model::weights::{SafetensorsSource, TensorSource};
+use crate::model::source::spec::{ModelSource, WeightFiles};
+use crate::model::source::synthetic::SyntheticSource;
+use crate::model::source::tokenizer;
+use crate::model::source::weights::{SafetensorsSource, TensorSource};
 
 /// Write `source` as f32 safetensors plus config and tokenizer files into `dir`.
 ///
@@ -21,7 +21,7 @@ use crate::model::weights::{SafetensorsSource, TensorSource};
 /// interrupted export (a signal, a full disk) leaves no partial file under a final name.
 /// `dir` must not be the source model's own folder (its weights are memory-mapped while
 /// they are read), and must be empty unless `force` is given. A stop request
-/// ([`crate::interrupt`]) is honoured between tensors; the caller installs the handler.
+/// ([`crate::run::interrupt`]) is honoured between tensors; the caller installs the handler.
 pub fn export(source: &ModelSource, dir: &Path, force: bool) -> Result<()> {
     check_destination(source, dir, force)?;
     let created = !crate::fsutil::exists_at_all(dir);
@@ -128,7 +128,10 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
             if let Some(why) = cfg.config_json_cannot_state() {
                 crate::bad_input!("{}: {why}", source.display_name);
             }
-            Box::new(crate::model::gguf::GgufSource::new(file.clone(), cfg)?)
+            Box::new(crate::model::source::gguf::GgufSource::new(
+                file.clone(),
+                cfg,
+            )?)
         }
     };
 
@@ -161,7 +164,7 @@ fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     out.write_all(&head).map_err(writing)?;
     // Then each tensor, generated or read one at a time.
     for (name, shape) in &tensors {
-        crate::interrupt::check()?;
+        crate::run::interrupt::check()?;
         let t = src.get(name, shape)?.flatten_all()?.to_vec1::<f32>()?;
         let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         out.write_all(&bytes).map_err(writing)?;

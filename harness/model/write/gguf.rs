@@ -16,11 +16,11 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 
 use crate::model::arch::ModelConfig;
-use crate::model::gguf::{reorder_rows, GgufSource};
 use crate::model::nn::Matrix;
-use crate::model::spec::{ModelSource, WeightFiles};
-use crate::model::synthetic::SyntheticSource;
-use crate::model::weights::{Builder, SafetensorsSource, TensorSource};
+use crate::model::source::gguf::{reorder_rows, GgufSource};
+use crate::model::source::spec::{ModelSource, WeightFiles};
+use crate::model::source::synthetic::SyntheticSource;
+use crate::model::source::weights::{Builder, SafetensorsSource, TensorSource};
 use crate::precision::{Policy, Precision, Quantization};
 
 const ALIGNMENT: u64 = 32;
@@ -201,7 +201,7 @@ pub struct GgufExport {
 /// Refuse a destination that is not a .gguf path, exists (unless `force`), or is the
 /// source file itself.
 fn check_destination(source: &ModelSource, path: &Path, force: bool) -> Result<()> {
-    if !crate::model::gguf::is_gguf_path(path) {
+    if !crate::model::source::gguf::is_gguf_path(path) {
         crate::bad_input!(
             "--out {}: a GGUF export is one file; name it with the .gguf extension",
             path.display()
@@ -353,7 +353,7 @@ fn write_tensors(
             infos.push((name, shape, ggml_type_id(dtype), offset));
             offset += padded;
             *out.bytes_by_type
-                .entry(crate::model::gguf::format_name(dtype))
+                .entry(crate::model::source::gguf::format_name(dtype))
                 .or_default() += bytes.len();
             out.tensors += 1;
             Ok(())
@@ -361,7 +361,7 @@ fn write_tensors(
     let f32_bytes =
         |vals: &[f32]| -> Vec<u8> { vals.iter().flat_map(|x| x.to_le_bytes()).collect() };
     for (name, shape) in cfg.expected_tensors() {
-        crate::interrupt::check()?;
+        crate::run::interrupt::check()?;
         let gname = cfg
             .gguf_name(&name)
             .with_context(|| format!("no GGUF name for tensor {name}"))?;

@@ -1,4 +1,4 @@
-//! GGUF files in: the header read and checked by [`crate::model::gguf_header`], the
+//! GGUF files in: the header read and checked by [`crate::model::source::gguf_header`], the
 //! architecture and hyper-parameters from the metadata, the tensors by llama.cpp's names,
 //! the tokenizer from the metadata. Tensor data is read tensor by tensor with positioned
 //! reads (never mapped, never copied twice): the peak while loading is the stored weights
@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::InputError;
 use crate::model::arch::{ModelConfig, RopePermutation};
 use crate::model::nn::Matrix;
-use crate::model::weights::TensorSource;
+use crate::model::source::weights::TensorSource;
 
 /// ggml's name for a tensor type id ("IQ4_XS"), or "type N" for an id ggml has none for.
 pub fn ggml_type_name(id: u32) -> String {
@@ -187,7 +187,7 @@ pub fn is_gguf_path(p: &Path) -> bool {
 }
 
 impl GgufFile {
-    /// Open and check a GGUF file: magic, version, header ([`crate::model::gguf_header`]:
+    /// Open and check a GGUF file: magic, version, header ([`crate::model::source::gguf_header`]:
     /// keys once each, the alignment, every tensor's type, shape and place against the
     /// others and the file's length) and the metadata's general keys. Errors name the
     /// file and the culprit.
@@ -222,7 +222,7 @@ impl GgufFile {
                 path.display()
             );
         }
-        let header = crate::model::gguf_header::read(&file, file_len)
+        let header = crate::model::source::gguf_header::read(&file, file_len)
             .map_err(|problem| input(format!("{}: {problem}", path.display())))?;
         let mut tensors = HashMap::with_capacity(header.tensors.len());
         for t in &header.tensors {
@@ -256,7 +256,7 @@ impl GgufFile {
                 crate::bad_input!(
                     "{}: general.file_type holds a {} ({}), where llama.cpp writes a u32 (llama_ftype: 0 ALL_F32, 1 MOSTLY_F16, 15 MOSTLY_Q4_K_M ...)",
                     self.path.display(),
-                    crate::model::gguf_header::type_of(v),
+                    crate::model::source::gguf_header::type_of(v),
                     short(v)
                 );
             }
@@ -287,7 +287,7 @@ impl GgufFile {
 
     /// Stored types by elements, most common first: "q4_k+q6_k+f32".
     pub fn stored_dtypes(&self) -> Vec<String> {
-        crate::model::weights::dtypes_by_elements(
+        crate::model::source::weights::dtypes_by_elements(
             self.tensors
                 .values()
                 .map(|t| (format_name(t.dtype), t.shape.iter().product())),
@@ -407,9 +407,9 @@ impl GgufFile {
         Ok(())
     }
 
-    /// The tokenizer the metadata describes (see [`crate::model::tokenizer`]).
-    pub fn tokenizer(&self) -> Result<crate::model::tokenizer::Tokenizer> {
-        crate::model::tokenizer::from_gguf(self)
+    /// The tokenizer the metadata describes (see [`crate::model::source::tokenizer`]).
+    pub fn tokenizer(&self) -> Result<crate::model::source::tokenizer::Tokenizer> {
+        crate::model::source::tokenizer::from_gguf(self)
     }
 
     /// A string array from the metadata.
@@ -815,7 +815,7 @@ mod tests {
 
     #[test]
     fn names_map_for_every_expected_tensor_of_every_preset() {
-        for preset in crate::model::synthetic::presets() {
+        for preset in crate::model::source::synthetic::presets() {
             let cfg = preset.config();
             for (name, _) in cfg.expected_tensors() {
                 assert!(

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::error::InputError;
 use crate::model::arch::ModelConfig;
-use crate::model::weights::TensorSource;
+use crate::model::source::weights::TensorSource;
 
 /// The default seed of synthetic models.
 pub const DEFAULT_SEED: u64 = 0x9e2_2024;

@@ -8,16 +8,164 @@ use std::time::Duration;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use quantbench::model::ModelSpec;
+use quantbench::precision::{Policy, Precision, RestDtype};
 use quantbench::probe::Probes;
 use quantbench::record::{RunRecord, RunStatus, VariantRecord};
 use quantbench::report::{self, fmt_opt, mb, Headline};
-use quantbench::runner::{self, Phase, RunObserver};
-use quantbench::scenario::{Scenario, Variant};
+use quantbench::run::runner::{self, Phase, RunObserver};
+use quantbench::scenario::{DeviceChoice, Scenario, Variant};
+
+use super::outln;
+
+/// Flags of `quantbench run`; each overrides the scenario file's value.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A scenario file (TOML). Without one, the flags make a one-off scenario from the
+    /// quickstart's defaults.
+    scenario: Option<PathBuf>,
+    /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], hf:ORG/NAME/FILE.gguf, a .gguf file, or a directory.
+    #[arg(long)]
+    model: Option<ModelSpec>,
+    /// Comma-separated precisions, e.g. f32,int8,int4; native keeps a GGUF file's own types.
+    #[arg(long, value_delimiter = ',')]
+    precisions: Option<Vec<Precision>>,
+    /// Allow precisions other than native from an already quantized GGUF (dequantized, then quantized again; marked requantized).
+    #[arg(long)]
+    requantize: bool,
+    /// What the precisions apply to: all (every weight matrix) or linear (the blocks' linear layers).
+    #[arg(long)]
+    policy: Option<Policy>,
+    /// The dtype of the weights the precisions do not apply to: f32, f16, or auto (f16 beside f16 and bitsandbytes' formats, else f32).
+    #[arg(long)]
+    rest: Option<RestDtype>,
+    /// The prompt every generation continues.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Exactly this many new tokens per generation.
+    #[arg(long)]
+    new_tokens: Option<usize>,
+    /// Untimed generations before the timed ones.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Timed generations (at least).
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// Keep repeating until this many seconds of timed generation are reached too.
+    #[arg(long)]
+    min_seconds: Option<f64>,
+    /// Workload tests: synthetic prompt lengths, e.g. 128,512 (0: generation-only tests).
+    #[arg(long, value_delimiter = ',')]
+    prompt_tokens: Option<Vec<usize>>,
+    /// Workload tests: new tokens per sequence, e.g. 0,32 (default: --new-tokens).
+    #[arg(long, value_delimiter = ',')]
+    gen_tokens: Option<Vec<usize>>,
+    /// Workload tests: tokens already in the KV cache before each test, e.g. 0,512,1024.
+    #[arg(long, value_delimiter = ',')]
+    depth: Option<Vec<usize>>,
+    /// Workload tests: sequences decoded together, e.g. 1,4.
+    #[arg(long, value_delimiter = ',')]
+    batch: Option<Vec<usize>>,
+    /// Workload tests: threads of the pool each test runs on, e.g. 1,2.
+    #[arg(long, value_delimiter = ',')]
+    threads: Option<Vec<usize>>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Output folder (default: reports/<scenario>-<timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the quality pass (KL against f32).
+    #[arg(long)]
+    no_quality: bool,
+    /// No progress bars and no summary table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Args {
+    fn scenario(&self) -> Result<Scenario> {
+        let mut s = match &self.scenario {
+            Some(path) => Scenario::load(path)?,
+            None => Scenario::quickstart_defaults(),
+        };
+        if let Some(v) = &self.model {
+            s.model = v.clone();
+            s.models.clear();
+        }
+        if let Some(v) = &self.precisions {
+            s.precisions = v.clone();
+        }
+        if let Some(v) = self.policy {
+            s.policy = v;
+        }
+        if let Some(v) = self.rest {
+            s.rest = v;
+        }
+        if let Some(v) = &self.prompt {
+            s.prompt = v.clone();
+        }
+        if let Some(v) = self.new_tokens {
+            s.new_tokens = v;
+        }
+        if let Some(v) = self.warmup {
+            s.warmup = v;
+        }
+        if let Some(v) = self.repeats {
+            s.repeats = v;
+        }
+        if let Some(v) = self.min_seconds {
+            s.min_seconds = Some(v);
+        }
+        if let Some(v) = self.device {
+            s.device = v;
+        }
+        if self.no_quality {
+            s.quality.enabled = false;
+        }
+        let flags = [
+            &self.prompt_tokens,
+            &self.gen_tokens,
+            &self.depth,
+            &self.batch,
+            &self.threads,
+        ];
+        // The flags set the lists of the first workload table (made if there is none).
+        if flags.iter().any(|f| f.is_some()) && s.workload.is_empty() {
+            s.workload.push(Default::default());
+        }
+        if let Some(w) = s.workload.first_mut() {
+            for (flag, field) in [
+                (&self.prompt_tokens, &mut w.prompt_tokens),
+                (&self.gen_tokens, &mut w.new_tokens),
+                (&self.depth, &mut w.depth),
+                (&self.batch, &mut w.batch),
+                (&self.threads, &mut w.threads),
+            ] {
+                if let Some(v) = flag {
+                    *field = v.clone();
+                }
+            }
+        }
+        if self.requantize {
+            s.requantize = true;
+        }
+        s.validate().map_err(|(field, msg)| {
+            quantbench::InputError::new(format!("after applying flags, `{field}`: {msg}"))
+        })?;
+        Ok(s)
+    }
+}
+
+pub fn main(args: Args) -> Result<ExitCode> {
+    let scenario = args.scenario()?;
+    run(scenario, args.scenario.as_deref(), args.out, args.quiet)
+}
 
 /// Run a scenario; one naming several `models` runs each in turn into its own
 /// sub-folder (`<out>/<model>/`), every model checked before the first loads. The exit
 /// status is the worst of the models'.
-pub fn run(
+fn run(
     scenario: Scenario,
     scenario_file: Option<&Path>,
     out: Option<PathBuf>,
@@ -82,7 +230,7 @@ fn run_one(
     // Check everything that can be checked before any model loads: the scenario, the
     // model's files, the device, the prompt, and the output folder.
     let mut prepared = runner::prepare(&scenario, scenario_file)?;
-    quantbench::interrupt::install_handler()?;
+    quantbench::run::interrupt::install_handler()?;
     let dir = match out {
         Some(d) => d,
         None => default_dir(Path::new("reports"), &scenario.name)?,
@@ -358,7 +506,7 @@ impl RunObserver for Progress {
 
 fn print_summary(run: &RunRecord, dir: &Path) {
     let gate = run.gate_failures();
-    crate::outln!(
+    outln!(
         "\n{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
         "variant",
         "status",
@@ -377,7 +525,7 @@ fn print_summary(run: &RunRecord, dir: &Path) {
             .timing
             .as_ref()
             .map(|t| format!("{:.1}", t.generate_seconds.range_percent() / 2.0));
-        crate::outln!(
+        outln!(
             "{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
             h.label,
             match v.status {
@@ -402,13 +550,13 @@ fn print_summary(run: &RunRecord, dir: &Path) {
                 .unwrap_or_else(|| "-".into()),
         );
         if let Some(e) = &h.error {
-            crate::outln!("        error: {e}");
+            outln!("        error: {e}");
         }
         if let Some((_, why)) = gate.iter().find(|(g, _)| std::ptr::eq(*g, v)) {
-            crate::outln!("        quality gate: {why}");
+            outln!("        quality gate: {why}");
         }
     }
-    crate::outln!(
+    outln!(
         "\nresults in {}/ (report.md, results.json, results.csv, memory.png, latency.png, quality.png)",
         dir.display()
     );

@@ -166,13 +166,13 @@ pub fn measure_with_candle(
     let mut read_best = f64::INFINITY;
     let mut copy_best = f64::INFINITY;
     for _ in 0..repetitions.max(1) {
-        let t = crate::clock::synced_now(device)?;
+        let t = crate::run::clock::synced_now(device)?;
         let s = x.sum_all()?;
-        read_best = read_best.min(crate::clock::synced_seconds_since(device, t)?);
+        read_best = read_best.min(crate::run::clock::synced_seconds_since(device, t)?);
         std::hint::black_box(s);
-        let t = crate::clock::synced_now(device)?;
+        let t = crate::run::clock::synced_now(device)?;
         let y = x.copy()?;
-        copy_best = copy_best.min(crate::clock::synced_seconds_since(device, t)?);
+        copy_best = copy_best.min(crate::run::clock::synced_seconds_since(device, t)?);
         drop(y);
     }
     let bytes = (n * 4) as f64;

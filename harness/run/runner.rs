@@ -8,21 +8,21 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use candle_core::Device;
 
-use crate::clock;
+use crate::analysis::stats::Summary;
 use crate::environment::Environment;
-use crate::generate::{generate, GenerateOptions, NoObserver};
-use crate::interrupt;
-use crate::model::{self, ModelSource};
+use crate::model::{self, LoadedModel, ModelSource};
 use crate::precision::{Precision, Quantization};
 use crate::probe::{process::release_freed_memory, Probes};
-use crate::quality::{self, Evaluation, Reference, ReferenceInfo};
 use crate::record::{
     MemoryMoments, ModelInfo, RunRecord, RunStatus, TimingSummary, VariantRecord, VariantStatus,
     WeightsInfo, SCHEMA_VERSION,
 };
+use crate::run::clock;
+use crate::run::generate::{generate, GenerateOptions, NoObserver};
+use crate::run::interrupt;
+use crate::run::quality::{self, Evaluation, QualityRecord, Reference, ReferenceInfo};
+use crate::run::workload::{self, TestRecord, TestStatus};
 use crate::scenario::{Scenario, Variant};
-use crate::stats::Summary;
-use crate::workload::{self, TestRecord, TestStatus};
 
 use crate::scenario::MAX_REPETITIONS;
 /// How often the background sampler reads memory during generation.
@@ -99,7 +99,7 @@ pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prep
     let tokenizer = source.tokenizer()?;
     // As a deployed engine sees it: the BOS first where the model asks for one.
     let prompt_ids = tokenizer.encode_prompt(&scenario.prompt)?;
-    crate::generate::check_fits(
+    crate::run::generate::check_fits(
         prompt_ids.len(),
         scenario.new_tokens,
         source.config.context_length(),
@@ -240,8 +240,10 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
         // Measured once, before any model is loaded, on the device the run uses (every
         // core of a CPU); its buffers are returned before the first variant's "before
         // load".
-        run.environment.memory_bandwidth =
-            Some(crate::bandwidth::measure_on(&p.device, &p.device_name)?);
+        run.environment.memory_bandwidth = Some(crate::run::bandwidth::measure_on(
+            &p.device,
+            &p.device_name,
+        )?);
         release_freed_memory();
         // A CUDA pool keeps the freed buffers: give them back too.
         let _ = probes.trim_caches();
@@ -379,6 +381,30 @@ fn measure(
     observer: &mut dyn RunObserver,
     rec: &mut VariantRecord,
 ) -> Result<()> {
+    let loaded = load(p, v, probes, observer, rec)?;
+    record_weights(v, &loaded, rec);
+    time_generations(p, v, &loaded, probes, observer, rec)?;
+    run_tests(p, v, &loaded, probes, read_gbps, observer, rec)?;
+    if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
+        observer.phase(v, Phase::Quality);
+        let mut q = quality_pass(v, &loaded, r, eval, rec)?;
+        q.apply_gate(&p.scenario.quality);
+        rec.quality = Some(q);
+    }
+    observer.phase(v, Phase::CleaningUp);
+    drop(loaded);
+    Ok(())
+}
+
+/// Memory read before loading, the model loaded (timed, its peak sampled) and memory
+/// read after.
+fn load(
+    p: &Prepared,
+    v: &Variant,
+    probes: &Probes,
+    observer: &mut dyn RunObserver,
+    rec: &mut VariantRecord,
+) -> Result<LoadedModel> {
     let s = &p.scenario;
     // What earlier work freed (the prompt's tokenizer: tens of MB for a 128k vocabulary)
     // is returned to the OS first, as it is after load: the difference between the two
@@ -404,6 +430,11 @@ fn measure(
     release_freed_memory();
     rec.memory.after_load = probes.read();
     check_budget(s, &rec.memory.after_load, "after load")?;
+    Ok(loaded)
+}
+
+/// The loaded weights' exact bytes, by group, format and part.
+fn record_weights(v: &Variant, loaded: &LoadedModel, rec: &mut VariantRecord) {
     let fp = &loaded.footprint;
     rec.weights_bytes = Some(fp.total_bytes() as u64);
     rec.weights = Some(WeightsInfo {
@@ -422,7 +453,19 @@ fn measure(
         ),
         huge_page_bytes: loaded.device().is_cpu().then(|| loaded.huge_page_bytes()),
     });
+}
 
+/// The warm-up generations, then the timed repetitions (at least `repeats`, and
+/// `min_seconds` of generation if asked) with the peak memory sampled over them.
+fn time_generations(
+    p: &Prepared,
+    v: &Variant,
+    loaded: &LoadedModel,
+    probes: &Probes,
+    observer: &mut dyn RunObserver,
+    rec: &mut VariantRecord,
+) -> Result<()> {
+    let s = &p.scenario;
     let opts = GenerateOptions::exactly(s.new_tokens);
     let mut all_tokens: Vec<Vec<u32>> = Vec::new();
     for i in 0..s.warmup {
@@ -434,7 +477,7 @@ fn measure(
                 total: s.warmup,
             },
         );
-        let g = generate(&loaded, &p.prompt_ids, opts, &mut NoObserver).context("warm-up")?;
+        let g = generate(loaded, &p.prompt_ids, opts, &mut NoObserver).context("warm-up")?;
         all_tokens.push(g.new_ids);
     }
 
@@ -454,7 +497,7 @@ fn measure(
                 total: s.repeats,
             },
         );
-        let g = generate(&loaded, &p.prompt_ids, opts, &mut NoObserver)
+        let g = generate(loaded, &p.prompt_ids, opts, &mut NoObserver)
             .with_context(|| format!("timed repetition {}", rep + 1))?;
         anyhow::ensure!(
             g.new_ids.len() == s.new_tokens,
@@ -486,7 +529,21 @@ fn measure(
     over?;
     rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
     rec.timing = Some(summarize(rec, s.new_tokens));
+    Ok(())
+}
 
+/// The scenario's workload tests: one context filled to the deepest depth that fits
+/// (untimed), then each test from a copy of it.
+fn run_tests(
+    p: &Prepared,
+    v: &Variant,
+    loaded: &LoadedModel,
+    probes: &Probes,
+    read_gbps: Option<f64>,
+    observer: &mut dyn RunObserver,
+    rec: &mut VariantRecord,
+) -> Result<()> {
+    let s = &p.scenario;
     let tests = s.tests();
     // One context for every test of the variant, filled to the deepest depth that fits
     // (untimed) and kept while the tests run; each test starts from a copy of its first
@@ -523,7 +580,7 @@ fn measure(
             },
         );
         let t0 = clock::synced_now(&p.device)?;
-        let base = workload::fill(&loaded, deepest)?;
+        let base = workload::fill(loaded, deepest)?;
         rec.workload_context = Some(crate::record::WorkloadContext {
             depth: deepest,
             bytes: workload::kv_cache_bytes(p.source.config.kv_cache_bytes_per_token(), 1, deepest),
@@ -544,33 +601,35 @@ fn measure(
             },
         );
         rec.tests
-            .push(run_test(p, &loaded, &base, t, probes, streamed, read_gbps)?);
+            .push(run_test(p, loaded, &base, t, probes, streamed, read_gbps)?);
     }
     drop(base);
-
-    if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
-        observer.phase(v, Phase::Quality);
-        let mut q = if v.quantization.is_f32_reference() {
-            // The same weights as the reference, bit for bit: its pass was this variant's.
-            let mut own = r.own.clone();
-            own.leading_tokens_equal_to_f32 = r
-                .generated_token_ids
-                .iter()
-                .zip(&rec.generated_token_ids)
-                .take_while(|(a, b)| a == b)
-                .count();
-            own
-        } else {
-            r.compare(&loaded, eval, &rec.generated_token_ids)
-                .context("quality pass")?
-        };
-        q.apply_gate(&s.quality);
-        rec.quality = Some(q);
-    }
-
-    observer.phase(v, Phase::CleaningUp);
-    drop(loaded);
     Ok(())
+}
+
+/// The variant's quality against the run's f32 reference (the reference's own pass for
+/// the f32 variant, whose weights are the reference's bit for bit).
+fn quality_pass(
+    v: &Variant,
+    loaded: &LoadedModel,
+    r: &Reference,
+    eval: &Evaluation,
+    rec: &VariantRecord,
+) -> Result<QualityRecord> {
+    Ok(if v.quantization.is_f32_reference() {
+        // The same weights as the reference, bit for bit: its pass was this variant's.
+        let mut own = r.own.clone();
+        own.leading_tokens_equal_to_f32 = r
+            .generated_token_ids
+            .iter()
+            .zip(&rec.generated_token_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        own
+    } else {
+        r.compare(loaded, eval, &rec.generated_token_ids)
+            .context("quality pass")?
+    })
 }
 
 /// One workload test: its context copied from the variant's filled `base` (untimed),
@@ -707,7 +766,7 @@ fn summarize(rec: &VariantRecord, new_tokens: usize) -> TimingSummary {
     let decode_rates: Vec<f64> = rec
         .decode_step_seconds
         .iter()
-        .filter_map(|d| crate::record::decode_tokens_per_second(d))
+        .filter_map(|d| crate::analysis::stats::decode_tokens_per_second(d))
         .collect();
     let step_means: Vec<f64> = rec
         .decode_step_seconds

@@ -15,10 +15,10 @@
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::clock;
+use crate::analysis::stats::Summary;
 use crate::model::{Cache, LoadedModel};
 use crate::probe::Reading;
-use crate::stats::Summary;
+use crate::run::clock;
 
 /// The most sequences one batch test runs together.
 pub const MAX_BATCH: usize = 256;
@@ -386,12 +386,12 @@ pub fn run_once(model: &LoadedModel, t: &Test, filled: &Cache) -> Result<Repetit
     })
 }
 
-/// The value at quantile `q` of unsorted `xs`: [`crate::stats::percentile`] (linear
+/// The value at quantile `q` of unsorted `xs`: [`crate::analysis::stats::percentile`] (linear
 /// interpolation between the sorted values, as llama-perplexity's percentiles).
 pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
-    crate::stats::percentile(&v, q)
+    crate::analysis::stats::percentile(&v, q)
 }
 
 /// Whether a test ran, was skipped (it does not fit the model) or failed.
@@ -533,12 +533,12 @@ impl TestRecord {
     }
 
     /// Decode tokens per second of each repetition: batch × decode steps / their total
-    /// time ([`crate::record::decode_tokens_per_second`] of the steps, × batch). Empty
+    /// time ([`crate::analysis::stats::decode_tokens_per_second`] of the steps, × batch). Empty
     /// for a test without decode steps.
     pub fn decode_rates(&self) -> Vec<f64> {
         self.decode_step_seconds
             .iter()
-            .filter_map(|d| crate::record::decode_tokens_per_second(d))
+            .filter_map(|d| crate::analysis::stats::decode_tokens_per_second(d))
             .map(|r| r * self.test.batch as f64)
             .collect()
     }

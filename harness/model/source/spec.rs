@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::model::arch::ModelConfig;
-use crate::model::synthetic::{presets, Preset, DEFAULT_SEED};
-use crate::model::tokenizer::Tokenizer;
+use crate::model::source::synthetic::{presets, Preset, DEFAULT_SEED};
+use crate::model::source::tokenizer::Tokenizer;
 
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +135,9 @@ impl FromStr for ModelSpec {
             if let Some(rev) = &revision {
                 check_revision(rev).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
             }
-            if let Some((repo, file)) = repo
-                .rsplit_once('/')
-                .filter(|(r, f)| r.contains('/') && crate::model::gguf::is_gguf_path(Path::new(f)))
-            {
+            if let Some((repo, file)) = repo.rsplit_once('/').filter(|(r, f)| {
+                r.contains('/') && crate::model::source::gguf::is_gguf_path(Path::new(f))
+            }) {
                 check_repo_id(repo).map_err(|e| InputError::new(format!("model '{s}': {e}")))?;
                 if !valid_name_part(file) {
                     return Err(InputError::new(format!(
@@ -250,7 +249,7 @@ pub enum WeightFiles {
     },
     Safetensors(Vec<PathBuf>),
     /// A GGUF file, header read and checked (config, tokenizer and weights in one).
-    Gguf(std::sync::Arc<crate::model::gguf::GgufFile>),
+    Gguf(std::sync::Arc<crate::model::source::gguf::GgufFile>),
 }
 
 /// A spec resolved to files on disk (or a seed): everything `load` needs.
@@ -287,7 +286,7 @@ impl ModelSource {
             None => {
                 let t = Tokenizer::gpt2()?;
                 let vocab = self.config.vocab_size();
-                if (vocab as u32) < crate::model::tokenizer::GPT2_VOCAB {
+                if (vocab as u32) < crate::model::source::tokenizer::GPT2_VOCAB {
                     Ok(t.folded(vocab as u32))
                 } else {
                     Ok(t)
@@ -302,7 +301,7 @@ impl ModelSource {
         match &self.weights {
             WeightFiles::Synthetic { .. } => Ok(None),
             WeightFiles::Safetensors(paths) => Ok(Some(
-                crate::model::weights::SafetensorsSource::open(paths, &self.config)?
+                crate::model::source::weights::SafetensorsSource::open(paths, &self.config)?
                     .stored_dtypes(),
             )),
             WeightFiles::Gguf(file) => Ok(Some(file.stored_dtypes())),
@@ -310,7 +309,7 @@ impl ModelSource {
     }
 
     /// The GGUF file behind this source, if it is one.
-    pub fn gguf(&self) -> Option<&crate::model::gguf::GgufFile> {
+    pub fn gguf(&self) -> Option<&crate::model::source::gguf::GgufFile> {
         match &self.weights {
             WeightFiles::Gguf(f) => Some(f),
             _ => None,
@@ -346,7 +345,7 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
                 requantize: false,
             })
         }
-        ModelSpec::Local(path) if crate::model::gguf::is_gguf_path(path) => {
+        ModelSpec::Local(path) if crate::model::source::gguf::is_gguf_path(path) => {
             resolve_gguf(spec, path)
         }
         ModelSpec::Known { name } => {
@@ -471,7 +470,7 @@ fn resolve_gguf(spec: &ModelSpec, path: &Path) -> Result<ModelSource> {
             ModelSpec::valid_forms()
         );
     }
-    let file = crate::model::gguf::GgufFile::open(path)?;
+    let file = crate::model::source::gguf::GgufFile::open(path)?;
     let config = file.config()?;
     Ok(ModelSource {
         spec: spec.clone(),

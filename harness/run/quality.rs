@@ -17,12 +17,13 @@ use candle_core::DType;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::stats;
 use crate::error::InputError;
 use crate::model::Cache;
 use crate::model::LoadedModel;
 
 /// The evaluation text that ships with quantbench (about 2,300 GPT-2 tokens).
-pub const DEFAULT_TEXT: &str = include_str!("../assets/eval/default.txt");
+pub const DEFAULT_TEXT: &str = include_str!("../../assets/eval/default.txt");
 /// Rows of logits computed at once through the LM head (bounds the memory spike).
 const LOGIT_CHUNK: usize = 128;
 /// The largest evaluation text read (a book is a few megabytes).
@@ -268,7 +269,7 @@ fn for_each_chunk(
         let last = end - 1; // the window's last token has no target inside it
         let mut p = first;
         while p < last {
-            crate::interrupt::check()?;
+            crate::run::interrupt::check()?;
             let rows = (last - p).min(LOGIT_CHUNK);
             let h = hidden.narrow(1, p - begin, rows)?;
             let logits = m.model.logits(&h)?.squeeze(0)?.to_dtype(DType::F32)?;
@@ -413,7 +414,7 @@ impl Reference {
         eval: &Evaluation,
         generated_token_ids: Vec<u32>,
     ) -> Result<Self> {
-        let t0 = crate::clock::synced_now(m.device())?;
+        let t0 = crate::run::clock::synced_now(m.device())?;
         let dir = eval.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
         let file = crate::fsutil::PartFile::create(&dir, "reference")
             .context("creating the reference file for the quality pass")?;
@@ -474,7 +475,7 @@ impl Reference {
             );
         }
         let perplexity = (nlls.iter().sum::<f64>() / positions as f64).exp();
-        let seconds = crate::clock::synced_seconds_since(m.device(), t0)?;
+        let seconds = crate::run::clock::synced_seconds_since(m.device(), t0)?;
         let mut own = QualityRecord::from_positions(
             &self_kls,
             positions,
@@ -512,7 +513,7 @@ impl Reference {
         eval: &Evaluation,
         generated: &[u32],
     ) -> Result<QualityRecord> {
-        let t0 = crate::clock::synced_now(m.device())?;
+        let t0 = crate::run::clock::synced_now(m.device())?;
         let mut r = BufReader::with_capacity(
             1 << 20,
             std::fs::File::open(self.file.path()).with_context(|| {
@@ -591,7 +592,7 @@ impl Reference {
             &nlls,
             &self.nll,
             leading,
-            crate::clock::synced_seconds_since(m.device(), t0)?,
+            crate::run::clock::synced_seconds_since(m.device(), t0)?,
         );
         q.top1_needs_finite_rows(nonfinite, self.nonfinite_rows);
         Ok(q)
@@ -701,42 +702,11 @@ pub fn finite_or_note(name: &str, x: f64, notes: &mut Vec<String>) -> Option<f64
     }
 }
 
-/// Mean and its standard error sqrt((mean of squares - mean²) / (n - 1)), as
-/// llama-perplexity's `mean_and_uncertainty` (which reports 0 for 10 values or fewer;
-/// here the error is computed from 2 values on).
-pub fn mean_and_stderr(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len();
-    if n == 0 {
-        return (0.0, 0.0);
-    }
-    let mean = xs.iter().sum::<f64>() / n as f64;
-    let var = xs.iter().map(|x| x * x).sum::<f64>() / n as f64 - mean * mean;
-    let se = if n > 1 && var > 0.0 {
-        (var / (n - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
-    (mean, se)
-}
-
-/// The covariance of two means (llama-perplexity's `covariance`): (mean of a·b -
-/// mean a · mean b) / (n - 1).
-pub fn covariance(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    if n < 2 {
-        return 0.0;
-    }
-    let ma = a[..n].iter().sum::<f64>() / n as f64;
-    let mb = b[..n].iter().sum::<f64>() / n as f64;
-    let mab = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / n as f64;
-    (mab - ma * mb) / (n - 1) as f64
-}
-
 impl QualityRecord {
     /// The figures from each position's KL, whether the top-1 agreed (`same` of
     /// them), and the variant's and the reference's negative log-likelihood of the
     /// text's next token. Every statistic is llama-perplexity's (see [`percentile`] and
-    /// [`mean_and_stderr`]).
+    /// [`stats::mean_and_stderr`]).
     fn from_positions(
         kls: &[f64],
         same: usize,
@@ -748,14 +718,14 @@ impl QualityRecord {
         let n = kls.len().max(1);
         let mut sorted = kls.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| crate::stats::percentile(&sorted, q).unwrap_or(0.0);
-        let (kl_mean, kl_se) = mean_and_stderr(kls);
+        let at = |q: f64| crate::analysis::stats::percentile(&sorted, q).unwrap_or(0.0);
+        let (kl_mean, kl_se) = stats::mean_and_stderr(kls);
         let denom = (kls.len() as f64 - 1.0).max(1.0);
         let p_same = same as f64 / n as f64;
         let same_se = (p_same * (1.0 - p_same) / denom).sqrt();
-        let (lnppl, lnppl_se) = mean_and_stderr(nll);
-        let (lnppl_ref, lnppl_ref_se) = mean_and_stderr(nll_ref);
-        let cov = covariance(nll, nll_ref);
+        let (lnppl, lnppl_se) = stats::mean_and_stderr(nll);
+        let (lnppl_ref, lnppl_ref_se) = stats::mean_and_stderr(nll_ref);
+        let cov = stats::covariance(nll, nll_ref);
         let ln_ratio = lnppl - lnppl_ref;
         let ln_ratio_se = (lnppl_se * lnppl_se + lnppl_ref_se * lnppl_ref_se - 2.0 * cov)
             .max(0.0)
@@ -765,9 +735,9 @@ impl QualityRecord {
             .zip(nll_ref)
             .map(|(a, b)| (-a).exp() - (-b).exp())
             .collect();
-        let (dp_mean, dp_mean_se) = mean_and_stderr(&dp);
+        let (dp_mean, dp_mean_se) = stats::mean_and_stderr(&dp);
         let dp2: Vec<f64> = dp.iter().map(|x| x * x).collect();
-        let (mse, mse_se) = mean_and_stderr(&dp2);
+        let (mse, mse_se) = stats::mean_and_stderr(&dp2);
         let rms = mse.sqrt();
         let rms_se = if rms > 0.0 { 0.5 / rms * mse_se } else { 0.0 };
         let mut notes = Vec::new();
@@ -889,11 +859,11 @@ pub struct ReferenceInfo {
 
 /// Greedy tokens of the reference on the prompt, for the leading-agreement count.
 pub fn reference_generation(m: &LoadedModel, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-    let g = crate::generate::generate(
+    let g = crate::run::generate::generate(
         m,
         prompt,
-        crate::generate::GenerateOptions::exactly(n),
-        &mut crate::generate::NoObserver,
+        crate::run::generate::GenerateOptions::exactly(n),
+        &mut crate::run::generate::NoObserver,
     )?;
     Ok(g.new_ids)
 }

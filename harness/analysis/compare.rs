@@ -21,14 +21,11 @@
 //! compared against the threshold alone.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
+use crate::analysis::stats::{self, median};
 use crate::record::{Moment, RunRecord, VariantRecord};
-use crate::stats::median;
 
 /// Whether a larger value is better or worse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,7 +125,7 @@ pub const METRICS: [Metric; 7] = [
 ];
 
 /// A workload test's samples of one metric.
-pub type TestExtract = fn(&crate::workload::TestRecord) -> Vec<f64>;
+pub type TestExtract = fn(&crate::run::workload::TestRecord) -> Vec<f64>;
 
 /// The metrics `compare` judges on each workload test both sides ran (matched by the
 /// test's name within the variant): a test's per-repetition rates.
@@ -141,7 +138,7 @@ pub const TEST_METRICS: [(Metric, TestExtract); 2] = [
             kind: MetricKind::Time,
             extract: |_| Vec::new(),
         },
-        crate::workload::TestRecord::prefill_rates,
+        crate::run::workload::TestRecord::prefill_rates,
     ),
     (
         Metric {
@@ -151,7 +148,7 @@ pub const TEST_METRICS: [(Metric, TestExtract); 2] = [
             kind: MetricKind::Time,
             extract: |_| Vec::new(),
         },
-        crate::workload::TestRecord::decode_rates,
+        crate::run::workload::TestRecord::decode_rates,
     ),
 ];
 
@@ -576,8 +573,9 @@ pub fn judge_runs(
         // interval on the runs' log-medians widens as it should with few runs. The
         // bootstrap only where Welch cannot be taken (a figure that is not positive).
         judge_with(variant, m, &b, &n, opts, Basis::BetweenRuns, || {
-            crate::stats::welch_ratio_interval(&b, &n, opts.confidence)
-                .unwrap_or_else(|| bootstrap_ci(&b, &n, opts))
+            stats::welch_ratio_interval(&b, &n, opts.confidence).unwrap_or_else(|| {
+                stats::bootstrap_change_ci(&b, &n, opts.confidence, opts.resamples)
+            })
         })
     } else {
         let pool = |runs: &[Vec<f64>]| runs.concat();
@@ -589,7 +587,7 @@ pub fn judge_runs(
 /// confidence interval of the change beyond the noise threshold.
 pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options) -> Row {
     judge_with(variant, m, base, new, opts, Basis::WithinRun, || {
-        bootstrap_ci(base, new, opts)
+        stats::bootstrap_change_ci(base, new, opts.confidence, opts.resamples)
     })
 }
 
@@ -653,35 +651,6 @@ fn verdict_of(m: Metric, change: f64, real: bool) -> Verdict {
     }
 }
 
-/// Percentile bootstrap interval of the relative change in medians, percent. Seeded, so
-/// the same inputs always give the same interval.
-pub fn bootstrap_ci(base: &[f64], new: &[f64], opts: &Options) -> (f64, f64) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de);
-    let mut draw = |xs: &[f64], buf: &mut Vec<f64>| {
-        buf.clear();
-        for _ in 0..xs.len() {
-            buf.push(xs[(rng.next_u64() % xs.len() as u64) as usize]);
-        }
-        median(buf)
-    };
-    let (mut bb, mut nb) = (Vec::new(), Vec::new());
-    let mut changes: Vec<f64> = (0..opts.resamples.max(100))
-        .map(|_| {
-            let b = draw(base, &mut bb);
-            let n = draw(new, &mut nb);
-            if b != 0.0 {
-                (n - b) / b * 100.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    changes.sort_by(f64::total_cmp);
-    let alpha = (1.0 - opts.confidence) / 2.0;
-    let at = |q: f64| changes[((changes.len() - 1) as f64 * q).round() as usize];
-    (at(alpha), at(1.0 - alpha))
-}
-
 /// The environment fields whose values differ, side by side.
 pub fn environment_differences(base: &RunRecord, new: &RunRecord) -> Vec<EnvDiff> {
     environment_differences_of(std::slice::from_ref(base), std::slice::from_ref(new))
@@ -738,149 +707,6 @@ fn flat_environment(r: &RunRecord) -> BTreeMap<String, String> {
         m
     };
     flat(r)
-}
-
-fn fmt_value(v: f64, unit: &str) -> String {
-    match unit {
-        "B" => format!("{:.1} MB", v / 1e6),
-        "s" => format!("{:.4} s", v),
-        _ => format!("{v:.1} {unit}"),
-    }
-}
-
-fn fmt_ci(r: &Row) -> String {
-    r.ci_percent
-        .map(|(lo, hi)| format!("[{lo:+.1}%, {hi:+.1}%]"))
-        .unwrap_or_else(|| "single reading".into())
-}
-
-/// A plain-text table for the terminal.
-pub fn render_text(c: &Comparison) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "base: {}\nnew:  {}", c.base_label, c.new_label);
-    if let Some(d) = &c.differs {
-        let _ = writeln!(
-            o,
-            "\nTHE SIDES MEASURED DIFFERENT THINGS: {d}; every row compares them"
-        );
-    }
-    if c.environment_differences.is_empty() {
-        let _ = writeln!(o, "\nsame machine and build (no environment field differs)");
-    } else {
-        let _ = writeln!(o, "\nenvironment differences:");
-        for d in &c.environment_differences {
-            let _ = writeln!(o, "  {:<22} {}  ->  {}", d.field, d.base, d.new);
-        }
-    }
-    let _ = writeln!(
-        o,
-        "\n{:<8} {:<26} {:>14} {:>14} {:>9} {:>20} {:>8}",
-        "variant", "metric", "base", "new", "change", "95% CI", "verdict"
-    );
-    for r in &c.rows {
-        let _ = writeln!(
-            o,
-            "{:<8} {:<26} {:>14} {:>14} {:>+8.1}% {:>20} {:>8}",
-            r.variant,
-            r.metric,
-            fmt_value(r.base, r.unit),
-            fmt_value(r.new, r.unit),
-            r.change_percent,
-            fmt_ci(r),
-            r.verdict.label()
-        );
-        if let Some(d) = &r.differs {
-            let _ = writeln!(o, "{:<8} (differs: {d})", "");
-        }
-    }
-    for u in &c.unmatched {
-        let _ = writeln!(o, "not compared: {u}");
-    }
-    let _ = writeln!(o, "\n{}", summary_line(c));
-    o
-}
-
-/// Markdown, for a CI comment.
-pub fn render_markdown(c: &Comparison) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "### quantbench compare\n\nbase: `{}`  \nnew: `{}`\n",
-        c.base_label, c.new_label
-    );
-    if let Some(d) = &c.differs {
-        let _ = writeln!(
-            o,
-            "**The sides measured different things: {d}; every row compares them.**\n"
-        );
-    }
-    if !c.environment_differences.is_empty() {
-        let _ = writeln!(o, "| environment | base | new |\n|---|---|---|");
-        for d in &c.environment_differences {
-            let _ = writeln!(o, "| {} | {} | {} |", d.field, d.base, d.new);
-        }
-        o.push('\n');
-    }
-    let _ = writeln!(o, "| variant | metric | base | new | change | 95% CI | verdict |\n|---|---|---:|---:|---:|---:|---|");
-    for r in &c.rows {
-        let mut verdict = if r.verdict.is_regression() {
-            format!("**{}**", r.verdict.label())
-        } else {
-            r.verdict.label().to_string()
-        };
-        if let Some(d) = &r.differs {
-            verdict += &format!(" (differs: {d})");
-        }
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {:+.1}% | {} | {} |",
-            r.variant,
-            r.metric,
-            fmt_value(r.base, r.unit),
-            fmt_value(r.new, r.unit),
-            r.change_percent,
-            fmt_ci(r),
-            verdict
-        );
-    }
-    let _ = writeln!(o, "\n{}", summary_line(c));
-    o
-}
-
-/// What the verdicts rest on, in words.
-pub fn basis_line(c: &Comparison) -> String {
-    if c.base_runs >= 2 && c.new_runs >= 2 {
-        format!(
-            "verdicts rest on the spread between runs ({} base, {} new; one median per run, Welch's 95% interval), with criterion's rule: the whole interval beyond the noise threshold{}",
-            c.base_runs,
-            c.new_runs,
-            if c.base_runs.min(c.new_runs) < 3 {
-                "; fewer than 3 runs on a side: measured on a 2-vCPU VM, 2 runs per side still gave a false verdict in 1 of 15 same-build comparisons"
-            } else {
-                ""
-            }
-        )
-    } else {
-        format!(
-            "verdicts rest on the repetitions inside {} base and {} new run(s): noise between processes is NOT seen (on a 2-vCPU VM, 40 runs of one build spread 15-19% in median time, and 12 of 20 same-build pairs got a false verdict); give 3 or more runs per side (compare BASE... -- NEW...), 5 to see a 10% change. Rule: the whole 95% bootstrap interval beyond the noise threshold",
-            c.base_runs, c.new_runs
-        )
-    }
-}
-
-fn summary_line(c: &Comparison) -> String {
-    let count = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
-    format!(
-        "{} comparisons: {} same, {} faster, {} slower, {} smaller, {} larger, {} unknown\n{}",
-        c.rows.len(),
-        count(Verdict::Same),
-        count(Verdict::Faster),
-        count(Verdict::Slower),
-        count(Verdict::Smaller),
-        count(Verdict::Larger),
-        count(Verdict::Unknown),
-        basis_line(c)
-    )
 }
 
 #[cfg(test)]
@@ -1014,7 +840,10 @@ mod tests {
     fn the_interval_is_reproducible() {
         let (b, n) = (samples(1.0, 0.05), samples(1.1, 0.05));
         let opts = Options::default();
-        assert_eq!(bootstrap_ci(&b, &n, &opts), bootstrap_ci(&b, &n, &opts));
+        assert_eq!(
+            stats::bootstrap_change_ci(&b, &n, opts.confidence, opts.resamples),
+            stats::bootstrap_change_ci(&b, &n, opts.confidence, opts.resamples)
+        );
     }
 
     #[test]

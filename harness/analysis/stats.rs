@@ -1,4 +1,7 @@
-//! Summary statistics of repeated measurements, kept apart from reporting.
+//! Every statistic quantbench computes, kept apart from measuring and reporting:
+//! summaries of repeated measurements (median, spread), quantiles, the bootstrap, mean
+//! and standard error, covariance, Student's t and Welch's interval, and the one
+//! definition of the decode rate.
 
 use serde::{Deserialize, Serialize};
 
@@ -219,6 +222,84 @@ pub fn bootstrap_median_ci(
     let alpha = (1.0 - confidence) / 2.0;
     let at = |q: f64| medians[((medians.len() - 1) as f64 * q).round() as usize];
     Some((at(alpha), at(1.0 - alpha)))
+}
+
+/// Percentile bootstrap interval of the relative change in medians from `base` to
+/// `new`, percent, at `confidence` over `resamples` draws (at least 100). Seeded, so the
+/// same inputs always give the same interval.
+pub fn bootstrap_change_ci(
+    base: &[f64],
+    new: &[f64],
+    confidence: f64,
+    resamples: usize,
+) -> (f64, f64) {
+    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de);
+    let mut draw = |xs: &[f64], buf: &mut Vec<f64>| {
+        buf.clear();
+        for _ in 0..xs.len() {
+            buf.push(xs[(rng.next_u64() % xs.len() as u64) as usize]);
+        }
+        median(buf)
+    };
+    let (mut bb, mut nb) = (Vec::new(), Vec::new());
+    let mut changes: Vec<f64> = (0..resamples.max(100))
+        .map(|_| {
+            let b = draw(base, &mut bb);
+            let n = draw(new, &mut nb);
+            if b != 0.0 {
+                (n - b) / b * 100.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    changes.sort_by(f64::total_cmp);
+    let alpha = (1.0 - confidence) / 2.0;
+    let at = |q: f64| changes[((changes.len() - 1) as f64 * q).round() as usize];
+    (at(alpha), at(1.0 - alpha))
+}
+
+/// Mean and its standard error sqrt((mean of squares - mean²) / (n - 1)), as
+/// llama-perplexity's `mean_and_uncertainty` (which reports 0 for 10 values or fewer;
+/// here the error is computed from 2 values on).
+pub fn mean_and_stderr(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let var = xs.iter().map(|x| x * x).sum::<f64>() / n as f64 - mean * mean;
+    let se = if n > 1 && var > 0.0 {
+        (var / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    (mean, se)
+}
+
+/// The covariance of two means (llama-perplexity's `covariance`): (mean of a·b -
+/// mean a · mean b) / (n - 1).
+pub fn covariance(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let ma = a[..n].iter().sum::<f64>() / n as f64;
+    let mb = b[..n].iter().sum::<f64>() / n as f64;
+    let mab = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / n as f64;
+    (mab - ma * mb) / (n - 1) as f64
+}
+
+/// Decode tokens per second of one generation from its decode steps' times (the steps
+/// after the prefill): their count over their total time. `None` without decode steps
+/// (one new token) or without measurable time. The one definition of the figure: the
+/// runner's summary, `compare` and `generate` all call it.
+pub fn decode_tokens_per_second(decode_step_seconds: &[f64]) -> Option<f64> {
+    let total: f64 = decode_step_seconds.iter().sum();
+    (!decode_step_seconds.is_empty() && total > 0.0 && total.is_finite())
+        .then(|| decode_step_seconds.len() as f64 / total)
 }
 
 #[cfg(test)]
