@@ -370,6 +370,18 @@ impl Quantization {
         self
     }
 
+    /// The variant's one name: `precision/policy`, then `/rest-<dtype>` where the rest is
+    /// not f32 (`q4_0/all`, `nf4/all/rest-f16`). Progress, report.md, compare, history
+    /// and the exports (which put the model before it and the device after) all call a
+    /// variant by it.
+    pub fn key(&self) -> String {
+        let mut s = format!("{}/{}", self.precision, self.policy);
+        if self.rest != RestDtype::F32 {
+            s += &format!("/rest-{}", self.rest);
+        }
+        s
+    }
+
     /// The f32 reference: every weight in f32 (precision f32 and the rest in f32; the
     /// policy then makes no difference). Speed-ups, savings and the quality pass are all
     /// measured against this configuration, and only this one.

@@ -193,8 +193,9 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// The variant's one name ([`Quantization::key`]).
     pub fn label(&self) -> String {
-        self.quantization.precision.name().to_string()
+        self.quantization.key()
     }
 }
 
@@ -483,7 +484,7 @@ mod tests {
         assert_eq!(s.precisions, default_precisions());
         assert_eq!((s.new_tokens, s.warmup, s.repeats), (50, 1, 5));
         assert_eq!(s.variants().len(), 3);
-        assert_eq!(s.variants()[1].label(), "q8_0");
+        assert_eq!(s.variants()[1].label(), "q8_0/all");
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn a_slowdown_is_caught_and_fails_the_gate() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["variant"] == "f32" && r["metric"] == "generate_seconds")
+        .find(|r| r["variant"] == "f32/all" && r["metric"] == "generate_seconds")
         .unwrap();
     assert_eq!(row["verdict"], "slower", "{row}");
     assert!((row["change_percent"].as_f64().unwrap() - 20.0).abs() < 0.5);
@@ -61,7 +61,7 @@ fn a_slowdown_is_caught_and_fails_the_gate() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["variant"] == "q4_0" && r["metric"] == "tokens_per_second")
+        .find(|r| r["variant"] == "q4_0/all" && r["metric"] == "tokens_per_second")
         .unwrap();
     assert_eq!(tps["verdict"], "slower");
     // Folders work as well as files, and the gate fails.
@@ -228,7 +228,7 @@ fn history_groups_runs_and_draws_trends() {
     )))
     .unwrap();
     assert!(
-        svg.contains("f32 @ 0000deadbeef") && svg.contains("hours since 2026-11-21"),
+        svg.contains("f32/all @ 0000deadbeef") && svg.contains("hours since 2026-11-21"),
         "one line per fingerprint"
     );
 }

@@ -152,7 +152,7 @@ fn nan_weights_give_absent_figures_a_bounded_chart_and_a_gate_that_does_not_pass
     let (code, _, err) = quantbench(&["run", s(&scenario), "--out", s(&out), "--quiet"]);
     assert!(start.elapsed().as_secs() < 120, "finished in bounded time");
     assert_eq!(code, 3, "the gate cannot pass on absent figures: {err}");
-    assert!(err.contains("quality gate: q8_0 did not pass"), "{err}");
+    assert!(err.contains("quality gate: q8_0/all did not pass"), "{err}");
     let run = quantbench::report::read_results(&out.join("results.json")).unwrap();
     let q = run.variants[1].quality.as_ref().unwrap();
     assert_eq!(q.kl_mean, None);
@@ -345,7 +345,7 @@ fn a_failed_quality_pass_is_said_and_a_gate_it_leaves_unevaluated_fails() {
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("quality pass failed"), "{err}");
     assert!(
-        err.contains("quality gate: native did not pass: quality gate not evaluated"),
+        err.contains("quality gate: native/all did not pass: quality gate not evaluated"),
         "{err}"
     );
     assert!(

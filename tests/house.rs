@@ -194,7 +194,7 @@ fn the_runner_analysis_and_reports_never_name_an_architecture_or_a_quantized_for
         "harness/run",
         "harness/analysis",
         "harness/report",
-        "harness/record.rs",
+        "harness/record",
     ]) {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, line) in non_test(&text).lines().enumerate() {

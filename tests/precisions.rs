@@ -129,25 +129,25 @@ fn synthetic_gpt2_weighs_what_the_issue_says() {
     assert_eq!(bnb4.total_bytes(), 126_786_048);
 }
 
-/// A synthetic Llama-family source of `family` with its switches on: biases (Qwen2),
+/// A synthetic source of a Llama architecture `member` with its switches on: biases (Qwen2),
 /// q/k norms and a head_dim that is not width / heads (Qwen3), GQA, untied head.
-fn synthetic_family(family: llama::Family) -> ModelSource {
+fn synthetic_member(member: llama::Member) -> ModelSource {
     let mut src = synthetic("synthetic:tiny-llama");
     let c = src.config.downcast_mut::<llama::Config>().unwrap();
-    c.family = family;
+    c.member = member;
     // A smaller vocabulary than GPT-2's keeps the many loads of these tests quick.
     c.vocab_size = 4096;
-    match family {
-        llama::Family::Qwen2 => {
+    match member {
+        llama::Member::Qwen2 => {
             c.qkv_bias = true;
             c.tie_word_embeddings = true;
         }
-        llama::Family::Qwen3 => {
+        llama::Member::Qwen3 => {
             c.qk_norm = true;
             c.head_dim = 96;
         }
-        llama::Family::Mistral => c.sliding_window = Some(8),
-        llama::Family::Llama => {
+        llama::Member::Mistral => c.sliding_window = Some(8),
+        llama::Member::Llama => {
             c.qkv_bias = true;
             c.o_bias = true;
             c.mlp_bias = true;
@@ -160,14 +160,14 @@ fn synthetic_family(family: llama::Family) -> ModelSource {
 fn every_precision_and_policy_holds_exactly_its_format_bytes() {
     let mut tiny_llama = synthetic("synthetic:tiny-llama");
     if let Some(c) = tiny_llama.config.downcast_mut::<llama::Config>() {
-        c.vocab_size = 4096; // as in synthetic_family: quick loads
+        c.vocab_size = 4096; // as in synthetic_member: quick loads
     }
     for src in [
         synthetic("synthetic:tiny"),
         tiny_llama,
-        synthetic_family(llama::Family::Qwen2),
-        synthetic_family(llama::Family::Qwen3),
-        synthetic_family(llama::Family::Llama),
+        synthetic_member(llama::Member::Qwen2),
+        synthetic_member(llama::Member::Qwen3),
+        synthetic_member(llama::Member::Llama),
     ] {
         check_format_bytes(&src);
     }
@@ -266,11 +266,11 @@ fn generation_is_deterministic_and_the_kv_cache_matches_a_full_recompute() {
     for src in [
         synthetic("synthetic:tiny"),
         synthetic("synthetic:tiny-llama"),
-        synthetic_family(llama::Family::Qwen2),
-        synthetic_family(llama::Family::Qwen3),
+        synthetic_member(llama::Member::Qwen2),
+        synthetic_member(llama::Member::Qwen3),
         // A sliding window of 8 positions, passed during the 15 tokens: the cached
         // decode must mask exactly as the full recompute does.
-        synthetic_family(llama::Family::Mistral),
+        synthetic_member(llama::Member::Mistral),
     ] {
         check_cache_matches_recompute(&src);
     }

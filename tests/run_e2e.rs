@@ -216,7 +216,7 @@ fn a_failing_variant_is_recorded_and_the_others_still_run() {
     );
     assert_eq!(run.variants[2].status, VariantStatus::Ok);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("**f32**: failed: "), "{md}");
+    assert!(md.contains("**f32/all**: failed: "), "{md}");
 }
 
 #[test]

@@ -245,10 +245,10 @@ threads = [1]
             .find(|r| r.metric == metric && r.variant == variant)
             .unwrap_or_else(|| panic!("no {metric} row for {variant}"))
     };
-    let r = row("test_decode_tokens_per_second", "q4_0 tg4 @ d250 x2 t1");
+    let r = row("test_decode_tokens_per_second", "q4_0/all tg4 @ d250 x2 t1");
     assert_eq!(r.verdict, quantbench::analysis::compare::Verdict::Same);
     assert_eq!(r.base_samples, 2);
-    row("test_prefill_tokens_per_second", "f32 pp8 x2 t1");
+    row("test_prefill_tokens_per_second", "f32/all pp8 x2 t1");
     assert!(
         !c.rows.iter().any(|r| r.variant.contains("pp8 @ d250")),
         "skipped tests have no samples"
@@ -315,11 +315,12 @@ fn check_exports(run: &quantbench::RunRecord) {
         .collect();
     assert_eq!(rows.len(), ok_tests);
     for r in &rows {
-        for k in export::ROW_COLUMNS
+        for k in export::ROW_FIELDS
             .iter()
-            .chain(&["samples_ns", "samples_ts"])
+            .map(|f| f.name)
+            .chain(["samples_ns", "samples_ts"])
         {
-            assert!(r.get(*k).is_some(), "{k} missing: {r}");
+            assert!(r.get(k).is_some(), "{k} missing: {r}");
         }
         // llama-bench's avg_ts is the mean of samples_ts.
         let ts: Vec<f64> = r["samples_ts"]
@@ -338,7 +339,10 @@ fn check_exports(run: &quantbench::RunRecord) {
     let mut reader = ::csv::Reader::from_reader(csv.as_bytes());
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
-        export::ROW_COLUMNS
+        export::ROW_FIELDS
+            .iter()
+            .map(|f| f.name)
+            .collect::<Vec<_>>()
     );
     assert_eq!(reader.records().count(), ok_tests);
 }

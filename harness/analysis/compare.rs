@@ -25,146 +25,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analysis::stats::{self, median};
-use crate::record::{Moment, RunRecord, VariantRecord};
+use crate::record::figures::TEST_FIGURES;
+use crate::record::RunRecord;
+use crate::run::workload::TestRecord;
 
-/// Whether a larger value is better or worse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    LowerIsBetter,
-    HigherIsBetter,
-}
-
-/// A headline metric of a variant.
-#[derive(Debug, Clone, Copy)]
-pub struct Metric {
-    pub name: &'static str,
-    pub unit: &'static str,
-    pub direction: Direction,
-    /// "time" metrics say faster/slower, "memory" ones smaller/larger.
-    pub kind: MetricKind,
-    extract: fn(&VariantRecord) -> Vec<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricKind {
-    Time,
-    Memory,
-}
-
-fn per_rep_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
-    v.generate_seconds
-        .iter()
-        .filter(|&&g| g > 0.0)
-        .map(|g| v.new_tokens as f64 / g)
-        .collect()
-}
-
-fn per_rep_decode_tokens_per_second(v: &VariantRecord) -> Vec<f64> {
-    v.decode_rates()
-}
-
-fn rss(v: &VariantRecord, m: Moment) -> Vec<f64> {
-    v.memory_at(m, "process_rss_bytes")
-        .map(|b| vec![b as f64])
-        .unwrap_or_default()
-}
-
-/// The metrics `compare` judges.
-pub const METRICS: [Metric; 7] = [
-    Metric {
-        name: "generate_seconds",
-        unit: "s",
-        direction: Direction::LowerIsBetter,
-        kind: MetricKind::Time,
-        extract: |v| v.generate_seconds.clone(),
-    },
-    Metric {
-        name: "tokens_per_second",
-        unit: "tok/s",
-        direction: Direction::HigherIsBetter,
-        kind: MetricKind::Time,
-        extract: per_rep_tokens_per_second,
-    },
-    Metric {
-        name: "decode_tokens_per_second",
-        unit: "tok/s",
-        direction: Direction::HigherIsBetter,
-        kind: MetricKind::Time,
-        extract: per_rep_decode_tokens_per_second,
-    },
-    Metric {
-        name: "prefill_seconds",
-        unit: "s",
-        direction: Direction::LowerIsBetter,
-        kind: MetricKind::Time,
-        extract: |v| v.prefill_seconds.clone(),
-    },
-    Metric {
-        name: "weights_bytes",
-        unit: "B",
-        direction: Direction::LowerIsBetter,
-        kind: MetricKind::Memory,
-        extract: |v| v.weights_bytes.map(|b| vec![b as f64]).unwrap_or_default(),
-    },
-    Metric {
-        name: "rss_after_load_bytes",
-        unit: "B",
-        direction: Direction::LowerIsBetter,
-        kind: MetricKind::Memory,
-        extract: |v| rss(v, Moment::AfterLoad),
-    },
-    Metric {
-        name: "rss_peak_bytes",
-        unit: "B",
-        direction: Direction::LowerIsBetter,
-        kind: MetricKind::Memory,
-        extract: |v| rss(v, Moment::Peak),
-    },
-];
-
-/// A workload test's samples of one metric.
-pub type TestExtract = fn(&crate::run::workload::TestRecord) -> Vec<f64>;
-
-/// The metrics `compare` judges on each workload test both sides ran (matched by the
-/// test's name within the variant): a test's per-repetition rates.
-pub const TEST_METRICS: [(Metric, TestExtract); 2] = [
-    (
-        Metric {
-            name: "test_prefill_tokens_per_second",
-            unit: "tok/s",
-            direction: Direction::HigherIsBetter,
-            kind: MetricKind::Time,
-            extract: |_| Vec::new(),
-        },
-        crate::run::workload::TestRecord::prefill_rates,
-    ),
-    (
-        Metric {
-            name: "test_decode_tokens_per_second",
-            unit: "tok/s",
-            direction: Direction::HigherIsBetter,
-            kind: MetricKind::Time,
-            extract: |_| Vec::new(),
-        },
-        crate::run::workload::TestRecord::decode_rates,
-    ),
-];
-
-impl Metric {
-    pub fn find(name: &str) -> Option<Metric> {
-        METRICS
-            .iter()
-            .copied()
-            .chain(TEST_METRICS.iter().map(|(m, _)| *m))
-            .find(|m| m.name == name)
-    }
-
-    pub fn values(&self, v: &VariantRecord) -> Vec<f64> {
-        (self.extract)(v)
-    }
-}
+/// The figures compare judges are the records' own ([`crate::record::figures`]): one
+/// name per figure across compare, history, results.csv and the exports.
+pub use crate::record::figures::{Direction, Figure, Kind, FIGURES};
 
 /// The verdict on one metric of one variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -463,11 +330,11 @@ pub fn compare_runs(
     new_label: &str,
     opts: &Options,
 ) -> Comparison {
-    let mut keys: Vec<(String, String)> = Vec::new(); // (key, shown name)
+    let mut keys: Vec<String> = Vec::new();
     for r in base.iter().chain(new) {
         for v in &r.variants {
-            if !keys.iter().any(|(k, _)| *k == v.key()) {
-                keys.push((v.key(), v.precision.to_string()));
+            if !keys.contains(&v.key()) {
+                keys.push(v.key());
             }
         }
     }
@@ -477,7 +344,7 @@ pub fn compare_runs(
     };
     let mut rows = Vec::new();
     let mut unmatched = Vec::new();
-    for (key, shown) in &keys {
+    for key in &keys {
         match (ran(base, key), ran(new, key)) {
             (true, true) => {}
             (true, false) => {
@@ -489,19 +356,19 @@ pub fn compare_runs(
                 continue;
             }
         }
-        let per_run = |runs: &[RunRecord], m: Metric| -> Vec<Vec<f64>> {
+        let per_run = |runs: &[RunRecord], m: Figure| -> Vec<Vec<f64>> {
             runs.iter()
                 .filter_map(|r| r.variants.iter().find(|v| v.key() == *key))
-                .map(|v| m.values(v))
+                .map(|v| m.samples(v))
                 .filter(|xs| !xs.is_empty())
                 .collect()
         };
-        for m in METRICS {
+        for m in FIGURES {
             let (bs, ns) = (per_run(base, m), per_run(new, m));
             if bs.is_empty() || ns.is_empty() {
                 continue;
             }
-            rows.push(judge_runs(shown, m, &bs, &ns, opts));
+            rows.push(judge_runs(key, m, &bs, &ns, opts));
         }
         // The workload tests both sides ran, in the first base run's order.
         let tests: Vec<String> = base
@@ -516,7 +383,7 @@ pub fn compare_runs(
                 acc
             });
         for test in &tests {
-            let per_run = |runs: &[RunRecord], f: TestExtract| {
+            let per_run = |runs: &[RunRecord], f: fn(&TestRecord) -> Vec<f64>| {
                 runs.iter()
                     .filter_map(|r| r.variants.iter().find(|v| v.key() == *key))
                     .filter_map(|v| v.tests.iter().find(|t| t.name == *test))
@@ -524,12 +391,13 @@ pub fn compare_runs(
                     .filter(|xs| !xs.is_empty())
                     .collect::<Vec<_>>()
             };
-            for (m, f) in TEST_METRICS {
+            for t in TEST_FIGURES {
+                let (m, f) = (t.figure, t.samples);
                 let (bs, ns) = (per_run(base, f), per_run(new, f));
                 if bs.is_empty() || ns.is_empty() {
                     continue;
                 }
-                rows.push(judge_runs(&format!("{shown} {test}"), m, &bs, &ns, opts));
+                rows.push(judge_runs(&format!("{key} {test}"), m, &bs, &ns, opts));
             }
         }
     }
@@ -560,7 +428,7 @@ pub fn compare_runs(
 /// samples of all runs given are pooled.
 pub fn judge_runs(
     variant: &str,
-    m: Metric,
+    m: Figure,
     base: &[Vec<f64>],
     new: &[Vec<f64>],
     opts: &Options,
@@ -585,7 +453,7 @@ pub fn judge_runs(
 
 /// The verdict on one metric from the two sides' samples: criterion's rule, the whole
 /// confidence interval of the change beyond the noise threshold.
-pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options) -> Row {
+pub fn judge(variant: &str, m: Figure, base: &[f64], new: &[f64], opts: &Options) -> Row {
     judge_with(variant, m, base, new, opts, Basis::WithinRun, || {
         stats::bootstrap_change_ci(base, new, opts.confidence, opts.resamples)
     })
@@ -595,7 +463,7 @@ pub fn judge(variant: &str, m: Metric, base: &[f64], new: &[f64], opts: &Options
 /// called when both sides have more than one sample.
 fn judge_with(
     variant: &str,
-    m: Metric,
+    m: Figure,
     base: &[f64],
     new: &[f64],
     opts: &Options,
@@ -612,7 +480,7 @@ fn judge_with(
         Some((lo, hi)) => lo > threshold || hi < -threshold,
         None => change.abs() > threshold,
     };
-    let verdict = if m.kind == MetricKind::Time && !repeated {
+    let verdict = if m.kind == Kind::Time && !repeated {
         Verdict::Unknown
     } else {
         verdict_of(m, change, real)
@@ -635,7 +503,7 @@ fn judge_with(
 }
 
 /// The verdict on a change judged `real` (or not) for metric `m`.
-fn verdict_of(m: Metric, change: f64, real: bool) -> Verdict {
+fn verdict_of(m: Figure, change: f64, real: bool) -> Verdict {
     if !real {
         return Verdict::Same;
     }
@@ -644,10 +512,10 @@ fn verdict_of(m: Metric, change: f64, real: bool) -> Verdict {
         Direction::HigherIsBetter => change < 0.0,
     };
     match (m.kind, worse) {
-        (MetricKind::Time, true) => Verdict::Slower,
-        (MetricKind::Time, false) => Verdict::Faster,
-        (MetricKind::Memory, true) => Verdict::Larger,
-        (MetricKind::Memory, false) => Verdict::Smaller,
+        (Kind::Time, true) => Verdict::Slower,
+        (Kind::Time, false) => Verdict::Faster,
+        (Kind::Memory, true) => Verdict::Larger,
+        (Kind::Memory, false) => Verdict::Smaller,
     }
 }
 
@@ -713,8 +581,8 @@ fn flat_environment(r: &RunRecord) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
 
-    fn gen() -> Metric {
-        Metric::find("generate_seconds").unwrap()
+    fn gen() -> Figure {
+        Figure::find("generate_seconds").unwrap()
     }
 
     /// Samples around `center` with a relative spread of +-`spread`.
@@ -797,7 +665,7 @@ mod tests {
 
     #[test]
     fn higher_is_better_metrics_flip_the_verdict() {
-        let tps = Metric::find("tokens_per_second").unwrap();
+        let tps = Figure::find("tokens_per_second").unwrap();
         let r = judge(
             "q4_0",
             tps,
@@ -811,7 +679,7 @@ mod tests {
 
     #[test]
     fn memory_readings_use_the_threshold_alone() {
-        let w = Metric::find("weights_bytes").unwrap();
+        let w = Figure::find("weights_bytes").unwrap();
         let opts = Options::default();
         assert_eq!(
             judge("q8_0", w, &[100.0], &[100.0], &opts).verdict,

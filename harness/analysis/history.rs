@@ -6,45 +6,48 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::record::{Moment, RunRecord};
+use crate::record::figures::Figure;
+use crate::record::RunRecord;
 
 /// One variant of one run, flattened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub time: DateTime<Utc>,
     pub scenario: String,
+    /// The variant's key ([`crate::precision::Quantization::key`]).
     pub variant: String,
     pub fingerprint: String,
     pub cpu_model: String,
     pub device: String,
     pub git_commit: String,
-    pub generate_seconds: Option<f64>,
-    pub tokens_per_second: Option<f64>,
-    pub weights_bytes: Option<u64>,
-    pub rss_peak_bytes: Option<u64>,
+    /// The value of each of [`FOLLOWED`]'s figures, in its order.
+    pub values: Vec<Option<f64>>,
     pub file: PathBuf,
 }
 
-/// The headline metrics history follows.
-pub const METRICS: [(&str, &str); 4] = [
-    ("generate_seconds", "median generation time (s)"),
-    ("tokens_per_second", "median tokens per second"),
-    ("weights_bytes", "weight bytes (MB)"),
-    (
-        "rss_peak_bytes",
-        "peak process memory during generation (MB)",
-    ),
+/// The figures history follows, by their names in [`crate::record::figures::FIGURES`].
+pub const FOLLOWED: [&str; 4] = [
+    "generate_seconds",
+    "tokens_per_second",
+    "weights_bytes",
+    "rss_peak_bytes",
 ];
 
+/// The followed figures themselves.
+pub fn followed() -> impl Iterator<Item = Figure> {
+    FOLLOWED.iter().map(|n| Figure::named(n))
+}
+
 impl Point {
+    /// A followed figure's value as a trend chart draws it (bytes in MB).
     pub fn metric(&self, name: &str) -> Option<f64> {
-        match name {
-            "generate_seconds" => self.generate_seconds,
-            "tokens_per_second" => self.tokens_per_second,
-            "weights_bytes" => self.weights_bytes.map(|b| b as f64 / 1e6),
-            "rss_peak_bytes" => self.rss_peak_bytes.map(|b| b as f64 / 1e6),
-            _ => None,
-        }
+        let i = FOLLOWED.iter().position(|n| *n == name)?;
+        let v = self.values[i]?;
+        Some(if Figure::named(name).unit == "B" {
+            v / 1e6
+        } else {
+            v
+        })
     }
 
     /// The line a point belongs to in a trend chart.
@@ -117,15 +120,12 @@ fn points_of(run: &RunRecord, file: &Path) -> Vec<Point> {
         .map(|v| Point {
             time,
             scenario: run.scenario.name.clone(),
-            variant: v.precision.to_string(),
+            variant: v.key(),
             fingerprint: run.environment.hardware_fingerprint.clone(),
             cpu_model: run.environment.cpu_model.clone(),
             device: run.environment.device.clone(),
             git_commit: run.environment.git_commit.clone(),
-            generate_seconds: v.timing.as_ref().map(|t| t.generate_seconds.median),
-            tokens_per_second: v.timing.as_ref().map(|t| t.tokens_per_second.median),
-            weights_bytes: v.weights_bytes,
-            rss_peak_bytes: v.memory_at(Moment::Peak, "process_rss_bytes"),
+            values: followed().map(|f| f.value(v)).collect(),
             file: file.to_path_buf(),
         })
         .collect()

@@ -21,7 +21,7 @@ pub struct Args {
     new_runs: Vec<PathBuf>,
     /// text (terminal), md (Markdown, for a CI comment) or json.
     #[arg(long, default_value = "text")]
-    format: Format,
+    format: Output,
     /// A change below this many percent is noise (a finite number >= 0).
     #[arg(long, default_value_t = 3.0, value_parser = parse_percent)]
     noise: f64,
@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
+enum Output {
     /// Columns for a terminal.
     Text,
     /// A Markdown table, for a CI comment.
@@ -50,11 +50,16 @@ fn parse_threshold(s: &str) -> Result<(String, f64), String> {
     let (name, pct) = s
         .split_once('=')
         .ok_or_else(|| format!("'{s}' is not METRIC=PERCENT"))?;
-    if compare::Metric::find(name).is_none() {
+    if compare::Figure::find(name).is_none() {
         return Err(format!(
             "unknown metric '{name}'; valid: {}",
-            compare::METRICS
+            compare::FIGURES
                 .iter()
+                .chain(
+                    quantbench::record::figures::TEST_FIGURES
+                        .iter()
+                        .map(|t| &t.figure)
+                )
                 .map(|m| m.name)
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -141,9 +146,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
     let c = compare::compare_runs(&b, &n, &bl, &nl, &opts);
     match args.format {
-        Format::Text => out!("{}", quantbench::report::compare::render_text(&c)),
-        Format::Md => out!("{}", quantbench::report::compare::render_markdown(&c)),
-        Format::Json => outln!("{}", serde_json::to_string_pretty(&c)?),
+        Output::Text => out!("{}", quantbench::report::compare::render_text(&c)),
+        Output::Md => out!("{}", quantbench::report::compare::render_markdown(&c)),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&c)?),
     }
     if c.rows.is_empty() {
         eprintln!(

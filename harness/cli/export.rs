@@ -24,7 +24,7 @@ pub struct Args {
     force: bool,
     /// Output format: hf (config.json + model.safetensors in f32 + tokenizer) or gguf (one file, llama.cpp's layout).
     #[arg(long, default_value = "hf")]
-    format: Format,
+    format: Layout,
     /// The precision of a gguf export (f32 ... q2_k, or native: a GGUF source as stored); hf is always f32.
     #[arg(long, default_value = "f32")]
     precision: Precision,
@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
+enum Layout {
     /// config.json + model.safetensors (f32) + tokenizer files.
     Hf,
     /// One GGUF file at a precision, as llama.cpp reads it.
@@ -50,7 +50,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
     quantbench::run::interrupt::install_handler()?;
     let out = &args.out;
     match args.format {
-        Format::Hf => {
+        Layout::Hf => {
             if args.precision != Precision::F32 {
                 quantbench::bad_input!(
                     "--precision {}: an hf export is always f32 safetensors; use --format gguf to write a precision",
@@ -60,7 +60,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             model::write::hf::export(&source, out, args.force)?;
             outln!("wrote {} to {}", source.display_name, out.display());
         }
-        Format::Gguf => {
+        Layout::Gguf => {
             let q = Quantization::new(args.precision).with_policy(args.policy);
             let done = model::write::gguf::export_gguf(&source, q, out, args.force)?;
             outln!(

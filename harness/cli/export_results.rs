@@ -16,7 +16,7 @@ pub struct Args {
     results: PathBuf,
     /// bmf, github-action-benchmark, jsonl or csv.
     #[arg(long, value_enum)]
-    format: export::ResultsFormat,
+    format: export::Output,
     /// Where to write: a file (default: stdout); a folder for github-action-benchmark (required), which gets smaller-is-better.json and bigger-is-better.json.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -28,10 +28,10 @@ pub struct Args {
 pub fn main(args: Args) -> Result<ExitCode> {
     let run = quantbench::report::read_results(&results_path(&args.results))?;
     let text = match args.format {
-        export::ResultsFormat::Bmf => serde_json::to_string_pretty(&export::bmf(&run))? + "\n",
-        export::ResultsFormat::Jsonl => export::jsonl(&run),
-        export::ResultsFormat::Csv => export::csv(&run)?,
-        export::ResultsFormat::GithubActionBenchmark => {
+        export::Output::Bmf => serde_json::to_string_pretty(&export::bmf(&run))? + "\n",
+        export::Output::Jsonl => export::jsonl(&run),
+        export::Output::Csv => export::csv(&run)?,
+        export::Output::GithubActionBenchmark => {
             let Some(dir) = args.out else {
                 quantbench::bad_input!(
                     "--format github-action-benchmark writes two files: give --out FOLDER (it gets smaller-is-better.json and bigger-is-better.json)"

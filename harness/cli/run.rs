@@ -276,7 +276,7 @@ fn run_one(
     }
     let gate = run.gate_failures();
     for (v, why) in &gate {
-        eprintln!("quality gate: {} did not pass: {why}", v.precision);
+        eprintln!("quality gate: {} did not pass: {why}", v.key());
     }
     Ok(if run.status == RunStatus::Interrupted {
         eprintln!(
@@ -506,8 +506,16 @@ impl RunObserver for Progress {
 
 fn print_summary(run: &RunRecord, dir: &Path) {
     let gate = run.gate_failures();
+    // The variant column as wide as its longest key.
+    let w = run
+        .variants
+        .iter()
+        .map(|v| v.key().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     outln!(
-        "\n{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
+        "\n{:<w$} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
         "variant",
         "status",
         "weights MB",
@@ -526,7 +534,7 @@ fn print_summary(run: &RunRecord, dir: &Path) {
             .as_ref()
             .map(|t| format!("{:.1}", t.generate_seconds.range_percent() / 2.0));
         outln!(
-            "{:<7} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
+            "{:<w$} {:>6} {:>12} {:>6} {:>11} {:>11} {:>13} {:>9} {:>8} {:>8}",
             h.label,
             match v.status {
                 quantbench::record::VariantStatus::Ok

@@ -1,4 +1,4 @@
-//! Attention read straight from the KV cache, for GPT-2 and the Llama family alike: a
+//! Attention read straight from the KV cache, for GPT-2 and the Llama architectures alike: a
 //! decode step's (every cached position visible) and a prompt's (causal, with an
 //! optional sliding window).
 //!

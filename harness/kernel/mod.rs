@@ -20,9 +20,9 @@
 
 pub mod activations;
 pub mod attention;
+pub mod blocks;
 pub mod bnb4;
 pub mod dense;
-pub mod format;
 pub mod gelu;
 pub mod int8;
 pub mod kquant;
@@ -38,7 +38,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 pub use activations::Activations;
-pub use format::GgmlType;
+pub use blocks::GgmlType;
 
 use activations::BLOCK;
 
@@ -419,7 +419,7 @@ impl QuantMatmul {
         }
         let dtype = weights.dtype();
         let format = match (
-            crate::kernel::format::block32_of(dtype),
+            crate::kernel::blocks::block32_of(dtype),
             kquant::kquant_of(dtype),
         ) {
             (Some(f), _) => Blocks::Small(f),
@@ -701,7 +701,7 @@ mod tests {
         ] {
             let w = Tensor::from_vec(data(n * k, 1), (n, k), &Device::Cpu).unwrap();
             let x = data(m * k, 2);
-            for f in crate::kernel::format::BLOCK32 {
+            for f in crate::kernel::blocks::BLOCK32 {
                 let q = QTensor::quantize(&w, f.dtype()).unwrap();
                 let bytes = q.data().unwrap();
                 let acts = Activations::quantize(&x, m, k);
@@ -730,7 +730,7 @@ mod tests {
         let w = Tensor::from_vec(wf, (n, k), &Device::Cpu).unwrap();
         let x = data(m * k, 4);
         let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
-        for f in crate::kernel::format::BLOCK32 {
+        for f in crate::kernel::blocks::BLOCK32 {
             let q = Arc::new(QTensor::quantize(&w, f.dtype()).unwrap());
             let bytes = q.data().unwrap();
             let acts = Activations::quantize(&x, m, k);

@@ -68,7 +68,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::activations::{Activations, BLOCK};
-use super::format::GgmlType;
+use super::blocks::GgmlType;
 use super::kquant::{KActivations, QK_K};
 
 /// Rows interleaved in one group.

@@ -1,4 +1,4 @@
-//! The Llama family's gated activation, `silu(gate) · up` (`silu(v) = v / (1 + e^−v)`,
+//! The Llama architectures' gated activation, `silu(gate) · up` (`silu(v) = v / (1 + e^−v)`,
 //! candle's definition), fused into one pass: 16 lanes (AVX-512) or 8 (AVX2) with the
 //! vectorised `e^x` of [`super::vexp`], shared out on candle's thread pool when long.
 //!

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::activations::{Activations, BLOCK};
-use super::format::GgmlType;
+use super::blocks::GgmlType;
 
 /// How far ahead weights are prefetched: the same block of the weight row this many rows
 /// on, two tiles ahead, into L1. Rows lie one after another, so this runs ahead of the
@@ -198,7 +198,7 @@ pub mod avx2 {
 
     use super::{hsum, Operands, PREFETCH_L2_ROWS, PREFETCH_ROWS};
     use crate::kernel::activations::BLOCK;
-    use crate::kernel::format::GgmlType;
+    use crate::kernel::blocks::GgmlType;
 
     macro_rules! avx2_fn {
         ($($item:item)*) => {$(

@@ -178,7 +178,7 @@ impl Matrix {
                 return Ok(());
             }
             Matrix::Quantized(q) if q.device().is_cpu() => {
-                if let Some(f) = crate::kernel::format::block32_of(q.dtype()) {
+                if let Some(f) = crate::kernel::blocks::block32_of(q.dtype()) {
                     let bytes = f.block_bytes();
                     let row = k / 32 * bytes;
                     let data = q.data()?;
@@ -484,7 +484,7 @@ impl LayerNorm {
     }
 }
 
-/// RMSNorm over the last dimension (the Llama family): `x / sqrt(mean(x^2) + eps) * w`,
+/// RMSNorm over the last dimension (the Llama architectures): `x / sqrt(mean(x^2) + eps) * w`,
 /// computed in f32 as transformers' `LlamaRMSNorm` does.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {

@@ -204,9 +204,9 @@ fn category_labels<DB: DrawingBackend>(
         let (x, y) = chart.backend_coord(&(i as f64, 0.0));
         let (x, y) = (x - bx, y - by);
         let text = if v.is_ok() {
-            v.precision.name().to_string()
+            v.key()
         } else {
-            format!("{} (failed)", v.precision.name())
+            format!("{} (failed)", v.key())
         };
         let style = anchored(18, HPos::Center, VPos::Top);
         root.draw(&Text::new(text, (x, y + 10), style))
@@ -367,7 +367,7 @@ fn quality_points(run: &RunRecord) -> Vec<QualityPoint> {
             let q = v.quality.as_ref()?;
             let kl = q.kl_mean.filter(|k| k.is_finite() && *k >= 0.0)?;
             Some(QualityPoint {
-                name: v.precision.to_string(),
+                name: v.key(),
                 mb: mb(v.weights_bytes?),
                 kl,
                 ok: q.gate.as_ref().is_none_or(|g| g.passed),
@@ -623,7 +623,7 @@ pub fn depth(run: &RunRecord, path: &Path) -> Result<()> {
             };
             let mut shape = t.test;
             shape.depth = 0;
-            let key = (i, format!("{} {}", v.precision, shape.name()));
+            let key = (i, format!("{} {}", v.key(), shape.name()));
             lines
                 .entry(key)
                 .or_default()
@@ -666,8 +666,8 @@ pub fn context_memory(run: &RunRecord, path: &Path) -> Result<()> {
         }
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         line.dedup_by(|a, b| a.0 == b.0);
-        exact.push((format!("{}: weights + KV cache (exact)", v.precision), line));
-        measured.push((format!("{}: process peak (measured)", v.precision), peaks));
+        exact.push((format!("{}: weights + KV cache (exact)", v.key()), line));
+        measured.push((format!("{}: process peak (measured)", v.key()), peaks));
     }
     let caption = title(run, "Memory against context");
     let x = "positions held in the KV cache (all sequences)";

@@ -37,15 +37,23 @@ pub fn render_text(c: &Comparison) -> String {
             let _ = writeln!(o, "  {:<22} {}  ->  {}", d.field, d.base, d.new);
         }
     }
+    // The variant column as wide as its longest key.
+    let w = c
+        .rows
+        .iter()
+        .map(|r| r.variant.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(8);
     let _ = writeln!(
         o,
-        "\n{:<8} {:<26} {:>14} {:>14} {:>9} {:>20} {:>8}",
+        "\n{:<w$} {:<26} {:>14} {:>14} {:>9} {:>20} {:>8}",
         "variant", "metric", "base", "new", "change", "95% CI", "verdict"
     );
     for r in &c.rows {
         let _ = writeln!(
             o,
-            "{:<8} {:<26} {:>14} {:>14} {:>+8.1}% {:>20} {:>8}",
+            "{:<w$} {:<26} {:>14} {:>14} {:>+8.1}% {:>20} {:>8}",
             r.variant,
             r.metric,
             fmt_value(r.base, r.unit),
@@ -55,7 +63,7 @@ pub fn render_text(c: &Comparison) -> String {
             r.verdict.label()
         );
         if let Some(d) = &r.differs {
-            let _ = writeln!(o, "{:<8} (differs: {d})", "");
+            let _ = writeln!(o, "{:<w$} (differs: {d})", "");
         }
     }
     for u in &c.unmatched {

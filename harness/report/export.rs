@@ -24,9 +24,10 @@ use crate::analysis::stats::{bootstrap_median_ci, Summary};
 use crate::record::{RunRecord, VariantRecord};
 use crate::run::workload::TestStatus;
 
-/// The formats `export-results` writes.
+/// What `export-results` writes (its `--format`; in code "format" is a weight format
+/// only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ResultsFormat {
+pub enum Output {
     /// Bencher Metric Format (JSON object).
     Bmf,
     /// benchmark-action/github-action-benchmark's custom arrays (two files).
@@ -65,7 +66,7 @@ pub struct Row {
     pub decode_step_p99_seconds: Option<f64>,
     pub weights_bytes: Option<u64>,
     pub kv_cache_bytes: Option<u64>,
-    pub peak_rss_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
     pub decode_bandwidth_gbps: Option<f64>,
     pub bandwidth_fraction: Option<f64>,
     /// The variant's quality figures (the same on each of its rows).
@@ -73,13 +74,11 @@ pub struct Row {
     pub same_top1: Option<(f64, f64)>,
 }
 
+/// A benchmark's name in a tracker: the model, the variant's key, the device
+/// (`synthetic:gpt2/q4_0/all/cpu`), so that one tracker can hold many models and devices.
 fn variant_key(run: &RunRecord, v: &VariantRecord) -> String {
     let model = run.model.spec.replace('/', "_");
-    let mut s = format!("{model}/{}/{}", v.precision, v.policy);
-    if v.rest != crate::precision::RestDtype::F32 {
-        s += &format!("/rest-{}", v.rest);
-    }
-    s + "/" + &run.environment.device
+    format!("{model}/{}/{}", v.key(), run.environment.device)
 }
 
 fn rates(ns: &[f64], tokens: f64) -> Vec<f64> {
@@ -137,7 +136,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
                     n_prompt.saturating_add(v.new_tokens.saturating_sub(1)),
                 )
             }),
-            peak_rss_bytes: v
+            rss_peak_bytes: v
                 .memory
                 .peak_during_generation
                 .as_ref()
@@ -179,7 +178,7 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
                 decode_step_p99_seconds: t.decode_step_p99_seconds.map(|s| s.median),
                 weights_bytes: v.weights_bytes,
                 kv_cache_bytes: Some(t.kv_cache_bytes),
-                peak_rss_bytes: t.memory_peak.as_ref().and_then(|r| r.get(super::RSS)),
+                rss_peak_bytes: t.memory_peak.as_ref().and_then(|r| r.get(super::RSS)),
                 decode_bandwidth_gbps: t.decode_bandwidth_gbps.map(|s| s.median),
                 bandwidth_fraction: t.bandwidth_fraction,
                 kl_mean,
@@ -190,168 +189,402 @@ pub fn rows(run: &RunRecord) -> Vec<Row> {
     out
 }
 
-/// `{value, lower_value, upper_value}` from samples: the median and its bootstrap
-/// interval.
-fn measure(samples: &[f64], scale: f64) -> Option<Value> {
-    let s = Summary::of(samples)?;
-    let (lo, hi) = bootstrap_median_ci(samples, CONFIDENCE, RESAMPLES)?;
-    Some(json!({
-        "value": s.median * scale,
-        "lower_value": lo * scale,
-        "upper_value": hi * scale,
-    }))
+/// What a measure is read from in a row.
+enum Source {
+    /// Per-repetition samples, times a scale: the median, bounded by its bootstrap
+    /// interval.
+    Samples(fn(&Row) -> &[f64], f64),
+    /// One value (already in the measure's unit).
+    Reading(fn(&Row) -> Option<f64>),
+    /// A mean and its standard error (the quality figures): bounded by ± 1.96 errors.
+    WithError(fn(&Row) -> Option<(f64, f64)>),
 }
 
-fn with_error((mean, se): (f64, f64)) -> Value {
-    json!({"value": mean, "lower_value": mean - 1.96 * se, "upper_value": mean + 1.96 * se})
+/// A figure of a row as the trackers get it: one name (snake case; Bencher's measure is
+/// the name in kebab case), its unit and direction, and the words github-action-benchmark
+/// shows.
+struct Measure {
+    name: &'static str,
+    unit: &'static str,
+    smaller_is_better: bool,
+    source: Source,
+    /// The words after the benchmark's name in github-action-benchmark's chart title;
+    /// `None`: not sent there.
+    words: Option<&'static str>,
+    /// Only on the variant's own generation (`text`): the quality figures, the same on
+    /// every row of a variant.
+    text_only: bool,
 }
 
-/// Bencher Metric Format: one benchmark per row, `variant/test`.
+/// Every measure the trackers get, in order.
+const MEASURES: [Measure; 11] = [
+    Measure {
+        name: "decode_tokens_per_second",
+        unit: "tokens/s",
+        smaller_is_better: false,
+        source: Source::Samples(|r| &r.decode_tokens_per_second, 1.0),
+        words: Some("decode"),
+        text_only: false,
+    },
+    Measure {
+        name: "prefill_tokens_per_second",
+        unit: "tokens/s",
+        smaller_is_better: false,
+        source: Source::Samples(|r| &r.prefill_tokens_per_second, 1.0),
+        words: Some("prefill"),
+        text_only: false,
+    },
+    Measure {
+        name: "time_to_first_token_ms",
+        unit: "ms",
+        smaller_is_better: true,
+        source: Source::Samples(|r| &r.time_to_first_token_seconds, 1e3),
+        words: Some("time to first token"),
+        text_only: false,
+    },
+    Measure {
+        name: "decode_step_p50_ms",
+        unit: "ms",
+        smaller_is_better: true,
+        source: Source::Reading(|r| r.decode_step_p50_seconds.map(|x| x * 1e3)),
+        words: None,
+        text_only: false,
+    },
+    Measure {
+        name: "decode_step_p99_ms",
+        unit: "ms",
+        smaller_is_better: true,
+        source: Source::Reading(|r| r.decode_step_p99_seconds.map(|x| x * 1e3)),
+        words: None,
+        text_only: false,
+    },
+    Measure {
+        name: "weights_bytes",
+        unit: "B",
+        smaller_is_better: true,
+        source: Source::Reading(|r| r.weights_bytes.map(|x| x as f64)),
+        words: None,
+        text_only: false,
+    },
+    Measure {
+        name: "kv_cache_bytes",
+        unit: "B",
+        smaller_is_better: true,
+        source: Source::Reading(|r| r.kv_cache_bytes.map(|x| x as f64)),
+        words: None,
+        text_only: false,
+    },
+    Measure {
+        name: "rss_peak_bytes",
+        unit: "B",
+        smaller_is_better: true,
+        source: Source::Reading(|r| r.rss_peak_bytes.map(|x| x as f64)),
+        words: Some("peak RSS"),
+        text_only: false,
+    },
+    Measure {
+        name: "decode_bandwidth_gbps",
+        unit: "GB/s",
+        smaller_is_better: false,
+        source: Source::Reading(|r| r.decode_bandwidth_gbps),
+        words: None,
+        text_only: false,
+    },
+    Measure {
+        name: "kl_mean",
+        unit: "nats",
+        smaller_is_better: true,
+        source: Source::WithError(|r| r.kl_mean),
+        words: Some("mean KL vs f32"),
+        text_only: true,
+    },
+    Measure {
+        name: "same_top1",
+        unit: "fraction",
+        smaller_is_better: false,
+        source: Source::WithError(|r| r.same_top1),
+        words: Some("same top-1 as f32"),
+        text_only: true,
+    },
+];
+
+impl Measure {
+    /// Bencher's measure: the name in kebab case.
+    fn bencher_name(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// `{value, lower_value, upper_value}`: the median and its bootstrap interval, a
+    /// mean ± 1.96 standard errors, or a single value.
+    fn bmf(&self, r: &Row) -> Option<Value> {
+        match self.source {
+            Source::Samples(get, scale) => {
+                let samples = get(r);
+                let s = Summary::of(samples)?;
+                let (lo, hi) = bootstrap_median_ci(samples, CONFIDENCE, RESAMPLES)?;
+                Some(json!({
+                    "value": s.median * scale,
+                    "lower_value": lo * scale,
+                    "upper_value": hi * scale,
+                }))
+            }
+            Source::Reading(get) => {
+                let x = get(r)?;
+                // Byte counts stay integers.
+                Some(if self.unit == "B" {
+                    json!({"value": x as u64})
+                } else {
+                    json!({"value": x})
+                })
+            }
+            Source::WithError(get) => {
+                let (mean, se) = get(r)?;
+                Some(
+                    json!({"value": mean, "lower_value": mean - 1.96 * se, "upper_value": mean + 1.96 * se}),
+                )
+            }
+        }
+    }
+
+    /// One github-action-benchmark entry, for a measure sent there.
+    fn github(&self, r: &Row) -> Option<Value> {
+        let words = self.words?;
+        let base = format!("{} {}", r.variant, r.test);
+        match self.source {
+            Source::Samples(get, scale) => {
+                let samples = get(r);
+                let s = Summary::of(samples)?;
+                let (lo, hi) = bootstrap_median_ci(samples, CONFIDENCE, RESAMPLES)?;
+                Some(json!({
+                    "name": format!("{base} - {words}"),
+                    "unit": self.unit,
+                    "value": s.median * scale,
+                    "range": format!("{:.4} .. {:.4} (95% bootstrap)", lo * scale, hi * scale),
+                    "extra": format!(
+                        "repetitions: {}\nprompt {} tokens, {} new, depth {}, {} sequence(s), {} thread(s)",
+                        s.n, r.n_prompt, r.n_gen, r.n_depth, r.n_sequences, r.n_threads
+                    ),
+                }))
+            }
+            Source::Reading(get) => {
+                let x = get(r)?;
+                // Bytes are shown as MB on the charts.
+                let (x, unit) = if self.unit == "B" {
+                    (x / 1e6, "MB")
+                } else {
+                    (x, self.unit)
+                };
+                Some(json!({"name": format!("{base} - {words}"), "unit": unit, "value": x}))
+            }
+            Source::WithError(get) => {
+                let (x, se) = get(r)?;
+                let range = if self.unit == "nats" {
+                    format!("± {se:.3e} (SE)")
+                } else {
+                    format!("± {se:.4} (SE)")
+                };
+                Some(
+                    json!({"name": format!("{} - {words}", r.variant), "unit": self.unit, "value": x, "range": range}),
+                )
+            }
+        }
+    }
+}
+
+/// Bencher Metric Format: one benchmark per row, `variant/test`, a measure per
+/// [`MEASURES`] entry the row has.
 pub fn bmf(run: &RunRecord) -> Value {
     let mut top = Map::new();
     for r in rows(run) {
         let mut m = Map::new();
-        let mut put = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                m.insert(k.to_string(), v);
+        for measure in &MEASURES {
+            if let Some(v) = measure.bmf(&r) {
+                m.insert(measure.bencher_name(), v);
             }
-        };
-        put(
-            "decode-tokens-per-second",
-            measure(&r.decode_tokens_per_second, 1.0),
-        );
-        put(
-            "prefill-tokens-per-second",
-            measure(&r.prefill_tokens_per_second, 1.0),
-        );
-        put(
-            "time-to-first-token-ms",
-            measure(&r.time_to_first_token_seconds, 1e3),
-        );
-        put(
-            "decode-step-p50-ms",
-            r.decode_step_p50_seconds.map(|x| json!({"value": x * 1e3})),
-        );
-        put(
-            "decode-step-p99-ms",
-            r.decode_step_p99_seconds.map(|x| json!({"value": x * 1e3})),
-        );
-        put(
-            "weights-bytes",
-            r.weights_bytes.map(|x| json!({"value": x})),
-        );
-        put(
-            "kv-cache-bytes",
-            r.kv_cache_bytes.map(|x| json!({"value": x})),
-        );
-        put(
-            "peak-rss-bytes",
-            r.peak_rss_bytes.map(|x| json!({"value": x})),
-        );
-        put(
-            "decode-bandwidth-gbps",
-            r.decode_bandwidth_gbps.map(|x| json!({"value": x})),
-        );
-        put("kl-divergence", r.kl_mean.map(with_error));
-        put("same-top1", r.same_top1.map(with_error));
+        }
         top.insert(format!("{}/{}", r.variant, r.test), Value::Object(m));
     }
     Value::Object(top)
 }
 
-/// benchmark-action's `customSmallerIsBetter` and `customBiggerIsBetter` arrays.
+/// benchmark-action's `customSmallerIsBetter` and `customBiggerIsBetter` arrays: the
+/// measures with words, each in its direction's array.
 pub fn github_action_benchmark(run: &RunRecord) -> (Value, Value) {
     let (mut smaller, mut bigger) = (Vec::new(), Vec::new());
-    let entry = |name: String, unit: &str, samples: &[f64], scale: f64, extra: &Row| {
-        let s = Summary::of(samples)?;
-        let (lo, hi) = bootstrap_median_ci(samples, CONFIDENCE, RESAMPLES)?;
-        Some(json!({
-            "name": name,
-            "unit": unit,
-            "value": s.median * scale,
-            "range": format!("{:.4} .. {:.4} (95% bootstrap)", lo * scale, hi * scale),
-            "extra": format!(
-                "repetitions: {}\nprompt {} tokens, {} new, depth {}, {} sequence(s), {} thread(s)",
-                s.n, extra.n_prompt, extra.n_gen, extra.n_depth, extra.n_sequences, extra.n_threads
-            ),
-        }))
-    };
     for r in rows(run) {
-        let base = format!("{} {}", r.variant, r.test);
-        bigger.extend(entry(
-            format!("{base} - decode"),
-            "tokens/s",
-            &r.decode_tokens_per_second,
-            1.0,
-            &r,
-        ));
-        bigger.extend(entry(
-            format!("{base} - prefill"),
-            "tokens/s",
-            &r.prefill_tokens_per_second,
-            1.0,
-            &r,
-        ));
-        smaller.extend(entry(
-            format!("{base} - time to first token"),
-            "ms",
-            &r.time_to_first_token_seconds,
-            1e3,
-            &r,
-        ));
-        if let Some(b) = r.peak_rss_bytes {
-            smaller.push(json!({"name": format!("{base} - peak RSS"), "unit": "MB", "value": b as f64 / 1e6}));
-        }
-        if r.test == "text" {
-            if let Some((kl, se)) = r.kl_mean {
-                smaller.push(json!({"name": format!("{} - mean KL vs f32", r.variant), "unit": "nats", "value": kl, "range": format!("± {:.3e} (SE)", se)}));
-            }
-            if let Some((p, se)) = r.same_top1 {
-                bigger.push(json!({"name": format!("{} - same top-1 as f32", r.variant), "unit": "fraction", "value": p, "range": format!("± {:.4} (SE)", se)}));
+        for m in MEASURES.iter().filter(|m| !m.text_only || r.test == "text") {
+            if let Some(e) = m.github(&r) {
+                if m.smaller_is_better {
+                    smaller.push(e)
+                } else {
+                    bigger.push(e)
+                }
             }
         }
     }
     (Value::Array(smaller), Value::Array(bigger))
 }
 
-/// The llama-bench-shaped row columns, in order (llama-bench's names first).
-pub const ROW_COLUMNS: [&str; 32] = [
-    "build_commit",
-    "cpu_info",
-    "gpu_info",
-    "backends",
-    "model_filename",
-    "model_type",
-    "model_size",
-    "model_n_params",
-    "n_threads",
-    "type_k",
-    "type_v",
-    "n_prompt",
-    "n_gen",
-    "n_depth",
-    "test_time",
-    "avg_ns",
-    "stddev_ns",
-    "avg_ts",
-    "stddev_ts",
+/// What a llama-bench-shaped column is read from.
+pub struct RowContext<'a> {
+    pub run: &'a RunRecord,
+    pub v: &'a VariantRecord,
+    pub r: &'a Row,
+    gpu: &'a str,
+    backend: &'a str,
+}
+
+/// A llama-bench-shaped column: its name and its cell (JSON; csv prints null as empty).
+pub struct RowField {
+    pub name: &'static str,
+    cell: fn(&RowContext) -> Value,
+}
+
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    Summary::of(xs)
+        .map(|s| (s.mean, s.stddev))
+        .unwrap_or((0.0, 0.0))
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    Summary::of(xs).map(|s| s.median)
+}
+
+/// The llama-bench-shaped columns, in order: llama-bench's names first, where the meaning
+/// is the same, then quantbench's, named as the figures are everywhere else.
+pub const ROW_FIELDS: [RowField; 32] = [
+    RowField {
+        name: "build_commit",
+        cell: |c| json!(c.run.environment.git_commit),
+    },
+    RowField {
+        name: "cpu_info",
+        cell: |c| json!(c.run.environment.cpu_model),
+    },
+    RowField {
+        name: "gpu_info",
+        cell: |c| json!(c.gpu),
+    },
+    RowField {
+        name: "backends",
+        cell: |c| json!(c.backend),
+    },
+    RowField {
+        name: "model_filename",
+        cell: |c| json!(c.run.model.spec),
+    },
+    RowField {
+        name: "model_type",
+        cell: |c| json!(format!("{} {}", c.run.model.architecture, c.v.precision)),
+    },
+    RowField {
+        name: "model_size",
+        cell: |c| json!(c.v.weights_bytes),
+    },
+    RowField {
+        name: "model_n_params",
+        cell: |c| json!(c.run.model.parameters),
+    },
+    RowField {
+        name: "n_threads",
+        cell: |c| json!(c.r.n_threads),
+    },
+    RowField {
+        name: "type_k",
+        cell: |_| json!("f32"),
+    },
+    RowField {
+        name: "type_v",
+        cell: |_| json!("f32"),
+    },
+    RowField {
+        name: "n_prompt",
+        cell: |c| json!(c.r.n_prompt),
+    },
+    RowField {
+        name: "n_gen",
+        cell: |c| json!(c.r.n_gen),
+    },
+    RowField {
+        name: "n_depth",
+        cell: |c| json!(c.r.n_depth),
+    },
+    RowField {
+        name: "test_time",
+        cell: |c| json!(c.run.started_at),
+    },
+    RowField {
+        name: "avg_ns",
+        cell: |c| json!(mean_sd(&c.r.samples_ns).0.round() as u64),
+    },
+    RowField {
+        name: "stddev_ns",
+        cell: |c| json!(mean_sd(&c.r.samples_ns).1.round() as u64),
+    },
+    RowField {
+        name: "avg_ts",
+        cell: |c| json!(mean_sd(&c.r.samples_ts).0),
+    },
+    RowField {
+        name: "stddev_ts",
+        cell: |c| json!(mean_sd(&c.r.samples_ts).1),
+    },
     // quantbench's own.
-    "variant",
-    "test",
-    "precision",
-    "n_sequences",
-    "prefill_ts",
-    "decode_ts",
-    "decode_step_p99_ms",
-    "kv_cache_bytes",
-    "peak_rss_bytes",
-    "decode_bandwidth_gbps",
-    "bandwidth_fraction",
-    "kl_mean",
-    "same_top1",
+    RowField {
+        name: "variant",
+        cell: |c| json!(c.r.variant),
+    },
+    RowField {
+        name: "test",
+        cell: |c| json!(c.r.test),
+    },
+    RowField {
+        name: "precision",
+        cell: |c| json!(c.v.precision.name()),
+    },
+    RowField {
+        name: "n_sequences",
+        cell: |c| json!(c.r.n_sequences),
+    },
+    RowField {
+        name: "prefill_tokens_per_second_median",
+        cell: |c| json!(median(&c.r.prefill_tokens_per_second)),
+    },
+    RowField {
+        name: "decode_tokens_per_second_median",
+        cell: |c| json!(median(&c.r.decode_tokens_per_second)),
+    },
+    RowField {
+        name: "decode_step_p99_ms",
+        cell: |c| json!(c.r.decode_step_p99_seconds.map(|s| s * 1e3)),
+    },
+    RowField {
+        name: "kv_cache_bytes",
+        cell: |c| json!(c.r.kv_cache_bytes),
+    },
+    RowField {
+        name: "rss_peak_bytes",
+        cell: |c| json!(c.r.rss_peak_bytes),
+    },
+    RowField {
+        name: "decode_bandwidth_gbps",
+        cell: |c| json!(c.r.decode_bandwidth_gbps),
+    },
+    RowField {
+        name: "bandwidth_fraction",
+        cell: |c| json!(c.r.bandwidth_fraction),
+    },
+    RowField {
+        name: "kl_mean",
+        cell: |c| json!(c.r.kl_mean.map(|k| k.0)),
+    },
+    RowField {
+        name: "same_top1",
+        cell: |c| json!(c.r.same_top1.map(|k| k.0)),
+    },
 ];
 
-/// The rows as JSON objects with [`ROW_COLUMNS`] (+ `samples_ns`, `samples_ts`).
+/// The rows as JSON objects with [`ROW_FIELDS`] (+ `samples_ns`, `samples_ts`).
 pub fn llama_bench_rows(run: &RunRecord) -> Vec<Map<String, Value>> {
     let env = &run.environment;
     let gpu = env
@@ -370,57 +603,19 @@ pub fn llama_bench_rows(run: &RunRecord) -> Vec<Map<String, Value>> {
         .iter()
         .map(|v| (variant_key(run, v), v))
         .collect();
-    let stats = |xs: &[f64]| Summary::of(xs).map(|s| (s.mean, s.stddev));
     rows(run)
-        .into_iter()
+        .iter()
         .map(|r| {
-            let v = by_key[&r.variant];
-            let (avg_ns, sd_ns) = stats(&r.samples_ns).unwrap_or((0.0, 0.0));
-            let (avg_ts, sd_ts) = stats(&r.samples_ts).unwrap_or((0.0, 0.0));
-            let median = |xs: &[f64]| Summary::of(xs).map(|s| s.median);
+            let c = RowContext {
+                run,
+                v: by_key[&r.variant],
+                r,
+                gpu: &gpu,
+                backend,
+            };
             let mut m = Map::new();
-            let cells: [(&str, Value); 32] = [
-                ("build_commit", json!(env.git_commit)),
-                ("cpu_info", json!(env.cpu_model)),
-                ("gpu_info", json!(gpu)),
-                ("backends", json!(backend)),
-                ("model_filename", json!(run.model.spec)),
-                (
-                    "model_type",
-                    json!(format!("{} {}", run.model.architecture, v.precision)),
-                ),
-                ("model_size", json!(v.weights_bytes)),
-                ("model_n_params", json!(run.model.parameters)),
-                ("n_threads", json!(r.n_threads)),
-                ("type_k", json!("f32")),
-                ("type_v", json!("f32")),
-                ("n_prompt", json!(r.n_prompt)),
-                ("n_gen", json!(r.n_gen)),
-                ("n_depth", json!(r.n_depth)),
-                ("test_time", json!(run.started_at)),
-                ("avg_ns", json!(avg_ns.round() as u64)),
-                ("stddev_ns", json!(sd_ns.round() as u64)),
-                ("avg_ts", json!(avg_ts)),
-                ("stddev_ts", json!(sd_ts)),
-                ("variant", json!(r.variant)),
-                ("test", json!(r.test)),
-                ("precision", json!(v.precision.name())),
-                ("n_sequences", json!(r.n_sequences)),
-                ("prefill_ts", json!(median(&r.prefill_tokens_per_second))),
-                ("decode_ts", json!(median(&r.decode_tokens_per_second))),
-                (
-                    "decode_step_p99_ms",
-                    json!(r.decode_step_p99_seconds.map(|s| s * 1e3)),
-                ),
-                ("kv_cache_bytes", json!(r.kv_cache_bytes)),
-                ("peak_rss_bytes", json!(r.peak_rss_bytes)),
-                ("decode_bandwidth_gbps", json!(r.decode_bandwidth_gbps)),
-                ("bandwidth_fraction", json!(r.bandwidth_fraction)),
-                ("kl_mean", json!(r.kl_mean.map(|k| k.0))),
-                ("same_top1", json!(r.same_top1.map(|k| k.0))),
-            ];
-            for (k, val) in cells {
-                m.insert(k.to_string(), val);
+            for f in &ROW_FIELDS {
+                m.insert(f.name.to_string(), (f.cell)(&c));
             }
             m.insert(
                 "samples_ns".into(),
@@ -444,14 +639,14 @@ pub fn jsonl(run: &RunRecord) -> String {
         .collect()
 }
 
-/// The same rows as CSV ([`ROW_COLUMNS`]; the sample lists are left to the JSON forms).
+/// The same rows as CSV ([`ROW_FIELDS`]; the sample lists are left to the JSON forms).
 pub fn csv(run: &RunRecord) -> anyhow::Result<String> {
     let mut w = ::csv::Writer::from_writer(Vec::new());
-    w.write_record(ROW_COLUMNS)?;
+    w.write_record(ROW_FIELDS.iter().map(|f| f.name))?;
     for m in llama_bench_rows(run) {
-        let cells: Vec<String> = ROW_COLUMNS
+        let cells: Vec<String> = ROW_FIELDS
             .iter()
-            .map(|k| match &m[*k] {
+            .map(|f| match &m[f.name] {
                 Value::Null => String::new(),
                 Value::String(s) => s.clone(),
                 other => other.to_string(),

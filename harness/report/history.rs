@@ -8,13 +8,14 @@ use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::analysis::history::{Point, METRICS};
+use crate::analysis::history::{followed, Point};
+use crate::record::figures::Figure;
 use crate::report::{atomic, charts};
 
 /// history.csv: one row per variant per run, in time order.
 pub fn render_csv(points: &[Point]) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let head = [
         "time",
         "scenario",
         "variant",
@@ -22,15 +23,14 @@ pub fn render_csv(points: &[Point]) -> Result<String> {
         "cpu_model",
         "device",
         "git_commit",
-        "generate_seconds_median",
-        "tokens_per_second_median",
-        "weights_bytes",
-        "rss_peak_bytes",
-        "file",
-    ])?;
-    let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    ];
+    let mut header: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+    header.extend(followed().map(|f| f.column()));
+    header.push("file".into());
+    w.write_record(&header)?;
+    let num = |v: &Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for p in points {
-        w.write_record([
+        let mut row = vec![
             p.time.to_rfc3339(),
             p.scenario.clone(),
             p.variant.clone(),
@@ -38,12 +38,10 @@ pub fn render_csv(points: &[Point]) -> Result<String> {
             p.cpu_model.clone(),
             p.device.clone(),
             p.git_commit.clone(),
-            num(p.generate_seconds),
-            num(p.tokens_per_second),
-            p.weights_bytes.map(|b| b.to_string()).unwrap_or_default(),
-            p.rss_peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
-            p.file.display().to_string(),
-        ])?;
+        ];
+        row.extend(p.values.iter().map(num));
+        row.push(p.file.display().to_string());
+        w.write_record(&row)?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
 }
@@ -73,6 +71,16 @@ pub fn file_slug(name: &str) -> String {
     format!("{slug}-{:08x}", hash as u32)
 }
 
+/// A followed figure's axis on a trend chart: its words, and the unit drawn (bytes as
+/// MB).
+fn chart_axis(f: &Figure) -> String {
+    if f.unit == "B" {
+        format!("{} (MB)", f.about)
+    } else {
+        f.about.to_string()
+    }
+}
+
 /// What `write` wrote, and what it could not draw (with why).
 #[derive(Debug, Default)]
 pub struct Written {
@@ -97,10 +105,11 @@ pub fn write(points: &[Point], out: &Path) -> Result<Written> {
     }
     for (scenario, pts) in by_scenario {
         let slug = file_slug(scenario);
-        for (metric, desc) in METRICS {
+        for f in followed() {
+            let (metric, desc) = (f.name, chart_axis(&f));
             for ext in ["svg", "png"] {
                 let path = out.join(format!("history-{slug}-{metric}.{ext}"));
-                match trend_chart(&pts, scenario, metric, desc, &path) {
+                match trend_chart(&pts, scenario, metric, &desc, &path) {
                     Ok(()) => written.files.push(path),
                     Err(e) => written.skipped.push(format!("{}: {e:#}", path.display())),
                 }

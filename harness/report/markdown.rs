@@ -229,7 +229,7 @@ fn memory(o: &mut String, run: &RunRecord, rows: &[Headline]) {
         .iter()
         .filter_map(|v| {
             v.energy_joules_per_token
-                .map(|j| format!("{} {j:.4} J/token", v.precision))
+                .map(|j| format!("{} {j:.4} J/token", v.key()))
         })
         .collect();
     if !energy.is_empty() {
@@ -253,7 +253,7 @@ fn generated_text(o: &mut String, run: &RunRecord) {
     for v in &run.variants {
         match &v.error {
             Some(err) => {
-                let _ = writeln!(o, "- **{}**: failed: {err}", v.precision);
+                let _ = writeln!(o, "- **{}**: failed: {err}", v.key());
             }
             None => {
                 let same = v
@@ -266,21 +266,21 @@ fn generated_text(o: &mut String, run: &RunRecord) {
                         }
                     })
                     .unwrap_or("");
-                let _ = writeln!(o, "- **{}**{same}: {:?}", v.precision, v.generated_text);
+                let _ = writeln!(o, "- **{}**{same}: {:?}", v.key(), v.generated_text);
             }
         }
     }
     for v in &run.variants {
         if let Some(w) = &v.weights {
             for f in &w.fallbacks {
-                let _ = writeln!(o, "\nNote ({}): {f}", v.precision);
+                let _ = writeln!(o, "\nNote ({}): {f}", v.key());
             }
         }
         if v.requantized {
             let _ = writeln!(
                 o,
                 "\nNote ({}): requantized: made from the file's already quantized weights, dequantized first",
-                v.precision
+                v.key()
             );
         }
     }
@@ -294,7 +294,7 @@ fn generated_text(o: &mut String, run: &RunRecord) {
             (formats.len() > 2 || v.precision == crate::precision::Precision::Native).then(|| {
                 format!(
                     "- **{}**: {}",
-                    v.precision,
+                    v.key(),
                     w.by_format
                         .iter()
                         .map(|b| format!("{} {} {} B", b.group, b.format, b.bytes))
@@ -370,7 +370,7 @@ Mean ± standard error; percentiles interpolated between sorted values, as llama
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} % | {} % | {} % |",
-            v.precision,
+            v.key(),
             pm(q.perplexity_ratio, q.perplexity_ratio_stderr, 1.0, 6),
             pm(q.ln_perplexity_ratio, q.ln_perplexity_ratio_stderr, 1.0, 6),
             pm(q.kl_mean, q.kl_stderr, 1.0, 6),
@@ -599,11 +599,7 @@ fn render_quality(o: &mut String, run: &RunRecord) {
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for v in &run.variants {
         let Some(q) = &v.quality else {
-            let _ = writeln!(
-                o,
-                "| {} | - | - | - | - | - | - | - | - | - | - |",
-                v.precision
-            );
+            let _ = writeln!(o, "| {} | - | - | - | - | - | - | - | - | - | - |", v.key());
             continue;
         };
         let gate = match &q.gate {
@@ -623,7 +619,7 @@ fn render_quality(o: &mut String, run: &RunRecord) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",
-            v.precision,
+            v.key(),
             fmt_opt(v.weights_bytes.map(mb), 1),
             kl(q.kl_mean),
             kl(q.kl_p99),
@@ -644,16 +640,12 @@ fn render_quality(o: &mut String, run: &RunRecord) {
     render_llama_perplexity_stats(o, run);
     for v in &run.variants {
         for n in v.quality.iter().flat_map(|q| &q.notes) {
-            let _ = writeln!(o, "\nNote ({}): {n}", v.precision);
+            let _ = writeln!(o, "\nNote ({}): {n}", v.key());
         }
     }
     for (v, why) in run.gate_failures() {
         if v.quality.as_ref().and_then(|q| q.gate.as_ref()).is_none() {
-            let _ = writeln!(
-                o,
-                "\n**{}** did not pass the quality gate: {why}",
-                v.precision
-            );
+            let _ = writeln!(o, "\n**{}** did not pass the quality gate: {why}", v.key());
         }
     }
 }

@@ -23,6 +23,7 @@ pub const RSS: &str = "process_rss_bytes";
 /// reference of the same run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Headline {
+    /// The variant's key ([`crate::precision::Quantization::key`]).
     pub label: String,
     pub ok: bool,
     pub weights_bytes: Option<u64>,
@@ -49,7 +50,7 @@ impl Headline {
         let f32 = run.f32_reference();
         let gen = t.map(|t| t.generate_seconds.median);
         Headline {
-            label: v.precision.name().to_string(),
+            label: v.key(),
             ok: v.is_ok(),
             weights_bytes: v.weights_bytes,
             bits_per_weight: v.weights.as_ref().map(|w| w.bits_per_weight),

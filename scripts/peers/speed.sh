@@ -23,7 +23,7 @@
 # are missing. Nothing else heavy should run meanwhile: the machine's noise is the error
 # bar (compare runs with `quantbench compare`, not single figures).
 #
-# Which number is which: quantbench's prefill_ts / decode_ts (medians), llama-bench's
+# Which number is which: quantbench's prefill_ / decode_tokens_per_second_median, llama-bench's
 # avg_ts (mean), as each tool reports.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

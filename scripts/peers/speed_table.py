@@ -3,7 +3,8 @@ with llama-bench's on (type, n_prompt, n_gen, n_depth) and print one Markdown ta
 tokens/s of each tool, the ratio, and for decode tests the weight-streaming rate each
 reaches with its fraction of the bandwidth quantbench measured in the same run.
 
-quantbench's tokens/s: prefill_ts for a prompt-only test, decode_ts for a generation-only
+quantbench's tokens/s: prefill_tokens_per_second_median for a prompt-only test,
+decode_tokens_per_second_median for a generation-only
 one (medians); llama-bench's avg_ts (mean). The streaming rate of llama.cpp is the same
 bytes per decode step (quantbench's record: weights a step reads; KV cache reads are not
 counted on either side) times its tokens/s.
@@ -51,7 +52,9 @@ def main():
             if not theirs or not mine:
                 continue
             def speed(q):
-                return q["prefill_ts"] if key[1] == 0 else q["decode_ts"]
+                # the names since #37, then the older prefill_ts / decode_ts
+                which = "prefill" if key[1] == 0 else "decode"
+                return q.get(f"{which}_tokens_per_second_median", q.get(f"{which}_ts"))
 
             ours = statistics.median(speed(q) for q in mine)
             their = statistics.median(r["avg_ts"] for r in theirs)

@@ -142,7 +142,7 @@ impl Config {
         if let Some(mt) = &raw.model_type {
             if mt != "gpt2" {
                 crate::bad_input!(
-                    "{origin}: model_type is '{mt}', but quantbench runs GPT-2-family models (model_type \"gpt2\")"
+                    "{origin}: model_type is '{mt}', but quantbench runs GPT-2 models (model_type \"gpt2\")"
                 );
             }
         }

@@ -1,4 +1,4 @@
-//! The Llama family in candle: Llama 2/3, Mistral, Qwen2/2.5 and Qwen3 (config and
+//! The Llama architectures in candle: Llama 2/3, Mistral, Qwen2/2.5 and Qwen3 (config and
 //! forward pass with a KV cache), as transformers' `LlamaForCausalLM`,
 //! `MistralForCausalLM`, `Qwen2ForCausalLM` and `Qwen3ForCausalLM` compute them.
 //!
@@ -35,42 +35,44 @@ use crate::model::source::weights::{Builder, TensorSource};
 use crate::model::write::gguf::Meta;
 use crate::precision::Quantization;
 
-/// Which member of the family a config.json describes (its `model_type`).
+/// Which of the architectures this file runs a config.json describes (its `model_type`:
+/// llama, mistral, qwen2, qwen3). "Family" in quantbench is a weight format's member
+/// (`format::Family`); these are the members of the Llama architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub enum Member {
     Llama,
     Mistral,
     Qwen2,
     Qwen3,
 }
 
-impl Family {
-    pub fn parse(model_type: &str) -> Option<Family> {
+impl Member {
+    pub fn parse(model_type: &str) -> Option<Member> {
         match model_type {
-            "llama" => Some(Family::Llama),
-            "mistral" => Some(Family::Mistral),
-            "qwen2" => Some(Family::Qwen2),
-            "qwen3" => Some(Family::Qwen3),
+            "llama" => Some(Member::Llama),
+            "mistral" => Some(Member::Mistral),
+            "qwen2" => Some(Member::Qwen2),
+            "qwen3" => Some(Member::Qwen3),
             _ => None,
         }
     }
 
     pub fn model_type(self) -> &'static str {
         match self {
-            Family::Llama => "llama",
-            Family::Mistral => "mistral",
-            Family::Qwen2 => "qwen2",
-            Family::Qwen3 => "qwen3",
+            Member::Llama => "llama",
+            Member::Mistral => "mistral",
+            Member::Qwen2 => "qwen2",
+            Member::Qwen3 => "qwen3",
         }
     }
 
     /// transformers' class name for the model with its LM head.
     pub fn class_name(self) -> &'static str {
         match self {
-            Family::Llama => "LlamaForCausalLM",
-            Family::Mistral => "MistralForCausalLM",
-            Family::Qwen2 => "Qwen2ForCausalLM",
-            Family::Qwen3 => "Qwen3ForCausalLM",
+            Member::Llama => "LlamaForCausalLM",
+            Member::Mistral => "MistralForCausalLM",
+            Member::Qwen2 => "Qwen2ForCausalLM",
+            Member::Qwen3 => "Qwen3ForCausalLM",
         }
     }
 }
@@ -124,10 +126,10 @@ impl RopeScaling {
     }
 }
 
-/// The fields of a transformers config.json that the Llama family uses.
+/// The fields of a transformers config.json that the Llama architectures use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub family: Family,
+    pub member: Member,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -199,8 +201,8 @@ fn first_id(v: &Option<Value>) -> Option<u32> {
 
 impl Config {
     /// Parse a config.json already read as a JSON value; `origin` names the file.
-    pub fn from_value(value: Value, family: Family, origin: &str) -> Result<Self> {
-        let mt = family.model_type();
+    pub fn from_value(value: Value, member: Member, origin: &str) -> Result<Self> {
+        let mt = member.model_type();
         if !value.is_object() {
             crate::bad_input!("{origin}: a config.json is a JSON object");
         }
@@ -253,8 +255,8 @@ impl Config {
                 "{origin}: layer_types holds '{kind}', which quantbench does not run for {mt}; valid: full_attention"
             );
         }
-        let sliding_window = match family {
-            Family::Mistral => match window_field {
+        let sliding_window = match member {
+            Member::Mistral => match window_field {
                 None => Some(4096),
                 Some(Value::Null) => None,
                 Some(v) => match v.as_u64() {
@@ -267,10 +269,10 @@ impl Config {
             _ => None,
         };
         let attention_bias = raw.attention_bias.unwrap_or(false);
-        let (qkv_bias, o_bias) = match family {
-            Family::Llama | Family::Qwen3 => (attention_bias, attention_bias),
-            Family::Mistral => (false, false),
-            Family::Qwen2 => (true, false),
+        let (qkv_bias, o_bias) = match member {
+            Member::Llama | Member::Qwen3 => (attention_bias, attention_bias),
+            Member::Mistral => (false, false),
+            Member::Qwen2 => (true, false),
         };
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
         let head_dim = match raw.head_dim {
@@ -279,7 +281,7 @@ impl Config {
             None => 0,
         };
         let cfg = Config {
-            family,
+            member,
             vocab_size,
             hidden_size,
             intermediate_size,
@@ -287,18 +289,18 @@ impl Config {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(match family {
-                Family::Llama => 2048,
-                Family::Mistral => 4096 * 32,
-                Family::Qwen2 | Family::Qwen3 => 32768,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(match member {
+                Member::Llama => 2048,
+                Member::Mistral => 4096 * 32,
+                Member::Qwen2 | Member::Qwen3 => 32768,
             }),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
             qkv_bias,
             o_bias,
-            mlp_bias: family == Family::Llama && raw.mlp_bias.unwrap_or(false),
-            qk_norm: family == Family::Qwen3,
+            mlp_bias: member == Member::Llama && raw.mlp_bias.unwrap_or(false),
+            qk_norm: member == Member::Qwen3,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             sliding_window,
             bos_token_id: first_id(&raw.bos_token_id),
@@ -366,7 +368,7 @@ impl Config {
         Ok(())
     }
 
-    /// Layer `i`'s attention: every layer of the family's members today attends alike
+    /// Layer `i`'s attention: every layer of these architectures today attends alike
     /// (Mistral's window on every layer, one rotation).
     pub fn layer_attention(&self, _i: usize) -> LayerAttention {
         LayerAttention {
@@ -386,8 +388,8 @@ impl Config {
     /// converter read.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::json!({
-            "architectures": [self.family.class_name()],
-            "model_type": self.family.model_type(),
+            "architectures": [self.member.class_name()],
+            "model_type": self.member.model_type(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -407,21 +409,21 @@ impl Config {
             "torch_dtype": "float32",
         });
         let o = v.as_object_mut().expect("an object");
-        match self.family {
-            Family::Llama => {
+        match self.member {
+            Member::Llama => {
                 o.insert("attention_bias".into(), self.qkv_bias.into());
                 o.insert("mlp_bias".into(), self.mlp_bias.into());
             }
-            Family::Mistral => {
+            Member::Mistral => {
                 o.insert(
                     "sliding_window".into(),
                     self.sliding_window.map(Value::from).unwrap_or(Value::Null),
                 );
             }
-            Family::Qwen2 => {
+            Member::Qwen2 => {
                 o.insert("use_sliding_window".into(), false.into());
             }
-            Family::Qwen3 => {
+            Member::Qwen3 => {
                 o.insert("attention_bias".into(), self.qkv_bias.into());
                 o.insert("use_sliding_window".into(), false.into());
             }
@@ -658,7 +660,7 @@ impl Layer {
     }
 }
 
-/// A Llama-family model with its LM head.
+/// A model of the Llama architectures, with its LM head.
 pub struct Llama {
     config: Config,
     embed_tokens: Matrix,
@@ -666,7 +668,7 @@ pub struct Llama {
     norm: RmsNorm,
     /// `None` when the LM head is tied to the token embedding.
     lm_head: Option<Matrix>,
-    /// The rotations the layers take (one for every member of the family today).
+    /// The rotations the layers take (one for every member today).
     ropes: Vec<Rope>,
     device: Device,
 }
@@ -887,7 +889,7 @@ impl Llama {
     }
 }
 
-/// The Llama family's decode-step buffers for `b` sequences ([`crate::model::step`]).
+/// The Llama architectures' decode-step buffers for `b` sequences ([`crate::model::step`]).
 struct StepBuffers {
     b: usize,
     /// The residual stream and the normed stream, `b × hidden`.
@@ -1131,26 +1133,26 @@ impl CausalLm for Llama {
     }
 }
 
-/// The Llama family in the registry.
+/// The Llama architectures in the registry.
 pub static ARCHITECTURE: Architecture = Architecture {
-    title: "the Llama family (llama, mistral, qwen2, qwen3)",
+    title: "the Llama architectures (llama, mistral, qwen2, qwen3)",
     model_types: &["llama", "mistral", "qwen2", "qwen3"],
     reads_untyped_config: false,
     gguf_architectures: &["llama", "qwen2", "qwen3"],
     from_config_json: |model_type, value, _, origin| {
-        let family = model_type
-            .and_then(Family::parse)
+        let member = model_type
+            .and_then(Member::parse)
             .expect("the registry reads only the listed model types here");
-        Ok(ModelConfig::new(Config::from_value(value, family, origin)?))
+        Ok(ModelConfig::new(Config::from_value(value, member, origin)?))
     },
     from_gguf,
     presets: &PRESETS,
 };
 
-/// A Llama-family shape with the fields every preset sets; the rest as in Llama.
+/// A shape of the Llama architectures with the fields every preset sets; the rest as in Llama.
 #[allow(clippy::too_many_arguments)]
 fn shape(
-    family: Family,
+    member: Member,
     vocab_size: usize,
     hidden_size: usize,
     intermediate_size: usize,
@@ -1162,7 +1164,7 @@ fn shape(
     tie_word_embeddings: bool,
 ) -> Config {
     Config {
-        family,
+        member,
         vocab_size,
         hidden_size,
         intermediate_size,
@@ -1186,7 +1188,7 @@ fn shape(
     }
 }
 
-/// The family's synthetic presets, shaped from the published config.json files:
+/// The Llama architectures' synthetic presets, shaped from the published config.json files:
 /// HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B,
 /// meta-llama/Llama-3.2-1B, TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T
 /// (v1.0), mistralai/Mistral-7B-v0.1.
@@ -1196,7 +1198,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "tiny-llama",
         about: "a Llama of 2 layers, width 256, 4 heads over 2 kv heads, llama3 rope, GPT-2's vocabulary, for tests",
         build: || {
-            let mut c = shape(Family::Llama, 50257, 256, 512, 2, 4, 2, 256, 500000.0, false);
+            let mut c = shape(Member::Llama, 50257, 256, 512, 2, 4, 2, 256, 500000.0, false);
             c.rope_scaling = RopeScaling::Llama3 {
                 factor: 8.0,
                 low_freq_factor: 1.0,
@@ -1210,7 +1212,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "smollm2-135m",
         about: "SmolLM2-135M (Llama: 30 layers, width 576, 9 heads, 3 kv heads, tied head)",
         build: || {
-            let mut c = shape(Family::Llama, 49152, 576, 1536, 30, 9, 3, 8192, 100000.0, true);
+            let mut c = shape(Member::Llama, 49152, 576, 1536, 30, 9, 3, 8192, 100000.0, true);
             c.bos_token_id = Some(0);
             c.eos_token_id = Some(0);
             ModelConfig::new(c)
@@ -1220,7 +1222,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "qwen2.5-0.5b",
         about: "Qwen2.5-0.5B (qwen2: 24 layers, width 896, 14 heads, 2 kv heads, q/k/v biases, tied head)",
         build: || {
-            let mut c = shape(Family::Qwen2, 151936, 896, 4864, 24, 14, 2, 32768, 1000000.0, true);
+            let mut c = shape(Member::Qwen2, 151936, 896, 4864, 24, 14, 2, 32768, 1000000.0, true);
             c.rms_norm_eps = 1e-6;
             c.qkv_bias = true;
             c.bos_token_id = Some(151643);
@@ -1232,7 +1234,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "qwen3-0.6b",
         about: "Qwen3-0.6B (qwen3: 28 layers, width 1024, 16 heads of 128, 8 kv heads, q/k norms, tied head)",
         build: || {
-            let mut c = shape(Family::Qwen3, 151936, 1024, 3072, 28, 16, 8, 40960, 1000000.0, true);
+            let mut c = shape(Member::Qwen3, 151936, 1024, 3072, 28, 16, 8, 40960, 1000000.0, true);
             c.head_dim = 128;
             c.rms_norm_eps = 1e-6;
             c.qk_norm = true;
@@ -1245,7 +1247,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "llama-3.2-1b",
         about: "Llama 3.2 1B (16 layers, width 2048, 32 heads, 8 kv heads, llama3 rope, tied head)",
         build: || {
-            let mut c = shape(Family::Llama, 128256, 2048, 8192, 16, 32, 8, 131072, 500000.0, true);
+            let mut c = shape(Member::Llama, 128256, 2048, 8192, 16, 32, 8, 131072, 500000.0, true);
             c.rope_scaling = RopeScaling::Llama3 {
                 factor: 32.0,
                 low_freq_factor: 1.0,
@@ -1261,7 +1263,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "tinyllama-1.1b",
         about: "TinyLlama 1.1B (22 layers, width 2048, 32 heads, 4 kv heads, untied head)",
         build: || {
-            let mut c = shape(Family::Llama, 32000, 2048, 5632, 22, 32, 4, 2048, 10000.0, false);
+            let mut c = shape(Member::Llama, 32000, 2048, 5632, 22, 32, 4, 2048, 10000.0, false);
             c.bos_token_id = Some(1);
             c.eos_token_id = Some(2);
             ModelConfig::new(c)
@@ -1271,7 +1273,7 @@ pub const PRESETS: [Preset; 7] = [
         name: "mistral-7b",
         about: "Mistral 7B v0.1 (32 layers, width 4096, 32 heads, 8 kv heads, sliding window 4096, untied head; f32 does not fit in 24 GiB)",
         build: || {
-            let mut c = shape(Family::Mistral, 32000, 4096, 14336, 32, 32, 8, 32768, 10000.0, false);
+            let mut c = shape(Member::Mistral, 32000, 4096, 14336, 32, 32, 8, 32768, 10000.0, false);
             c.sliding_window = Some(4096);
             c.bos_token_id = Some(1);
             c.eos_token_id = Some(2);
@@ -1280,7 +1282,7 @@ pub const PRESETS: [Preset; 7] = [
     },
 ];
 
-/// The configuration a GGUF file of the family describes (`general.architecture` llama,
+/// The configuration a GGUF file of the member describes (`general.architecture` llama,
 /// qwen2 or qwen3; llama.cpp writes Mistral's files as llama).
 fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     let path = file.path.display();
@@ -1349,9 +1351,9 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             file.tensors.contains_key("blk.0.ffn_up.bias").into(),
         );
     }
-    let family = Family::parse(arch).expect("the registry reads only the listed architectures");
+    let member = Member::parse(arch).expect("the registry reads only the listed architectures");
     let origin = format!("{path} (GGUF metadata)");
-    let mut cfg = Config::from_value(v, family, &origin)?;
+    let mut cfg = Config::from_value(v, member, &origin)?;
     if file.tensors.contains_key("rope_freqs.weight") {
         let t = file.qtensor("rope_freqs.weight", &[cfg.head_dim / 2])?;
         cfg.rope_freq_factors = Some(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
@@ -1359,7 +1361,7 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     Ok(ModelConfig::new(cfg))
 }
 
-/// llama.cpp's name for a canonical Llama-family tensor.
+/// llama.cpp's name for a canonical Llama-member tensor.
 pub fn gguf_name(canonical: &str) -> Option<String> {
     let fixed = match canonical {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
@@ -1428,7 +1430,7 @@ pub fn llama3_rope_factors(head_dim: usize, theta: f64, s: RopeScaling) -> Optio
 
 impl ArchConfig for Config {
     fn model_type(&self) -> &'static str {
-        self.family.model_type()
+        self.member.model_type()
     }
     fn vocab_size(&self) -> usize {
         self.vocab_size
@@ -1510,10 +1512,10 @@ impl ArchConfig for Config {
         }
     }
     fn gguf_architecture(&self) -> &'static str {
-        match self.family {
-            Family::Llama | Family::Mistral => "llama",
-            Family::Qwen2 => "qwen2",
-            Family::Qwen3 => "qwen3",
+        match self.member {
+            Member::Llama | Member::Mistral => "llama",
+            Member::Qwen2 => "qwen2",
+            Member::Qwen3 => "qwen3",
         }
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
@@ -1573,8 +1575,8 @@ impl ArchConfig for Config {
             .collect()
     }
     fn gguf_notes(&self) -> Vec<String> {
-        match (self.family, self.sliding_window) {
-            (Family::Mistral, Some(w)) => vec![format!(
+        match (self.member, self.sliding_window) {
+            (Member::Mistral, Some(w)) => vec![format!(
                 "Mistral's sliding window ({w} positions) is not written: GGUF's llama architecture has no key for it (llama.cpp's converter drops it too), so llama.cpp attends over the whole context"
             )],
             _ => Vec::new(),
@@ -1590,7 +1592,7 @@ mod tests {
     fn parse(json: &str) -> Result<Config> {
         let v: Value = serde_json::from_str(json).unwrap();
         let mt = v["model_type"].as_str().unwrap_or("llama").to_string();
-        Config::from_value(v, Family::parse(&mt).unwrap(), "config.json")
+        Config::from_value(v, Member::parse(&mt).unwrap(), "config.json")
     }
 
     const BASE: &str = r#""vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128,

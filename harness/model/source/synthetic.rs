@@ -2,7 +2,7 @@
 //!
 //! The weights follow transformers' initialisation (`_init_weights`). GPT-2: every
 //! matrix and embedding ~ N(0, 0.02), the residual projections (`c_proj`) ~
-//! N(0, 0.02 / sqrt(2 * n_layer)), biases 0, LayerNorm weights 1. The Llama family:
+//! N(0, 0.02 / sqrt(2 * n_layer)), biases 0, LayerNorm weights 1. The Llama architectures:
 //! every matrix and embedding ~ N(0, 0.02) (initializer_range), biases 0, RMSNorm
 //! weights 1. Their generated text is noise; their memory and speed are those of the
 //! real shapes, taken from the models' published config.json files.
@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(count("gpt2-medium"), 354_823_168);
         assert_eq!(count("gpt2-large"), 774_030_080);
         assert_eq!(count("gpt2-xl"), 1_557_611_200);
-        // The Llama family's, as the model cards and transformers' num_parameters() give
+        // The Llama architectures', as the model cards and transformers' num_parameters() give
         // them (tied heads counted once).
         assert_eq!(count("smollm2-135m"), 134_515_008);
         assert_eq!(count("qwen2.5-0.5b"), 494_032_768);

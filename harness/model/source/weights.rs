@@ -3,7 +3,7 @@
 //!
 //! Tensors are named canonically per architecture: GPT-2 as in the hub's gpt2 files
 //! (`wte.weight`, `h.0.attn.c_attn.weight`, ... with Conv1D weights shaped `[in, out]`),
-//! the Llama family as transformers saves it (`model.embed_tokens.weight`,
+//! the Llama architectures as transformers saves it (`model.embed_tokens.weight`,
 //! `model.layers.0.self_attn.q_proj.weight`, ... shaped `[out, in]`).
 
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ pub trait TensorSource {
 /// One or more safetensors files (memory-mapped). GPT-2 comes in two layouts: the hub's
 /// (no prefix, `h.N.attn.bias` mask buffers, which are ignored) or transformers'
 /// `save_pretrained` output (prefix `transformer.`, sometimes `lm_head.weight`); the
-/// Llama family in transformers' one layout (`model.` prefix, `lm_head.weight`).
+/// Llama architectures in transformers' one layout (`model.` prefix, `lm_head.weight`).
 pub struct SafetensorsSource {
     files: Vec<MappedFile>,
     /// canonical name -> (file index, key in the file)

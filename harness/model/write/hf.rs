@@ -1,5 +1,5 @@
 //! Writes a model out in the Hugging Face layout (config.json, model.safetensors with
-//! the architecture's canonical keys — the hub's gpt2 layout, transformers' Llama-family
+//! the architecture's canonical keys — the hub's gpt2 layout, transformers' Llama-architecture
 //! layout — and tokenizer files), so that other tools — transformers, llama.cpp's
 //! converter — can run the very same weights side by side.
 

@@ -1,4 +1,4 @@
-//! The ggml block formats these kernels read, byte for byte as candle stores them: 32
+//! The ggml block layouts these kernels read, byte for byte as candle stores them: 32
 //! weights per block, an f16 scale `d`, for some an f16 minimum `m`, and packed quants.
 //! A weight is `d × (q − offset)` for the offset formats and `d × q + m` for the others.
 

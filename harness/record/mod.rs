@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod figures;
+
 use crate::environment::Environment;
 use crate::model::source::weights::GroupBytes;
-use crate::precision::{Policy, Precision, RestDtype};
+use crate::precision::{Policy, Precision, Quantization, RestDtype};
 
 use crate::analysis::stats::Summary;
 use crate::probe::Reading;
@@ -66,7 +68,7 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     pub n_positions: usize,
     /// config.json's model_type: gpt2, llama, mistral, qwen2, qwen3 (files written
-    /// before the Llama family: gpt2).
+    /// before the Llama architectures: gpt2).
     #[serde(default = "gpt2_architecture")]
     pub architecture: String,
     /// Key/value heads (fewer than n_head under grouped-query attention).
@@ -284,10 +286,19 @@ impl VariantRecord {
             .collect()
     }
 
-    /// The label that tells this variant from the others of its run and of other runs:
-    /// precision, policy and rest.
+    /// The variant's one name ([`Quantization::key`]): what labels, compare, history,
+    /// charts and exports call it.
     pub fn key(&self) -> String {
-        format!("{} ({}, rest {})", self.precision, self.policy, self.rest)
+        self.quantization().key()
+    }
+
+    /// The precision, policy and rest the variant ran at.
+    pub fn quantization(&self) -> Quantization {
+        Quantization {
+            precision: self.precision,
+            policy: self.policy,
+            rest: self.rest,
+        }
     }
 
     /// A probe's figure at the moments the memory record holds.
