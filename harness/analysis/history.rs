@@ -20,8 +20,10 @@ pub struct Point {
     pub cpu_model: String,
     pub device: String,
     pub git_commit: String,
-    /// The value of each of [`FOLLOWED`]'s figures, in its order.
+    /// The value of each of [`FOLLOWED`]'s figures, in its order (for the charts).
     pub values: Vec<Option<f64>>,
+    /// The same figures as csv cells ([`Figure::cell`]: bytes exact).
+    pub cells: Vec<String>,
     pub file: PathBuf,
 }
 
@@ -126,6 +128,7 @@ fn points_of(run: &RunRecord, file: &Path) -> Vec<Point> {
             device: run.environment.device.clone(),
             git_commit: run.environment.git_commit.clone(),
             values: followed().map(|f| f.value(v)).collect(),
+            cells: followed().map(|f| f.cell(v)).collect(),
             file: file.to_path_buf(),
         })
         .collect()

@@ -195,59 +195,76 @@ pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
     Some((1.0 - w) * sorted[i] + w * next)
 }
 
+/// The seeded resampler both bootstraps draw from: the same inputs always give the same
+/// interval.
+struct Resampler {
+    rng: rand_xoshiro::Xoshiro256PlusPlus,
+    buf: Vec<f64>,
+}
+
+impl Resampler {
+    fn new() -> Self {
+        use rand_xoshiro::rand_core::SeedableRng;
+        Resampler {
+            rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The median of `xs.len()` draws from `xs` with replacement (`xs` not empty).
+    fn median_of_draw(&mut self, xs: &[f64]) -> f64 {
+        use rand_xoshiro::rand_core::RngCore;
+        self.buf.clear();
+        for _ in 0..xs.len() {
+            let i = (self.rng.next_u64() % xs.len() as u64) as usize;
+            self.buf.push(xs[i]);
+        }
+        median(&self.buf)
+    }
+}
+
+/// The central `confidence` interval of the statistics, by rank (nearest, no
+/// interpolation).
+fn percentile_interval(mut stats: Vec<f64>, confidence: f64) -> (f64, f64) {
+    stats.sort_by(f64::total_cmp);
+    let alpha = (1.0 - confidence) / 2.0;
+    let at = |q: f64| stats[((stats.len() - 1) as f64 * q).round() as usize];
+    (at(alpha), at(1.0 - alpha))
+}
+
 /// Percentile bootstrap interval of the median of `samples` at `confidence` (0.95 for
-/// 95%): `resamples` draws with replacement, seeded, so the same samples always give
-/// the same interval. `None` for no samples; a single sample is its own interval.
+/// 95%): `resamples` draws with replacement (at least 100), seeded, so the same samples
+/// always give the same interval. `None` for no samples; a single sample is its own
+/// interval.
 pub fn bootstrap_median_ci(
     samples: &[f64],
     confidence: f64,
     resamples: usize,
 ) -> Option<(f64, f64)> {
-    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
     if samples.is_empty() {
         return None;
     }
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de);
-    let mut buf = Vec::with_capacity(samples.len());
-    let mut medians: Vec<f64> = (0..resamples.max(100))
-        .map(|_| {
-            buf.clear();
-            for _ in 0..samples.len() {
-                buf.push(samples[(rng.next_u64() % samples.len() as u64) as usize]);
-            }
-            median(&buf)
-        })
+    let mut r = Resampler::new();
+    let medians = (0..resamples.max(100))
+        .map(|_| r.median_of_draw(samples))
         .collect();
-    medians.sort_by(f64::total_cmp);
-    let alpha = (1.0 - confidence) / 2.0;
-    let at = |q: f64| medians[((medians.len() - 1) as f64 * q).round() as usize];
-    Some((at(alpha), at(1.0 - alpha)))
+    Some(percentile_interval(medians, confidence))
 }
 
 /// Percentile bootstrap interval of the relative change in medians from `base` to
 /// `new`, percent, at `confidence` over `resamples` draws (at least 100). Seeded, so the
-/// same inputs always give the same interval.
+/// same inputs always give the same interval. Both sides must hold samples.
 pub fn bootstrap_change_ci(
     base: &[f64],
     new: &[f64],
     confidence: f64,
     resamples: usize,
 ) -> (f64, f64) {
-    use rand_xoshiro::rand_core::{RngCore, SeedableRng};
-    use rand_xoshiro::Xoshiro256PlusPlus;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x5eed_c0de);
-    let mut draw = |xs: &[f64], buf: &mut Vec<f64>| {
-        buf.clear();
-        for _ in 0..xs.len() {
-            buf.push(xs[(rng.next_u64() % xs.len() as u64) as usize]);
-        }
-        median(buf)
-    };
-    let (mut bb, mut nb) = (Vec::new(), Vec::new());
-    let mut changes: Vec<f64> = (0..resamples.max(100))
+    let mut r = Resampler::new();
+    let changes = (0..resamples.max(100))
         .map(|_| {
-            let b = draw(base, &mut bb);
-            let n = draw(new, &mut nb);
+            let b = r.median_of_draw(base);
+            let n = r.median_of_draw(new);
             if b != 0.0 {
                 (n - b) / b * 100.0
             } else {
@@ -255,10 +272,7 @@ pub fn bootstrap_change_ci(
             }
         })
         .collect();
-    changes.sort_by(f64::total_cmp);
-    let alpha = (1.0 - confidence) / 2.0;
-    let at = |q: f64| changes[((changes.len() - 1) as f64 * q).round() as usize];
-    (at(alpha), at(1.0 - alpha))
+    percentile_interval(changes, confidence)
 }
 
 /// Mean and its standard error sqrt((mean of squares - mean²) / (n - 1)), as

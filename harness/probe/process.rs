@@ -7,6 +7,10 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::Probe;
 
+/// The reading of the process's resident memory, bytes: the figure every memory column,
+/// compare's and history's memory figures and the budget check read.
+pub const RSS: &str = "process_rss_bytes";
+
 pub struct ProcessProbe {
     pid: Pid,
     sys: Mutex<System>,
@@ -41,7 +45,7 @@ impl Probe for ProcessProbe {
         );
         let mut out = BTreeMap::new();
         if let Some(p) = sys.process(self.pid) {
-            out.insert("process_rss_bytes".to_string(), p.memory());
+            out.insert(RSS.to_string(), p.memory());
         }
         out
     }

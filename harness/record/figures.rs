@@ -32,7 +32,7 @@ pub enum Kind {
 
 /// How many values a record holds of a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measured {
+pub enum Taken {
     /// One per timed repetition: printed as `<name>_median`.
     PerRepetition,
     /// One reading per variant: printed under its name.
@@ -48,7 +48,7 @@ pub struct Figure {
     pub about: &'static str,
     pub direction: Direction,
     pub kind: Kind,
-    pub measured: Measured,
+    pub taken: Taken,
     samples: fn(&VariantRecord) -> Vec<f64>,
     value: fn(&VariantRecord) -> Option<f64>,
     /// A memory figure's exact count of bytes (printed as an integer, never through a
@@ -68,11 +68,6 @@ impl Figure {
         (self.value)(v)
     }
 
-    /// A memory figure's exact bytes; `None` for a time or where the record has none.
-    pub fn bytes(&self, v: &VariantRecord) -> Option<u64> {
-        self.bytes.and_then(|b| b(v))
-    }
-
     /// The figure as a csv cell: bytes as an exact integer, other figures as the
     /// shortest decimal that reads back to the same number; empty where absent or not
     /// finite.
@@ -89,9 +84,9 @@ impl Figure {
 
     /// Its column in results.csv and history.csv.
     pub fn column(&self) -> String {
-        match self.measured {
-            Measured::PerRepetition => format!("{}_median", self.name),
-            Measured::Once => self.name.to_string(),
+        match self.taken {
+            Taken::PerRepetition => format!("{}_median", self.name),
+            Taken::Once => self.name.to_string(),
         }
     }
 
@@ -120,8 +115,7 @@ fn rss(v: &VariantRecord, m: Moment) -> Option<f64> {
     v.memory_at(m, RSS).map(|b| b as f64)
 }
 
-/// The memory probe's figure the records' memory columns show.
-pub const RSS: &str = "process_rss_bytes";
+pub use crate::probe::process::RSS;
 
 /// A variant's figures, in the order compare prints them.
 pub const FIGURES: [Figure; 7] = [
@@ -131,7 +125,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "median generation time (s)",
         direction: Direction::LowerIsBetter,
         kind: Kind::Time,
-        measured: Measured::PerRepetition,
+        taken: Taken::PerRepetition,
         samples: |v| v.generate_seconds.clone(),
         value: |v| Some(v.timing.as_ref()?.generate_seconds.median),
         bytes: None,
@@ -142,7 +136,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "median tokens per second",
         direction: Direction::HigherIsBetter,
         kind: Kind::Time,
-        measured: Measured::PerRepetition,
+        taken: Taken::PerRepetition,
         samples: |v| {
             v.generate_seconds
                 .iter()
@@ -159,7 +153,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "median decode tokens per second",
         direction: Direction::HigherIsBetter,
         kind: Kind::Time,
-        measured: Measured::PerRepetition,
+        taken: Taken::PerRepetition,
         samples: |v| v.decode_rates(),
         value: |v| Some(v.timing.as_ref()?.decode_tokens_per_second.as_ref()?.median),
         bytes: None,
@@ -170,7 +164,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "median prompt pass time (s)",
         direction: Direction::LowerIsBetter,
         kind: Kind::Time,
-        measured: Measured::PerRepetition,
+        taken: Taken::PerRepetition,
         samples: |v| v.prefill_seconds.clone(),
         value: |v| Some(v.timing.as_ref()?.prefill_seconds.median),
         bytes: None,
@@ -181,7 +175,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "weight bytes",
         direction: Direction::LowerIsBetter,
         kind: Kind::Memory,
-        measured: Measured::Once,
+        taken: Taken::Once,
         samples: |v| v.weights_bytes.map(|b| vec![b as f64]).unwrap_or_default(),
         value: |v| v.weights_bytes.map(|b| b as f64),
         bytes: Some(|v| v.weights_bytes),
@@ -192,7 +186,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "process memory after load",
         direction: Direction::LowerIsBetter,
         kind: Kind::Memory,
-        measured: Measured::Once,
+        taken: Taken::Once,
         samples: |v| rss(v, Moment::AfterLoad).into_iter().collect(),
         value: |v| rss(v, Moment::AfterLoad),
         bytes: Some(|v| v.memory_at(Moment::AfterLoad, RSS)),
@@ -203,7 +197,7 @@ pub const FIGURES: [Figure; 7] = [
         about: "peak process memory during generation",
         direction: Direction::LowerIsBetter,
         kind: Kind::Memory,
-        measured: Measured::Once,
+        taken: Taken::Once,
         samples: |v| rss(v, Moment::Peak).into_iter().collect(),
         value: |v| rss(v, Moment::Peak),
         bytes: Some(|v| v.memory_at(Moment::Peak, RSS)),
@@ -228,7 +222,7 @@ pub const TEST_FIGURES: [TestFigure; 2] = [
             about: "a test's prompt tokens per second",
             direction: Direction::HigherIsBetter,
             kind: Kind::Time,
-            measured: Measured::PerRepetition,
+            taken: Taken::PerRepetition,
             samples: |_| Vec::new(),
             value: |_| None,
             bytes: None,
@@ -242,7 +236,7 @@ pub const TEST_FIGURES: [TestFigure; 2] = [
             about: "a test's decode tokens per second",
             direction: Direction::HigherIsBetter,
             kind: Kind::Time,
-            measured: Measured::PerRepetition,
+            taken: Taken::PerRepetition,
             samples: |_| Vec::new(),
             value: |_| None,
             bytes: None,

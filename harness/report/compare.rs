@@ -121,7 +121,7 @@ pub fn render_markdown(c: &Comparison) -> String {
 }
 
 /// What the verdicts rest on, in words.
-pub fn basis_line(c: &Comparison) -> String {
+fn basis_line(c: &Comparison) -> String {
     if c.base_runs >= 2 && c.new_runs >= 2 {
         format!(
             "verdicts rest on the spread between runs ({} base, {} new; one median per run, Welch's 95% interval), with criterion's rule: the whole interval beyond the noise threshold{}",

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::analysis::stats::{bootstrap_median_ci, Summary};
+use crate::record::figures::Direction;
 use crate::record::{RunRecord, VariantRecord};
 use crate::run::workload::TestStatus;
 
@@ -196,6 +197,8 @@ enum Source {
     Samples(fn(&Row) -> &[f64], f64),
     /// One value (already in the measure's unit).
     Reading(fn(&Row) -> Option<f64>),
+    /// A count of bytes, kept exact (an integer for Bencher, MB on github's charts).
+    Bytes(fn(&Row) -> Option<u64>),
     /// A mean and its standard error (the quality figures): bounded by ± 1.96 errors.
     WithError(fn(&Row) -> Option<(f64, f64)>),
 }
@@ -206,7 +209,7 @@ enum Source {
 struct Measure {
     name: &'static str,
     unit: &'static str,
-    smaller_is_better: bool,
+    direction: Direction,
     source: Source,
     /// The words after the benchmark's name in github-action-benchmark's chart title;
     /// `None`: not sent there.
@@ -221,7 +224,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "decode_tokens_per_second",
         unit: "tokens/s",
-        smaller_is_better: false,
+        direction: Direction::HigherIsBetter,
         source: Source::Samples(|r| &r.decode_tokens_per_second, 1.0),
         words: Some("decode"),
         text_only: false,
@@ -229,7 +232,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "prefill_tokens_per_second",
         unit: "tokens/s",
-        smaller_is_better: false,
+        direction: Direction::HigherIsBetter,
         source: Source::Samples(|r| &r.prefill_tokens_per_second, 1.0),
         words: Some("prefill"),
         text_only: false,
@@ -237,7 +240,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "time_to_first_token_ms",
         unit: "ms",
-        smaller_is_better: true,
+        direction: Direction::LowerIsBetter,
         source: Source::Samples(|r| &r.time_to_first_token_seconds, 1e3),
         words: Some("time to first token"),
         text_only: false,
@@ -245,7 +248,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "decode_step_p50_ms",
         unit: "ms",
-        smaller_is_better: true,
+        direction: Direction::LowerIsBetter,
         source: Source::Reading(|r| r.decode_step_p50_seconds.map(|x| x * 1e3)),
         words: None,
         text_only: false,
@@ -253,7 +256,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "decode_step_p99_ms",
         unit: "ms",
-        smaller_is_better: true,
+        direction: Direction::LowerIsBetter,
         source: Source::Reading(|r| r.decode_step_p99_seconds.map(|x| x * 1e3)),
         words: None,
         text_only: false,
@@ -261,31 +264,31 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "weights_bytes",
         unit: "B",
-        smaller_is_better: true,
-        source: Source::Reading(|r| r.weights_bytes.map(|x| x as f64)),
+        direction: Direction::LowerIsBetter,
+        source: Source::Bytes(|r| r.weights_bytes),
         words: None,
         text_only: false,
     },
     Measure {
         name: "kv_cache_bytes",
         unit: "B",
-        smaller_is_better: true,
-        source: Source::Reading(|r| r.kv_cache_bytes.map(|x| x as f64)),
+        direction: Direction::LowerIsBetter,
+        source: Source::Bytes(|r| r.kv_cache_bytes),
         words: None,
         text_only: false,
     },
     Measure {
         name: "rss_peak_bytes",
         unit: "B",
-        smaller_is_better: true,
-        source: Source::Reading(|r| r.rss_peak_bytes.map(|x| x as f64)),
+        direction: Direction::LowerIsBetter,
+        source: Source::Bytes(|r| r.rss_peak_bytes),
         words: Some("peak RSS"),
         text_only: false,
     },
     Measure {
         name: "decode_bandwidth_gbps",
         unit: "GB/s",
-        smaller_is_better: false,
+        direction: Direction::HigherIsBetter,
         source: Source::Reading(|r| r.decode_bandwidth_gbps),
         words: None,
         text_only: false,
@@ -293,7 +296,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "kl_mean",
         unit: "nats",
-        smaller_is_better: true,
+        direction: Direction::LowerIsBetter,
         source: Source::WithError(|r| r.kl_mean),
         words: Some("mean KL vs f32"),
         text_only: true,
@@ -301,7 +304,7 @@ const MEASURES: [Measure; 11] = [
     Measure {
         name: "same_top1",
         unit: "fraction",
-        smaller_is_better: false,
+        direction: Direction::HigherIsBetter,
         source: Source::WithError(|r| r.same_top1),
         words: Some("same top-1 as f32"),
         text_only: true,
@@ -328,15 +331,8 @@ impl Measure {
                     "upper_value": hi * scale,
                 }))
             }
-            Source::Reading(get) => {
-                let x = get(r)?;
-                // Byte counts stay integers.
-                Some(if self.unit == "B" {
-                    json!({"value": x as u64})
-                } else {
-                    json!({"value": x})
-                })
-            }
+            Source::Reading(get) => Some(json!({"value": get(r)?})),
+            Source::Bytes(get) => Some(json!({"value": get(r)?})),
             Source::WithError(get) => {
                 let (mean, se) = get(r)?;
                 Some(
@@ -366,16 +362,13 @@ impl Measure {
                     ),
                 }))
             }
-            Source::Reading(get) => {
-                let x = get(r)?;
-                // Bytes are shown as MB on the charts.
-                let (x, unit) = if self.unit == "B" {
-                    (x / 1e6, "MB")
-                } else {
-                    (x, self.unit)
-                };
-                Some(json!({"name": format!("{base} - {words}"), "unit": unit, "value": x}))
-            }
+            Source::Reading(get) => Some(
+                json!({"name": format!("{base} - {words}"), "unit": self.unit, "value": get(r)?}),
+            ),
+            // Bytes are shown as MB on the charts.
+            Source::Bytes(get) => Some(
+                json!({"name": format!("{base} - {words}"), "unit": "MB", "value": get(r)? as f64 / 1e6}),
+            ),
             Source::WithError(get) => {
                 let (x, se) = get(r)?;
                 let range = if self.unit == "nats" {
@@ -414,7 +407,7 @@ pub fn github_action_benchmark(run: &RunRecord) -> (Value, Value) {
     for r in rows(run) {
         for m in MEASURES.iter().filter(|m| !m.text_only || r.test == "text") {
             if let Some(e) = m.github(&r) {
-                if m.smaller_is_better {
+                if m.direction == Direction::LowerIsBetter {
                     smaller.push(e)
                 } else {
                     bigger.push(e)

@@ -28,7 +28,6 @@ pub fn render_csv(points: &[Point]) -> Result<String> {
     header.extend(followed().map(|f| f.column()));
     header.push("file".into());
     w.write_record(&header)?;
-    let num = |v: &Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for p in points {
         let mut row = vec![
             p.time.to_rfc3339(),
@@ -39,7 +38,7 @@ pub fn render_csv(points: &[Point]) -> Result<String> {
             p.device.clone(),
             p.git_commit.clone(),
         ];
-        row.extend(p.values.iter().map(num));
+        row.extend(p.cells.iter().cloned());
         row.push(p.file.display().to_string());
         w.write_record(&row)?;
     }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 
 use crate::record::{Moment, RunRecord, VariantRecord};
 
-pub const RSS: &str = "process_rss_bytes";
+pub use crate::probe::process::RSS;
 
 /// The figures a table row shows for one variant, derived from its record and the f32
 /// reference of the same run.

@@ -371,7 +371,6 @@ pub fn run_variant(
     rec
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure(
     p: &Prepared,
     v: &Variant,
@@ -745,7 +744,8 @@ fn run_test(
 
 /// Fails when process memory exceeds the scenario's memory budget.
 fn check_budget(s: &Scenario, reading: &crate::probe::Reading, when: &str) -> Result<()> {
-    let (Some(budget), Some(rss)) = (s.memory_budget_mb, reading.get("process_rss_bytes")) else {
+    let (Some(budget), Some(rss)) = (s.memory_budget_mb, reading.get(crate::probe::process::RSS))
+    else {
         return Ok(());
     };
     let rss_mb = rss as f64 / 1e6;

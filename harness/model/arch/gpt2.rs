@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::model::arch::{ArchConfig, Architecture, CausalLm, ModelConfig};
+use crate::model::arch::{ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig};
 use crate::model::nn::{causal_mask, linear_parts, Group, KvCache, Part};
 pub use crate::model::nn::{Cache, LayerNorm, Linear, Matrix, Vector};
 use crate::model::source::gguf::{GgufFile, Kv};
@@ -795,34 +795,25 @@ fn is_conv1d(canonical: &str) -> bool {
             || canonical.contains(".mlp.c_proj."))
 }
 
-/// llama.cpp's name for a canonical GPT-2 tensor.
-pub fn gguf_name(canonical: &str) -> Option<String> {
-    let fixed = match canonical {
-        "wte.weight" => Some("token_embd.weight"),
-        "wpe.weight" => Some("position_embd.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        "ln_f.weight" => Some("output_norm.weight"),
-        "ln_f.bias" => Some("output_norm.bias"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = canonical.strip_prefix("h.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let to = match module {
-        "ln_1" => "attn_norm",
-        "attn.c_attn" => "attn_qkv",
-        "attn.c_proj" => "attn_output",
-        "ln_2" => "ffn_norm",
-        "mlp.c_fc" => "ffn_up",
-        "mlp.c_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{to}.{kind}"))
-}
+/// llama.cpp's names for GPT-2's canonical tensors.
+pub const GGUF_NAMES: GgufNames = GgufNames {
+    fixed: &[
+        ("wte.weight", "token_embd.weight"),
+        ("wpe.weight", "position_embd.weight"),
+        ("lm_head.weight", "output.weight"),
+        ("ln_f.weight", "output_norm.weight"),
+        ("ln_f.bias", "output_norm.bias"),
+    ],
+    layers: "h.",
+    modules: &[
+        ("ln_1", "attn_norm"),
+        ("attn.c_attn", "attn_qkv"),
+        ("attn.c_proj", "attn_output"),
+        ("ln_2", "ffn_norm"),
+        ("mlp.c_fc", "ffn_up"),
+        ("mlp.c_proj", "ffn_down"),
+    ],
+};
 
 impl ArchConfig for Config {
     fn model_type(&self) -> &'static str {
@@ -929,7 +920,7 @@ impl ArchConfig for Config {
         "gpt2"
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
-        gguf_name(canonical)
+        GGUF_NAMES.name(canonical)
     }
     fn gguf_metadata(&self) -> Vec<(String, Meta)> {
         let k = |kv: Kv| kv.key("gpt2");

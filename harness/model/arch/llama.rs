@@ -25,7 +25,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::model::arch::{ArchConfig, Architecture, CausalLm, ModelConfig, RopePermutation};
+use crate::model::arch::{
+    ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig, RopePermutation,
+};
 use crate::model::nn::{
     causal_mask, linear_parts, Cache, Group, KvCache, Linear, Matrix, Part, RmsNorm, Vector,
 };
@@ -36,8 +38,8 @@ use crate::model::write::gguf::Meta;
 use crate::precision::Quantization;
 
 /// Which of the architectures this file runs a config.json describes (its `model_type`:
-/// llama, mistral, qwen2, qwen3). "Family" in quantbench is a weight format's member
-/// (`format::Family`); these are the members of the Llama architecture.
+/// llama, mistral, qwen2, qwen3). "Family" in quantbench is a weight format's family
+/// (`format::Family`); these are the members of the Llama architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Member {
     Llama,
@@ -1282,7 +1284,7 @@ pub const PRESETS: [Preset; 7] = [
     },
 ];
 
-/// The configuration a GGUF file of the member describes (`general.architecture` llama,
+/// The configuration a GGUF file of the Llama architectures describes (`general.architecture` llama,
 /// qwen2 or qwen3; llama.cpp writes Mistral's files as llama).
 fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     let path = file.path.display();
@@ -1361,38 +1363,29 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     Ok(ModelConfig::new(cfg))
 }
 
-/// llama.cpp's name for a canonical Llama-member tensor.
-pub fn gguf_name(canonical: &str) -> Option<String> {
-    let fixed = match canonical {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "rope_freqs.weight" => Some("rope_freqs.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = canonical.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = rest.rsplit_once('.')?;
-    let to = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "self_attn.q_norm" => "attn_q_norm",
-        "self_attn.k_norm" => "attn_k_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{to}.{kind}"))
-}
+/// llama.cpp's names for the Llama architectures' canonical tensors.
+pub const GGUF_NAMES: GgufNames = GgufNames {
+    fixed: &[
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("lm_head.weight", "output.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("rope_freqs.weight", "rope_freqs.weight"),
+    ],
+    layers: "model.layers.",
+    modules: &[
+        ("input_layernorm", "attn_norm"),
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+    ],
+};
 
 /// llama.cpp's llama3 rope factors (its converter's `generate_extra_tensors`).
 pub fn llama3_rope_factors(head_dim: usize, theta: f64, s: RopeScaling) -> Option<Vec<f32>> {
@@ -1519,7 +1512,7 @@ impl ArchConfig for Config {
         }
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
-        gguf_name(canonical)
+        GGUF_NAMES.name(canonical)
     }
     /// llama.cpp's `llama` architecture stores q and k with their rows permuted for its
     /// interleaved rotation; Qwen's files keep transformers' order.

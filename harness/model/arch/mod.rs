@@ -163,6 +163,34 @@ impl RopePermutation {
     }
 }
 
+/// llama.cpp's tensor names for an architecture's canonical ones, as tables (the shape
+/// of llama-arch.cpp's LLM_TENSOR_NAMES): whole-model tensors by name, and each layer's
+/// modules under the layer prefix (`h.3.attn.c_attn.weight` -> `blk.3.attn_qkv.weight`).
+pub struct GgufNames {
+    /// Canonical name -> llama.cpp's, for the tensors outside the layers.
+    pub fixed: &'static [(&'static str, &'static str)],
+    /// What a layer's canonical names start with, before the layer's number (`h.`).
+    pub layers: &'static str,
+    /// A layer's module -> llama.cpp's (`attn.c_attn` -> `attn_qkv`); the parameter's
+    /// kind (`weight`, `bias`) follows unchanged.
+    pub modules: &'static [(&'static str, &'static str)],
+}
+
+impl GgufNames {
+    /// llama.cpp's name for `canonical`; `None` for a tensor the tables do not hold.
+    pub fn name(&self, canonical: &str) -> Option<String> {
+        if let Some((_, to)) = self.fixed.iter().find(|(from, _)| *from == canonical) {
+            return Some(to.to_string());
+        }
+        let rest = canonical.strip_prefix(self.layers)?;
+        let (layer, rest) = rest.split_once('.')?;
+        let layer: usize = layer.parse().ok()?;
+        let (module, kind) = rest.rsplit_once('.')?;
+        let (_, to) = self.modules.iter().find(|(from, _)| *from == module)?;
+        Some(format!("blk.{layer}.{to}.{kind}"))
+    }
+}
+
 /// One architecture's configuration: its shapes and switches, and everything the
 /// sources, writers and loaders need to know of it. Each architecture's `Config`
 /// implements it; [`ModelConfig`] holds one.
