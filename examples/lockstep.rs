@@ -68,10 +68,11 @@ fn main() {
         .build()
         .expect("rayon pool");
     let base = workload::fill(&loaded, test.depth).expect("filling the context");
-    let filled = workload::context_for(&loaded, &base, &test).expect("the test's context");
+    let filled = workload::context_for(&loaded, base.as_ref(), &test).expect("the test's context");
     let ours = || {
         pool.install(|| {
-            let r = workload::run_once(&loaded, &test, &filled).expect("quantbench repetition");
+            let r =
+                workload::run_once(&loaded, &test, filled.as_ref()).expect("quantbench repetition");
             r.prefill_seconds.unwrap_or(0.0) + r.decode_step_seconds.iter().sum::<f64>()
         })
     };

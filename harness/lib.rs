@@ -2,8 +2,8 @@
 //! precision takes, how fast it generates, and what it costs in quality.
 //!
 //! The flow, one folder per stage: a [`scenario::Scenario`] expands into variants (one
-//! per precision); in [`run`], the [`run::runner`] gives each variant a life — memory
-//! read by the [`probe`]s, the model [`model::load`]ed at its
+//! per engine and precision); in [`run`], the [`run::runner`] gives each variant a life —
+//! memory read by the [`probe`]s, the model loaded by its [`engine`] at its
 //! [`precision::Quantization`], warmed up, timed over repeated
 //! [`run::generate::generate`] calls (every clock read through
 //! [`run::clock::synced_now`]), dropped, memory read again — and every measurement lands
@@ -11,7 +11,7 @@
 //! [`run::workload`] adds test rows per variant (prompt length, new tokens, context
 //! depth, batch, threads), each against the machine's measured [`run::bandwidth`], and
 //! [`run::quality`] scores each variant against the run's f32 reference. The runner
-//! measures; the model executes. [`analysis`] holds every statistic, compare's verdicts
+//! measures; an [`engine`] executes (quantbench's own, or llama.cpp in process). [`analysis`] holds every statistic, compare's verdicts
 //! and history's trends; [`report`] renders results.json, results.csv, report.md, the
 //! charts, comparisons and history from records alone.
 //!
@@ -21,6 +21,7 @@
 //! products).
 
 pub mod analysis;
+pub mod engine;
 pub mod environment;
 pub mod error;
 pub mod format;

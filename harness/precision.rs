@@ -47,6 +47,10 @@ pub enum Precision {
     /// Every tensor as the source file stores it (a GGUF file's own mix of types, such as
     /// a Q4_K_M file's q4_k / q6_k); not one of [`Precision::ALL`], which quantbench makes.
     Native,
+    /// One of llama-quantize's file types that is not one of quantbench's formats (its
+    /// mixes, such as q4_k_m, and its i-quants): made by an engine that has its quantizer
+    /// (llama.cpp); quantbench's own engine refuses it by name.
+    Mix(crate::format::mix::Mix),
 }
 
 pub use crate::format::Family;
@@ -101,18 +105,24 @@ impl Precision {
             Precision::LlmInt8 => &int8::LLM_INT8,
             Precision::DynamicInt8 => &int8::DYNAMIC_INT8,
             Precision::DynamicInt8Pc => &int8::DYNAMIC_INT8_PC,
-            Precision::Native => return None,
+            Precision::Native | Precision::Mix(_) => return None,
         })
     }
 
     /// The canonical name, as written in scenarios and results.
     pub fn name(self) -> &'static str {
-        self.format().map_or("native", |f| f.name())
+        match self {
+            Precision::Mix(m) => m.name(),
+            _ => self.format().map_or("native", |f| f.name()),
+        }
     }
 
     /// The family of formats it belongs to.
     pub fn family(self) -> Family {
-        self.format().map_or(Family::File, |f| f.family())
+        match self {
+            Precision::Mix(_) => Family::Ggml,
+            _ => self.format().map_or(Family::File, |f| f.family()),
+        }
     }
 
     /// Whether an embedding table (and a tied LM head) can be stored in this precision.
@@ -138,8 +148,12 @@ impl Precision {
 
     /// Other names accepted for this precision.
     pub fn aliases(self) -> &'static [&'static str] {
-        self.format()
-            .map_or(&["file", "as-stored"], |f| f.aliases())
+        match self {
+            Precision::Mix(_) => &[],
+            _ => self
+                .format()
+                .map_or(&["file", "as-stored"], |f| f.aliases()),
+        }
     }
 
     /// Whether it stores fewer bits than the floats: a block format or one of
@@ -228,10 +242,12 @@ impl FromStr for Precision {
             .chain([Precision::Native].iter())
             .copied()
             .find(|p| p.name() == wanted || p.aliases().contains(&wanted.as_str()))
+            .or_else(|| crate::format::mix::Mix::parse(&wanted).map(Precision::Mix))
             .ok_or_else(|| {
                 InputError::new(format!(
-                    "unknown precision '{s}'; valid precisions are: {}",
-                    Precision::valid_names()
+                    "unknown precision '{s}'; valid precisions are: {}; and, for an engine with llama-quantize (--engine llama.cpp), its mixes and i-quants: {}",
+                    Precision::valid_names(),
+                    crate::format::mix::Mix::ALL.map(|m| m.name()).join(", ")
                 ))
             })
     }

@@ -117,6 +117,14 @@ fn default_warmup() -> usize {
 fn default_repeats() -> usize {
     5
 }
+fn default_rounds() -> usize {
+    1
+}
+fn is_one_round(n: &usize) -> bool {
+    *n == 1
+}
+/// The most rounds a scenario may ask for.
+pub const MAX_ROUNDS: usize = 1000;
 
 /// A benchmark scenario, as written in scenarios/*.toml. Every field but `name` has the
 /// quickstart's default.
@@ -134,6 +142,17 @@ pub struct Scenario {
     pub models: Vec<ModelSpec>,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// The engines that run every precision, in turn: "quantbench" (the default) and
+    /// "llama.cpp" (a cargo feature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<crate::engine::EngineKind>,
+    /// Settings of the engines (llama.cpp's flash attention, mmap, importance matrix,
+    /// threads): `[engine]` in a scenario; one the run's engines cannot honour is refused.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::engine::EngineSettings::is_empty"
+    )]
+    pub engine: crate::engine::EngineSettings,
     #[serde(default = "default_precisions")]
     pub precisions: Vec<Precision>,
     /// What the precisions apply to: "all" or "linear".
@@ -154,6 +173,11 @@ pub struct Scenario {
     /// Timed generations, at least.
     #[serde(default = "default_repeats")]
     pub repeats: usize,
+    /// Run every variant this many times, in rounds that interleave the variants (and
+    /// engines) in one timeline, alternating their order; each variant's record holds
+    /// every round's timings (its memory, weights and quality are round 1's).
+    #[serde(default = "default_rounds", skip_serializing_if = "is_one_round")]
+    pub rounds: usize,
     /// Keep repeating until both `repeats` and this many seconds of timed generation are
     /// reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,13 +213,14 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
     pub index: usize,
+    pub engine: crate::engine::EngineKind,
     pub quantization: Quantization,
 }
 
 impl Variant {
-    /// The variant's one name ([`Quantization::key`]).
+    /// The variant's one name ([`crate::engine::variant_key`]).
     pub fn label(&self) -> String {
-        self.quantization.key()
+        crate::engine::variant_key(self.engine, self.quantization)
     }
 }
 
@@ -222,6 +247,9 @@ impl Scenario {
         }
         if let Some(text) = &s.quality.text {
             s.quality.text = Some(resolve_path(base, text));
+        }
+        if let Some(imatrix) = &s.engine.imatrix {
+            s.engine.imatrix = Some(resolve_path(base, imatrix));
         }
         Ok(s)
     }
@@ -283,6 +311,7 @@ impl Scenario {
                 return Err(("precisions", format!("precision {p} is listed twice")));
             }
         }
+        self.validate_engines()?;
         if self.policy == Policy::Linear && self.precisions.contains(&Precision::Native) {
             return Err((
                 "policy",
@@ -388,6 +417,70 @@ impl Scenario {
         Ok(())
     }
 
+    /// The engines: none twice, and no setting an engine would ignore.
+    fn validate_engines(&self) -> Result<(), (&'static str, String)> {
+        for (i, e) in self.engines.iter().enumerate() {
+            if self.engines[..i].contains(e) {
+                return Err(("engines", format!("engine {e} is listed twice")));
+            }
+        }
+        let engines = self.engines();
+        if !engines.contains(&crate::engine::EngineKind::LlamaCpp) {
+            if let Some(name) = self.engine.set_names().first() {
+                return Err((
+                    "engine",
+                    format!(
+                        "engine setting '{name}' is llama.cpp's, and this run's engines ({}) have no such setting (it would be ignored): remove it, or add --engine llama.cpp",
+                        engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        if !engines.contains(&crate::engine::EngineKind::Quantbench) {
+            // Policy and rest are choices of quantbench's own loader: llama.cpp's
+            // quantizer decides which tensors keep which type (its mixes).
+            if self.policy != Policy::All {
+                return Err((
+                    "policy",
+                    format!(
+                        "policy {} is a choice of quantbench's own engine; engine {} quantizes as llama-quantize decides (its mixes), so the setting would be ignored: remove it",
+                        self.policy, engines[0]
+                    ),
+                ));
+            }
+            if self.rest != RestDtype::Auto {
+                return Err((
+                    "rest",
+                    format!(
+                        "rest {} is a choice of quantbench's own engine; engine {} keeps norms and biases as its quantizer does (f32), so the setting would be ignored: remove it",
+                        self.rest, engines[0]
+                    ),
+                ));
+            }
+        }
+        if self.rounds == 0 || self.rounds > MAX_ROUNDS {
+            return Err((
+                "rounds",
+                format!(
+                    "rounds must be from 1 to {MAX_ROUNDS} (got {})",
+                    self.rounds
+                ),
+            ));
+        }
+        if let Some(t) = self.engine.threads {
+            if t == 0 || t > crate::run::workload::MAX_THREADS {
+                return Err((
+                    "engine.threads",
+                    format!(
+                        "engine.threads must be from 1 to {} (got {t})",
+                        crate::run::workload::MAX_THREADS
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The model spec with the scenario's seed applied to a synthetic model.
     pub fn model_spec(&self) -> ModelSpec {
         match (&self.model, self.seed) {
@@ -423,18 +516,39 @@ impl Scenario {
             .collect()
     }
 
-    /// One variant per precision, in the order given.
+    /// One variant per engine and precision, engine by engine, precisions in the order
+    /// given. Policy and rest are the own engine's choices; another engine's variants
+    /// keep the defaults (a scenario that sets them for such an engine is refused).
     pub fn variants(&self) -> Vec<Variant> {
-        self.precisions
-            .iter()
+        self.engines()
+            .into_iter()
+            .flat_map(|engine| {
+                self.precisions.iter().map(move |&p| {
+                    let q = match engine {
+                        crate::engine::EngineKind::Quantbench => Quantization::new(p)
+                            .with_policy(self.policy)
+                            .with_rest(self.rest),
+                        _ => Quantization::new(p),
+                    };
+                    (engine, q)
+                })
+            })
             .enumerate()
-            .map(|(index, &p)| Variant {
+            .map(|(index, (engine, quantization))| Variant {
                 index,
-                quantization: Quantization::new(p)
-                    .with_policy(self.policy)
-                    .with_rest(self.rest),
+                engine,
+                quantization,
             })
             .collect()
+    }
+
+    /// The engines the scenario runs, in order (quantbench's own when it names none).
+    pub fn engines(&self) -> Vec<crate::engine::EngineKind> {
+        if self.engines.is_empty() {
+            vec![crate::engine::EngineKind::Quantbench]
+        } else {
+            self.engines.clone()
+        }
     }
 }
 

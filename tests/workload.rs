@@ -85,7 +85,7 @@ fn a_copied_and_forked_context_gives_what_one_pass_gives_every_time() {
         let m = load(spec, Precision::F32);
         let cfg = m.config();
         let base = workload::fill(&m, 40).unwrap();
-        assert_eq!(base.position(), 40);
+        assert_eq!(base.positions(), 40);
         // A deep test, then a shallower one from the same base: each must see exactly
         // its own prefix of the context, whatever ran before.
         for depth in [40, 17, 40] {
@@ -96,10 +96,10 @@ fn a_copied_and_forked_context_gives_what_one_pass_gives_every_time() {
                 batch: 2,
                 threads: None,
             };
-            let filled = workload::context_for(&m, &base, &t).unwrap();
-            assert_eq!(filled.position(), depth);
-            let a = workload::run_once(&m, &t, &filled).unwrap();
-            let b = workload::run_once(&m, &t, &filled).unwrap();
+            let filled = workload::context_for(&m, base.as_ref(), &t).unwrap();
+            assert_eq!(filled.positions(), depth);
+            let a = workload::run_once(&m, &t, filled.as_ref()).unwrap();
+            let b = workload::run_once(&m, &t, filled.as_ref()).unwrap();
             assert_eq!(a.tokens, b.tokens, "{spec}: forks disagree");
             assert_eq!(a.decode_step_seconds.len(), 2);
             assert!(a.prefill_seconds.is_some());

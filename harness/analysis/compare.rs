@@ -304,6 +304,25 @@ impl Options {
     }
 }
 
+/// One engine's side of a comparison between engines: each run with only `engine`'s
+/// variants, each called by its precision alone (as the own engine calls a variant with
+/// policy all and the rest in f32), so that two engines' variants of one precision meet
+/// in [`compare_runs`]. Runs where the engine ran nothing are left out.
+pub fn engine_side(runs: &[RunRecord], engine: crate::engine::EngineKind) -> Vec<RunRecord> {
+    runs.iter()
+        .filter_map(|r| {
+            let mut r = r.clone();
+            r.variants.retain(|v| v.engine == engine);
+            for v in &mut r.variants {
+                v.engine = crate::engine::EngineKind::Quantbench;
+                v.policy = crate::precision::Policy::All;
+                v.rest = crate::precision::RestDtype::F32;
+            }
+            (!r.variants.is_empty()).then_some(r)
+        })
+        .collect()
+}
+
 /// Compare two runs variant by variant, metric by metric.
 pub fn compare(
     base: &RunRecord,

@@ -34,6 +34,9 @@ pub struct Args {
     /// Compare sides that measured different models or prompts anyway (every row says what differs).
     #[arg(long)]
     allow_different: bool,
+    /// Compare two engines within the runs given, A,B (e.g. quantbench,llama.cpp): A's variants are the base, B's the new, matched by precision.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    between_engines: Option<Vec<quantbench::engine::EngineKind>>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -120,6 +123,32 @@ fn read_side(args: &[PathBuf]) -> Result<Side> {
 }
 
 pub fn main(args: Args) -> Result<ExitCode> {
+    if let Some(engines) = &args.between_engines {
+        let [a, b] = engines.as_slice() else {
+            quantbench::bad_input!(
+                "--between-engines takes two engines, A,B (e.g. quantbench,llama.cpp); got {}",
+                engines.len()
+            );
+        };
+        if a == b {
+            quantbench::bad_input!("--between-engines names {a} twice: give two engines");
+        }
+        let paths: Vec<PathBuf> = args.runs.iter().chain(&args.new_runs).cloned().collect();
+        let (runs, label) = read_side(&paths)?;
+        compare::check_comparable(&runs, &[], false).map_err(quantbench::InputError::new)?;
+        let runs: Vec<RunRecord> = runs.into_iter().map(|(_, r)| r).collect();
+        let (base, new) = (
+            compare::engine_side(&runs, *a),
+            compare::engine_side(&runs, *b),
+        );
+        for (e, side) in [(a, &base), (b, &new)] {
+            if side.is_empty() {
+                quantbench::bad_input!("engine {e} ran no variant in {label}");
+            }
+        }
+        let (bl, nl) = (format!("{a} in {label}"), format!("{b} in {label}"));
+        return finish(args, base, new, bl, nl);
+    }
     let (base_args, new_args) = if args.new_runs.is_empty() {
         match args.runs.as_slice() {
             [b, n] => (vec![b.clone()], vec![n.clone()]),
@@ -129,13 +158,24 @@ pub fn main(args: Args) -> Result<ExitCode> {
             ),
         }
     } else {
-        (args.runs, args.new_runs)
+        (args.runs.clone(), args.new_runs.clone())
     };
     let (b, bl) = read_side(&base_args)?;
     let (n, nl) = read_side(&new_args)?;
     compare::check_comparable(&b, &n, args.allow_different).map_err(quantbench::InputError::new)?;
     let b: Vec<_> = b.into_iter().map(|(_, r)| r).collect();
     let n: Vec<_> = n.into_iter().map(|(_, r)| r).collect();
+    finish(args, b, n, bl, nl)
+}
+
+/// Judge, print, and the exit status.
+fn finish(
+    args: Args,
+    b: Vec<RunRecord>,
+    n: Vec<RunRecord>,
+    bl: String,
+    nl: String,
+) -> Result<ExitCode> {
     let opts = compare::Options {
         noise_percent: args.noise,
         thresholds: args.thresholds.into_iter().collect(),

@@ -27,6 +27,21 @@ pub struct Args {
     /// Model spec: synthetic:NAME[@SEED], hf:ORG/NAME[@REVISION], hf:ORG/NAME/FILE.gguf, a .gguf file, or a directory.
     #[arg(long)]
     model: Option<ModelSpec>,
+    /// Comma-separated engines, each running every precision: quantbench (default), llama.cpp.
+    #[arg(long, value_delimiter = ',')]
+    engine: Option<Vec<quantbench::engine::EngineKind>>,
+    /// llama.cpp: flash attention on or off (default: llama.cpp's auto).
+    #[arg(long, value_parser = parse_on_off)]
+    flash_attention: Option<bool>,
+    /// llama.cpp: map the model file (on, llama.cpp's default) or read it into memory (off).
+    #[arg(long, value_parser = parse_on_off)]
+    mmap: Option<bool>,
+    /// llama.cpp: an importance matrix file (llama-imatrix's) for its quantizer.
+    #[arg(long)]
+    imatrix: Option<PathBuf>,
+    /// llama.cpp: threads for generation and batches (default: every core).
+    #[arg(long)]
+    engine_threads: Option<usize>,
     /// Comma-separated precisions, e.g. f32,int8,int4; native keeps a GGUF file's own types.
     #[arg(long, value_delimiter = ',')]
     precisions: Option<Vec<Precision>>,
@@ -51,6 +66,9 @@ pub struct Args {
     /// Timed generations (at least).
     #[arg(long)]
     repeats: Option<usize>,
+    /// Run every variant this many times, in rounds interleaving the variants and engines.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Keep repeating until this many seconds of timed generation are reached too.
     #[arg(long)]
     min_seconds: Option<f64>,
@@ -96,6 +114,21 @@ impl Args {
         if let Some(v) = &self.precisions {
             s.precisions = v.clone();
         }
+        if let Some(v) = &self.engine {
+            s.engines = v.clone();
+        }
+        if let Some(v) = self.flash_attention {
+            s.engine.flash_attention = Some(v);
+        }
+        if let Some(v) = self.mmap {
+            s.engine.mmap = Some(v);
+        }
+        if let Some(v) = &self.imatrix {
+            s.engine.imatrix = Some(v.clone());
+        }
+        if let Some(v) = self.engine_threads {
+            s.engine.threads = Some(v);
+        }
         if let Some(v) = self.policy {
             s.policy = v;
         }
@@ -113,6 +146,9 @@ impl Args {
         }
         if let Some(v) = self.repeats {
             s.repeats = v;
+        }
+        if let Some(v) = self.rounds {
+            s.rounds = v;
         }
         if let Some(v) = self.min_seconds {
             s.min_seconds = Some(v);
@@ -154,6 +190,15 @@ impl Args {
             quantbench::InputError::new(format!("after applying flags, `{field}`: {msg}"))
         })?;
         Ok(s)
+    }
+}
+
+/// `on` / `off` (also true/false, 1/0, yes/no) for a flag that switches a setting.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
     }
 }
 
@@ -256,7 +301,7 @@ fn run_one(
     if !quiet {
         eprintln!(
             "quantbench: {} on {} — {} variant(s), {} warm-up + {} timed generations of {} tokens each; writing {}",
-            prepared.source.display_name,
+            prepared.model.name,
             prepared.device_name,
             scenario.precisions.len(),
             scenario.warmup,

@@ -16,11 +16,14 @@
 //!   for them live in `kernel/`. Which reference each follows, and where the bytes were
 //!   checked against it: `scripts/make_bnb_reference.py` (bitsandbytes 0.50 and torch
 //!   2.15 on the CPU) and `tests/formats.rs`.
+//! - `mix.rs`: llama-quantize's file types that are none of the above (its mixes such as
+//!   q4_k_m, its i-quants): names only; an engine that can make them makes them.
 
 pub mod bnb4;
 pub mod float;
 pub mod ggml;
 pub mod int8;
+pub mod mix;
 
 use std::fmt::Debug;
 

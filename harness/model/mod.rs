@@ -192,6 +192,12 @@ pub fn check_tensors(source: &ModelSource) -> Result<()> {
 /// `native` needs a file with stored types; any other precision from an already
 /// quantized file needs `--requantize`.
 pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<()> {
+    if let Precision::Mix(m) = q.precision {
+        crate::bad_input!(
+            "engine quantbench cannot make precision {m}: it is one of llama-quantize's mixes and i-quants, which only the llama.cpp engine makes (--engine llama.cpp, from an F32/F16/BF16 GGUF file); quantbench's own precisions are: {}",
+            Precision::ALL.map(|p| p.name()).join(", ")
+        );
+    }
     if q.precision == Precision::Native && q.policy == crate::precision::Policy::Linear {
         crate::bad_input!(
             "precision native keeps every tensor as the file stores it, so policy linear would change nothing while the record said linear; leave policy at all for native"

@@ -168,6 +168,13 @@ pub struct WeightsInfo {
     pub huge_page_bytes: Option<u64>,
 }
 
+impl WeightsInfo {
+    /// Exact bytes of every stored weight (the three groups together).
+    pub fn total_bytes(&self) -> u64 {
+        (self.embeddings.bytes + self.linear.bytes + self.norms_biases.bytes) as u64
+    }
+}
+
 /// The one sequence of synthetic tokens a variant's workload tests take their depth
 /// from: filled once (untimed) to the deepest depth that fits, held in memory while the
 /// tests run (so inside every test's RSS figures), and copied into each test's own
@@ -202,6 +209,10 @@ pub struct TimingSummary {
 /// are fixed for scripts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariantRecord {
+    /// The engine that ran it (records written before engines were an axis: quantbench's
+    /// own).
+    #[serde(default)]
+    pub engine: crate::engine::EngineKind,
     pub precision: Precision,
     pub policy: Policy,
     pub rest: RestDtype,
@@ -249,6 +260,22 @@ pub struct VariantRecord {
     /// The workload's test rows (scenarios with a `[workload]` table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<crate::run::workload::TestRecord>,
+    /// What the engine says it did (threads, kernels, flash attention, KV type, mmap)
+    /// and its own memory accounting, read after the variant ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_report: Option<crate::engine::EngineReport>,
+    /// Rounds whose timings this record holds (`rounds` in the scenario: every variant
+    /// ran once per round, the rounds interleaving the variants); 1 when absent.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub rounds: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl VariantStatus {
@@ -289,7 +316,7 @@ impl VariantRecord {
     /// The variant's one name ([`Quantization::key`]): what labels, compare, history,
     /// charts and exports call it.
     pub fn key(&self) -> String {
-        self.quantization().key()
+        crate::engine::variant_key(self.engine, self.quantization())
     }
 
     /// The precision, policy and rest the variant ran at.

@@ -6,8 +6,21 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::Device;
 
+/// Whatever queues work that a clock must wait for: a device, or an engine's loaded
+/// model (llama.cpp synchronises its own backends).
+pub trait Synchronize {
+    /// Return once every queued operation has completed.
+    fn synchronize(&self) -> Result<()>;
+}
+
+impl Synchronize for Device {
+    fn synchronize(&self) -> Result<()> {
+        Ok(Device::synchronize(self)?)
+    }
+}
+
 /// `Instant::now()` after every queued operation on `device` has completed.
-pub fn synced_now(device: &Device) -> Result<Instant> {
+pub fn synced_now(device: &(impl Synchronize + ?Sized)) -> Result<Instant> {
     device
         .synchronize()
         .context("synchronising the device before reading the clock")?;
@@ -15,6 +28,6 @@ pub fn synced_now(device: &Device) -> Result<Instant> {
 }
 
 /// Seconds from `start` to now, after synchronising `device`.
-pub fn synced_seconds_since(device: &Device, start: Instant) -> Result<f64> {
+pub fn synced_seconds_since(device: &(impl Synchronize + ?Sized), start: Instant) -> Result<f64> {
     Ok(synced_now(device)?.duration_since(start).as_secs_f64())
 }

@@ -3,9 +3,8 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::engine::Loaded;
 use crate::error::InputError;
-use crate::model::Cache;
-use crate::model::LoadedModel;
 use crate::run::clock;
 
 /// What to generate.
@@ -115,26 +114,23 @@ pub fn check_fits(
     Ok(())
 }
 
-/// Greedy decoding: the prompt in one pass, then one token per step from the KV cache.
+/// Greedy decoding: the prompt in one pass, then one token per step from the context.
 pub fn generate(
-    model: &LoadedModel,
+    model: &dyn Loaded,
     prompt_ids: &[u32],
     opts: GenerateOptions,
     observer: &mut dyn StepObserver,
 ) -> Result<Generation> {
-    let cfg = model.config();
-    check_fits(prompt_ids.len(), opts.new_tokens, cfg.context_length())?;
-    let end_of_text = cfg.eos_token_id();
-    let device = model.device();
-    let mut cache = Cache::new(cfg, prompt_ids.len() + opts.new_tokens);
+    check_fits(prompt_ids.len(), opts.new_tokens, model.context_length())?;
+    let end_of_text = model.end_of_text();
+    let mut ctx = model.new_context(1, prompt_ids.len() + opts.new_tokens)?;
     let mut new_ids = Vec::with_capacity(opts.new_tokens);
     let mut step_seconds = Vec::with_capacity(opts.new_tokens);
     let mut input: Vec<u32> = prompt_ids.to_vec();
     for index in 0..opts.new_tokens {
-        let start = clock::synced_now(device)?;
-        let logits = model.model.forward_last(&input, &mut cache)?;
-        let token = logits.argmax(0)?.to_scalar::<u32>()?;
-        let seconds = clock::synced_seconds_since(device, start)?;
+        let start = clock::synced_now(model)?;
+        let token = model.next_tokens(&[&input], ctx.as_mut())?[0];
+        let seconds = clock::synced_seconds_since(model, start)?;
         let kind = if index == 0 {
             StepKind::Prefill
         } else {
@@ -153,7 +149,7 @@ pub fn generate(
         }
         input = vec![token];
     }
-    let text = model.tokenizer.decode(&new_ids)?;
+    let text = model.detokenize(&new_ids)?;
     Ok(Generation {
         prompt_ids: prompt_ids.to_vec(),
         new_ids,

@@ -13,19 +13,15 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::DType;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::stats;
+use crate::engine::Loaded;
 use crate::error::InputError;
-use crate::model::Cache;
-use crate::model::LoadedModel;
 
 /// The evaluation text that ships with quantbench (about 2,300 GPT-2 tokens).
 pub const DEFAULT_TEXT: &str = include_str!("../../assets/eval/default.txt");
-/// Rows of logits computed at once through the LM head (bounds the memory spike).
-const LOGIT_CHUNK: usize = 128;
 /// The largest evaluation text read (a book is a few megabytes).
 pub const MAX_EVAL_TEXT_BYTES: u64 = 64 << 20;
 
@@ -255,28 +251,23 @@ fn argmax(v: &[f32]) -> u32 {
 /// Feed `tokens` window by window and call `f(targets, logits)` for each chunk of scored
 /// positions, in order: `logits[i]` predicts `targets[i]`.
 fn for_each_chunk(
-    m: &LoadedModel,
+    m: &dyn Loaded,
     eval: &Evaluation,
     mut f: impl FnMut(&[u32], &[Vec<f32>]) -> Result<()>,
 ) -> Result<usize> {
     let tokens = &eval.tokens;
     let wins = eval.windows();
     for &(begin, end, first) in &wins {
-        let mut cache = Cache::new(m.config(), end - begin);
-        let hidden = m
-            .model
-            .hidden(&eval.window_tokens(begin, end), &mut cache)?; // [1, len, c]
-        let last = end - 1; // the window's last token has no target inside it
-        let mut p = first;
-        while p < last {
-            crate::run::interrupt::check()?;
-            let rows = (last - p).min(LOGIT_CHUNK);
-            let h = hidden.narrow(1, p - begin, rows)?;
-            let logits = m.model.logits(&h)?.squeeze(0)?.to_dtype(DType::F32)?;
-            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-            f(&tokens[p + 1..p + 1 + rows], &logits)?;
-            p += rows;
+        // The window's last token has no target inside it: score up to the one before.
+        let ids = eval.window_tokens(begin, end);
+        let last = end - 1;
+        if first >= last {
+            continue;
         }
+        m.logits_from(&ids[..last - begin], first - begin, &mut |at, rows| {
+            let p = begin + at;
+            f(&tokens[p + 1..p + 1 + rows.len()], rows)
+        })?;
     }
     Ok(wins.len())
 }
@@ -410,11 +401,11 @@ pub struct Reference {
 impl Reference {
     /// Evaluate the reference model once and store its distributions.
     pub fn compute(
-        m: &LoadedModel,
+        m: &dyn Loaded,
         eval: &Evaluation,
         generated_token_ids: Vec<u32>,
     ) -> Result<Self> {
-        let t0 = crate::run::clock::synced_now(m.device())?;
+        let t0 = crate::run::clock::synced_now(m)?;
         let dir = eval.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
         let file = crate::fsutil::PartFile::create(&dir, "reference")
             .context("creating the reference file for the quality pass")?;
@@ -475,7 +466,7 @@ impl Reference {
             );
         }
         let perplexity = (nlls.iter().sum::<f64>() / positions as f64).exp();
-        let seconds = crate::run::clock::synced_seconds_since(m.device(), t0)?;
+        let seconds = crate::run::clock::synced_seconds_since(m, t0)?;
         let mut own = QualityRecord::from_positions(
             &self_kls,
             positions,
@@ -509,11 +500,11 @@ impl Reference {
     /// Compare a model with the reference over the same evaluation.
     pub fn compare(
         &self,
-        m: &LoadedModel,
+        m: &dyn Loaded,
         eval: &Evaluation,
         generated: &[u32],
     ) -> Result<QualityRecord> {
-        let t0 = crate::run::clock::synced_now(m.device())?;
+        let t0 = crate::run::clock::synced_now(m)?;
         let mut r = BufReader::with_capacity(
             1 << 20,
             std::fs::File::open(self.file.path()).with_context(|| {
@@ -592,7 +583,7 @@ impl Reference {
             &nlls,
             &self.nll,
             leading,
-            crate::run::clock::synced_seconds_since(m.device(), t0)?,
+            crate::run::clock::synced_seconds_since(m, t0)?,
         );
         q.top1_needs_finite_rows(nonfinite, self.nonfinite_rows);
         Ok(q)
@@ -855,10 +846,13 @@ pub struct ReferenceInfo {
     /// already quantized file's values dequantized (allowed by --requantize).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basis: Option<String>,
+    /// The engine that computed it (the run's first).
+    #[serde(default)]
+    pub engine: crate::engine::EngineKind,
 }
 
 /// Greedy tokens of the reference on the prompt, for the leading-agreement count.
-pub fn reference_generation(m: &LoadedModel, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+pub fn reference_generation(m: &dyn Loaded, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
     let g = crate::run::generate::generate(
         m,
         prompt,

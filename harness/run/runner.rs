@@ -9,15 +9,15 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 
 use crate::analysis::stats::Summary;
+use crate::engine::{Engine, EngineKind, Loaded, ModelFacts};
 use crate::environment::Environment;
-use crate::model::{self, LoadedModel, ModelSource};
 use crate::precision::{Precision, Quantization};
 use crate::probe::{process::release_freed_memory, Probes};
 use crate::record::{
     MemoryMoments, ModelInfo, RunRecord, RunStatus, TimingSummary, VariantRecord, VariantStatus,
-    WeightsInfo, SCHEMA_VERSION,
+    SCHEMA_VERSION,
 };
-use crate::run::clock;
+use crate::run::clock::{self, Synchronize};
 use crate::run::generate::{generate, GenerateOptions, NoObserver};
 use crate::run::interrupt;
 use crate::run::quality::{self, Evaluation, QualityRecord, Reference, ReferenceInfo};
@@ -71,80 +71,118 @@ pub struct Prepared {
     pub scenario: Scenario,
     /// The file the scenario was read from, for the record.
     pub scenario_file: Option<String>,
-    /// The quality pass's tokens and windows, when it is enabled.
+    /// The quality pass's tokens and windows, when it is enabled (the reference engine's
+    /// tokens: the first engine's).
     pub evaluation: Option<Evaluation>,
-    pub source: ModelSource,
+    /// The run's engines with the model opened, in the scenario's order; the first one
+    /// computes the quality pass's reference.
+    pub engines: Vec<PreparedEngine>,
+    /// The model as the first engine reads it.
+    pub model: ModelInfo,
     pub device: Device,
     pub device_name: String,
-    pub prompt_ids: Vec<u32>,
-    /// What the tokenizer is (a synthetic model's may be GPT-2's, folded).
-    pub tokenizer_name: String,
-    /// The dtype the checkpoint stores its weights in, most common first ("bf16"), or
-    /// `None` for synthetic weights.
-    pub source_dtype: Option<String>,
 }
 
-/// Resolve the model, open the device, tokenize the prompt and the evaluation text, and
-/// check they fit. `scenario_file` anchors the scenario's relative paths.
-pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prepared> {
-    let mut source = model::resolve(&scenario.model_spec())?;
-    source.requantize = scenario.requantize;
-    // What loading each variant would refuse, refused now (exit 2), before any runs: a
-    // precision the source cannot give, a missing tensor or one of the wrong shape.
-    for v in scenario.variants() {
-        model::check_source_precision(&source, v.quantization)?;
+/// One engine of a run, with the prompt as it tokenizes it.
+pub struct PreparedEngine {
+    pub engine: Box<dyn Engine>,
+    /// The prompt as this engine tokenizes it in deployment (BOS first where the model
+    /// asks for one).
+    pub prompt_ids: Vec<u32>,
+    /// Why this engine's variants get no quality figures although the pass is on (it
+    /// tokenizes the evaluation text differently from the reference engine).
+    pub quality_refused: Option<String>,
+}
+
+impl Prepared {
+    /// The prepared engine `kind`.
+    pub fn engine(&self, kind: EngineKind) -> &PreparedEngine {
+        self.engines
+            .iter()
+            .find(|e| e.engine.kind() == kind)
+            .expect("every variant's engine is prepared")
     }
-    model::check_tensors(&source)?;
+
+    /// The prompt as the first engine tokenizes it.
+    pub fn prompt_ids(&self) -> &[u32] {
+        &self.engines[0].prompt_ids
+    }
+
+    /// What the first engine reads the model as (its vocabulary, context, KV bytes).
+    pub fn facts(&self) -> &ModelFacts {
+        self.engines[0].engine.facts()
+    }
+}
+
+/// Open the model with each engine, open the device, tokenize the prompt and the
+/// evaluation text, and check they fit. `scenario_file` anchors the scenario's relative
+/// paths.
+pub fn prepare(scenario: &Scenario, scenario_file: Option<&Path>) -> Result<Prepared> {
     let (device, device_name) = scenario.device.open()?;
-    let tokenizer = source.tokenizer()?;
-    // As a deployed engine sees it: the BOS first where the model asks for one.
-    let prompt_ids = tokenizer.encode_prompt(&scenario.prompt)?;
-    crate::run::generate::check_fits(
-        prompt_ids.len(),
-        scenario.new_tokens,
-        source.config.context_length(),
-    )?;
-    if let Some(&bad) = prompt_ids
-        .iter()
-        .find(|&&t| t as usize >= source.config.vocab_size())
-    {
-        crate::bad_input!(
-            "the prompt's token {bad} is outside the model's vocabulary of {}",
-            source.config.vocab_size()
-        );
+    let mut engines = Vec::new();
+    for kind in scenario.engines() {
+        let engine = crate::engine::open(kind, scenario, &device)?;
+        // What loading each variant would refuse, refused now (exit 2), before any runs:
+        // a precision the engine cannot make from this model.
+        for v in scenario.variants().iter().filter(|v| v.engine == kind) {
+            engine.check_precision(v.quantization)?;
+        }
+        // As a deployed engine sees it: the BOS first where the model asks for one.
+        let prompt_ids = engine.encode(&scenario.prompt)?;
+        let facts = engine.facts();
+        crate::run::generate::check_fits(
+            prompt_ids.len(),
+            scenario.new_tokens,
+            facts.context_length,
+        )?;
+        if let Some(&bad) = prompt_ids.iter().find(|&&t| t as usize >= facts.vocab_size) {
+            crate::bad_input!(
+                "the prompt's token {bad} is outside the model's vocabulary of {}",
+                facts.vocab_size
+            );
+        }
+        engines.push(PreparedEngine {
+            engine,
+            prompt_ids,
+            quality_refused: None,
+        });
     }
     let evaluation = if scenario.quality.enabled {
         // Scenario::load resolved the text's path against the scenario's folder already.
         let (text, source_name) = scenario.quality.load_text()?;
-        let tokens = tokenizer.encode_prompt(&text)?;
+        let (reference, others) = engines.split_first_mut().expect("at least one engine");
+        let tokens = reference.engine.encode(&text)?;
+        for other in others {
+            if other.engine.encode(&text)? != tokens {
+                other.quality_refused = Some(format!(
+                    "engine {} tokenizes the evaluation text differently from engine {} (the reference): their distributions would be compared at different positions",
+                    other.engine.kind(),
+                    reference.engine.kind()
+                ));
+            }
+        }
+        let facts = engines[0].engine.facts();
         Some(
-            Evaluation::new(
-                &scenario.quality,
-                tokens,
-                source_name,
-                source.config.context_length(),
-            )?
-            .with_bos(tokenizer.bos()),
+            Evaluation::new(&scenario.quality, tokens, source_name, facts.context_length)?
+                .with_bos(facts.bos),
         )
     } else {
         None
     };
+    let model = engines[0].engine.model_info()?;
     Ok(Prepared {
         scenario: scenario.clone(),
         scenario_file: scenario_file.map(|p| p.display().to_string()),
         evaluation,
+        engines,
+        model,
         device,
         device_name,
-        prompt_ids,
-        tokenizer_name: tokenizer.name(),
-        source_dtype: source.stored_dtypes()?.map(|d| d.join("+")),
-        source,
     })
 }
 
 /// A fresh run record, before any variant.
 pub fn new_record(p: &Prepared) -> RunRecord {
-    let cfg = &p.source.config;
     let environment = Environment::capture(&p.device_name);
     RunRecord {
         schema_version: SCHEMA_VERSION,
@@ -153,29 +191,7 @@ pub fn new_record(p: &Prepared) -> RunRecord {
         environment,
         scenario: p.scenario.clone(),
         scenario_file: p.scenario_file.clone(),
-        model: ModelInfo {
-            spec: p.source.spec.to_string(),
-            name: p.source.display_name.clone(),
-            synthetic: p.source.is_synthetic(),
-            parameters: cfg.parameter_count(),
-            n_layer: cfg.n_layer(),
-            n_embd: cfg.hidden_size(),
-            n_head: cfg.n_head(),
-            vocab_size: cfg.vocab_size(),
-            n_positions: cfg.context_length(),
-            architecture: cfg.architecture().to_string(),
-            n_kv_head: Some(cfg.n_kv_head()),
-            head_dim: Some(cfg.head_dim()),
-            kv_cache_bytes_per_token: Some(cfg.kv_cache_bytes_per_token()),
-            source_dtype: p.source_dtype.clone(),
-            tokenizer: Some(p.tokenizer_name.clone()),
-            file_type: p.source.file_type(),
-            file_bytes: p
-                .source
-                .gguf()
-                .and_then(|f| std::fs::metadata(&f.path).ok())
-                .map(|m| m.len()),
-        },
+        model: p.model.clone(),
         variants: Vec::new(),
         quality_reference: None,
         quality_error: None,
@@ -185,50 +201,58 @@ pub fn new_record(p: &Prepared) -> RunRecord {
     }
 }
 
-/// The f32 reference of the quality pass: loaded, evaluated once, dropped.
+/// The f32 reference of the quality pass, computed by the run's first engine: loaded,
+/// evaluated once, dropped.
 pub fn reference_pass(p: &Prepared, eval: &Evaluation) -> Result<(Reference, ReferenceInfo)> {
+    let reference = &p.engines[0];
+    let engine = reference.engine.as_ref();
     let file_type = p
-        .source
-        .file_type()
-        .unwrap_or_else(|| p.source_dtype.clone().unwrap_or_default());
-    if p.source.is_prequantized() && !p.source.requantize {
+        .model
+        .file_type
+        .clone()
+        .unwrap_or_else(|| p.model.source_dtype.clone().unwrap_or_default());
+    if engine.is_prequantized() && !p.scenario.requantize {
         crate::bad_input!(
             "no f32 reference: {} is already quantized ({file_type}), so its f32 weights are its own dequantized values, not the original model's; pass --requantize to measure against them anyway (the record says so), or run the quality pass on the model's float file (F16/F32 GGUF or safetensors)",
-            p.source.display_name
+            p.model.name
         );
     }
-    let basis = p.source.is_prequantized().then(|| {
+    let basis = engine.is_prequantized().then(|| {
         format!(
             "the file's {file_type} weights dequantized to f32, not the original model's floats: KL here measures the change from the file as shipped"
         )
     });
-    model::check_memory(&p.source, Quantization::new(Precision::F32), &p.device)?;
-    let t0 = clock::synced_now(&p.device)?;
-    let m = model::load(&p.source, Quantization::new(Precision::F32), &p.device)?;
-    let load_seconds = clock::synced_seconds_since(&p.device, t0)?;
-    let generated = quality::reference_generation(&m, &p.prompt_ids, p.scenario.new_tokens)?;
-    let reference = Reference::compute(&m, eval, generated)?;
+    let f32 = Quantization::new(Precision::F32);
+    engine.prepare(f32)?;
+    engine.check_memory(f32)?;
+    let t0 = clock::synced_now(engine)?;
+    let m = engine.load(f32)?;
+    let load_seconds = clock::synced_seconds_since(engine, t0)?;
+    let generated =
+        quality::reference_generation(m.as_ref(), &reference.prompt_ids, p.scenario.new_tokens)?;
+    let computed = Reference::compute(m.as_ref(), eval, generated)?;
     drop(m);
     release_freed_memory();
     let info = ReferenceInfo {
         text_source: eval.text_source.clone(),
         tokens: eval.tokens.len(),
-        positions: reference.positions,
+        positions: computed.positions,
         window: eval.window,
         stride: eval.stride,
-        windows: reference.windows,
-        perplexity: reference
+        windows: computed.windows,
+        perplexity: computed
             .perplexity
             .is_finite()
-            .then_some(reference.perplexity),
-        seconds: reference.seconds,
+            .then_some(computed.perplexity),
+        seconds: computed.seconds,
         load_seconds,
-        stored_bytes: reference.stored_bytes(),
-        generated_token_ids: reference.generated_token_ids.clone(),
+        stored_bytes: computed.stored_bytes(),
+        generated_token_ids: computed.generated_token_ids.clone(),
         scoring: eval.scoring,
         basis,
+        engine: engine.kind(),
     };
-    Ok((reference, info))
+    Ok((computed, info))
 }
 
 /// Run every variant of a prepared scenario, in order.
@@ -261,28 +285,46 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
     }
     let variants = p.scenario.variants();
     let now = || Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    for v in &variants {
-        if interrupt::requested() {
-            break;
+    let rounds = p.scenario.rounds.max(1);
+    let read_gbps = run
+        .environment
+        .memory_bandwidth
+        .as_ref()
+        .map(|b| b.read_gbps);
+    'rounds: for round in 0..rounds {
+        // Rounds alternate the order (forward, then backward) so that a drift in the
+        // machine's speed over the run weighs on every variant alike.
+        let order: Vec<&Variant> = if round % 2 == 0 {
+            variants.iter().collect()
+        } else {
+            variants.iter().rev().collect()
+        };
+        for (done, v) in order.into_iter().enumerate() {
+            if interrupt::requested() {
+                break 'rounds;
+            }
+            observer.variant_started(v, variants.len());
+            // The quality pass is a property of the weights, not of timing: round 1's.
+            let r = if round == 0 { reference.as_ref() } else { None };
+            let rec = run_variant(p, v, probes, r, read_gbps, observer);
+            let at = if round == 0 {
+                run.variants.push(rec);
+                run.variants.len() - 1
+            } else {
+                let kv = p.engine(v.engine).engine.facts().kv_cache_bytes_per_token;
+                merge_round(&mut run.variants[v.index], rec, round + 1, kv, read_gbps);
+                v.index
+            };
+            if interrupt::requested() {
+                run.status = RunStatus::Interrupted;
+                run.finished_at = now();
+            } else if round + 1 == rounds && done + 1 == variants.len() {
+                run.status = RunStatus::Complete;
+                run.finished_at = now();
+            }
+            run.probe_notes = probes.notes();
+            observer.variant_finished(&run.variants[at], &run)?;
         }
-        observer.variant_started(v, variants.len());
-        let read_gbps = run
-            .environment
-            .memory_bandwidth
-            .as_ref()
-            .map(|b| b.read_gbps);
-        let rec = run_variant(p, v, probes, reference.as_ref(), read_gbps, observer);
-        run.variants.push(rec);
-        if interrupt::requested() {
-            run.status = RunStatus::Interrupted;
-            run.finished_at = now();
-        } else if run.variants.len() == variants.len() {
-            run.status = RunStatus::Complete;
-            run.finished_at = now();
-        }
-        run.probe_notes = probes.notes();
-        let last = run.variants.last().expect("just pushed");
-        observer.variant_finished(last, &run)?;
     }
     if interrupt::requested() && run.status != RunStatus::Interrupted {
         // Stopped during the reference pass, before any variant.
@@ -290,6 +332,55 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
         run.finished_at = now();
     }
     Ok(run)
+}
+
+/// A later round's timings added to the variant's record: its generations' and its
+/// tests' samples appended and summarised again (memory, weights and quality stay round
+/// 1's). A failure in a later round fails the variant, saying which round.
+fn merge_round(
+    into: &mut VariantRecord,
+    later: VariantRecord,
+    round: usize,
+    kv_per_token: usize,
+    read_gbps: Option<f64>,
+) {
+    into.rounds = round;
+    if !later.is_ok() {
+        if into.is_ok() {
+            into.status = later.status;
+            into.error = Some(format!(
+                "round {round}: {}",
+                later.error.as_deref().unwrap_or("failed")
+            ));
+        }
+        return;
+    }
+    if !into.is_ok() {
+        return;
+    }
+    into.generate_seconds.extend(later.generate_seconds);
+    into.prefill_seconds.extend(later.prefill_seconds);
+    into.decode_step_seconds.extend(later.decode_step_seconds);
+    if let (Some(a), Some(b)) = (
+        into.tokens_identical_across_repetitions,
+        later.tokens_identical_across_repetitions,
+    ) {
+        into.tokens_identical_across_repetitions =
+            Some(a && b && later.generated_token_ids == into.generated_token_ids);
+    }
+    if !into.generate_seconds.is_empty() {
+        into.timing = Some(summarize(into, into.new_tokens));
+    }
+    let streamed = into.weights_streamed_bytes_per_step.unwrap_or(0) as usize;
+    for t in later.tests {
+        if let Some(mine) = into.tests.iter_mut().find(|m| m.name == t.name) {
+            if mine.status == TestStatus::Ok && t.status == TestStatus::Ok {
+                mine.prefill_seconds.extend(t.prefill_seconds);
+                mine.decode_step_seconds.extend(t.decode_step_seconds);
+                mine.summarize(streamed, kv_per_token, read_gbps);
+            }
+        }
+    }
 }
 
 /// One variant's whole life. Never fails: an error or a panic is recorded in the result.
@@ -303,7 +394,9 @@ pub fn run_variant(
     observer: &mut dyn RunObserver,
 ) -> VariantRecord {
     let s = &p.scenario;
+    let engine = p.engine(v.engine);
     let mut rec = VariantRecord {
+        engine: v.engine,
         precision: v.quantization.precision,
         policy: v.quantization.policy,
         rest: v.quantization.rest,
@@ -313,7 +406,7 @@ pub fn run_variant(
         generated_token_ids: Vec::new(),
         generated_text: String::new(),
         tokens_identical_across_repetitions: None,
-        prompt_token_ids: p.prompt_ids.clone(),
+        prompt_token_ids: engine.prompt_ids.clone(),
         weights_bytes: None,
         weights: None,
         load_seconds: None,
@@ -325,10 +418,13 @@ pub fn run_variant(
         memory: MemoryMoments::default(),
         quality: None,
         energy_joules_per_token: None,
-        requantized: p.source.is_prequantized() && v.quantization.precision != Precision::Native,
+        requantized: engine.engine.is_prequantized()
+            && v.quantization.precision != Precision::Native,
         weights_streamed_bytes_per_step: None,
         workload_context: None,
         tests: Vec::new(),
+        engine_report: None,
+        rounds: 1,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         measure(p, v, probes, reference, read_gbps, observer, &mut rec)
@@ -351,10 +447,10 @@ pub fn run_variant(
     };
     // Whatever happened, the model is gone by now: read memory after cleanup.
     release_freed_memory();
-    let _ = p.device.synchronize();
+    let _ = Synchronize::synchronize(engine.engine.as_ref());
     rec.memory.after_cleanup = Some(probes.read());
     if probes.trim_caches() {
-        let _ = p.device.synchronize();
+        let _ = Synchronize::synchronize(engine.engine.as_ref());
         rec.memory.after_pool_trim = Some(probes.read());
     }
     match error {
@@ -380,18 +476,24 @@ fn measure(
     observer: &mut dyn RunObserver,
     rec: &mut VariantRecord,
 ) -> Result<()> {
-    let loaded = load(p, v, probes, observer, rec)?;
-    record_weights(v, &loaded, rec);
-    time_generations(p, v, &loaded, probes, observer, rec)?;
-    run_tests(p, v, &loaded, probes, read_gbps, observer, rec)?;
+    let prepared = p.engine(v.engine);
+    let loaded = load(p, prepared.engine.as_ref(), v, probes, observer, rec)?;
+    let loaded = loaded.as_ref();
+    record_weights(loaded, rec);
+    time_generations(p, &prepared.prompt_ids, v, loaded, probes, observer, rec)?;
+    run_tests(p, v, loaded, probes, read_gbps, observer, rec)?;
     if let (Some(r), Some(eval)) = (reference, &p.evaluation) {
         observer.phase(v, Phase::Quality);
-        let mut q = quality_pass(v, &loaded, r, eval, rec)?;
+        if let Some(why) = &prepared.quality_refused {
+            anyhow::bail!("quality pass: {why}");
+        }
+        let same_as_reference = v.engine == p.engines[0].engine.kind();
+        let mut q = quality_pass(v, same_as_reference, loaded, r, eval, rec)?;
         q.apply_gate(&p.scenario.quality);
         rec.quality = Some(q);
     }
+    rec.engine_report = Some(loaded.report());
     observer.phase(v, Phase::CleaningUp);
-    drop(loaded);
     Ok(())
 }
 
@@ -399,27 +501,28 @@ fn measure(
 /// read after.
 fn load(
     p: &Prepared,
+    engine: &dyn Engine,
     v: &Variant,
     probes: &Probes,
     observer: &mut dyn RunObserver,
     rec: &mut VariantRecord,
-) -> Result<LoadedModel> {
+) -> Result<Box<dyn Loaded>> {
     let s = &p.scenario;
+    interrupt::check()?;
+    observer.phase(v, Phase::Loading);
+    engine.prepare(v.quantization)?;
     // What earlier work freed (the prompt's tokenizer: tens of MB for a 128k vocabulary)
     // is returned to the OS first, as it is after load: the difference between the two
     // readings is then what loading added.
     release_freed_memory();
     rec.memory.before_load = probes.read();
-
-    interrupt::check()?;
-    observer.phase(v, Phase::Loading);
-    model::check_memory(&p.source, v.quantization, &p.device)?;
+    engine.check_memory(v.quantization)?;
     // The load's own peak: f32 temporaries of one tensor at a time on top of the
     // weights stored so far (the loader streams; this shows that it does).
     let load_sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
-    let t0 = clock::synced_now(&p.device)?;
-    let loaded = model::load(&p.source, v.quantization, &p.device);
-    let load_time = clock::synced_seconds_since(&p.device, t0);
+    let t0 = clock::synced_now(engine)?;
+    let loaded = engine.load(v.quantization);
+    let load_time = clock::synced_seconds_since(engine, t0);
     let (load_peak, _) = load_sampler.finish();
     rec.memory.peak_during_load = Some(load_peak);
     let loaded = loaded?;
@@ -432,34 +535,21 @@ fn load(
     Ok(loaded)
 }
 
-/// The loaded weights' exact bytes, by group, format and part.
-fn record_weights(v: &Variant, loaded: &LoadedModel, rec: &mut VariantRecord) {
-    let fp = &loaded.footprint;
-    rec.weights_bytes = Some(fp.total_bytes() as u64);
-    rec.weights = Some(WeightsInfo {
-        embeddings: fp.embeddings.clone(),
-        linear: fp.linear.clone(),
-        norms_biases: fp.norms_biases.clone(),
-        parameters: fp.parameters(),
-        bits_per_weight: fp.bits_per_weight(),
-        fallbacks: fp.fallbacks.clone(),
-        by_format: fp.by_format.clone(),
-        by_part: fp.by_part.clone(),
-        transformers_footprint: fp.transformers(
-            loaded
-                .config
-                .transformers_buffer_bytes(v.quantization.rest.dtype()),
-        ),
-        huge_page_bytes: loaded.device().is_cpu().then(|| loaded.huge_page_bytes()),
-    });
+/// The loaded weights' exact bytes, by group, format and part, as the engine holds them.
+fn record_weights(loaded: &dyn Loaded, rec: &mut VariantRecord) {
+    let mut weights = loaded.weights();
+    weights.huge_page_bytes = loaded.huge_page_bytes();
+    rec.weights_bytes = Some(weights.total_bytes());
+    rec.weights = Some(weights);
 }
 
 /// The warm-up generations, then the timed repetitions (at least `repeats`, and
 /// `min_seconds` of generation if asked) with the peak memory sampled over them.
 fn time_generations(
     p: &Prepared,
+    prompt_ids: &[u32],
     v: &Variant,
-    loaded: &LoadedModel,
+    loaded: &dyn Loaded,
     probes: &Probes,
     observer: &mut dyn RunObserver,
     rec: &mut VariantRecord,
@@ -476,7 +566,7 @@ fn time_generations(
                 total: s.warmup,
             },
         );
-        let g = generate(loaded, &p.prompt_ids, opts, &mut NoObserver).context("warm-up")?;
+        let g = generate(loaded, prompt_ids, opts, &mut NoObserver).context("warm-up")?;
         all_tokens.push(g.new_ids);
     }
 
@@ -496,7 +586,7 @@ fn time_generations(
                 total: s.repeats,
             },
         );
-        let g = generate(loaded, &p.prompt_ids, opts, &mut NoObserver)
+        let g = generate(loaded, prompt_ids, opts, &mut NoObserver)
             .with_context(|| format!("timed repetition {}", rep + 1))?;
         anyhow::ensure!(
             g.new_ids.len() == s.new_tokens,
@@ -517,7 +607,7 @@ fn time_generations(
         rep += 1;
     }
     let (peak, samples) = sampler.finish();
-    let _ = p.device.synchronize();
+    let _ = loaded.synchronize();
     if let (Some(e0), Some(e1)) = (energy_start, probes.read().get(ENERGY)) {
         let tokens = rep as f64 * s.new_tokens as f64;
         rec.energy_joules_per_token = Some(e1.saturating_sub(e0) as f64 / 1000.0 / tokens);
@@ -536,7 +626,7 @@ fn time_generations(
 fn run_tests(
     p: &Prepared,
     v: &Variant,
-    loaded: &LoadedModel,
+    loaded: &dyn Loaded,
     probes: &Probes,
     read_gbps: Option<f64>,
     observer: &mut dyn RunObserver,
@@ -544,22 +634,23 @@ fn run_tests(
 ) -> Result<()> {
     let s = &p.scenario;
     let tests = s.tests();
+    let facts = p.engine(v.engine).engine.facts();
     // One context for every test of the variant, filled to the deepest depth that fits
     // (untimed) and kept while the tests run; each test starts from a copy of its first
     // `depth` positions.
-    let context = p.source.config.context_length();
-    let kv_per_token = p.source.config.kv_cache_bytes_per_token();
+    let context = facts.context_length;
+    let kv_per_token = facts.kv_cache_bytes_per_token;
     let deepest = tests
         .iter()
         .filter(|t| t.does_not_fit(context).is_none())
         .filter(|t| {
             let bytes = workload::kv_cache_bytes(kv_per_token, t.batch, t.positions());
-            model::kv_cache_does_not_fit(bytes, "", &p.device, s.memory_budget_mb).is_none()
+            crate::model::kv_cache_does_not_fit(bytes, "", &p.device, s.memory_budget_mb).is_none()
         })
         .map(|t| t.depth)
         .max()
         .unwrap_or(0);
-    if let Some(why) = model::kv_cache_does_not_fit(
+    if let Some(why) = crate::model::kv_cache_does_not_fit(
         workload::kv_cache_bytes(kv_per_token, 1, deepest),
         &format!("the tests' shared context of depth {deepest}"),
         &p.device,
@@ -567,7 +658,7 @@ fn run_tests(
     ) {
         crate::bad_input!("{why}");
     }
-    let streamed = loaded.model.streamed_bytes_per_step();
+    let streamed = loaded.streamed_bytes_per_step();
     rec.weights_streamed_bytes_per_step = Some(streamed as u64);
     let base = if deepest > 0 {
         observer.phase(
@@ -578,16 +669,16 @@ fn run_tests(
                 name: format!("filling the context to depth {deepest}"),
             },
         );
-        let t0 = clock::synced_now(&p.device)?;
+        let t0 = clock::synced_now(loaded)?;
         let base = workload::fill(loaded, deepest)?;
         rec.workload_context = Some(crate::record::WorkloadContext {
             depth: deepest,
-            bytes: workload::kv_cache_bytes(p.source.config.kv_cache_bytes_per_token(), 1, deepest),
-            fill_seconds: clock::synced_seconds_since(&p.device, t0)?,
+            bytes: workload::kv_cache_bytes(kv_per_token, 1, deepest),
+            fill_seconds: clock::synced_seconds_since(loaded, t0)?,
         });
         base
     } else {
-        model::Cache::new(&p.source.config, 1)
+        loaded.new_context(1, 0)?
     };
     for (i, t) in tests.iter().enumerate() {
         interrupt::check()?;
@@ -599,36 +690,47 @@ fn run_tests(
                 name: t.name(),
             },
         );
-        rec.tests
-            .push(run_test(p, loaded, &base, t, probes, streamed, read_gbps)?);
+        rec.tests.push(run_test(
+            p,
+            facts,
+            loaded,
+            base.as_ref(),
+            t,
+            probes,
+            (streamed, read_gbps),
+        )?);
     }
     drop(base);
     Ok(())
 }
 
 /// The variant's quality against the run's f32 reference (the reference's own pass for
-/// the f32 variant, whose weights are the reference's bit for bit).
+/// the f32 variant of the reference's engine, whose weights are the reference's bit for
+/// bit).
 fn quality_pass(
     v: &Variant,
-    loaded: &LoadedModel,
+    same_engine_as_reference: bool,
+    loaded: &dyn Loaded,
     r: &Reference,
     eval: &Evaluation,
     rec: &VariantRecord,
 ) -> Result<QualityRecord> {
-    Ok(if v.quantization.is_f32_reference() {
-        // The same weights as the reference, bit for bit: its pass was this variant's.
-        let mut own = r.own.clone();
-        own.leading_tokens_equal_to_f32 = r
-            .generated_token_ids
-            .iter()
-            .zip(&rec.generated_token_ids)
-            .take_while(|(a, b)| a == b)
-            .count();
-        own
-    } else {
-        r.compare(loaded, eval, &rec.generated_token_ids)
-            .context("quality pass")?
-    })
+    Ok(
+        if same_engine_as_reference && v.quantization.is_f32_reference() {
+            // The same weights as the reference, bit for bit: its pass was this variant's.
+            let mut own = r.own.clone();
+            own.leading_tokens_equal_to_f32 = r
+                .generated_token_ids
+                .iter()
+                .zip(&rec.generated_token_ids)
+                .take_while(|(a, b)| a == b)
+                .count();
+            own
+        } else {
+            r.compare(loaded, eval, &rec.generated_token_ids)
+                .context("quality pass")?
+        },
+    )
 }
 
 /// One workload test: its context copied from the variant's filled `base` (untimed),
@@ -637,27 +739,26 @@ fn quality_pass(
 /// model is recorded as skipped, one that fails as failed (the variant's other tests
 /// still run); an interruption stops the variant. `streamed`: the weight bytes one
 /// step reads; `read_gbps`: the measured read bandwidth.
-#[allow(clippy::too_many_arguments)]
 fn run_test(
     p: &Prepared,
-    loaded: &model::LoadedModel,
-    base: &model::Cache,
+    facts: &ModelFacts,
+    loaded: &dyn Loaded,
+    base: &dyn crate::engine::Context,
     t: &workload::Test,
     probes: &Probes,
-    streamed: usize,
-    read_gbps: Option<f64>,
+    (streamed, read_gbps): (usize, Option<f64>),
 ) -> Result<TestRecord> {
     let s = &p.scenario;
-    let kv_per_token = p.source.config.kv_cache_bytes_per_token();
+    let kv_per_token = facts.kv_cache_bytes_per_token;
     let mut rec = TestRecord::new(t, kv_per_token, s.warmup);
-    if let Some(why) = t.does_not_fit(p.source.config.context_length()) {
+    if let Some(why) = t.does_not_fit(facts.context_length) {
         rec.status = TestStatus::Skipped;
         rec.error = Some(why);
         return Ok(rec);
     }
     // Checked as the weights are before loading: a cache larger than the memory left
     // would swap for minutes or be killed with no results written.
-    if let Some(why) = model::kv_cache_does_not_fit(
+    if let Some(why) = crate::model::kv_cache_does_not_fit(
         rec.kv_cache_bytes,
         &format!("test {}", t.name()),
         &p.device,
@@ -667,72 +768,57 @@ fn run_test(
         rec.error = Some(why);
         return Ok(rec);
     }
-    let pool = match t.threads {
-        Some(n) => Some(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .with_context(|| format!("starting a pool of {n} threads"))?,
-        ),
-        None => None,
-    };
-    let outcome = {
-        let mut body = || -> Result<()> {
-            rec.threads_used = rayon::current_num_threads();
-            let t0 = clock::synced_now(&p.device)?;
-            let filled = workload::context_for(loaded, base, t)?;
-            rec.fill_seconds = Some(clock::synced_seconds_since(&p.device, t0)?);
-            let mut all_tokens = Vec::new();
-            for _ in 0..s.warmup {
-                interrupt::check()?;
-                all_tokens.push(
-                    workload::run_once(loaded, t, &filled)
-                        .context("warm-up")?
-                        .tokens,
-                );
+    let mut body = || -> Result<()> {
+        let t0 = clock::synced_now(loaded)?;
+        let filled = workload::context_for(loaded, base, t)?;
+        rec.fill_seconds = Some(clock::synced_seconds_since(loaded, t0)?);
+        let mut all_tokens = Vec::new();
+        for _ in 0..s.warmup {
+            interrupt::check()?;
+            all_tokens.push(
+                workload::run_once(loaded, t, filled.as_ref())
+                    .context("warm-up")?
+                    .tokens,
+            );
+        }
+        let _ = loaded.synchronize();
+        rec.memory_before = Some(probes.read());
+        let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
+        let mut result: Result<()> = Ok(());
+        for rep in 0..s.repeats {
+            if let Err(e) = interrupt::check() {
+                result = Err(e.into());
+                break;
             }
-            let _ = p.device.synchronize();
-            rec.memory_before = Some(probes.read());
-            let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
-            let mut result: Result<()> = Ok(());
-            for rep in 0..s.repeats {
-                if let Err(e) = interrupt::check() {
-                    result = Err(e.into());
+            match workload::run_once(loaded, t, filled.as_ref())
+                .with_context(|| format!("timed repetition {}", rep + 1))
+            {
+                Ok(r) => {
+                    rec.prefill_seconds.extend(r.prefill_seconds);
+                    rec.decode_step_seconds.push(r.decode_step_seconds);
+                    if rep == 0 {
+                        rec.generated_token_ids = r.tokens[0].clone();
+                    }
+                    all_tokens.push(r.tokens);
+                }
+                Err(e) => {
+                    result = Err(e);
                     break;
                 }
-                match workload::run_once(loaded, t, &filled)
-                    .with_context(|| format!("timed repetition {}", rep + 1))
-                {
-                    Ok(r) => {
-                        rec.prefill_seconds.extend(r.prefill_seconds);
-                        rec.decode_step_seconds.push(r.decode_step_seconds);
-                        if rep == 0 {
-                            rec.generated_token_ids = r.tokens[0].clone();
-                        }
-                        all_tokens.push(r.tokens);
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
             }
-            let (peak, _) = sampler.finish();
-            let over = check_budget(s, &peak, &format!("during test {}", t.name()));
-            rec.memory_peak = Some(peak);
-            result?;
-            over?;
-            rec.tokens_identical_across_repetitions =
-                Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
-            Ok(())
-        };
-        match &pool {
-            Some(pool) => pool.install(body),
-            None => body(),
         }
+        let (peak, _) = sampler.finish();
+        let over = check_budget(s, &peak, &format!("during test {}", t.name()));
+        rec.memory_peak = Some(peak);
+        result?;
+        over?;
+        rec.tokens_identical_across_repetitions = Some(all_tokens.windows(2).all(|w| w[0] == w[1]));
+        Ok(())
     };
+    let outcome = loaded.with_threads(t.threads, &mut body);
     match outcome {
-        Ok(()) => {
+        Ok(threads) => {
+            rec.threads_used = threads;
             rec.status = TestStatus::Ok;
             rec.summarize(streamed, kv_per_token, read_gbps);
         }

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::stats::Summary;
-use crate::model::{Cache, LoadedModel};
+use crate::engine::{Context as EngineContext, Loaded};
 use crate::probe::Reading;
 use crate::run::clock;
 
@@ -289,30 +289,32 @@ pub fn synthetic_tokens(vocab: usize, sequence: usize, offset: usize, n: usize) 
 }
 
 /// One sequence's context of `depth` synthetic tokens (untimed): filled once per
-/// variant, in passes of at most 256 tokens, and copied into each test's own cache by
+/// variant, in passes of at most 256 tokens, and copied into each test's own context by
 /// [`context_for`] (never appended to itself).
-pub fn fill(model: &LoadedModel, depth: usize) -> Result<Cache> {
-    let cfg = model.config();
-    let mut cache = Cache::new(cfg, depth);
+pub fn fill(model: &dyn Loaded, depth: usize) -> Result<Box<dyn EngineContext>> {
+    let mut ctx = model.new_context(1, depth)?;
     let mut done = 0;
     while done < depth {
         let n = FILL_CHUNK.min(depth - done);
-        let ids = synthetic_tokens(cfg.vocab_size(), 0, done, n);
+        let ids = synthetic_tokens(model.vocab_size(), 0, done, n);
         model
-            .model
-            .hidden(&ids, &mut cache)
+            .feed(&ids, ctx.as_mut())
             .with_context(|| format!("filling the context to depth {depth}"))?;
         done += n;
     }
-    Ok(cache)
+    Ok(ctx)
 }
 
-/// Test `t`'s starting cache: `t.depth` positions of the filled context `base`, copied
+/// Test `t`'s starting context: `t.depth` positions of the filled context `base`, copied
 /// to each of the batch's sequences (so every sequence attends over its own cache, as
 /// independent sequences do; their contents are the same tokens), with room for the
 /// rest of the test.
-pub fn context_for(model: &LoadedModel, base: &Cache, t: &Test) -> Result<Cache> {
-    Ok(base.prefix_for_batch(model.config(), t.depth, t.batch, t.positions())?)
+pub fn context_for(
+    model: &dyn Loaded,
+    base: &dyn EngineContext,
+    t: &Test,
+) -> Result<Box<dyn EngineContext>> {
+    model.context_for(base, t.depth, t.batch, t.positions())
 }
 
 /// What one repetition of a test measured.
@@ -326,18 +328,11 @@ pub struct Repetition {
     pub tokens: Vec<Vec<u32>>,
 }
 
-/// Greedy next tokens of each row of `[B, vocab]` logits.
-fn argmax_rows(logits: &candle_core::Tensor) -> Result<Vec<u32>> {
-    Ok(logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?)
-}
-
 /// Run one repetition of `t` on a fork of `filled` (see [`context_for`]); every clock
-/// is read with the device synchronised.
-pub fn run_once(model: &LoadedModel, t: &Test, filled: &Cache) -> Result<Repetition> {
-    let cfg = model.config();
-    let device = model.device();
-    let vocab = cfg.vocab_size();
-    let mut cache = filled.fork();
+/// is read with the engine synchronised.
+pub fn run_once(model: &dyn Loaded, t: &Test, filled: &dyn EngineContext) -> Result<Repetition> {
+    let vocab = model.vocab_size();
+    let mut ctx = model.fork(filled)?;
     let mut tokens: Vec<Vec<u32>> = vec![Vec::with_capacity(t.new_tokens); t.batch];
     let mut prefill_seconds = None;
     let mut next: Vec<u32>;
@@ -346,10 +341,9 @@ pub fn run_once(model: &LoadedModel, t: &Test, filled: &Cache) -> Result<Repetit
             .map(|s| synthetic_tokens(vocab, s, t.depth, t.prompt_tokens))
             .collect();
         let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
-        let t0 = clock::synced_now(device)?;
-        let logits = model.model.forward_last_batch(&refs, &mut cache)?;
-        next = argmax_rows(&logits)?;
-        prefill_seconds = Some(clock::synced_seconds_since(device, t0)?);
+        let t0 = clock::synced_now(model)?;
+        next = model.next_tokens(&refs, ctx.as_mut())?;
+        prefill_seconds = Some(clock::synced_seconds_since(model, t0)?);
         if t.new_tokens > 0 {
             for (seq, &tok) in tokens.iter_mut().zip(&next) {
                 seq.push(tok);
@@ -365,10 +359,9 @@ pub fn run_once(model: &LoadedModel, t: &Test, filled: &Cache) -> Result<Repetit
     for _ in 0..t.decode_steps() {
         let inputs: Vec<[u32; 1]> = next.iter().map(|&x| [x]).collect();
         let refs: Vec<&[u32]> = inputs.iter().map(|x| x.as_slice()).collect();
-        let t0 = clock::synced_now(device)?;
-        let logits = model.model.forward_last_batch(&refs, &mut cache)?;
-        next = argmax_rows(&logits)?;
-        decode_step_seconds.push(clock::synced_seconds_since(device, t0)?);
+        let t0 = clock::synced_now(model)?;
+        next = model.next_tokens(&refs, ctx.as_mut())?;
+        decode_step_seconds.push(clock::synced_seconds_since(model, t0)?);
         for (seq, &tok) in tokens.iter_mut().zip(&next) {
             seq.push(tok);
         }

@@ -348,6 +348,41 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
         ModelSpec::Local(path) if crate::model::source::gguf::is_gguf_path(path) => {
             resolve_gguf(spec, path)
         }
+        ModelSpec::Known { .. } => {
+            let (path, display_name) = gguf_file_of(spec)?.expect("a known model is a GGUF file");
+            let mut source = resolve_gguf(spec, &path)?;
+            source.display_name = display_name;
+            Ok(source)
+        }
+        ModelSpec::Local(dir) => resolve_dir(spec, dir),
+        ModelSpec::HubFile { .. } => {
+            let (path, _) = gguf_file_of(spec)?.expect("a hub file is a GGUF file");
+            resolve_gguf(spec, &path)
+        }
+        ModelSpec::Hub { repo, revision } => {
+            let dir = fetch_from_hub(repo, revision.as_deref())?;
+            resolve_dir(spec, &dir)
+        }
+    }
+}
+
+/// The GGUF file a spec names, with the name to show for it: a local `.gguf` path (which
+/// must exist), a known model (downloaded and its sha256 checked) or a hub repository's
+/// file (from the cache, or fetched). `None` for a spec that names no GGUF file (a
+/// synthetic model, a directory, a hub repository). Nothing in the file is read: an
+/// engine that reads GGUF files itself (llama.cpp) takes the path from here.
+pub fn gguf_file_of(spec: &ModelSpec) -> Result<Option<(PathBuf, String)>> {
+    Ok(Some(match spec {
+        ModelSpec::Local(path) if crate::model::source::gguf::is_gguf_path(path) => {
+            if !crate::fsutil::exists_at_all(path) {
+                crate::bad_input!(
+                    "GGUF file {} does not exist; valid model specs: {}",
+                    path.display(),
+                    ModelSpec::valid_forms()
+                );
+            }
+            (path.clone(), spec.to_string())
+        }
         ModelSpec::Known { name } => {
             let k = KNOWN_FILES
                 .iter()
@@ -363,24 +398,18 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
                 );
             }
             verify_known(k, &path)?;
-            let mut source = resolve_gguf(spec, &path)?;
-            source.display_name = format!("{name} ({})", k.about);
-            Ok(source)
+            (path, format!("{name} ({})", k.about))
         }
-        ModelSpec::Local(dir) => resolve_dir(spec, dir),
         ModelSpec::HubFile {
             repo,
             file,
             revision,
-        } => {
-            let path = fetch_file_from_hub(repo, file, revision.as_deref())?;
-            resolve_gguf(spec, &path)
-        }
-        ModelSpec::Hub { repo, revision } => {
-            let dir = fetch_from_hub(repo, revision.as_deref())?;
-            resolve_dir(spec, &dir)
-        }
-    }
+        } => (
+            fetch_file_from_hub(repo, file, revision.as_deref())?,
+            spec.to_string(),
+        ),
+        _ => return Ok(None),
+    }))
 }
 
 /// A known file is the one its spec names only if its bytes hash to the spec's sha256:

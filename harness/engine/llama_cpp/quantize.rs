@@ -1,0 +1,175 @@
+//! Precisions the llama.cpp engine makes with llama.cpp's own quantizer
+//! (`llama_model_quantize`, what llama-quantize runs): from an F32 / F16 / BF16 GGUF file
+//! to any of llama-quantize's types and mixes, cached per input file, type and importance
+//! matrix, so that a second run loads the file the first one made.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use llama_cpp_sys_2 as sys;
+use sha2::{Digest, Sha256};
+
+use crate::precision::Precision;
+
+/// The llama_ftype llama-quantize makes for `p`, or why the llama.cpp engine does not
+/// make it (an input error naming engine and precision).
+pub fn ftype_of(p: Precision) -> Result<u32> {
+    Ok(match p {
+        Precision::F32 => 0,
+        Precision::F16 => 1,
+        Precision::Bf16 => 32,
+        Precision::Q8_0 => 7,
+        Precision::Q6K => 18,
+        Precision::Q5_0 => 8,
+        Precision::Q5_1 => 9,
+        Precision::Q4_0 => 2,
+        Precision::Q4_1 => 3,
+        Precision::Q2K => 10,
+        Precision::Mix(m) => m.llama_ftype(),
+        Precision::Q5K | Precision::Q4K | Precision::Q3K => crate::bad_input!(
+            "engine llama.cpp cannot make precision {p} as quantbench means it (every matrix {p}): llama-quantize's {} is an alias of its mix {}_m; ask for {}_m or {}_s",
+            p.name().to_uppercase(),
+            p.name(),
+            p.name(),
+            p.name()
+        ),
+        Precision::Native => unreachable!("native is the file itself"),
+        other => crate::bad_input!(
+            "engine llama.cpp cannot make precision {other}: it is {}'s format, not one of llama-quantize's types; the llama.cpp engine makes f32, f16, bf16, q8_0, q6_k, q5_0, q5_1, q4_0, q4_1, q2_k and {}",
+            other.family().name(),
+            crate::format::mix::Mix::ALL.map(|m| m.name()).join(", ")
+        ),
+    })
+}
+
+/// Where quantized files are kept: `QUANTBENCH_LLAMA_CACHE`, else
+/// `$XDG_CACHE_HOME/quantbench/llama.cpp`, else `~/.cache/quantbench/llama.cpp`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QUANTBENCH_LLAMA_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("quantbench").join("llama.cpp")
+}
+
+/// What a quantized file was made from and how, for the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Made {
+    pub path: PathBuf,
+    /// Seconds llama.cpp's quantizer took, when this run made it (None: from the cache).
+    pub seconds: Option<f64>,
+}
+
+/// The cache key of one quantization: the input's identity (path, size, modification
+/// time), the type, the importance matrix's identity and llama.cpp's version.
+fn cache_key(input: &Path, ftype: u32, imatrix: Option<&Path>, requantize: bool) -> Result<String> {
+    let mut h = Sha256::new();
+    for p in std::iter::once(input).chain(imatrix) {
+        let canonical = p
+            .canonicalize()
+            .with_context(|| format!("reading {}", p.display()))?;
+        let meta = std::fs::metadata(&canonical)?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        h.update(canonical.as_os_str().as_encoded_bytes());
+        h.update(meta.len().to_le_bytes());
+        h.update(mtime.to_le_bytes());
+    }
+    h.update(ftype.to_le_bytes());
+    h.update([u8::from(requantize)]);
+    h.update(super::VERSION.as_bytes());
+    Ok(h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The file `input` quantized to `p` by llama.cpp's quantizer: from the cache when it was
+/// made before, else made now (into a part file renamed into place when complete).
+pub fn quantized(
+    input: &Path,
+    p: Precision,
+    imatrix: Option<&Path>,
+    requantize: bool,
+    threads: usize,
+) -> Result<Made> {
+    let ftype = ftype_of(p)?;
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating llama.cpp's cache folder {}", dir.display()))?;
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let key = cache_key(input, ftype, imatrix, requantize)?;
+    let path = dir.join(format!("{stem}.{p}.{key}.gguf"));
+    if path.is_file() {
+        return Ok(Made {
+            path,
+            seconds: None,
+        });
+    }
+    let part = dir.join(format!(
+        ".{stem}.{p}.{key}.gguf.part-{}",
+        std::process::id()
+    ));
+    let started = Instant::now();
+    let result = run_quantizer(input, &part, ftype, imatrix, requantize, threads);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&part);
+        return Err(e.context(format!("llama.cpp quantizing {} to {p}", input.display())));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::rename(&part, &path).with_context(|| {
+        let _ = std::fs::remove_file(&part);
+        format!("moving the quantized file into {}", path.display())
+    })?;
+    Ok(Made {
+        path,
+        seconds: Some(seconds),
+    })
+}
+
+fn run_quantizer(
+    input: &Path,
+    output: &Path,
+    ftype: u32,
+    imatrix: Option<&Path>,
+    requantize: bool,
+    threads: usize,
+) -> Result<()> {
+    let c_in = CString::new(input.as_os_str().as_encoded_bytes())?;
+    let c_out = CString::new(output.as_os_str().as_encoded_bytes())?;
+    let matrix = match imatrix {
+        Some(path) => Some(super::imatrix::Imatrix::read(path)?),
+        None => None,
+    };
+    let entries = matrix.as_ref().map(|m| m.entries());
+    super::init_backend();
+    let marker = super::log_marker();
+    // SAFETY: default parameters from llama.cpp, then plain fields set; the strings and
+    // the importance matrix's entries outlive the call.
+    let code = unsafe {
+        let mut params = sys::llama_model_quantize_default_params();
+        params.nthread = threads as i32;
+        params.ftype = ftype as sys::llama_ftype;
+        params.allow_requantize = requantize;
+        if let Some(e) = &entries {
+            params.imatrix = e.as_ptr();
+        }
+        sys::llama_model_quantize(c_in.as_ptr(), c_out.as_ptr(), &params)
+    };
+    if code != 0 {
+        let why = super::log_since(marker);
+        crate::bad_input!("llama.cpp's quantizer refused: {why}");
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! The llama.cpp engine (cargo feature llama-cpp) against llama.cpp itself: on files of
+//! architectures and types quantbench's own engine does not run (a tiny random Gemma 3
+//! at IQ4_XS and a tiny random Qwen3-MoE at MXFP4_MOE, made by llama.cpp's own converter
+//! and quantizer: scripts/make_llama_fixtures.py), it gives llama.cpp's own greedy tokens
+//! (scripts/peers/llama_greedy.cpp, built here against the very llama.cpp the engine
+//! links); on files both engines run, both engines' tokens and logits agree; from an F32
+//! file it makes llama-quantize's types with llama.cpp's quantizer and scores them; and
+//! bad input is refused with exit 2.
+#![cfg(feature = "llama-cpp")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use quantbench::engine::EngineKind;
+use quantbench::probe::Probes;
+use quantbench::record::{RunRecord, VariantStatus};
+use quantbench::run::runner::{self, Silent};
+use quantbench::Scenario;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// scripts/peers/llama_greedy.cpp built against the engine's own llama.cpp, once.
+fn llama_greedy() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let root = Path::new(env!("QB_LLAMA_ROOT"));
+        let lib = root.join("lib");
+        let dir = std::env::temp_dir().join(format!("qb-llama-greedy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("llama-greedy");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peers/llama_greedy.cpp");
+        let status = Command::new("g++")
+            .args(["-O2", "-std=c++17", "-I"])
+            .arg(root.join("include"))
+            .arg(&src)
+            .args(
+                ["libllama.a", "libggml.a", "libggml-cpu.a", "libggml-base.a"].map(|l| lib.join(l)),
+            )
+            .args(["-fopenmp", "-lpthread", "-ldl", "-o"])
+            .arg(&exe)
+            .status()
+            .expect("g++ runs");
+        assert!(status.success(), "building llama_greedy.cpp");
+        exe
+    })
+}
+
+/// llama.cpp's own (prompt ids, greedy new tokens) for `text`, tokenized as deployed.
+fn llama_cpp_greedy(model: &Path, text: &str, n: usize) -> (Vec<u32>, Vec<u32>) {
+    use std::io::Write;
+    let mut child = Command::new(llama_greedy())
+        .arg(model)
+        .arg(n.to_string())
+        .args(["f16", "deployed"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "{}",
+        serde_json::to_string(text).unwrap()
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(line.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let ids = |k: &str| {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    (ids("ids"), ids("new"))
+}
+
+fn run(toml: &str) -> RunRecord {
+    let scenario = Scenario::parse(toml, "t.toml").unwrap();
+    let prepared = runner::prepare(&scenario, None).unwrap();
+    runner::run(&prepared, &Probes::available(), &mut Silent).unwrap()
+}
+
+const PROMPT: &str = "The quick brown fox jumps over the lazy dog";
+
+#[test]
+fn greedy_tokens_are_llama_cpps_own_on_files_the_own_engine_cannot_run() {
+    for (file, arch, types) in [
+        ("gemma3-tiny-IQ4_XS.gguf", "gemma3", &["iq4_xs"][..]),
+        (
+            "qwen3moe-tiny-MXFP4_MOE.gguf",
+            "qwen3moe",
+            &["mxfp4", "q8_0"][..],
+        ),
+        (
+            "gguf/llama-wide-q4_k_m.gguf",
+            "llama",
+            &["q4_k", "q6_k"][..],
+        ),
+    ] {
+        let path = fixtures().join(if file.starts_with("gguf/") {
+            file.to_string()
+        } else {
+            format!("llama-engine/{file}")
+        });
+        let (ids, new) = llama_cpp_greedy(&path, PROMPT, 16);
+        let rec = run(&format!(
+            "name = \"g\"\nengines = [\"llama.cpp\"]\nmodel = {:?}\nprecisions = [\"native\"]\nprompt = {PROMPT:?}\nnew_tokens = 16\nwarmup = 1\nrepeats = 2\n[engine]\nflash_attention = false\n[quality]\nenabled = false\n",
+            path.to_str().unwrap()
+        ));
+        assert_eq!(rec.model.architecture, arch, "{file}");
+        let v = &rec.variants[0];
+        assert_eq!(v.status, VariantStatus::Ok, "{file}: {:?}", v.error);
+        assert_eq!(v.engine, EngineKind::LlamaCpp);
+        assert_eq!(v.key(), "llama.cpp/native");
+        assert_eq!(
+            v.prompt_token_ids, ids,
+            "{file}: the prompt as llama.cpp tokenizes it"
+        );
+        assert_eq!(
+            v.generated_token_ids, new,
+            "{file}: llama.cpp's own greedy tokens"
+        );
+        assert_eq!(v.tokens_identical_across_repetitions, Some(true));
+        // Exactly N tokens, timed: one prefill and N-1 steps per repetition.
+        assert_eq!(v.decode_step_seconds.len(), 2);
+        assert!(v.decode_step_seconds.iter().all(|d| d.len() == 15));
+        // Weight bytes from the file's tensors by type, and llama.cpp's own accounting.
+        let w = v.weights.as_ref().unwrap();
+        let file_bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(v.weights_bytes.unwrap() < file_bytes && v.weights_bytes.unwrap() > file_bytes / 2);
+        for t in types {
+            assert!(
+                w.by_format.iter().any(|f| f.format == *t),
+                "{file}: no {t} in {:?}",
+                w.by_format
+            );
+        }
+        let report = v.engine_report.as_ref().unwrap();
+        assert!(
+            report
+                .buffers
+                .iter()
+                .any(|b| b.holds == "model" && b.bytes > 0),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .buffers
+                .iter()
+                .any(|b| b.holds == "context" && b.bytes > 0),
+            "{report:?}"
+        );
+        assert!(report
+            .settings
+            .iter()
+            .any(|(k, v)| k == "flash_attention" && v == "off"));
+        assert!(v
+            .memory
+            .after_load
+            .get(quantbench::probe::process::RSS)
+            .is_some());
+    }
+}
+
+#[test]
+fn both_engines_agree_on_a_file_both_run() {
+    let path = fixtures().join("gguf/qwen3-qknorm-f32.gguf");
+    let rec = run(&format!(
+        "name = \"b\"\nengines = [\"quantbench\", \"llama.cpp\"]\nmodel = {:?}\nprecisions = [\"f32\"]\nprompt = {PROMPT:?}\nnew_tokens = 12\nwarmup = 0\nrepeats = 1\n[engine]\nflash_attention = false\n[quality]\nwindow = 64\n",
+        path.to_str().unwrap()
+    ));
+    let (own, llama) = (&rec.variants[0], &rec.variants[1]);
+    assert_eq!(own.status, VariantStatus::Ok, "{:?}", own.error);
+    assert_eq!(llama.status, VariantStatus::Ok, "{:?}", llama.error);
+    assert_eq!(
+        own.prompt_token_ids, llama.prompt_token_ids,
+        "both tokenize the prompt alike"
+    );
+    assert_eq!(
+        own.weights_bytes, llama.weights_bytes,
+        "the same f32 tensors"
+    );
+    // The reference is the own engine's f32; llama.cpp's logits differ by its f16 KV cache
+    // (keys and values rounded to 11 significant bits) and its summation order: a KL of
+    // the order of (2^-11)^2 per logit's share, far below any quantization's (q8_0's
+    // is ~1e-4 on these models).
+    let q = llama
+        .quality
+        .as_ref()
+        .expect("llama.cpp scored against the own engine's f32");
+    assert!(q.kl_mean.unwrap() < 1e-4, "KL {:?}", q.kl_mean);
+    assert!(q.same_top1.unwrap() > 0.98, "same top-1 {:?}", q.same_top1);
+    assert!(q.leading_tokens_equal_to_f32 >= 8, "{q:?}");
+    assert_eq!(
+        rec.quality_reference.as_ref().unwrap().engine,
+        EngineKind::Quantbench
+    );
+}
+
+#[test]
+fn llama_cpps_quantizer_makes_its_types_from_f32_and_they_are_scored() {
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("QUANTBENCH_LLAMA_CACHE", cache.path());
+    let path = fixtures().join("gguf/llama-gqa-llama3-f32.gguf");
+    let toml = format!(
+        "name = \"q\"\nengines = [\"llama.cpp\"]\nmodel = {:?}\nprecisions = [\"f32\", \"q8_0\", \"q4_k_m\"]\nprompt = {PROMPT:?}\nnew_tokens = 8\nwarmup = 0\nrepeats = 1\n[quality]\nwindow = 64\n",
+        path.to_str().unwrap()
+    );
+    let rec = run(&toml);
+    for v in &rec.variants {
+        assert_eq!(v.status, VariantStatus::Ok, "{}: {:?}", v.key(), v.error);
+    }
+    let kl = |i: usize| rec.variants[i].quality.as_ref().unwrap().kl_mean.unwrap();
+    assert_eq!(kl(0), 0.0, "f32 is the reference itself");
+    assert!(
+        kl(1) > 0.0 && kl(1) < kl(2),
+        "q8_0 {} < q4_k_m {}",
+        kl(1),
+        kl(2)
+    );
+    let q4 = &rec.variants[2];
+    let formats: Vec<&str> = q4
+        .weights
+        .as_ref()
+        .unwrap()
+        .by_format
+        .iter()
+        .map(|f| f.format.as_str())
+        .collect();
+    // This model's rows are 64 wide, shorter than a k-quant's 256-element block: what
+    // llama.cpp's quantizer then stores is its own choice (its fallbacks), recorded as is.
+    assert!(
+        formats.contains(&"q5_0"),
+        "llama.cpp's fallback for 64-wide rows: {formats:?}"
+    );
+    assert!(
+        q4.weights_bytes < rec.variants[1].weights_bytes,
+        "q4_k_m is smaller than q8_0"
+    );
+    let made = |v: &quantbench::record::VariantRecord| {
+        v.engine_report
+            .as_ref()
+            .unwrap()
+            .settings
+            .iter()
+            .find(|(k, _)| k == "made_by")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(
+        made(q4).contains("llama_model_quantize") && made(q4).contains("made in"),
+        "{}",
+        made(q4)
+    );
+    // A second run finds the files in the cache.
+    let again = run(&toml);
+    assert!(made(&again.variants[2]).contains("from quantbench's cache"));
+    assert_eq!(
+        again.variants[2].generated_token_ids,
+        q4.generated_token_ids
+    );
+    let cached = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(
+        cached, 2,
+        "q8_0 and q4_k_m, each made once (f32 is the file itself)"
+    );
+}
+
+#[test]
+fn the_llama_cpp_engine_refuses_bad_input_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let out = out.to_str().unwrap();
+    let gguf = fixtures().join("gguf/qwen3-qknorm-f32.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--engine",
+            "llama.cpp",
+            "--new-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--no-quality",
+            "--quiet",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        common::quantbench(&args)
+    };
+    // A file llama.cpp refuses: its reason.
+    let bad = tmp.path().join("bad.gguf");
+    let mut bytes = std::fs::read(gguf).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, _, err) = run(&["--model", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("llama.cpp cannot") && err.contains("bad.gguf"),
+        "{err}"
+    );
+    // A precision the engine cannot make.
+    let (code, _, err) = run(&["--model", gguf, "--precisions", "nf4"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("engine llama.cpp cannot make precision nf4"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--model", gguf, "--precisions", "q4_k"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("q4_k_m"), "{err}");
+    // Not a GGUF file.
+    let (code, _, err) = run(&["--model", "synthetic:tiny"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("reads GGUF files"), "{err}");
+    // A setting only the own engine has.
+    let (code, _, err) = run(&["--model", gguf, "--policy", "linear"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("policy") && err.contains("ignored"), "{err}");
+    // A requantization not asked for.
+    let q = fixtures().join("gguf/llama-wide-q4_k_m.gguf");
+    let (code, _, err) = run(&["--model", q.to_str().unwrap(), "--precisions", "q8_0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--requantize"), "{err}");
+    assert!(!Path::new(out).exists(), "a refused run writes nothing");
+}
