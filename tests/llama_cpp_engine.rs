@@ -342,3 +342,86 @@ fn the_llama_cpp_engine_refuses_bad_input_with_exit_2() {
     assert!(err.contains("--requantize"), "{err}");
     assert!(!Path::new(out).exists(), "a refused run writes nothing");
 }
+
+#[test]
+fn workload_tests_rounds_and_verdicts_between_engines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = fixtures().join("gguf/qwen3-qknorm-f32.gguf");
+    let scenario = tmp.path().join("w.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"w\"\nengines = [\"quantbench\", \"llama.cpp\"]\nmodel = {:?}\nprecisions = [\"f32\"]\nnew_tokens = 6\nwarmup = 1\nrepeats = 2\nrounds = 2\n[quality]\nenabled = false\n[workload]\nprompt_tokens = [8]\nnew_tokens = [4]\ndepth = [0, 16]\nbatch = [1, 2]\nthreads = [1]\n",
+            path.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (code, _, err) = common::quantbench(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rec = quantbench::report::read_results(&out.join("results.json")).unwrap();
+    assert_eq!(rec.variants.len(), 2);
+    for v in &rec.variants {
+        assert_eq!(v.status, VariantStatus::Ok, "{}: {:?}", v.key(), v.error);
+        assert_eq!(v.rounds, 2, "both rounds' timings held");
+        assert_eq!(
+            v.generate_seconds.len(),
+            4,
+            "2 repetitions in each of 2 rounds"
+        );
+        assert_eq!(v.tests.len(), 4);
+        for t in &v.tests {
+            assert_eq!(
+                t.status,
+                quantbench::run::workload::TestStatus::Ok,
+                "{} {}: {:?}",
+                v.key(),
+                t.name,
+                t.error
+            );
+            assert_eq!(t.threads_used, 1);
+            assert_eq!(t.decode_step_seconds.len(), 4, "{}", t.name);
+            assert!(t.decode_step_seconds.iter().all(|d| d.len() == 3));
+            assert_eq!(
+                t.tokens_identical_across_repetitions,
+                Some(true),
+                "{}",
+                t.name
+            );
+        }
+    }
+    // The same weights and the same synthetic tokens: both engines' greedy tokens agree
+    // in every test (f32 weights; llama.cpp's f16 KV cache is far from these margins).
+    for (a, b) in rec.variants[0].tests.iter().zip(&rec.variants[1].tests) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.generated_token_ids, b.generated_token_ids, "{}", a.name);
+    }
+    let (code, stdout, err) = common::quantbench(&[
+        "compare",
+        out.join("results.json").to_str().unwrap(),
+        "--between-engines",
+        "quantbench,llama.cpp",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("base: quantbench in") && stdout.contains("new:  llama.cpp in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("decode_tokens_per_second") && stdout.contains("pp8+tg4"),
+        "{stdout}"
+    );
+    let (code, _, err) = common::quantbench(&[
+        "compare",
+        out.join("results.json").to_str().unwrap(),
+        "--between-engines",
+        "llama.cpp,llama.cpp",
+    ]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -299,11 +299,16 @@ fn run_one(
         quiet,
     };
     if !quiet {
+        let rounds = if scenario.rounds > 1 {
+            format!(", in {} interleaved rounds", scenario.rounds)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "quantbench: {} on {} — {} variant(s), {} warm-up + {} timed generations of {} tokens each; writing {}",
+            "quantbench: {} on {} — {} variant(s){rounds}, {} warm-up + {} timed generations of {} tokens each; writing {}",
             prepared.model.name,
             prepared.device_name,
-            scenario.precisions.len(),
+            scenario.variants().len(),
             scenario.warmup,
             scenario.repeats,
             scenario.new_tokens,

@@ -450,6 +450,15 @@ impl RunRecord {
             .find(|v| v.is_f32_reference() && v.is_ok())
     }
 
+    /// The base of `engine`'s speed-ups and savings: that engine's own f32 variant when it
+    /// ran one (each engine against itself), else the run's [`RunRecord::f32_reference`].
+    pub fn f32_reference_for(&self, engine: crate::engine::EngineKind) -> Option<&VariantRecord> {
+        self.variants
+            .iter()
+            .find(|v| v.engine == engine && v.is_f32_reference() && v.is_ok())
+            .or_else(|| self.f32_reference())
+    }
+
     pub fn any_failed(&self) -> bool {
         self.variants.iter().any(|v| !v.is_ok())
     }

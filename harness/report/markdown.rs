@@ -17,8 +17,50 @@ pub fn render(run: &RunRecord) -> String {
     render_quality(&mut o, run);
     generated_text(&mut o, run);
     render_tests(&mut o, run);
+    render_engines(&mut o, run);
     method(&mut o, run);
     o
+}
+
+/// What each engine said it did, and its own memory accounting, when a run used another
+/// engine than quantbench's own (a run of the own engine alone says it in the header).
+fn render_engines(o: &mut String, run: &RunRecord) {
+    if run.variants.iter().all(|v| v.engine.is_default()) {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "
+## Engines
+
+What each engine reports it did, and its own account of its memory (bytes per backend buffer: the model's weights, the context's KV cache, the compute buffers) beside the process RSS above.
+"
+    );
+    for v in &run.variants {
+        let Some(r) = &v.engine_report else { continue };
+        let _ = writeln!(
+            o,
+            "- **{}** ({}): {}",
+            v.key(),
+            r.version.as_deref().unwrap_or("version unknown"),
+            r.settings
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        if !r.buffers.is_empty() {
+            let _ = writeln!(
+                o,
+                "  - its accounting: {}",
+                r.buffers
+                    .iter()
+                    .map(|b| format!("{} {} {:.1} MB", b.buffer, b.holds, mb(b.bytes)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
 }
 
 /// The title and what was measured: model, tokenizer, file, device, settings, build.

@@ -47,7 +47,7 @@ pub struct Headline {
 impl Headline {
     pub fn of(v: &VariantRecord, run: &RunRecord) -> Self {
         let t = v.timing.as_ref();
-        let f32 = run.f32_reference();
+        let f32 = run.f32_reference_for(v.engine);
         let gen = t.map(|t| t.generate_seconds.median);
         Headline {
             label: v.key(),

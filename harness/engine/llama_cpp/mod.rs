@@ -630,6 +630,7 @@ impl Engine for LlamaEngine {
             eos: self.eos,
             buffers: Mutex::new(None),
             unused_isa: self.unused_isa.clone(),
+            pool: Default::default(),
         }))
     }
 }
@@ -653,25 +654,80 @@ pub struct LlamaLoaded {
     /// llama.cpp's memory accounting of the first context made (the generation's).
     buffers: Mutex<Option<Vec<EngineBuffer>>>,
     unused_isa: Vec<&'static str>,
+    /// Spare contexts, freed before the model.
+    pool: std::sync::Arc<Pool>,
 }
 
-/// An owned `llama_context` holding `batch` sequences of up to `capacity` positions.
+impl Drop for LlamaLoaded {
+    fn drop(&mut self) {
+        self.pool.free_all();
+    }
+}
+
+/// A `llama_context` holding `batch` sequences of up to `capacity` positions. Dropped,
+/// it goes back to its model's pool of spare contexts, to be cleared and used again by
+/// the next context of the same shape (as llama-bench keeps one context for all its
+/// repetitions): the repetitions of a generation or a test then time llama.cpp's
+/// decoding, not its allocating a context's buffers.
 struct LlamaContext {
     ctx: *mut sys::llama_context,
-    batch: usize,
+    shape: Shape,
     capacity: usize,
     /// Positions each sequence holds.
     pos: Vec<usize>,
+    pool: std::sync::Arc<Pool>,
 }
 
+/// What makes two contexts interchangeable: sequences, positions each, logical batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    batch: usize,
+    capacity: usize,
+    n_batch: usize,
+}
+
+/// Spare contexts of one model (at most [`Pool::KEEP`]), freed with the model.
+#[derive(Default)]
+struct Pool(Mutex<Vec<(Shape, Ctx)>>);
+
+/// A raw context owned by a pool.
+struct Ctx(*mut sys::llama_context);
+
 // SAFETY: a context is used by one thread at a time (the runner's), never shared.
+unsafe impl Send for Ctx {}
 unsafe impl Send for LlamaContext {}
 unsafe impl Sync for LlamaContext {}
 
+impl Pool {
+    const KEEP: usize = 4;
+
+    fn take(&self, shape: Shape) -> Option<*mut sys::llama_context> {
+        let mut spare = self.0.lock().expect("not poisoned");
+        let at = spare.iter().position(|(s, _)| *s == shape)?;
+        Some(spare.swap_remove(at).1 .0)
+    }
+
+    fn give(&self, shape: Shape, ctx: *mut sys::llama_context) {
+        let mut spare = self.0.lock().expect("not poisoned");
+        if spare.len() < Self::KEEP {
+            spare.push((shape, Ctx(ctx)));
+        } else {
+            // SAFETY: made by llama_init_from_model, owned here, freed once.
+            unsafe { sys::llama_free(ctx) }
+        }
+    }
+
+    fn free_all(&self) {
+        for (_, c) in self.0.lock().expect("not poisoned").drain(..) {
+            // SAFETY: as above.
+            unsafe { sys::llama_free(c.0) }
+        }
+    }
+}
+
 impl Drop for LlamaContext {
     fn drop(&mut self) {
-        // SAFETY: made by llama_init_from_model, freed once.
-        unsafe { sys::llama_free(self.ctx) }
+        self.pool.give(self.shape, self.ctx);
     }
 }
 
@@ -739,6 +795,26 @@ impl Drop for Batch {
 impl LlamaLoaded {
     fn make_context(&self, batch: usize, capacity: usize, n_batch: usize) -> Result<LlamaContext> {
         let threads = self.threads.load(Ordering::Relaxed) as i32;
+        let shape = Shape {
+            batch,
+            capacity,
+            n_batch,
+        };
+        if let Some(ctx) = self.pool.take(shape) {
+            // SAFETY: a spare context of this model: emptied, and given this moment's
+            // thread count.
+            unsafe {
+                sys::llama_memory_clear(sys::llama_get_memory(ctx), true);
+                sys::llama_set_n_threads(ctx, threads, threads);
+            }
+            return Ok(LlamaContext {
+                ctx,
+                shape,
+                capacity,
+                pos: vec![0; batch.max(1)],
+                pool: self.pool.clone(),
+            });
+        }
         let n_ctx = (batch * capacity.max(1)).max(16);
         let marker = log_marker();
         // SAFETY: default parameters, plain fields set.
@@ -767,9 +843,10 @@ impl LlamaLoaded {
         }
         let c = LlamaContext {
             ctx,
-            batch,
+            shape,
             capacity,
             pos: vec![0; batch.max(1)],
+            pool: self.pool.clone(),
         };
         let mut first = self.buffers.lock().expect("not poisoned");
         if first.is_none() {
@@ -893,14 +970,30 @@ impl Loaded for LlamaLoaded {
     }
 
     fn streamed_bytes_per_step(&self) -> usize {
+        // Every matrix a step multiplies by (the LM head included: the token table when
+        // the file ties them), norms and biases; of a mixture of experts' stacked expert
+        // tensors, the share one token routes to (expert_used_count of expert_count).
         let tied = !self.file.tensors.iter().any(|t| t.name == "output.weight");
+        let routed = match (
+            self.file.hparam("expert_used_count"),
+            self.file.hparam("expert_count"),
+        ) {
+            (Some(used), Some(all)) if all > 0 && used <= all => used as f64 / all as f64,
+            _ => 1.0,
+        };
         self.file
             .tensors
             .iter()
             .filter(|t| {
                 file::group_of(t) != "embeddings" || (tied && t.name.starts_with("token_embd"))
             })
-            .map(|t| t.bytes as usize)
+            .map(|t| {
+                if t.name.contains("_exps.") {
+                    (t.bytes as f64 * routed).round() as usize
+                } else {
+                    t.bytes as usize
+                }
+            })
             .sum()
     }
 
@@ -1020,8 +1113,12 @@ impl Loaded for LlamaLoaded {
 
     fn fork(&self, ctx: &dyn Context) -> Result<Box<dyn Context>> {
         let src = ctx_ref(ctx)?;
-        let n_batch = (src.batch * src.capacity).max(UBATCH);
-        let mut c = self.make_context(src.batch, src.capacity, n_batch)?;
+        let Shape {
+            batch,
+            capacity,
+            n_batch,
+        } = src.shape;
+        let mut c = self.make_context(batch, capacity, n_batch)?;
         // SAFETY: sizes asked of llama.cpp first; both contexts are valid.
         unsafe {
             let size = sys::llama_state_get_size(src.ctx);
