@@ -1,4 +1,4 @@
-//! `quantbench list`: the precisions, the model presets by architecture, the real models
+//! `quantbench list`: the engines, the precisions, the model presets by architecture, the real models
 //! and the scenarios in scenarios/.
 
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ use quantbench::scenario::{self, Scenario};
 use super::outln;
 
 pub fn main() -> Result<ExitCode> {
+    engines();
     precisions();
     presets();
     real_models();
@@ -43,6 +44,29 @@ fn precisions() {
         Precision::Native.name(),
         "-",
         Precision::Native.aliases().join(", ")
+    );
+}
+
+fn engines() {
+    use quantbench::engine::EngineKind;
+    outln!("engines (--engine, engines = [...]):");
+    for e in EngineKind::ALL {
+        let what = match e {
+            EngineKind::Quantbench => "quantbench's own engine (the default): the precisions below",
+            EngineKind::LlamaCpp => "llama.cpp in process: any GGUF file it runs; the float and ggml precisions below and llama-quantize's mixes",
+        };
+        let built = if e.is_built() {
+            ""
+        } else {
+            " [not in this build: --features llama-cpp]"
+        };
+        outln!("  {:<16} {what}{built}", e.name());
+    }
+    outln!(
+        "  llama-quantize's mixes and i-quants (llama.cpp engine only): {}\n",
+        quantbench::format::mix::Mix::ALL
+            .map(|m| m.name())
+            .join(", ")
     );
 }
 

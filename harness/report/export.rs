@@ -445,7 +445,7 @@ fn median(xs: &[f64]) -> Option<f64> {
 
 /// The llama-bench-shaped columns, in order: llama-bench's names first, where the meaning
 /// is the same, then quantbench's, named as the figures are everywhere else.
-pub const ROW_FIELDS: [RowField; 32] = [
+pub const ROW_FIELDS: [RowField; 33] = [
     RowField {
         name: "build_commit",
         cell: |c| json!(c.run.environment.git_commit),
@@ -484,11 +484,11 @@ pub const ROW_FIELDS: [RowField; 32] = [
     },
     RowField {
         name: "type_k",
-        cell: |_| json!("f32"),
+        cell: |c| json!(kv_type(c.v)),
     },
     RowField {
         name: "type_v",
-        cell: |_| json!("f32"),
+        cell: |c| json!(kv_type(c.v)),
     },
     RowField {
         name: "n_prompt",
@@ -526,6 +526,10 @@ pub const ROW_FIELDS: [RowField; 32] = [
     RowField {
         name: "variant",
         cell: |c| json!(c.r.variant),
+    },
+    RowField {
+        name: "engine",
+        cell: |c| json!(c.v.engine.name()),
     },
     RowField {
         name: "test",
@@ -576,6 +580,15 @@ pub const ROW_FIELDS: [RowField; 32] = [
         cell: |c| json!(c.r.same_top1.map(|k| k.0)),
     },
 ];
+
+/// The KV cache's type as the engine reports it (quantbench's own keeps f32, and so did
+/// every record written before engines reported it).
+fn kv_type(v: &VariantRecord) -> String {
+    v.engine_report
+        .as_ref()
+        .and_then(|r| r.settings.iter().find(|(k, _)| k == "kv_type"))
+        .map_or_else(|| "f32".to_string(), |(_, t)| t.clone())
+}
 
 /// The rows as JSON objects with [`ROW_FIELDS`] (+ `samples_ns`, `samples_ts`).
 pub fn llama_bench_rows(run: &RunRecord) -> Vec<Map<String, Value>> {
