@@ -80,7 +80,7 @@ fn footprint<'a>(r: &Row<'a>) -> Option<&'a crate::model::source::weights::Trans
 }
 
 /// The columns of results.csv, in order.
-pub const COLUMNS: [Column; 31] = [
+pub const COLUMNS: [Column; 32] = [
     Column {
         name: Name::Own("precision"),
         cell: |r| r.v.precision.name().to_string(),
@@ -188,6 +188,11 @@ pub const COLUMNS: [Column; 31] = [
     Column {
         name: Name::Own("error"),
         cell: |r| r.h.error.clone().unwrap_or_default(),
+    },
+    // Last, so that the columns before it keep the places they had before #38.
+    Column {
+        name: Name::Own("engine"),
+        cell: |r| r.v.engine.name().to_string(),
     },
 ];
 
