@@ -1168,19 +1168,29 @@ impl Loaded for LlamaLoaded {
     }
 
     fn logits_from(&self, ids: &[u32], first: usize, f: &mut LogitRows<'_>) -> Result<()> {
-        let mut c = self.make_context(1, ids.len(), ids.len())?;
-        let b = Batch::of(&[(0, 0, ids)], |_, j| j >= first);
-        self.decode(&mut c, &b)?;
+        // One physical batch (llama.cpp's n_ubatch) per decode: the same computation as
+        // one decode of the whole window, which llama.cpp splits into such batches anyway,
+        // with a logits buffer of 512 rows instead of the window's (a 262k vocabulary's
+        // 1,024 rows would be 1 GB).
+        let step = UBATCH.min(ids.len()).max(1);
+        let mut c = self.make_context(1, ids.len(), step)?;
         let vocab = self.vocab_size();
-        let mut p = first;
-        while p < ids.len() {
-            crate::run::interrupt::check()?;
-            let rows = (ids.len() - p).min(LOGIT_CHUNK);
-            let chunk: Vec<Vec<f32>> = (p..p + rows)
-                .map(|i| self.logits_row(&c, i, vocab).map(<[f32]>::to_vec))
-                .collect::<Result<_>>()?;
-            f(p, &chunk)?;
-            p += rows;
+        let mut at = 0;
+        while at < ids.len() {
+            let end = (at + step).min(ids.len());
+            let b = Batch::of(&[(0, at, &ids[at..end])], |_, j| at + j >= first);
+            self.decode(&mut c, &b)?;
+            let mut p = first.max(at);
+            while p < end {
+                crate::run::interrupt::check()?;
+                let rows = (end - p).min(LOGIT_CHUNK);
+                let chunk: Vec<Vec<f32>> = (p..p + rows)
+                    .map(|i| self.logits_row(&c, i - at, vocab).map(<[f32]>::to_vec))
+                    .collect::<Result<_>>()?;
+                f(p, &chunk)?;
+                p += rows;
+            }
+            at = end;
         }
         Ok(())
     }
