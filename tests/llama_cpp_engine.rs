@@ -425,3 +425,83 @@ fn workload_tests_rounds_and_verdicts_between_engines() {
     ]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn an_importance_matrix_reaches_llama_cpps_quantizer() {
+    // tests/fixtures/llama-engine/qwen3-qknorm.imatrix.gguf: llama-imatrix (llama-cpp-python
+    // 0.3.36's llama.cpp) over the project's essay on gguf/qwen3-qknorm-f32.gguf, -c 64.
+    let path = fixtures().join("gguf/qwen3-qknorm-f32.gguf");
+    let imatrix = fixtures().join("llama-engine/qwen3-qknorm.imatrix.gguf");
+    let run_with = |extra: &str| {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let scenario = out.path().join("i.toml");
+        std::fs::write(
+            &scenario,
+            format!(
+                "name = \"i\"\nengines = [\"llama.cpp\"]\nmodel = {:?}\nprecisions = [\"f32\", \"q4_0\"]\nnew_tokens = 4\nwarmup = 0\nrepeats = 1\n[quality]\nwindow = 64\n{extra}",
+                path.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let out_dir = out.path().join("o");
+        let out_s = out_dir.to_str().unwrap().to_string();
+        let out_out = Command::new(env!("CARGO_BIN_EXE_quantbench"))
+            .args([
+                "run",
+                scenario.to_str().unwrap(),
+                "--quiet",
+                "--out",
+                &out_s,
+            ])
+            .env("QUANTBENCH_LLAMA_CACHE", cache.path())
+            .output()
+            .unwrap();
+        assert!(
+            out_out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out_out.stderr)
+        );
+        let rec = quantbench::report::read_results(&out_dir.join("results.json")).unwrap();
+        let made: Vec<u8> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .next()
+            .unwrap();
+        (rec, made)
+    };
+    let (plain, plain_file) = run_with("");
+    let (with, with_file) = run_with(&format!(
+        "[engine]\nimatrix = {:?}\n",
+        imatrix.to_str().unwrap()
+    ));
+    let made_by = |r: &RunRecord| {
+        r.variants[1]
+            .engine_report
+            .as_ref()
+            .unwrap()
+            .settings
+            .iter()
+            .find(|(k, _)| k == "made_by")
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(
+        made_by(&with).contains("with importance matrix"),
+        "{}",
+        made_by(&with)
+    );
+    assert!(!made_by(&plain).contains("importance matrix"));
+    assert_eq!(
+        plain_file.len(),
+        with_file.len(),
+        "the same types and sizes"
+    );
+    assert_ne!(
+        plain_file, with_file,
+        "the matrix changed how blocks were quantized"
+    );
+    let kl = |r: &RunRecord| r.variants[1].quality.as_ref().unwrap().kl_mean.unwrap();
+    assert!(kl(&plain) > 0.0 && kl(&with) > 0.0 && kl(&plain) != kl(&with));
+}
