@@ -828,6 +828,10 @@ impl LlamaLoaded {
             p.n_threads = threads;
             p.n_threads_batch = threads;
             p.no_perf = true;
+            // A stop request (Ctrl-C) ends a long decode between graph nodes: llama_decode
+            // then returns 2, recorded as an interruption.
+            p.abort_callback = Some(stop_requested);
+            p.abort_callback_data = std::ptr::null_mut();
             p.flash_attn_type = match self.settings.flash_attention {
                 Some(true) => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
                 Some(false) => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
@@ -878,6 +882,10 @@ impl LlamaLoaded {
         anyhow::ensure!(!p.is_null(), "llama.cpp holds no logits for output {i}");
         Ok(unsafe { std::slice::from_raw_parts(p, vocab) })
     }
+}
+
+unsafe extern "C" fn stop_requested(_: *mut c_void) -> bool {
+    crate::run::interrupt::requested()
 }
 
 /// llama.cpp's memory accounting of a context (its model, KV cache and compute buffers
