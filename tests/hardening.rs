@@ -572,7 +572,7 @@ fn a_closed_pipe_is_not_a_panic() {
     // The reader is dropped here: the pipe is closed with output still to come.
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(first.starts_with("precisions"), "{first}");
+    assert!(first.starts_with("engines"), "{first}");
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
