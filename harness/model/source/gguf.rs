@@ -470,7 +470,7 @@ impl GgufFile {
         match crate::model::arch::for_gguf_architecture(&arch) {
             Some(a) => (a.from_gguf)(self, &arch),
             None => crate::bad_input!(
-                "{}: general.architecture is '{arch}', which quantbench does not run; it runs: {}",
+                "{}: general.architecture is '{arch}', which quantbench's own engine does not run; it runs: {}. The llama.cpp engine runs every architecture llama.cpp knows: --engine llama.cpp (a build with --features llama-cpp)",
                 self.path.display(),
                 crate::model::arch::supported_gguf_architectures()
             ),

@@ -452,7 +452,7 @@ fn read_tensor_info(r: &mut Reader, i: u64) -> Result<HeaderTensor, String> {
         let supported = crate::format::GgmlType::candle_names();
         return Err(match ty {
             Some(t) => format!(
-                "tensor '{name}' has type {t} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {supported}"
+                "tensor '{name}' has type {t} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {supported}. The llama.cpp engine runs every type llama.cpp knows: --engine llama.cpp (a build with --features llama-cpp)"
             ),
             None => format!(
                 "tensor '{name}' has type id {type_id}, which is not a ggml type (ggml.h's types are 0 to 42, some retired); supported types: {supported}"
