@@ -425,18 +425,25 @@ impl Scenario {
             }
         }
         let engines = self.engines();
-        if !engines.contains(&crate::engine::EngineKind::LlamaCpp) {
+        if !engines.iter().any(|e| e.takes_engine_settings()) {
             if let Some(name) = self.engine.set_names().first() {
+                let takers: Vec<&str> = crate::engine::EngineKind::ALL
+                    .iter()
+                    .filter(|e| e.takes_engine_settings())
+                    .map(|e| e.name())
+                    .collect();
                 return Err((
                     "engine",
                     format!(
-                        "engine setting '{name}' is llama.cpp's, and this run's engines ({}) have no such setting (it would be ignored): remove it, or add --engine llama.cpp",
-                        engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+                        "engine setting '{name}' is {}'s, and this run's engines ({}) have no such setting (it would be ignored): remove it, or add --engine {}",
+                        takers.join(" or "),
+                        engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", "),
+                        takers.join(",")
                     ),
                 ));
             }
         }
-        if !engines.contains(&crate::engine::EngineKind::Quantbench) {
+        if !engines.iter().any(|e| e.chooses_policy_and_rest()) {
             // Policy and rest are choices of quantbench's own loader: llama.cpp's
             // quantizer decides which tensors keep which type (its mixes).
             if self.policy != Policy::All {
@@ -524,11 +531,12 @@ impl Scenario {
             .into_iter()
             .flat_map(|engine| {
                 self.precisions.iter().map(move |&p| {
-                    let q = match engine {
-                        crate::engine::EngineKind::Quantbench => Quantization::new(p)
+                    let q = if engine.chooses_policy_and_rest() {
+                        Quantization::new(p)
                             .with_policy(self.policy)
-                            .with_rest(self.rest),
-                        _ => Quantization::new(p),
+                            .with_rest(self.rest)
+                    } else {
+                        Quantization::new(p)
                     };
                     (engine, q)
                 })
@@ -545,7 +553,7 @@ impl Scenario {
     /// The engines the scenario runs, in order (quantbench's own when it names none).
     pub fn engines(&self) -> Vec<crate::engine::EngineKind> {
         if self.engines.is_empty() {
-            vec![crate::engine::EngineKind::Quantbench]
+            vec![crate::engine::EngineKind::default()]
         } else {
             self.engines.clone()
         }

@@ -82,6 +82,8 @@ fn scenarios_refuse_what_their_engines_would_ignore() {
         "name = \"e\"\nengines = [\"llama.cpp\"]\n[engine]\nthreads = 0\n",
         &["engine.threads", "from 1"],
     );
+    bad("name = \"e\"\nrounds = 0\n", &["rounds", "from 1 to 1000"]);
+    bad("name = \"e\"\nrounds = 1001\n", &["rounds", "got 1001"]);
     bad(
         "name = \"e\"\n[engine]\nmmap = false\n",
         &["'mmap' is llama.cpp's", "ignored"],

@@ -314,7 +314,7 @@ pub fn engine_side(runs: &[RunRecord], engine: crate::engine::EngineKind) -> Vec
             let mut r = r.clone();
             r.variants.retain(|v| v.engine == engine);
             for v in &mut r.variants {
-                v.engine = crate::engine::EngineKind::Quantbench;
+                v.engine = crate::engine::EngineKind::default();
                 v.policy = crate::precision::Policy::All;
                 v.rest = crate::precision::RestDtype::F32;
             }

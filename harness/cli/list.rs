@@ -51,10 +51,7 @@ fn engines() {
     use quantbench::engine::EngineKind;
     outln!("engines (--engine, engines = [...]):");
     for e in EngineKind::ALL {
-        let what = match e {
-            EngineKind::Quantbench => "quantbench's own engine (the default): the precisions below",
-            EngineKind::LlamaCpp => "llama.cpp in process: any GGUF file it runs; the float and ggml precisions below and llama-quantize's mixes",
-        };
+        let what = e.about();
         let built = if e.is_built() {
             ""
         } else {

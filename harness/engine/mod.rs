@@ -9,7 +9,9 @@
 //! - `llama_cpp/`: llama.cpp in process (the `llama-cpp` cargo feature): its own loader,
 //!   tokenizer, quantizer (llama-quantize's types and mixes), kernels and backends.
 //!
-//! Adding an engine: one module here, one [`EngineKind`], and its arm in [`open`].
+//! Adding an engine: one module here, one [`EngineKind`] with its arms (name, `about`,
+//! what it honours, whether it is built), and its arm in [`open`]; the checklist is in
+//! docs/engines.md.
 
 pub mod quantbench;
 
@@ -55,6 +57,30 @@ impl EngineKind {
             EngineKind::Quantbench => true,
             EngineKind::LlamaCpp => cfg!(feature = "llama-cpp"),
         }
+    }
+
+    /// What it is, for `quantbench list`.
+    pub fn about(self) -> &'static str {
+        match self {
+            EngineKind::Quantbench => {
+                "quantbench's own engine (the default): the precisions below"
+            }
+            EngineKind::LlamaCpp => {
+                "llama.cpp in process: any GGUF file it runs; the float and ggml precisions below and llama-quantize's mixes"
+            }
+        }
+    }
+
+    /// Whether it honours the scenario's `[engine]` settings (flash attention, mmap,
+    /// importance matrix, threads).
+    pub fn takes_engine_settings(self) -> bool {
+        matches!(self, EngineKind::LlamaCpp)
+    }
+
+    /// Whether the scenario's `policy` and `rest` are its choices (its own loader's);
+    /// another engine quantizes as its own quantizer decides.
+    pub fn chooses_policy_and_rest(self) -> bool {
+        matches!(self, EngineKind::Quantbench)
     }
 
     /// Every engine's name, for error messages and `--help`.
@@ -180,8 +206,6 @@ pub trait Engine: Synchronize {
     fn facts(&self) -> &ModelFacts;
     /// `text` as the deployed engine tokenizes it (BOS first where the model asks).
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
-    /// The tokenizer's name, for the record.
-    fn tokenizer_name(&self) -> String;
     /// Refuse (exit 2), before any variant runs, a precision this engine cannot make
     /// from this model.
     fn check_precision(&self, q: Quantization) -> Result<()>;
@@ -208,6 +232,27 @@ pub trait Context: Any + Send + Sync {
     fn positions(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// `ctx` as engine `T`'s own context type (an error when another engine's context was
+/// given: the runner never mixes them).
+pub fn own_context<T: Context>(ctx: &dyn Context) -> Result<&T> {
+    ctx.as_any().downcast_ref::<T>().ok_or_else(|| {
+        anyhow::anyhow!(
+            "a context of another engine given to {}",
+            std::any::type_name::<T>()
+        )
+    })
+}
+
+/// [`own_context`], mutably.
+pub fn own_context_mut<T: Context>(ctx: &mut dyn Context) -> Result<&mut T> {
+    ctx.as_any_mut().downcast_mut::<T>().ok_or_else(|| {
+        anyhow::anyhow!(
+            "a context of another engine given to {}",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 /// A model loaded by an engine at one precision.

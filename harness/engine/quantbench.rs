@@ -91,10 +91,6 @@ impl Engine for OwnEngine {
         tokenizer.encode_prompt(text)
     }
 
-    fn tokenizer_name(&self) -> String {
-        self.tokenizer_name.clone()
-    }
-
     fn check_precision(&self, q: Quantization) -> Result<()> {
         model::check_source_precision(&self.source, q)
     }
@@ -131,15 +127,11 @@ impl Context for Cache {
 }
 
 fn cache(ctx: &dyn Context) -> Result<&Cache> {
-    ctx.as_any()
-        .downcast_ref::<Cache>()
-        .context("a context of another engine given to quantbench's engine")
+    super::own_context(ctx)
 }
 
 fn cache_mut(ctx: &mut dyn Context) -> Result<&mut Cache> {
-    ctx.as_any_mut()
-        .downcast_mut::<Cache>()
-        .context("a context of another engine given to quantbench's engine")
+    super::own_context_mut(ctx)
 }
 
 /// Greedy next tokens of each row of `[B, vocab]` logits.

@@ -102,16 +102,6 @@ impl Prepared {
             .find(|e| e.engine.kind() == kind)
             .expect("every variant's engine is prepared")
     }
-
-    /// The prompt as the first engine tokenizes it.
-    pub fn prompt_ids(&self) -> &[u32] {
-        &self.engines[0].prompt_ids
-    }
-
-    /// What the first engine reads the model as (its vocabulary, context, KV bytes).
-    pub fn facts(&self) -> &ModelFacts {
-        self.engines[0].engine.facts()
-    }
 }
 
 /// Open the model with each engine, open the device, tokenize the prompt and the

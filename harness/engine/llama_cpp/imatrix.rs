@@ -137,41 +137,109 @@ fn read_gguf(path: &Path, meta: *mut sys::ggml_context) -> Result<Imatrix> {
 
 fn read_legacy(path: &Path) -> Result<Imatrix> {
     let bytes = std::fs::read(path)?;
-    let bad = || {
+    parse_legacy(&bytes).ok_or_else(|| {
         crate::InputError::new(format!(
             "{} is neither a GGUF importance matrix nor llama-imatrix's legacy .dat form",
             path.display()
         ))
-    };
+        .into()
+    })
+}
+
+/// llama-imatrix's legacy form: an i32 count of entries, then per entry its name's length
+/// and bytes, its call count, its value count and the f32 values (little-endian); a
+/// trailing chunk count and dataset name are optional and not needed. `None` for bytes
+/// that are not that.
+fn parse_legacy(bytes: &[u8]) -> Option<Imatrix> {
     let mut at = 0usize;
-    let i32_at = |at: &mut usize| -> Result<i32> {
-        let b = bytes.get(*at..*at + 4).ok_or_else(bad)?;
+    let i32_at = |at: &mut usize| -> Option<i32> {
+        let b = bytes.get(*at..at.checked_add(4)?)?;
         *at += 4;
-        Ok(i32::from_le_bytes(b.try_into().expect("4 bytes")))
+        Some(i32::from_le_bytes(b.try_into().ok()?))
     };
     let n = i32_at(&mut at)?;
     if n < 1 {
-        return Err(bad().into());
+        return None;
     }
     let mut out = Imatrix {
         names: Vec::new(),
         values: Vec::new(),
     };
     for _ in 0..n {
-        let len = usize::try_from(i32_at(&mut at)?).map_err(|_| bad())?;
-        let name = bytes.get(at..at + len).ok_or_else(bad)?.to_vec();
+        let len = usize::try_from(i32_at(&mut at)?).ok()?;
+        let name = bytes.get(at..at.checked_add(len)?)?.to_vec();
         at += len;
         let ncall = i32_at(&mut at)?;
-        let nval = usize::try_from(i32_at(&mut at)?).map_err(|_| bad())?;
-        let raw = bytes.get(at..at + 4 * nval).ok_or_else(bad)?;
+        let nval = usize::try_from(i32_at(&mut at)?).ok()?;
+        let raw = bytes.get(at..at.checked_add(nval.checked_mul(4)?)?)?;
         at += 4 * nval;
         let values = raw
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
             .map(|x| if ncall > 0 { x / ncall as f32 } else { x })
             .collect();
-        out.names.push(CString::new(name).map_err(|_| bad())?);
+        out.names.push(CString::new(name).ok()?);
         out.values.push(values);
     }
-    Ok(out)
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn legacy(entries: &[(&str, i32, &[f32])]) -> Vec<u8> {
+        let mut b = (entries.len() as i32).to_le_bytes().to_vec();
+        for (name, ncall, vals) in entries {
+            b.extend((name.len() as i32).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend(ncall.to_le_bytes());
+            b.extend((vals.len() as i32).to_le_bytes());
+            for v in *vals {
+                b.extend(v.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn the_legacy_form_is_read_as_llama_quantize_reads_it() {
+        let m = parse_legacy(&legacy(&[
+            ("blk.0.attn_q.weight", 4, &[4.0, 8.0]),
+            ("output.weight", 0, &[3.0]),
+        ]))
+        .unwrap();
+        assert_eq!(m.names[0].to_str().unwrap(), "blk.0.attn_q.weight");
+        assert_eq!(m.values[0], vec![1.0, 2.0], "sums over the calls");
+        assert_eq!(m.values[1], vec![3.0], "no calls: as stored");
+        let e = m.entries();
+        assert_eq!(e.len(), 3, "terminated by an empty entry");
+        assert!(e[2].name.is_null() && e[2].size == 0);
+        let mut cut = legacy(&[("a", 1, &[1.0, 2.0])]);
+        cut.pop();
+        assert!(parse_legacy(&cut).is_none(), "a truncated file is refused");
+        assert!(parse_legacy(&0i32.to_le_bytes()).is_none(), "no entries");
+        assert!(
+            parse_legacy(&legacy(&[("a\0b", 1, &[1.0])])).is_none(),
+            "a NUL in a name"
+        );
+    }
+
+    proptest! {
+        /// Any bytes: an importance matrix or a refusal, never a panic or a huge
+        /// allocation (lengths are checked against what the bytes hold).
+        #[test]
+        fn the_legacy_reader_survives_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_legacy(&bytes);
+        }
+
+        #[test]
+        fn the_legacy_reader_survives_corrupted_files(flip in 0usize..64, to in any::<u8>()) {
+            let mut b = legacy(&[("blk.0.ffn_up.weight", 3, &[1.0, 2.0, 3.0]), ("x", 1, &[5.0])]);
+            let at = flip % b.len();
+            b[at] = to;
+            let _ = parse_legacy(&b);
+        }
+    }
 }

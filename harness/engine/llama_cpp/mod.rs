@@ -552,10 +552,6 @@ impl Engine for LlamaEngine {
         Model::load(&self.file.path, true, true, false)?.tokenize(text)
     }
 
-    fn tokenizer_name(&self) -> String {
-        self.info.tokenizer.clone().unwrap_or_default()
-    }
-
     fn check_precision(&self, q: Quantization) -> Result<()> {
         if q.precision == Precision::Native {
             return Ok(());
@@ -672,7 +668,6 @@ impl Drop for LlamaLoaded {
 struct LlamaContext {
     ctx: *mut sys::llama_context,
     shape: Shape,
-    capacity: usize,
     /// Positions each sequence holds.
     pos: Vec<usize>,
     pool: std::sync::Arc<Pool>,
@@ -744,15 +739,11 @@ impl Context for LlamaContext {
 }
 
 fn ctx_ref(c: &dyn Context) -> Result<&LlamaContext> {
-    c.as_any()
-        .downcast_ref::<LlamaContext>()
-        .context("a context of another engine given to the llama.cpp engine")
+    super::own_context(c)
 }
 
 fn ctx_mut(c: &mut dyn Context) -> Result<&mut LlamaContext> {
-    c.as_any_mut()
-        .downcast_mut::<LlamaContext>()
-        .context("a context of another engine given to the llama.cpp engine")
+    super::own_context_mut(c)
 }
 
 /// A `llama_batch` owned for one decode.
@@ -810,7 +801,6 @@ impl LlamaLoaded {
             return Ok(LlamaContext {
                 ctx,
                 shape,
-                capacity,
                 pos: vec![0; batch.max(1)],
                 pool: self.pool.clone(),
             });
@@ -848,7 +838,6 @@ impl LlamaLoaded {
         let c = LlamaContext {
             ctx,
             shape,
-            capacity,
             pos: vec![0; batch.max(1)],
             pool: self.pool.clone(),
         };
@@ -868,7 +857,7 @@ impl LlamaLoaded {
             1 => anyhow::bail!(
                 "llama.cpp found no room in the KV cache for {} more tokens (context of {} positions per sequence)",
                 batch.1,
-                c.capacity
+                c.shape.capacity
             ),
             2 => Err(crate::run::interrupt::Interrupted.into()),
             _ => anyhow::bail!("llama_decode failed ({code}): {}", log_since(marker)),

@@ -93,7 +93,8 @@ fn cache_key(input: &Path, ftype: u32, imatrix: Option<&Path>, requantize: bool)
 }
 
 /// The file `input` quantized to `p` by llama.cpp's quantizer: from the cache when it was
-/// made before, else made now (into a part file renamed into place when complete).
+/// made before, else made now (into a [`crate::fsutil::PartFile`] renamed into place
+/// when complete).
 pub fn quantized(
     input: &Path,
     p: Precision,
@@ -117,21 +118,15 @@ pub fn quantized(
             seconds: None,
         });
     }
-    let part = dir.join(format!(
-        ".{stem}.{p}.{key}.gguf.part-{}",
-        std::process::id()
-    ));
+    // Written into a part file of the cache folder (locked while it lives, swept by a
+    // later writer when a killed one left it, removed on failure) and renamed into place
+    // complete: the cache never holds half a file.
+    let part = crate::fsutil::PartFile::create(&dir, "llama-quantize")?;
     let started = Instant::now();
-    let result = run_quantizer(input, &part, ftype, imatrix, requantize, threads);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&part);
-        return Err(e.context(format!("llama.cpp quantizing {} to {p}", input.display())));
-    }
+    run_quantizer(input, part.path(), ftype, imatrix, requantize, threads)
+        .with_context(|| format!("llama.cpp quantizing {} to {p}", input.display()))?;
     let seconds = started.elapsed().as_secs_f64();
-    std::fs::rename(&part, &path).with_context(|| {
-        let _ = std::fs::remove_file(&part);
-        format!("moving the quantized file into {}", path.display())
-    })?;
+    part.persist(&path)?;
     Ok(Made {
         path,
         seconds: Some(seconds),
