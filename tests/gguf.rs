@@ -256,6 +256,15 @@ fn gguf_export_round_trips_byte_identical() {
             .unwrap(),
             vec![Precision::Q5_0],
         ),
+        (
+            model::resolve(&"synthetic:tiny-gemma3".parse().unwrap()).unwrap(),
+            vec![Precision::Q8_0],
+        ),
+        // Gemma's norms go out as llama.cpp's `1 + w` and come back as `w`.
+        (
+            model::resolve(&ModelSpec::Local(fixtures().join("families/gemma3-window"))).unwrap(),
+            vec![Precision::F32, Precision::Q4_0],
+        ),
     ];
     for (src, precisions) in cases {
         for p in precisions {
@@ -451,4 +460,42 @@ fn type_names_are_ggml_names() {
         quantbench::model::source::gguf::file_type_label(15),
         "MOSTLY_Q4_K_M"
     );
+}
+
+/// quantbench's GGUF export of a Hugging Face Gemma 3 at f32 is, tensor for tensor, the
+/// file llama.cpp's converter made of the same folder: the same names, types and bytes
+/// (the norms written as `1 + w`), and the same gemma3 hyper-parameters.
+#[test]
+fn gemma3_export_is_llama_cpps_converter_tensor_for_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures().join("families/gemma3-window");
+    let out = tmp.path().join("gemma3.gguf");
+    let src = model::resolve(&ModelSpec::Local(dir.clone())).unwrap();
+    export_gguf(&src, Quantization::new(Precision::F32), &out, false).unwrap();
+    let (theirs, ours) = (
+        GgufFile::open(&dir.join("model.gguf")).unwrap(),
+        GgufFile::open(&out).unwrap(),
+    );
+    assert_eq!(theirs.tensors.len(), ours.tensors.len());
+    for (name, e) in &theirs.tensors {
+        let f = ours
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!((e.dtype, &e.shape), (f.dtype, &f.shape), "{name}");
+        assert_eq!(
+            theirs.read_bytes(name).unwrap(),
+            ours.read_bytes(name).unwrap(),
+            "{name}"
+        );
+    }
+    for (key, v) in &theirs.metadata {
+        if key.starts_with("gemma3.") {
+            assert_eq!(
+                format!("{:?}", Some(v)),
+                format!("{:?}", ours.metadata.get(key)),
+                "{key}"
+            );
+        }
+    }
 }

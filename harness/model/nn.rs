@@ -497,7 +497,18 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(weight: Vector, eps: f64) -> candle_core::Result<Self> {
+        Self::with_offset(weight, eps, 0.0)
+    }
+
+    /// A norm that multiplies by `offset + w` (Gemma's `x·(1 + w)`, added in f32 as
+    /// transformers' `Gemma3RMSNorm` does); `weight` stays as stored, for the accounting.
+    pub fn with_offset(weight: Vector, eps: f64, offset: f32) -> candle_core::Result<Self> {
         let weight_f32 = weight.f32()?;
+        let weight_f32 = if offset != 0.0 {
+            (weight_f32 + offset as f64)?
+        } else {
+            weight_f32
+        };
         let values = Arc::new(weight_f32.to_vec1()?);
         Ok(RmsNorm {
             weight,

@@ -1,14 +1,16 @@
 // llama.cpp's own tokenizer and greedy generation, as token ids, for quantbench's
 // real-model fixtures (scripts/make_real_reference.py builds and runs it).
 //
-//   llama_greedy MODEL.gguf N_NEW KV_TYPE [deployed] < texts.jsonl > out.jsonl
+//   llama_greedy MODEL.gguf N_NEW KV_TYPE [deployed|bos] < texts.jsonl > out.jsonl
 //
 // Each input line is a JSON string (the text). For each, one output line:
 //   {"ids": [...], "new": [...]}
 // `ids` are the text's tokens (no BOS/EOS added, special tokens parsed, as quantbench's
 // own tokenizer encodes; with `deployed`, as llama-cli and llama-perplexity tokenize a
 // text: BOS first where the model asks for one, special tokens not parsed, which is what
-// quantbench's llama.cpp engine does); `new` the N_NEW greedy tokens after them (empty
+// quantbench's llama.cpp engine does; with `bos`, BOS first where the model asks for one
+// and special tokens parsed, as quantbench's own engine encodes a prompt of a model
+// that asks for BOS); `new` the N_NEW greedy tokens after them (empty
 // when N_NEW is 0; generation does not stop at end-of-generation tokens, as quantbench's
 // exact-N generation does not). KV_TYPE is the KV cache's type: f32 (what quantbench's
 // own engine keeps) or f16 (llama.cpp's default). Flash attention is off.
@@ -74,11 +76,12 @@ static void print_ids(const char * key, const std::vector<llama_token> & ids) {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 4 && !(argc == 5 && strcmp(argv[4], "deployed") == 0)) {
-        fprintf(stderr, "usage: %s MODEL.gguf N_NEW f32|f16 [deployed] < texts.jsonl\n", argv[0]);
+    if (argc != 4 && !(argc == 5 && (strcmp(argv[4], "deployed") == 0 || strcmp(argv[4], "bos") == 0))) {
+        fprintf(stderr, "usage: %s MODEL.gguf N_NEW f32|f16 [deployed|bos] < texts.jsonl\n", argv[0]);
         return 2;
     }
-    const bool deployed = argc == 5;
+    const bool add_bos = argc == 5;
+    const bool parse_special = argc == 4 || strcmp(argv[4], "bos") == 0;
     const std::string model_path = argv[1];
     const int n_new = std::stoi(argv[2]);
     const ggml_type kv = strcmp(argv[3], "f16") == 0 ? GGML_TYPE_F16 : GGML_TYPE_F32;
@@ -96,9 +99,9 @@ int main(int argc, char ** argv) {
     std::string line, text;
     while (std::getline(std::cin, line)) {
         if (!parse_json_string(line, text)) continue;
-        const int n = -llama_tokenize(vocab, text.c_str(), text.size(), NULL, 0, deployed, !deployed);
+        const int n = -llama_tokenize(vocab, text.c_str(), text.size(), NULL, 0, add_bos, parse_special);
         std::vector<llama_token> ids(n);
-        if (llama_tokenize(vocab, text.c_str(), text.size(), ids.data(), ids.size(), deployed, !deployed) < 0) {
+        if (llama_tokenize(vocab, text.c_str(), text.size(), ids.data(), ids.size(), add_bos, parse_special) < 0) {
             fprintf(stderr, "error: failed to tokenize\n");
             return 1;
         }

@@ -461,6 +461,16 @@ fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling)> {
         .and_then(Value::as_f64)
         .or(raw.rope_theta)
         .unwrap_or(10000.0);
+    Ok((theta, rope_scaling_from(obj, field, origin)?))
+}
+
+/// The scaling a rope parameters object states (`rope_type` or the legacy `type`, with
+/// its numbers), read as transformers reads it; `field` names the object in errors.
+pub fn rope_scaling_from(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    origin: &str,
+) -> Result<RopeScaling> {
     let kind = obj
         .get("rope_type")
         .or_else(|| obj.get("type"))
@@ -510,7 +520,7 @@ fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling)> {
             "{origin}: {field} has rope type '{other}', which quantbench does not support; valid: default, linear, llama3"
         ),
     };
-    Ok((theta, scaling))
+    Ok(scaling)
 }
 
 /// Rotary frequencies, computed in f32 exactly as transformers computes them

@@ -6,6 +6,7 @@
 //! here (docs/adding-an-architecture.md). The architecture is read from the source
 //! (config.json's `model_type`, GGUF's `general.architecture`), never guessed.
 
+pub mod gemma3;
 pub mod gpt2;
 pub mod llama;
 
@@ -23,7 +24,11 @@ use crate::model::write::gguf::Meta;
 use crate::precision::Quantization;
 
 /// Every architecture, in the order listings show them.
-pub static ARCHITECTURES: &[&Architecture] = &[&gpt2::ARCHITECTURE, &llama::ARCHITECTURE];
+pub static ARCHITECTURES: &[&Architecture] = &[
+    &gpt2::ARCHITECTURE,
+    &llama::ARCHITECTURE,
+    &gemma3::ARCHITECTURE,
+];
 
 /// What the registry knows of an architecture before any model is read: the names it
 /// answers to, how to read its config from each source, its synthetic presets.
@@ -273,6 +278,12 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
     /// transformers does.
     fn gguf_permutation(&self, _gguf_name: &str) -> Option<RopePermutation> {
         None
+    }
+    /// What llama.cpp's converter adds to every element of a tensor (by its llama.cpp
+    /// name) as it writes it (Gemma 3's norms are stored as `1 + w`): the GGUF reader
+    /// subtracts it, the writer adds it, so sources agree on transformers' values.
+    fn gguf_shift(&self, _gguf_name: &str) -> f32 {
+        0.0
     }
     /// The hyper-parameters a GGUF file states, keyed from [`crate::model::source::gguf::Kv`].
     fn gguf_metadata(&self) -> Vec<(String, Meta)>;

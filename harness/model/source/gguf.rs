@@ -109,10 +109,14 @@ pub enum Kv {
     RopeScalingType,
     RopeScalingFactor,
     VocabSize,
+    SlidingWindow,
+    SlidingWindowPattern,
+    RopeFreqBaseSwa,
+    FinalLogitSoftcapping,
 }
 
 /// [`Kv`]'s names, as llama-arch.cpp spells them.
-pub const KV_NAMES: [(Kv, &str); 15] = [
+pub const KV_NAMES: [(Kv, &str); 19] = [
     (Kv::ContextLength, "context_length"),
     (Kv::EmbeddingLength, "embedding_length"),
     (Kv::BlockCount, "block_count"),
@@ -128,6 +132,10 @@ pub const KV_NAMES: [(Kv, &str); 15] = [
     (Kv::RopeScalingType, "rope.scaling.type"),
     (Kv::RopeScalingFactor, "rope.scaling.factor"),
     (Kv::VocabSize, "vocab_size"),
+    (Kv::SlidingWindow, "attention.sliding_window"),
+    (Kv::SlidingWindowPattern, "attention.sliding_window_pattern"),
+    (Kv::RopeFreqBaseSwa, "rope.freq_base_swa"),
+    (Kv::FinalLogitSoftcapping, "final_logit_softcapping"),
 ];
 
 impl Kv {
@@ -761,6 +769,8 @@ impl TensorSource for GgufSource {
         let (bytes, dtype, gshape) = self.stored_bytes(name, shape)?;
         let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &Device::Cpu, dtype)?;
         let t = QTensor::new(storage, gshape)?.dequantize(&Device::Cpu)?;
+        let shift = self.config.gguf_shift(&self.lookup(name)?);
+        let t = if shift != 0.0 { (t - shift as f64)? } else { t };
         if self.config.stored_in_out(name) {
             Ok(t.t()?.contiguous()?)
         } else {

