@@ -80,6 +80,14 @@ reference-families.json / reference-families-logits.safetensors:
   gemma3-custom   Gemma3ForCausalLM stored in bf16: an irregular layer_types, a window of
                   5, query_pre_attn_scalar 24 apart from head_dim 32, linear scaling of
                   the global rotation, an untied head (no GGUF: it cannot state these)
+  qwen3moe-experts  Qwen3MoeForCausalLM: 4 experts, 2 a token, renormalised (what llama.cpp's
+                  qwen3moe graph does), per-head q/k norms; with its GGUFs
+  mixtral-experts MixtralForCausalLM: 4 experts, 2 a token; with its GGUFs (llama.cpp
+                  writes Mixtral as `llama` with stacked experts)
+  olmoe-experts   OlmoeForCausalLM: q/k norms over the whole projection, top-k weights not
+                  renormalised; with its GGUFs
+  qwen3moe-mixed  Qwen3MoeForCausalLM: 8 experts, 3 a token, not renormalised, layer 1 dense
+                  (mlp_only_layers) (no GGUF)
 """
 import json
 import os
@@ -327,7 +335,9 @@ def make_llama_family():
 def family_models():
     """The architectures added after the Llama family: (name, class, config, dtype,
     convert to GGUF?). Each turns on every switch its architecture has."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, MixtralConfig,
+                              MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM,
+                              Qwen3MoeConfig, Qwen3MoeForCausalLM)
     common = dict(vocab_size=LLAMA_VOCAB, hidden_size=64, intermediate_size=128,
                   max_position_embeddings=128, rms_norm_eps=1e-6, bos_token_id=0,
                   eos_token_id=0, pad_token_id=0)
@@ -352,6 +362,37 @@ def family_models():
                                                 "rope_theta": 100000.0},
                              "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
          torch.bfloat16, False),
+        # Mixtures of experts: 4 experts, 2 a token, two layers.
+        ("qwen3moe-experts", Qwen3MoeForCausalLM, Qwen3MoeConfig(
+            **common, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+            norm_topk_prob=True, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+         torch.float32, True),
+        ("mixtral-experts", MixtralForCausalLM, MixtralConfig(
+            **common, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            num_local_experts=4, num_experts_per_tok=2, sliding_window=None,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+         torch.float32, True),
+        # OLMoE: q/k norms over the whole projection, top-k weights not renormalised.
+        # (Every head its own key/value head, as OLMoE-1B-7B: llama.cpp's olmoe graph
+        # sizes the k norm by the width.)
+        # rms_norm_eps 1e-5: llama.cpp's converter writes 1e-5 for every OLMoE.
+        ("olmoe-experts", OlmoeForCausalLM, OlmoeConfig(
+            **{**common, "rms_norm_eps": 1e-5}, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+            num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         torch.float32, True),
+        # A dense layer among the sparse ones (mlp_only_layers) and top-k weights not
+        # renormalised: what only a config.json states (no GGUF).
+        ("qwen3moe-mixed", Qwen3MoeForCausalLM, Qwen3MoeConfig(
+            **common, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+            head_dim=32, num_experts=8, num_experts_per_tok=3, moe_intermediate_size=32,
+            norm_topk_prob=False, mlp_only_layers=[1], tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+         torch.float32, False),
     ]
 
 
@@ -380,7 +421,7 @@ def make_families():
         # Gemma multiplies embeddings by sqrt(hidden): drawn narrower, so that the
         # residual stream is not the last token's embedding alone.
         embed_std = 0.3 / (config.hidden_size ** 0.5 if "Gemma" in cls.__name__ else 1.0)
-        for seed in range(1000 + 100 * index, 1000 + 100 * index + 50):
+        for seed in range(1000 + 100 * index, 1000 + 100 * index + 100):
             torch.manual_seed(seed)
             model = cls(config)
             with torch.no_grad():

@@ -265,6 +265,21 @@ fn gguf_export_round_trips_byte_identical() {
             model::resolve(&ModelSpec::Local(fixtures().join("families/gemma3-window"))).unwrap(),
             vec![Precision::F32, Precision::Q4_0],
         ),
+        // Experts stacked and sliced again.
+        (
+            model::resolve(&ModelSpec::Local(
+                fixtures().join("families/mixtral-experts"),
+            ))
+            .unwrap(),
+            vec![Precision::Q8_0],
+        ),
+        (
+            model::resolve(&ModelSpec::Local(
+                fixtures().join("families/qwen3moe-experts"),
+            ))
+            .unwrap(),
+            vec![Precision::Q4_0],
+        ),
     ];
     for (src, precisions) in cases {
         for p in precisions {
@@ -462,40 +477,48 @@ fn type_names_are_ggml_names() {
     );
 }
 
-/// quantbench's GGUF export of a Hugging Face Gemma 3 at f32 is, tensor for tensor, the
+/// quantbench's GGUF export of a Hugging Face model at f32 is, tensor for tensor, the
 /// file llama.cpp's converter made of the same folder: the same names, types and bytes
-/// (the norms written as `1 + w`), and the same gemma3 hyper-parameters.
+/// (Gemma's norms written as `1 + w`, Mixtral's q/k rows permuted, every layer's experts
+/// stacked into `ffn_*_exps`), and the same architecture hyper-parameters.
 #[test]
-fn gemma3_export_is_llama_cpps_converter_tensor_for_tensor() {
+fn exports_are_llama_cpps_converter_tensor_for_tensor() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixtures().join("families/gemma3-window");
-    let out = tmp.path().join("gemma3.gguf");
-    let src = model::resolve(&ModelSpec::Local(dir.clone())).unwrap();
-    export_gguf(&src, Quantization::new(Precision::F32), &out, false).unwrap();
-    let (theirs, ours) = (
-        GgufFile::open(&dir.join("model.gguf")).unwrap(),
-        GgufFile::open(&out).unwrap(),
-    );
-    assert_eq!(theirs.tensors.len(), ours.tensors.len());
-    for (name, e) in &theirs.tensors {
-        let f = ours
-            .tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!((e.dtype, &e.shape), (f.dtype, &f.shape), "{name}");
-        assert_eq!(
-            theirs.read_bytes(name).unwrap(),
-            ours.read_bytes(name).unwrap(),
-            "{name}"
+    for (name, arch) in [
+        ("gemma3-window", "gemma3."),
+        ("qwen3moe-experts", "qwen3moe."),
+        ("mixtral-experts", "llama."),
+        ("olmoe-experts", "olmoe."),
+    ] {
+        let dir = fixtures().join("families").join(name);
+        let out = tmp.path().join(format!("{name}.gguf"));
+        let src = model::resolve(&ModelSpec::Local(dir.clone())).unwrap();
+        export_gguf(&src, Quantization::new(Precision::F32), &out, false).unwrap();
+        let (theirs, ours) = (
+            GgufFile::open(&dir.join("model.gguf")).unwrap(),
+            GgufFile::open(&out).unwrap(),
         );
-    }
-    for (key, v) in &theirs.metadata {
-        if key.starts_with("gemma3.") {
+        assert_eq!(theirs.tensors.len(), ours.tensors.len(), "{name}");
+        for (t, e) in &theirs.tensors {
+            let f = ours
+                .tensors
+                .get(t)
+                .unwrap_or_else(|| panic!("{name}: {t} missing"));
+            assert_eq!((e.dtype, &e.shape), (f.dtype, &f.shape), "{name}: {t}");
             assert_eq!(
-                format!("{:?}", Some(v)),
-                format!("{:?}", ours.metadata.get(key)),
-                "{key}"
+                theirs.read_bytes(t).unwrap(),
+                ours.read_bytes(t).unwrap(),
+                "{name}: {t}"
             );
+        }
+        for (key, v) in &theirs.metadata {
+            if key.starts_with(arch) {
+                assert_eq!(
+                    format!("{:?}", Some(v)),
+                    format!("{:?}", ours.metadata.get(key)),
+                    "{name}: {key}"
+                );
+            }
         }
     }
 }

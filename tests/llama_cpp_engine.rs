@@ -52,11 +52,16 @@ fn llama_greedy() -> &'static Path {
 
 /// llama.cpp's own (prompt ids, greedy new tokens) for `text`, tokenized as deployed.
 fn llama_cpp_greedy(model: &Path, text: &str, n: usize) -> (Vec<u32>, Vec<u32>) {
+    llama_cpp_greedy_kv(model, text, n, "f16")
+}
+
+/// [`llama_cpp_greedy`] with the KV cache's type (f32 or f16).
+fn llama_cpp_greedy_kv(model: &Path, text: &str, n: usize, kv: &str) -> (Vec<u32>, Vec<u32>) {
     use std::io::Write;
     let mut child = Command::new(llama_greedy())
         .arg(model)
         .arg(n.to_string())
-        .args(["f16", "deployed"])
+        .args([kv, "deployed"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -94,6 +99,33 @@ fn run(toml: &str) -> RunRecord {
 }
 
 const PROMPT: &str = "The quick brown fox jumps over the lazy dog";
+
+/// quantbench's own engine on the GGUFs llama.cpp's converter made of the families'
+/// tiny transformers models (Gemma 3, Qwen3-MoE, Mixtral, OLMoE; tests/fixtures/families,
+/// F32 and llama-quantize's Q8_0): the prompt's ids and 16 greedy tokens are llama.cpp's
+/// own (its f32 KV cache, flash attention off).
+#[test]
+fn the_own_engine_gives_llama_cpps_greedy_tokens_on_the_families_files() {
+    for name in [
+        "gemma3-window",
+        "qwen3moe-experts",
+        "mixtral-experts",
+        "olmoe-experts",
+    ] {
+        for file in ["model.gguf", "model-q8_0.gguf"] {
+            let path = fixtures().join("families").join(name).join(file);
+            let (ids, new) = llama_cpp_greedy_kv(&path, PROMPT, 16, "f32");
+            let rec = run(&format!(
+                "name = \"g\"\nmodel = {:?}\nprecisions = [\"native\"]\nprompt = {PROMPT:?}\nnew_tokens = 16\nwarmup = 0\nrepeats = 1\n[quality]\nenabled = false\n",
+                path.display().to_string()
+            ));
+            let v = &rec.variants[0];
+            assert_eq!(v.status, VariantStatus::Ok, "{name}/{file}: {:?}", v.error);
+            assert_eq!(v.prompt_token_ids, ids, "{name}/{file}: prompt ids");
+            assert_eq!(v.generated_token_ids, new, "{name}/{file}: greedy tokens");
+        }
+    }
+}
 
 #[test]
 fn greedy_tokens_are_llama_cpps_own_on_files_the_own_engine_cannot_run() {

@@ -4,6 +4,7 @@
 use candle_core::{Device, Tensor};
 use quantbench::kernel;
 use quantbench::model::gpt2::{Config, Matrix};
+use quantbench::model::arch::gemma3;
 use quantbench::model::llama;
 use quantbench::model::{self, ModelConfig, ModelSource};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
@@ -21,6 +22,8 @@ fn expected_bytes(cfg: &ModelConfig, q: Quantization) -> usize {
         expected_gpt2_bytes(c, q)
     } else if let Some(c) = cfg.downcast_ref::<llama::Config>() {
         expected_llama_bytes(c, q)
+    } else if let Some(c) = cfg.downcast_ref::<gemma3::Config>() {
+        expected_gemma3_bytes(c, q)
     } else {
         panic!("no expected bytes for {}", cfg.architecture())
     }
@@ -74,15 +77,52 @@ fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
         Policy::All if embeddings_quantized(q.precision) => tables * quant(cfg.vocab_size, h),
         _ => tables * cfg.vocab_size * h * rest,
     };
-    let linear = cfg.num_hidden_layers
-        * (quant(qo, h) + 2 * quant(kvo, h) + quant(h, qo) + 2 * quant(inter, h) + quant(h, inter));
+    let attention = quant(qo, h) + 2 * quant(kvo, h) + quant(h, qo);
+    let dense = 2 * quant(inter, h) + quant(h, inter);
+    // A mixture of experts: the router unquantized (as llama-quantize leaves it), every
+    // expert's three matrices at the precision.
+    let linear: usize = (0..cfg.num_hidden_layers)
+        .map(|i| {
+            attention
+                + match cfg.moe.as_ref().filter(|m| m.sparse[i]) {
+                    Some(m) => {
+                        let mi = m.intermediate_size;
+                        m.num_experts * h * rest
+                            + m.num_experts * (2 * quant(mi, h) + quant(h, mi))
+                    }
+                    None => dense,
+                }
+        })
+        .sum();
+    let (qn, kn) = cfg.qk_norm_lengths();
     let per_layer_vectors = 2 * h
-        + if cfg.qk_norm { 2 * cfg.head_dim } else { 0 }
+        + if cfg.qk_norm { qn + kn } else { 0 }
         + if cfg.qkv_bias { qo + 2 * kvo } else { 0 }
         + if cfg.o_bias { h } else { 0 }
         + if cfg.mlp_bias { 2 * inter + h } else { 0 };
     let norms_biases = (cfg.num_hidden_layers * per_layer_vectors + h) * rest;
     embeddings + linear + norms_biases
+}
+
+/// Gemma 3: four norms a layer and the q/k norms, scaled embeddings (a table only).
+fn expected_gemma3_bytes(cfg: &gemma3::Config, q: Quantization) -> usize {
+    let h = cfg.hidden_size;
+    let (qo, kvo) = (
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+    );
+    let inter = cfg.intermediate_size;
+    let rest = rest_bytes(q);
+    let quant = |rows: usize, cols: usize| quant_bytes(q.precision, rows, cols);
+    let tables = if cfg.tie_word_embeddings { 1 } else { 2 };
+    let embeddings = match q.policy {
+        Policy::All if embeddings_quantized(q.precision) => tables * quant(cfg.vocab_size, h),
+        _ => tables * cfg.vocab_size * h * rest,
+    };
+    let linear = cfg.num_hidden_layers
+        * (quant(qo, h) + 2 * quant(kvo, h) + quant(h, qo) + 2 * quant(inter, h) + quant(h, inter));
+    let norms = (cfg.num_hidden_layers * (4 * h + 2 * cfg.head_dim) + h) * rest;
+    embeddings + linear + norms
 }
 
 fn expected_gpt2_bytes(cfg: &Config, q: Quantization) -> usize {
@@ -152,6 +192,18 @@ fn synthetic_member(member: llama::Member) -> ModelSource {
             c.o_bias = true;
             c.mlp_bias = true;
         }
+        // Experts of 64 rows (q4_k falls back to q5_0 there, as for any such row).
+        llama::Member::Qwen3Moe | llama::Member::Mixtral | llama::Member::Olmoe => {
+            c.qk_norm = member != llama::Member::Mixtral;
+            c.qk_norm_full = member == llama::Member::Olmoe;
+            c.moe = Some(llama::MoeConfig {
+                num_experts: 4,
+                top_k: 2,
+                intermediate_size: 64,
+                norm_topk_prob: member != llama::Member::Olmoe,
+                sparse: vec![member != llama::Member::Qwen3Moe, true],
+            });
+        }
     }
     src
 }
@@ -168,6 +220,9 @@ fn every_precision_and_policy_holds_exactly_its_format_bytes() {
         synthetic_member(llama::Member::Qwen2),
         synthetic_member(llama::Member::Qwen3),
         synthetic_member(llama::Member::Llama),
+        synthetic_member(llama::Member::Qwen3Moe),
+        synthetic_member(llama::Member::Olmoe),
+        synthetic("synthetic:tiny-gemma3"),
     ] {
         check_format_bytes(&src);
     }

@@ -57,12 +57,39 @@ fn gemma3_with_its_own_pattern_scale_and_rope_scaling_matches_transformers_at_f3
 /// bound of tests/reference.rs is 5%; Gemma's six layers of q8_0 on a tiny model with a
 /// logit range under 2 land at 2.6-5.6%); and quantbench's own q8_0 of the F32 file is
 /// llama-quantize's Q8_0 file, logit for logit (same blocks, same kernels).
+/// Mixtures of experts, from the folder and from llama.cpp's converter's GGUF (experts
+/// stacked in `ffn_*_exps`): Qwen3-MoE (renormalised top-k, per-head q/k norms),
+/// Mixtral (written by llama.cpp as `llama`), OLMoE (whole-projection q/k norms, top-k
+/// weights as the softmax left them).
+#[test]
+fn mixtures_of_experts_match_transformers_at_f32_from_folders_and_gguf() {
+    for (name, arch) in [
+        ("qwen3moe-experts", "qwen3_moe"),
+        ("mixtral-experts", "mixtral"),
+        ("olmoe-experts", "olmoe"),
+    ] {
+        check_f32(name, name, arch);
+        check_f32(name, &format!("{name}/model.gguf"), arch);
+    }
+}
+
+/// A dense layer among the sparse ones, 3 of 8 experts a token, weights not
+/// renormalised: what only a config.json states.
+#[test]
+fn qwen3_moe_with_a_dense_layer_matches_transformers_at_f32() {
+    check_f32("qwen3moe-mixed", "qwen3moe-mixed", "qwen3_moe");
+}
+
 #[test]
 fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
     let r = Reference::load("reference-families");
     for (name, path) in [
         ("gemma3-window", "gemma3-window"),
         ("gemma3-custom", "gemma3-custom"),
+        ("qwen3moe-experts", "qwen3moe-experts"),
+        ("mixtral-experts", "mixtral-experts"),
+        ("olmoe-experts", "olmoe-experts"),
+        ("qwen3moe-mixed", "qwen3moe-mixed"),
     ] {
         let q8 = model::load(
             &source(path),
@@ -88,24 +115,31 @@ fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
             assert!(err / spread < 0.10, "{name} prompt {i}: {}", err / spread);
         }
     }
-    let own = model::load(
-        &source("gemma3-window/model.gguf"),
-        Quantization::new(Precision::Q8_0),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let theirs = model::load(
-        &source("gemma3-window/model-q8_0.gguf"),
-        Quantization::new(Precision::Native),
-        &Device::Cpu,
-    )
-    .unwrap();
-    for p in &r.models["gemma3-window"] {
-        assert_eq!(
-            last_logits(&own, &p.prompt_ids),
-            last_logits(&theirs, &p.prompt_ids),
-            "{:?}",
-            p.prompt
-        );
+    for name in [
+        "gemma3-window",
+        "qwen3moe-experts",
+        "mixtral-experts",
+        "olmoe-experts",
+    ] {
+        let own = model::load(
+            &source(&format!("{name}/model.gguf")),
+            Quantization::new(Precision::Q8_0),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let theirs = model::load(
+            &source(&format!("{name}/model-q8_0.gguf")),
+            Quantization::new(Precision::Native),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for p in &r.models[name] {
+            assert_eq!(
+                last_logits(&own, &p.prompt_ids),
+                last_logits(&theirs, &p.prompt_ids),
+                "{name}: {:?}",
+                p.prompt
+            );
+        }
     }
 }

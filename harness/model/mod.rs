@@ -11,6 +11,7 @@
 
 pub mod arch;
 pub mod kv;
+pub mod moe;
 pub mod nn;
 pub mod source;
 pub mod step;

@@ -9,13 +9,18 @@
 #
 #   bash scripts/fetch-models.sh && bash scripts/peers/kl-vs-llama-perplexity.sh
 #
+# MODEL_NAME=gemma-3-270m runs the same on Gemma 3 270M (Q4_K_M as shipped). Either way the
+# file as shipped is compared too: llama-perplexity on it against the F32 base, and
+# quantbench's own engine on it (precision native) against its dequantized f32.
+#
 # Needs the llama.cpp build of scripts/peers/cpu-speed.sh (it adds llama-perplexity).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${QB_PEERS_CACHE:-$HOME/.cache/quantbench-peers}
 L=$CACHE/llama.cpp
 CMAKE=${CMAKE:-$(command -v cmake || echo "$CACHE/venv/bin/cmake")}
-MODEL=$(bash "$ROOT/scripts/fetch-models.sh")
+MODEL_NAME=${MODEL_NAME:-smollm2-135m-instruct}
+MODEL=$(bash "$ROOT/scripts/fetch-models.sh" "$MODEL_NAME")
 TEXT=$ROOT/assets/eval/default.txt
 OUT=${OUT:-$CACHE/runs/kl-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -29,6 +34,7 @@ for t in Q8_0 Q4_0 Q4_K_M; do $Q --pure "$OUT/F32.gguf" "$OUT/$t.gguf" "$t" >> "
 ARGS=(-f "$TEXT" -c 512 -t 2 -ctk f32 -ctv f32 -fa off --kl-divergence-base "$OUT/base.kld")
 $P -m "$OUT/F32.gguf" "${ARGS[@]}" > "$OUT/llama-F32.log" 2>&1
 for t in Q8_0 Q4_0 Q4_K_M; do $P -m "$OUT/$t.gguf" "${ARGS[@]}" --kl-divergence > "$OUT/llama-$t.log" 2>&1; done
+$P -m "$MODEL" "${ARGS[@]}" --kl-divergence > "$OUT/llama-shipped.log" 2>&1
 cat > "$OUT/quantbench.toml" <<EOF
 name = "kl-vs-llama-perplexity"
 model = "$OUT/F32.gguf"
@@ -42,11 +48,16 @@ scoring = "second-half"
 window = 512
 EOF
 "$QB" run "$OUT/quantbench.toml" --quiet --out "$OUT/quantbench" > /dev/null
+sed -e "s|^model = .*|model = \"$MODEL\"|" -e 's|^precisions = .*|precisions = ["f32", "native"]\nrequantize = true|' \
+  "$OUT/quantbench.toml" > "$OUT/quantbench-shipped.toml"
+"$QB" run "$OUT/quantbench-shipped.toml" --quiet --out "$OUT/quantbench-shipped" > /dev/null
 python3 - "$OUT" <<'PYEOF'
 import json, re, sys
 out = sys.argv[1]
 r = json.load(open(f"{out}/quantbench/results.json"))
 qb = {v["precision"]: v["quality"] for v in r["variants"]}
+shipped = json.load(open(f"{out}/quantbench-shipped/results.json"))
+qb["native"] = next(v["quality"] for v in shipped["variants"] if v["precision"] == "native")
 def llama(t):
     s = open(f"{out}/llama-{t}.log").read()
     g = lambda pat: re.search(pat, s)
@@ -73,7 +84,7 @@ ref = r["quality_reference"]
 forwarded = ref["windows"] * ref["window"]
 print("| precision | engine | perplexity | mean KL ± SE | median KL | 99% KL | same top-1 ± SE | pass tokens/s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
-for p, t in [("q8_0", "Q8_0"), ("q4_0", "Q4_0"), ("q4_k", "Q4_K_M")]:
+for p, t in [("q8_0", "Q8_0"), ("q4_0", "Q4_0"), ("q4_k", "Q4_K_M"), ("native", "shipped")]:
     q, l = qb[p], llama(t)
     print(f"| {p} | quantbench | {q['perplexity']:.3f} | {q['kl_mean']:.6f} ± {q['kl_stderr']:.6f} | "
           f"{q['kl_median']:.6f} | {q['kl_p99']:.6f} | {100*q['same_top1']:.2f} ± {100*q['same_top1_stderr']:.2f} % | "

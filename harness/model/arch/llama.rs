@@ -46,6 +46,12 @@ pub enum Member {
     Mistral,
     Qwen2,
     Qwen3,
+    /// Qwen3's attention with a mixture of experts (Qwen3-30B-A3B).
+    Qwen3Moe,
+    /// Mistral's attention with a mixture of experts (Mixtral 8x7B).
+    Mixtral,
+    /// OLMoE: Llama's attention with q/k norms over the whole projection, experts.
+    Olmoe,
 }
 
 impl Member {
@@ -55,6 +61,9 @@ impl Member {
             "mistral" => Some(Member::Mistral),
             "qwen2" => Some(Member::Qwen2),
             "qwen3" => Some(Member::Qwen3),
+            "qwen3_moe" => Some(Member::Qwen3Moe),
+            "mixtral" => Some(Member::Mixtral),
+            "olmoe" => Some(Member::Olmoe),
             _ => None,
         }
     }
@@ -65,6 +74,9 @@ impl Member {
             Member::Mistral => "mistral",
             Member::Qwen2 => "qwen2",
             Member::Qwen3 => "qwen3",
+            Member::Qwen3Moe => "qwen3_moe",
+            Member::Mixtral => "mixtral",
+            Member::Olmoe => "olmoe",
         }
     }
 
@@ -75,6 +87,9 @@ impl Member {
             Member::Mistral => "MistralForCausalLM",
             Member::Qwen2 => "Qwen2ForCausalLM",
             Member::Qwen3 => "Qwen3ForCausalLM",
+            Member::Qwen3Moe => "Qwen3MoeForCausalLM",
+            Member::Mixtral => "MixtralForCausalLM",
+            Member::Olmoe => "OlmoeForCausalLM",
         }
     }
 }
@@ -156,10 +171,30 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// The q and k norms take the whole projection (OLMoE: `[heads · head_dim]`), not
+    /// each head (Qwen3).
+    pub qk_norm_full: bool,
+    /// The mixture of experts, where the layers have one.
+    pub moe: Option<MoeConfig>,
     /// Per-frequency divisors as a GGUF file stores them (`rope_freqs.weight`, how
     /// llama.cpp's converter writes llama3 scaling): each `inv_freq[i]` is divided by
     /// `factors[i]` after `rope_scaling` is applied. `None` for config.json sources.
     pub rope_freq_factors: Option<Vec<f32>>,
+}
+
+/// A mixture of experts' shape and routing ([`crate::model::moe`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    /// Experts each token is routed to.
+    pub top_k: usize,
+    /// Each expert's SwiGLU width.
+    pub intermediate_size: usize,
+    /// Renormalise the top k weights to sum to 1.
+    pub norm_topk_prob: bool,
+    /// Per layer: whether it has the experts (Qwen3-MoE's `decoder_sparse_step` and
+    /// `mlp_only_layers` make some layers dense, at `intermediate_size`).
+    pub sparse: Vec<bool>,
 }
 
 /// config.json as found in the wild: every field optional here; the required ones are
@@ -187,6 +222,15 @@ struct RawConfig {
     hidden_act: Option<String>,
     bos_token_id: Option<Value>,
     eos_token_id: Option<Value>,
+    num_experts: Option<usize>,
+    num_local_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    moe_intermediate_size: Option<usize>,
+    norm_topk_prob: Option<bool>,
+    decoder_sparse_step: Option<usize>,
+    mlp_only_layers: Option<Vec<usize>>,
+    clip_qkv: Option<f64>,
+    shared_expert_intermediate_size: Option<usize>,
 }
 
 /// The first id of a token-id field that may be a number or a list of numbers.
@@ -257,8 +301,19 @@ impl Config {
                 "{origin}: layer_types holds '{kind}', which quantbench does not run for {mt}; valid: full_attention"
             );
         }
+        if let Some(c) = raw.clip_qkv {
+            crate::bad_input!(
+                "{origin}: clip_qkv {c} is not supported for {mt}; valid: null (no clipping)"
+            );
+        }
+        if raw.shared_expert_intermediate_size.is_some_and(|s| s > 0) {
+            crate::bad_input!(
+                "{origin}: shared_expert_intermediate_size gives {mt} a shared expert, which quantbench does not run; valid: absent or 0"
+            );
+        }
         let sliding_window = match member {
-            Member::Mistral => match window_field {
+            Member::Mistral | Member::Mixtral => match window_field {
+                None if member == Member::Mixtral => None,
                 None => Some(4096),
                 Some(Value::Null) => None,
                 Some(v) => match v.as_u64() {
@@ -272,10 +327,13 @@ impl Config {
         };
         let attention_bias = raw.attention_bias.unwrap_or(false);
         let (qkv_bias, o_bias) = match member {
-            Member::Llama | Member::Qwen3 => (attention_bias, attention_bias),
-            Member::Mistral => (false, false),
+            Member::Llama | Member::Qwen3 | Member::Qwen3Moe | Member::Olmoe => {
+                (attention_bias, attention_bias)
+            }
+            Member::Mistral | Member::Mixtral => (false, false),
             Member::Qwen2 => (true, false),
         };
+        let moe = moe_config(&raw, member, num_hidden_layers, origin)?;
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
         let head_dim = match raw.head_dim {
             Some(h) => h,
@@ -293,16 +351,22 @@ impl Config {
             head_dim,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(match member {
                 Member::Llama => 2048,
-                Member::Mistral => 4096 * 32,
-                Member::Qwen2 | Member::Qwen3 => 32768,
+                Member::Mistral | Member::Mixtral => 4096 * 32,
+                Member::Qwen2 | Member::Qwen3 | Member::Qwen3Moe => 32768,
+                Member::Olmoe => 4096,
             }),
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(match member {
+                Member::Olmoe | Member::Mixtral => 1e-5,
+                _ => 1e-6,
+            }),
             rope_theta,
             rope_scaling,
             qkv_bias,
             o_bias,
             mlp_bias: member == Member::Llama && raw.mlp_bias.unwrap_or(false),
-            qk_norm: member == Member::Qwen3,
+            qk_norm: matches!(member, Member::Qwen3 | Member::Qwen3Moe | Member::Olmoe),
+            qk_norm_full: member == Member::Olmoe,
+            moe,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             sliding_window,
             bos_token_id: first_id(&raw.bos_token_id),
@@ -370,6 +434,35 @@ impl Config {
         Ok(())
     }
 
+    /// The q and k norms' lengths: a head's (Qwen3), or the whole projection's (OLMoE).
+    pub fn qk_norm_lengths(&self) -> (usize, usize) {
+        if self.qk_norm_full {
+            (
+                self.num_attention_heads * self.head_dim,
+                self.num_key_value_heads * self.head_dim,
+            )
+        } else {
+            (self.head_dim, self.head_dim)
+        }
+    }
+
+    /// How the member's checkpoints name the router and the experts.
+    pub fn expert_names(&self) -> ExpertNames {
+        if self.member == Member::Mixtral {
+            ExpertNames {
+                router: "block_sparse_moe.gate",
+                experts: "block_sparse_moe.experts",
+                projections: ["w1", "w3", "w2"],
+            }
+        } else {
+            ExpertNames {
+                router: "mlp.gate",
+                experts: "mlp.experts",
+                projections: ["gate_proj", "up_proj", "down_proj"],
+            }
+        }
+    }
+
     /// Layer `i`'s attention: every layer of these architectures today attends alike
     /// (Mistral's window on every layer, one rotation).
     pub fn layer_attention(&self, _i: usize) -> LayerAttention {
@@ -425,9 +518,35 @@ impl Config {
             Member::Qwen2 => {
                 o.insert("use_sliding_window".into(), false.into());
             }
-            Member::Qwen3 => {
+            Member::Qwen3 | Member::Qwen3Moe => {
                 o.insert("attention_bias".into(), self.qkv_bias.into());
                 o.insert("use_sliding_window".into(), false.into());
+            }
+            Member::Mixtral => {
+                o.insert(
+                    "sliding_window".into(),
+                    self.sliding_window.map(Value::from).unwrap_or(Value::Null),
+                );
+            }
+            Member::Olmoe => {
+                o.insert("attention_bias".into(), self.qkv_bias.into());
+                o.insert("clip_qkv".into(), Value::Null);
+            }
+        }
+        if let Some(m) = &self.moe {
+            let count = if self.member == Member::Mixtral {
+                "num_local_experts"
+            } else {
+                "num_experts"
+            };
+            o.insert(count.into(), m.num_experts.into());
+            o.insert("num_experts_per_tok".into(), m.top_k.into());
+            o.insert("norm_topk_prob".into(), m.norm_topk_prob.into());
+            if self.member == Member::Qwen3Moe {
+                o.insert("moe_intermediate_size".into(), m.intermediate_size.into());
+                o.insert("decoder_sparse_step".into(), 1.into());
+                let dense: Vec<usize> = (0..m.sparse.len()).filter(|&i| !m.sparse[i]).collect();
+                o.insert("mlp_only_layers".into(), dense.into());
             }
         }
         if let Some(id) = self.bos_token_id {
@@ -438,6 +557,79 @@ impl Config {
         }
         v
     }
+}
+
+/// The experts a config.json states, checked: `num_experts` (Qwen3-MoE, OLMoE) or
+/// `num_local_experts` (Mixtral), `num_experts_per_tok`, each expert's width
+/// (`moe_intermediate_size` for Qwen3-MoE, `intermediate_size` otherwise), and which
+/// layers are sparse. `None` for the dense members.
+fn moe_config(
+    raw: &RawConfig,
+    member: Member,
+    layers: usize,
+    origin: &str,
+) -> Result<Option<MoeConfig>> {
+    let mt = member.model_type();
+    // The hub's configs name the count num_experts (Qwen3-MoE, OLMoE) or
+    // num_local_experts (Mixtral); transformers 5 writes num_local_experts for all three.
+    let (count_field, count) = match member {
+        Member::Qwen3Moe | Member::Olmoe | Member::Mixtral => {
+            match (raw.num_experts, raw.num_local_experts) {
+                (Some(n), _) => ("num_experts", Some(n)),
+                (None, n) => ("num_local_experts", n),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let need = |name: &str, v: Option<usize>| -> Result<usize> {
+        match v {
+            Some(n) if n >= 1 => Ok(n),
+            Some(_) => Err(InputError::new(format!("{origin}: {name} must be at least 1")).into()),
+            None => Err(InputError::new(format!(
+                "{origin}: field `{name}` is missing; a {mt} config.json must give {count_field} and num_experts_per_tok"
+            ))
+            .into()),
+        }
+    };
+    let num_experts = need(count_field, count)?;
+    let top_k = need("num_experts_per_tok", raw.num_experts_per_tok)?;
+    if top_k > num_experts {
+        crate::bad_input!(
+            "{origin}: num_experts_per_tok ({top_k}) exceeds {count_field} ({num_experts}): a token cannot go to more experts than there are"
+        );
+    }
+    if num_experts > 1 << 12 {
+        crate::bad_input!(
+            "{origin}: {count_field} = {num_experts} is beyond what quantbench accepts (4096)"
+        );
+    }
+    let intermediate_size = match member {
+        Member::Qwen3Moe => need("moe_intermediate_size", raw.moe_intermediate_size)?,
+        _ => need("intermediate_size", raw.intermediate_size)?,
+    };
+    let step = raw.decoder_sparse_step.unwrap_or(1);
+    if member == Member::Qwen3Moe && step == 0 {
+        crate::bad_input!("{origin}: decoder_sparse_step must be at least 1");
+    }
+    let dense: Vec<usize> = raw.mlp_only_layers.clone().unwrap_or_default();
+    if let Some(&l) = dense.iter().find(|&&l| l >= layers) {
+        crate::bad_input!(
+            "{origin}: mlp_only_layers names layer {l}, but the model has {layers} (num_hidden_layers)"
+        );
+    }
+    let sparse = (0..layers)
+        .map(|i| member != Member::Qwen3Moe || (!dense.contains(&i) && (i + 1) % step == 0))
+        .collect();
+    Ok(Some(MoeConfig {
+        num_experts,
+        top_k,
+        intermediate_size,
+        norm_topk_prob: match member {
+            Member::Mixtral => true,
+            _ => raw.norm_topk_prob.unwrap_or(false),
+        },
+        sparse,
+    }))
 }
 
 /// Rope settings from either config form: transformers 5's `rope_parameters` object
@@ -640,6 +832,41 @@ pub struct LayerAttention {
     pub rope: usize,
 }
 
+/// The names of a layer's router and experts under its prefix (`model.layers.N.`).
+pub struct ExpertNames {
+    pub router: &'static str,
+    pub experts: &'static str,
+    /// The gate, up and down projections' names.
+    pub projections: [&'static str; 3],
+}
+
+impl ExpertNames {
+    /// Expert `e`'s projection `j` (0 gate, 1 up, 2 down), with `.weight`.
+    pub fn expert(&self, e: usize, j: usize) -> String {
+        format!("{}.{e}.{}.weight", self.experts, self.projections[j])
+    }
+
+    /// (expert, projection) of a name under the layer prefix, when it is an expert's.
+    pub fn parse(&self, rest: &str) -> Option<(usize, usize)> {
+        let r = rest.strip_prefix(self.experts)?.strip_prefix('.')?;
+        let (e, r) = r.split_once('.')?;
+        let proj = r.strip_suffix(".weight")?;
+        let j = self.projections.iter().position(|p| *p == proj)?;
+        Some((e.parse().ok()?, j))
+    }
+}
+
+/// A layer's MLP: one SwiGLU, or a mixture of experts.
+#[derive(Debug, Clone)]
+pub enum Mlp {
+    Dense {
+        gate_proj: Linear,
+        up_proj: Linear,
+        down_proj: Linear,
+    },
+    Moe(crate::model::moe::Moe),
+}
+
 /// One decoder layer's weights.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -652,23 +879,28 @@ pub struct Layer {
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
     pub post_attention_layernorm: RmsNorm,
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub mlp: Mlp,
 }
 
 impl Layer {
-    /// The layer's seven products.
-    pub fn linears(&self) -> [&Linear; 7] {
-        [
-            &self.q_proj,
-            &self.k_proj,
-            &self.v_proj,
-            &self.o_proj,
-            &self.gate_proj,
-            &self.up_proj,
-            &self.down_proj,
-        ]
+    /// The layer's products: attention's four, then the MLP's (a router and every
+    /// expert's three under a mixture of experts).
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut v = vec![&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj];
+        match &self.mlp {
+            Mlp::Dense {
+                gate_proj,
+                up_proj,
+                down_proj,
+            } => v.extend([gate_proj, up_proj, down_proj]),
+            Mlp::Moe(m) => {
+                v.push(&m.router);
+                for e in &m.experts {
+                    v.extend(e.linears());
+                }
+            }
+        }
+        v
     }
 }
 
@@ -712,18 +944,41 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
             }
         }
         if cfg.qk_norm {
-            v.push((p("self_attn.q_norm.weight"), vec![cfg.head_dim]));
-            v.push((p("self_attn.k_norm.weight"), vec![cfg.head_dim]));
+            let (qn, kn) = cfg.qk_norm_lengths();
+            v.push((p("self_attn.q_norm.weight"), vec![qn]));
+            v.push((p("self_attn.k_norm.weight"), vec![kn]));
         }
         v.push((p("post_attention_layernorm.weight"), vec![h]));
-        for (n, out, inp) in [
-            ("mlp.gate_proj", inter, h),
-            ("mlp.up_proj", inter, h),
-            ("mlp.down_proj", h, inter),
-        ] {
-            v.push((p(&format!("{n}.weight")), vec![out, inp]));
-            if cfg.mlp_bias {
-                v.push((p(&format!("{n}.bias")), vec![out]));
+        match cfg.moe.as_ref().filter(|m| m.sparse[i]) {
+            Some(m) => {
+                let names = cfg.expert_names();
+                v.push((
+                    p(&format!("{}.weight", names.router)),
+                    vec![m.num_experts, h],
+                ));
+                // Projection by projection, experts in order: the layout of GGUF's
+                // stacked tensors (ffn_gate_exps ...).
+                for (j, out, inp) in [
+                    (0, m.intermediate_size, h),
+                    (1, m.intermediate_size, h),
+                    (2, h, m.intermediate_size),
+                ] {
+                    for e in 0..m.num_experts {
+                        v.push((p(&names.expert(e, j)), vec![out, inp]));
+                    }
+                }
+            }
+            None => {
+                for (n, out, inp) in [
+                    ("mlp.gate_proj", inter, h),
+                    ("mlp.up_proj", inter, h),
+                    ("mlp.down_proj", h, inter),
+                ] {
+                    v.push((p(&format!("{n}.weight")), vec![out, inp]));
+                    if cfg.mlp_bias {
+                        v.push((p(&format!("{n}.bias")), vec![out]));
+                    }
+                }
             }
         }
     }
@@ -780,17 +1035,52 @@ impl Llama {
             let v_proj = lin(&mut w, "self_attn.v_proj", kv_out, h, cfg.qkv_bias)?;
             let o_proj = lin(&mut w, "self_attn.o_proj", h, q_out, cfg.o_bias)?;
             let (q_norm, k_norm) = if cfg.qk_norm {
+                let (qn, kn) = cfg.qk_norm_lengths();
                 (
-                    Some(norm(&mut w, "self_attn.q_norm.weight", cfg.head_dim)?),
-                    Some(norm(&mut w, "self_attn.k_norm.weight", cfg.head_dim)?),
+                    Some(norm(&mut w, "self_attn.q_norm.weight", qn)?),
+                    Some(norm(&mut w, "self_attn.k_norm.weight", kn)?),
                 )
             } else {
                 (None, None)
             };
             let post_attention_layernorm = norm(&mut w, "post_attention_layernorm.weight", h)?;
-            let gate_proj = lin(&mut w, "mlp.gate_proj", inter, h, cfg.mlp_bias)?;
-            let up_proj = lin(&mut w, "mlp.up_proj", inter, h, cfg.mlp_bias)?;
-            let down_proj = lin(&mut w, "mlp.down_proj", h, inter, cfg.mlp_bias)?;
+            let mlp = match cfg.moe.as_ref().filter(|m| m.sparse[i]) {
+                Some(m) => {
+                    let names = cfg.expert_names();
+                    // The router stays in the rest dtype at every precision, as
+                    // llama-quantize leaves ffn_gate_inp.weight unquantized.
+                    let router = w.matrix(
+                        &p(&format!("{}.weight", names.router)),
+                        [m.num_experts, h],
+                        false,
+                        false,
+                    )?;
+                    let mut ex = |e: usize, j: usize, out: usize, inp: usize| -> Result<Linear> {
+                        let weight = w.matrix(&p(&names.expert(e, j)), [out, inp], false, true)?;
+                        Ok(Linear::new(weight, None)?)
+                    };
+                    let mut experts = Vec::with_capacity(m.num_experts);
+                    for e in 0..m.num_experts {
+                        experts.push(crate::model::moe::Expert {
+                            gate: ex(e, 0, m.intermediate_size, h)?,
+                            up: ex(e, 1, m.intermediate_size, h)?,
+                            down: ex(e, 2, h, m.intermediate_size)?,
+                        });
+                    }
+                    Mlp::Moe(crate::model::moe::Moe {
+                        router: Linear::new(router, None)?,
+                        experts,
+                        top_k: m.top_k,
+                        norm_topk_prob: m.norm_topk_prob,
+                        usage: Default::default(),
+                    })
+                }
+                None => Mlp::Dense {
+                    gate_proj: lin(&mut w, "mlp.gate_proj", inter, h, cfg.mlp_bias)?,
+                    up_proj: lin(&mut w, "mlp.up_proj", inter, h, cfg.mlp_bias)?,
+                    down_proj: lin(&mut w, "mlp.down_proj", h, inter, cfg.mlp_bias)?,
+                },
+            };
             layers.push(Layer {
                 attention: cfg.layer_attention(i),
                 input_layernorm,
@@ -801,9 +1091,7 @@ impl Llama {
                 q_norm,
                 k_norm,
                 post_attention_layernorm,
-                gate_proj,
-                up_proj,
-                down_proj,
+                mlp,
             });
         }
         let norm = RmsNorm::new(w.vector("model.norm.weight", h)?, eps)?;
@@ -844,12 +1132,18 @@ impl Llama {
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
 
         let h = l.input_layernorm.forward(xs)?;
-        // [b, len, n * hd] -> [b, n, len, hd], each head normed first where asked (Qwen3).
+        // [b, len, n * hd] -> [b, n, len, hd], normed first where asked: each head
+        // (Qwen3) or the whole projection (OLMoE).
+        let full = c.qk_norm_full;
         let heads = |t: Tensor, n: usize, norm: Option<&RmsNorm>| -> candle_core::Result<Tensor> {
+            let t = match norm {
+                Some(nm) if full => nm.forward(&t)?,
+                _ => t,
+            };
             let t = t.reshape((b, len, n, hd))?;
             let t = match norm {
-                Some(nm) => nm.forward(&t)?,
-                None => t,
+                Some(nm) if !full => nm.forward(&t)?,
+                _ => t,
             };
             t.transpose(1, 2)?.contiguous()
         };
@@ -893,11 +1187,18 @@ impl Llama {
         let xs = (xs + l.o_proj.forward(&y)?)?;
 
         let h = l.post_attention_layernorm.forward(&xs)?;
-        let gate = l.gate_proj.forward(&h)?;
-        let up = l.up_proj.forward(&h)?;
-        xs + l
-            .down_proj
-            .forward(&crate::kernel::silu::SiluMul::forward(&gate, &up)?)?
+        match &l.mlp {
+            Mlp::Dense {
+                gate_proj,
+                up_proj,
+                down_proj,
+            } => {
+                let gate = gate_proj.forward(&h)?;
+                let up = up_proj.forward(&h)?;
+                xs + down_proj.forward(&crate::kernel::silu::SiluMul::forward(&gate, &up)?)?
+            }
+            Mlp::Moe(m) => xs + m.forward(&h)?,
+        }
     }
 }
 
@@ -923,6 +1224,8 @@ struct StepBuffers {
     cos: Vec<f32>,
     sin: Vec<f32>,
     products: crate::kernel::Scratch,
+    /// A mixture of experts' routing and expert rows.
+    moe: crate::model::moe::RowBuffers,
 }
 
 impl Llama {
@@ -969,6 +1272,7 @@ impl Llama {
                 cos: vec![0.0; hd / 2 * self.ropes.len()],
                 sin: vec![0.0; hd / 2 * self.ropes.len()],
                 products: Default::default(),
+                moe: Default::default(),
             },
         );
         let StepBuffers {
@@ -984,6 +1288,7 @@ impl Llama {
             cos,
             sin,
             products,
+            moe,
             ..
         } = &mut *s;
         for (row, &id) in x.chunks_exact_mut(hs).zip(ids) {
@@ -1043,10 +1348,19 @@ impl Llama {
             attend_cached(q, nh * hd, keys, values, heads, first..total, scale, att)?;
             step::product(&l.o_proj)?.apply(att, b, out, products)?;
             step::add_then(x, out, |x| l.post_attention_layernorm.forward_rows(x, h));
-            step::product(&l.gate_proj)?.apply(h, b, gate, products)?;
-            step::product(&l.up_proj)?.apply(h, b, up, products)?;
-            crate::kernel::silu::silu_mul(gate, up);
-            step::product(&l.down_proj)?.apply(gate, b, out, products)?;
+            match &l.mlp {
+                Mlp::Dense {
+                    gate_proj,
+                    up_proj,
+                    down_proj,
+                } => {
+                    step::product(gate_proj)?.apply(h, b, gate, products)?;
+                    step::product(up_proj)?.apply(h, b, up, products)?;
+                    crate::kernel::silu::silu_mul(gate, up);
+                    step::product(down_proj)?.apply(gate, b, out, products)?;
+                }
+                Mlp::Moe(m) => m.forward_rows(h, b, out, moe)?,
+            }
         }
         step::add_then(x, out, |x| self.norm.forward_rows(x, h));
         let hidden = Tensor::from_slice(&h[..], (b, 1, hs), &self.device)?;
@@ -1110,13 +1424,24 @@ impl CausalLm for Llama {
             .forward(h)?)
     }
 
+    /// Every weight but a looked-up token table; under a mixture of experts, the
+    /// experts a step routes to are what it reads of them: `top_k` per layer for one
+    /// sequence (the least a step reads; [`CausalLm::expert_usage`] says what steps did).
     fn streamed_bytes_per_step(&self) -> usize {
         // The token table is only looked up when the head is untied.
         let looked_up = self
             .lm_head
             .as_ref()
             .map_or(0, |_| self.embed_tokens.bytes());
-        self.parts().iter().map(|(_, p)| p.bytes()).sum::<usize>() - looked_up
+        let unrouted: usize = self
+            .layers
+            .iter()
+            .map(|l| match &l.mlp {
+                Mlp::Moe(m) => (m.experts.len() - m.top_k) * m.expert_bytes(),
+                Mlp::Dense { .. } => 0,
+            })
+            .sum();
+        self.parts().iter().map(|(_, p)| p.bytes()).sum::<usize>() - looked_up - unrouted
     }
 
     fn parts(&self) -> Vec<(Group, Part<'_>)> {
@@ -1140,6 +1465,26 @@ impl CausalLm for Llama {
         parts
     }
 
+    fn expert_usage(&self) -> Option<crate::model::moe::ExpertUsage> {
+        let mut u = crate::model::moe::ExpertUsage::default();
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Mlp::Moe(m) = &l.mlp {
+                u.layers
+                    .push((i, m.experts.len(), m.top_k, m.usage.snapshot()));
+                u.expert_bytes.push(m.expert_bytes());
+            }
+        }
+        (!u.layers.is_empty()).then_some(u)
+    }
+
+    fn reset_expert_usage(&self) {
+        for l in &self.layers {
+            if let Mlp::Moe(m) = &l.mlp {
+                m.usage.reset();
+            }
+        }
+    }
+
     fn token_embedding(&self) -> &Matrix {
         &self.embed_tokens
     }
@@ -1147,10 +1492,10 @@ impl CausalLm for Llama {
 
 /// The Llama architectures in the registry.
 pub static ARCHITECTURE: Architecture = Architecture {
-    title: "the Llama architectures (llama, mistral, qwen2, qwen3)",
-    model_types: &["llama", "mistral", "qwen2", "qwen3"],
+    title: "the Llama architectures (llama, mistral, qwen2, qwen3; with experts qwen3_moe, mixtral, olmoe)",
+    model_types: &["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "olmoe"],
     reads_untyped_config: false,
-    gguf_architectures: &["llama", "qwen2", "qwen3"],
+    gguf_architectures: &["llama", "qwen2", "qwen3", "qwen3moe", "olmoe"],
     from_config_json: |model_type, value, _, origin| {
         let member = model_type
             .and_then(Member::parse)
@@ -1196,6 +1541,8 @@ fn shape(
         sliding_window: None,
         bos_token_id: None,
         eos_token_id: None,
+        qk_norm_full: false,
+        moe: None,
         rope_freq_factors: None,
     }
 }
@@ -1357,13 +1704,63 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             file.tensors.contains_key("blk.0.attn_q.bias").into(),
         );
     }
-    if arch == "llama" {
+    let experts = file.kv_opt_usize(arch, Kv::ExpertCount)?.filter(|&n| n > 0);
+    if arch == "llama" && experts.is_none() {
         o.insert(
             "mlp_bias".into(),
             file.tensors.contains_key("blk.0.ffn_up.bias").into(),
         );
     }
-    let member = Member::parse(arch).expect("the registry reads only the listed architectures");
+    // llama.cpp writes Mixtral as `llama` with experts; its graphs renormalise the top-k
+    // weights for qwen3moe and llama, never for olmoe.
+    let member = match (arch, experts) {
+        ("llama", Some(_)) => Member::Mixtral,
+        ("qwen3moe", _) => Member::Qwen3Moe,
+        (a, _) => Member::parse(a).expect("the registry reads only the listed architectures"),
+    };
+    if matches!(member, Member::Qwen3Moe | Member::Olmoe | Member::Mixtral) {
+        let Some(n) = experts else {
+            crate::bad_input!(
+                "{path}: {} is missing or 0; a {arch} file holds experts",
+                Kv::ExpertCount.key(arch)
+            );
+        };
+        let count = if member == Member::Mixtral {
+            "num_local_experts"
+        } else {
+            "num_experts"
+        };
+        o.insert(count.into(), n.into());
+        o.insert(
+            "num_experts_per_tok".into(),
+            file.kv_usize(arch, Kv::ExpertUsedCount)?.into(),
+        );
+        o.insert("norm_topk_prob".into(), (member != Member::Olmoe).into());
+        if member == Member::Qwen3Moe {
+            o.insert(
+                "moe_intermediate_size".into(),
+                file.kv_usize(arch, Kv::ExpertFeedForwardLength)?.into(),
+            );
+            // Layers without a router are dense (what quantbench's export writes for
+            // mlp_only_layers).
+            let dense: Vec<usize> = (0..c.layers)
+                .filter(|i| {
+                    !file
+                        .tensors
+                        .contains_key(&format!("blk.{i}.ffn_gate_inp.weight"))
+                })
+                .collect();
+            o.insert("mlp_only_layers".into(), dense.into());
+        } else {
+            // Mixtral's and OLMoE's experts are intermediate_size wide.
+            let width = file.kv_opt_usize(arch, Kv::ExpertFeedForwardLength)?;
+            if let Some(w) = width {
+                o.insert("intermediate_size".into(), w.into());
+            }
+        }
+        o.insert("model_type".into(), member.model_type().into());
+        o.insert("sliding_window".into(), Value::Null);
+    }
     let origin = format!("{path} (GGUF metadata)");
     let mut cfg = Config::from_value(v, member, &origin)?;
     if file.tensors.contains_key("rope_freqs.weight") {
@@ -1516,13 +1913,37 @@ impl ArchConfig for Config {
     }
     fn gguf_architecture(&self) -> &'static str {
         match self.member {
-            Member::Llama | Member::Mistral => "llama",
+            Member::Llama | Member::Mistral | Member::Mixtral => "llama",
             Member::Qwen2 => "qwen2",
             Member::Qwen3 => "qwen3",
+            Member::Qwen3Moe => "qwen3moe",
+            Member::Olmoe => "olmoe",
         }
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
-        GGUF_NAMES.name(canonical)
+        if let Some((name, _, _)) = self.gguf_slice(canonical) {
+            return Some(name);
+        }
+        GGUF_NAMES.name(canonical).or_else(|| {
+            // The router, under the member's own name.
+            let rest = canonical.strip_prefix("model.layers.")?;
+            let (layer, rest) = rest.split_once('.')?;
+            let router = format!("{}.weight", self.expert_names().router);
+            (rest == router).then(|| format!("blk.{layer}.ffn_gate_inp.weight"))
+        })
+    }
+    /// An expert's matrix is one slice of llama.cpp's stacked tensor of the layer's
+    /// experts (`blk.N.ffn_gate_exps.weight`, `[experts, out, in]`).
+    fn gguf_slice(&self, canonical: &str) -> Option<(String, usize, usize)> {
+        let m = self.moe.as_ref()?;
+        let rest = canonical.strip_prefix("model.layers.")?;
+        let (layer, rest) = rest.split_once('.')?;
+        let (e, j) = self.expert_names().parse(rest)?;
+        let stacked = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"][j];
+        Some((format!("blk.{layer}.{stacked}.weight"), e, m.num_experts))
+    }
+    fn never_quantized(&self, canonical: &str) -> bool {
+        canonical.ends_with(&format!("{}.weight", self.expert_names().router)) && self.moe.is_some()
     }
     /// llama.cpp's `llama` architecture stores q and k with their rows permuted for its
     /// interleaved rotation; Qwen's files keep transformers' order.
@@ -1563,6 +1984,13 @@ impl ArchConfig for Config {
             (k(Kv::ValueLength), u(self.head_dim)),
             (k(Kv::VocabSize), u(self.vocab_size)),
         ];
+        if let Some(moe) = &self.moe {
+            m.push((k(Kv::ExpertCount), u(moe.num_experts)));
+            m.push((k(Kv::ExpertUsedCount), u(moe.top_k)));
+            if self.member == Member::Qwen3Moe {
+                m.push((k(Kv::ExpertFeedForwardLength), u(moe.intermediate_size)));
+            }
+        }
         if let RopeScaling::Linear { factor } = self.rope_scaling {
             m.push((k(Kv::RopeScalingType), Meta::Str("linear".into())));
             m.push((k(Kv::RopeScalingFactor), Meta::F32(factor as f32)));
@@ -1578,12 +2006,28 @@ impl ArchConfig for Config {
             .collect()
     }
     fn gguf_notes(&self) -> Vec<String> {
-        match (self.member, self.sliding_window) {
-            (Member::Mistral, Some(w)) => vec![format!(
-                "Mistral's sliding window ({w} positions) is not written: GGUF's llama architecture has no key for it (llama.cpp's converter drops it too), so llama.cpp attends over the whole context"
+        let mut notes = match (self.member, self.sliding_window) {
+            (Member::Mistral | Member::Mixtral, Some(w)) => vec![format!(
+                "the sliding window ({w} positions) is not written: GGUF's llama architecture has no key for it (llama.cpp's converter drops it too), so llama.cpp attends over the whole context"
             )],
             _ => Vec::new(),
+        };
+        if let Some(m) = &self.moe {
+            // llama.cpp's graphs hard-code the renormalisation per architecture.
+            let llama_cpp_norms = self.member != Member::Olmoe;
+            if m.norm_topk_prob != llama_cpp_norms {
+                notes.push(format!(
+                    "norm_topk_prob = {} is not written: GGUF has no key for it, and llama.cpp's {} graph {} the top-k weights",
+                    m.norm_topk_prob,
+                    self.gguf_architecture(),
+                    if llama_cpp_norms { "always renormalises" } else { "never renormalises" }
+                ));
+            }
+            if m.sparse.iter().any(|&s| !s) {
+                notes.push("dense layers among the sparse ones (mlp_only_layers, decoder_sparse_step) are written as they are; llama.cpp's qwen3moe graph expects experts in every layer".to_string());
+            }
         }
+        notes
     }
     crate::arch_config_plumbing!();
 }

@@ -127,6 +127,15 @@ pub trait CausalLm: Send + Sync {
     /// table only looked up (one row per token) is left out.
     fn streamed_bytes_per_step(&self) -> usize;
 
+    /// What a mixture of experts' routers asked for since the last reset, layer by
+    /// layer; `None` for a model without experts.
+    fn expert_usage(&self) -> Option<crate::model::moe::ExpertUsage> {
+        None
+    }
+
+    /// Start counting expert usage afresh.
+    fn reset_expert_usage(&self) {}
+
     /// Logits `[len, vocab]` at every position after feeding `ids`.
     fn forward_all(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
         let h = self.hidden(ids, cache)?;
@@ -285,6 +294,17 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
     fn gguf_shift(&self, _gguf_name: &str) -> f32 {
         0.0
     }
+    /// Where a canonical tensor is one slice of a stacked GGUF tensor (a mixture of
+    /// experts' `blk.N.ffn_gate_exps.weight`, `[experts, out, in]`): that tensor's name,
+    /// the slice's index and how many slices it stacks.
+    fn gguf_slice(&self, _canonical: &str) -> Option<(String, usize, usize)> {
+        None
+    }
+    /// Whether a matrix stays in the rest dtype at every precision (a mixture of
+    /// experts' router, as llama-quantize leaves `ffn_gate_inp.weight`).
+    fn never_quantized(&self, _canonical: &str) -> bool {
+        false
+    }
     /// The hyper-parameters a GGUF file states, keyed from [`crate::model::source::gguf::Kv`].
     fn gguf_metadata(&self) -> Vec<(String, Meta)>;
     /// Tensors a GGUF file holds that no source stores (llama3's `rope_freqs.weight`).
@@ -418,6 +438,7 @@ impl ModelConfig {
             largest = largest.max(n as u128 * 4);
             total += match shape.as_slice() {
                 [_, _] if self.is_embedding(&name) && !quantize_embeddings => n as u128 * rest,
+                [_, _] if self.never_quantized(&name) => n as u128 * rest,
                 [rows, cols] => {
                     // A matrix stored [in, out] has rows of `in` once transposed.
                     let (out, row_len) = if self.stored_in_out(&name) {

@@ -113,10 +113,13 @@ pub enum Kv {
     SlidingWindowPattern,
     RopeFreqBaseSwa,
     FinalLogitSoftcapping,
+    ExpertCount,
+    ExpertUsedCount,
+    ExpertFeedForwardLength,
 }
 
 /// [`Kv`]'s names, as llama-arch.cpp spells them.
-pub const KV_NAMES: [(Kv, &str); 19] = [
+pub const KV_NAMES: [(Kv, &str); 22] = [
     (Kv::ContextLength, "context_length"),
     (Kv::EmbeddingLength, "embedding_length"),
     (Kv::BlockCount, "block_count"),
@@ -136,6 +139,9 @@ pub const KV_NAMES: [(Kv, &str); 19] = [
     (Kv::SlidingWindowPattern, "attention.sliding_window_pattern"),
     (Kv::RopeFreqBaseSwa, "rope.freq_base_swa"),
     (Kv::FinalLogitSoftcapping, "final_logit_softcapping"),
+    (Kv::ExpertCount, "expert_count"),
+    (Kv::ExpertUsedCount, "expert_used_count"),
+    (Kv::ExpertFeedForwardLength, "expert_feed_forward_length"),
 ];
 
 impl Kv {
@@ -387,9 +393,22 @@ impl GgufFile {
     /// A tensor's raw bytes, read with one positioned read.
     pub fn read_bytes(&self, name: &str) -> Result<Vec<u8>> {
         let e = self.entry(name)?;
-        let mut buf = vec![0u8; e.bytes];
+        self.read_range(name, 0, e.bytes)
+    }
+
+    /// `len` bytes of a tensor from `offset` within it (one slice of a stacked tensor).
+    pub fn read_range(&self, name: &str, offset: usize, len: usize) -> Result<Vec<u8>> {
+        let e = self.entry(name)?;
+        if offset.checked_add(len).is_none_or(|end| end > e.bytes) {
+            crate::bad_input!(
+                "{}: bytes {offset}..+{len} lie outside tensor '{name}' ({} bytes)",
+                self.path.display(),
+                e.bytes
+            );
+        }
+        let mut buf = vec![0u8; len];
         let mut f = self.file.lock().expect("the file lock is never poisoned");
-        f.seek(SeekFrom::Start(e.start))?;
+        f.seek(SeekFrom::Start(e.start + offset as u64))?;
         f.read_exact(&mut buf)
             .with_context(|| format!("{}: reading tensor '{name}'", self.path.display()))?;
         Ok(buf)
@@ -405,7 +424,7 @@ impl GgufFile {
         Ok(QTensor::new(storage, shape.to_vec())?)
     }
 
-    fn check_shape(&self, name: &str, found: &[usize], want: &[usize]) -> Result<()> {
+    pub(crate) fn check_shape(&self, name: &str, found: &[usize], want: &[usize]) -> Result<()> {
         if found != want {
             crate::bad_input!(
                 "{}: tensor '{name}' has shape {found:?}, but the GGUF metadata implies {want:?}",
@@ -672,6 +691,28 @@ impl GgufSource {
         }
     }
 
+    /// A stacked tensor holding `count` slices of `shape` each (`[count, rows, cols]`),
+    /// checked; its entry and the slice's shape.
+    fn slice_entry(
+        &self,
+        name: &str,
+        shape: &[usize],
+        count: usize,
+    ) -> Result<(&TensorEntry, Vec<usize>)> {
+        let e = self.file.entry(name)?;
+        let mut want = vec![count];
+        want.extend_from_slice(shape);
+        self.file.check_shape(name, &e.shape, &want)?;
+        if !e.bytes.is_multiple_of(count.max(1)) {
+            crate::bad_input!(
+                "{}: tensor '{name}' holds {} bytes, which do not split into {count} slices",
+                self.file.path.display(),
+                e.bytes
+            );
+        }
+        Ok((e, shape.to_vec()))
+    }
+
     /// The permutation of a tensor's rows, checked against its shape.
     fn permutation(&self, name: &str, rows: usize) -> Result<Option<RopePermutation>> {
         let Some(p) = self.config.gguf_permutation(name) else {
@@ -694,6 +735,12 @@ impl GgufSource {
         canonical: &str,
         shape: &[usize],
     ) -> Result<(Vec<u8>, GgmlDType, Vec<usize>)> {
+        if let Some((name, index, count)) = self.config.gguf_slice(canonical) {
+            let (e, want) = self.slice_entry(&name, shape, count)?;
+            let per = e.bytes / count;
+            let bytes = self.file.read_range(&name, index * per, per)?;
+            return Ok((bytes, e.dtype, want));
+        }
         let name = self.lookup(canonical)?;
         let want = self.gguf_shape(canonical, shape);
         let e = self.file.entry(&name)?;
@@ -751,6 +798,9 @@ pub fn matrix_from_bytes(
 
 impl TensorSource for GgufSource {
     fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        if let Some((gname, _, count)) = self.config.gguf_slice(name) {
+            return self.slice_entry(&gname, shape, count).map(|_| ());
+        }
         let gname = self.lookup(name)?;
         let want = self.gguf_shape(name, shape);
         let e = self.file.entry(&gname)?;

@@ -360,13 +360,17 @@ fn write_tensors(
         };
     let f32_bytes =
         |vals: &[f32]| -> Vec<u8> { vals.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // A stacked tensor's slices so far (a mixture of experts' `ffn_gate_exps`): they
+    // come in order, one expert after another, and go out whole with the last.
+    let mut stack: Option<(String, Vec<u8>, GgmlDType, Vec<usize>)> = None;
     for (name, shape) in cfg.expected_tensors() {
         crate::run::interrupt::check()?;
         let gname = cfg
             .gguf_name(&name)
             .with_context(|| format!("no GGUF name for tensor {name}"))?;
         let (bytes, dtype, gshape) = if shape.len() == 2 {
-            let quantize = !cfg.is_embedding(&name) || q.policy == Policy::All;
+            let quantize = (!cfg.is_embedding(&name) || q.policy == Policy::All)
+                && !cfg.never_quantized(&name);
             let m = builder.matrix(
                 &name,
                 [shape[0], shape[1]],
@@ -386,6 +390,25 @@ fn write_tensors(
                 shape.clone(),
             )
         };
+        if let Some((_, index, count)) = cfg.gguf_slice(&name) {
+            let (sname, mut sbytes, sdtype, sshape) = match stack.take() {
+                None if index == 0 => (gname.clone(), Vec::new(), dtype, gshape.clone()),
+                Some(s) if s.0 == gname => s,
+                _ => anyhow::bail!("{name}: the slices of {gname} do not come in order"),
+            };
+            if (sdtype, &sshape) != (dtype, &gshape) {
+                anyhow::bail!("{name}: a slice of {gname} in another type or shape");
+            }
+            sbytes.extend_from_slice(&bytes);
+            if index + 1 == count {
+                let mut full = vec![count];
+                full.extend_from_slice(&sshape);
+                push(sname, full, &sbytes, sdtype)?;
+            } else {
+                stack = Some((sname, sbytes, sdtype, sshape));
+            }
+            continue;
+        }
         let bytes = match cfg.gguf_permutation(&gname) {
             Some(p) => {
                 let rows = gshape[0];
@@ -394,6 +417,9 @@ fn write_tensors(
             None => bytes,
         };
         push(gname, gshape, &bytes, dtype)?;
+    }
+    if let Some((name, ..)) = stack {
+        anyhow::bail!("{name}: its last slice never came");
     }
     for (name, vals) in cfg.gguf_extra_tensors() {
         push(name, vec![vals.len()], &f32_bytes(&vals), GgmlDType::F32)?;

@@ -1,0 +1,371 @@
+//! A mixture-of-experts MLP, the layer field of the architectures that have one
+//! (Qwen3-MoE, Mixtral, OLMoE in `arch/llama.rs`): a router scores every expert, each
+//! token goes to its top k, and the experts' SwiGLU outputs are summed with the router's
+//! weights — as transformers' `*TopKRouter` + `*Experts` compute it:
+//!
+//! - router logits `x · Wᵀ` (`[experts, hidden]`), softmax in f32, the top k by
+//!   probability (ties to the lower index, as `torch.topk` on CPU), the k weights
+//!   renormalised to sum to 1 where the architecture asks (`norm_topk_prob`: Qwen3-MoE's
+//!   config, always for Mixtral, never for OLMoE's default; llama.cpp's graphs hard-code
+//!   the same per architecture);
+//! - each chosen expert's `down(silu(gate(x)) · up(x))`, times its weight, summed.
+//!
+//! Memory holds every expert, but a step reads only the experts its tokens were routed
+//! to: [`Usage`] counts, per layer and per forward call, how many distinct experts were
+//! touched, so that a benchmark can say what a decode step streams.
+
+use std::sync::Mutex;
+
+use candle_core::Tensor;
+
+use crate::model::nn::{linear_parts, Group, Linear, Part};
+use crate::model::step;
+
+/// One expert: a SwiGLU MLP.
+#[derive(Debug, Clone)]
+pub struct Expert {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Expert {
+    pub fn linears(&self) -> [&Linear; 3] {
+        [&self.gate, &self.up, &self.down]
+    }
+
+    /// Bytes the expert's three matrices hold (what a step that routes to it reads).
+    pub fn bytes(&self) -> usize {
+        self.linears()
+            .iter()
+            .flat_map(|l| linear_parts(l))
+            .map(|(_, p)| p.bytes())
+            .sum()
+    }
+}
+
+/// What the experts of one layer were asked for since the counters were reset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LayerUsage {
+    /// Forward calls of one token per sequence (decode steps).
+    pub steps: u64,
+    /// Over those steps: the sum of distinct experts each touched (the union over the
+    /// step's sequences).
+    pub step_distinct_sum: u64,
+    /// The most distinct experts one step touched.
+    pub step_distinct_max: usize,
+    /// Forward calls of several positions (prompts).
+    pub prompts: u64,
+    /// The most distinct experts one prompt's pass touched.
+    pub prompt_distinct_max: usize,
+    /// Every expert any call touched.
+    pub touched: Vec<bool>,
+}
+
+/// The experts a layer touched, for the records.
+#[derive(Debug, Default)]
+pub struct Usage(Mutex<LayerUsage>);
+
+impl Clone for Usage {
+    fn clone(&self) -> Self {
+        Usage(Mutex::new(self.snapshot()))
+    }
+}
+
+impl Usage {
+    fn record(&self, hit: &[bool], positions: usize) {
+        let distinct = hit.iter().filter(|&&h| h).count();
+        let mut u = self.0.lock().expect("usage lock");
+        if u.touched.len() < hit.len() {
+            u.touched.resize(hit.len(), false);
+        }
+        for (t, &h) in u.touched.iter_mut().zip(hit) {
+            *t |= h;
+        }
+        if positions == 1 {
+            u.steps += 1;
+            u.step_distinct_sum += distinct as u64;
+            u.step_distinct_max = u.step_distinct_max.max(distinct);
+        } else {
+            u.prompts += 1;
+            u.prompt_distinct_max = u.prompt_distinct_max.max(distinct);
+        }
+    }
+
+    pub fn snapshot(&self) -> LayerUsage {
+        self.0.lock().expect("usage lock").clone()
+    }
+
+    pub fn reset(&self) {
+        *self.0.lock().expect("usage lock") = LayerUsage::default();
+    }
+}
+
+/// A mixture-of-experts MLP (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Moe {
+    /// `[experts, hidden]`: stored unquantized, as llama-quantize leaves
+    /// `ffn_gate_inp.weight` (llama-quant.cpp: `quantize &= name.find("ffn_gate_inp.weight")
+    /// == npos`).
+    pub router: Linear,
+    pub experts: Vec<Expert>,
+    pub top_k: usize,
+    pub norm_topk_prob: bool,
+    pub usage: Usage,
+}
+
+/// One token's route: (expert, weight) for its top k.
+pub type Route = Vec<(usize, f32)>;
+
+impl Moe {
+    /// The route of one row of router logits: softmax (in f32), the top k, renormalised
+    /// where asked.
+    pub fn route(&self, logits: &[f32]) -> Route {
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        let probs: Vec<f32> = exps.iter().map(|&e| e / sum).collect();
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let mut route: Route = order[..self.top_k].iter().map(|&e| (e, probs[e])).collect();
+        if self.norm_topk_prob {
+            let s: f32 = route.iter().map(|(_, w)| w).sum();
+            for (_, w) in &mut route {
+                *w /= s;
+            }
+        }
+        route
+    }
+
+    fn record(&self, routes: &[Route], positions: usize) {
+        let mut hit = vec![false; self.experts.len()];
+        for r in routes {
+            for &(e, _) in r {
+                hit[e] = true;
+            }
+        }
+        self.usage.record(&hit, positions);
+    }
+
+    /// The block on `xs` `[b, len, hidden]` (the candle path).
+    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, len, hidden) = xs.dims3()?;
+        let flat = xs.reshape((b * len, hidden))?.contiguous()?;
+        let logits: Vec<Vec<f32>> = self.router.forward(&flat)?.to_vec2()?;
+        let routes: Vec<Route> = logits.iter().map(|l| self.route(l)).collect();
+        self.record(&routes, len);
+        let mut out = vec![0f32; b * len * hidden];
+        // Expert by expert over the tokens routed to it, in expert order (transformers'
+        // loop over the experts hit).
+        for (e, expert) in self.experts.iter().enumerate() {
+            let mine: Vec<(u32, f32)> = routes
+                .iter()
+                .enumerate()
+                .filter_map(|(t, r)| r.iter().find(|(x, _)| *x == e).map(|&(_, w)| (t as u32, w)))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let idx = Tensor::from_vec(
+                mine.iter().map(|(t, _)| *t).collect::<Vec<u32>>(),
+                mine.len(),
+                xs.device(),
+            )?;
+            let x = flat.index_select(&idx, 0)?;
+            let h = crate::kernel::silu::SiluMul::forward(
+                &expert.gate.forward(&x)?,
+                &expert.up.forward(&x)?,
+            )?;
+            let y: Vec<Vec<f32>> = expert.down.forward(&h)?.to_vec2()?;
+            for ((t, w), row) in mine.iter().zip(y) {
+                let dst = &mut out[*t as usize * hidden..(*t as usize + 1) * hidden];
+                for (d, v) in dst.iter_mut().zip(row) {
+                    *d += w * v;
+                }
+            }
+        }
+        Tensor::from_vec(out, (b, len, hidden), xs.device())
+    }
+
+    /// Whether every product has a CPU kernel (the decode step's condition).
+    pub fn has_slice_products(&self) -> bool {
+        self.router.slice_product().is_some()
+            && self
+                .experts
+                .iter()
+                .all(|e| e.linears().iter().all(|l| l.slice_product().is_some()))
+    }
+
+    /// The block on `b` rows of `h` (`b × hidden`) into `out`, for the decode step;
+    /// `buf` holds the step's scratch rows.
+    pub fn forward_rows(
+        &self,
+        h: &[f32],
+        b: usize,
+        out: &mut [f32],
+        buf: &mut RowBuffers,
+    ) -> candle_core::Result<()> {
+        let hidden = h.len() / b;
+        let n = self.experts.len();
+        buf.logits.resize(b * n, 0.0);
+        step::product(&self.router)?.apply(h, b, &mut buf.logits, &mut buf.products)?;
+        let routes: Vec<Route> = buf.logits.chunks_exact(n).map(|l| self.route(l)).collect();
+        self.record(&routes, 1);
+        out.iter_mut().for_each(|v| *v = 0.0);
+        let inter = self.experts[0].gate.weight.shape().0;
+        buf.gate.resize(inter, 0.0);
+        buf.up.resize(inter, 0.0);
+        buf.down.resize(hidden, 0.0);
+        for (row, route) in routes.iter().enumerate() {
+            let x = &h[row * hidden..(row + 1) * hidden];
+            for &(e, w) in route {
+                let ex = &self.experts[e];
+                step::product(&ex.gate)?.apply(x, 1, &mut buf.gate, &mut buf.products)?;
+                step::product(&ex.up)?.apply(x, 1, &mut buf.up, &mut buf.products)?;
+                crate::kernel::silu::silu_mul(&mut buf.gate, &buf.up);
+                step::product(&ex.down)?.apply(&buf.gate, 1, &mut buf.down, &mut buf.products)?;
+                for (o, v) in out[row * hidden..(row + 1) * hidden]
+                    .iter_mut()
+                    .zip(&buf.down)
+                {
+                    *o += w * v;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored tensor, the router with the linear layers (it is a product).
+    pub fn parts(&self) -> Vec<(Group, Part<'_>)> {
+        let mut parts: Vec<(Group, Part<'_>)> = linear_parts(&self.router).collect();
+        for e in &self.experts {
+            for l in e.linears() {
+                parts.extend(linear_parts(l));
+            }
+        }
+        parts
+    }
+
+    /// Bytes every step reads whatever the route: the router.
+    pub fn router_bytes(&self) -> usize {
+        linear_parts(&self.router).map(|(_, p)| p.bytes()).sum()
+    }
+
+    /// Bytes one expert holds (the experts of a layer are alike).
+    pub fn expert_bytes(&self) -> usize {
+        self.experts.first().map_or(0, Expert::bytes)
+    }
+}
+
+/// The decode step's scratch for a [`Moe`] block, kept between steps.
+#[derive(Default)]
+pub struct RowBuffers {
+    logits: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    down: Vec<f32>,
+    products: crate::kernel::Scratch,
+}
+
+/// What a model's experts were asked for, layer by layer (the layers without experts
+/// left out), and the bytes behind it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpertUsage {
+    /// (layer index, experts in the layer, top k, its usage).
+    pub layers: Vec<(usize, usize, usize, LayerUsage)>,
+    /// Bytes of one expert, per layer (same order).
+    pub expert_bytes: Vec<usize>,
+}
+
+impl ExpertUsage {
+    /// The expert bytes a decode step read on average: per layer, the mean distinct
+    /// experts a step touched times one expert's bytes.
+    pub fn mean_step_expert_bytes(&self) -> Option<f64> {
+        let mut total = 0.0;
+        for ((_, _, _, u), &bytes) in self.layers.iter().zip(&self.expert_bytes) {
+            if u.steps == 0 {
+                return None;
+            }
+            total += u.step_distinct_sum as f64 / u.steps as f64 * bytes as f64;
+        }
+        Some(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::nn::Matrix;
+
+    use candle_core::Device;
+
+    fn moe(norm: bool) -> Moe {
+        let dev = Device::Cpu;
+        let lin = |out: usize, inp: usize, seed: f32| {
+            let v: Vec<f32> = (0..out * inp)
+                .map(|i| ((i as f32 + seed) * 0.37).sin() * 0.3)
+                .collect();
+            Linear::new(
+                Matrix::Dense(Tensor::from_vec(v, (out, inp), &dev).unwrap()),
+                None,
+            )
+            .unwrap()
+        };
+        Moe {
+            router: lin(4, 8, 0.0),
+            experts: (0..4)
+                .map(|e| Expert {
+                    gate: lin(6, 8, 1.0 + e as f32),
+                    up: lin(6, 8, 2.0 + e as f32),
+                    down: lin(8, 6, 3.0 + e as f32),
+                })
+                .collect(),
+            top_k: 2,
+            norm_topk_prob: norm,
+            usage: Usage::default(),
+        }
+    }
+
+    #[test]
+    fn routes_take_the_top_k_and_renormalise_where_asked() {
+        let logits = [0.1f32, 2.0, -1.0, 1.0];
+        let r = moe(false).route(&logits);
+        assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 3]);
+        let sum: f32 = r.iter().map(|x| x.1).sum();
+        assert!(sum < 1.0);
+        let r = moe(true).route(&logits);
+        let sum: f32 = r.iter().map(|x| x.1).sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        // Ties go to the lower index.
+        let r = moe(true).route(&[1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    /// The decode step's rows equal the candle path's block, and both count usage.
+    #[test]
+    fn rows_equal_the_candle_path_and_usage_is_counted() {
+        let m = moe(true);
+        let x: Vec<f32> = (0..3 * 8).map(|i| (i as f32 * 0.71).cos()).collect();
+        let want = m
+            .forward(&Tensor::from_vec(x.clone(), (3, 1, 8), &Device::Cpu).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let u = m.usage.snapshot();
+        assert_eq!((u.steps, u.prompts), (1, 0));
+        if !m.has_slice_products() {
+            return;
+        }
+        let mut out = vec![0f32; 3 * 8];
+        m.forward_rows(&x, 3, &mut out, &mut RowBuffers::default())
+            .unwrap();
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+        let u = m.usage.snapshot();
+        assert_eq!(u.steps, 2);
+        assert!(u.step_distinct_max >= 2 && u.step_distinct_max <= 4);
+    }
+}
