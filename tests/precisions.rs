@@ -3,8 +3,8 @@
 
 use candle_core::{Device, Tensor};
 use quantbench::kernel;
-use quantbench::model::gpt2::{Config, Matrix};
 use quantbench::model::arch::gemma3;
+use quantbench::model::gpt2::{Config, Matrix};
 use quantbench::model::llama;
 use quantbench::model::{self, ModelConfig, ModelSource};
 use quantbench::precision::{Policy, Precision, Quantization, RestDtype};
@@ -87,8 +87,7 @@ fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
                 + match cfg.moe.as_ref().filter(|m| m.sparse[i]) {
                     Some(m) => {
                         let mi = m.intermediate_size;
-                        m.num_experts * h * rest
-                            + m.num_experts * (2 * quant(mi, h) + quant(h, mi))
+                        m.num_experts * h * rest + m.num_experts * (2 * quant(mi, h) + quant(h, mi))
                     }
                     None => dense,
                 }

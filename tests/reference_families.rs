@@ -143,3 +143,48 @@ fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
         }
     }
 }
+
+/// A mixture of experts in a run: the record says what memory holds and what a decode
+/// step read (one sequence: exactly top_k experts a layer; four sequences: the union
+/// of their routes, more bytes a step), which experts the timed generations touched,
+/// and, per precision, how often each layer's top-k set is the f32 reference's.
+#[test]
+fn a_run_records_expert_usage_streamed_bytes_and_top_k_agreement() {
+    use quantbench::probe::Probes;
+    use quantbench::run::runner::{self, Silent};
+    let dir = fixtures().join("families/qwen3moe-experts");
+    let toml = format!(
+        "name = \"moe\"\nmodel = {:?}\nprecisions = [\"f32\", \"q8_0\", \"q4_0\"]\nprompt = \"Once upon a time\"\nnew_tokens = 12\nwarmup = 0\nrepeats = 2\n[[workload]]\nprompt_tokens = [0]\nnew_tokens = [12]\nbatch = [1, 4]\n",
+        dir.display().to_string()
+    );
+    let scenario = quantbench::Scenario::parse(&toml, "t.toml").unwrap();
+    let prepared = runner::prepare(&scenario, None).unwrap();
+    let run = runner::run(&prepared, &Probes::available(), &mut Silent).unwrap();
+    for v in &run.variants {
+        let e = v.experts.as_ref().expect("an experts record");
+        assert_eq!(e.layers.len(), 2);
+        let weights = v.weights_bytes.unwrap() as f64;
+        assert!(e.streamed_bytes_per_step_mean < weights, "{}", v.key());
+        for l in &e.layers {
+            assert_eq!((l.experts, l.top_k), (4, 2));
+            // One sequence: every step reads exactly its top 2.
+            assert_eq!(l.distinct_per_step_mean, 2.0);
+            assert!(l.decode_steps >= 2 * 11);
+            assert!(l.distinct_over_generations >= 2);
+            let agree = l.top_k_agreement.expect("agreement from the quality pass");
+            if v.precision.name() == "f32" {
+                assert_eq!(agree, 1.0);
+            } else {
+                assert!(agree > 0.5 && agree <= 1.0, "{} {agree}", v.key());
+            }
+        }
+        let (one, four) = (&v.tests[0], &v.tests[1]);
+        assert_eq!(one.experts_per_step_mean, Some(2.0));
+        let four_per_step = four.experts_per_step_mean.unwrap();
+        assert!(
+            four_per_step > 2.0 && four_per_step <= 4.0,
+            "{four_per_step}"
+        );
+        assert!(four.decode_bytes_per_step.unwrap() > one.decode_bytes_per_step.unwrap());
+    }
+}

@@ -265,8 +265,22 @@ pub trait Loaded: Synchronize + Send + Sync {
     fn detokenize(&self, ids: &[u32]) -> Result<String>;
     /// The weights' bytes, by group, type and part, as the engine holds them.
     fn weights(&self) -> WeightsInfo;
-    /// Weight bytes one decode step reads whatever its token.
+    /// Weight bytes one decode step reads whatever its token (under a mixture of
+    /// experts, with `top_k` experts a layer: the least a step reads).
     fn streamed_bytes_per_step(&self) -> usize;
+    /// What a mixture of experts' routers asked for since the last reset; `None` for a
+    /// model without experts or an engine that cannot say.
+    fn expert_usage(&self) -> Option<crate::model::moe::ExpertUsage> {
+        None
+    }
+    /// Start counting expert usage afresh.
+    fn reset_expert_usage(&self) {}
+    /// Start (afresh) or stop keeping every position's top-k expert set.
+    fn trace_routes(&self, _on: bool) {}
+    /// The top-k sets kept since tracing started, per layer with experts.
+    fn take_routes(&self) -> Option<Vec<(usize, Vec<u16>)>> {
+        None
+    }
     /// What the engine did (threads, kernels, flash attention, KV type, mmap, its own
     /// memory accounting): read after the variant ran.
     fn report(&self) -> EngineReport;

@@ -189,6 +189,22 @@ impl Loaded for LoadedModel {
         self.model.streamed_bytes_per_step()
     }
 
+    fn expert_usage(&self) -> Option<crate::model::moe::ExpertUsage> {
+        self.model.expert_usage()
+    }
+
+    fn reset_expert_usage(&self) {
+        self.model.reset_expert_usage()
+    }
+
+    fn trace_routes(&self, on: bool) {
+        self.model.trace_routes(on)
+    }
+
+    fn take_routes(&self) -> Option<Vec<(usize, Vec<u16>)>> {
+        self.model.take_routes()
+    }
+
     fn report(&self) -> EngineReport {
         let kernels = if self.device().is_cpu() {
             crate::kernel::describe()

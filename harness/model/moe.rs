@@ -62,17 +62,42 @@ pub struct LayerUsage {
     pub touched: Vec<bool>,
 }
 
-/// The experts a layer touched, for the records.
+/// The experts a layer touched, for the records; and, while tracing, every position's
+/// top-k set (sorted expert ids, `top_k` a position, one after another).
 #[derive(Debug, Default)]
-pub struct Usage(Mutex<LayerUsage>);
+pub struct Usage(Mutex<LayerUsage>, Mutex<Option<Vec<u16>>>);
 
 impl Clone for Usage {
     fn clone(&self) -> Self {
-        Usage(Mutex::new(self.snapshot()))
+        Usage(Mutex::new(self.snapshot()), Mutex::new(None))
     }
 }
 
 impl Usage {
+    /// Start (`true`, afresh) or stop keeping every position's top-k set.
+    pub fn trace(&self, on: bool) {
+        *self.1.lock().expect("trace lock") = on.then(Vec::new);
+    }
+
+    /// The sets kept since tracing started (tracing goes on).
+    pub fn take_trace(&self) -> Option<Vec<u16>> {
+        self.1
+            .lock()
+            .expect("trace lock")
+            .as_mut()
+            .map(std::mem::take)
+    }
+
+    fn record_routes(&self, routes: &[Route]) {
+        if let Some(t) = self.1.lock().expect("trace lock").as_mut() {
+            for r in routes {
+                let mut set: Vec<u16> = r.iter().map(|&(e, _)| e as u16).collect();
+                set.sort_unstable();
+                t.extend(set);
+            }
+        }
+    }
+
     fn record(&self, hit: &[bool], positions: usize) {
         let distinct = hit.iter().filter(|&&h| h).count();
         let mut u = self.0.lock().expect("usage lock");
@@ -138,6 +163,7 @@ impl Moe {
     }
 
     fn record(&self, routes: &[Route], positions: usize) {
+        self.usage.record_routes(routes);
         let mut hit = vec![false; self.experts.len()];
         for r in routes {
             for &(e, _) in r {
@@ -277,7 +303,65 @@ pub struct ExpertUsage {
     pub expert_bytes: Vec<usize>,
 }
 
+/// Per layer: the fraction of positions whose top-k set (`k` ids a position) in
+/// `theirs` equals `ours`; `None` where the traces do not cover the same positions.
+pub fn top_k_agreement(
+    ours: &[(usize, Vec<u16>)],
+    theirs: &[(usize, Vec<u16>)],
+) -> Option<Vec<f64>> {
+    if ours.len() != theirs.len() {
+        return None;
+    }
+    ours.iter()
+        .zip(theirs)
+        .map(|((k, a), (k2, b))| {
+            if k != k2 || a.len() != b.len() || *k == 0 || a.is_empty() {
+                return None;
+            }
+            let positions = a.len() / k;
+            let same = a
+                .chunks_exact(*k)
+                .zip(b.chunks_exact(*k))
+                .filter(|(x, y)| x == y)
+                .count();
+            Some(same as f64 / positions as f64)
+        })
+        .collect()
+}
+
 impl ExpertUsage {
+    /// The weight bytes a decode step read on average, given `least` (what a step reads
+    /// with `top_k` experts a layer: [`crate::model::CausalLm::streamed_bytes_per_step`]):
+    /// the experts' share replaced by what the steps touched. `None` before any step.
+    pub fn mean_step_bytes(&self, least: usize) -> Option<f64> {
+        let routed: usize = self
+            .layers
+            .iter()
+            .zip(&self.expert_bytes)
+            .map(|((_, _, k, _), b)| k * b)
+            .sum();
+        Some(least.saturating_sub(routed) as f64 + self.mean_step_expert_bytes()?)
+    }
+
+    /// Over the layers: the mean distinct experts a step touched, and the mean distinct
+    /// experts all the calls touched.
+    pub fn means(&self) -> (Option<f64>, f64) {
+        let n = self.layers.len().max(1) as f64;
+        let steps = self
+            .layers
+            .iter()
+            .map(|(_, _, _, u)| (u.steps > 0).then(|| u.step_distinct_sum as f64 / u.steps as f64))
+            .sum::<Option<f64>>()
+            .map(|s| s / n);
+        let touched = self
+            .layers
+            .iter()
+            .map(|(_, _, _, u)| u.touched.iter().filter(|&&t| t).count() as f64)
+            .sum::<f64>()
+            / n;
+        (steps, touched)
+    }
+
     /// The expert bytes a decode step read on average: per layer, the mean distinct
     /// experts a step touched times one expert's bytes.
     pub fn mean_step_expert_bytes(&self) -> Option<f64> {

@@ -254,6 +254,10 @@ pub struct VariantRecord {
     /// LM head included, norms and biases; a table only looked up is left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_streamed_bytes_per_step: Option<u64>,
+    /// A mixture of experts over the timed generations: what each layer's router chose
+    /// and what a decode step therefore read. Absent for models without experts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experts: Option<ExpertsRecord>,
     /// The context the workload tests start from, filled once for the variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_context: Option<WorkloadContext>,
@@ -680,5 +684,75 @@ impl RunRecord {
             }
         }
         Ok(())
+    }
+}
+
+/// What a mixture of experts' routers chose over a variant's timed generations (the
+/// prompt's pass and every decode step of every repetition).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExpertsRecord {
+    /// Every expert of every layer: what memory holds.
+    pub expert_bytes_held: u64,
+    /// Weight bytes a decode step read, on average: everything a step reads whatever its
+    /// route, plus per layer the distinct experts the step's sequences were routed to.
+    pub streamed_bytes_per_step_mean: f64,
+    /// The same with `top_k` experts a layer (the least a step reads).
+    pub streamed_bytes_per_step_least: u64,
+    pub layers: Vec<LayerExperts>,
+}
+
+/// One layer's routing over the timed generations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerExperts {
+    pub layer: usize,
+    pub experts: usize,
+    pub top_k: usize,
+    /// Bytes one expert holds.
+    pub expert_bytes: u64,
+    pub decode_steps: u64,
+    /// Distinct experts a decode step touched (the union over its sequences): mean, max.
+    pub distinct_per_step_mean: f64,
+    pub distinct_per_step_max: usize,
+    /// The most distinct experts one prompt's pass touched.
+    pub distinct_per_prompt_max: usize,
+    /// Distinct experts touched over all the timed generations.
+    pub distinct_over_generations: usize,
+    /// How often, over the quality pass's positions, this layer's top-k set equals the
+    /// reference's at the same position (teacher-forced on the same text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k_agreement: Option<f64>,
+}
+
+impl ExpertsRecord {
+    /// The record of `usage`, with `least` the bytes a step reads at `top_k` experts a
+    /// layer; `None` before any decode step or without experts.
+    pub fn from_usage(usage: &crate::model::moe::ExpertUsage, least: usize) -> Option<Self> {
+        let mean = usage.mean_step_bytes(least)?;
+        let layers = usage
+            .layers
+            .iter()
+            .zip(&usage.expert_bytes)
+            .map(|((layer, experts, top_k, u), &bytes)| LayerExperts {
+                layer: *layer,
+                experts: *experts,
+                top_k: *top_k,
+                expert_bytes: bytes as u64,
+                decode_steps: u.steps,
+                distinct_per_step_mean: u.step_distinct_sum as f64 / u.steps.max(1) as f64,
+                distinct_per_step_max: u.step_distinct_max,
+                distinct_per_prompt_max: u.prompt_distinct_max,
+                distinct_over_generations: u.touched.iter().filter(|&&t| t).count(),
+                top_k_agreement: None,
+            })
+            .collect::<Vec<_>>();
+        Some(ExpertsRecord {
+            expert_bytes_held: layers
+                .iter()
+                .map(|l| (l.experts as u64) * l.expert_bytes)
+                .sum(),
+            streamed_bytes_per_step_mean: mean,
+            streamed_bytes_per_step_least: least as u64,
+            layers,
+        })
     }
 }

@@ -15,11 +15,70 @@ pub fn render(run: &RunRecord) -> String {
     memory(&mut o, run, &rows);
     render_formats(&mut o, run, &rows);
     render_quality(&mut o, run);
+    render_experts(&mut o, run);
     generated_text(&mut o, run);
     render_tests(&mut o, run);
     render_engines(&mut o, run);
     method(&mut o, run);
     o
+}
+
+/// A mixture of experts: what memory holds against what a decode step read, and each
+/// variant's routing (averaged over the layers) and its agreement with the reference's.
+fn render_experts(o: &mut String, run: &RunRecord) {
+    let with: Vec<_> = run
+        .variants
+        .iter()
+        .filter_map(|v| v.experts.as_ref().map(|e| (v, e)))
+        .collect();
+    let Some((_, first)) = with.first() else {
+        return;
+    };
+    let l0 = &first.layers[0];
+    let _ = writeln!(
+        o,
+        "
+## Experts
+
+{} layers with {} experts each, {} a token. Memory holds every expert; a decode step reads only those its tokens were routed to (counted over the timed generations: the prompt's pass and every step). Streamed per step: every weight a step reads whatever its route, plus the distinct experts each layer's step touched; \"least\" is with {} experts a layer. Top-k agreement: how often, over the quality pass's positions, a layer's expert set equals the f32 reference's (mean and lowest over the layers).
+",
+        first.layers.len(),
+        l0.experts,
+        l0.top_k,
+        l0.top_k
+    );
+    let _ = writeln!(
+        o,
+        "| variant | experts held (MB) | streamed per step (MB) | least (MB) | distinct a step | distinct a prompt | touched | top-k agreement (mean / lowest) |
+|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (v, e) in with {
+        let n = e.layers.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&crate::record::LayerExperts) -> f64| {
+            e.layers.iter().map(f).sum::<f64>() / n
+        };
+        let agree: Vec<f64> = e.layers.iter().filter_map(|l| l.top_k_agreement).collect();
+        let agreement = if agree.len() == e.layers.len() && !agree.is_empty() {
+            format!(
+                "{:.1}% / {:.1}%",
+                100.0 * agree.iter().sum::<f64>() / agree.len() as f64,
+                100.0 * agree.iter().cloned().fold(f64::INFINITY, f64::min)
+            )
+        } else {
+            "-".to_string()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {agreement} |",
+            v.key(),
+            e.expert_bytes_held as f64 / 1e6,
+            e.streamed_bytes_per_step_mean / 1e6,
+            e.streamed_bytes_per_step_least as f64 / 1e6,
+            mean(&|l| l.distinct_per_step_mean),
+            mean(&|l| l.distinct_per_prompt_max as f64),
+            mean(&|l| l.distinct_over_generations as f64),
+        );
+    }
 }
 
 /// What each engine said it did, and its own memory accounting, when a run used another

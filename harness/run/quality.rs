@@ -396,6 +396,9 @@ pub struct Reference {
     pub generated_token_ids: Vec<u32>,
     /// The reference's own record: what a variant identical to it scores.
     pub own: QualityRecord,
+    /// A mixture of experts' top-k sets at every position forwarded, per layer with
+    /// experts (k, ids), where the reference's engine keeps them.
+    routes: Option<Vec<(usize, Vec<u16>)>>,
 }
 
 impl Reference {
@@ -422,6 +425,7 @@ impl Reference {
         let mut nlls = Vec::new();
         let mut vocab = 0;
         let mut self_kls = Vec::new();
+        m.trace_routes(true);
         let windows = for_each_chunk(m, eval, |targets, rows| {
             // The heavy per-row work in parallel, the writing in order.
             let coded: Vec<(f64, u32, f64, bool, Coded)> = rows
@@ -456,6 +460,8 @@ impl Reference {
             Ok(())
         })?;
         w.flush().map_err(writing)?;
+        let routes = m.take_routes();
+        m.trace_routes(false);
         let positions = top1.len();
         if positions == 0 {
             crate::bad_input!(
@@ -477,7 +483,11 @@ impl Reference {
         );
         own.is_reference = true;
         own.top1_needs_finite_rows(0, nonfinite_rows);
+        own.top_k_agreement = routes
+            .as_ref()
+            .and_then(|r| crate::model::moe::top_k_agreement(r, r));
         Ok(Reference {
+            routes,
             file,
             nonfinite_rows,
             positions,
@@ -521,6 +531,7 @@ impl Reference {
         let row_bytes = 8 + 2 * self.vocab;
         let mut raw = Vec::new();
         let mut idx = 0usize;
+        m.trace_routes(true);
         for_each_chunk(m, eval, |targets, rows| {
             anyhow::ensure!(
                 rows.iter().all(|r| r.len() == self.vocab),
@@ -586,6 +597,12 @@ impl Reference {
             crate::run::clock::synced_seconds_since(m, t0)?,
         );
         q.top1_needs_finite_rows(nonfinite, self.nonfinite_rows);
+        let routes = m.take_routes();
+        m.trace_routes(false);
+        q.top_k_agreement = match (&self.routes, routes) {
+            (Some(theirs), Some(ours)) => crate::model::moe::top_k_agreement(&ours, theirs),
+            _ => None,
+        };
         Ok(q)
     }
 }
@@ -597,6 +614,10 @@ impl Reference {
 pub struct QualityRecord {
     /// Positions scored (each predicts the next token of the text).
     pub positions: usize,
+    /// A mixture of experts: per layer with experts, how often (over every position the
+    /// pass forwarded) the layer's top-k expert set equals the reference's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k_agreement: Option<Vec<f64>>,
     /// exp(mean negative log-likelihood of the text's next tokens).
     pub perplexity: Option<f64>,
     /// Its standard error, as llama-perplexity gives it: perplexity × the standard
@@ -738,6 +759,7 @@ impl QualityRecord {
         let ratio = ln_ratio.exp();
         QualityRecord {
             positions: kls.len(),
+            top_k_agreement: None,
             perplexity: f("perplexity", perplexity),
             perplexity_stderr: f("perplexity_stderr", perplexity * lnppl_se),
             perplexity_ratio: f("perplexity_ratio", ratio),

@@ -411,6 +411,7 @@ pub fn run_variant(
         requantized: engine.engine.is_prequantized()
             && v.quantization.precision != Precision::Native,
         weights_streamed_bytes_per_step: None,
+        experts: None,
         workload_context: None,
         tests: Vec::new(),
         engine_report: None,
@@ -480,6 +481,11 @@ fn measure(
         let same_as_reference = v.engine == p.engines[0].engine.kind();
         let mut q = quality_pass(v, same_as_reference, loaded, r, eval, rec)?;
         q.apply_gate(&p.scenario.quality);
+        if let (Some(agree), Some(e)) = (&q.top_k_agreement, rec.experts.as_mut()) {
+            for (l, a) in e.layers.iter_mut().zip(agree) {
+                l.top_k_agreement = Some(*a);
+            }
+        }
         rec.quality = Some(q);
     }
     rec.engine_report = Some(loaded.report());
@@ -567,6 +573,8 @@ fn time_generations(
     let min_seconds = s.min_seconds.unwrap_or(0.0);
     let mut measured = 0.0;
     let mut rep = 0;
+    // A mixture of experts' routing, counted over the timed repetitions alone.
+    loaded.reset_expert_usage();
     while (rep < s.repeats || measured < min_seconds) && rep < MAX_REPETITIONS {
         interrupt::check()?;
         observer.phase(
@@ -603,6 +611,10 @@ fn time_generations(
         rec.energy_joules_per_token = Some(e1.saturating_sub(e0) as f64 / 1000.0 / tokens);
     }
     rec.memory.peak_samples = samples;
+    if let Some(u) = loaded.expert_usage() {
+        rec.experts =
+            crate::record::ExpertsRecord::from_usage(&u, loaded.streamed_bytes_per_step());
+    }
     let over = check_budget(s, &peak, "during generation");
     rec.memory.peak_during_generation = Some(peak);
     over?;
@@ -773,6 +785,7 @@ fn run_test(
         }
         let _ = loaded.synchronize();
         rec.memory_before = Some(probes.read());
+        loaded.reset_expert_usage();
         let sampler = probes.start_peak_sampler(PEAK_SAMPLE_INTERVAL);
         let mut result: Result<()> = Ok(());
         for rep in 0..s.repeats {
@@ -810,6 +823,18 @@ fn run_test(
         Ok(threads) => {
             rec.threads_used = threads;
             rec.status = TestStatus::Ok;
+            // Under a mixture of experts a step reads the experts its batch was routed
+            // to: this test's own mean, not the variant's.
+            let streamed = match loaded.expert_usage() {
+                Some(u) => {
+                    let (per_step, touched) = u.means();
+                    rec.experts_per_step_mean = per_step;
+                    rec.experts_touched_mean = Some(touched);
+                    u.mean_step_bytes(streamed)
+                        .map_or(streamed, |b| b.round() as usize)
+                }
+                None => streamed,
+            };
             rec.summarize(streamed, kv_per_token, read_gbps);
         }
         Err(e) if interrupt::is_interrupted(&e) => return Err(e),

@@ -446,9 +446,17 @@ pub struct TestRecord {
     pub decode_step_p90_seconds: Option<Summary>,
     #[serde(default)]
     pub decode_step_p99_seconds: Option<Summary>,
+    /// A mixture of experts over the timed repetitions, averaged over the layers: the
+    /// distinct experts a decode step touched (the union over the batch's sequences)
+    /// and the distinct experts the whole test touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experts_per_step_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experts_touched_mean: Option<f64>,
     /// Bytes one decode step reads: the weights it streams
-    /// (`weights_streamed_bytes_per_step`, once for the whole batch) plus every
-    /// sequence's keys and values at the step's context, averaged over the steps.
+    /// (`weights_streamed_bytes_per_step`, once for the whole batch; under a mixture of
+    /// experts, the experts this test's steps were routed to) plus every sequence's keys
+    /// and values at the step's context, averaged over the steps.
     #[serde(default)]
     pub decode_bytes_per_step: Option<u64>,
     /// decode_bytes_per_step × steps per second, per repetition, GB/s (10^9 bytes).
@@ -503,6 +511,8 @@ impl TestRecord {
             decode_step_p50_seconds: None,
             decode_step_p90_seconds: None,
             decode_step_p99_seconds: None,
+            experts_per_step_mean: None,
+            experts_touched_mean: None,
             decode_bytes_per_step: None,
             decode_bandwidth_gbps: None,
             bandwidth_fraction: None,

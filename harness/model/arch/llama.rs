@@ -1485,6 +1485,25 @@ impl CausalLm for Llama {
         }
     }
 
+    fn trace_routes(&self, on: bool) {
+        for l in &self.layers {
+            if let Mlp::Moe(m) = &l.mlp {
+                m.usage.trace(on);
+            }
+        }
+    }
+
+    fn take_routes(&self) -> Option<Vec<(usize, Vec<u16>)>> {
+        self.layers
+            .iter()
+            .filter_map(|l| match &l.mlp {
+                Mlp::Moe(m) => Some(m.usage.take_trace().map(|t| (m.top_k, t))),
+                Mlp::Dense { .. } => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| !v.is_empty())
+    }
+
     fn token_embedding(&self) -> &Matrix {
         &self.embed_tokens
     }

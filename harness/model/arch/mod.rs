@@ -136,6 +136,16 @@ pub trait CausalLm: Send + Sync {
     /// Start counting expert usage afresh.
     fn reset_expert_usage(&self) {}
 
+    /// Start (afresh) or stop keeping every position's top-k expert set, per layer with
+    /// experts.
+    fn trace_routes(&self, _on: bool) {}
+
+    /// The top-k sets kept since tracing started: per layer with experts, (k, the sorted
+    /// ids of every position, k a position). `None` without experts or tracing.
+    fn take_routes(&self) -> Option<Vec<(usize, Vec<u16>)>> {
+        None
+    }
+
     /// Logits `[len, vocab]` at every position after feeding `ids`.
     fn forward_all(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
         let h = self.hidden(ids, cache)?;
