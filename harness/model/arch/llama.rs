@@ -1569,9 +1569,10 @@ fn shape(
 /// The Llama architectures' synthetic presets, shaped from the published config.json files:
 /// HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B,
 /// meta-llama/Llama-3.2-1B, TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T
-/// (v1.0), mistralai/Mistral-7B-v0.1.
+/// (v1.0), mistralai/Mistral-7B-v0.1; with experts allenai/OLMoE-1B-7B-0924,
+/// Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1.
 #[rustfmt::skip]
-pub const PRESETS: [Preset; 7] = [
+pub const PRESETS: [Preset; 10] = [
     Preset {
         name: "tiny-llama",
         about: "a Llama of 2 layers, width 256, 4 heads over 2 kv heads, llama3 rope, GPT-2's vocabulary, for tests",
@@ -1653,6 +1654,43 @@ pub const PRESETS: [Preset; 7] = [
         build: || {
             let mut c = shape(Member::Mistral, 32000, 4096, 14336, 32, 32, 8, 32768, 10000.0, false);
             c.sliding_window = Some(4096);
+            c.bos_token_id = Some(1);
+            c.eos_token_id = Some(2);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "olmoe-1b-7b",
+        about: "OLMoE-1B-7B (olmoe: 16 layers, width 2048, 16 heads, 64 experts of 1024, 8 a token, untied; 6.9B parameters, 1.3B active)",
+        build: || {
+            let mut c = shape(Member::Olmoe, 50304, 2048, 1024, 16, 16, 16, 4096, 10000.0, false);
+            c.qk_norm = true;
+            c.qk_norm_full = true;
+            c.moe = Some(MoeConfig { num_experts: 64, top_k: 8, intermediate_size: 1024, norm_topk_prob: false, sparse: vec![true; 16] });
+            c.eos_token_id = Some(50279);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "qwen3-30b-a3b",
+        about: "Qwen3-30B-A3B (qwen3_moe: 48 layers, width 2048, 32 heads of 128, 4 kv heads, 128 experts of 768, 8 a token; 30.5B parameters, 3.3B active; f32 and f16 do not fit in 24 GiB)",
+        build: || {
+            let mut c = shape(Member::Qwen3Moe, 151936, 2048, 6144, 48, 32, 4, 40960, 1000000.0, false);
+            c.head_dim = 128;
+            c.rms_norm_eps = 1e-6;
+            c.qk_norm = true;
+            c.moe = Some(MoeConfig { num_experts: 128, top_k: 8, intermediate_size: 768, norm_topk_prob: true, sparse: vec![true; 48] });
+            c.bos_token_id = Some(151643);
+            c.eos_token_id = Some(151645);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "mixtral-8x7b",
+        about: "Mixtral 8x7B v0.1 (mixtral: 32 layers, width 4096, 32 heads, 8 kv heads, 8 experts of 14336, 2 a token; 46.7B parameters; only 2- to 4-bit precisions fit in 24 GiB)",
+        build: || {
+            let mut c = shape(Member::Mixtral, 32000, 4096, 14336, 32, 32, 8, 32768, 1000000.0, false);
+            c.moe = Some(MoeConfig { num_experts: 8, top_k: 2, intermediate_size: 14336, norm_topk_prob: true, sparse: vec![true; 32] });
             c.bos_token_id = Some(1);
             c.eos_token_id = Some(2);
             ModelConfig::new(c)

@@ -188,6 +188,12 @@ mod tests {
         assert_eq!(count("llama-3.2-1b"), 1_235_814_400);
         assert_eq!(count("tinyllama-1.1b"), 1_100_048_384);
         assert_eq!(count("mistral-7b"), 7_241_732_096);
+        // Gemma 3 and the mixtures of experts, as transformers' models count them.
+        assert_eq!(count("gemma-3-270m"), 268_098_176);
+        assert_eq!(count("gemma-3-1b"), 999_885_952);
+        assert_eq!(count("olmoe-1b-7b"), 6_919_161_856);
+        assert_eq!(count("qwen3-30b-a3b"), 30_532_122_624);
+        assert_eq!(count("mixtral-8x7b"), 46_702_792_704);
     }
 
     #[test]
