@@ -88,6 +88,10 @@ reference-families.json / reference-families-logits.safetensors:
                   renormalised; with its GGUFs
   qwen3moe-mixed  Qwen3MoeForCausalLM: 8 experts, 3 a token, not renormalised, layer 1 dense
                   (mlp_only_layers) (no GGUF)
+  phi3-longrope-short, phi3-longrope-long
+                  Phi3ForCausalLM: fused qkv and gate_up projections, partial rotary (0.5),
+                  LongRoPE whose original context is 64 (short factors throughout) or 4
+                  (long factors throughout), a sliding window of 10; with their GGUFs
 """
 import json
 import os
@@ -337,7 +341,13 @@ def family_models():
     convert to GGUF?). Each turns on every switch its architecture has."""
     from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, MixtralConfig,
                               MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM,
-                              Qwen3MoeConfig, Qwen3MoeForCausalLM)
+                              Phi3Config, Phi3ForCausalLM, Qwen3MoeConfig,
+                              Qwen3MoeForCausalLM)
+
+    def longrope(original):
+        return {"rope_type": "longrope", "rope_theta": 10000.0,
+                "short_factor": [1.0, 1.3, 2.1, 3.7], "long_factor": [1.2, 2.5, 5.0, 11.0],
+                "original_max_position_embeddings": original, "partial_rotary_factor": 0.5}
     common = dict(vocab_size=LLAMA_VOCAB, hidden_size=64, intermediate_size=128,
                   max_position_embeddings=128, rms_norm_eps=1e-6, bos_token_id=0,
                   eos_token_id=0, pad_token_id=0)
@@ -393,6 +403,17 @@ def family_models():
             norm_topk_prob=False, mlp_only_layers=[1], tie_word_embeddings=False,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
          torch.float32, False),
+        # Phi-3: fused qkv_proj and gate_up_proj, half of each head rotated, LongRoPE, a
+        # sliding window of 10. Within original_max_position_embeddings (64) the short
+        # factors rotate; past it (4: every prompt) the long ones.
+        ("phi3-longrope-short", Phi3ForCausalLM, Phi3Config(
+            **common, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            sliding_window=10, partial_rotary_factor=0.5, original_max_position_embeddings=64,
+            rope_parameters=longrope(64), tie_word_embeddings=False), torch.float32, True),
+        ("phi3-longrope-long", Phi3ForCausalLM, Phi3Config(
+            **common, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            sliding_window=10, partial_rotary_factor=0.5, original_max_position_embeddings=4,
+            rope_parameters=longrope(4), tie_word_embeddings=False), torch.float32, True),
     ]
 
 
@@ -459,8 +480,11 @@ def make_families():
         if to_gguf:
             # The converter opens the tokenizer with AutoTokenizer, which would take the
             # model type's own class (Gemma's adds its special tokens): name the plain one.
+            # (Phi-3's converter takes a vocabulary of GPT-2's kind only when the class
+            # says GPT2Tokenizer; the tokenizer is one.)
+            klass = "GPT2Tokenizer" if "Phi3" in cls.__name__ else "PreTrainedTokenizerFast"
             with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-                json.dump({"tokenizer_class": "PreTrainedTokenizerFast"}, f)
+                json.dump({"tokenizer_class": klass}, f)
             f32 = os.path.join(path, "model.gguf")
             convert(path, f32)
             quantize(f32, os.path.join(path, "model-q8_0.gguf"), "Q8_0")

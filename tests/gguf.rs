@@ -489,6 +489,7 @@ fn exports_are_llama_cpps_converter_tensor_for_tensor() {
         ("qwen3moe-experts", "qwen3moe."),
         ("mixtral-experts", "llama."),
         ("olmoe-experts", "olmoe."),
+        ("phi3-longrope-long", "phi3."),
     ] {
         let dir = fixtures().join("families").join(name);
         let out = tmp.path().join(format!("{name}.gguf"));

@@ -111,6 +111,9 @@ fn the_own_engine_gives_llama_cpps_greedy_tokens_on_the_families_files() {
         "qwen3moe-experts",
         "mixtral-experts",
         "olmoe-experts",
+        // (Not Phi-3: llama.cpp 0.3.36's vocabulary loader stops on a phi3 file whose
+        // vocabulary is a byte-level BPE, "unordered_map::at"; tests/reference_families.rs
+        // holds that GGUF to transformers instead.)
     ] {
         for file in ["model.gguf", "model-q8_0.gguf"] {
             let path = fixtures().join("families").join(name).join(file);

@@ -191,6 +191,11 @@ fn synthetic_member(member: llama::Member) -> ModelSource {
             c.o_bias = true;
             c.mlp_bias = true;
         }
+        // Fused projections (split at load: the same bytes), half of each head rotated.
+        llama::Member::Phi3 => {
+            c.partial_rotary_factor = 0.5;
+            c.sliding_window = Some(8);
+        }
         // Experts of 64 rows (q4_k falls back to q5_0 there, as for any such row).
         llama::Member::Qwen3Moe | llama::Member::Mixtral | llama::Member::Olmoe => {
             c.qk_norm = member != llama::Member::Mixtral;
@@ -221,6 +226,7 @@ fn every_precision_and_policy_holds_exactly_its_format_bytes() {
         synthetic_member(llama::Member::Llama),
         synthetic_member(llama::Member::Qwen3Moe),
         synthetic_member(llama::Member::Olmoe),
+        synthetic_member(llama::Member::Phi3),
         synthetic("synthetic:tiny-gemma3"),
     ] {
         check_format_bytes(&src);

@@ -73,6 +73,17 @@ fn mixtures_of_experts_match_transformers_at_f32_from_folders_and_gguf() {
     }
 }
 
+/// Phi-3: fused projections split at load, half of each head rotated, LongRoPE with its
+/// attention factor (short factors within the original context, long ones past it), a
+/// sliding window the prompts and 20 new tokens run past; from the folder and the GGUF.
+#[test]
+fn phi3_with_longrope_and_partial_rotary_matches_transformers_at_f32() {
+    for name in ["phi3-longrope-short", "phi3-longrope-long"] {
+        check_f32(name, name, "phi3");
+        check_f32(name, &format!("{name}/model.gguf"), "phi3");
+    }
+}
+
 /// A dense layer among the sparse ones, 3 of 8 experts a token, weights not
 /// renormalised: what only a config.json states.
 #[test]
@@ -90,6 +101,7 @@ fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
         ("mixtral-experts", "mixtral-experts"),
         ("olmoe-experts", "olmoe-experts"),
         ("qwen3moe-mixed", "qwen3moe-mixed"),
+        ("phi3-longrope-short", "phi3-longrope-short"),
     ] {
         let q8 = model::load(
             &source(path),

@@ -99,6 +99,23 @@ pub fn rope_in_place(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// [`rope_in_place`] over the leading `2 · cos.len()` dimensions of each head of `hd`
+/// (partial rotary; the whole head when `2 · cos.len() == hd`).
+pub fn rope_in_place_partial(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    if 2 * half == hd {
+        return rope_in_place(x, hd, cos, sin);
+    }
+    for head in x.chunks_exact_mut(hd) {
+        let (a, b) = head[..2 * half].split_at_mut(half);
+        for i in 0..half {
+            let (x1, x2) = (a[i], b[i]);
+            a[i] = x1 * cos[i] - x2 * sin[i];
+            b[i] = x1 * sin[i] + x2 * cos[i];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,7 +334,7 @@ impl Config {
             RopeScaling::Linear { factor } => {
                 serde_json::json!({"rope_type": "linear", "factor": factor})
             }
-            RopeScaling::Llama3 { .. } => Value::Null,
+            RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. } => Value::Null,
         };
         let types: Vec<&str> = self
             .sliding
@@ -430,7 +430,10 @@ fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling, f64)> 
             }
         }
     }
-    if matches!(global.1, RopeScaling::Llama3 { .. }) {
+    if matches!(
+        global.1,
+        RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. }
+    ) {
         crate::bad_input!(
             "{origin}: rope type llama3 is not one Gemma 3 uses; valid: default, linear"
         );
@@ -1300,8 +1303,11 @@ impl ArchConfig for Config {
         notes
     }
     fn config_json_cannot_state(&self) -> Option<String> {
-        matches!(self.rope_scaling, RopeScaling::Llama3 { .. })
-            .then(|| "Gemma 3 has no llama3 rope scaling".to_string())
+        matches!(
+            self.rope_scaling,
+            RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. }
+        )
+        .then(|| "Gemma 3 has no llama3 or longrope scaling".to_string())
     }
     crate::arch_config_plumbing!();
 }

@@ -52,6 +52,9 @@ pub enum Member {
     Mixtral,
     /// OLMoE: Llama's attention with q/k norms over the whole projection, experts.
     Olmoe,
+    /// Phi-3 / Phi-3.5 / Phi-4-mini: q, k and v in one fused projection, gate and up in
+    /// another (split at load), LongRoPE, partial rotary, a sliding window.
+    Phi3,
 }
 
 impl Member {
@@ -64,6 +67,7 @@ impl Member {
             "qwen3_moe" => Some(Member::Qwen3Moe),
             "mixtral" => Some(Member::Mixtral),
             "olmoe" => Some(Member::Olmoe),
+            "phi3" => Some(Member::Phi3),
             _ => None,
         }
     }
@@ -77,6 +81,7 @@ impl Member {
             Member::Qwen3Moe => "qwen3_moe",
             Member::Mixtral => "mixtral",
             Member::Olmoe => "olmoe",
+            Member::Phi3 => "phi3",
         }
     }
 
@@ -90,6 +95,7 @@ impl Member {
             Member::Qwen3Moe => "Qwen3MoeForCausalLM",
             Member::Mixtral => "MixtralForCausalLM",
             Member::Olmoe => "OlmoeForCausalLM",
+            Member::Phi3 => "Phi3ForCausalLM",
         }
     }
 }
@@ -109,6 +115,14 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: usize,
     },
+    /// LongRoPE (Phi-3): every frequency divided by a per-frequency factor, the short
+    /// list while the sequence is within `original_max_position_embeddings`, the long
+    /// one beyond (the lists are the config's `long_rope_factors`); cos and sin times
+    /// `attention_factor`.
+    LongRope {
+        original_max_position_embeddings: usize,
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -117,6 +131,7 @@ impl RopeScaling {
             RopeScaling::Default => "default",
             RopeScaling::Linear { .. } => "linear",
             RopeScaling::Llama3 { .. } => "llama3",
+            RopeScaling::LongRope { .. } => "longrope",
         }
     }
 
@@ -139,6 +154,8 @@ impl RopeScaling {
                 "high_freq_factor": high_freq_factor,
                 "original_max_position_embeddings": original_max_position_embeddings,
             }),
+            // Written with its lists by Config::to_json.
+            RopeScaling::LongRope { .. } => Value::Null,
         }
     }
 }
@@ -176,6 +193,11 @@ pub struct Config {
     pub qk_norm_full: bool,
     /// The mixture of experts, where the layers have one.
     pub moe: Option<MoeConfig>,
+    /// The share of each head's leading dimensions the rotation turns (Phi-4-mini 0.75;
+    /// 1 elsewhere); the rest pass unrotated ([`Config::rotary_dim`]).
+    pub partial_rotary_factor: f64,
+    /// LongRoPE's (short, long) factor lists, `rotary_dim / 2` each.
+    pub long_rope_factors: Option<LongRopeFactors>,
     /// Per-frequency divisors as a GGUF file stores them (`rope_freqs.weight`, how
     /// llama.cpp's converter writes llama3 scaling): each `inv_freq[i]` is divided by
     /// `factors[i]` after `rope_scaling` is applied. `None` for config.json sources.
@@ -231,6 +253,7 @@ struct RawConfig {
     mlp_only_layers: Option<Vec<usize>>,
     clip_qkv: Option<f64>,
     shared_expert_intermediate_size: Option<usize>,
+    original_max_position_embeddings: Option<usize>,
 }
 
 /// The first id of a token-id field that may be a number or a list of numbers.
@@ -278,14 +301,26 @@ impl Config {
                 );
             }
         }
-        if let Some(f) = raw.partial_rotary_factor {
-            if f != 1.0 {
-                crate::bad_input!(
-                    "{origin}: partial_rotary_factor {f} is not supported; valid: 1.0 (rotate the whole head)"
-                );
-            }
+        let partial = raw
+            .partial_rotary_factor
+            .or_else(|| {
+                raw.rope_parameters
+                    .as_ref()
+                    .and_then(|p| p.get("partial_rotary_factor"))
+                    .and_then(Value::as_f64)
+            })
+            .unwrap_or(1.0);
+        if partial != 1.0 && member != Member::Phi3 {
+            crate::bad_input!(
+                "{origin}: partial_rotary_factor {partial} is not supported for {mt}; valid: 1.0 (rotate the whole head)"
+            );
         }
-        let (rope_theta, rope_scaling) = parse_rope(&raw, origin)?;
+        if !(partial > 0.0 && partial <= 1.0) {
+            crate::bad_input!(
+                "{origin}: partial_rotary_factor {partial} must be above 0 and at most 1"
+            );
+        }
+        let (rope_theta, rope_scaling, long_rope_factors) = parse_rope(&raw, origin)?;
         if raw.use_sliding_window == Some(true) {
             crate::bad_input!(
                 "{origin}: use_sliding_window = true is not supported for {mt}; valid: false"
@@ -312,8 +347,8 @@ impl Config {
             );
         }
         let sliding_window = match member {
-            Member::Mistral | Member::Mixtral => match window_field {
-                None if member == Member::Mixtral => None,
+            Member::Mistral | Member::Mixtral | Member::Phi3 => match window_field {
+                None if member != Member::Mistral => None,
                 None => Some(4096),
                 Some(Value::Null) => None,
                 Some(v) => match v.as_u64() {
@@ -330,7 +365,7 @@ impl Config {
             Member::Llama | Member::Qwen3 | Member::Qwen3Moe | Member::Olmoe => {
                 (attention_bias, attention_bias)
             }
-            Member::Mistral | Member::Mixtral => (false, false),
+            Member::Mistral | Member::Mixtral | Member::Phi3 => (false, false),
             Member::Qwen2 => (true, false),
         };
         let moe = moe_config(&raw, member, num_hidden_layers, origin)?;
@@ -353,10 +388,10 @@ impl Config {
                 Member::Llama => 2048,
                 Member::Mistral | Member::Mixtral => 4096 * 32,
                 Member::Qwen2 | Member::Qwen3 | Member::Qwen3Moe => 32768,
-                Member::Olmoe => 4096,
+                Member::Olmoe | Member::Phi3 => 4096,
             }),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(match member {
-                Member::Olmoe | Member::Mixtral => 1e-5,
+                Member::Olmoe | Member::Mixtral | Member::Phi3 => 1e-5,
                 _ => 1e-6,
             }),
             rope_theta,
@@ -367,6 +402,8 @@ impl Config {
             qk_norm: matches!(member, Member::Qwen3 | Member::Qwen3Moe | Member::Olmoe),
             qk_norm_full: member == Member::Olmoe,
             moe,
+            partial_rotary_factor: partial,
+            long_rope_factors,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             sliding_window,
             bos_token_id: first_id(&raw.bos_token_id),
@@ -419,6 +456,30 @@ impl Config {
                 self.head_dim
             ));
         }
+        let rotary = self.rotary_dim();
+        if rotary == 0 || !rotary.is_multiple_of(2) || rotary > self.head_dim {
+            return Err(format!(
+                "the rotated part of each head (head_dim {} x partial_rotary_factor = {rotary}) must be an even number of dimensions, 2 to head_dim",
+                self.head_dim
+            ));
+        }
+        if let Some((short, long)) = &self.long_rope_factors {
+            let want = rotary / 2;
+            if short.len() != want || long.len() != want {
+                return Err(format!(
+                    "LongRoPE's short_factor and long_factor hold {} and {} numbers; the rotation has {want} frequencies (head_dim x partial_rotary_factor / 2)",
+                    short.len(),
+                    long.len()
+                ));
+            }
+            if short
+                .iter()
+                .chain(long)
+                .any(|f| !(f.is_finite() && *f > 0.0))
+            {
+                return Err("LongRoPE's factors must be finite numbers above 0".into());
+            }
+        }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
             return Err(format!(
                 "rms_norm_eps ({}) must be between 0 and 1",
@@ -432,6 +493,12 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The leading dimensions of each head the rotation turns: transformers'
+    /// `int(head_dim * partial_rotary_factor)`.
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim as f64 * self.partial_rotary_factor) as usize
     }
 
     /// The q and k norms' lengths: a head's (Qwen3), or the whole projection's (OLMoE).
@@ -474,8 +541,23 @@ impl Config {
 
     /// The rotations the layers take, indexed by [`LayerAttention::rope`].
     pub fn ropes(&self) -> Vec<Rope> {
-        vec![Rope::new(self.head_dim, self.rope_theta, self.rope_scaling)
-            .with_factors(self.rope_freq_factors.as_deref())]
+        let rope = Rope::new(self.rotary_dim(), self.rope_theta, self.rope_scaling)
+            .with_factors(self.rope_freq_factors.as_deref());
+        vec![match (&self.long_rope_factors, self.rope_scaling) {
+            (
+                Some((short, long)),
+                RopeScaling::LongRope {
+                    original_max_position_embeddings,
+                    attention_factor,
+                },
+            ) => rope.with_long_rope(
+                short,
+                long,
+                original_max_position_embeddings,
+                attention_factor,
+            ),
+            _ => rope,
+        }]
     }
 
     /// The config.json transformers writes for this model, in the older form (top-level
@@ -521,6 +603,39 @@ impl Config {
             Member::Qwen3 | Member::Qwen3Moe => {
                 o.insert("attention_bias".into(), self.qkv_bias.into());
                 o.insert("use_sliding_window".into(), false.into());
+            }
+            Member::Phi3 => {
+                o.insert(
+                    "sliding_window".into(),
+                    self.sliding_window.map(Value::from).unwrap_or(Value::Null),
+                );
+                o.insert(
+                    "partial_rotary_factor".into(),
+                    self.partial_rotary_factor.into(),
+                );
+                if let (
+                    Some((short, long)),
+                    RopeScaling::LongRope {
+                        original_max_position_embeddings,
+                        attention_factor,
+                    },
+                ) = (&self.long_rope_factors, self.rope_scaling)
+                {
+                    o.insert(
+                        "original_max_position_embeddings".into(),
+                        original_max_position_embeddings.into(),
+                    );
+                    o.insert(
+                        "rope_scaling".into(),
+                        serde_json::json!({
+                            "type": "longrope",
+                            "rope_type": "longrope",
+                            "short_factor": short,
+                            "long_factor": long,
+                            "attention_factor": attention_factor,
+                        }),
+                    );
+                }
             }
             Member::Mixtral => {
                 o.insert(
@@ -634,14 +749,25 @@ fn moe_config(
 
 /// Rope settings from either config form: transformers 5's `rope_parameters` object
 /// (with rope_theta inside) or the older top-level `rope_theta` + `rope_scaling`.
-fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling)> {
+/// LongRoPE's (short, long) factor lists.
+pub type LongRopeFactors = (Vec<f32>, Vec<f32>);
+
+/// LongRoPE's factor lists come back beside the scaling.
+fn parse_rope(
+    raw: &RawConfig,
+    origin: &str,
+) -> Result<(f64, RopeScaling, Option<LongRopeFactors>)> {
     let (field, params) = match (&raw.rope_parameters, &raw.rope_scaling) {
         (Some(p), _) if !p.is_null() => ("rope_parameters", Some(p)),
         (_, Some(s)) if !s.is_null() => ("rope_scaling", Some(s)),
         _ => ("rope_scaling", None),
     };
     let Some(params) = params else {
-        return Ok((raw.rope_theta.unwrap_or(10000.0), RopeScaling::Default));
+        return Ok((
+            raw.rope_theta.unwrap_or(10000.0),
+            RopeScaling::Default,
+            None,
+        ));
     };
     let Some(obj) = params.as_object() else {
         crate::bad_input!(
@@ -653,7 +779,73 @@ fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling)> {
         .and_then(Value::as_f64)
         .or(raw.rope_theta)
         .unwrap_or(10000.0);
-    Ok((theta, rope_scaling_from(obj, field, origin)?))
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if matches!(kind, "longrope" | "su") {
+        let (scaling, factors) = long_rope_from(obj, raw, field, origin)?;
+        return Ok((theta, scaling, Some(factors)));
+    }
+    Ok((theta, rope_scaling_from(obj, field, origin)?, None))
+}
+
+/// LongRoPE as transformers' `_compute_longrope_parameters` reads it: the two factor
+/// lists, `original_max_position_embeddings` (in the object or at the top level), the
+/// attention factor given or `sqrt(1 + ln(factor) / ln(original))` for
+/// `factor = max_position_embeddings / original` (1 when that is at most 1).
+fn long_rope_from(
+    obj: &serde_json::Map<String, Value>,
+    raw: &RawConfig,
+    field: &str,
+    origin: &str,
+) -> Result<(RopeScaling, LongRopeFactors)> {
+    let list = |name: &str| -> Result<Vec<f32>> {
+        let Some(Value::Array(items)) = obj.get(name) else {
+            crate::bad_input!(
+                "{origin}: {field}.{name} is missing; LongRoPE needs a list of numbers"
+            );
+        };
+        items
+            .iter()
+            .map(|v| {
+                v.as_f64().map(|f| f as f32).ok_or_else(|| {
+                    InputError::new(format!("{origin}: {field}.{name} holds {v}, not a number"))
+                        .into()
+                })
+            })
+            .collect()
+    };
+    let original = obj
+        .get("original_max_position_embeddings")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize)
+        .or(raw.original_max_position_embeddings)
+        .filter(|&n| n > 1);
+    let Some(original) = original else {
+        crate::bad_input!(
+            "{origin}: original_max_position_embeddings is missing (or below 2); LongRoPE needs it"
+        );
+    };
+    let factor = obj
+        .get("factor")
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| {
+            raw.max_position_embeddings.unwrap_or(original) as f64 / original as f64
+        });
+    let attention_factor = match obj.get("attention_factor").and_then(Value::as_f64) {
+        Some(a) => a,
+        None if factor <= 1.0 => 1.0,
+        None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+    };
+    Ok((
+        RopeScaling::LongRope {
+            original_max_position_embeddings: original,
+            attention_factor,
+        },
+        (list("short_factor")?, list("long_factor")?),
+    ))
 }
 
 /// The scaling a rope parameters object states (`rope_type` or the legacy `type`, with
@@ -709,7 +901,7 @@ pub fn rope_scaling_from(
             s
         }
         other => crate::bad_input!(
-            "{origin}: {field} has rope type '{other}', which quantbench does not support; valid: default, linear, llama3"
+            "{origin}: {field} has rope type '{other}', which quantbench does not support; valid: default, linear, llama3 (and longrope for phi3)"
         ),
     };
     Ok(scaling)
@@ -722,6 +914,10 @@ pub fn rope_scaling_from(
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// LongRoPE: the frequencies past `original` positions, and where that begins.
+    long: Option<(Vec<f32>, usize)>,
+    /// cos and sin are multiplied by it (LongRoPE's attention factor; 1 otherwise).
+    scale: f32,
 }
 
 impl Rope {
@@ -731,7 +927,8 @@ impl Rope {
             .map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32))
             .collect();
         match scaling {
-            RopeScaling::Default => {}
+            // LongRoPE's factors are applied by Rope::with_long_rope.
+            RopeScaling::Default | RopeScaling::LongRope { .. } => {}
             RopeScaling::Linear { factor } => {
                 for f in &mut inv_freq {
                     *f /= factor as f32;
@@ -769,7 +966,44 @@ impl Rope {
                 }
             }
         }
-        Rope { inv_freq }
+        Rope {
+            inv_freq,
+            long: None,
+            scale: 1.0,
+        }
+    }
+
+    /// LongRoPE: each frequency divided by its short factor, or by its long one once a
+    /// sequence runs past `original` positions (transformers decides per forward pass,
+    /// by the sequence's length then); cos and sin scaled by `attention_factor`.
+    pub fn with_long_rope(
+        mut self,
+        short: &[f32],
+        long: &[f32],
+        original: usize,
+        attention_factor: f64,
+    ) -> Self {
+        let base = self.inv_freq.clone();
+        for (f, d) in self.inv_freq.iter_mut().zip(short) {
+            *f /= d;
+        }
+        let long_freq = base.iter().zip(long).map(|(f, d)| f / d).collect();
+        self.long = Some((long_freq, original));
+        self.scale = attention_factor as f32;
+        self
+    }
+
+    /// The frequencies for a forward pass whose sequence is `len` positions long.
+    fn freqs_for(&self, len: usize) -> &[f32] {
+        match &self.long {
+            Some((long, original)) if len > *original => long,
+            _ => &self.inv_freq,
+        }
+    }
+
+    /// The rotated dimensions of a head.
+    pub fn rotary_dim(&self) -> usize {
+        2 * self.inv_freq.len()
     }
 
     /// Divide each frequency by its factor (GGUF's `rope_freqs`), as llama.cpp does.
@@ -790,10 +1024,15 @@ impl Rope {
     /// cos and sin of position `p`'s angles into `cos` / `sin` (`head_dim / 2` each): a
     /// row of [`Rope::cos_sin`], for the decode step.
     pub fn cos_sin_into(&self, p: usize, cos: &mut [f32], sin: &mut [f32]) {
-        for ((&f, c), s) in self.inv_freq.iter().zip(cos.iter_mut()).zip(sin.iter_mut()) {
+        for ((&f, c), s) in self
+            .freqs_for(p + 1)
+            .iter()
+            .zip(cos.iter_mut())
+            .zip(sin.iter_mut())
+        {
             let a = p as f32 * f;
-            *c = a.cos();
-            *s = a.sin();
+            *c = a.cos() * self.scale;
+            *s = a.sin() * self.scale;
         }
     }
 
@@ -807,11 +1046,12 @@ impl Rope {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
+        let freqs = self.freqs_for(start + len);
         for p in start..start + len {
-            for &f in &self.inv_freq {
+            for &f in freqs {
                 let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
+                cos.push(a.cos() * self.scale);
+                sin.push(a.sin() * self.scale);
             }
         }
         Ok((
@@ -932,6 +1172,15 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     for i in 0..cfg.num_hidden_layers {
         let p = |n: &str| format!("model.layers.{i}.{n}");
         v.push((p("input_layernorm.weight"), vec![h]));
+        if cfg.member == Member::Phi3 {
+            // Stored fused, split at load.
+            v.push((p("self_attn.qkv_proj.weight"), vec![q_out + 2 * kv_out, h]));
+            v.push((p("self_attn.o_proj.weight"), vec![h, q_out]));
+            v.push((p("post_attention_layernorm.weight"), vec![h]));
+            v.push((p("mlp.gate_up_proj.weight"), vec![2 * inter, h]));
+            v.push((p("mlp.down_proj.weight"), vec![h, inter]));
+            continue;
+        }
         for (n, out, inp, bias) in [
             ("self_attn.q_proj", q_out, h, cfg.qkv_bias),
             ("self_attn.k_proj", kv_out, h, cfg.qkv_bias),
@@ -1030,6 +1279,44 @@ impl Llama {
                     Ok(Linear::new(weight, bias)?)
                 };
             let input_layernorm = norm(&mut w, "input_layernorm.weight", h)?;
+            if cfg.member == Member::Phi3 {
+                // Phi-3's fused projections, split by rows as transformers slices them:
+                // q, k, v of qkv_proj; gate then up of gate_up_proj.
+                let qkv = p("self_attn.qkv_proj.weight");
+                let fused = [q_out + 2 * kv_out, h];
+                let part = |w: &mut Builder, name: &str, shape, start, len| -> Result<Linear> {
+                    Ok(Linear::new(
+                        w.matrix_rows(name, shape, start, len, true)?,
+                        None,
+                    )?)
+                };
+                let q_proj = part(&mut w, &qkv, fused, 0, q_out)?;
+                let k_proj = part(&mut w, &qkv, fused, q_out, kv_out)?;
+                let v_proj = part(&mut w, &qkv, fused, q_out + kv_out, kv_out)?;
+                let o_proj = lin(&mut w, "self_attn.o_proj", h, q_out, false)?;
+                let post_attention_layernorm = norm(&mut w, "post_attention_layernorm.weight", h)?;
+                let gu = p("mlp.gate_up_proj.weight");
+                let gate_proj = part(&mut w, &gu, [2 * inter, h], 0, inter)?;
+                let up_proj = part(&mut w, &gu, [2 * inter, h], inter, inter)?;
+                let down_proj = lin(&mut w, "mlp.down_proj", h, inter, false)?;
+                layers.push(Layer {
+                    attention: cfg.layer_attention(i),
+                    input_layernorm,
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    o_proj,
+                    q_norm: None,
+                    k_norm: None,
+                    post_attention_layernorm,
+                    mlp: Mlp::Dense {
+                        gate_proj,
+                        up_proj,
+                        down_proj,
+                    },
+                });
+                continue;
+            }
             let q_proj = lin(&mut w, "self_attn.q_proj", q_out, h, cfg.qkv_bias)?;
             let k_proj = lin(&mut w, "self_attn.k_proj", kv_out, h, cfg.qkv_bias)?;
             let v_proj = lin(&mut w, "self_attn.v_proj", kv_out, h, cfg.qkv_bias)?;
@@ -1150,8 +1437,8 @@ impl Llama {
         let q = heads(l.q_proj.forward(&h)?, nh, l.q_norm.as_ref())?;
         let k = heads(l.k_proj.forward(&h)?, nkv, l.k_norm.as_ref())?;
         let v = heads(l.v_proj.forward(&h)?, nkv, None)?;
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let q = rope_heads(&q, cos, sin)?;
+        let k = rope_heads(&k, cos, sin)?;
         let (k, v) = kv.append(&k, &v)?; // [b, nkv, total, hd]
         let total = k.dim(2)?;
 
@@ -1200,6 +1487,19 @@ impl Llama {
             Mlp::Moe(m) => xs + m.forward(&h)?,
         }
     }
+}
+
+/// candle's rotation of `x` `[b, heads, len, hd]`, over the leading `2 · cos.dim(1)`
+/// dimensions of each head when that is less than the head (partial rotary: the rest
+/// pass as they are, transformers' `torch.cat([rotated, pass], -1)`).
+fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let hd = x.dim(3)?;
+    let rd = 2 * cos.dim(1)?;
+    if rd == hd {
+        return candle_nn::rotary_emb::rope(x, cos, sin);
+    }
+    let rot = candle_nn::rotary_emb::rope(&x.narrow(3, 0, rd)?.contiguous()?, cos, sin)?;
+    Tensor::cat(&[&rot, &x.narrow(3, rd, hd - rd)?], 3)?.contiguous()
 }
 
 /// The Llama architectures' decode-step buffers for `b` sequences ([`crate::model::step`]).
@@ -1269,8 +1569,8 @@ impl Llama {
                 out: vec![0.0; b * hs],
                 gate: vec![0.0; b * inter],
                 up: vec![0.0; b * inter],
-                cos: vec![0.0; hd / 2 * self.ropes.len()],
-                sin: vec![0.0; hd / 2 * self.ropes.len()],
+                cos: vec![0.0; self.ropes[0].rotary_dim() / 2 * self.ropes.len()],
+                sin: vec![0.0; self.ropes[0].rotary_dim() / 2 * self.ropes.len()],
                 products: Default::default(),
                 moe: Default::default(),
             },
@@ -1294,7 +1594,7 @@ impl Llama {
         for (row, &id) in x.chunks_exact_mut(hs).zip(ids) {
             self.embed_tokens.row_into(id as usize, row)?;
         }
-        let half = hd / 2;
+        let half = self.ropes[0].rotary_dim() / 2;
         for (r, rope) in self.ropes.iter().enumerate() {
             rope.cos_sin_into(
                 pos,
@@ -1323,8 +1623,8 @@ impl Llama {
                 &cos[r * half..(r + 1) * half],
                 &sin[r * half..(r + 1) * half],
             );
-            step::rope_in_place(q, hd, cos, sin);
-            step::rope_in_place(k, hd, cos, sin);
+            step::rope_in_place_partial(q, hd, cos, sin);
+            step::rope_in_place_partial(k, hd, cos, sin);
             let rows = |data| Rows {
                 data,
                 offset: 0,
@@ -1511,10 +1811,19 @@ impl CausalLm for Llama {
 
 /// The Llama architectures in the registry.
 pub static ARCHITECTURE: Architecture = Architecture {
-    title: "the Llama architectures (llama, mistral, qwen2, qwen3; with experts qwen3_moe, mixtral, olmoe)",
-    model_types: &["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "olmoe"],
+    title: "the Llama architectures (llama, mistral, qwen2, qwen3, phi3; with experts qwen3_moe, mixtral, olmoe)",
+    model_types: &[
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+        "mixtral",
+        "olmoe",
+        "phi3",
+    ],
     reads_untyped_config: false,
-    gguf_architectures: &["llama", "qwen2", "qwen3", "qwen3moe", "olmoe"],
+    gguf_architectures: &["llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3"],
     from_config_json: |model_type, value, _, origin| {
         let member = model_type
             .and_then(Member::parse)
@@ -1562,6 +1871,8 @@ fn shape(
         eos_token_id: None,
         qk_norm_full: false,
         moe: None,
+        partial_rotary_factor: 1.0,
+        long_rope_factors: None,
         rope_freq_factors: None,
     }
 }
@@ -1715,13 +2026,21 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             );
         }
     }
+    let mut partial = 1.0;
     if let Some(r) = file.kv_opt_usize(arch, Kv::RopeDimensionCount)? {
-        if r != head_dim {
+        if r != head_dim && arch != "phi3" {
             crate::bad_input!(
                 "{path}: {} = {r} rotates part of each head of {head_dim}; quantbench runs fully rotated heads only",
                 Kv::RopeDimensionCount.key(arch)
             );
         }
+        if r == 0 || r > head_dim {
+            crate::bad_input!(
+                "{path}: {} = {r} must be between 1 and the head size {head_dim}",
+                Kv::RopeDimensionCount.key(arch)
+            );
+        }
+        partial = r as f64 / head_dim as f64;
     }
     let scaling = match file.kv_opt_str(arch, Kv::RopeScalingType)? {
         None | Some("none") => Value::Null,
@@ -1760,6 +2079,37 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             "attention_bias".into(),
             file.tensors.contains_key("blk.0.attn_q.bias").into(),
         );
+    }
+    if arch == "phi3" {
+        o.insert("partial_rotary_factor".into(), partial.into());
+        let window = file
+            .kv_opt_usize(arch, Kv::SlidingWindow)?
+            .filter(|&w| w > 0);
+        o.insert(
+            "sliding_window".into(),
+            window.map(Value::from).unwrap_or(Value::Null),
+        );
+        if file.tensors.contains_key("rope_factors_long.weight") {
+            let half = (head_dim as f64 * partial) as usize / 2;
+            let read = |name: &str| -> Result<Vec<f32>> {
+                Ok(file
+                    .qtensor(name, &[half])?
+                    .dequantize(&Device::Cpu)?
+                    .to_vec1::<f32>()?)
+            };
+            let original = file.kv_usize(arch, Kv::RopeScalingOrigCtxLen)?;
+            let mut rope = serde_json::json!({
+                "type": "longrope",
+                "short_factor": read("rope_factors_short.weight")?,
+                "long_factor": read("rope_factors_long.weight")?,
+                "original_max_position_embeddings": original,
+            });
+            if let Some(a) = file.kv_opt_f64(arch, Kv::RopeScalingAttnFactor)? {
+                rope["attention_factor"] = a.into();
+            }
+            o.insert("rope_scaling".into(), rope);
+            o.insert("original_max_position_embeddings".into(), original.into());
+        }
     }
     let experts = file.kv_opt_usize(arch, Kv::ExpertCount)?.filter(|&n| n > 0);
     if arch == "llama" && experts.is_none() {
@@ -1848,6 +2198,9 @@ pub const GGUF_NAMES: GgufNames = GgufNames {
         ("mlp.gate_proj", "ffn_gate"),
         ("mlp.up_proj", "ffn_up"),
         ("mlp.down_proj", "ffn_down"),
+        // Phi-3's fused projections.
+        ("self_attn.qkv_proj", "attn_qkv"),
+        ("mlp.gate_up_proj", "ffn_up"),
     ],
 };
 
@@ -1975,6 +2328,7 @@ impl ArchConfig for Config {
             Member::Qwen3 => "qwen3",
             Member::Qwen3Moe => "qwen3moe",
             Member::Olmoe => "olmoe",
+            Member::Phi3 => "phi3",
         }
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
@@ -2036,11 +2390,29 @@ impl ArchConfig for Config {
                 Meta::F32(self.rms_norm_eps as f32),
             ),
             (k(Kv::RopeFreqBase), Meta::F32(self.rope_theta as f32)),
-            (k(Kv::RopeDimensionCount), u(self.head_dim)),
+            (k(Kv::RopeDimensionCount), u(self.rotary_dim())),
             (k(Kv::KeyLength), u(self.head_dim)),
             (k(Kv::ValueLength), u(self.head_dim)),
             (k(Kv::VocabSize), u(self.vocab_size)),
         ];
+        if self.member == Member::Phi3 {
+            // llama.cpp reads 0 as no window.
+            m.push((k(Kv::SlidingWindow), u(self.sliding_window.unwrap_or(0))));
+            if let RopeScaling::LongRope {
+                original_max_position_embeddings,
+                attention_factor,
+            } = self.rope_scaling
+            {
+                m.push((
+                    k(Kv::RopeScalingOrigCtxLen),
+                    u(original_max_position_embeddings),
+                ));
+                m.push((
+                    k(Kv::RopeScalingAttnFactor),
+                    Meta::F32(attention_factor as f32),
+                ));
+            }
+        }
         if let Some(moe) = &self.moe {
             m.push((k(Kv::ExpertCount), u(moe.num_experts)));
             m.push((k(Kv::ExpertUsedCount), u(moe.top_k)));
@@ -2055,6 +2427,12 @@ impl ArchConfig for Config {
         m
     }
     fn gguf_extra_tensors(&self) -> Vec<(String, Vec<f32>)> {
+        if let Some((short, long)) = &self.long_rope_factors {
+            return vec![
+                ("rope_factors_long.weight".to_string(), long.clone()),
+                ("rope_factors_short.weight".to_string(), short.clone()),
+            ];
+        }
         self.rope_freq_factors
             .clone()
             .or_else(|| llama3_rope_factors(self.head_dim, self.rope_theta, self.rope_scaling))

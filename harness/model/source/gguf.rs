@@ -116,10 +116,12 @@ pub enum Kv {
     ExpertCount,
     ExpertUsedCount,
     ExpertFeedForwardLength,
+    RopeScalingAttnFactor,
+    RopeScalingOrigCtxLen,
 }
 
 /// [`Kv`]'s names, as llama-arch.cpp spells them.
-pub const KV_NAMES: [(Kv, &str); 22] = [
+pub const KV_NAMES: [(Kv, &str); 24] = [
     (Kv::ContextLength, "context_length"),
     (Kv::EmbeddingLength, "embedding_length"),
     (Kv::BlockCount, "block_count"),
@@ -142,6 +144,11 @@ pub const KV_NAMES: [(Kv, &str); 22] = [
     (Kv::ExpertCount, "expert_count"),
     (Kv::ExpertUsedCount, "expert_used_count"),
     (Kv::ExpertFeedForwardLength, "expert_feed_forward_length"),
+    (Kv::RopeScalingAttnFactor, "rope.scaling.attn_factor"),
+    (
+        Kv::RopeScalingOrigCtxLen,
+        "rope.scaling.original_context_length",
+    ),
 ];
 
 impl Kv {

@@ -526,6 +526,55 @@ impl<'a> Builder<'a> {
         }
         let t = self.src.get(name, &shape)?;
         let t = if transpose { t.t()?.contiguous()? } else { t };
+        self.store_rows(name, t, quantize)
+    }
+
+    /// Rows `start .. start + len` of a matrix stored `[rows, cols]` (`shape`), as a
+    /// matrix of their own: a fused projection split at load (Phi-3's qkv_proj and
+    /// gate_up_proj). Blocks never cross rows, so a stored file's rows keep their bytes.
+    pub fn matrix_rows(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        start: usize,
+        len: usize,
+        quantize: bool,
+    ) -> Result<Matrix> {
+        if start + len > shape[0] {
+            anyhow::bail!(
+                "rows {start}..{} of {name}, which has {}",
+                start + len,
+                shape[0]
+            );
+        }
+        if self.q.precision == Precision::Native {
+            let Some(m) = self.src.stored(name, shape, self.device)? else {
+                return Err(InputError::new(format!(
+                    "precision native keeps every tensor as a GGUF file stores it, but this source has no stored format for {name}; choose one of: {}",
+                    Precision::valid_names()
+                ))
+                .into());
+            };
+            let (bytes, dtype) = crate::model::write::gguf::matrix_bytes(&m)?;
+            let row = bytes.len() / shape[0];
+            return crate::model::source::gguf::matrix_from_bytes(
+                &bytes[start * row..(start + len) * row],
+                dtype,
+                &[len, shape[1]],
+                self.device,
+            );
+        }
+        let t = self
+            .src
+            .get(name, &shape)?
+            .narrow(0, start, len)?
+            .contiguous()?;
+        self.store_rows(name, t, quantize)
+    }
+
+    /// An f32 `[rows, cols]` tensor stored as the precision asks (the rest dtype when not
+    /// quantized; a fallback format where rows do not divide into blocks, noted).
+    fn store_rows(&mut self, name: &str, t: Tensor, quantize: bool) -> Result<Matrix> {
         let row_len = t.dim(1)?;
         if !quantize {
             return Ok(Matrix::Dense(
