@@ -1123,6 +1123,24 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Whether every product has a CPU kernel (the decode step's condition; checked at
+    /// every step without allocating).
+    pub fn has_slice_products(&self) -> bool {
+        [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj]
+            .iter()
+            .all(|p| p.slice_product().is_some())
+            && match &self.mlp {
+                Mlp::Dense {
+                    gate_proj,
+                    up_proj,
+                    down_proj,
+                } => [gate_proj, up_proj, down_proj]
+                    .iter()
+                    .all(|p| p.slice_product().is_some()),
+                Mlp::Moe(m) => m.has_slice_products(),
+            }
+    }
+
     /// The layer's products: attention's four, then the MLP's (a router and every
     /// expert's three under a mixture of experts).
     pub fn linears(&self) -> Vec<&Linear> {
@@ -1280,41 +1298,7 @@ impl Llama {
                 };
             let input_layernorm = norm(&mut w, "input_layernorm.weight", h)?;
             if cfg.member == Member::Phi3 {
-                // Phi-3's fused projections, split by rows as transformers slices them:
-                // q, k, v of qkv_proj; gate then up of gate_up_proj.
-                let qkv = p("self_attn.qkv_proj.weight");
-                let fused = [q_out + 2 * kv_out, h];
-                let part = |w: &mut Builder, name: &str, shape, start, len| -> Result<Linear> {
-                    Ok(Linear::new(
-                        w.matrix_rows(name, shape, start, len, true)?,
-                        None,
-                    )?)
-                };
-                let q_proj = part(&mut w, &qkv, fused, 0, q_out)?;
-                let k_proj = part(&mut w, &qkv, fused, q_out, kv_out)?;
-                let v_proj = part(&mut w, &qkv, fused, q_out + kv_out, kv_out)?;
-                let o_proj = lin(&mut w, "self_attn.o_proj", h, q_out, false)?;
-                let post_attention_layernorm = norm(&mut w, "post_attention_layernorm.weight", h)?;
-                let gu = p("mlp.gate_up_proj.weight");
-                let gate_proj = part(&mut w, &gu, [2 * inter, h], 0, inter)?;
-                let up_proj = part(&mut w, &gu, [2 * inter, h], inter, inter)?;
-                let down_proj = lin(&mut w, "mlp.down_proj", h, inter, false)?;
-                layers.push(Layer {
-                    attention: cfg.layer_attention(i),
-                    input_layernorm,
-                    q_proj,
-                    k_proj,
-                    v_proj,
-                    o_proj,
-                    q_norm: None,
-                    k_norm: None,
-                    post_attention_layernorm,
-                    mlp: Mlp::Dense {
-                        gate_proj,
-                        up_proj,
-                        down_proj,
-                    },
-                });
+                layers.push(phi3_layer(cfg, &mut w, i, input_layernorm)?);
                 continue;
             }
             let q_proj = lin(&mut w, "self_attn.q_proj", q_out, h, cfg.qkv_bias)?;
@@ -1489,6 +1473,52 @@ impl Llama {
     }
 }
 
+/// A Phi-3 layer: the fused projections split by rows as transformers slices them (q,
+/// k, v of qkv_proj; gate then up of gate_up_proj).
+fn phi3_layer(cfg: &Config, w: &mut Builder, i: usize, input_layernorm: RmsNorm) -> Result<Layer> {
+    let p = |n: &str| format!("model.layers.{i}.{n}");
+    let h = cfg.hidden_size;
+    let (q_out, kv_out) = (
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+    );
+    let inter = cfg.intermediate_size;
+    let part = |w: &mut Builder, name: &str, shape, start, len| -> Result<Linear> {
+        Ok(Linear::new(
+            w.matrix_rows(name, shape, start, len, true)?,
+            None,
+        )?)
+    };
+    let whole = |w: &mut Builder, name: &str, out: usize, inp: usize| -> Result<Linear> {
+        Ok(Linear::new(
+            w.matrix(&p(name), [out, inp], false, true)?,
+            None,
+        )?)
+    };
+    let qkv = p("self_attn.qkv_proj.weight");
+    let fused = [q_out + 2 * kv_out, h];
+    let gu = p("mlp.gate_up_proj.weight");
+    Ok(Layer {
+        attention: cfg.layer_attention(i),
+        input_layernorm,
+        q_proj: part(w, &qkv, fused, 0, q_out)?,
+        k_proj: part(w, &qkv, fused, q_out, kv_out)?,
+        v_proj: part(w, &qkv, fused, q_out + kv_out, kv_out)?,
+        o_proj: whole(w, "self_attn.o_proj.weight", h, q_out)?,
+        q_norm: None,
+        k_norm: None,
+        post_attention_layernorm: RmsNorm::new(
+            w.vector(&p("post_attention_layernorm.weight"), h)?,
+            cfg.rms_norm_eps,
+        )?,
+        mlp: Mlp::Dense {
+            gate_proj: part(w, &gu, [2 * inter, h], 0, inter)?,
+            up_proj: part(w, &gu, [2 * inter, h], inter, inter)?,
+            down_proj: whole(w, "mlp.down_proj.weight", h, inter)?,
+        },
+    })
+}
+
 /// candle's rotation of `x` `[b, heads, len, hd]`, over the leading `2 · cos.dim(1)`
 /// dimensions of each head when that is less than the head (partial rotary: the rest
 /// pass as they are, transformers' `torch.cat([rotated, pass], -1)`).
@@ -1538,12 +1568,7 @@ impl Llama {
         use crate::model::kv::Rows;
         use crate::model::step;
         let c = &self.config;
-        if !step::available(&self.device)
-            || !self
-                .layers
-                .iter()
-                .all(|l| l.linears().iter().all(|p| p.slice_product().is_some()))
-        {
+        if !step::available(&self.device) || !self.layers.iter().all(Layer::has_slice_products) {
             return Ok(None);
         }
         let (b, hs, nh, nkv, hd) = (
@@ -2081,35 +2106,7 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         );
     }
     if arch == "phi3" {
-        o.insert("partial_rotary_factor".into(), partial.into());
-        let window = file
-            .kv_opt_usize(arch, Kv::SlidingWindow)?
-            .filter(|&w| w > 0);
-        o.insert(
-            "sliding_window".into(),
-            window.map(Value::from).unwrap_or(Value::Null),
-        );
-        if file.tensors.contains_key("rope_factors_long.weight") {
-            let half = (head_dim as f64 * partial) as usize / 2;
-            let read = |name: &str| -> Result<Vec<f32>> {
-                Ok(file
-                    .qtensor(name, &[half])?
-                    .dequantize(&Device::Cpu)?
-                    .to_vec1::<f32>()?)
-            };
-            let original = file.kv_usize(arch, Kv::RopeScalingOrigCtxLen)?;
-            let mut rope = serde_json::json!({
-                "type": "longrope",
-                "short_factor": read("rope_factors_short.weight")?,
-                "long_factor": read("rope_factors_long.weight")?,
-                "original_max_position_embeddings": original,
-            });
-            if let Some(a) = file.kv_opt_f64(arch, Kv::RopeScalingAttnFactor)? {
-                rope["attention_factor"] = a.into();
-            }
-            o.insert("rope_scaling".into(), rope);
-            o.insert("original_max_position_embeddings".into(), original.into());
-        }
+        phi3_from_gguf(file, arch, head_dim, partial, o)?;
     }
     let experts = file.kv_opt_usize(arch, Kv::ExpertCount)?.filter(|&n| n > 0);
     if arch == "llama" && experts.is_none() {
@@ -2175,6 +2172,47 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         cfg.rope_freq_factors = Some(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
     }
     Ok(ModelConfig::new(cfg))
+}
+
+/// Phi-3's own keys and tensors into the config being built: partial rotary, window,
+/// LongRoPE's factor tensors and attention factor.
+fn phi3_from_gguf(
+    file: &GgufFile,
+    arch: &str,
+    head_dim: usize,
+    partial: f64,
+    o: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    o.insert("partial_rotary_factor".into(), partial.into());
+    let window = file
+        .kv_opt_usize(arch, Kv::SlidingWindow)?
+        .filter(|&w| w > 0);
+    o.insert(
+        "sliding_window".into(),
+        window.map(Value::from).unwrap_or(Value::Null),
+    );
+    if file.tensors.contains_key("rope_factors_long.weight") {
+        let half = (head_dim as f64 * partial) as usize / 2;
+        let read = |name: &str| -> Result<Vec<f32>> {
+            Ok(file
+                .qtensor(name, &[half])?
+                .dequantize(&Device::Cpu)?
+                .to_vec1::<f32>()?)
+        };
+        let original = file.kv_usize(arch, Kv::RopeScalingOrigCtxLen)?;
+        let mut rope = serde_json::json!({
+            "type": "longrope",
+            "short_factor": read("rope_factors_short.weight")?,
+            "long_factor": read("rope_factors_long.weight")?,
+            "original_max_position_embeddings": original,
+        });
+        if let Some(a) = file.kv_opt_f64(arch, Kv::RopeScalingAttnFactor)? {
+            rope["attention_factor"] = a.into();
+        }
+        o.insert("rope_scaling".into(), rope);
+        o.insert("original_max_position_embeddings".into(), original.into());
+    }
+    Ok(())
 }
 
 /// llama.cpp's names for the Llama architectures' canonical tensors.
@@ -2352,6 +2390,23 @@ impl ArchConfig for Config {
         let (e, j) = self.expert_names().parse(rest)?;
         let stacked = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"][j];
         Some((format!("blk.{layer}.{stacked}.weight"), e, m.num_experts))
+    }
+    /// Phi-3's fused projections: q, k, v rows of qkv_proj; gate, up rows of gate_up_proj.
+    fn load_splits(&self, canonical: &str) -> Option<Vec<usize>> {
+        if self.member != Member::Phi3 {
+            return None;
+        }
+        let (q, kv) = (
+            self.num_attention_heads * self.head_dim,
+            self.num_key_value_heads * self.head_dim,
+        );
+        if canonical.ends_with("self_attn.qkv_proj.weight") {
+            Some(vec![q, kv, kv])
+        } else if canonical.ends_with("mlp.gate_up_proj.weight") {
+            Some(vec![self.intermediate_size; 2])
+        } else {
+            None
+        }
     }
     fn never_quantized(&self, canonical: &str) -> bool {
         canonical.ends_with(&format!("{}.weight", self.expert_names().router)) && self.moe.is_some()

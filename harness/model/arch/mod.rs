@@ -310,6 +310,11 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
     fn gguf_slice(&self, _canonical: &str) -> Option<(String, usize, usize)> {
         None
     }
+    /// The row counts a stored matrix is split into at load (Phi-3's fused qkv_proj into
+    /// q, k and v), each stored as a matrix of its own; `None` when it is kept whole.
+    fn load_splits(&self, _canonical: &str) -> Option<Vec<usize>> {
+        None
+    }
     /// Whether a matrix stays in the rest dtype at every precision (a mixture of
     /// experts' router, as llama-quantize leaves `ffn_gate_inp.weight`).
     fn never_quantized(&self, _canonical: &str) -> bool {
@@ -456,7 +461,13 @@ impl ModelConfig {
                     } else {
                         (*rows, *cols)
                     };
-                    q.precision.matrix_bytes(out, row_len) as u128
+                    match self.load_splits(&name) {
+                        Some(parts) => parts
+                            .iter()
+                            .map(|&r| q.precision.matrix_bytes(r, row_len) as u128)
+                            .sum(),
+                        None => q.precision.matrix_bytes(out, row_len) as u128,
+                    }
                 }
                 _ => n as u128 * rest,
             };
