@@ -196,6 +196,31 @@ pub struct ModelFacts {
     pub kv_cache_bytes_per_token: usize,
     /// The BOS the engine puts first in a text, when the model asks for one.
     pub bos: Option<u32>,
+    /// Per layer, the window a sliding-window layer's cache keeps (None: every
+    /// position); empty where the engine does not say (every layer counted whole).
+    pub kv_cache_windows: Vec<Option<usize>>,
+}
+
+impl ModelFacts {
+    /// Bytes the KV cache holds for `sequences` of `positions` each: every layer's
+    /// share of [`ModelFacts::kv_cache_bytes_per_token`] times the positions it keeps
+    /// (a sliding-window layer its window at most).
+    pub fn kv_cache_bytes(&self, sequences: usize, positions: usize) -> u64 {
+        let layers = self.kv_cache_windows.len();
+        if layers == 0 || self.kv_cache_windows.iter().all(Option::is_none) {
+            return crate::run::workload::kv_cache_bytes(
+                self.kv_cache_bytes_per_token,
+                sequences,
+                positions,
+            );
+        }
+        let per_layer = (self.kv_cache_bytes_per_token / layers) as u64;
+        self.kv_cache_windows
+            .iter()
+            .map(|w| per_layer * w.map_or(positions, |w| positions.min(w)) as u64)
+            .sum::<u64>()
+            .saturating_mul(sequences as u64)
+    }
 }
 
 /// An engine with a model chosen, before any precision is loaded.

@@ -40,6 +40,7 @@ impl OwnEngine {
             context_length: cfg.context_length(),
             kv_cache_bytes_per_token: cfg.kv_cache_bytes_per_token(),
             bos: tokenizer.bos(),
+            kv_cache_windows: cfg.layer_windows(),
         };
         Ok(OwnEngine {
             source,
@@ -71,6 +72,9 @@ impl Engine for OwnEngine {
             n_kv_head: Some(cfg.n_kv_head()),
             head_dim: Some(cfg.head_dim()),
             kv_cache_bytes_per_token: Some(cfg.kv_cache_bytes_per_token()),
+            kv_cache_windows: Some(cfg.layer_windows())
+                .filter(|w| w.iter().any(Option::is_some))
+                .unwrap_or_default(),
             source_dtype: self.source.stored_dtypes()?.map(|d| d.join("+")),
             tokenizer: Some(self.tokenizer_name.clone()),
             file_type: self.source.file_type(),
@@ -234,7 +238,19 @@ impl Loaded for LoadedModel {
         batch: usize,
         capacity: usize,
     ) -> Result<Box<dyn Context>> {
-        Ok(Box::new(cache(base)?.prefix_for_batch(
+        let base = cache(base)?;
+        if base.can_prefix(depth) {
+            return Ok(Box::new(base.prefix_for_batch(
+                &self.config,
+                depth,
+                batch,
+                capacity,
+            )?));
+        }
+        // The base's sliding-window layers dropped what a shallower depth needs: fill a
+        // context of that depth afresh, with the same tokens the base was filled with.
+        let fresh = crate::run::workload::fill(self, depth)?;
+        Ok(Box::new(cache(fresh.as_ref())?.prefix_for_batch(
             &self.config,
             depth,
             batch,

@@ -21,7 +21,16 @@ pub struct KvCache {
     /// Positions added when a write would overflow the capacity (the first capacity,
     /// as candle-nn's cache grows).
     grow_by: usize,
+    /// A sliding-window layer's window: it keeps only the positions its next query can
+    /// see, dropping the oldest when a write would overflow the capacity.
+    window: Option<usize>,
+    /// Positions dropped from the front (held positions start here).
+    dropped: usize,
 }
+
+/// Room a sliding-window layer keeps beyond its window, so that dropping the oldest
+/// positions (a copy of the window) happens once every this many steps, not every step.
+pub const WINDOW_SLACK: usize = 64;
 
 /// Where one position's rows lie in a buffer: the row of sequence `b`, head `g` starts at
 /// `offset + b * seq_stride + g * head_dim`.
@@ -35,14 +44,77 @@ pub struct Rows<'a> {
 impl KvCache {
     /// An empty cache with room for `capacity` positions (allocated at the first write).
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        Self::windowed(capacity, None)
+    }
+
+    /// A cache for a layer that attends over the last `window` positions (None: all):
+    /// it holds at most `window + WINDOW_SLACK` positions between prompts.
+    pub fn windowed(capacity: usize, window: Option<usize>) -> Self {
+        let capacity = match window {
+            Some(w) => capacity.min(w + WINDOW_SLACK),
+            None => capacity,
+        }
+        .max(1);
         KvCache {
             k: None,
             v: None,
             len: 0,
             capacity,
             grow_by: capacity,
+            window,
+            dropped: 0,
         }
+    }
+
+    /// The layer's window, if it slides.
+    pub fn window(&self) -> Option<usize> {
+        self.window
+    }
+
+    /// Positions dropped from the front: the held ones are `dropped() .. dropped() + len()`.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// A sliding-window layer about to take `more` positions that would overflow its
+    /// capacity drops the positions no query will see again: it keeps the last
+    /// `window - 1` (what the next position sees besides itself), copied into new buffers
+    /// (a fork of this cache, which writes into the old ones past what it held, keeps
+    /// its positions). Nothing happens for other layers, or while there is room.
+    pub fn evict_for(&mut self, more: usize) -> candle_core::Result<()> {
+        let (Some(w), Some(k), Some(v)) = (self.window, &self.k, &self.v) else {
+            return Ok(());
+        };
+        if self.len + more <= self.capacity {
+            return Ok(());
+        }
+        let keep = self.len.min(w.saturating_sub(1));
+        if keep == self.len {
+            return Ok(());
+        }
+        let from = self.len - keep;
+        let (b, g, _, hd) = k.dims4()?;
+        let capacity = self.capacity.max(keep + more);
+        let fresh = |old: &Tensor| -> candle_core::Result<Tensor> {
+            let t = Tensor::zeros((b, g, capacity, hd), old.dtype(), old.device())?;
+            if keep > 0 {
+                t.slice_set(&old.narrow(2, from, keep)?.contiguous()?, 2, 0)?;
+            }
+            Ok(t)
+        };
+        let (k, v) = (fresh(k)?, fresh(v)?);
+        self.k = Some(k);
+        self.v = Some(v);
+        self.capacity = capacity;
+        self.dropped += from;
+        self.len = keep;
+        Ok(())
+    }
+
+    /// Record that the held positions start at `dropped` (a prefix copied from a
+    /// sliding layer that held only its window).
+    pub fn set_dropped(&mut self, dropped: usize) {
+        self.dropped = dropped;
     }
 
     /// Positions held.
@@ -86,6 +158,7 @@ impl KvCache {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<()> {
+        self.evict_for(more)?;
         let needed = self.len + more;
         if let Some(k) = &self.k {
             let (kb, kg, _, khd) = k.dims4()?;

@@ -564,12 +564,48 @@ impl Cache {
     /// first step.
     pub fn new(config: &crate::model::ModelConfig, capacity: usize) -> Self {
         Cache {
+            layers: config
+                .layer_windows()
+                .into_iter()
+                .map(|w| KvCache::windowed(capacity.max(1), w))
+                .collect(),
+            position: 0,
+            step: None,
+        }
+    }
+
+    /// A cache whose every layer keeps every position (no sliding layer drops any): what
+    /// the cache was before windows evicted, for the tests that hold the two equal.
+    pub fn unbounded(config: &crate::model::ModelConfig, capacity: usize) -> Self {
+        Cache {
             layers: (0..config.n_layer())
                 .map(|_| KvCache::new(capacity.max(1)))
                 .collect(),
             position: 0,
             step: None,
         }
+    }
+
+    /// The bytes the layers' buffers hold now (keys and values).
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .filter_map(|l| l.buffers())
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Whether [`Cache::prefix_for_batch`] can give the first `positions` positions:
+    /// every sliding layer still holds the last `window - 1` of them.
+    pub fn can_prefix(&self, positions: usize) -> bool {
+        positions <= self.position
+            && self.layers.iter().all(|l| {
+                let keep = match l.window() {
+                    Some(w) => positions.min(w.saturating_sub(1)),
+                    None => positions,
+                };
+                positions - keep >= l.dropped()
+            })
     }
 
     /// How many positions the cache holds.
@@ -597,15 +633,29 @@ impl Cache {
                 self.position
             );
         }
+        if !self.can_prefix(positions) {
+            candle_core::bail!(
+                "a prefix of {positions} positions from a cache whose sliding-window layers dropped them (use Cache::can_prefix first)"
+            );
+        }
         for (src, dst) in self.layers.iter().zip(out.layers.iter_mut()) {
             let (Some(k), Some(v)) = (src.k()?, src.v()?) else {
                 candle_core::bail!("the cache holds no keys or values");
             };
+            // A sliding layer needs only what the next query sees: the last window - 1.
+            let keep = match src.window() {
+                Some(w) => positions.min(w.saturating_sub(1)),
+                None => positions,
+            };
+            let from = positions - keep - src.dropped();
             let take = |t: &Tensor| -> candle_core::Result<Tensor> {
-                let one = t.narrow(0, 0, 1)?.narrow(2, 0, positions)?;
+                let one = t.narrow(0, 0, 1)?.narrow(2, from, keep)?;
                 Tensor::cat(&vec![&one; batch], 0)?.contiguous()
             };
-            dst.append(&take(&k)?, &take(&v)?)?;
+            if keep > 0 {
+                dst.append(&take(&k)?, &take(&v)?)?;
+            }
+            dst.set_dropped(positions - keep);
         }
         out.position = positions;
         Ok(out)
@@ -626,6 +676,10 @@ impl Cache {
         }
     }
 }
+
+/// What a pass's causal mask depends on besides its length: the layer's window and the
+/// positions its cache held before the pass.
+pub type MaskKey = (Option<usize>, usize);
 
 /// Additive mask `[len, start + len]`: query i (at position start + i) sees key j when
 /// j <= start + i and, with a sliding `window`, when start + i - j < window.

@@ -80,6 +80,11 @@ pub struct ModelInfo {
     /// layer, f32).
     #[serde(default)]
     pub kv_cache_bytes_per_token: Option<usize>,
+    /// Per layer, the positions a sliding-window layer's cache keeps (its window; null
+    /// for a layer that keeps every position). Absent where no layer slides or the
+    /// engine does not say; the KV bytes of tests and contexts count it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv_cache_windows: Vec<Option<usize>>,
     /// The dtype(s) the checkpoint stores, most common first ("bf16", "f32+f16"); absent
     /// for synthetic weights (drawn in f32). The f32 variant is these values widened.
     #[serde(default)]

@@ -520,6 +520,23 @@ fn render_tests(o: &mut String, run: &RunRecord) {
             run.model.n_kv_head.unwrap_or(run.model.n_head),
             run.model.head_dim.unwrap_or(run.model.n_embd / run.model.n_head.max(1)),
         );
+        let sliding: Vec<usize> = run
+            .model
+            .kv_cache_windows
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        if let Some(&w) = sliding.first() {
+            let _ = writeln!(
+                o,
+                "{} of the {} layers slide: their caches keep only their last {} positions (the window{}), so a test's KV bytes count those layers up to the window.\n",
+                sliding.len(),
+                run.model.n_layer,
+                w,
+                if sliding.iter().all(|&x| x == w) { "" } else { "s differ by layer" }
+            );
+        }
     }
     let span = |s: Option<crate::analysis::stats::Summary>, scale: f64, d: usize| match s {
         Some(s) => format!(

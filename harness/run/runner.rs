@@ -301,8 +301,8 @@ pub fn run(p: &Prepared, probes: &Probes, observer: &mut dyn RunObserver) -> Res
                 run.variants.push(rec);
                 run.variants.len() - 1
             } else {
-                let kv = p.engine(v.engine).engine.facts().kv_cache_bytes_per_token;
-                merge_round(&mut run.variants[v.index], rec, round + 1, kv, read_gbps);
+                let facts = p.engine(v.engine).engine.facts();
+                merge_round(&mut run.variants[v.index], rec, round + 1, facts, read_gbps);
                 v.index
             };
             if interrupt::requested() {
@@ -331,7 +331,7 @@ fn merge_round(
     into: &mut VariantRecord,
     later: VariantRecord,
     round: usize,
-    kv_per_token: usize,
+    facts: &ModelFacts,
     read_gbps: Option<f64>,
 ) {
     into.rounds = round;
@@ -367,7 +367,11 @@ fn merge_round(
             if mine.status == TestStatus::Ok && t.status == TestStatus::Ok {
                 mine.prefill_seconds.extend(t.prefill_seconds);
                 mine.decode_step_seconds.extend(t.decode_step_seconds);
-                mine.summarize(streamed, kv_per_token, read_gbps);
+                // A mixture of experts: the test's own routed bytes (round 1's).
+                let streamed = mine
+                    .weights_streamed_bytes_per_step
+                    .map_or(streamed, |b| b as usize);
+                mine.summarize(streamed, &|c| facts.kv_cache_bytes(1, c) as f64, read_gbps);
             }
         }
     }
@@ -641,19 +645,18 @@ fn run_tests(
     // (untimed) and kept while the tests run; each test starts from a copy of its first
     // `depth` positions.
     let context = facts.context_length;
-    let kv_per_token = facts.kv_cache_bytes_per_token;
     let deepest = tests
         .iter()
         .filter(|t| t.does_not_fit(context).is_none())
         .filter(|t| {
-            let bytes = workload::kv_cache_bytes(kv_per_token, t.batch, t.positions());
+            let bytes = facts.kv_cache_bytes(t.batch, t.positions());
             crate::model::kv_cache_does_not_fit(bytes, "", &p.device, s.memory_budget_mb).is_none()
         })
         .map(|t| t.depth)
         .max()
         .unwrap_or(0);
     if let Some(why) = crate::model::kv_cache_does_not_fit(
-        workload::kv_cache_bytes(kv_per_token, 1, deepest),
+        facts.kv_cache_bytes(1, deepest),
         &format!("the tests' shared context of depth {deepest}"),
         &p.device,
         s.memory_budget_mb,
@@ -675,7 +678,7 @@ fn run_tests(
         let base = workload::fill(loaded, deepest)?;
         rec.workload_context = Some(crate::record::WorkloadContext {
             depth: deepest,
-            bytes: workload::kv_cache_bytes(kv_per_token, 1, deepest),
+            bytes: facts.kv_cache_bytes(1, deepest),
             fill_seconds: clock::synced_seconds_since(loaded, t0)?,
         });
         base
@@ -751,8 +754,7 @@ fn run_test(
     (streamed, read_gbps): (usize, Option<f64>),
 ) -> Result<TestRecord> {
     let s = &p.scenario;
-    let kv_per_token = facts.kv_cache_bytes_per_token;
-    let mut rec = TestRecord::new(t, kv_per_token, s.warmup);
+    let mut rec = TestRecord::new(t, facts.kv_cache_bytes(t.batch, t.positions()), s.warmup);
     if let Some(why) = t.does_not_fit(facts.context_length) {
         rec.status = TestStatus::Skipped;
         rec.error = Some(why);
@@ -835,7 +837,8 @@ fn run_test(
                 }
                 None => streamed,
             };
-            rec.summarize(streamed, kv_per_token, read_gbps);
+            rec.weights_streamed_bytes_per_step = Some(streamed as u64);
+            rec.summarize(streamed, &|c| facts.kv_cache_bytes(1, c) as f64, read_gbps);
         }
         Err(e) if interrupt::is_interrupted(&e) => return Err(e),
         Err(e) => rec.error = Some(format!("{e:#}")),

@@ -451,6 +451,10 @@ pub struct TestRecord {
     /// and the distinct experts the whole test touched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experts_per_step_mean: Option<f64>,
+    /// The weight bytes this test's decode steps read (the variant's, or under a
+    /// mixture of experts the experts its steps were routed to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_streamed_bytes_per_step: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experts_touched_mean: Option<f64>,
     /// Bytes one decode step reads: the weights it streams
@@ -482,8 +486,8 @@ pub struct TestRecord {
 
 impl TestRecord {
     /// A record for `t` before it runs (status failed until it succeeds).
-    pub fn new(t: &Test, kv_per_token: usize, warmup: usize) -> Self {
-        let kv = kv_cache_bytes(kv_per_token, t.batch, t.positions());
+    /// `kv`: the bytes the test's caches hold at its end.
+    pub fn new(t: &Test, kv: u64, warmup: usize) -> Self {
         TestRecord {
             test: *t,
             name: t.name(),
@@ -512,6 +516,7 @@ impl TestRecord {
             decode_step_p90_seconds: None,
             decode_step_p99_seconds: None,
             experts_per_step_mean: None,
+            weights_streamed_bytes_per_step: None,
             experts_touched_mean: None,
             decode_bytes_per_step: None,
             decode_bandwidth_gbps: None,
@@ -547,9 +552,15 @@ impl TestRecord {
     }
 
     /// Derive the summaries from the repetitions' times. `streamed` is what a decode
-    /// step reads of the weights, `kv_per_token` the cache's bytes per position,
-    /// `read_gbps` the machine's measured read bandwidth, if measured.
-    pub fn summarize(&mut self, streamed: usize, kv_per_token: usize, read_gbps: Option<f64>) {
+    /// step reads of the weights, `kv_at(c)` the bytes one sequence's cache holds at a
+    /// context of `c` (a sliding layer its window at most), `read_gbps` the machine's
+    /// measured read bandwidth, if measured.
+    pub fn summarize(
+        &mut self,
+        streamed: usize,
+        kv_at: &dyn Fn(usize) -> f64,
+        read_gbps: Option<f64>,
+    ) {
         let t = self.test;
         self.prefill_tokens_per_second = Summary::of(&self.prefill_rates());
         if t.prompt_tokens > 0 && t.new_tokens > 0 {
@@ -573,8 +584,8 @@ impl TestRecord {
         self.decode_step_p90_seconds = pct(0.90);
         self.decode_step_p99_seconds = pct(0.99);
         let contexts = t.decode_contexts();
-        let kv_read = contexts.iter().map(|&c| c as f64).sum::<f64>() / contexts.len() as f64
-            * (kv_per_token * t.batch) as f64;
+        let kv_read = contexts.iter().map(|&c| kv_at(c)).sum::<f64>() / contexts.len() as f64
+            * t.batch as f64;
         let bytes = streamed as f64 + kv_read;
         self.decode_bytes_per_step = Some(bytes.round() as u64);
         // Steps per second is the decode rate over the batch.
@@ -667,10 +678,10 @@ mod tests {
             batch: 2,
             threads: None,
         };
-        let mut r = TestRecord::new(&t, 100, 0);
+        let mut r = TestRecord::new(&t, kv_cache_bytes(100, t.batch, t.positions()), 0);
         r.prefill_seconds = vec![0.5, 0.25];
         r.decode_step_seconds = vec![vec![0.1, 0.3], vec![0.2, 0.2]];
-        r.summarize(1000, 100, Some(1.0));
+        r.summarize(1000, &|c| 100.0 * c as f64, Some(1.0));
         // 2 sequences × 4 tokens over 0.5 s and 0.25 s.
         let pp = r.prefill_tokens_per_second.unwrap();
         assert_eq!((pp.min, pp.max), (16.0, 32.0));

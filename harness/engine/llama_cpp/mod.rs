@@ -467,6 +467,8 @@ fn facts_of(m: &Model, file: &FileFacts) -> ModelFacts {
         context_length: d.context,
         kv_cache_bytes_per_token: d.n_layer * d.n_head_kv * (d.key + d.value) * 2,
         bos,
+        // llama.cpp's sliding-window caches are not read here: every layer counted whole.
+        kv_cache_windows: Vec::new(),
     }
 }
 
@@ -516,6 +518,7 @@ fn info_of(m: &Model, file: &FileFacts, facts: &ModelFacts, name: &str, spec: &s
         n_kv_head: Some(d.n_head_kv),
         head_dim: Some(d.key),
         kv_cache_bytes_per_token: Some(facts.kv_cache_bytes_per_token),
+        kv_cache_windows: Vec::new(),
         source_dtype: Some(file.stored_types()),
         tokenizer: Some(format!(
             "llama.cpp ({})",

@@ -31,7 +31,8 @@ use crate::error::InputError;
 use crate::model::arch::llama::{rope_scaling_from, Rope, RopeScaling};
 use crate::model::arch::{ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig};
 use crate::model::nn::{
-    causal_mask, linear_parts, Cache, Group, KvCache, Linear, Matrix, Part, RmsNorm, Vector,
+    causal_mask, linear_parts, Cache, Group, KvCache, Linear, MaskKey, Matrix, Part, RmsNorm,
+    Vector,
 };
 use crate::model::source::gguf::{GgufFile, Kv};
 use crate::model::source::synthetic::{Init, Preset};
@@ -873,21 +874,27 @@ impl CausalLm for Gemma3 {
             .iter()
             .map(|r| r.cos_sin(start, len, &self.device))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
+        // One mask per (window, positions held before this pass) the layers need, made
+        // once and shared: a sliding layer that dropped old positions first (evict_for)
+        // sees its held positions only, so its mask starts where they do.
+        let mut masks: Vec<(MaskKey, Option<Tensor>)> = Vec::new();
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let window = layer.sliding_window;
-            if !masks.iter().any(|(w, _)| *w == window) {
-                let window_cuts = window.is_some_and(|w| start + len > w);
+            kv.evict_for(len)?;
+            let held = kv.len();
+            let key = (window, held);
+            if !masks.iter().any(|(k, _)| *k == key) {
+                let window_cuts = window.is_some_and(|w| held + len > w);
                 let mask = if len > 1 || window_cuts {
-                    Some(causal_mask(len, start, window, &self.device)?)
+                    Some(causal_mask(len, held, window, &self.device)?)
                 } else {
                     None
                 };
-                masks.push((window, mask));
+                masks.push((key, mask));
             }
             let mask = masks
                 .iter()
-                .find(|(w, _)| *w == window)
+                .find(|(k, _)| *k == key)
                 .and_then(|(_, m)| m.as_ref());
             let (cos, sin) = &angles[layer.rope];
             xs = self
@@ -1224,6 +1231,11 @@ impl ArchConfig for Config {
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
         GGUF_NAMES.name(canonical)
+    }
+    fn layer_windows(&self) -> Vec<Option<usize>> {
+        (0..self.num_hidden_layers)
+            .map(|i| self.layer_attention(i).0)
+            .collect()
     }
     /// llama.cpp's converter stores every norm as `1 + w` (`norm_shift`).
     fn gguf_shift(&self, gguf_name: &str) -> f32 {

@@ -29,7 +29,8 @@ use crate::model::arch::{
     ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig, RopePermutation,
 };
 use crate::model::nn::{
-    causal_mask, linear_parts, Cache, Group, KvCache, Linear, Matrix, Part, RmsNorm, Vector,
+    causal_mask, linear_parts, Cache, Group, KvCache, Linear, MaskKey, Matrix, Part, RmsNorm,
+    Vector,
 };
 use crate::model::source::gguf::{GgufFile, Kv};
 use crate::model::source::synthetic::{Init, Preset};
@@ -1716,21 +1717,27 @@ impl CausalLm for Llama {
             .map(|r| r.cos_sin(start, len, &self.device))
             .collect::<candle_core::Result<Vec<_>>>()?;
         // One mask per window the layers use (made once, shared by its layers).
-        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
+        // One mask per (window, positions held before this pass) the layers need, made
+        // once and shared: a sliding layer that dropped old positions first (evict_for)
+        // sees its held positions only, so its mask starts where they do.
+        let mut masks: Vec<(MaskKey, Option<Tensor>)> = Vec::new();
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let window = layer.attention.sliding_window;
-            if !masks.iter().any(|(w, _)| *w == window) {
-                let window_cuts = window.is_some_and(|w| start + len > w);
+            kv.evict_for(len)?;
+            let held = kv.len();
+            let key = (window, held);
+            if !masks.iter().any(|(k, _)| *k == key) {
+                let window_cuts = window.is_some_and(|w| held + len > w);
                 let mask = if len > 1 || window_cuts {
-                    Some(causal_mask(len, start, window, &self.device)?)
+                    Some(causal_mask(len, held, window, &self.device)?)
                 } else {
                     None
                 };
-                masks.push((window, mask));
+                masks.push((key, mask));
             }
             let mask = masks
                 .iter()
-                .find(|(w, _)| *w == window)
+                .find(|(k, _)| *k == key)
                 .and_then(|(_, m)| m.as_ref());
             let (cos, sin) = &angles[layer.attention.rope];
             xs = self
@@ -1906,9 +1913,9 @@ fn shape(
 /// HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B,
 /// meta-llama/Llama-3.2-1B, TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T
 /// (v1.0), mistralai/Mistral-7B-v0.1; with experts allenai/OLMoE-1B-7B-0924,
-/// Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1.
+/// Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1; microsoft/Phi-3-mini-4k-instruct.
 #[rustfmt::skip]
-pub const PRESETS: [Preset; 10] = [
+pub const PRESETS: [Preset; 11] = [
     Preset {
         name: "tiny-llama",
         about: "a Llama of 2 layers, width 256, 4 heads over 2 kv heads, llama3 rope, GPT-2's vocabulary, for tests",
@@ -1992,6 +1999,17 @@ pub const PRESETS: [Preset; 10] = [
             c.sliding_window = Some(4096);
             c.bos_token_id = Some(1);
             c.eos_token_id = Some(2);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "phi-3-mini-4k",
+        about: "Phi-3-mini-4k (phi3: 32 layers, width 3072, 32 heads, fused qkv and gate_up projections, sliding window 2047, untied; 3.8B parameters)",
+        build: || {
+            let mut c = shape(Member::Phi3, 32064, 3072, 8192, 32, 32, 32, 4096, 10000.0, false);
+            c.sliding_window = Some(2047);
+            c.bos_token_id = Some(1);
+            c.eos_token_id = Some(32000);
             ModelConfig::new(c)
         },
     },
@@ -2390,6 +2408,11 @@ impl ArchConfig for Config {
         let (e, j) = self.expert_names().parse(rest)?;
         let stacked = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"][j];
         Some((format!("blk.{layer}.{stacked}.weight"), e, m.num_experts))
+    }
+    fn layer_windows(&self) -> Vec<Option<usize>> {
+        (0..self.num_hidden_layers)
+            .map(|i| self.layer_attention(i).sliding_window)
+            .collect()
     }
     /// Phi-3's fused projections: q, k, v rows of qkv_proj; gate, up rows of gate_up_proj.
     fn load_splits(&self, canonical: &str) -> Option<Vec<usize>> {

@@ -315,6 +315,11 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
     fn load_splits(&self, _canonical: &str) -> Option<Vec<usize>> {
         None
     }
+    /// Per layer, the window a sliding-window layer attends over (its KV cache keeps
+    /// only that); `None` for a layer that sees the whole context.
+    fn layer_windows(&self) -> Vec<Option<usize>> {
+        vec![None; self.n_layer()]
+    }
     /// Whether a matrix stays in the rest dtype at every precision (a mixture of
     /// experts' router, as llama-quantize leaves `ffn_gate_inp.weight`).
     fn never_quantized(&self, _canonical: &str) -> bool {

@@ -194,6 +194,7 @@ mod tests {
         assert_eq!(count("olmoe-1b-7b"), 6_919_161_856);
         assert_eq!(count("qwen3-30b-a3b"), 30_532_122_624);
         assert_eq!(count("mixtral-8x7b"), 46_702_792_704);
+        assert_eq!(count("phi-3-mini-4k"), 3_821_079_552);
     }
 
     #[test]
