@@ -790,3 +790,122 @@ fn environment_switches_with_unknown_values_are_named() {
         }
     }
 }
+
+/// A copy of a tests/fixtures/families model folder with its config.json edited.
+fn family_dir_with(tmp: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let from = fixture("families").join(name);
+    let dir = tmp.join(format!("{name}-edited"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(from.join(f), dir.join(f)).unwrap();
+    }
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    dir
+}
+
+/// Gemma 3's, the mixtures of experts' and Phi-3's configs: what cannot be honoured is
+/// named with what would be valid, exit 2.
+#[test]
+fn new_families_configs_that_cannot_be_honoured_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &[&str])> = vec![
+        (
+            "gemma3-window",
+            Box::new(|c| c["hidden_activation"] = "silu".into()),
+            &["hidden_activation", "silu", "gelu_pytorch_tanh"],
+        ),
+        (
+            "gemma3-window",
+            Box::new(|c| c["layer_types"] = serde_json::json!(["full_attention"])),
+            &["layer_types has 1 entries for 6 layers"],
+        ),
+        (
+            "gemma3-window",
+            Box::new(|c| c["attn_logit_softcapping"] = 50.0.into()),
+            &["attn_logit_softcapping"],
+        ),
+        (
+            "qwen3moe-experts",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("num_experts_per_tok");
+            }),
+            &["num_experts_per_tok", "missing"],
+        ),
+        (
+            "mixtral-experts",
+            Box::new(|c| c["num_experts_per_tok"] = 9.into()),
+            &["num_experts_per_tok (9)", "exceeds"],
+        ),
+        (
+            "olmoe-experts",
+            Box::new(|c| c["clip_qkv"] = 8.0.into()),
+            &["clip_qkv", "null"],
+        ),
+        (
+            "phi3-longrope-short",
+            Box::new(|c| c["rope_parameters"]["short_factor"] = serde_json::json!([1.0])),
+            &["short_factor", "4 frequencies"],
+        ),
+        (
+            "phi3-longrope-short",
+            Box::new(|c| c["partial_rotary_factor"] = 0.0.into()),
+            &["partial_rotary_factor"],
+        ),
+    ];
+    for (name, edit, needles) in cases {
+        let dir = family_dir_with(tmp.path(), name, edit);
+        expect_bad_dir(&dir, needles);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The same families' GGUF keys: a pattern of the wrong length, no experts a token, a
+/// rotation wider than the head; each named, exit 2.
+#[test]
+fn new_families_gguf_keys_that_cannot_be_honoured_are_named() {
+    use candle_core::quantized::gguf_file::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, &str, Value, &[&str])> = vec![
+        (
+            "gemma3-window",
+            "gemma3.attention.sliding_window_pattern",
+            Value::Array(vec![Value::Bool(true); 3]),
+            &[
+                "gemma3.attention.sliding_window_pattern",
+                "one bool per layer (6)",
+            ],
+        ),
+        (
+            "qwen3moe-experts",
+            "qwen3moe.expert_used_count",
+            Value::U32(0),
+            &["num_experts_per_tok must be at least 1"],
+        ),
+        (
+            "phi3-longrope-short",
+            "phi3.rope.dimension_count",
+            Value::U32(100),
+            &["phi3.rope.dimension_count = 100", "head size"],
+        ),
+    ];
+    for (name, key, value, needles) in cases {
+        let mut g = common::gguf::Gguf::fixture(&format!("../families/{name}/model.gguf"));
+        g.set(key, value);
+        let path = tmp.path().join(format!("{name}.gguf"));
+        g.write(&path);
+        expect_bad(
+            &[
+                "generate",
+                "--model",
+                path.to_str().unwrap(),
+                "--new-tokens",
+                "2",
+            ],
+            needles,
+        );
+    }
+}
