@@ -812,7 +812,8 @@ fn family_dir_with(tmp: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Va
 #[test]
 fn new_families_configs_that_cannot_be_honoured_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &[&str])> = vec![
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &[&str])> = vec![
         (
             "gemma3-window",
             Box::new(|c| c["hidden_activation"] = "silu".into()),
