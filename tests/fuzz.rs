@@ -275,7 +275,15 @@ proptest! {
         cut in prop::option::of(0usize..190_000),
         // A byte-level BPE (gpt2) and a SentencePiece (llama) tokenizer; each file's
         // header (metadata, tokenizer, tensor directory) is its first 13 KB or so.
-        file in prop::sample::select(vec!["llama-gqa-llama3-q8_0.gguf", "spm-tiny-f32.gguf"]),
+        // Gemma 3 (shifted norms, its pattern keys), stacked experts, Phi-3's fused
+        // projections and LongRoPE factor tensors too.
+        file in prop::sample::select(vec![
+            "llama-gqa-llama3-q8_0.gguf",
+            "spm-tiny-f32.gguf",
+            "../families/gemma3-window/model-q8_0.gguf",
+            "../families/qwen3moe-experts/model-q8_0.gguf",
+            "../families/phi3-longrope-long/model-q8_0.gguf",
+        ]),
     ) {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf").join(file);
         let mut bytes = std::fs::read(base).unwrap();
@@ -358,9 +366,13 @@ proptest! {
 
     #[test]
     fn llama_family_config_reader_never_panics(
-        model_type in prop::sample::select(vec!["llama", "mistral", "qwen2", "qwen3"]),
+        model_type in prop::sample::select(vec!["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "olmoe", "phi3", "gemma3_text"]),
         fields in prop::collection::vec((
-            prop::sample::select(vec!["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "tie_word_embeddings", "eos_token_id"]),
+            prop::sample::select(vec!["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "tie_word_embeddings", "eos_token_id",
+                // the experts', Phi-3's and Gemma 3's own fields
+                "num_experts", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob",
+                "partial_rotary_factor", "original_max_position_embeddings",
+                "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "final_logit_softcapping", "rope_local_base_freq"]),
             prop_oneof![
                 any::<u64>().prop_map(|n| n.to_string()),
                 (1u64..5000).prop_map(|n| n.to_string()),
@@ -369,6 +381,12 @@ proptest! {
                 (prop::sample::select(vec!["default", "linear", "llama3", "yarn", "dynamic"]), any::<f64>(), any::<f64>(), 0u64..100000)
                     .prop_map(|(t, f, l, o)| format!(r#"{{"rope_type": "{t}", "factor": {}, "low_freq_factor": {}, "high_freq_factor": 4.0, "original_max_position_embeddings": {o}}}"#,
                         if f.is_finite() { f } else { 1.0 }, if l.is_finite() { l } else { 1.0 })),
+                (prop::sample::select(vec!["longrope", "su"]), 0usize..6, any::<f64>(), 0u64..100000)
+                    .prop_map(|(t, n, f, o)| format!(r#"{{"rope_type": "{t}", "short_factor": [{}], "long_factor": [{}], "original_max_position_embeddings": {o}}}"#,
+                        vec![if f.is_finite() { f } else { 1.0 }; n].iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "),
+                        vec!["2.0"; n].join(", "))),
+                Just(r#"["sliding_attention", "full_attention"]"#.to_string()),
+                Just(r#"{"full_attention": {"rope_type": "default", "rope_theta": 10000.0}, "sliding_attention": {"rope_type": "linear", "factor": 2.0}}"#.to_string()),
                 Just("null".to_string()),
                 Just("[1, 2]".to_string()),
             ],

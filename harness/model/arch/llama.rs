@@ -719,10 +719,23 @@ fn moe_config(
             "{origin}: {count_field} = {num_experts} is beyond what quantbench accepts (4096)"
         );
     }
-    let intermediate_size = match member {
-        Member::Qwen3Moe => need("moe_intermediate_size", raw.moe_intermediate_size)?,
-        _ => need("intermediate_size", raw.intermediate_size)?,
+    let (width_field, intermediate_size) = match member {
+        Member::Qwen3Moe => (
+            "moe_intermediate_size",
+            need("moe_intermediate_size", raw.moe_intermediate_size)?,
+        ),
+        _ => (
+            "intermediate_size",
+            need("intermediate_size", raw.intermediate_size)?,
+        ),
     };
+    // The bound of validate's intermediate_size: a lying config cannot overflow the plan.
+    if intermediate_size > 1 << 20 {
+        crate::bad_input!(
+            "{origin}: {width_field} = {intermediate_size} is beyond what quantbench accepts ({})",
+            1 << 20
+        );
+    }
     let step = raw.decoder_sparse_step.unwrap_or(1);
     if member == Member::Qwen3Moe && step == 0 {
         crate::bad_input!("{origin}: decoder_sparse_step must be at least 1");
