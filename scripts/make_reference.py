@@ -475,6 +475,8 @@ def make_families():
         for i, r in enumerate(recs):
             logits[f"{name}/{i}"] = r.pop("last_logits").contiguous()
         reference["models"][name] = recs
+        # What transformers counts of the model loaded in f32 (parameters and buffers).
+        reference.setdefault("footprints_f32", {})[name] = back.get_memory_footprint()
         print(name, "seed", seed, "min top-2 margin", margin,
               "tokens", recs[0]["greedy_new_ids"][:8], "prompt ids", recs[0]["prompt_ids"])
         if to_gguf:

@@ -200,3 +200,23 @@ fn a_run_records_expert_usage_streamed_bytes_and_top_k_agreement() {
         assert!(four.decode_bytes_per_step.unwrap() > one.decode_bytes_per_step.unwrap());
     }
 }
+
+/// What transformers' get_memory_footprint() counts of each model loaded in f32
+/// (parameters, the rotary buffers of each layer kind, Gemma's embed_scale, Phi-3's
+/// partial rotation) is what quantbench records as transformers' count.
+#[test]
+fn transformers_footprints_are_transformers_own() {
+    let text = std::fs::read_to_string(fixtures().join("reference-families.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let want = json["footprints_f32"].as_object().unwrap();
+    assert_eq!(want.len(), 8);
+    for (name, bytes) in want {
+        let q = Quantization::new(Precision::F32);
+        let m = model::load(&source(name), q, &Device::Cpu).unwrap();
+        let tf = m
+            .footprint
+            .transformers(m.config().transformers_buffer_bytes(q.rest.dtype()))
+            .unwrap();
+        assert_eq!(tf.current_bytes, bytes.as_u64().unwrap(), "{name}");
+    }
+}

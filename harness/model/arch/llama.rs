@@ -2347,10 +2347,11 @@ impl ArchConfig for Config {
     fn is_embedding(&self, name: &str) -> bool {
         matches!(name, "model.embed_tokens.weight" | "lm_head.weight")
     }
-    /// The rotary `inv_freq` and `original_inv_freq`, head_dim / 2 f32 each, whatever
-    /// the model's dtype.
+    /// The rotary `inv_freq` and `original_inv_freq`, one per rotated pair (head_dim / 2,
+    /// less under Phi-3's partial rotation) f32 each, whatever the model's dtype
+    /// (transformers 5.25's get_memory_footprint on the families' fixtures).
     fn transformers_buffer_bytes(&self, _rest: candle_core::DType) -> (u64, Option<u64>) {
-        ((2 * (self.head_dim / 2) * 4) as u64, None)
+        ((2 * (self.rotary_dim() / 2) * 4) as u64, None)
     }
     fn to_json(&self) -> Value {
         Config::to_json(self)
