@@ -1,9 +1,10 @@
 //! The llama.cpp engine (cargo feature llama-cpp) against llama.cpp itself: on files of
-//! architectures and types quantbench's own engine does not run (a tiny random Gemma 3
-//! at IQ4_XS and a tiny random Qwen3-MoE at MXFP4_MOE, made by llama.cpp's own converter
-//! and quantizer: scripts/make_llama_fixtures.py), it gives llama.cpp's own greedy tokens
+//! types quantbench's own engine does not run (a tiny random Gemma 3 at IQ4_XS and a tiny
+//! random Qwen3-MoE at MXFP4_MOE, made by llama.cpp's own converter and quantizer:
+//! scripts/make_llama_fixtures.py), it gives llama.cpp's own greedy tokens
 //! (scripts/peers/llama_greedy.cpp, built here against the very llama.cpp the engine
-//! links); on files both engines run, both engines' tokens and logits agree; from an F32
+//! links); on files both engines run, both engines' tokens and logits agree (and the own
+//! engine's tokens are llama.cpp's on the families' converted GGUFs); from an F32
 //! file it makes llama-quantize's types with llama.cpp's quantizer and scores them; and
 //! bad input is refused with exit 2.
 #![cfg(feature = "llama-cpp")]

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::InputError;
-use crate::model::arch::llama::{rope_scaling_from, Rope, RopeScaling};
+use crate::model::arch::llama::{first_id, rope_scaling_from, Rope, RopeScaling};
 use crate::model::arch::{ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig};
 use crate::model::nn::{
     causal_mask, linear_parts, Cache, Group, KvCache, Linear, MaskKey, Matrix, Part, RmsNorm,
@@ -105,17 +105,6 @@ struct RawConfig {
     tie_word_embeddings: Option<bool>,
     bos_token_id: Option<Value>,
     eos_token_id: Option<Value>,
-}
-
-fn first_id(v: &Option<Value>) -> Option<u32> {
-    match v.as_ref()? {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::Array(a) => a
-            .first()
-            .and_then(|n| n.as_u64())
-            .and_then(|n| u32::try_from(n).ok()),
-        _ => None,
-    }
 }
 
 /// The sliding layers of a model of `layers` layers whose every `pattern`-th layer is

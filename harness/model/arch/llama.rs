@@ -258,7 +258,7 @@ struct RawConfig {
 }
 
 /// The first id of a token-id field that may be a number or a list of numbers.
-fn first_id(v: &Option<Value>) -> Option<u32> {
+pub fn first_id(v: &Option<Value>) -> Option<u32> {
     match v.as_ref()? {
         Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         Value::Array(a) => a
