@@ -12,45 +12,18 @@
 mod common;
 
 use candle_core::Device;
-use common::reference::fixtures;
+use common::real::LlamaCpp;
 use quantbench::model::{self, Cache, LoadedModel, ModelSpec};
 use quantbench::precision::{Precision, Quantization};
 use quantbench::run::generate::{generate, GenerateOptions, NoObserver};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct LlamaCpp {
-    model_sha256: String,
-    paragraphs: Vec<Text>,
-    prompts: Vec<Prompt>,
-}
-
-#[derive(Deserialize)]
-struct Text {
-    text: String,
-    ids: Vec<u32>,
-}
-
-#[derive(Deserialize)]
-struct Prompt {
-    text: String,
-    ids: Vec<u32>,
-    greedy_f32_kv: Vec<u32>,
-    greedy_f16_kv: Vec<u32>,
-}
 
 fn llama_cpp() -> LlamaCpp {
-    let path = fixtures().join("real/gemma-3-270m-llama-cpp.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    common::real::llama_cpp("gemma-3-270m-llama-cpp.json")
 }
 
 fn native() -> Option<LoadedModel> {
-    if std::env::var("QUANTBENCH_SKIP_REAL_MODEL").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: QUANTBENCH_SKIP_REAL_MODEL=1");
+    if common::real::skipped() {
         return None;
-    }
-    if let Err(e) = common::fetch_real_models() {
-        panic!("{e}");
     }
     let spec: ModelSpec = "gemma-3-270m".parse().unwrap();
     let source = model::resolve(&spec).unwrap_or_else(|e| panic!("{e:#}"));
@@ -119,43 +92,7 @@ fn the_tokenizer_from_the_file_is_llama_cpps_bos_included() {
 fn greedy_choices_are_llama_cpps_on_the_file_as_stored() {
     const NEAR_TIE: f32 = 0.3;
     let Some(m) = native() else { return };
-    let r = llama_cpp();
-    let (mut exact, mut total) = (0, 0);
-    for p in &r.prompts {
-        for (kv, seq) in [("f32", &p.greedy_f32_kv), ("f16", &p.greedy_f16_kv)] {
-            let ids: Vec<u32> = p.ids.iter().chain(seq.iter()).copied().collect();
-            let mut cache = Cache::new(m.config(), ids.len());
-            let logits: Vec<Vec<f32>> = m
-                .model
-                .forward_all(&ids, &mut cache)
-                .unwrap()
-                .to_vec2()
-                .unwrap();
-            for (i, &want) in seq.iter().enumerate() {
-                let row = &logits[p.ids.len() - 1 + i];
-                let (top, top_logit) =
-                    row.iter()
-                        .enumerate()
-                        .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b });
-                total += 1;
-                if top as u32 == want {
-                    exact += 1;
-                    continue;
-                }
-                let gap = top_logit - row[want as usize];
-                eprintln!(
-                    "{:?} ({kv} KV) position {i}: llama.cpp {want}, quantbench {top}, {gap:.3} logits apart",
-                    p.text
-                );
-                assert!(
-                    gap < NEAR_TIE,
-                    "{:?} ({kv} KV) position {i}: llama.cpp chose {want}, {gap} logits below quantbench's {top}",
-                    p.text
-                );
-            }
-        }
-    }
-    eprintln!("{exact} of {total} greedy choices exactly llama.cpp's");
+    let (exact, total) = common::real::teacher_forced(&m, &llama_cpp(), NEAR_TIE);
     assert!(exact * 100 >= total * 95, "{exact} of {total}");
 }
 

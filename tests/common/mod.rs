@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a part
 
 pub mod gguf;
+pub mod real;
 pub mod reference;
 
 use std::path::Path;
