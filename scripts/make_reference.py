@@ -258,6 +258,49 @@ def to_older_config_form(path):
         json.dump(cfg, fh, indent=2)
 
 
+def seed_search(name, cls, config, dtype, path, tok, seeds, norm, embed_std,
+                older=False, min_distinct=0):
+    """Draw `cls(config)` from each seed in turn (wider weights than the 0.02 init so
+    logits spread and greedy choices are clear; random norms (`norm`) and biases so every
+    term is exercised), save it to `path` in `dtype`, and keep the first whose every
+    greedy choice is clear (top-2 margin >= MIN_MARGIN, so that float rounding cannot flip
+    a token in the test) and whose continuations hold `min_distinct` distinct tokens.
+    (seed, records, margin, the model transformers loads back in f32)."""
+    from transformers import AutoModelForCausalLM
+    config._attn_implementation = "eager"
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = cls(config)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "norm" in pname:
+                    p.copy_(norm(p))
+                elif pname.endswith("bias"):
+                    p.copy_(0.05 * torch.randn_like(p))
+                elif "embed_tokens" in pname:
+                    p.copy_(embed_std * torch.randn_like(p))
+                elif "lm_head" in pname:
+                    p.copy_(0.3 * torch.randn_like(p))
+                else:
+                    p.copy_(0.1 * torch.randn_like(p))
+        model = model.to(dtype)
+        model.save_pretrained(path, safe_serialization=True)
+        for extra in ["generation_config.json"]:
+            if os.path.exists(os.path.join(path, extra)):
+                os.remove(os.path.join(path, extra))
+        if older:
+            to_older_config_form(path)
+        # The reference is what transformers computes from the saved files, in f32.
+        back = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                    attn_implementation="eager").eval()
+        recs = record(back, lambda text: {"input_ids": tok.encode(text)}, LLAMA_VOCAB)
+        margin = min(r["min_top2_margin"] for r in recs)
+        varied = min(len(set(r["greedy_new_ids"])) for r in recs) >= min_distinct
+        if margin >= MIN_MARGIN and varied:
+            return seed, recs, margin, back
+    sys.exit(f"{name}: no seed gave top-2 margins >= {MIN_MARGIN}")
+
+
 def make_llama_family():
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
     out_dir = os.path.join(FIXTURES, "llama-family")
@@ -275,40 +318,9 @@ def make_llama_family():
         tok_file = os.path.join(path, "tokenizer.json")
         train_tokenizer(tok_file, LLAMA_VOCAB)
         tok = PreTrainedTokenizerFast(tokenizer_file=tok_file)
-        config._attn_implementation = "eager"
-        # Seeds are tried until every greedy choice is clear (top-2 margin >= MIN_MARGIN),
-        # so that a difference of float rounding cannot flip a token in the test.
-        for seed in range(100 * index, 100 * index + 50):
-            torch.manual_seed(seed)
-            model = cls(config)
-            # Wider weights than the 0.02 init so logits spread and greedy choices are
-            # clear, and random norm weights and biases so every term is exercised.
-            with torch.no_grad():
-                for pname, p in model.named_parameters():
-                    if "norm" in pname:
-                        p.copy_(1.0 + 0.1 * torch.randn_like(p))
-                    elif pname.endswith("bias"):
-                        p.copy_(0.05 * torch.randn_like(p))
-                    elif "embed_tokens" in pname or "lm_head" in pname:
-                        p.copy_(0.3 * torch.randn_like(p))
-                    else:
-                        p.copy_(0.1 * torch.randn_like(p))
-            model = model.to(dtype)
-            model.save_pretrained(path, safe_serialization=True)
-            for extra in ["generation_config.json"]:
-                if os.path.exists(os.path.join(path, extra)):
-                    os.remove(os.path.join(path, extra))
-            if older:
-                to_older_config_form(path)
-            # The reference is what transformers computes from the saved files, in f32.
-            back = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                        attn_implementation="eager").eval()
-            recs = record(back, lambda text: {"input_ids": tok.encode(text)}, LLAMA_VOCAB)
-            margin = min(r["min_top2_margin"] for r in recs)
-            if margin >= MIN_MARGIN:
-                break
-        else:
-            sys.exit(f"{name}: no seed gave top-2 margins >= {MIN_MARGIN}")
+        seed, recs, margin, _ = seed_search(
+            name, cls, config, dtype, path, tok, range(100 * index, 100 * index + 50),
+            norm=lambda p: 1.0 + 0.1 * torch.randn_like(p), embed_std=0.3, older=older)
         for i, r in enumerate(recs):
             logits[f"{name}/{i}"] = r.pop("last_logits").contiguous()
         reference["models"][name] = recs
@@ -422,7 +434,7 @@ def make_families():
     the same seed search and records as make_llama_family, into reference-families.json and
     reference-families-logits.safetensors; those marked for it also converted by llama.cpp's
     converter to F32 and Q8_0 GGUF files beside them (model.gguf, model-q8_0.gguf)."""
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
     out_dir = os.path.join(FIXTURES, "families")
     os.makedirs(out_dir, exist_ok=True)
     reference = {
@@ -438,40 +450,14 @@ def make_families():
         tok_file = os.path.join(path, "tokenizer.json")
         train_tokenizer(tok_file, LLAMA_VOCAB)
         tok = PreTrainedTokenizerFast(tokenizer_file=tok_file)
-        config._attn_implementation = "eager"
         # Gemma multiplies embeddings by sqrt(hidden): drawn narrower, so that the
-        # residual stream is not the last token's embedding alone.
+        # residual stream is not the last token's embedding alone. A continuation that
+        # repeats one token proves little about positions: at least 6 distinct ones.
         embed_std = 0.3 / (config.hidden_size ** 0.5 if "Gemma" in cls.__name__ else 1.0)
-        for seed in range(1000 + 100 * index, 1000 + 100 * index + 100):
-            torch.manual_seed(seed)
-            model = cls(config)
-            with torch.no_grad():
-                for pname, p in model.named_parameters():
-                    if "norm" in pname:
-                        p.copy_(0.1 * torch.randn_like(p))
-                    elif pname.endswith("bias"):
-                        p.copy_(0.05 * torch.randn_like(p))
-                    elif "embed_tokens" in pname:
-                        p.copy_(embed_std * torch.randn_like(p))
-                    elif "lm_head" in pname:
-                        p.copy_(0.3 * torch.randn_like(p))
-                    else:
-                        p.copy_(0.1 * torch.randn_like(p))
-            model = model.to(dtype)
-            model.save_pretrained(path, safe_serialization=True)
-            for extra in ["generation_config.json"]:
-                if os.path.exists(os.path.join(path, extra)):
-                    os.remove(os.path.join(path, extra))
-            back = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                        attn_implementation="eager").eval()
-            recs = record(back, lambda text: {"input_ids": tok.encode(text)}, LLAMA_VOCAB)
-            margin = min(r["min_top2_margin"] for r in recs)
-            # A continuation that repeats one token proves little about positions.
-            varied = min(len(set(r["greedy_new_ids"])) for r in recs) >= 6
-            if margin >= MIN_MARGIN and varied:
-                break
-        else:
-            sys.exit(f"{name}: no seed gave top-2 margins >= {MIN_MARGIN}")
+        seed, recs, margin, back = seed_search(
+            name, cls, config, dtype, path, tok,
+            range(1000 + 100 * index, 1000 + 100 * index + 100),
+            norm=lambda p: 0.1 * torch.randn_like(p), embed_std=embed_std, min_distinct=6)
         for i, r in enumerate(recs):
             logits[f"{name}/{i}"] = r.pop("last_logits").contiguous()
         reference["models"][name] = recs
