@@ -856,6 +856,11 @@ fn new_families_configs_that_cannot_be_honoured_are_named() {
             Box::new(|c| c["partial_rotary_factor"] = 0.0.into()),
             &["partial_rotary_factor"],
         ),
+        (
+            "phi3-longrope-short",
+            Box::new(|c| c["rope_parameters"]["attention_factor"] = (-1.0).into()),
+            &["attention_factor (-1)", "above 0"],
+        ),
     ];
     for (name, edit, needles) in cases {
         let dir = family_dir_with(tmp.path(), name, edit);

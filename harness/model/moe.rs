@@ -4,7 +4,7 @@
 //! weights — as transformers' `*TopKRouter` + `*Experts` compute it:
 //!
 //! - router logits `x · Wᵀ` (`[experts, hidden]`), softmax in f32, the top k by
-//!   probability (ties to the lower index, as `torch.topk` on CPU), the k weights
+//!   probability (ties to the lower index), the k weights
 //!   renormalised to sum to 1 where the architecture asks (`norm_topk_prob`: Qwen3-MoE's
 //!   config, always for Mixtral, never for OLMoE's default; llama.cpp's graphs hard-code
 //!   the same per architecture);

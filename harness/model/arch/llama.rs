@@ -853,6 +853,11 @@ fn long_rope_from(
         None if factor <= 1.0 => 1.0,
         None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
     };
+    if !(attention_factor.is_finite() && attention_factor > 0.0) {
+        crate::bad_input!(
+            "{origin}: {field}.attention_factor ({attention_factor}) must be a finite number above 0: cos and sin are multiplied by it"
+        );
+    }
     Ok((
         RopeScaling::LongRope {
             original_max_position_embeddings: original,
