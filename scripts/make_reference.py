@@ -92,6 +92,16 @@ reference-families.json / reference-families-logits.safetensors:
                   Phi3ForCausalLM: fused qkv and gate_up projections, partial rotary (0.5),
                   LongRoPE whose original context is 64 (short factors throughout) or 4
                   (long factors throughout), a sliding window of 10; with their GGUFs
+  gpt-oss-experts GptOssForCausalLM: attention sinks, biases on q/k/v/o, router and experts,
+                  sliding (window 6) and full layers in turn, 4 experts routed
+                  top-k-then-softmax, clamped SwiGLU, YaRN whose correction range is the
+                  same truncated or not; with its GGUFs (and model-mxfp4.gguf,
+                  llama-quantize's MXFP4_MOE)
+  gpt-oss-custom  GptOssForCausalLM in bf16: swiglu_limit 0.4 (the clamp bites), YaRN
+                  untruncated at gpt-oss-20b's numbers, an irregular layer_types (no GGUF)
+
+    python3 scripts/make_reference.py --only families --family gpt-oss-experts
+                  regenerates that one model, merged into the records already there
 """
 import json
 import os
@@ -351,7 +361,8 @@ def make_llama_family():
 def family_models():
     """The architectures added after the Llama family: (name, class, config, dtype,
     convert to GGUF?). Each turns on every switch its architecture has."""
-    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, MixtralConfig,
+    from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GptOssConfig,
+                              GptOssForCausalLM, MixtralConfig,
                               MixtralForCausalLM, OlmoeConfig, OlmoeForCausalLM,
                               Phi3Config, Phi3ForCausalLM, Qwen3MoeConfig,
                               Qwen3MoeForCausalLM)
@@ -426,6 +437,35 @@ def family_models():
             **common, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             sliding_window=10, partial_rotary_factor=0.5, original_max_position_embeddings=4,
             rope_parameters=longrope(4), tie_word_embeddings=False), torch.float32, True),
+        # gpt-oss: attention sinks, biases on q/k/v/o, router and experts, sliding and full
+        # layers in turn (window 6), experts routed top-k-then-softmax with the clamped
+        # SwiGLU, YaRN. The YaRN numbers are chosen so that its correction range is the
+        # same floored and ceiled or not (0 and 15 after the clamps): transformers runs
+        # gpt-oss untruncated, llama.cpp always truncates (and takes beta_fast 32,
+        # beta_slow 1 whatever the file says), and this fixture is for both.
+        ("gpt-oss-experts", GptOssForCausalLM, GptOssConfig(
+            **{**common, "rms_norm_eps": 1e-5, "intermediate_size": 32,
+               "max_position_embeddings": 800},
+            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_local_experts=4, num_experts_per_tok=2, sliding_window=6,
+            swiglu_limit=7.0, attention_bias=True, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 6.0, "factor": 4.0,
+                             "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                             "original_max_position_embeddings": 200}),
+         torch.float32, True),
+        # What GGUF cannot state: a limit low enough to clamp, YaRN untruncated at
+        # gpt-oss-20b's numbers (where llama.cpp's truncation differs), an irregular
+        # layer_types, bf16.
+        ("gpt-oss-custom", GptOssForCausalLM, GptOssConfig(
+            **{**common, "rms_norm_eps": 1e-5, "intermediate_size": 32},
+            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+            num_local_experts=8, num_experts_per_tok=3, sliding_window=5,
+            layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+            swiglu_limit=0.4, attention_bias=True, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
+                             "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                             "original_max_position_embeddings": 64}),
+         torch.bfloat16, False),
     ]
 
 
@@ -444,7 +484,17 @@ def make_families():
         "models": {},
     }
     logits = {}
+    # --family NAME: that model alone, merged into the records already there.
+    chosen = sys.argv[sys.argv.index("--family") + 1] if "--family" in sys.argv else None
+    if chosen:
+        with open(os.path.join(FIXTURES, "reference-families.json")) as f:
+            reference = json.load(f)
+        reference["transformers_version"] = __import__("transformers").__version__
+        reference["torch_version"] = torch.__version__
+        logits = dict(load_file(os.path.join(FIXTURES, "reference-families-logits.safetensors")))
     for index, (name, cls, config, dtype, to_gguf) in enumerate(family_models()):
+        if chosen and name != chosen:
+            continue
         path = os.path.join(out_dir, name)
         os.makedirs(path, exist_ok=True)
         tok_file = os.path.join(path, "tokenizer.json")
@@ -476,6 +526,8 @@ def make_families():
             f32 = os.path.join(path, "model.gguf")
             convert(path, f32)
             quantize(f32, os.path.join(path, "model-q8_0.gguf"), "Q8_0")
+            if "GptOss" in cls.__name__:
+                quantize(f32, os.path.join(path, "model-mxfp4.gguf"), "MXFP4_MOE")
     save_file(logits, os.path.join(FIXTURES, "reference-families-logits.safetensors"))
     with open(os.path.join(FIXTURES, "reference-families.json"), "w") as f:
         json.dump(reference, f, indent=1)

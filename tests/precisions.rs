@@ -98,8 +98,18 @@ fn expected_llama_bytes(cfg: &llama::Config, q: Quantization) -> usize {
         + if cfg.qk_norm { qn + kn } else { 0 }
         + if cfg.qkv_bias { qo + 2 * kvo } else { 0 }
         + if cfg.o_bias { h } else { 0 }
-        + if cfg.mlp_bias { 2 * inter + h } else { 0 };
-    let norms_biases = (cfg.num_hidden_layers * per_layer_vectors + h) * rest;
+        + if cfg.mlp_bias { 2 * inter + h } else { 0 }
+        + if cfg.attention_sinks {
+            cfg.num_attention_heads
+        } else {
+            0
+        };
+    // gpt-oss: the router's bias and every expert's three biases, as vectors.
+    let expert_biases: usize = (0..cfg.num_hidden_layers)
+        .filter_map(|i| cfg.moe.as_ref().filter(|m| m.biases && m.sparse[i]))
+        .map(|m| m.num_experts * (1 + 2 * m.intermediate_size + h))
+        .sum();
+    let norms_biases = (cfg.num_hidden_layers * per_layer_vectors + expert_biases + h) * rest;
     embeddings + linear + norms_biases
 }
 
@@ -200,12 +210,42 @@ fn synthetic_member(member: llama::Member) -> ModelSource {
         llama::Member::Qwen3Moe | llama::Member::Mixtral | llama::Member::Olmoe => {
             c.qk_norm = member != llama::Member::Mixtral;
             c.qk_norm_full = member == llama::Member::Olmoe;
+            c.moe = Some(llama::MoeConfig::softmax_top_k(
+                4,
+                2,
+                64,
+                member != llama::Member::Olmoe,
+                vec![member != llama::Member::Qwen3Moe, true],
+            ));
+        }
+        // Sinks, biases everywhere, a sliding layer then a full one, YaRN, experts
+        // routed top-k-then-softmax with the clamped SwiGLU.
+        llama::Member::GptOss => {
+            use quantbench::model::moe::{Activation, Routing};
+            c.qkv_bias = true;
+            c.o_bias = true;
+            c.attention_sinks = true;
+            c.sliding_window = Some(8);
+            c.layer_sliding = Some(vec![true, false]);
+            c.rope_scaling = llama::RopeScaling::Yarn {
+                factor: 32.0,
+                original_max_position_embeddings: 64,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attention_factor: 1.3466,
+                truncate: false,
+            };
             c.moe = Some(llama::MoeConfig {
                 num_experts: 4,
                 top_k: 2,
                 intermediate_size: 64,
-                norm_topk_prob: member != llama::Member::Olmoe,
-                sparse: vec![member != llama::Member::Qwen3Moe, true],
+                routing: Routing::TopKThenSoftmax,
+                activation: Activation::ClampedSwiglu {
+                    alpha: 1.702,
+                    limit: 7.0,
+                },
+                biases: true,
+                sparse: vec![true, true],
             });
         }
     }
@@ -227,6 +267,7 @@ fn every_precision_and_policy_holds_exactly_its_format_bytes() {
         synthetic_member(llama::Member::Qwen3Moe),
         synthetic_member(llama::Member::Olmoe),
         synthetic_member(llama::Member::Phi3),
+        synthetic_member(llama::Member::GptOss),
         synthetic("synthetic:tiny-gemma3"),
     ] {
         check_format_bytes(&src);
@@ -331,6 +372,8 @@ fn generation_is_deterministic_and_the_kv_cache_matches_a_full_recompute() {
         // A sliding window of 8 positions, passed during the 15 tokens: the cached
         // decode must mask exactly as the full recompute does.
         synthetic_member(llama::Member::Mistral),
+        // Sinks and a window on the first layer only, past it during the 15 tokens.
+        synthetic_member(llama::Member::GptOss),
     ] {
         check_cache_matches_recompute(&src);
     }

@@ -84,6 +84,25 @@ fn phi3_with_longrope_and_partial_rotary_matches_transformers_at_f32() {
     }
 }
 
+/// gpt-oss: attention sinks, biases on q/k/v/o, on the router and on every expert,
+/// sliding (window 6, run past) and full layers in turn, YaRN, top-k-then-softmax
+/// routing and the clamped SwiGLU; from the folder (experts stacked as transformers
+/// keeps them, gate and up interleaved) and from llama.cpp's converter's GGUF.
+#[test]
+fn gpt_oss_with_sinks_yarn_and_biased_experts_matches_transformers_at_f32() {
+    check_f32("gpt-oss-experts", "gpt-oss-experts", "gpt_oss");
+    check_f32("gpt-oss-experts", "gpt-oss-experts/model.gguf", "gpt_oss");
+}
+
+/// What only a config.json states: a SwiGLU limit of 0.4 (clamping gate and up), YaRN
+/// untruncated at gpt-oss-20b's numbers, an irregular layer_types; stored bf16.
+#[test]
+fn gpt_oss_with_its_own_clamp_layers_and_untruncated_yarn_matches_transformers_at_f32() {
+    let src = source("gpt-oss-custom");
+    assert_eq!(src.stored_dtypes().unwrap(), Some(vec!["bf16".to_string()]));
+    check_f32("gpt-oss-custom", "gpt-oss-custom", "gpt_oss");
+}
+
 /// A dense layer among the sparse ones, 3 of 8 experts a token, weights not
 /// renormalised: what only a config.json states.
 #[test]
@@ -102,6 +121,8 @@ fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
         ("olmoe-experts", "olmoe-experts"),
         ("qwen3moe-mixed", "qwen3moe-mixed"),
         ("phi3-longrope-short", "phi3-longrope-short"),
+        ("gpt-oss-experts", "gpt-oss-experts"),
+        ("gpt-oss-custom", "gpt-oss-custom"),
     ] {
         let q8 = model::load(
             &source(path),
@@ -132,6 +153,7 @@ fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
         "qwen3moe-experts",
         "mixtral-experts",
         "olmoe-experts",
+        "gpt-oss-experts",
     ] {
         let own = model::load(
             &source(&format!("{name}/model.gguf")),
@@ -209,7 +231,7 @@ fn transformers_footprints_are_transformers_own() {
     let text = std::fs::read_to_string(fixtures().join("reference-families.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let want = json["footprints_f32"].as_object().unwrap();
-    assert_eq!(want.len(), 8);
+    assert_eq!(want.len(), 10);
     for (name, bytes) in want {
         let q = Quantization::new(Precision::F32);
         let m = model::load(&source(name), q, &Device::Cpu).unwrap();

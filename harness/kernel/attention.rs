@@ -148,12 +148,53 @@ pub fn step(
     scale: f64,
     causal: Option<Causal>,
 ) -> candle_core::Result<Option<Tensor>> {
+    step_with_sinks(q, k, v, scale, causal, None)
+}
+
+/// [`step`] with attention sinks where given: one logit per query head (`g · r / len`
+/// of them, head `h = group · rep + r` as the rows stack them) that joins each row's
+/// softmax and is dropped ([`super::vexp::softmax_with_sink`]).
+pub fn step_with_sinks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    causal: Option<Causal>,
+    sinks: Option<&[f32]>,
+) -> candle_core::Result<Option<Tensor>> {
     if super::active() != super::Kernels::Quantbench {
         return Ok(None);
     }
     match causal {
-        None => decode(q, k, v, scale),
-        Some(c) => prompt(q, k, v, scale, c),
+        None => decode(q, k, v, scale, sinks),
+        Some(c) => prompt(q, k, v, scale, c, sinks),
+    }
+}
+
+/// candle's softmax of attention scores `att` `[b, g, rep · len, t]` with one sink
+/// logit per query head appended to each row and dropped after (`sinks` `[g · rep]`,
+/// head `group · rep + r`): what [`step_with_sinks`] computes, for other devices.
+pub fn softmax_with_sinks_candle(
+    att: &Tensor,
+    sinks: &Tensor,
+    rep: usize,
+) -> candle_core::Result<Tensor> {
+    let (b, g, rows, t) = att.dims4()?;
+    let len = rows / rep;
+    let s = sinks
+        .to_dtype(att.dtype())?
+        .reshape((1, g, rep, 1, 1))?
+        .broadcast_as((b, g, rep, len, 1))?
+        .reshape((b, g, rows, 1))?;
+    let all = Tensor::cat(&[att, &s], 3)?;
+    candle_nn::ops::softmax_last_dim(&all)?.narrow(3, 0, t)
+}
+
+/// Row `row`'s softmax: with query head `head`'s sink where there are sinks.
+fn softmax_row(row: &mut [f32], sinks: Option<&[f32]>, head: usize) {
+    match sinks {
+        Some(s) => super::vexp::softmax_with_sink(row, s[head]),
+        None => super::vexp::softmax(row),
     }
 }
 
@@ -174,10 +215,14 @@ pub fn prompt(
     v: &Tensor,
     scale: f64,
     causal: Causal,
+    sinks: Option<&[f32]>,
 ) -> candle_core::Result<Option<Tensor>> {
     with_views(q, k, v, |Dims { b, g, r, t, hd }, qv, kv, vv| {
         let len = causal.len;
         if len == 0 || t < len || r % len != 0 {
+            return Ok(None);
+        }
+        if sinks.is_some_and(|s| s.len() != g * (r / len)) {
             return Ok(None);
         }
         // Units: (sequence, key/value head, block of `len` rows, PROMPT_ROWS of them).
@@ -239,7 +284,7 @@ pub fn prompt(
                     for (i, row) in s.chunks_exact_mut(n).enumerate() {
                         let vis = causal.visible(i0 + i, t);
                         let (a, e) = (vis.start - lo, vis.end - lo);
-                        super::vexp::softmax(&mut row[a..e]);
+                        softmax_row(&mut row[a..e], sinks, gi * reps + rep);
                         row[..a].fill(0.0);
                         row[e..].fill(0.0);
                     }
@@ -285,9 +330,10 @@ pub fn decode(
     k: &Tensor,
     v: &Tensor,
     scale: f64,
+    sinks: Option<&[f32]>,
 ) -> candle_core::Result<Option<Tensor>> {
     with_views(q, k, v, |Dims { b, g, r, t, hd }, qv, kv, vv| {
-        if t == 0 {
+        if t == 0 || sinks.is_some_and(|s| s.len() != g * r) {
             return Ok(None);
         }
         let units = b * g * r;
@@ -311,6 +357,7 @@ pub fn decode(
                     scale,
                     &mut scores,
                     y,
+                    sinks.map(|s| s[gi * r + row]),
                 );
             }
         });
@@ -352,12 +399,30 @@ pub fn attend_cached(
     scale: f32,
     out: &mut [f32],
 ) -> candle_core::Result<()> {
+    attend_cached_with_sinks(q, q_stride, keys, values, heads, visible, scale, out, None)
+}
+
+/// [`attend_cached`] with one sink logit per query head where given (see
+/// [`step_with_sinks`]).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_cached_with_sinks(
+    q: &[f32],
+    q_stride: usize,
+    keys: &Tensor,
+    values: &Tensor,
+    heads: Heads,
+    visible: std::ops::Range<usize>,
+    scale: f32,
+    out: &mut [f32],
+    sinks: Option<&[f32]>,
+) -> candle_core::Result<()> {
     let Heads { b, g, rep, hd } = heads;
     let width = g * rep * hd;
     if b == 0
         || out.len() != b * width
         || q.len() < (b - 1) * q_stride + width
         || visible.is_empty()
+        || sinks.is_some_and(|s| s.len() != g * rep)
     {
         candle_core::bail!(
             "attention of {b} x {g} x {rep} x {hd} over {visible:?}: {} queries, {} outputs",
@@ -412,6 +477,7 @@ pub fn attend_cached(
                     scale,
                     &mut scores[..t],
                     y,
+                    sinks.map(|s| s[head]),
                 );
             }
         })
@@ -427,11 +493,15 @@ fn attend<'a>(
     scale: f32,
     scores: &mut [f32],
     y: &mut [f32],
+    sink: Option<f32>,
 ) {
     for (j, s) in scores.iter_mut().enumerate() {
         *s = dot(q, key(j)) * scale;
     }
-    super::vexp::softmax(scores);
+    match sink {
+        Some(s) => super::vexp::softmax_with_sink(scores, s),
+        None => super::vexp::softmax(scores),
+    }
     y.fill(0.0);
     for (j, &p) in scores.iter().enumerate() {
         axpy(p, value(j), y);
@@ -534,7 +604,9 @@ mod tests {
             let q = Tensor::randn(0f32, 1.0, (b, g, r, hd), &dev).unwrap();
             let (k, v) = (strided_cache(b, g, t, hd), strided_cache(b, g, t, hd));
             let scale = 1.0 / (hd as f64).sqrt();
-            let ours = decode(&q, &k, &v, scale).unwrap().expect("a CPU f32 input");
+            let ours = decode(&q, &k, &v, scale, None)
+                .unwrap()
+                .expect("a CPU f32 input");
             let att = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
             let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
             let theirs = att.matmul(&v).unwrap();
@@ -561,7 +633,7 @@ mod tests {
             let (k, v) = (strided_cache(b, g, t, hd), strided_cache(b, g, t, hd));
             let scale = 1.0 / (hd as f64).sqrt();
             let causal = Causal { len, window };
-            let ours = prompt(&q, &k, &v, scale, causal)
+            let ours = prompt(&q, &k, &v, scale, causal, None)
                 .unwrap()
                 .expect("a CPU f32 input");
             let mask = crate::model::nn::causal_mask(len, start, window, &dev).unwrap();
@@ -583,16 +655,64 @@ mod tests {
         }
     }
 
+    /// With attention sinks, decode and prompt rows equal candle's scores with each
+    /// head's sink appended to the softmax and dropped.
+    #[test]
+    fn sinks_take_their_share_as_candles_concatenation_does() {
+        let dev = Device::Cpu;
+        for (b, g, rep, len, start, window, hd) in [
+            (1, 2, 3, 1, 11, None, 16),
+            (2, 2, 2, 1, 5, None, 8),
+            (1, 2, 2, 37, 4, Some(8), 8),
+            (1, 1, 4, 40, 0, None, 16),
+        ] {
+            let t = start + len;
+            let q = Tensor::randn(0f32, 1.0, (b, g, rep * len, hd), &dev).unwrap();
+            let (k, v) = (strided_cache(b, g, t, hd), strided_cache(b, g, t, hd));
+            let sinks = Tensor::randn(0f32, 2.0, g * rep, &dev).unwrap();
+            let sv = sinks.to_vec1::<f32>().unwrap();
+            let scale = 1.0 / (hd as f64).sqrt();
+            let ours = if len == 1 {
+                decode(&q, &k, &v, scale, Some(&sv)).unwrap()
+            } else {
+                prompt(&q, &k, &v, scale, Causal { len, window }, Some(&sv)).unwrap()
+            }
+            .expect("a CPU f32 input");
+            let att = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+            let att = if len > 1 {
+                let mask = crate::model::nn::causal_mask(len, start, window, &dev).unwrap();
+                att.reshape((b, g, rep, len, t))
+                    .unwrap()
+                    .broadcast_add(&mask)
+                    .unwrap()
+                    .reshape((b, g, rep * len, t))
+                    .unwrap()
+            } else {
+                att
+            };
+            let p = softmax_with_sinks_candle(&att, &sinks, rep).unwrap();
+            let theirs = p.matmul(&v).unwrap();
+            let diff = max_difference(&ours, &theirs);
+            assert!(diff <= 2e-6, "{b}x{g}x{rep}x{len}: max difference {diff}");
+            // The sinks take weight: without them the rows differ.
+            let plain = candle_nn::ops::softmax_last_dim(&att)
+                .unwrap()
+                .matmul(&v)
+                .unwrap();
+            assert!(max_difference(&plain, &theirs) > 1e-3);
+        }
+    }
+
     #[test]
     fn other_inputs_are_left_to_candle() {
         let dev = Device::Cpu;
         let q = Tensor::zeros((1, 2, 1, 8), candle_core::DType::F16, &dev).unwrap();
         let k = Tensor::zeros((1, 2, 3, 8), candle_core::DType::F16, &dev).unwrap();
-        assert!(decode(&q, &k, &k, 1.0).unwrap().is_none());
+        assert!(decode(&q, &k, &k, 1.0, None).unwrap().is_none());
         let q = Tensor::zeros((1, 2, 1, 8), candle_core::DType::F32, &dev).unwrap();
         let k = Tensor::zeros((1, 3, 3, 8), candle_core::DType::F32, &dev).unwrap();
         assert!(
-            decode(&q, &k, &k, 1.0).unwrap().is_none(),
+            decode(&q, &k, &k, 1.0, None).unwrap().is_none(),
             "head counts differ"
         );
     }

@@ -80,6 +80,20 @@ pub fn softmax(row: &mut [f32]) {
     softmax_portable(row)
 }
 
+/// `row` replaced by the first `row.len()` entries of the softmax of `row` with `sink`
+/// appended (a learned per-head logit that takes its share of the weight and is then
+/// dropped: gpt-oss's attention sinks, transformers' `eager_attention_forward`).
+pub fn softmax_with_sink(row: &mut [f32], sink: f32) {
+    let max = row.iter().fold(sink, |m, &x| m.max(x));
+    let mut sum = (sink - max).exp();
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
 /// [`softmax`] with libm's `expf`, element by element.
 pub fn softmax_portable(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));

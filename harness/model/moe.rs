@@ -10,6 +10,12 @@
 //!   the same per architecture);
 //! - each chosen expert's `down(silu(gate(x)) · up(x))`, times its weight, summed.
 //!
+//! gpt-oss routes the other way round and gates its own way ([`Routing`],
+//! [`Activation`]): its router has a bias, takes the top k by logit and softmaxes those
+//! k alone (`GptOssTopKRouter`); its experts have biases and a clamped SwiGLU,
+//! `(clamp(up, −limit, limit) + 1) · g · σ(α·g)` with `g = min(gate, limit)`
+//! (`GptOssExperts._apply_gate`; llama.cpp's `ggml_swiglu_oai` with α 1.702, limit 7).
+//!
 //! Memory holds every expert, but a step reads only the experts its tokens were routed
 //! to: [`Usage`] counts, per layer and per forward call, how many distinct experts were
 //! touched, so that a benchmark can say what a decode step streams.
@@ -20,6 +26,55 @@ use candle_core::Tensor;
 
 use crate::model::nn::{linear_parts, Group, Linear, Part};
 use crate::model::step;
+
+/// How a router turns its logits into a token's k experts and their weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Routing {
+    /// Softmax over every expert, the top k by probability, renormalised to sum to 1
+    /// where `norm_topk_prob` (Qwen3-MoE, Mixtral, OLMoE).
+    SoftmaxThenTopK { norm_topk_prob: bool },
+    /// The top k by logit, then a softmax over those k (gpt-oss).
+    TopKThenSoftmax,
+}
+
+/// How an expert combines its gate and up projections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// `silu(gate) · up`.
+    Silu,
+    /// gpt-oss's: `(clamp(up, −limit, limit) + 1) · g · σ(alpha · g)`, `g = min(gate, limit)`.
+    ClampedSwiglu { alpha: f32, limit: f32 },
+}
+
+impl Activation {
+    /// `gate[i]` replaced by the activation of `gate[i]` and `up[i]`.
+    pub fn apply(self, gate: &mut [f32], up: &[f32]) {
+        match self {
+            Activation::Silu => crate::kernel::silu::silu_mul(gate, up),
+            Activation::ClampedSwiglu { alpha, limit } => {
+                for (g, &u) in gate.iter_mut().zip(up) {
+                    let x = g.min(limit);
+                    let u = u.clamp(-limit, limit);
+                    *g = (u + 1.0) * (x / (1.0 + (-alpha * x).exp()));
+                }
+            }
+        }
+    }
+
+    /// [`Activation::apply`] on tensors of one shape (the candle path).
+    pub fn forward(self, gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Silu => crate::kernel::silu::SiluMul::forward(gate, up),
+            Activation::ClampedSwiglu { .. } => {
+                let shape = gate.shape().clone();
+                let mut g = gate.flatten_all()?.to_vec1::<f32>()?;
+                let u = up.flatten_all()?.to_vec1::<f32>()?;
+                self.apply(&mut g, &u);
+                Tensor::from_vec(g, shape, gate.device())
+            }
+        }
+    }
+}
 
 /// One expert: a SwiGLU MLP.
 #[derive(Debug, Clone)]
@@ -135,7 +190,8 @@ pub struct Moe {
     pub router: Linear,
     pub experts: Vec<Expert>,
     pub top_k: usize,
-    pub norm_topk_prob: bool,
+    pub routing: Routing,
+    pub activation: Activation,
     pub usage: Usage,
 }
 
@@ -143,23 +199,39 @@ pub struct Moe {
 pub type Route = Vec<(usize, f32)>;
 
 impl Moe {
-    /// The route of one row of router logits: softmax (in f32), the top k, renormalised
-    /// where asked.
+    /// The route of one row of router logits (see [`Routing`]); ties go to the lower
+    /// index.
     pub fn route(&self, logits: &[f32]) -> Route {
-        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-        let sum: f32 = exps.iter().sum();
-        let probs: Vec<f32> = exps.iter().map(|&e| e / sum).collect();
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let mut route: Route = order[..self.top_k].iter().map(|&e| (e, probs[e])).collect();
-        if self.norm_topk_prob {
-            let s: f32 = route.iter().map(|(_, w)| w).sum();
-            for (_, w) in &mut route {
-                *w /= s;
+        let softmax = |v: &[f32]| -> Vec<f32> {
+            let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = v.iter().map(|&l| (l - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            exps.iter().map(|e| e / sum).collect()
+        };
+        let top = |v: &[f32]| -> Vec<usize> {
+            let mut order: Vec<usize> = (0..v.len()).collect();
+            order.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+            order.truncate(self.top_k);
+            order
+        };
+        match self.routing {
+            Routing::SoftmaxThenTopK { norm_topk_prob } => {
+                let probs = softmax(logits);
+                let mut route: Route = top(&probs).into_iter().map(|e| (e, probs[e])).collect();
+                if norm_topk_prob {
+                    let s: f32 = route.iter().map(|(_, w)| w).sum();
+                    for (_, w) in &mut route {
+                        *w /= s;
+                    }
+                }
+                route
+            }
+            Routing::TopKThenSoftmax => {
+                let chosen = top(logits);
+                let picked: Vec<f32> = chosen.iter().map(|&e| logits[e]).collect();
+                chosen.into_iter().zip(softmax(&picked)).collect()
             }
         }
-        route
     }
 
     fn record(&self, routes: &[Route], positions: usize) {
@@ -198,10 +270,9 @@ impl Moe {
                 xs.device(),
             )?;
             let x = flat.index_select(&idx, 0)?;
-            let h = crate::kernel::silu::SiluMul::forward(
-                &expert.gate.forward(&x)?,
-                &expert.up.forward(&x)?,
-            )?;
+            let h = self
+                .activation
+                .forward(&expert.gate.forward(&x)?, &expert.up.forward(&x)?)?;
             let y: Vec<Vec<f32>> = expert.down.forward(&h)?.to_vec2()?;
             for ((t, w), row) in mine.iter().zip(y) {
                 let dst = &mut out[*t as usize * hidden..(*t as usize + 1) * hidden];
@@ -248,7 +319,7 @@ impl Moe {
                 let ex = &self.experts[e];
                 step::product(&ex.gate)?.apply(x, 1, &mut buf.gate, &mut buf.products)?;
                 step::product(&ex.up)?.apply(x, 1, &mut buf.up, &mut buf.products)?;
-                crate::kernel::silu::silu_mul(&mut buf.gate, &buf.up);
+                self.activation.apply(&mut buf.gate, &buf.up);
                 step::product(&ex.down)?.apply(&buf.gate, 1, &mut buf.down, &mut buf.products)?;
                 for (o, v) in out[row * hidden..(row + 1) * hidden]
                     .iter_mut()
@@ -405,7 +476,10 @@ mod tests {
                 })
                 .collect(),
             top_k: 2,
-            norm_topk_prob: norm,
+            routing: Routing::SoftmaxThenTopK {
+                norm_topk_prob: norm,
+            },
+            activation: Activation::Silu,
             usage: Usage::default(),
         }
     }
@@ -423,6 +497,38 @@ mod tests {
         // Ties go to the lower index.
         let r = moe(true).route(&[1.0, 1.0, 1.0, 0.0]);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    /// gpt-oss's router: the top k by logit, softmaxed over those k alone (so they sum
+    /// to 1, the others' logits play no part); its gate: clamped, then `(up + 1) · g ·
+    /// σ(α g)`, as transformers' `GptOssExperts._apply_gate` computes.
+    #[test]
+    fn top_k_then_softmax_and_the_clamped_swiglu_are_gpt_osss() {
+        let mut m = moe(false);
+        m.routing = Routing::TopKThenSoftmax;
+        let r = m.route(&[0.1, 2.0, -1.0, 1.0]);
+        assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 3]);
+        let e = (1.0f32).exp();
+        assert!((r[0].1 - e / (e + 1.0)).abs() < 1e-6, "{r:?}");
+        assert!((r[1].1 - 1.0 / (e + 1.0)).abs() < 1e-6, "{r:?}");
+        // Another logit for an unchosen expert leaves the weights as they are.
+        assert_eq!(m.route(&[-5.0, 2.0, -1.0, 1.0]), r);
+        let act = Activation::ClampedSwiglu {
+            alpha: 1.702,
+            limit: 7.0,
+        };
+        let mut gate = [0.5f32, 9.0, -3.0];
+        act.apply(&mut gate, &[0.25, -8.0, 10.0]);
+        let want = |g: f32, u: f32| {
+            let g = g.min(7.0);
+            (u.clamp(-7.0, 7.0) + 1.0) * g / (1.0 + (-1.702 * g).exp())
+        };
+        for (got, (g, u)) in gate.iter().zip([(0.5, 0.25), (9.0, -8.0), (-3.0, 10.0)]) {
+            let w = want(g, u);
+            assert!((got - w).abs() <= 1e-6 * w.abs().max(1.0), "{got} {w}");
+        }
+        // (-8 clamps to -7: (−7 + 1) · 7 · σ(11.9) ≈ −42.)
+        assert!((gate[1] + 42.0).abs() < 1e-3, "{}", gate[1]);
     }
 
     /// The decode step's rows equal the candle path's block, and both count usage.

@@ -324,7 +324,9 @@ impl Config {
             RopeScaling::Linear { factor } => {
                 serde_json::json!({"rope_type": "linear", "factor": factor})
             }
-            RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. } => Value::Null,
+            RopeScaling::Llama3 { .. }
+            | RopeScaling::LongRope { .. }
+            | RopeScaling::Yarn { .. } => Value::Null,
         };
         let types: Vec<&str> = self
             .sliding
@@ -422,10 +424,11 @@ fn parse_rope(raw: &RawConfig, origin: &str) -> Result<(f64, RopeScaling, f64)> 
     }
     if matches!(
         global.1,
-        RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. }
+        RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. } | RopeScaling::Yarn { .. }
     ) {
         crate::bad_input!(
-            "{origin}: rope type llama3 is not one Gemma 3 uses; valid: default, linear"
+            "{origin}: rope type {} is not one Gemma 3 uses; valid: default, linear",
+            global.1.name()
         );
     }
     Ok((global.0, global.1, local))
@@ -1015,11 +1018,16 @@ pub const PRESETS: [Preset; 3] = [
 
 /// The layer pattern a GGUF file states: `attention.sliding_window_pattern` as one bool
 /// per layer (true: sliding) or as a period; llama.cpp's default period (6) when absent.
-fn gguf_pattern(file: &GgufFile, arch: &str, layers: usize) -> Result<Vec<bool>> {
+pub fn gguf_pattern(
+    file: &GgufFile,
+    arch: &str,
+    layers: usize,
+    default: usize,
+) -> Result<Vec<bool>> {
     use candle_core::quantized::gguf_file::Value as V;
     let key = Kv::SlidingWindowPattern.key(arch);
     match file.metadata.get(&key) {
-        None => Ok(pattern_layers(layers, DEFAULT_PATTERN)),
+        None => Ok(pattern_layers(layers, default)),
         Some(V::Array(items)) => {
             let flags: Option<Vec<bool>> = items
                 .iter()
@@ -1062,7 +1070,7 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     }
     let window = file.kv_opt_usize(arch, Kv::SlidingWindow)?;
     let sliding = match window {
-        Some(w) if w > 0 => gguf_pattern(file, arch, c.layers)?,
+        Some(w) if w > 0 => gguf_pattern(file, arch, c.layers, DEFAULT_PATTERN)?,
         _ => vec![false; c.layers],
     };
     let scaling = match file.kv_opt_str(arch, Kv::RopeScalingType)? {
@@ -1306,9 +1314,9 @@ impl ArchConfig for Config {
     fn config_json_cannot_state(&self) -> Option<String> {
         matches!(
             self.rope_scaling,
-            RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. }
+            RopeScaling::Llama3 { .. } | RopeScaling::LongRope { .. } | RopeScaling::Yarn { .. }
         )
-        .then(|| "Gemma 3 has no llama3 or longrope scaling".to_string())
+        .then(|| "Gemma 3 has no llama3, longrope or yarn scaling".to_string())
     }
     crate::arch_config_plumbing!();
 }

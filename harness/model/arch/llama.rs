@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::error::InputError;
 use crate::model::arch::{
-    ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig, RopePermutation,
+    ArchConfig, Architecture, CausalLm, GgufNames, ModelConfig, RopePermutation, StoredSlice,
 };
 use crate::model::nn::{
     causal_mask, linear_parts, Cache, Group, KvCache, Linear, MaskKey, Matrix, Part, RmsNorm,
@@ -56,6 +56,9 @@ pub enum Member {
     /// Phi-3 / Phi-3.5 / Phi-4-mini: q, k and v in one fused projection, gate and up in
     /// another (split at load), LongRoPE, partial rotary, a sliding window.
     Phi3,
+    /// gpt-oss: attention sinks, biases everywhere, sliding and full layers in turn,
+    /// YaRN, experts routed top-k-then-softmax with a clamped SwiGLU.
+    GptOss,
 }
 
 impl Member {
@@ -69,6 +72,7 @@ impl Member {
             "mixtral" => Some(Member::Mixtral),
             "olmoe" => Some(Member::Olmoe),
             "phi3" => Some(Member::Phi3),
+            "gpt_oss" => Some(Member::GptOss),
             _ => None,
         }
     }
@@ -83,6 +87,7 @@ impl Member {
             Member::Mixtral => "mixtral",
             Member::Olmoe => "olmoe",
             Member::Phi3 => "phi3",
+            Member::GptOss => "gpt_oss",
         }
     }
 
@@ -97,6 +102,7 @@ impl Member {
             Member::Mixtral => "MixtralForCausalLM",
             Member::Olmoe => "OlmoeForCausalLM",
             Member::Phi3 => "Phi3ForCausalLM",
+            Member::GptOss => "GptOssForCausalLM",
         }
     }
 }
@@ -124,6 +130,19 @@ pub enum RopeScaling {
         original_max_position_embeddings: usize,
         attention_factor: f64,
     },
+    /// YaRN (gpt-oss): each frequency blended between itself and itself / `factor` by
+    /// a linear ramp over the dimensions whose rotations at
+    /// `original_max_position_embeddings` lie between `beta_slow` and `beta_fast`
+    /// (the ramp's ends floored and ceiled where `truncate`); cos and sin times
+    /// `attention_factor` (transformers' `_compute_yarn_parameters`).
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: f64,
+        truncate: bool,
+    },
 }
 
 impl RopeScaling {
@@ -133,6 +152,7 @@ impl RopeScaling {
             RopeScaling::Linear { .. } => "linear",
             RopeScaling::Llama3 { .. } => "llama3",
             RopeScaling::LongRope { .. } => "longrope",
+            RopeScaling::Yarn { .. } => "yarn",
         }
     }
 
@@ -157,6 +177,22 @@ impl RopeScaling {
             }),
             // Written with its lists by Config::to_json.
             RopeScaling::LongRope { .. } => Value::Null,
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                truncate,
+            } => serde_json::json!({
+                "rope_type": "yarn",
+                "factor": factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+                "beta_fast": beta_fast,
+                "beta_slow": beta_slow,
+                "attention_factor": attention_factor,
+                "truncate": truncate,
+            }),
         }
     }
 }
@@ -203,6 +239,12 @@ pub struct Config {
     /// llama.cpp's converter writes llama3 scaling): each `inv_freq[i]` is divided by
     /// `factors[i]` after `rope_scaling` is applied. `None` for config.json sources.
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// A learned logit per query head that joins every softmax of the attention and is
+    /// dropped (gpt-oss's `self_attn.sinks`).
+    pub attention_sinks: bool,
+    /// Per layer: whether it attends through `sliding_window` (gpt-oss's `layer_types`);
+    /// `None`: every layer alike.
+    pub layer_sliding: Option<Vec<bool>>,
 }
 
 /// A mixture of experts' shape and routing ([`crate::model::moe`]).
@@ -213,11 +255,48 @@ pub struct MoeConfig {
     pub top_k: usize,
     /// Each expert's SwiGLU width.
     pub intermediate_size: usize,
-    /// Renormalise the top k weights to sum to 1.
-    pub norm_topk_prob: bool,
+    /// How the router picks and weighs a token's experts.
+    pub routing: crate::model::moe::Routing,
+    /// How each expert gates.
+    pub activation: crate::model::moe::Activation,
+    /// Biases on the router and on every expert's three projections (gpt-oss).
+    pub biases: bool,
     /// Per layer: whether it has the experts (Qwen3-MoE's `decoder_sparse_step` and
     /// `mlp_only_layers` make some layers dense, at `intermediate_size`).
     pub sparse: Vec<bool>,
+}
+
+impl MoeConfig {
+    /// A softmax-then-top-k router's experts with plain SwiGLU experts, no biases
+    /// (Qwen3-MoE, Mixtral, OLMoE).
+    pub fn softmax_top_k(
+        num_experts: usize,
+        top_k: usize,
+        intermediate_size: usize,
+        norm_topk_prob: bool,
+        sparse: Vec<bool>,
+    ) -> Self {
+        MoeConfig {
+            num_experts,
+            top_k,
+            intermediate_size,
+            routing: crate::model::moe::Routing::SoftmaxThenTopK { norm_topk_prob },
+            activation: crate::model::moe::Activation::Silu,
+            biases: false,
+            sparse,
+        }
+    }
+
+    /// Whether the top k weights are renormalised to sum to 1 (after a softmax over every
+    /// expert); false for gpt-oss's softmax over the k alone, which sums to 1 by itself.
+    pub fn norm_topk_prob(&self) -> bool {
+        matches!(
+            self.routing,
+            crate::model::moe::Routing::SoftmaxThenTopK {
+                norm_topk_prob: true
+            }
+        )
+    }
 }
 
 /// config.json as found in the wild: every field optional here; the required ones are
@@ -255,6 +334,9 @@ struct RawConfig {
     clip_qkv: Option<f64>,
     shared_expert_intermediate_size: Option<usize>,
     original_max_position_embeddings: Option<usize>,
+    swiglu_alpha: Option<f64>,
+    swiglu_limit: Option<f64>,
+    quantization_config: Option<Value>,
 }
 
 /// The first id of a token-id field that may be a number or a list of numbers.
@@ -327,14 +409,11 @@ impl Config {
                 "{origin}: use_sliding_window = true is not supported for {mt}; valid: false"
             );
         }
-        if let Some(kind) = raw
-            .layer_types
-            .iter()
-            .flatten()
-            .find(|t| t.as_str() != "full_attention")
-        {
+        let layer_sliding = layer_sliding(&raw, member, num_hidden_layers, origin)?;
+        if let Some(q) = &raw.quantization_config {
+            let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("?");
             crate::bad_input!(
-                "{origin}: layer_types holds '{kind}', which quantbench does not run for {mt}; valid: full_attention"
+                "{origin}: quantization_config (quant_method '{method}') describes weights stored quantized, which quantbench does not read from safetensors; valid: a checkpoint of floats (f32, f16, bf16), or its GGUF conversion (llama.cpp's converter keeps gpt-oss's MXFP4 experts as they are)"
             );
         }
         if let Some(c) = raw.clip_qkv {
@@ -348,7 +427,8 @@ impl Config {
             );
         }
         let sliding_window = match member {
-            Member::Mistral | Member::Mixtral | Member::Phi3 => match window_field {
+            Member::Mistral | Member::Mixtral | Member::Phi3 | Member::GptOss => match window_field {
+                None if member == Member::GptOss => Some(128),
                 None if member != Member::Mistral => None,
                 None => Some(4096),
                 Some(Value::Null) => None,
@@ -365,6 +445,10 @@ impl Config {
         let (qkv_bias, o_bias) = match member {
             Member::Llama | Member::Qwen3 | Member::Qwen3Moe | Member::Olmoe => {
                 (attention_bias, attention_bias)
+            }
+            Member::GptOss => {
+                let b = raw.attention_bias.unwrap_or(true);
+                (b, b)
             }
             Member::Mistral | Member::Mixtral | Member::Phi3 => (false, false),
             Member::Qwen2 => (true, false),
@@ -390,9 +474,10 @@ impl Config {
                 Member::Mistral | Member::Mixtral => 4096 * 32,
                 Member::Qwen2 | Member::Qwen3 | Member::Qwen3Moe => 32768,
                 Member::Olmoe | Member::Phi3 => 4096,
+                Member::GptOss => 131072,
             }),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(match member {
-                Member::Olmoe | Member::Mixtral | Member::Phi3 => 1e-5,
+                Member::Olmoe | Member::Mixtral | Member::Phi3 | Member::GptOss => 1e-5,
                 _ => 1e-6,
             }),
             rope_theta,
@@ -410,6 +495,8 @@ impl Config {
             bos_token_id: first_id(&raw.bos_token_id),
             eos_token_id: first_id(&raw.eos_token_id),
             rope_freq_factors: None,
+            attention_sinks: member == Member::GptOss,
+            layer_sliding,
         };
         cfg.validate()
             .map_err(|e| InputError::new(format!("{origin}: {e}")))?;
@@ -522,6 +609,14 @@ impl Config {
                 experts: "block_sparse_moe.experts",
                 projections: ["w1", "w3", "w2"],
             }
+        } else if self.member == Member::GptOss {
+            // transformers stacks these (mlp.experts.gate_up_proj ...); the safetensors
+            // source cuts them apart ([`ArchConfig::stored_slices`]).
+            ExpertNames {
+                router: "mlp.router",
+                experts: "mlp.experts",
+                projections: ["gate_proj", "up_proj", "down_proj"],
+            }
         } else {
             ExpertNames {
                 router: "mlp.gate",
@@ -531,11 +626,12 @@ impl Config {
         }
     }
 
-    /// Layer `i`'s attention: every layer of these architectures today attends alike
-    /// (Mistral's window on every layer, one rotation).
-    pub fn layer_attention(&self, _i: usize) -> LayerAttention {
+    /// Layer `i`'s attention: the window on every layer (Mistral) or on the sliding
+    /// layers (gpt-oss), one rotation.
+    pub fn layer_attention(&self, i: usize) -> LayerAttention {
+        let sliding = self.layer_sliding.as_ref().is_none_or(|v| v[i]);
         LayerAttention {
-            sliding_window: self.sliding_window,
+            sliding_window: self.sliding_window.filter(|_| sliding),
             rope: 0,
         }
     }
@@ -648,16 +744,51 @@ impl Config {
                 o.insert("attention_bias".into(), self.qkv_bias.into());
                 o.insert("clip_qkv".into(), Value::Null);
             }
+            Member::GptOss => {
+                o.insert("attention_bias".into(), self.qkv_bias.into());
+                o.insert(
+                    "sliding_window".into(),
+                    self.sliding_window.map(Value::from).unwrap_or(Value::Null),
+                );
+                let types: Vec<&str> = (0..self.num_hidden_layers)
+                    .map(|i| {
+                        if self.layer_sliding.as_ref().is_none_or(|v| v[i]) {
+                            "sliding_attention"
+                        } else {
+                            "full_attention"
+                        }
+                    })
+                    .collect();
+                o.insert("layer_types".into(), types.into());
+                // transformers 5's form, rope_theta inside (GptOssConfig defaults
+                // rope_parameters to its own YaRN when the object is absent).
+                let mut rope = match self.rope_scaling.to_json() {
+                    Value::Null => serde_json::json!({"rope_type": "default"}),
+                    v => v,
+                };
+                rope["rope_theta"] = self.rope_theta.into();
+                o.remove("rope_scaling");
+                o.remove("rope_theta");
+                o.insert("rope_parameters".into(), rope);
+                if let Some(crate::model::moe::Activation::ClampedSwiglu { alpha, limit }) =
+                    self.moe.as_ref().map(|m| m.activation)
+                {
+                    o.insert("swiglu_alpha".into(), (alpha as f64).into());
+                    o.insert("swiglu_limit".into(), (limit as f64).into());
+                }
+            }
         }
         if let Some(m) = &self.moe {
-            let count = if self.member == Member::Mixtral {
+            let count = if matches!(self.member, Member::Mixtral | Member::GptOss) {
                 "num_local_experts"
             } else {
                 "num_experts"
             };
             o.insert(count.into(), m.num_experts.into());
             o.insert("num_experts_per_tok".into(), m.top_k.into());
-            o.insert("norm_topk_prob".into(), m.norm_topk_prob.into());
+            if self.member != Member::GptOss {
+                o.insert("norm_topk_prob".into(), m.norm_topk_prob().into());
+            }
             if self.member == Member::Qwen3Moe {
                 o.insert("moe_intermediate_size".into(), m.intermediate_size.into());
                 o.insert("decoder_sparse_step".into(), 1.into());
@@ -689,7 +820,7 @@ fn moe_config(
     // The hub's configs name the count num_experts (Qwen3-MoE, OLMoE) or
     // num_local_experts (Mixtral); transformers 5 writes num_local_experts for all three.
     let (count_field, count) = match member {
-        Member::Qwen3Moe | Member::Olmoe | Member::Mixtral => {
+        Member::Qwen3Moe | Member::Olmoe | Member::Mixtral | Member::GptOss => {
             match (raw.num_experts, raw.num_local_experts) {
                 (Some(n), _) => ("num_experts", Some(n)),
                 (None, n) => ("num_local_experts", n),
@@ -749,16 +880,88 @@ fn moe_config(
     let sparse = (0..layers)
         .map(|i| member != Member::Qwen3Moe || (!dense.contains(&i) && (i + 1) % step == 0))
         .collect();
+    use crate::model::moe::{Activation, Routing};
+    let (routing, activation) = match member {
+        Member::GptOss => {
+            let number = |name: &str, v: Option<f64>, default: f64| -> Result<f32> {
+                match v.unwrap_or(default) {
+                    x if x.is_finite() && x > 0.0 => Ok(x as f32),
+                    x => Err(InputError::new(format!(
+                        "{origin}: {name} ({x}) must be a finite number above 0"
+                    ))
+                    .into()),
+                }
+            };
+            (
+                Routing::TopKThenSoftmax,
+                Activation::ClampedSwiglu {
+                    alpha: number("swiglu_alpha", raw.swiglu_alpha, 1.702)?,
+                    limit: number("swiglu_limit", raw.swiglu_limit, 7.0)?,
+                },
+            )
+        }
+        _ => (
+            Routing::SoftmaxThenTopK {
+                norm_topk_prob: member == Member::Mixtral || raw.norm_topk_prob.unwrap_or(false),
+            },
+            Activation::Silu,
+        ),
+    };
     Ok(Some(MoeConfig {
         num_experts,
         top_k,
         intermediate_size,
-        norm_topk_prob: match member {
-            Member::Mixtral => true,
-            _ => raw.norm_topk_prob.unwrap_or(false),
-        },
+        routing,
+        activation,
+        biases: member == Member::GptOss,
         sparse,
     }))
+}
+
+/// Which layers attend through the window, from `layer_types` (gpt-oss: given, or
+/// transformers' default of sliding, full, sliding, ...); `None` for the members whose
+/// layers attend alike (their `layer_types`, when given, must say full_attention).
+fn layer_sliding(
+    raw: &RawConfig,
+    member: Member,
+    layers: usize,
+    origin: &str,
+) -> Result<Option<Vec<bool>>> {
+    let mt = member.model_type();
+    if member != Member::GptOss {
+        if let Some(kind) = raw
+            .layer_types
+            .iter()
+            .flatten()
+            .find(|t| t.as_str() != "full_attention")
+        {
+            crate::bad_input!(
+                "{origin}: layer_types holds '{kind}', which quantbench does not run for {mt}; valid: full_attention"
+            );
+        }
+        return Ok(None);
+    }
+    let Some(types) = &raw.layer_types else {
+        return Ok(Some((0..layers).map(|i| i % 2 == 0).collect()));
+    };
+    if types.len() != layers {
+        crate::bad_input!(
+            "{origin}: layer_types lists {} layers, but num_hidden_layers is {layers}",
+            types.len()
+        );
+    }
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            "sliding_attention" => Ok(true),
+            "full_attention" => Ok(false),
+            other => Err(InputError::new(format!(
+                "{origin}: layer_types holds '{other}'; valid for {mt}: sliding_attention, full_attention"
+            ))
+            .into()),
+        })
+        .collect::<Result<Vec<bool>>>()
+        .map(Some)
 }
 
 /// Rope settings from either config form: transformers 5's `rope_parameters` object
@@ -919,8 +1122,45 @@ pub fn rope_scaling_from(
             }
             s
         }
+        "yarn" => {
+            let factor = number("factor")?;
+            let optional = |name: &str, default: f64| -> Result<f64> {
+                match obj.get(name) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(_) => number(name),
+                }
+            };
+            // transformers: attention_factor given, else from mscale / mscale_all_dim,
+            // else 0.1 ln(factor) + 1 (1 for a factor at most 1).
+            let mscale = |m: f64| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+            let attention_factor = match (
+                obj.get("attention_factor").and_then(Value::as_f64),
+                obj.get("mscale").and_then(Value::as_f64),
+                obj.get("mscale_all_dim").and_then(Value::as_f64),
+            ) {
+                (Some(_), _, _) => number("attention_factor")?,
+                (None, Some(m), Some(a)) if m != 0.0 && a != 0.0 => mscale(m) / mscale(a),
+                _ => mscale(1.0),
+            };
+            let truncate = match obj.get("truncate") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => crate::bad_input!(
+                    "{origin}: {field}.truncate ({v}) must be true or false"
+                ),
+            };
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: number("original_max_position_embeddings")?
+                    as usize,
+                beta_fast: optional("beta_fast", 32.0)?,
+                beta_slow: optional("beta_slow", 1.0)?,
+                attention_factor,
+                truncate,
+            }
+        }
         other => crate::bad_input!(
-            "{origin}: {field} has rope type '{other}', which quantbench does not support; valid: default, linear, llama3 (and longrope for phi3)"
+            "{origin}: {field} has rope type '{other}', which quantbench does not support; valid: default, linear, llama3, yarn (and longrope for phi3)"
         ),
     };
     Ok(scaling)
@@ -948,6 +1188,28 @@ impl Rope {
         match scaling {
             // LongRoPE's factors are applied by Rope::with_long_rope.
             RopeScaling::Default | RopeScaling::LongRope { .. } => {}
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                truncate,
+            } => {
+                inv_freq = yarn_inv_freq(
+                    head_dim,
+                    theta,
+                    factor,
+                    original_max_position_embeddings,
+                    (beta_fast, beta_slow),
+                    truncate,
+                );
+                return Rope {
+                    inv_freq,
+                    long: None,
+                    scale: attention_factor as f32,
+                };
+            }
             RopeScaling::Linear { factor } => {
                 for f in &mut inv_freq {
                     *f /= factor as f32;
@@ -1080,6 +1342,41 @@ impl Rope {
     }
 }
 
+/// YaRN's frequencies as transformers' `_compute_yarn_parameters` computes them: the
+/// correction range in f64 (python floats), the powers, blends and ramp in f32 (torch).
+fn yarn_inv_freq(
+    dim: usize,
+    theta: f64,
+    factor: f64,
+    original: usize,
+    (beta_fast, beta_slow): (f64, f64),
+    truncate: bool,
+) -> Vec<f32> {
+    let correction_dim = |rotations: f64| {
+        dim as f64 * (original as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln()
+            / (2.0 * theta.ln())
+    };
+    let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+    if truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0), high.min(dim as f64 - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    let (base, factor) = (theta as f32, factor as f32);
+    (0..dim / 2)
+        .map(|i| {
+            let pos_freq = base.powf((2 * i) as f32 / dim as f32);
+            let extrapolation = 1.0 / pos_freq;
+            let interpolation = 1.0 / (factor * pos_freq);
+            let ramp = ((i as f32 - low as f32) / (high - low) as f32).clamp(0.0, 1.0);
+            let extrapolation_factor = 1.0 - ramp;
+            interpolation * (1.0 - extrapolation_factor) + extrapolation * extrapolation_factor
+        })
+        .collect()
+}
+
 /// What varies from layer to layer, a field of each layer (as candle's gemma3.rs gives
 /// each layer its own window): which rotation its queries and keys take (an index into
 /// the model's ropes) and how far back it attends.
@@ -1105,13 +1402,20 @@ impl ExpertNames {
         format!("{}.{e}.{}.weight", self.experts, self.projections[j])
     }
 
-    /// (expert, projection) of a name under the layer prefix, when it is an expert's.
-    pub fn parse(&self, rest: &str) -> Option<(usize, usize)> {
+    /// Expert `e`'s projection `j`'s bias.
+    pub fn expert_bias(&self, e: usize, j: usize) -> String {
+        format!("{}.{e}.{}.bias", self.experts, self.projections[j])
+    }
+
+    /// (expert, projection, `weight` or `bias`) of a name under the layer prefix, when
+    /// it is an expert's.
+    pub fn parse(&self, rest: &str) -> Option<(usize, usize, &'static str)> {
         let r = rest.strip_prefix(self.experts)?.strip_prefix('.')?;
         let (e, r) = r.split_once('.')?;
-        let proj = r.strip_suffix(".weight")?;
+        let (proj, kind) = r.rsplit_once('.')?;
+        let kind = ["weight", "bias"].into_iter().find(|k| *k == kind)?;
         let j = self.projections.iter().position(|p| *p == proj)?;
-        Some((e.parse().ok()?, j))
+        Some((e.parse().ok()?, j, kind))
     }
 }
 
@@ -1137,6 +1441,8 @@ pub struct Layer {
     pub o_proj: Linear,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
+    /// Attention sinks, one logit per query head (gpt-oss): stored, and as f32 values.
+    pub sinks: Option<(Vector, Vec<f32>)>,
     pub post_attention_layernorm: RmsNorm,
     pub mlp: Mlp,
 }
@@ -1234,6 +1540,9 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
             v.push((p("self_attn.q_norm.weight"), vec![qn]));
             v.push((p("self_attn.k_norm.weight"), vec![kn]));
         }
+        if cfg.attention_sinks {
+            v.push((p("self_attn.sinks"), vec![cfg.num_attention_heads]));
+        }
         v.push((p("post_attention_layernorm.weight"), vec![h]));
         match cfg.moe.as_ref().filter(|m| m.sparse[i]) {
             Some(m) => {
@@ -1242,6 +1551,9 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
                     p(&format!("{}.weight", names.router)),
                     vec![m.num_experts, h],
                 ));
+                if m.biases {
+                    v.push((p(&format!("{}.bias", names.router)), vec![m.num_experts]));
+                }
                 // Projection by projection, experts in order: the layout of GGUF's
                 // stacked tensors (ffn_gate_exps ...).
                 for (j, out, inp) in [
@@ -1251,6 +1563,11 @@ pub fn expected_tensors(cfg: &Config) -> Vec<(String, Vec<usize>)> {
                 ] {
                     for e in 0..m.num_experts {
                         v.push((p(&names.expert(e, j)), vec![out, inp]));
+                    }
+                    if m.biases {
+                        for e in 0..m.num_experts {
+                            v.push((p(&names.expert_bias(e, j)), vec![out]));
+                        }
                     }
                 }
             }
@@ -1333,6 +1650,13 @@ impl Llama {
             } else {
                 (None, None)
             };
+            let sinks = if cfg.attention_sinks {
+                let v = w.vector(&p("self_attn.sinks"), cfg.num_attention_heads)?;
+                let f = v.f32()?.to_vec1::<f32>()?;
+                Some((v, f))
+            } else {
+                None
+            };
             let post_attention_layernorm = norm(&mut w, "post_attention_layernorm.weight", h)?;
             let mlp = match cfg.moe.as_ref().filter(|m| m.sparse[i]) {
                 Some(m) => {
@@ -1345,9 +1669,19 @@ impl Llama {
                         false,
                         false,
                     )?;
+                    let router_bias = if m.biases {
+                        Some(w.vector(&p(&format!("{}.bias", names.router)), m.num_experts)?)
+                    } else {
+                        None
+                    };
                     let mut ex = |e: usize, j: usize, out: usize, inp: usize| -> Result<Linear> {
                         let weight = w.matrix(&p(&names.expert(e, j)), [out, inp], false, true)?;
-                        Ok(Linear::new(weight, None)?)
+                        let bias = if m.biases {
+                            Some(w.vector(&p(&names.expert_bias(e, j)), out)?)
+                        } else {
+                            None
+                        };
+                        Ok(Linear::new(weight, bias)?)
                     };
                     let mut experts = Vec::with_capacity(m.num_experts);
                     for e in 0..m.num_experts {
@@ -1358,10 +1692,11 @@ impl Llama {
                         });
                     }
                     Mlp::Moe(crate::model::moe::Moe {
-                        router: Linear::new(router, None)?,
+                        router: Linear::new(router, router_bias)?,
                         experts,
                         top_k: m.top_k,
-                        norm_topk_prob: m.norm_topk_prob,
+                        routing: m.routing,
+                        activation: m.activation,
                         usage: Default::default(),
                     })
                 }
@@ -1380,6 +1715,7 @@ impl Llama {
                 o_proj,
                 q_norm,
                 k_norm,
+                sinks,
                 post_attention_layernorm,
                 mlp,
             });
@@ -1456,7 +1792,8 @@ impl Llama {
             len,
             window: l.attention.sliding_window,
         });
-        let y = match crate::kernel::attention::step(&q, &k, &v, scale, causal)? {
+        let sinks = l.sinks.as_ref().map(|(_, f)| f.as_slice());
+        let y = match crate::kernel::attention::step_with_sinks(&q, &k, &v, scale, causal, sinks)? {
             Some(y) => y,
             None => {
                 let att = (q.matmul(&k.t()?)? * scale)?;
@@ -1467,7 +1804,13 @@ impl Llama {
                         .reshape((b, nkv, rep * len, total))?,
                     None => att,
                 };
-                candle_nn::ops::softmax_last_dim(&att)?.matmul(&v)?
+                let p = match &l.sinks {
+                    Some((s, _)) => {
+                        crate::kernel::attention::softmax_with_sinks_candle(&att, &s.f32()?, rep)?
+                    }
+                    None => candle_nn::ops::softmax_last_dim(&att)?,
+                };
+                p.matmul(&v)?
             }
         };
         let y = y
@@ -1526,6 +1869,7 @@ fn phi3_layer(cfg: &Config, w: &mut Builder, i: usize, input_layernorm: RmsNorm)
         o_proj: whole(w, "self_attn.o_proj.weight", h, q_out)?,
         q_norm: None,
         k_norm: None,
+        sinks: None,
         post_attention_layernorm: RmsNorm::new(
             w.vector(&p("post_attention_layernorm.weight"), h)?,
             cfg.rms_norm_eps,
@@ -1583,7 +1927,7 @@ impl Llama {
     /// quantbench's kernels off, a product without a CPU kernel), and then the candle
     /// path runs.
     fn decode_step(&self, ids: &[u32], cache: &mut Cache) -> Result<Option<Tensor>> {
-        use crate::kernel::attention::{attend_cached, Heads};
+        use crate::kernel::attention::{attend_cached_with_sinks, Heads};
         use crate::model::kv::Rows;
         use crate::model::step;
         let c = &self.config;
@@ -1689,7 +2033,18 @@ impl Llama {
                 rep: nh / nkv,
                 hd,
             };
-            attend_cached(q, nh * hd, keys, values, heads, first..total, scale, att)?;
+            let sinks = l.sinks.as_ref().map(|(_, f)| f.as_slice());
+            attend_cached_with_sinks(
+                q,
+                nh * hd,
+                keys,
+                values,
+                heads,
+                first..total,
+                scale,
+                att,
+                sinks,
+            )?;
             step::product(&l.o_proj)?.apply(att, b, out, products)?;
             step::add_then(x, out, |x| l.post_attention_layernorm.forward_rows(x, h));
             match &l.mlp {
@@ -1808,6 +2163,9 @@ impl CausalLm for Llama {
             {
                 parts.push((Group::NormsBiases, Part::Vector(&n.weight)));
             }
+            if let Some((s, _)) = &l.sinks {
+                parts.push((Group::NormsBiases, Part::Vector(s)));
+            }
             for lin in l.linears() {
                 parts.extend(linear_parts(lin));
             }
@@ -1861,7 +2219,7 @@ impl CausalLm for Llama {
 
 /// The Llama architectures in the registry.
 pub static ARCHITECTURE: Architecture = Architecture {
-    title: "the Llama architectures (llama, mistral, qwen2, qwen3, phi3; with experts qwen3_moe, mixtral, olmoe)",
+    title: "the Llama architectures (llama, mistral, qwen2, qwen3, phi3; with experts qwen3_moe, mixtral, olmoe, gpt_oss)",
     model_types: &[
         "llama",
         "mistral",
@@ -1871,9 +2229,10 @@ pub static ARCHITECTURE: Architecture = Architecture {
         "mixtral",
         "olmoe",
         "phi3",
+        "gpt_oss",
     ],
     reads_untyped_config: false,
-    gguf_architectures: &["llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3"],
+    gguf_architectures: &["llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "phi3", "gpt-oss"],
     from_config_json: |model_type, value, _, origin| {
         let member = model_type
             .and_then(Member::parse)
@@ -1924,6 +2283,8 @@ fn shape(
         partial_rotary_factor: 1.0,
         long_rope_factors: None,
         rope_freq_factors: None,
+        attention_sinks: false,
+        layer_sliding: None,
     }
 }
 
@@ -2038,7 +2399,7 @@ pub const PRESETS: [Preset; 11] = [
             let mut c = shape(Member::Olmoe, 50304, 2048, 1024, 16, 16, 16, 4096, 10000.0, false);
             c.qk_norm = true;
             c.qk_norm_full = true;
-            c.moe = Some(MoeConfig { num_experts: 64, top_k: 8, intermediate_size: 1024, norm_topk_prob: false, sparse: vec![true; 16] });
+            c.moe = Some(MoeConfig::softmax_top_k(64, 8, 1024, false, vec![true; 16]));
             c.eos_token_id = Some(50279);
             ModelConfig::new(c)
         },
@@ -2051,7 +2412,7 @@ pub const PRESETS: [Preset; 11] = [
             c.head_dim = 128;
             c.rms_norm_eps = 1e-6;
             c.qk_norm = true;
-            c.moe = Some(MoeConfig { num_experts: 128, top_k: 8, intermediate_size: 768, norm_topk_prob: true, sparse: vec![true; 48] });
+            c.moe = Some(MoeConfig::softmax_top_k(128, 8, 768, true, vec![true; 48]));
             c.bos_token_id = Some(151643);
             c.eos_token_id = Some(151645);
             ModelConfig::new(c)
@@ -2062,7 +2423,7 @@ pub const PRESETS: [Preset; 11] = [
         about: "Mixtral 8x7B v0.1 (mixtral: 32 layers, width 4096, 32 heads, 8 kv heads, 8 experts of 14336, 2 a token; 46.7B parameters; only 2- to 4-bit precisions fit in 24 GiB)",
         build: || {
             let mut c = shape(Member::Mixtral, 32000, 4096, 14336, 32, 32, 8, 32768, 1000000.0, false);
-            c.moe = Some(MoeConfig { num_experts: 8, top_k: 2, intermediate_size: 14336, norm_topk_prob: true, sparse: vec![true; 32] });
+            c.moe = Some(MoeConfig::softmax_top_k(8, 2, 14336, true, vec![true; 32]));
             c.bos_token_id = Some(1);
             c.eos_token_id = Some(2);
             ModelConfig::new(c)
@@ -2109,8 +2470,26 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             "type": "linear",
             "factor": file.kv_f64(arch, Kv::RopeScalingFactor)?,
         }),
+        // As llama.cpp runs it: beta_fast 32 and beta_slow 1 (its defaults; the gpt-oss
+        // loader reads no beta keys), the correction range floored and ceiled (ggml's
+        // rope_yarn_corr_dims), cos and sin times 0.1 ln(factor) + 1, times
+        // rope.scaling.attn_factor where given.
+        Some("yarn") => {
+            let factor = file.kv_f64(arch, Kv::RopeScalingFactor)?;
+            let mscale = if factor <= 1.0 { 1.0 } else { 0.1 * factor.ln() + 1.0 };
+            let extra = file.kv_opt_f64(arch, Kv::RopeScalingAttnFactor)?.unwrap_or(1.0);
+            serde_json::json!({
+                "rope_type": "yarn",
+                "factor": factor,
+                "original_max_position_embeddings": file.kv_usize(arch, Kv::RopeScalingOrigCtxLen)?,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "attention_factor": mscale * extra,
+                "truncate": true,
+            })
+        }
         Some(other) => crate::bad_input!(
-            "{path}: {} = '{other}' is not supported; supported: none, linear (and llama3 factors in rope_freqs.weight)",
+            "{path}: {} = '{other}' is not supported; supported: none, linear, yarn (and llama3 factors in rope_freqs.weight)",
             Kv::RopeScalingType.key(arch)
         ),
     };
@@ -2156,16 +2535,23 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
     let member = match (arch, experts) {
         ("llama", Some(_)) => Member::Mixtral,
         ("qwen3moe", _) => Member::Qwen3Moe,
+        ("gpt-oss", _) => Member::GptOss,
         (a, _) => Member::parse(a).expect("the registry reads only the listed architectures"),
     };
-    if matches!(member, Member::Qwen3Moe | Member::Olmoe | Member::Mixtral) {
+    if member == Member::GptOss {
+        gpt_oss_from_gguf(file, arch, c.layers, o)?;
+    }
+    if matches!(
+        member,
+        Member::Qwen3Moe | Member::Olmoe | Member::Mixtral | Member::GptOss
+    ) {
         let Some(n) = experts else {
             crate::bad_input!(
                 "{path}: {} is missing or 0; a {arch} file holds experts",
                 Kv::ExpertCount.key(arch)
             );
         };
-        let count = if member == Member::Mixtral {
+        let count = if matches!(member, Member::Mixtral | Member::GptOss) {
             "num_local_experts"
         } else {
             "num_experts"
@@ -2175,7 +2561,9 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             "num_experts_per_tok".into(),
             file.kv_usize(arch, Kv::ExpertUsedCount)?.into(),
         );
-        o.insert("norm_topk_prob".into(), (member != Member::Olmoe).into());
+        if member != Member::GptOss {
+            o.insert("norm_topk_prob".into(), (member != Member::Olmoe).into());
+        }
         if member == Member::Qwen3Moe {
             o.insert(
                 "moe_intermediate_size".into(),
@@ -2199,7 +2587,9 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
             }
         }
         o.insert("model_type".into(), member.model_type().into());
-        o.insert("sliding_window".into(), Value::Null);
+        if member != Member::GptOss {
+            o.insert("sliding_window".into(), Value::Null);
+        }
     }
     let origin = format!("{path} (GGUF metadata)");
     let mut cfg = Config::from_value(v, member, &origin)?;
@@ -2208,6 +2598,47 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         cfg.rope_freq_factors = Some(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
     }
     Ok(ModelConfig::new(cfg))
+}
+
+/// gpt-oss's own keys into the config being built: the window and which layers take it
+/// (llama.cpp's pattern: every other layer from the first, unless the file says), YaRN
+/// as rope_parameters, the clamped SwiGLU's constants as llama.cpp hard-codes them.
+fn gpt_oss_from_gguf(
+    file: &GgufFile,
+    arch: &str,
+    layers: usize,
+    o: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let window = file.kv_usize(arch, Kv::SlidingWindow)?;
+    let sliding = crate::model::arch::gemma3::gguf_pattern(file, arch, layers, 2)?;
+    o.insert(
+        "sliding_window".into(),
+        if window > 0 {
+            Value::from(window)
+        } else {
+            Value::Null
+        },
+    );
+    let types: Vec<&str> = sliding
+        .iter()
+        .map(|&s| {
+            if s {
+                "sliding_attention"
+            } else {
+                "full_attention"
+            }
+        })
+        .collect();
+    o.insert("layer_types".into(), types.into());
+    let mut rope = match o.remove("rope_scaling") {
+        Some(Value::Null) | None => serde_json::json!({"rope_type": "default"}),
+        Some(v) => v,
+    };
+    rope["rope_theta"] = o.remove("rope_theta").unwrap_or(Value::Null);
+    o.insert("rope_parameters".into(), rope);
+    o.insert("swiglu_alpha".into(), 1.702.into());
+    o.insert("swiglu_limit".into(), 7.0.into());
+    Ok(())
 }
 
 /// Phi-3's own keys and tensors into the config being built: partial rotary, window,
@@ -2362,6 +2793,9 @@ impl ArchConfig for Config {
         Config::to_json(self)
     }
     fn config_json_cannot_state(&self) -> Option<String> {
+        if self.member == Member::GptOss {
+            return Some("transformers keeps gpt-oss's experts stacked (mlp.experts.gate_up_proj, gate and up interleaved), a layout quantbench's safetensors export does not write; export it with --format gguf instead".to_string());
+        }
         self.rope_freq_factors.as_ref().map(|_| {
             "its rotary frequencies are scaled by factors (rope_freqs.weight), which a transformers config.json cannot state; export it with --format gguf instead".to_string()
         })
@@ -2404,18 +2838,32 @@ impl ArchConfig for Config {
             Member::Qwen3Moe => "qwen3moe",
             Member::Olmoe => "olmoe",
             Member::Phi3 => "phi3",
+            Member::GptOss => "gpt-oss",
         }
     }
     fn gguf_name(&self, canonical: &str) -> Option<String> {
         if let Some((name, _, _)) = self.gguf_slice(canonical) {
             return Some(name);
         }
-        GGUF_NAMES.name(canonical).or_else(|| {
-            // The router, under the member's own name.
-            let rest = canonical.strip_prefix("model.layers.")?;
+        let rest = canonical.strip_prefix("model.layers.");
+        if let (Member::GptOss, Some(rest)) = (self.member, rest) {
+            // gpt-oss's own: sinks, and the norm before the experts as post_attention_norm.
             let (layer, rest) = rest.split_once('.')?;
-            let router = format!("{}.weight", self.expert_names().router);
-            (rest == router).then(|| format!("blk.{layer}.ffn_gate_inp.weight"))
+            match rest {
+                "self_attn.sinks" => return Some(format!("blk.{layer}.attn_sinks.weight")),
+                "post_attention_layernorm.weight" => {
+                    return Some(format!("blk.{layer}.post_attention_norm.weight"))
+                }
+                _ => {}
+            }
+        }
+        GGUF_NAMES.name(canonical).or_else(|| {
+            // The router (and its bias), under the member's own name.
+            let (layer, rest) = rest?.split_once('.')?;
+            let kind = rest
+                .strip_prefix(self.expert_names().router)?
+                .strip_prefix('.')?;
+            matches!(kind, "weight" | "bias").then(|| format!("blk.{layer}.ffn_gate_inp.{kind}"))
         })
     }
     /// An expert's matrix is one slice of llama.cpp's stacked tensor of the layer's
@@ -2424,9 +2872,9 @@ impl ArchConfig for Config {
         let m = self.moe.as_ref()?;
         let rest = canonical.strip_prefix("model.layers.")?;
         let (layer, rest) = rest.split_once('.')?;
-        let (e, j) = self.expert_names().parse(rest)?;
+        let (e, j, kind) = self.expert_names().parse(rest)?;
         let stacked = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"][j];
-        Some((format!("blk.{layer}.{stacked}.weight"), e, m.num_experts))
+        Some((format!("blk.{layer}.{stacked}.{kind}"), e, m.num_experts))
     }
     fn layer_windows(&self) -> Vec<Option<usize>> {
         (0..self.num_hidden_layers)
@@ -2449,6 +2897,57 @@ impl ArchConfig for Config {
         } else {
             None
         }
+    }
+    /// gpt-oss's experts as transformers stores them: per layer `gate_up_proj`
+    /// `[experts, hidden, 2·width]` (gate and up interleaved along the last dimension)
+    /// with `gate_up_proj_bias` `[experts, 2·width]`, and `down_proj` `[experts, width,
+    /// hidden]` with `down_proj_bias`; each expert's projections are cut out of them.
+    fn stored_slices(&self, keys: &[String]) -> Vec<(String, StoredSlice)> {
+        let Some(m) = self.moe.as_ref().filter(|_| self.member == Member::GptOss) else {
+            return Vec::new();
+        };
+        let names = self.expert_names();
+        let mut v = Vec::new();
+        for i in 0..self.num_hidden_layers {
+            let p = |n: &str| format!("model.layers.{i}.mlp.experts.{n}");
+            let stacked = [
+                (0, "gate_up_proj", 0, 2, true),
+                (1, "gate_up_proj", 1, 2, true),
+                (2, "down_proj", 0, 1, true),
+            ];
+            for (j, key, offset, stride, transpose) in stacked {
+                for (kind, key, transpose) in [
+                    ("weight", p(key), transpose),
+                    ("bias", p(&format!("{key}_bias")), false),
+                ] {
+                    if !keys.contains(&key) {
+                        continue;
+                    }
+                    for e in 0..m.num_experts {
+                        let canonical = format!(
+                            "model.layers.{i}.{}",
+                            if kind == "weight" {
+                                names.expert(e, j)
+                            } else {
+                                names.expert_bias(e, j)
+                            }
+                        );
+                        v.push((
+                            canonical,
+                            StoredSlice {
+                                key: key.clone(),
+                                index: e,
+                                count: m.num_experts,
+                                offset,
+                                stride,
+                                transpose,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        v
     }
     fn never_quantized(&self, canonical: &str) -> bool {
         canonical.ends_with(&format!("{}.weight", self.expert_names().router)) && self.moe.is_some()
@@ -2510,10 +3009,42 @@ impl ArchConfig for Config {
                 ));
             }
         }
+        if self.member == Member::GptOss {
+            m.push((k(Kv::SlidingWindow), u(self.sliding_window.unwrap_or(0))));
+            let default: Vec<bool> = (0..self.num_hidden_layers).map(|i| i % 2 == 0).collect();
+            let sliding: Vec<bool> = (0..self.num_hidden_layers)
+                .map(|i| self.layer_sliding.as_ref().is_none_or(|v| v[i]))
+                .collect();
+            if sliding != default {
+                // The writer has no bool array: the period, when one states the layers.
+                if let Some(p) = (1..=self.num_hidden_layers).find(|&p| {
+                    crate::model::arch::gemma3::pattern_layers(self.num_hidden_layers, p) == sliding
+                }) {
+                    m.push((k(Kv::SlidingWindowPattern), u(p)));
+                }
+            }
+            if let RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                ..
+            } = self.rope_scaling
+            {
+                m.push((k(Kv::RopeScalingType), Meta::Str("yarn".into())));
+                m.push((k(Kv::RopeScalingFactor), Meta::F32(factor as f32)));
+                m.push((
+                    k(Kv::RopeScalingOrigCtxLen),
+                    u(original_max_position_embeddings),
+                ));
+                m.push((k(Kv::RopeScalingYarnBetaFast), Meta::F32(beta_fast as f32)));
+                m.push((k(Kv::RopeScalingYarnBetaSlow), Meta::F32(beta_slow as f32)));
+            }
+        }
         if let Some(moe) = &self.moe {
             m.push((k(Kv::ExpertCount), u(moe.num_experts)));
             m.push((k(Kv::ExpertUsedCount), u(moe.top_k)));
-            if self.member == Member::Qwen3Moe {
+            if matches!(self.member, Member::Qwen3Moe | Member::GptOss) {
                 m.push((k(Kv::ExpertFeedForwardLength), u(moe.intermediate_size)));
             }
         }
@@ -2547,10 +3078,10 @@ impl ArchConfig for Config {
         if let Some(m) = &self.moe {
             // llama.cpp's graphs hard-code the renormalisation per architecture.
             let llama_cpp_norms = self.member != Member::Olmoe;
-            if m.norm_topk_prob != llama_cpp_norms {
+            if self.member != Member::GptOss && m.norm_topk_prob() != llama_cpp_norms {
                 notes.push(format!(
                     "norm_topk_prob = {} is not written: GGUF has no key for it, and llama.cpp's {} graph {} the top-k weights",
-                    m.norm_topk_prob,
+                    m.norm_topk_prob(),
                     self.gguf_architecture(),
                     if llama_cpp_norms { "always renormalises" } else { "never renormalises" }
                 ));
@@ -2647,7 +3178,7 @@ mod tests {
             r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"rope_type": "yarn", "factor": 4.0}}}}"#
         ));
         assert!(
-            e.contains("yarn") && e.contains("default, linear, llama3"),
+            e.contains("original_max_position_embeddings") && e.contains("yarn"),
             "{e}"
         );
         let e = err(format!(
@@ -2673,6 +3204,53 @@ mod tests {
     /// kept, the low ones divided by 32, those between blended. The exact values are
     /// proven end to end by tests/reference_llama.rs (a model with llama3 scaling against
     /// transformers' logits).
+    /// gpt-oss-20b's YaRN (head_dim 64, theta 150000, factor 32, original 4096, betas
+    /// 32 and 1), every 4th frequency and the attention factor as transformers 5.25's
+    /// `_compute_yarn_parameters` gives them (`ROPE_INIT_FUNCTIONS["yarn"](GptOssConfig(
+    /// rope_parameters=...))`), untruncated (gpt-oss's config) and truncated (llama.cpp's
+    /// always): the two differ where the ramp's ends are rounded.
+    #[test]
+    fn yarn_frequencies_match_transformers_truncated_or_not() {
+        let untruncated = [
+            1.0,
+            0.225_418,
+            0.050_813_27,
+            0.006_794_959,
+            4.564_839e-4,
+            1.818_834e-5,
+            4.099_978e-6,
+            9.242_09e-7,
+        ];
+        let truncated = [
+            1.0,
+            0.225_418,
+            0.050_813_27,
+            0.007_015_714,
+            5.809_475e-4,
+            1.818_834e-5,
+            4.099_978e-6,
+            9.242_09e-7,
+        ];
+        for (truncate, want) in [(false, untruncated), (true, truncated)] {
+            let s = RopeScaling::Yarn {
+                factor: 32.0,
+                original_max_position_embeddings: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attention_factor: 0.1 * 32f64.ln() + 1.0,
+                truncate,
+            };
+            let rope = Rope::new(64, 150000.0, s);
+            let got: Vec<f32> = rope.inv_freq().iter().step_by(4).copied().collect();
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() <= 2e-6 * w, "truncate {truncate}: {got:?}");
+            }
+            let (cos, _) = rope.cos_sin(0, 1, &Device::Cpu).unwrap();
+            let c0 = cos.to_vec2::<f32>().unwrap()[0][0];
+            assert!((c0 - 1.346_573_6).abs() < 1e-6, "{c0}");
+        }
+    }
+
     #[test]
     fn llama3_frequencies_match_transformers() {
         let r = Rope::new(

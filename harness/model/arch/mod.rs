@@ -187,6 +187,20 @@ impl RopePermutation {
     }
 }
 
+/// Where a canonical tensor lies inside a stacked one a checkpoint stores: slice
+/// `index` of the `count` along the first dimension, of its last dimension every
+/// `stride`-th element from `offset` (gate and up interleaved: stride 2), transposed to
+/// `[out, in]` where the checkpoint keeps `[in, out]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSlice {
+    pub key: String,
+    pub index: usize,
+    pub count: usize,
+    pub offset: usize,
+    pub stride: usize,
+    pub transpose: bool,
+}
+
 /// llama.cpp's tensor names for an architecture's canonical ones, as tables (the shape
 /// of llama-arch.cpp's LLM_TENSOR_NAMES): whole-model tensors by name, and each layer's
 /// modules under the layer prefix (`h.3.attn.c_attn.weight` -> `blk.3.attn_qkv.weight`).
@@ -283,6 +297,12 @@ pub trait ArchConfig: std::fmt::Debug + Send + Sync + 'static {
     /// for each key that is a weight (layout prefixes removed, buffers left out).
     fn canonical_keys(&self, keys: &[String]) -> Vec<(String, String)> {
         keys.iter().map(|k| (k.clone(), k.clone())).collect()
+    }
+    /// Canonical tensors a safetensors checkpoint stores inside a stacked one (gpt-oss's
+    /// experts), for the stacked keys among `keys`; the canonical names these give are
+    /// read through the slice, not looked up by [`ArchConfig::canonical_keys`].
+    fn stored_slices(&self, _keys: &[String]) -> Vec<(String, StoredSlice)> {
+        Vec::new()
     }
     /// The token embedding's canonical name (a checkpoint without it is refused).
     fn embedding_name(&self) -> &'static str;

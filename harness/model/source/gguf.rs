@@ -118,10 +118,12 @@ pub enum Kv {
     ExpertFeedForwardLength,
     RopeScalingAttnFactor,
     RopeScalingOrigCtxLen,
+    RopeScalingYarnBetaFast,
+    RopeScalingYarnBetaSlow,
 }
 
 /// [`Kv`]'s names, as llama-arch.cpp spells them.
-pub const KV_NAMES: [(Kv, &str); 24] = [
+pub const KV_NAMES: [(Kv, &str); 26] = [
     (Kv::ContextLength, "context_length"),
     (Kv::EmbeddingLength, "embedding_length"),
     (Kv::BlockCount, "block_count"),
@@ -149,6 +151,8 @@ pub const KV_NAMES: [(Kv, &str); 24] = [
         Kv::RopeScalingOrigCtxLen,
         "rope.scaling.original_context_length",
     ),
+    (Kv::RopeScalingYarnBetaFast, "rope.scaling.yarn_beta_fast"),
+    (Kv::RopeScalingYarnBetaSlow, "rope.scaling.yarn_beta_slow"),
 ];
 
 impl Kv {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
@@ -20,7 +20,7 @@ use safetensors::SafeTensors;
 use serde::Serialize;
 
 use crate::error::InputError;
-use crate::model::arch::ModelConfig;
+use crate::model::arch::{ModelConfig, StoredSlice};
 use crate::model::nn::{Group, Matrix, Part, Vector};
 use crate::precision::{Policy, Precision, Quantization};
 
@@ -53,6 +53,8 @@ pub struct SafetensorsSource {
     files: Vec<MappedFile>,
     /// canonical name -> (file index, key in the file)
     keys: HashMap<String, (usize, String)>,
+    /// canonical name -> (file index, where it lies in a stacked tensor)
+    slices: HashMap<String, (usize, StoredSlice)>,
 }
 
 /// A memory-mapped safetensors file and its header, parsed and validated once.
@@ -102,6 +104,14 @@ impl SafetensorsSource {
             let i = file_of[key.as_str()];
             keys.insert(canonical, (i, key));
         }
+        let slices = config
+            .stored_slices(&all)
+            .into_iter()
+            .map(|(canonical, s)| {
+                let i = file_of[s.key.as_str()];
+                (canonical, (i, s))
+            })
+            .collect();
         let embedding = config.embedding_name();
         if !keys.contains_key(embedding) {
             let mut shown: Vec<&str> = keys.keys().map(|s| s.as_str()).collect();
@@ -119,7 +129,11 @@ impl SafetensorsSource {
             ))
             .into());
         }
-        Ok(SafetensorsSource { files, keys })
+        Ok(SafetensorsSource {
+            files,
+            keys,
+            slices,
+        })
     }
 
     /// The dtypes the weights are stored in, most common first (by elements): what a
@@ -221,10 +235,13 @@ pub fn diagnose_header(bytes: &[u8]) -> Option<String> {
 
 impl TensorSource for SafetensorsSource {
     fn has(&self, name: &str) -> bool {
-        self.keys.contains_key(name)
+        self.keys.contains_key(name) || self.slices.contains_key(name)
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some((fi, slice)) = self.slices.get(name) {
+            return self.get_slice(*fi, slice, shape);
+        }
         let (file, key, dtype) = self.locate(name, shape)?;
         let info = file
             .metadata
@@ -238,11 +255,95 @@ impl TensorSource for SafetensorsSource {
     }
 
     fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        if let Some((fi, slice)) = self.slices.get(name) {
+            return self.slice_geometry(*fi, slice, shape).map(|_| ());
+        }
         self.locate(name, shape).map(|_| ())
     }
 }
 
 impl SafetensorsSource {
+    /// A stacked tensor's dtype and the shape of one slice, checked against `count`
+    /// slices whose cut (every `stride`-th of the last dimension, transposed where
+    /// asked) is `shape`.
+    fn slice_geometry(
+        &self,
+        fi: usize,
+        slice: &StoredSlice,
+        shape: &[usize],
+    ) -> Result<(DType, Vec<usize>)> {
+        let file = &self.files[fi];
+        let key = &slice.key;
+        let info = file
+            .metadata
+            .info(key)
+            .with_context(|| format!("{}: tensor '{key}' vanished", file.path.display()))?;
+        let dtype = float_dtype(info.dtype, key, &file.path)?;
+        let inner = info.shape.get(1..).unwrap_or_default().to_vec();
+        let mut cut = inner.clone();
+        if let Some(last) = cut.last_mut() {
+            *last /= slice.stride.max(1);
+        }
+        if slice.transpose {
+            cut.reverse();
+        }
+        let fits = info.shape.first() == Some(&slice.count)
+            && !inner.is_empty()
+            && inner.len() <= 2
+            && inner
+                .last()
+                .is_some_and(|l| l.is_multiple_of(slice.stride.max(1)))
+            && cut == shape;
+        if !fits {
+            let mut want = shape.to_vec();
+            if slice.transpose {
+                want.reverse();
+            }
+            if let Some(last) = want.last_mut() {
+                *last *= slice.stride;
+            }
+            want.insert(0, slice.count);
+            return Err(InputError::new(format!(
+                "{}: tensor '{key}' has shape {:?}, but config.json implies {want:?}",
+                file.path.display(),
+                info.shape
+            ))
+            .into());
+        }
+        Ok((dtype, inner))
+    }
+
+    /// One slice of a stacked tensor, cut as `slice` says: only its bytes are read.
+    fn get_slice(&self, fi: usize, slice: &StoredSlice, shape: &[usize]) -> Result<Tensor> {
+        let (dtype, inner) = self.slice_geometry(fi, slice, shape)?;
+        let file = &self.files[fi];
+        let info = file
+            .metadata
+            .info(&slice.key)
+            .with_context(|| format!("tensor '{}' vanished", slice.key))?;
+        let per = inner.iter().product::<usize>() * dtype.size_in_bytes();
+        let start = 8 + file.header_len + info.data_offsets.0 + slice.index * per;
+        let t =
+            Tensor::from_raw_buffer(&file.mmap[start..start + per], dtype, &inner, &Device::Cpu)?
+                .to_dtype(DType::F32)?;
+        let t = if slice.stride > 1 {
+            let rank = inner.len();
+            let mut split = inner.clone();
+            let last = split.pop().unwrap_or(1);
+            split.extend([last / slice.stride, slice.stride]);
+            t.reshape(split)?
+                .narrow(rank, slice.offset, 1)?
+                .squeeze(rank)?
+        } else {
+            t
+        };
+        Ok(if slice.transpose {
+            t.t()?.contiguous()?
+        } else {
+            t.contiguous()?
+        })
+    }
+
     /// The file, key and float dtype of a canonical tensor, its shape checked.
     fn locate(&self, name: &str, shape: &[usize]) -> Result<(&MappedFile, &str, DType)> {
         let (fi, key) = self.keys.get(name).ok_or_else(|| {
@@ -266,21 +367,26 @@ impl SafetensorsSource {
             ))
             .into());
         }
-        let dtype = match info.dtype {
-            safetensors::Dtype::F32 => DType::F32,
-            safetensors::Dtype::F16 => DType::F16,
-            safetensors::Dtype::BF16 => DType::BF16,
-            safetensors::Dtype::F64 => DType::F64,
-            other => {
-                return Err(InputError::new(format!(
-                    "{}: tensor '{key}' has dtype {other:?}; valid: F32, F16, BF16, F64",
-                    path.display()
-                ))
-                .into())
-            }
-        };
+        let dtype = float_dtype(info.dtype, key, path)?;
         Ok((file, key, dtype))
     }
+}
+
+/// The float dtype a safetensors tensor is read as; others refused by name.
+fn float_dtype(dtype: safetensors::Dtype, key: &str, path: &Path) -> Result<DType> {
+    Ok(match dtype {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        safetensors::Dtype::F64 => DType::F64,
+        other => {
+            return Err(InputError::new(format!(
+                "{}: tensor '{key}' has dtype {other:?}; valid: F32, F16, BF16, F64",
+                path.display()
+            ))
+            .into())
+        }
+    })
 }
 
 /// How one group of weights is stored.

@@ -121,18 +121,16 @@ const TOKENIZER_FILES: [&str; 4] = [
 fn write_files(source: &ModelSource, dir: &Path) -> Result<Vec<&'static str>> {
     let cfg = &source.config;
     let tensors = cfg.expected_tensors();
+    if let Some(why) = cfg.config_json_cannot_state() {
+        crate::bad_input!("{}: {why}", source.display_name);
+    }
     let src: Box<dyn TensorSource> = match &source.weights {
         WeightFiles::Synthetic { seed } => Box::new(SyntheticSource::new(cfg.clone(), *seed)),
         WeightFiles::Safetensors(paths) => Box::new(SafetensorsSource::open(paths, cfg)?),
-        WeightFiles::Gguf(file) => {
-            if let Some(why) = cfg.config_json_cannot_state() {
-                crate::bad_input!("{}: {why}", source.display_name);
-            }
-            Box::new(crate::model::source::gguf::GgufSource::new(
-                file.clone(),
-                cfg,
-            )?)
-        }
+        WeightFiles::Gguf(file) => Box::new(crate::model::source::gguf::GgufSource::new(
+            file.clone(),
+            cfg,
+        )?),
     };
 
     // The header first: every tensor's dtype, shape and byte range, padded to 8 bytes.
