@@ -25,6 +25,8 @@ pub enum Precision {
     Q4_1,
     Q4_0,
     Q4K,
+    /// ggml's MXFP4 (gpt-oss's experts): E2M1 codes with an E8M0 exponent per 32.
+    Mxfp4,
     Q3K,
     Q2K,
     /// bitsandbytes NF4: blocks of 64, one f32 absmax each (transformers'
@@ -58,7 +60,7 @@ use crate::format::WeightFormat;
 
 impl Precision {
     /// Every precision, from the most bits to the fewest.
-    pub const ALL: [Precision; 20] = [
+    pub const ALL: [Precision; 21] = [
         Precision::F32,
         Precision::F16,
         Precision::Bf16,
@@ -75,6 +77,7 @@ impl Precision {
         Precision::Fp4,
         Precision::Q4_0,
         Precision::Q4K,
+        Precision::Mxfp4,
         Precision::Nf4Dq,
         Precision::Fp4Dq,
         Precision::Q3K,
@@ -96,6 +99,7 @@ impl Precision {
             Precision::Q4_1 => &ggml::Q4_1,
             Precision::Q4_0 => &ggml::Q4_0,
             Precision::Q4K => &ggml::Q4K,
+            Precision::Mxfp4 => &crate::format::mxfp4::MXFP4,
             Precision::Q3K => &ggml::Q3K,
             Precision::Q2K => &ggml::Q2K,
             Precision::Nf4 => &bnb4::NF4_FORMAT,

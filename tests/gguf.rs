@@ -138,7 +138,7 @@ fn q8_0_blocks_are_byte_identical_to_llama_quantize() {
         let f = GgufFile::open(&gguf_path(f32)).unwrap();
         let mut compared = 0;
         for (tname, e) in &q.tensors {
-            if e.dtype != GgmlDType::Q8_0 {
+            if e.dtype != quantbench::format::GgmlType::Q8_0 {
                 continue;
             }
             let weights = f
@@ -466,7 +466,7 @@ fn a_run_records_what_the_file_is() {
 
 #[test]
 fn type_names_are_ggml_names() {
-    assert_eq!(format_name(GgmlDType::Q4K), "q4_k");
+    assert_eq!(format_name(quantbench::format::GgmlType::Q4K), "q4_k");
     assert_eq!(
         quantbench::model::source::gguf::ggml_type_name(16),
         "IQ2_XXS"

@@ -102,9 +102,10 @@ fn run(toml: &str) -> RunRecord {
 const PROMPT: &str = "The quick brown fox jumps over the lazy dog";
 
 /// quantbench's own engine on the GGUFs llama.cpp's converter made of the families'
-/// tiny transformers models (Gemma 3, Qwen3-MoE, Mixtral, OLMoE; tests/fixtures/families,
-/// F32 and llama-quantize's Q8_0): the prompt's ids and 16 greedy tokens are llama.cpp's
-/// own (its f32 KV cache, flash attention off).
+/// tiny transformers models (Gemma 3, Qwen3-MoE, Mixtral, OLMoE, gpt-oss;
+/// tests/fixtures/families, F32 and llama-quantize's Q8_0, gpt-oss's also at MXFP4_MOE)
+/// and on the tiny Qwen3-MoE at MXFP4_MOE: the prompt's ids and 16 greedy tokens are
+/// llama.cpp's own (its f32 KV cache, flash attention off).
 #[test]
 fn the_own_engine_gives_llama_cpps_greedy_tokens_on_the_families_files() {
     for name in [
@@ -112,11 +113,14 @@ fn the_own_engine_gives_llama_cpps_greedy_tokens_on_the_families_files() {
         "qwen3moe-experts",
         "mixtral-experts",
         "olmoe-experts",
+        "gpt-oss-experts",
         // (Not Phi-3: llama.cpp 0.3.36's vocabulary loader stops on a phi3 file whose
         // vocabulary is a byte-level BPE, "unordered_map::at"; tests/reference_families.rs
         // holds that GGUF to transformers instead.)
     ] {
-        for file in ["model.gguf", "model-q8_0.gguf"] {
+        // gpt-oss's also at llama-quantize's MXFP4_MOE: the experts in MXFP4.
+        let mxfp4 = name.starts_with("gpt-oss").then_some("model-mxfp4.gguf");
+        for file in ["model.gguf", "model-q8_0.gguf"].into_iter().chain(mxfp4) {
             let path = fixtures().join("families").join(name).join(file);
             let (ids, new) = llama_cpp_greedy_kv(&path, PROMPT, 16, "f32");
             let rec = run(&format!(
@@ -129,6 +133,25 @@ fn the_own_engine_gives_llama_cpps_greedy_tokens_on_the_families_files() {
             assert_eq!(v.generated_token_ids, new, "{name}/{file}: greedy tokens");
         }
     }
+    let path = fixtures().join("llama-engine/qwen3moe-tiny-MXFP4_MOE.gguf");
+    let (ids, new) = llama_cpp_greedy_kv(&path, PROMPT, 16, "f32");
+    let rec = run(&format!(
+        "name = \"g\"\nmodel = {:?}\nprecisions = [\"native\"]\nprompt = {PROMPT:?}\nnew_tokens = 16\nwarmup = 0\nrepeats = 1\n[quality]\nenabled = false\n",
+        path.display().to_string()
+    ));
+    let v = &rec.variants[0];
+    assert_eq!(v.status, VariantStatus::Ok, "{:?}", v.error);
+    let formats: Vec<&str> = v
+        .weights
+        .as_ref()
+        .unwrap()
+        .by_format
+        .iter()
+        .map(|f| f.format.as_str())
+        .collect();
+    assert!(formats.contains(&"mxfp4"), "{formats:?}");
+    assert_eq!(v.prompt_token_ids, ids, "MXFP4_MOE: prompt ids");
+    assert_eq!(v.generated_token_ids, new, "MXFP4_MOE: greedy tokens");
 }
 
 #[test]

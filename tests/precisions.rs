@@ -429,7 +429,7 @@ fn quantized_embedding_rows_equal_the_dequantized_table() {
                 let storage = candle_core::quantized::QStorage::from_data(
                     std::borrow::Cow::Owned(bytes),
                     &Device::Cpu,
-                    dtype,
+                    dtype.candle().unwrap(),
                 )
                 .unwrap();
                 std::sync::Arc::new(

@@ -103,6 +103,70 @@ fn gpt_oss_with_its_own_clamp_layers_and_untruncated_yarn_matches_transformers_a
     check_f32("gpt-oss-custom", "gpt-oss-custom", "gpt_oss");
 }
 
+/// MXFP4 as llama-quantize's MXFP4_MOE stores gpt-oss's experts: quantbench's quantizer
+/// (ggml's `quantize_row_mxfp4_ref`) makes the file's bytes from the F32 file's weights,
+/// every expert tensor byte for byte; and the file runs as stored (experts MXFP4, the
+/// rest Q8_0, the router F32) with logits near transformers' f32 ones.
+#[test]
+fn mxfp4_experts_are_llama_quantizes_bytes_and_run_as_stored() {
+    use quantbench::format::{mxfp4, GgmlType};
+    use quantbench::model::source::gguf::GgufFile;
+    let dir = fixtures().join("families/gpt-oss-experts");
+    let theirs = GgufFile::open(&dir.join("model-mxfp4.gguf")).unwrap();
+    let f32_file = GgufFile::open(&dir.join("model.gguf")).unwrap();
+    let mut compared = 0;
+    for (name, e) in &theirs.tensors {
+        if e.dtype != GgmlType::Mxfp4 {
+            continue;
+        }
+        let w = f32_file
+            .qtensor(name, &e.shape)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut ours = vec![0u8; w.len() / mxfp4::QK * mxfp4::BLOCK_BYTES];
+        mxfp4::quantize_row(&w, &mut ours);
+        assert_eq!(ours, theirs.read_bytes(name).unwrap(), "{name}");
+        compared += 1;
+    }
+    assert_eq!(compared, 3 * 4, "every layer's three expert tensors");
+    let r = Reference::load("reference-families");
+    let m = model::load(
+        &source("gpt-oss-experts/model-mxfp4.gguf"),
+        Quantization::new(Precision::Native),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let formats: Vec<String> = m
+        .footprint
+        .by_format
+        .iter()
+        .map(|f| f.format.clone())
+        .collect();
+    assert!(formats.contains(&"mxfp4".to_string()), "{formats:?}");
+    for (i, p) in r.models["gpt-oss-experts"].iter().enumerate() {
+        let want = r.logits("gpt-oss-experts", i);
+        let got = last_logits(&m, &p.prompt_ids);
+        let mean = want.iter().sum::<f32>() / want.len() as f32;
+        let spread = want.iter().map(|x| (x - mean).powi(2)).sum::<f32>().sqrt();
+        let err = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        eprintln!(
+            "gpt-oss-experts MXFP4_MOE prompt {i}: relative L2 error {:.4}",
+            err / spread
+        );
+        assert!(err / spread < 0.05, "prompt {i}: {}", err / spread);
+    }
+}
+
 /// A dense layer among the sparse ones, 3 of 8 experts a token, weights not
 /// renormalised: what only a config.json states.
 #[test]

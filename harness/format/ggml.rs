@@ -202,14 +202,31 @@ impl GgmlType {
             .expect("every candle dtype is a ggml type")
     }
 
-    /// The types candle reads, by ggml's names, for messages.
-    pub fn candle_names() -> String {
+    /// (weights a block, bytes a block) of the types quantbench's own engine reads:
+    /// candle's, and those with a format of quantbench's own (MXFP4); `None` for the rest.
+    pub fn block(self) -> Option<(usize, usize)> {
+        if let Some(d) = self.candle() {
+            return Some((d.block_size(), d.type_size()));
+        }
+        match self {
+            GgmlType::Mxfp4 => Some((super::mxfp4::QK, super::mxfp4::BLOCK_BYTES)),
+            _ => None,
+        }
+    }
+
+    /// The types quantbench's own engine reads, by ggml's names, for messages.
+    pub fn readable_names() -> String {
         GgmlType::ALL
             .iter()
-            .filter(|t| t.candle().is_some() && !matches!(t, GgmlType::Q8_1 | GgmlType::Q8K))
+            .filter(|t| t.block().is_some() && !matches!(t, GgmlType::Q8_1 | GgmlType::Q8K))
             .map(|t| t.name())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// Whether the type is a plain float (F32, F16, BF16).
+    pub fn is_float(self) -> bool {
+        matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16)
     }
 }
 

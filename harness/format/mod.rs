@@ -16,6 +16,8 @@
 //!   for them live in `kernel/`. Which reference each follows, and where the bytes were
 //!   checked against it: `scripts/make_bnb_reference.py` (bitsandbytes 0.50 and torch
 //!   2.15 on the CPU) and `tests/formats.rs`.
+//! - `mxfp4.rs`: ggml's MXFP4 (gpt-oss's experts), which candle does not hold: the
+//!   quantizer and dequantization as ggml's, its matrix behind [`StoredMatrix`].
 //! - `mix.rs`: llama-quantize's file types that are none of the above (its mixes such as
 //!   q4_k_m, its i-quants): names only; an engine that can make them makes them.
 
@@ -24,6 +26,7 @@ pub mod float;
 pub mod ggml;
 pub mod int8;
 pub mod mix;
+pub mod mxfp4;
 
 use std::fmt::Debug;
 
@@ -138,6 +141,11 @@ pub trait StoredMatrix: Send + Sync + Debug {
     /// `y = x · Wᵀ (+ bias)` for `x` of `m` rows, computed as the reference library
     /// computes it (see each format), with quantbench's kernel where this CPU has one.
     fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]);
+    /// Its type and bytes as a GGUF file stores them, for a ggml type of quantbench's
+    /// own (MXFP4); `None` for a library's format that GGUF has no type for.
+    fn ggml(&self) -> Option<(GgmlType, &[u8])> {
+        None
+    }
 }
 
 /// `y = x · Wᵀ (+ bias)` through dequantized rows, 64 rows at a time: the portable

@@ -906,7 +906,10 @@ mod tests {
         assert_eq!(l.weight.format(), crate::format::GgmlType::of(dt).lower());
         assert_eq!(l.weight.bytes(), q.storage_size_in_bytes());
         let (bytes, dtype) = crate::model::write::gguf::matrix_bytes(&l.weight).unwrap();
-        assert_eq!((bytes.as_slice(), dtype), (&q.data().unwrap()[..], dt));
+        assert_eq!(
+            (bytes.as_slice(), dtype),
+            (&q.data().unwrap()[..], crate::format::GgmlType::of(dt))
+        );
         for m in [1, 5] {
             let x = Tensor::from_vec(values(m * k, m as f32), (m, k), &dev).unwrap();
             let want = QMatMul::QTensor(q.clone())

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::GgmlDType;
+use quantbench::format::GgmlType;
 
 /// One entry of the tensor directory and its data.
 #[derive(Debug, Clone)]
@@ -30,24 +30,8 @@ pub struct Gguf {
     pub count_delta: i64,
 }
 
-pub fn ggml_id(d: GgmlDType) -> u32 {
-    match d {
-        GgmlDType::F32 => 0,
-        GgmlDType::F16 => 1,
-        GgmlDType::Q4_0 => 2,
-        GgmlDType::Q4_1 => 3,
-        GgmlDType::Q5_0 => 6,
-        GgmlDType::Q5_1 => 7,
-        GgmlDType::Q8_0 => 8,
-        GgmlDType::Q8_1 => 9,
-        GgmlDType::Q2K => 10,
-        GgmlDType::Q3K => 11,
-        GgmlDType::Q4K => 12,
-        GgmlDType::Q5K => 13,
-        GgmlDType::Q6K => 14,
-        GgmlDType::Q8K => 15,
-        GgmlDType::BF16 => 30,
-    }
+pub fn ggml_id(t: GgmlType) -> u32 {
+    t.id()
 }
 
 fn value_type(v: &Value) -> u32 {

@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::InputError;
+use crate::format::GgmlType;
 use crate::model::arch::{ModelConfig, RopePermutation};
 use crate::model::nn::Matrix;
 use crate::model::source::weights::TensorSource;
@@ -34,8 +35,8 @@ pub fn ggml_type_name(id: u32) -> String {
 
 /// How quantbench names a stored type (as [`Matrix::format`] does, and the precisions):
 /// f32, f16, bf16, q8_0, q4_k ...
-pub fn format_name(dtype: GgmlDType) -> String {
-    crate::format::GgmlType::of(dtype).lower()
+pub fn format_name(ty: GgmlType) -> String {
+    ty.lower()
 }
 
 /// llama.cpp's `general.file_type` labels (llama.h's `llama_ftype`).
@@ -83,7 +84,7 @@ pub fn file_type_label(id: u64) -> String {
 /// matrix, the reverse of ggml's `ne`), and where its bytes are.
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
-    pub dtype: GgmlDType,
+    pub dtype: GgmlType,
     pub shape: Vec<usize>,
     /// Absolute offset of the data in the file.
     pub start: u64,
@@ -304,10 +305,9 @@ impl GgufFile {
 
     /// Whether any weight matrix is stored in a block format (not F32 / F16 / BF16).
     pub fn is_quantized(&self) -> bool {
-        self.tensors.values().any(|t| {
-            t.shape.len() == 2
-                && !matches!(t.dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-        })
+        self.tensors
+            .values()
+            .any(|t| t.shape.len() == 2 && !t.dtype.is_float())
     }
 
     /// Stored types by elements, most common first: "q4_k+q6_k+f32".
@@ -429,9 +429,16 @@ impl GgufFile {
     pub fn qtensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
         let e = self.entry(name)?;
         self.check_shape(name, &e.shape, shape)?;
+        let Some(dtype) = e.dtype.candle() else {
+            crate::bad_input!(
+                "{}: tensor '{name}' is {}, where quantbench reads this tensor in one of candle's types ({})",
+                self.path.display(),
+                e.dtype,
+                GgmlType::ALL.iter().filter(|t| t.candle().is_some()).map(|t| t.name()).collect::<Vec<_>>().join(", ")
+            );
+        };
         let bytes = self.read_bytes(name)?;
-        let storage =
-            QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &Device::Cpu, e.dtype)?;
+        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &Device::Cpu, dtype)?;
         Ok(QTensor::new(storage, shape.to_vec())?)
     }
 
@@ -745,7 +752,7 @@ impl GgufSource {
         &self,
         canonical: &str,
         shape: &[usize],
-    ) -> Result<(Vec<u8>, GgmlDType, Vec<usize>)> {
+    ) -> Result<(Vec<u8>, GgmlType, Vec<usize>)> {
         if let Some((name, index, count)) = self.config.gguf_slice(canonical) {
             let (e, want) = self.slice_entry(&name, shape, count)?;
             let per = e.bytes / count;
@@ -786,25 +793,57 @@ pub fn reorder_rows(
 /// (as precisions f32 / f16 / bf16 keep them), block formats as a [`QTensor`].
 pub fn matrix_from_bytes(
     bytes: &[u8],
-    dtype: GgmlDType,
+    ty: GgmlType,
     shape: &[usize],
     device: &Device,
 ) -> Result<Matrix> {
-    let float = match dtype {
-        GgmlDType::F32 => Some(DType::F32),
-        GgmlDType::F16 => Some(DType::F16),
-        GgmlDType::BF16 => Some(DType::BF16),
+    let float = match ty {
+        GgmlType::F32 => Some(DType::F32),
+        GgmlType::F16 => Some(DType::F16),
+        GgmlType::Bf16 => Some(DType::BF16),
         _ => None,
     };
-    Ok(match float {
-        Some(dt) => Matrix::Dense(
+    if let Some(dt) = float {
+        return Ok(Matrix::Dense(
             Tensor::from_raw_buffer(bytes, dt, shape, &Device::Cpu)?.to_device(device)?,
-        ),
-        None => {
-            let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), device, dtype)?;
-            Matrix::Quantized(Arc::new(QTensor::new(storage, shape.to_vec())?))
+        ));
+    }
+    if let Some(dtype) = ty.candle() {
+        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), device, dtype)?;
+        return Ok(Matrix::Quantized(Arc::new(QTensor::new(
+            storage,
+            shape.to_vec(),
+        )?)));
+    }
+    match (ty, shape) {
+        (GgmlType::Mxfp4, &[out, k]) => {
+            if !device.is_cpu() {
+                anyhow::bail!(
+                    "MXFP4 matrices run on the CPU only (quantbench has no GPU kernel for them)"
+                );
+            }
+            Ok(Matrix::Custom(Arc::new(
+                crate::format::mxfp4::Mxfp4Matrix::from_bytes(bytes, out, k)?,
+            )))
         }
-    })
+        _ => anyhow::bail!("{ty} {shape:?} is not a matrix quantbench's own engine holds"),
+    }
+}
+
+/// A stored tensor's bytes as f32 values, dequantized as ggml does.
+pub fn dequantize_bytes(bytes: &[u8], ty: GgmlType, shape: &[usize]) -> Result<Tensor> {
+    if let Some(dtype) = ty.candle() {
+        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), &Device::Cpu, dtype)?;
+        return Ok(QTensor::new(storage, shape.to_vec())?.dequantize(&Device::Cpu)?);
+    }
+    match ty {
+        GgmlType::Mxfp4 => {
+            let mut out = vec![0f32; shape.iter().product()];
+            crate::format::mxfp4::dequantize_row(bytes, &mut out);
+            Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+        }
+        _ => anyhow::bail!("quantbench's own engine does not read {ty} tensors"),
+    }
 }
 
 impl TensorSource for GgufSource {
@@ -828,8 +867,7 @@ impl TensorSource for GgufSource {
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let (bytes, dtype, gshape) = self.stored_bytes(name, shape)?;
-        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&bytes), &Device::Cpu, dtype)?;
-        let t = QTensor::new(storage, gshape)?.dequantize(&Device::Cpu)?;
+        let t = dequantize_bytes(&bytes, dtype, &gshape)?;
         let shift = self.config.gguf_shift(&self.lookup(name)?);
         let t = if shift != 0.0 { (t - shift as f64)? } else { t };
         if self.config.stored_in_out(name) {

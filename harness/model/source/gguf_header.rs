@@ -15,7 +15,6 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::GgmlDType;
 
 /// The alignment a file without `general.alignment` has (GGUF_DEFAULT_ALIGNMENT).
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -30,7 +29,7 @@ const MAX_DIMS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct HeaderTensor {
     pub name: String,
-    pub dtype: GgmlDType,
+    pub dtype: crate::format::GgmlType,
     /// As candle orders it: `[rows, cols]` for a matrix (ggml's `ne` reversed).
     pub shape: Vec<usize>,
     /// Offset of the data within the data section.
@@ -448,26 +447,26 @@ fn read_tensor_info(r: &mut Reader, i: u64) -> Result<HeaderTensor, String> {
     };
     let type_id = r.u32(&what)?;
     let ty = crate::format::GgmlType::from_id(type_id);
-    let Some(dtype) = ty.and_then(|t| t.candle()) else {
-        let supported = crate::format::GgmlType::candle_names();
+    let Some((dtype, (block, type_size))) = ty.and_then(|t| Some((t, t.block()?))) else {
+        let supported = crate::format::GgmlType::readable_names();
         return Err(match ty {
             Some(t) => format!(
-                "tensor '{name}' has type {t} ({type_id}), which candle cannot read (and so quantbench's own engine does not run it yet); supported types: {supported}. The llama.cpp engine runs every type llama.cpp knows: --engine llama.cpp (a build with --features llama-cpp)"
+                "tensor '{name}' has type {t} ({type_id}), which quantbench's own engine does not read yet; supported types: {supported}. The llama.cpp engine runs every type llama.cpp knows: --engine llama.cpp (a build with --features llama-cpp)"
             ),
             None => format!(
                 "tensor '{name}' has type id {type_id}, which is not a ggml type (ggml.h's types are 0 to 42, some retired); supported types: {supported}"
             ),
         });
     };
-    let block = dtype.block_size() as u64;
+    let block = block as u64;
     let row = ne.first().copied().unwrap_or(1);
     if row % block != 0 {
         return Err(format!(
             "tensor '{name}' has rows of {row} elements, which do not divide into {}'s blocks of {block}",
-            crate::model::source::gguf::format_name(dtype)
+            dtype.lower()
         ));
     }
-    let Some(bytes) = (elements / block).checked_mul(dtype.type_size() as u64) else {
+    let Some(bytes) = (elements / block).checked_mul(type_size as u64) else {
         return Err(format!(
             "tensor '{name}' declares dimensions {ne:?}, more bytes than any file can hold"
         ));

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::format::GgmlType;
 use anyhow::{Context, Result};
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 
 use crate::model::arch::ModelConfig;
@@ -140,19 +140,22 @@ impl Meta {
 }
 
 /// ggml's type id of a stored format.
-pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
-    crate::format::GgmlType::of(dtype).id()
+pub fn ggml_type_id(ty: GgmlType) -> u32 {
+    ty.id()
 }
 
 /// A matrix's stored bytes and its ggml type.
-pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlDType)> {
+pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlType)> {
     Ok(match m {
-        Matrix::Custom(w) => anyhow::bail!(
-            "{} has no GGUF type: export a GGUF at a ggml or float precision",
-            w.format()
-        ),
-        Matrix::Quantized(q) => (q.data()?.into_owned(), q.dtype()),
-        Matrix::Interleaved(w) => (w.stored_bytes(), w.kind().dtype()),
+        Matrix::Custom(w) => match w.ggml() {
+            Some((ty, bytes)) => (bytes.to_vec(), ty),
+            None => anyhow::bail!(
+                "{} has no GGUF type: export a GGUF at a ggml or float precision",
+                w.format()
+            ),
+        },
+        Matrix::Quantized(q) => (q.data()?.into_owned(), GgmlType::of(q.dtype())),
+        Matrix::Interleaved(w) => (w.stored_bytes(), w.kind()),
         Matrix::Dense(t) => {
             let t = t.to_device(&Device::Cpu)?.flatten_all()?;
             match t.dtype() {
@@ -161,21 +164,21 @@ pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlDType)> {
                         .iter()
                         .flat_map(|v| v.to_le_bytes())
                         .collect(),
-                    GgmlDType::F32,
+                    GgmlType::F32,
                 ),
                 DType::F16 => (
                     t.to_vec1::<half::f16>()?
                         .iter()
                         .flat_map(|v| v.to_le_bytes())
                         .collect(),
-                    GgmlDType::F16,
+                    GgmlType::F16,
                 ),
                 DType::BF16 => (
                     t.to_vec1::<half::bf16>()?
                         .iter()
                         .flat_map(|v| v.to_le_bytes())
                         .collect(),
-                    GgmlDType::BF16,
+                    GgmlType::Bf16,
                 ),
                 other => anyhow::bail!("a dense matrix in {other:?} has no GGUF type"),
             }
@@ -345,24 +348,23 @@ fn write_tensors(
 ) -> Result<Vec<Info>> {
     let mut infos: Vec<Info> = Vec::new();
     let mut offset = 0u64;
-    let mut push =
-        |name: String, shape: Vec<usize>, bytes: &[u8], dtype: GgmlDType| -> Result<()> {
-            let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
-            data.write_all(bytes)?;
-            data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize])?;
-            infos.push((name, shape, ggml_type_id(dtype), offset));
-            offset += padded;
-            *out.bytes_by_type
-                .entry(crate::model::source::gguf::format_name(dtype))
-                .or_default() += bytes.len();
-            out.tensors += 1;
-            Ok(())
-        };
+    let mut push = |name: String, shape: Vec<usize>, bytes: &[u8], dtype: GgmlType| -> Result<()> {
+        let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
+        data.write_all(bytes)?;
+        data.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize])?;
+        infos.push((name, shape, ggml_type_id(dtype), offset));
+        offset += padded;
+        *out.bytes_by_type
+            .entry(crate::model::source::gguf::format_name(dtype))
+            .or_default() += bytes.len();
+        out.tensors += 1;
+        Ok(())
+    };
     let f32_bytes =
         |vals: &[f32]| -> Vec<u8> { vals.iter().flat_map(|x| x.to_le_bytes()).collect() };
     // A stacked tensor's slices so far (a mixture of experts' `ffn_gate_exps`): they
     // come in order, one expert after another, and go out whole with the last.
-    let mut stack: Option<(String, Vec<u8>, GgmlDType, Vec<usize>)> = None;
+    let mut stack: Option<(String, Vec<u8>, GgmlType, Vec<usize>)> = None;
     for (name, shape) in cfg.expected_tensors() {
         crate::run::interrupt::check()?;
         let gname = cfg
@@ -386,7 +388,7 @@ fn write_tensors(
             let v = v.f32()?.to_vec1::<f32>()?;
             (
                 f32_bytes(&v.iter().map(|x| x + shift).collect::<Vec<f32>>()),
-                GgmlDType::F32,
+                GgmlType::F32,
                 shape.clone(),
             )
         };
@@ -422,7 +424,7 @@ fn write_tensors(
         anyhow::bail!("{name}: its last slice never came");
     }
     for (name, vals) in cfg.gguf_extra_tensors() {
-        push(name, vec![vals.len()], &f32_bytes(&vals), GgmlDType::F32)?;
+        push(name, vec![vals.len()], &f32_bytes(&vals), GgmlType::F32)?;
     }
     Ok(infos)
 }
