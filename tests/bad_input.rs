@@ -310,11 +310,15 @@ fn llama_family_configs_that_cannot_be_honoured_are_named() {
     );
     // A rope type quantbench does not compute, in either config form.
     let dir = llama_dir_with(tmp.path(), "llama-gqa-llama3", |c| {
-        c["rope_parameters"]["rope_type"] = "yarn".into()
+        c["rope_parameters"]["rope_type"] = "proportional".into()
     });
     expect_bad_dir(
         &dir,
-        &["rope_parameters", "yarn", "default, linear, llama3"],
+        &[
+            "rope_parameters",
+            "proportional",
+            "default, linear, llama3, yarn",
+        ],
     );
     let dir = llama_dir_with(tmp.path(), "llama-bf16-linear", |c| {
         c["rope_scaling"]["type"] = "dynamic".into()
@@ -862,6 +866,52 @@ fn new_families_configs_that_cannot_be_honoured_are_named() {
             Box::new(|c| c["rope_parameters"]["attention_factor"] = (-1.0).into()),
             &["attention_factor (-1)", "above 0"],
         ),
+        (
+            "gpt-oss-experts",
+            Box::new(|c| {
+                c["layer_types"] = serde_json::json!([
+                    "sliding_attention",
+                    "chunked_attention",
+                    "sliding_attention",
+                    "full_attention"
+                ])
+            }),
+            &[
+                "layer_types",
+                "chunked_attention",
+                "sliding_attention, full_attention",
+            ],
+        ),
+        (
+            "gpt-oss-experts",
+            Box::new(|c| c["layer_types"] = serde_json::json!(["full_attention"])),
+            &["layer_types lists 1 layers", "num_hidden_layers is 4"],
+        ),
+        (
+            "gpt-oss-experts",
+            Box::new(|c| c["swiglu_limit"] = 0.0.into()),
+            &["swiglu_limit (0)", "above 0"],
+        ),
+        (
+            "gpt-oss-experts",
+            Box::new(|c| {
+                c["rope_parameters"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("original_max_position_embeddings");
+            }),
+            &["original_max_position_embeddings", "yarn"],
+        ),
+        (
+            "gpt-oss-experts",
+            Box::new(|c| c["rope_parameters"]["truncate"] = "no".into()),
+            &["truncate", "true or false"],
+        ),
+        (
+            "gpt-oss-experts",
+            Box::new(|c| c["quantization_config"] = serde_json::json!({"quant_method": "mxfp4"})),
+            &["quantization_config", "mxfp4", "GGUF"],
+        ),
     ];
     for (name, edit, needles) in cases {
         let dir = family_dir_with(tmp.path(), name, edit);
@@ -897,6 +947,21 @@ fn new_families_gguf_keys_that_cannot_be_honoured_are_named() {
             "phi3.rope.dimension_count",
             Value::U32(100),
             &["phi3.rope.dimension_count = 100", "head size"],
+        ),
+        (
+            "gpt-oss-experts",
+            "gpt-oss.rope.scaling.type",
+            Value::String("su".into()),
+            &["gpt-oss.rope.scaling.type = 'su'", "yarn"],
+        ),
+        (
+            "gpt-oss-experts",
+            "gpt-oss.attention.sliding_window_pattern",
+            Value::Array(vec![Value::Bool(true); 3]),
+            &[
+                "gpt-oss.attention.sliding_window_pattern",
+                "one bool per layer (4)",
+            ],
         ),
     ];
     for (name, key, value, needles) in cases {

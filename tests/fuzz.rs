@@ -366,13 +366,14 @@ proptest! {
 
     #[test]
     fn llama_family_config_reader_never_panics(
-        model_type in prop::sample::select(vec!["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "olmoe", "phi3", "gemma3_text"]),
+        model_type in prop::sample::select(vec!["llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "olmoe", "phi3", "gemma3_text", "gpt_oss"]),
         fields in prop::collection::vec((
             prop::sample::select(vec!["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "tie_word_embeddings", "eos_token_id",
                 // the experts', Phi-3's and Gemma 3's own fields
                 "num_experts", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size", "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob",
                 "partial_rotary_factor", "original_max_position_embeddings",
-                "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "final_logit_softcapping", "rope_local_base_freq"]),
+                "layer_types", "sliding_window_pattern", "query_pre_attn_scalar", "final_logit_softcapping", "rope_local_base_freq",
+                "swiglu_limit", "swiglu_alpha", "attention_bias", "quantization_config"]),
             prop_oneof![
                 any::<u64>().prop_map(|n| n.to_string()),
                 (1u64..5000).prop_map(|n| n.to_string()),
@@ -385,6 +386,9 @@ proptest! {
                     .prop_map(|(t, n, f, o)| format!(r#"{{"rope_type": "{t}", "short_factor": [{}], "long_factor": [{}], "original_max_position_embeddings": {o}}}"#,
                         vec![if f.is_finite() { f } else { 1.0 }; n].iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "),
                         vec!["2.0"; n].join(", "))),
+                (any::<f64>(), any::<f64>(), 0u64..100000, any::<bool>())
+                    .prop_map(|(f, b, o, t)| format!(r#"{{"rope_type": "yarn", "factor": {}, "beta_fast": {}, "beta_slow": 1.0, "original_max_position_embeddings": {o}, "truncate": {t}, "rope_theta": 150000.0}}"#,
+                        if f.is_finite() { f } else { 1.0 }, if b.is_finite() { b } else { 32.0 })),
                 Just(r#"["sliding_attention", "full_attention"]"#.to_string()),
                 Just(r#"{"full_attention": {"rope_type": "default", "rope_theta": 10000.0}, "sliding_attention": {"rope_type": "linear", "factor": 2.0}}"#.to_string()),
                 Just("null".to_string()),

@@ -490,6 +490,7 @@ fn exports_are_llama_cpps_converter_tensor_for_tensor() {
         ("mixtral-experts", "llama."),
         ("olmoe-experts", "olmoe."),
         ("phi3-longrope-long", "phi3."),
+        ("gpt-oss-experts", "gpt-oss."),
     ] {
         let dir = fixtures().join("families").join(name);
         let out = tmp.path().join(format!("{name}.gguf"));

@@ -2292,9 +2292,10 @@ fn shape(
 /// HuggingFaceTB/SmolLM2-135M, Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B,
 /// meta-llama/Llama-3.2-1B, TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T
 /// (v1.0), mistralai/Mistral-7B-v0.1; with experts allenai/OLMoE-1B-7B-0924,
-/// Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1; microsoft/Phi-3-mini-4k-instruct.
+/// Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1, openai/gpt-oss-20b;
+/// microsoft/Phi-3-mini-4k-instruct, microsoft/Phi-3.5-mini-instruct.
 #[rustfmt::skip]
-pub const PRESETS: [Preset; 11] = [
+pub const PRESETS: [Preset; 13] = [
     Preset {
         name: "tiny-llama",
         about: "a Llama of 2 layers, width 256, 4 heads over 2 kv heads, llama3 rope, GPT-2's vocabulary, for tests",
@@ -2393,6 +2394,56 @@ pub const PRESETS: [Preset; 11] = [
         },
     },
     Preset {
+        name: "phi-3.5-mini",
+        about: "Phi-3.5-mini-instruct (phi3: 32 layers, width 3072, 32 heads, LongRoPE from 4096 to 131072 positions, untied; 3.8B parameters)",
+        build: || {
+            let mut c = shape(Member::Phi3, 32064, 3072, 8192, 32, 32, 32, 131072, 10000.0, false);
+            c.sliding_window = Some(262144);
+            c.long_rope_factors = Some((PHI_3_5_SHORT.to_vec(), PHI_3_5_LONG.to_vec()));
+            // transformers: sqrt(1 + ln(131072 / 4096) / ln(4096)).
+            c.rope_scaling = RopeScaling::LongRope {
+                original_max_position_embeddings: 4096,
+                attention_factor: (1.0 + 32f64.ln() / 4096f64.ln()).sqrt(),
+            };
+            c.bos_token_id = Some(1);
+            c.eos_token_id = Some(32000);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
+        name: "gpt-oss-20b",
+        about: "gpt-oss-20b (gpt_oss: 24 layers, width 2880, 64 heads of 64, 8 kv heads, sinks, window 128 on every other layer, YaRN, 32 experts of 2880, 4 a token; 20.9B parameters, 3.6B active; f32 (78 GiB) and bf16 do not fit in 24 GiB, q8_0 takes 20.7 GiB, mxfp4 10.4 GiB)",
+        build: || {
+            use crate::model::moe::{Activation, Routing};
+            let mut c = shape(Member::GptOss, 201088, 2880, 2880, 24, 64, 8, 131072, 150000.0, false);
+            c.head_dim = 64;
+            c.qkv_bias = true;
+            c.o_bias = true;
+            c.attention_sinks = true;
+            c.sliding_window = Some(128);
+            c.layer_sliding = Some((0..24).map(|i| i % 2 == 0).collect());
+            c.rope_scaling = RopeScaling::Yarn {
+                factor: 32.0,
+                original_max_position_embeddings: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attention_factor: 0.1 * 32f64.ln() + 1.0,
+                truncate: false,
+            };
+            c.moe = Some(MoeConfig {
+                num_experts: 32,
+                top_k: 4,
+                intermediate_size: 2880,
+                routing: Routing::TopKThenSoftmax,
+                activation: Activation::ClampedSwiglu { alpha: 1.702, limit: 7.0 },
+                biases: true,
+                sparse: vec![true; 24],
+            });
+            c.eos_token_id = Some(200002);
+            ModelConfig::new(c)
+        },
+    },
+    Preset {
         name: "olmoe-1b-7b",
         about: "OLMoE-1B-7B (olmoe: 16 layers, width 2048, 16 heads, 64 experts of 1024, 8 a token, untied; 6.9B parameters, 1.3B active)",
         build: || {
@@ -2429,6 +2480,41 @@ pub const PRESETS: [Preset; 11] = [
             ModelConfig::new(c)
         },
     },
+];
+
+/// Phi-3.5-mini-instruct's LongRoPE factors (its config.json's rope_scaling, digits as
+/// published).
+#[rustfmt::skip]
+#[allow(clippy::excessive_precision)]
+const PHI_3_5_SHORT: [f32; 48] = [
+    1.0, 1.0199999809265137, 1.0299999713897705, 1.0299999713897705, 1.0499999523162842,
+    1.0499999523162842, 1.0499999523162842, 1.0499999523162842, 1.0499999523162842,
+    1.0699999332427979, 1.0999999046325684, 1.1099998950958252, 1.1599998474121094,
+    1.1599998474121094, 1.1699998378753662, 1.2899998426437378, 1.339999794960022,
+    1.679999828338623, 1.7899998426437378, 1.8199998140335083, 1.8499997854232788,
+    1.8799997568130493, 1.9099997282028198, 1.9399996995925903, 1.9899996519088745,
+    2.0199997425079346, 2.0199997425079346, 2.0199997425079346, 2.0199997425079346,
+    2.0199997425079346, 2.0199997425079346, 2.0299997329711914, 2.0299997329711914,
+    2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0299997329711914,
+    2.0299997329711914, 2.0299997329711914, 2.0299997329711914, 2.0799996852874756,
+    2.0899996757507324, 2.189999580383301, 2.2199995517730713, 2.5899994373321533,
+    2.729999542236328, 2.749999523162842, 2.8399994373321533,
+];
+#[rustfmt::skip]
+#[allow(clippy::excessive_precision)]
+const PHI_3_5_LONG: [f32; 48] = [
+    1.0800000429153442, 1.1100000143051147, 1.1399999856948853, 1.340000033378601,
+    1.5899999141693115, 1.600000023841858, 1.6200000047683716, 2.620000123977661,
+    3.2300000190734863, 3.2300000190734863, 4.789999961853027, 7.400000095367432,
+    7.700000286102295, 9.09000015258789, 12.199999809265137, 17.670000076293945,
+    24.46000099182129, 28.57000160217285, 30.420001983642578, 30.840002059936523,
+    32.590003967285156, 32.93000411987305, 42.320003509521484, 44.96000289916992,
+    50.340003967285156, 50.45000457763672, 57.55000305175781, 57.93000411987305,
+    58.21000289916992, 60.1400032043457, 62.61000442504883, 62.62000274658203,
+    62.71000289916992, 63.1400032043457, 63.1400032043457, 63.77000427246094,
+    63.93000411987305, 63.96000289916992, 63.970001220703125, 64.02999877929688,
+    64.06999969482422, 64.08000183105469, 64.12000274658203, 64.41000366210938,
+    64.4800033569336, 64.51000213623047, 64.52999877929688, 64.83999633789062,
 ];
 
 /// The configuration a GGUF file of the Llama architectures describes (`general.architecture` llama,
@@ -2545,51 +2631,7 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         member,
         Member::Qwen3Moe | Member::Olmoe | Member::Mixtral | Member::GptOss
     ) {
-        let Some(n) = experts else {
-            crate::bad_input!(
-                "{path}: {} is missing or 0; a {arch} file holds experts",
-                Kv::ExpertCount.key(arch)
-            );
-        };
-        let count = if matches!(member, Member::Mixtral | Member::GptOss) {
-            "num_local_experts"
-        } else {
-            "num_experts"
-        };
-        o.insert(count.into(), n.into());
-        o.insert(
-            "num_experts_per_tok".into(),
-            file.kv_usize(arch, Kv::ExpertUsedCount)?.into(),
-        );
-        if member != Member::GptOss {
-            o.insert("norm_topk_prob".into(), (member != Member::Olmoe).into());
-        }
-        if member == Member::Qwen3Moe {
-            o.insert(
-                "moe_intermediate_size".into(),
-                file.kv_usize(arch, Kv::ExpertFeedForwardLength)?.into(),
-            );
-            // Layers without a router are dense (what quantbench's export writes for
-            // mlp_only_layers).
-            let dense: Vec<usize> = (0..c.layers)
-                .filter(|i| {
-                    !file
-                        .tensors
-                        .contains_key(&format!("blk.{i}.ffn_gate_inp.weight"))
-                })
-                .collect();
-            o.insert("mlp_only_layers".into(), dense.into());
-        } else {
-            // Mixtral's and OLMoE's experts are intermediate_size wide.
-            let width = file.kv_opt_usize(arch, Kv::ExpertFeedForwardLength)?;
-            if let Some(w) = width {
-                o.insert("intermediate_size".into(), w.into());
-            }
-        }
-        o.insert("model_type".into(), member.model_type().into());
-        if member != Member::GptOss {
-            o.insert("sliding_window".into(), Value::Null);
-        }
+        experts_from_gguf(file, arch, member, experts, c.layers, o)?;
     }
     let origin = format!("{path} (GGUF metadata)");
     let mut cfg = Config::from_value(v, member, &origin)?;
@@ -2598,6 +2640,66 @@ fn from_gguf(file: &GgufFile, arch: &str) -> Result<ModelConfig> {
         cfg.rope_freq_factors = Some(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?);
     }
     Ok(ModelConfig::new(cfg))
+}
+
+/// A mixture of experts' keys into the config being built: the count, the top k, the
+/// expert width, which layers have experts (Qwen3-MoE), and the renormalisation
+/// llama.cpp's graph hard-codes for the architecture.
+fn experts_from_gguf(
+    file: &GgufFile,
+    arch: &str,
+    member: Member,
+    experts: Option<usize>,
+    layers: usize,
+    o: &mut serde_json::Map<String, Value>,
+) -> Result<()> {
+    let path = file.path.display();
+    let Some(n) = experts else {
+        crate::bad_input!(
+            "{path}: {} is missing or 0; a {arch} file holds experts",
+            Kv::ExpertCount.key(arch)
+        );
+    };
+    let count = if matches!(member, Member::Mixtral | Member::GptOss) {
+        "num_local_experts"
+    } else {
+        "num_experts"
+    };
+    o.insert(count.into(), n.into());
+    o.insert(
+        "num_experts_per_tok".into(),
+        file.kv_usize(arch, Kv::ExpertUsedCount)?.into(),
+    );
+    if member != Member::GptOss {
+        o.insert("norm_topk_prob".into(), (member != Member::Olmoe).into());
+    }
+    if member == Member::Qwen3Moe {
+        o.insert(
+            "moe_intermediate_size".into(),
+            file.kv_usize(arch, Kv::ExpertFeedForwardLength)?.into(),
+        );
+        // Layers without a router are dense (what quantbench's export writes for
+        // mlp_only_layers).
+        let dense: Vec<usize> = (0..layers)
+            .filter(|i| {
+                !file
+                    .tensors
+                    .contains_key(&format!("blk.{i}.ffn_gate_inp.weight"))
+            })
+            .collect();
+        o.insert("mlp_only_layers".into(), dense.into());
+    } else {
+        // Mixtral's and OLMoE's experts are intermediate_size wide.
+        let width = file.kv_opt_usize(arch, Kv::ExpertFeedForwardLength)?;
+        if let Some(w) = width {
+            o.insert("intermediate_size".into(), w.into());
+        }
+    }
+    o.insert("model_type".into(), member.model_type().into());
+    if member != Member::GptOss {
+        o.insert("sliding_window".into(), Value::Null);
+    }
+    Ok(())
 }
 
 /// gpt-oss's own keys into the config being built: the window and which layers take it
@@ -3023,23 +3125,23 @@ impl ArchConfig for Config {
                     m.push((k(Kv::SlidingWindowPattern), u(p)));
                 }
             }
-            if let RopeScaling::Yarn {
-                factor,
-                original_max_position_embeddings,
-                beta_fast,
-                beta_slow,
-                ..
-            } = self.rope_scaling
-            {
-                m.push((k(Kv::RopeScalingType), Meta::Str("yarn".into())));
-                m.push((k(Kv::RopeScalingFactor), Meta::F32(factor as f32)));
-                m.push((
-                    k(Kv::RopeScalingOrigCtxLen),
-                    u(original_max_position_embeddings),
-                ));
-                m.push((k(Kv::RopeScalingYarnBetaFast), Meta::F32(beta_fast as f32)));
-                m.push((k(Kv::RopeScalingYarnBetaSlow), Meta::F32(beta_slow as f32)));
-            }
+        }
+        if let RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings,
+            beta_fast,
+            beta_slow,
+            ..
+        } = self.rope_scaling
+        {
+            m.push((k(Kv::RopeScalingType), Meta::Str("yarn".into())));
+            m.push((k(Kv::RopeScalingFactor), Meta::F32(factor as f32)));
+            m.push((
+                k(Kv::RopeScalingOrigCtxLen),
+                u(original_max_position_embeddings),
+            ));
+            m.push((k(Kv::RopeScalingYarnBetaFast), Meta::F32(beta_fast as f32)));
+            m.push((k(Kv::RopeScalingYarnBetaSlow), Meta::F32(beta_slow as f32)));
         }
         if let Some(moe) = &self.moe {
             m.push((k(Kv::ExpertCount), u(moe.num_experts)));
@@ -3075,6 +3177,39 @@ impl ArchConfig for Config {
             )],
             _ => Vec::new(),
         };
+        if let RopeScaling::Yarn {
+            truncate,
+            beta_fast,
+            beta_slow,
+            attention_factor,
+            factor,
+            ..
+        } = self.rope_scaling
+        {
+            let default_factor = if factor <= 1.0 {
+                1.0
+            } else {
+                0.1 * factor.ln() + 1.0
+            };
+            if !truncate
+                || (beta_fast, beta_slow) != (32.0, 1.0)
+                || attention_factor != default_factor
+            {
+                notes.push(format!(
+                    "YaRN is written as its type, factor and original context (and betas {beta_fast} and {beta_slow}); llama.cpp floors and ceils the ramp's ends whatever `truncate` says ({truncate} here), {} and scales cos and sin by 0.1 ln(factor) + 1 ({default_factor:.6}; this model: {attention_factor:.6}), so it rotates a little otherwise than transformers",
+                    if self.member == Member::GptOss { "takes betas 32 and 1 for gpt-oss" } else { "reads the betas for some architectures only" }
+                ));
+            }
+        }
+        if let Some(crate::model::moe::Activation::ClampedSwiglu { alpha, limit }) =
+            self.moe.as_ref().map(|m| m.activation)
+        {
+            if (alpha, limit) != (1.702, 7.0) {
+                notes.push(format!(
+                    "swiglu_alpha {alpha} and swiglu_limit {limit} are not written: GGUF has no key for them, and llama.cpp's gpt-oss graph hard-codes 1.702 and 7"
+                ));
+            }
+        }
         if let Some(m) = &self.moe {
             // llama.cpp's graphs hard-code the renormalisation per architecture.
             let llama_cpp_norms = self.member != Member::Olmoe;
