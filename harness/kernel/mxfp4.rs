@@ -46,10 +46,11 @@ impl Q8Rows {
     }
 }
 
-/// Weight rows per parallel task.
-const ROWS: usize = 16;
+/// Weight rows per parallel unit.
+const ROWS: usize = 32;
 
-/// `y[m × out] = x[m × k] · Wᵀ (+ bias)`.
+/// `y[m × out] = x[m × k] · Wᵀ (+ bias)`: weight rows shared out over the pool in units
+/// of [`ROWS`], each unit writing its own outputs in place.
 pub fn matmul(w: &Mxfp4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     let (n, k) = w.shape();
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
@@ -58,26 +59,63 @@ pub fn matmul(w: &Mxfp4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mu
     let nb = k / QK;
     let row_bytes = nb * BLOCK_BYTES;
     let blocks = w.blocks();
-    crate::format::by_row_chunks(n, m, ROWS, y, |start, rows, part| {
-        for r in 0..rows {
-            let row = start + r;
-            let wr = &blocks[row * row_bytes..(row + 1) * row_bytes];
-            let b = bias.map_or(0.0, |b| b[row]);
-            for t in 0..m {
-                let q = &acts.qs[t * k..(t + 1) * k];
-                let d = &acts.scales[t * nb..(t + 1) * nb];
-                part[t * rows + r] = dot(wr, q, d) + b;
+    let out = super::Disjoint::new(y);
+    let simd = cfg!(target_arch = "x86_64") && super::level().is_some();
+    let units = n.div_ceil(ROWS);
+    let unit = |u: usize| {
+        let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: level() checked AVX2 and FMA; the rows, blocks and activations
+            // read lie inside `blocks` and `acts` (shapes checked above); this unit
+            // writes only outputs of its rows r0 .. r1, which no other unit touches.
+            unsafe { rows_avx2(blocks, row_bytes, &acts, k, (r0, r1), m, n, &out) };
+        }
+        if !simd {
+            for r in r0..r1 {
+                let wr = &blocks[r * row_bytes..(r + 1) * row_bytes];
+                for t in 0..m {
+                    let v = dot_portable(
+                        wr,
+                        &acts.qs[t * k..(t + 1) * k],
+                        &acts.scales[t * nb..(t + 1) * nb],
+                    );
+                    // SAFETY: output (t, r) is this unit's alone.
+                    unsafe { out.part(t * n + r, 1)[0] = v };
+                }
             }
         }
-    });
+        if let Some(b) = bias {
+            for t in 0..m {
+                // SAFETY: as above.
+                let o = unsafe { out.part(t * n + r0, r1 - r0) };
+                for (o, b) in o.iter_mut().zip(&b[r0..r1]) {
+                    *o += b;
+                }
+            }
+        }
+    };
+    if units * m >= 4 {
+        candle_core::utils::barrier_pool().execute_chunked(units, |range| range.for_each(unit));
+    } else {
+        (0..units).for_each(unit);
+    }
 }
 
 /// One weight row (`d.len()` blocks) against one activation row.
 pub fn dot(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::level().is_some() {
-        // SAFETY: level() checked AVX2 (and FMA) on this CPU.
-        return unsafe { dot_avx2(w, q, d) };
+        let acts = Q8Rows {
+            qs: q.to_vec(),
+            scales: d.to_vec(),
+        };
+        let mut y = [0f32];
+        let out = super::Disjoint::new(&mut y);
+        // SAFETY: level() checked AVX2 and FMA; one row of d.len() blocks against one
+        // activation row of as many, into the one output.
+        unsafe { rows_avx2(w, w.len(), &acts, q.len(), (0, 1), 1, 1, &out) };
+        return y[0];
     }
     dot_portable(w, q, d)
 }
@@ -120,55 +158,284 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     sum
 }
 
-/// [`dot`] with ggml's AVX2 instructions: the codes looked up 16 at a time by a byte
-/// shuffle, `maddubs` on |code| and the activations signed by the code, `madd` by ones.
+/// Weight rows `r0 .. r1` against activation rows `0 .. m`, into `out` (`m × n`), with
+/// ggml's AVX2 instructions per (row, column): the codes looked up 16 at a time by a byte
+/// shuffle, `maddubs` on |code| and the activations signed by the code, `madd` by ones,
+/// two accumulators by block parity. Four weight rows share each activation load at
+/// decode; a prompt's columns go four at a time against each weight row.
+///
+/// # Safety
+/// AVX2 and FMA; `w` holds rows `r0 .. r1` of `row_bytes`; `acts` holds `m` rows of `k`;
+/// outputs `(t, r)` for these rows are the caller's alone.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
+unsafe fn rows_avx2(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &Q8Rows,
+    k: usize,
+    (r0, r1): (usize, usize),
+    m: usize,
+    n: usize,
+    out: &super::Disjoint<f32>,
+) {
+    if super::level() == Some(super::Level::Avx512) {
+        return rows_vnni(w, row_bytes, acts, k, (r0, r1), m, n, out);
+    }
+    let mut t = 0;
+    while t + 4 <= m {
+        for r in r0..r1 {
+            tile_avx2::<1, 4>(w, row_bytes, acts, k, r, t, n, out);
+        }
+        t += 4;
+    }
+    while t < m {
+        let mut r = r0;
+        while r + 4 <= r1 {
+            tile_avx2::<4, 1>(w, row_bytes, acts, k, r, t, n, out);
+            r += 4;
+        }
+        while r < r1 {
+            tile_avx2::<1, 1>(w, row_bytes, acts, k, r, t, n, out);
+            r += 1;
+        }
+        t += 1;
+    }
+}
+
+/// [`rows_avx2`] with AVX-512 VNNI on 256-bit registers: the codes offset by 12 into
+/// unsigned bytes and `vpdpbusd` against the activations from `−12 · Σa` per lane — the
+/// same integer lane sums as `maddubs` + `madd` (four products a lane, exact), so every
+/// output keeps ggml's bits; 2 × 4 tiles of two accumulators each (32 registers).
+///
+/// # Safety
+/// As [`rows_avx2`], and AVX-512 F/BW/VL + VNNI.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_vnni(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &Q8Rows,
+    k: usize,
+    (r0, r1): (usize, usize),
+    m: usize,
+    n: usize,
+    out: &super::Disjoint<f32>,
+) {
+    let mut t = 0;
+    while t + 4 <= m {
+        let mut r = r0;
+        while r + 2 <= r1 {
+            tile_vnni::<2, 4>(w, row_bytes, acts, k, r, t, n, out);
+            r += 2;
+        }
+        while r < r1 {
+            tile_vnni::<1, 4>(w, row_bytes, acts, k, r, t, n, out);
+            r += 1;
+        }
+        t += 4;
+    }
+    while t < m {
+        let mut r = r0;
+        while r + 4 <= r1 {
+            tile_vnni::<4, 1>(w, row_bytes, acts, k, r, t, n, out);
+            r += 4;
+        }
+        while r < r1 {
+            tile_vnni::<1, 1>(w, row_bytes, acts, k, r, t, n, out);
+            r += 1;
+        }
+        t += 1;
+    }
+}
+
+/// `KVALUES` + 12: the codes as unsigned bytes, for `vpdpbusd`.
+const KVALUES_U: [u8; 16] = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0];
+
+/// [`tile_avx2`] with `vpdpbusd`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_vnni<const R: usize, const C: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &Q8Rows,
+    k: usize,
+    w_row: usize,
+    a_row: usize,
+    n: usize,
+    out: &super::Disjoint<f32>,
+) {
     use std::arch::x86_64::*;
-    let nb = d.len();
+    let nb = k / QK;
+    let values = _mm_loadu_si128(KVALUES_U.as_ptr() as *const __m128i);
+    let m4b = _mm_set1_epi8(0x0f);
+    let twelve = _mm256_set1_epi8(12);
+    let zero = _mm256_setzero_si256();
+    let mut acc = [[[_mm256_setzero_ps(); C]; R]; 2];
+    let wp = w.as_ptr();
+    let qp = acts.qs.as_ptr();
+    let pairs = nb / 2;
+    for pair in 0..pairs {
+        for (par, acc) in acc.iter_mut().enumerate() {
+            let b = 2 * pair + par;
+            let mut av = [zero; C];
+            let mut start = [zero; C];
+            let mut da = [_mm256_setzero_ps(); C];
+            for c in 0..C {
+                av[c] = _mm256_loadu_si256(qp.add((a_row + c) * k + b * QK) as *const __m256i);
+                start[c] = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, twelve, av[c]));
+                da[c] = _mm256_set1_ps(*acts.scales.get_unchecked((a_row + c) * nb + b));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let p = wp.add((w_row + r) * row_bytes + b * BLOCK_BYTES);
+                _mm_prefetch::<_MM_HINT_T0>(
+                    p.wrapping_add(super::tile::PREFETCH_ROWS * row_bytes) as *const i8
+                );
+                _mm_prefetch::<_MM_HINT_T1>(
+                    p.wrapping_add(super::tile::PREFETCH_L2_ROWS * row_bytes) as *const i8,
+                );
+                let bits = _mm_loadu_si128(p.add(1) as *const __m128i);
+                let lo = _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b));
+                let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b));
+                let cw = _mm256_set_m128i(hi, lo);
+                let dw = _mm256_set1_ps(e8m0_to_fp32_half(*p));
+                for c in 0..C {
+                    let lanes = _mm256_dpbusd_epi32(start[c], cw, av[c]);
+                    // d_a · d_w in every lane: ggml's one float product.
+                    acc[c] = _mm256_fmadd_ps(
+                        _mm256_mul_ps(da[c], dw),
+                        _mm256_cvtepi32_ps(lanes),
+                        acc[c],
+                    );
+                }
+            }
+        }
+    }
+    finish::<R, C>(
+        &acc,
+        w,
+        row_bytes,
+        acts,
+        k,
+        (w_row, a_row),
+        2 * pairs,
+        n,
+        out,
+    );
+}
+
+/// Each (row, column)'s two accumulators summed in ggml's `hsum_float_8` order, then an
+/// odd last block added alone, into its output.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn finish<const R: usize, const C: usize>(
+    acc: &[[[std::arch::x86_64::__m256; C]; R]; 2],
+    w: &[u8],
+    row_bytes: usize,
+    acts: &Q8Rows,
+    k: usize,
+    (w_row, a_row): (usize, usize),
+    ib: usize,
+    n: usize,
+    out: &super::Disjoint<f32>,
+) {
+    use std::arch::x86_64::*;
+    let nb = k / QK;
+    for r in 0..R {
+        let wr = &w[(w_row + r) * row_bytes..(w_row + r + 1) * row_bytes];
+        for (c, (&even, &odd)) in acc[0][r].iter().zip(&acc[1][r]).enumerate() {
+            let x = _mm256_add_ps(even, odd);
+            let mut res = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+            res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+            res = _mm_add_ss(res, _mm_movehdup_ps(res));
+            let mut sum = _mm_cvtss_f32(res);
+            let row = a_row + c;
+            for b in ib..nb {
+                let blk = &wr[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
+                let scale = acts.scales[row * nb + b] * e8m0_to_fp32_half(blk[0]);
+                let s: i32 = (0..QK)
+                    .map(|e| code(blk, e) * acts.qs[row * k + b * QK + e] as i32)
+                    .sum();
+                sum = scale.mul_add(s as f32, sum);
+            }
+            out.part(row * n + w_row + r, 1)[0] = sum;
+        }
+    }
+}
+
+/// The 32 code values of the block at `p` (its exponent byte first) as signed bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn codes(p: *const u8) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
     let values = _mm_loadu_si128(KVALUES.as_ptr() as *const __m128i);
     let m4b = _mm_set1_epi8(0x0f);
+    let bits = _mm_loadu_si128(p.add(1) as *const __m128i);
+    let lo = _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b));
+    let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b));
+    _mm256_set_m128i(hi, lo)
+}
+
+/// An R × C tile: weight rows `w_row ..` against activation rows `a_row ..`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize, const C: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &Q8Rows,
+    k: usize,
+    w_row: usize,
+    a_row: usize,
+    n: usize,
+    out: &super::Disjoint<f32>,
+) {
+    use std::arch::x86_64::*;
+    let nb = k / QK;
     let ones = _mm256_set1_epi16(1);
-    let lookup = |blk: *const u8| -> __m256i {
-        let bits = _mm_loadu_si128(blk.add(1) as *const __m128i);
-        let lo = _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b));
-        let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b));
-        _mm256_set_m128i(hi, lo)
-    };
-    let product = |codes: __m256i, acts: __m256i| -> __m256 {
-        let ax = _mm256_sign_epi8(codes, codes);
-        let sy = _mm256_sign_epi8(acts, codes);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones))
-    };
-    let mut acc1 = _mm256_setzero_ps();
-    let mut acc2 = _mm256_setzero_ps();
+    let mut acc = [[[_mm256_setzero_ps(); C]; R]; 2];
+    let wp = w.as_ptr();
+    let qp = acts.qs.as_ptr();
     let mut ib = 0;
     while ib + 1 < nb {
-        let (b0, b1) = (
-            w.as_ptr().add(ib * BLOCK_BYTES),
-            w.as_ptr().add((ib + 1) * BLOCK_BYTES),
-        );
-        let q0 = _mm256_loadu_si256(q.as_ptr().add(ib * QK) as *const __m256i);
-        let q1 = _mm256_loadu_si256(q.as_ptr().add((ib + 1) * QK) as *const __m256i);
-        let s0 = _mm256_set1_ps(d[ib] * e8m0_to_fp32_half(*b0));
-        let s1 = _mm256_set1_ps(d[ib + 1] * e8m0_to_fp32_half(*b1));
-        acc1 = _mm256_fmadd_ps(s0, product(lookup(b0), q0), acc1);
-        acc2 = _mm256_fmadd_ps(s1, product(lookup(b1), q1), acc2);
+        for (par, acc) in acc.iter_mut().enumerate() {
+            let b = ib + par;
+            let mut av = [_mm256_setzero_si256(); C];
+            let mut da = [0f32; C];
+            for c in 0..C {
+                av[c] = _mm256_loadu_si256(qp.add((a_row + c) * k + b * QK) as *const __m256i);
+                da[c] = *acts.scales.get_unchecked((a_row + c) * nb + b);
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let p = wp.add((w_row + r) * row_bytes + b * BLOCK_BYTES);
+                // Weights stream from memory once: asked for ahead, as tile.rs does.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    p.wrapping_add(super::tile::PREFETCH_ROWS * row_bytes) as *const i8
+                );
+                _mm_prefetch::<_MM_HINT_T1>(
+                    p.wrapping_add(super::tile::PREFETCH_L2_ROWS * row_bytes) as *const i8,
+                );
+                let cw = codes(p);
+                let ax = _mm256_sign_epi8(cw, cw);
+                let dw = e8m0_to_fp32_half(*p);
+                for c in 0..C {
+                    let sy = _mm256_sign_epi8(av[c], cw);
+                    let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                    acc[c] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(da[c] * dw),
+                        _mm256_cvtepi32_ps(lanes),
+                        acc[c],
+                    );
+                }
+            }
+        }
         ib += 2;
     }
-    let x = _mm256_add_ps(acc1, acc2);
-    let mut res = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-    res = _mm_add_ss(res, _mm_movehdup_ps(res));
-    let mut sum = _mm_cvtss_f32(res);
-    for b in ib..nb {
-        let blk = &w[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
-        let scale = d[b] * e8m0_to_fp32_half(blk[0]);
-        let s: i32 = (0..QK).map(|e| code(blk, e) * q[b * QK + e] as i32).sum();
-        sum = scale.mul_add(s as f32, sum);
-    }
-    sum
+    finish::<R, C>(&acc, w, row_bytes, acts, k, (w_row, a_row), ib, n, out);
 }
 
 #[cfg(test)]
@@ -189,6 +456,42 @@ mod tests {
             let p = dot_portable(w.blocks(), &a.qs, &a.scales);
             let v = dot(w.blocks(), &a.qs, &a.scales);
             assert_eq!(p.to_bits(), v.to_bits(), "{nb} blocks: {p} {v}");
+            // The AVX2 tiles too, where this CPU would take the VNNI ones.
+            #[cfg(target_arch = "x86_64")]
+            if super::super::level().is_some() {
+                let mut y = [0f32];
+                let out = super::super::Disjoint::new(&mut y);
+                let rb = w.blocks().len();
+                // SAFETY: AVX2 checked; one row of nb blocks, one activation row.
+                unsafe { tile_avx2::<1, 1>(w.blocks(), rb, &a, k, 0, 0, 1, &out) };
+                assert_eq!(y[0].to_bits(), p.to_bits(), "{nb} blocks, AVX2 tile");
+            }
+            // Tiles of rows and columns give each output the same bits as one dot.
+            for m in [1usize, 3, 5] {
+                let rows = 7;
+                let wf: Vec<f32> = (0..rows * k).map(|i| ((i as f32) * 0.123).sin()).collect();
+                let xf: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.71).cos()).collect();
+                let w = Mxfp4Matrix::quantize(&wf, rows, k);
+                let a = Q8Rows::quantize(&xf);
+                let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.25).collect();
+                let mut y = vec![0f32; m * rows];
+                matmul(&w, &xf, m, Some(&bias), &mut y);
+                let rb = nb * BLOCK_BYTES;
+                for t in 0..m {
+                    for r in 0..rows {
+                        let want = dot_portable(
+                            &w.blocks()[r * rb..(r + 1) * rb],
+                            &a.qs[t * k..(t + 1) * k],
+                            &a.scales[t * nb..(t + 1) * nb],
+                        ) + bias[r];
+                        assert_eq!(
+                            y[t * rows + r].to_bits(),
+                            want.to_bits(),
+                            "{nb} blocks, {m} rows: ({t}, {r})"
+                        );
+                    }
+                }
+            }
             let mut wd = vec![0f32; k];
             w.dequantize_rows(0, &mut wd);
             let plain: f32 = (0..k)
