@@ -95,10 +95,16 @@ reference-families.json / reference-families-logits.safetensors:
   gpt-oss-experts GptOssForCausalLM: attention sinks, biases on q/k/v/o, router and experts,
                   sliding (window 6) and full layers in turn, 4 experts routed
                   top-k-then-softmax, clamped SwiGLU, YaRN whose correction range is the
-                  same truncated or not; with its GGUFs (and model-mxfp4.gguf,
-                  llama-quantize's MXFP4_MOE)
+                  same truncated or not; with its GGUFs (and model-mxfp4.gguf and
+                  model-iq4_nl.gguf, llama-quantize's MXFP4_MOE and IQ4_NL)
   gpt-oss-custom  GptOssForCausalLM in bf16: swiglu_limit 0.4 (the clamp bites), YaRN
                   untruncated at gpt-oss-20b's numbers, an irregular layer_types (no GGUF)
+
+    python3 scripts/make_reference.py --only quantizers
+                  ggml's own quantizers (ggml_quantize_chunk from the libggml-base the
+                  peers script builds, via scripts/peers/ggml_quantize.c) on rows drawn for
+                  every branch, with and without an importance matrix, every ggml type
+                  quantbench makes: tests/fixtures/quantizers/reference.safetensors
 
     python3 scripts/make_reference.py --only families --family gpt-oss-experts
                   regenerates that one model, merged into the records already there
@@ -528,6 +534,7 @@ def make_families():
             quantize(f32, os.path.join(path, "model-q8_0.gguf"), "Q8_0")
             if "GptOss" in cls.__name__:
                 quantize(f32, os.path.join(path, "model-mxfp4.gguf"), "MXFP4_MOE")
+                quantize(f32, os.path.join(path, "model-iq4_nl.gguf"), "IQ4_NL")
     save_file(logits, os.path.join(FIXTURES, "reference-families-logits.safetensors"))
     with open(os.path.join(FIXTURES, "reference-families.json"), "w") as f:
         json.dump(reference, f, indent=1)
@@ -536,10 +543,13 @@ def make_families():
 def main():
     torch.set_num_threads(2)
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    if only not in (None, "gpt2", "llama", "gguf", "families"):
-        sys.exit("--only takes gpt2, llama, gguf or families")
+    if only not in (None, "gpt2", "llama", "gguf", "families", "quantizers"):
+        sys.exit("--only takes gpt2, llama, gguf, families or quantizers")
     if only == "gguf":
         make_gguf()
+        return
+    if only == "quantizers":
+        make_quantizers()
         return
     if only in (None, "families"):
         make_families()
@@ -609,6 +619,71 @@ GGUF_DIR = os.path.join(FIXTURES, "gguf")
 TOKENIZER_TEXTS = ["Once upon a time", "The meaning of life is",
                    "Hello, world! It's 2026 and the caf\u00e9 costs \u20ac3.50.\n\n  indented\tcode();",
                    "    many   spaces   ", "unbelievable tokenization 12345"]
+
+
+# ggml's types quantbench quantizes, by ggml.h's ids.
+QUANTIZER_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10,
+                   "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "mxfp4": 39}
+
+
+def quantizer_inputs():
+    """Rows (8 of 512) drawn to reach each branch of the quantizers: weights-like normals,
+    outliers, all-positive rows (a k-quant minimum of 0), all-zero and tiny blocks (below
+    GROUP_MAX_EPS), uniform values, mostly-zero rows."""
+    g = torch.Generator().manual_seed(1234)
+    rows, cols = 8, 512
+    n = lambda: torch.randn(rows, cols, generator=g)
+    outliers = 0.02 * n()
+    outliers[:, ::37] *= 60.0
+    zeros = 0.02 * n()
+    zeros[1] = 0.0
+    zeros[2, :256] = 0.0
+    zeros[3] = 1e-20 * torch.sign(n()[0])
+    sparse = 0.02 * n() * (torch.rand(rows, cols, generator=g) < 0.05)
+    return {
+        "normal": 0.02 * n(),
+        "outliers": outliers,
+        "positive": 0.1 * n().abs() + 0.01,
+        "zeros": zeros,
+        "uniform": torch.rand(rows, cols, generator=g) * 2.0 - 1.0,
+        "sparse": sparse,
+    }
+
+
+def make_quantizers():
+    """ggml's own quantizers (ggml_quantize_chunk from the libggml-base llama-quantize links,
+    through scripts/peers/ggml_quantize.c) on quantizer_inputs(), with and without an
+    importance matrix: tests/fixtures/quantizers/reference.safetensors holds the inputs,
+    the importance weights and each type's bytes."""
+    tmp = tempfile.mkdtemp(prefix="qb-quantizers-")
+    obj = os.path.join(tmp, "ggml_quantize.o")
+    exe = os.path.join(tmp, "ggml_quantize")
+    subprocess.run(["cc", "-O2", "-c", os.path.join(ROOT, "scripts", "peers", "ggml_quantize.c"),
+                    "-I", os.path.join(LLAMA_CPP, "ggml", "include"), "-o", obj], check=True)
+    subprocess.run(["c++", obj, os.path.join(LLAMA_CPP, "build", "ggml", "src", "libggml-base.a"),
+                    "-fopenmp", "-lm", "-lpthread", "-o", exe], check=True)
+    out = {}
+    for dist, x in quantizer_inputs().items():
+        x = x.to(torch.float32).contiguous()
+        rows, cols = x.shape
+        imatrix = (x.pow(2).mean(0) * 10.0 + torch.linspace(0.1, 2.0, cols)).to(torch.float32)
+        out[f"input/{dist}"] = x
+        out[f"imatrix/{dist}"] = imatrix.contiguous()
+        xin, win = os.path.join(tmp, "x.f32"), os.path.join(tmp, "w.f32")
+        x.numpy().tofile(xin)
+        imatrix.numpy().tofile(win)
+        for name, tid in QUANTIZER_TYPES.items():
+            for suffix, extra in (("", []), ("+imatrix", [win])):
+                dst = os.path.join(tmp, "q.bin")
+                subprocess.run([exe, str(tid), str(rows), str(cols), xin, dst] + extra, check=True)
+                with open(dst, "rb") as f:
+                    out[f"{name}{suffix}/{dist}"] = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+    path = os.path.join(FIXTURES, "quantizers")
+    os.makedirs(path, exist_ok=True)
+    save_file(out, os.path.join(path, "reference.safetensors"),
+              metadata={"llama_cpp": os.path.basename(os.path.realpath(LLAMA_CPP)),
+                        "types": json.dumps(QUANTIZER_TYPES)})
+    print("quantizers:", len(out), "tensors")
 
 
 def convert(model_dir, out, outtype="f32"):

@@ -103,7 +103,8 @@ const PROMPT: &str = "The quick brown fox jumps over the lazy dog";
 
 /// quantbench's own engine on the GGUFs llama.cpp's converter made of the families'
 /// tiny transformers models (Gemma 3, Qwen3-MoE, Mixtral, OLMoE, gpt-oss;
-/// tests/fixtures/families, F32 and llama-quantize's Q8_0, gpt-oss's also at MXFP4_MOE)
+/// tests/fixtures/families, F32 and llama-quantize's Q8_0, gpt-oss's also at MXFP4_MOE
+/// and IQ4_NL)
 /// and on the tiny Qwen3-MoE at MXFP4_MOE: the prompt's ids and 16 greedy tokens are
 /// llama.cpp's own (its f32 KV cache, flash attention off).
 #[test]
@@ -119,8 +120,12 @@ fn the_own_engine_gives_llama_cpps_greedy_tokens_on_the_families_files() {
         // holds that GGUF to transformers instead.)
     ] {
         // gpt-oss's also at llama-quantize's MXFP4_MOE: the experts in MXFP4.
-        let mxfp4 = name.starts_with("gpt-oss").then_some("model-mxfp4.gguf");
-        for file in ["model.gguf", "model-q8_0.gguf"].into_iter().chain(mxfp4) {
+        let lut4: &[&str] = if name.starts_with("gpt-oss") {
+            &["model-mxfp4.gguf", "model-iq4_nl.gguf"]
+        } else {
+            &[]
+        };
+        for file in ["model.gguf", "model-q8_0.gguf"].iter().chain(lut4) {
             let path = fixtures().join("families").join(name).join(file);
             let (ids, new) = llama_cpp_greedy_kv(&path, PROMPT, 16, "f32");
             let rec = run(&format!(

@@ -1,14 +1,14 @@
 //! ggml's tensor types, one enum for all of them ([`GgmlType`], by ggml.h's ids), and the
 //! precisions quantbench makes in ggml's block formats ([`BlockFormat`]): quantized as
-//! candle quantizes them (ggml's reference quantizers for the 32-element formats and
-//! q8_0; candle's older k-quant quantizers), counted in the format's block bytes,
+//! ggml's reference quantizers do (candle's for q4_0, q5_0 and q8_0, which are ggml's;
+//! `ggml_quants.rs` for the rest), counted in the format's block bytes,
 //! multiplied by quantbench's kernels where this CPU has one (`kernel/`) and by candle's
 //! otherwise, and written to GGUF under the type's id.
 
 use std::sync::Arc;
 
 use anyhow::Result;
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::{Family, WeightFormat};
@@ -203,13 +203,17 @@ impl GgmlType {
     }
 
     /// (weights a block, bytes a block) of the types quantbench's own engine reads:
-    /// candle's, and those with a format of quantbench's own (MXFP4); `None` for the rest.
+    /// candle's, and those with a format of quantbench's own (MXFP4, IQ4_NL); `None` for
+    /// the rest.
     pub fn block(self) -> Option<(usize, usize)> {
         if let Some(d) = self.candle() {
             return Some((d.block_size(), d.type_size()));
         }
         match self {
-            GgmlType::Mxfp4 => Some((super::mxfp4::QK, super::mxfp4::BLOCK_BYTES)),
+            GgmlType::Mxfp4 | GgmlType::Iq4Nl => {
+                let kind = super::mxfp4::Lut4::of(self).expect("a table format");
+                Some((super::mxfp4::QK, kind.block_bytes()))
+            }
             _ => None,
         }
     }
@@ -282,12 +286,18 @@ impl WeightFormat for BlockFormat {
     fn fallback(&self) -> Option<Precision> {
         self.fallback
     }
+    /// Quantized on the CPU by ggml's quantizer (`weights::quantize_rows`), then moved to
+    /// `device` as those very blocks.
     fn store(&self, t: &Tensor, device: &Device) -> Result<Matrix> {
-        Ok(Matrix::Quantized(Arc::new(if device.is_cpu() {
-            crate::model::source::weights::quantize_rows(t, self.dtype())?
-        } else {
-            QTensor::quantize_onto(t, self.dtype(), device)?
-        })))
+        let q = crate::model::source::weights::quantize_rows(t, self.dtype())?;
+        if device.is_cpu() {
+            return Ok(Matrix::Quantized(Arc::new(q)));
+        }
+        let storage = QStorage::from_data(q.data()?, device, self.dtype())?;
+        Ok(Matrix::Quantized(Arc::new(QTensor::new(
+            storage,
+            q.shape().clone(),
+        )?)))
     }
     fn ggml_type(&self) -> Option<GgmlType> {
         Some(self.ty)

@@ -16,6 +16,9 @@
 //!   for them live in `kernel/`. Which reference each follows, and where the bytes were
 //!   checked against it: `scripts/make_bnb_reference.py` (bitsandbytes 0.50 and torch
 //!   2.15 on the CPU) and `tests/formats.rs`.
+//! - `ggml_quants.rs`: ggml's reference quantizers where candle's differ from them
+//!   (q2_k, q3_k, q4_k, q5_k, q6_k, q4_1, q5_1: candle's are an older ggml's, or round
+//!   otherwise in corner cases), used wherever quantbench makes those blocks.
 //! - `mxfp4.rs`: ggml's MXFP4 (gpt-oss's experts), which candle does not hold: the
 //!   quantizer and dequantization as ggml's, its matrix behind [`StoredMatrix`].
 //! - `mix.rs`: llama-quantize's file types that are none of the above (its mixes such as
@@ -24,6 +27,7 @@
 pub mod bnb4;
 pub mod float;
 pub mod ggml;
+pub mod ggml_quants;
 pub mod int8;
 pub mod mix;
 pub mod mxfp4;

@@ -9,8 +9,14 @@
 //! Quantized as ggml's `quantize_row_mxfp4_ref` does (ggml-quants.c): the block's
 //! exponent `floor(log2(amax)) − 2 + 127` (0 for an all-zero block), each weight the
 //! nearest code at that scale, the first of equals; dequantized as
-//! `dequantize_row_mxfp4`. Both to the bit (tests/gguf.rs holds the bytes to
-//! llama-quantize's file).
+//! `dequantize_row_mxfp4`. Both to the bit (tests/quantizers.rs holds the bytes to
+//! ggml's own quantizer).
+//!
+//! IQ4_NL (`block_iq4_nl`) is the same kind of block: an f16 scale, then 16 bytes of
+//! codes indexing `kvalues_iq4nl` (−127 … 113, non-linear). Its matrices share the
+//! stored matrix and the product here ([`Lut4`], [`Lut4Matrix`]); quantbench reads and
+//! runs IQ4_NL files (llama-quantize's fallback for rows an IQ4_XS block does not fit),
+//! and does not make them yet.
 
 use std::sync::Arc;
 
@@ -28,6 +34,61 @@ pub const BLOCK_BYTES: usize = 17;
 
 /// `kvalues_mxfp4` (ggml-common.h): the E2M1 values, doubled.
 pub const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// `kvalues_iq4nl` (ggml-common.h).
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// The 32-weight block formats whose 4-bit codes index a table of 16 integers, one scale a
+/// block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lut4 {
+    /// An E8M0 exponent byte (`2^(e − 128)`), then the codes; table `kvalues_mxfp4`.
+    Mxfp4,
+    /// An f16 scale, then the codes; table `kvalues_iq4nl`.
+    Iq4Nl,
+}
+
+impl Lut4 {
+    pub fn of(ty: GgmlType) -> Option<Lut4> {
+        match ty {
+            GgmlType::Mxfp4 => Some(Lut4::Mxfp4),
+            GgmlType::Iq4Nl => Some(Lut4::Iq4Nl),
+            _ => None,
+        }
+    }
+    pub fn ty(self) -> GgmlType {
+        match self {
+            Lut4::Mxfp4 => GgmlType::Mxfp4,
+            Lut4::Iq4Nl => GgmlType::Iq4Nl,
+        }
+    }
+    /// Bytes a block: the scale's (1 or 2) and 16 of codes.
+    pub fn block_bytes(self) -> usize {
+        self.scale_bytes() + QK / 2
+    }
+    pub fn scale_bytes(self) -> usize {
+        match self {
+            Lut4::Mxfp4 => 1,
+            Lut4::Iq4Nl => 2,
+        }
+    }
+    pub fn values(self) -> &'static [i8; 16] {
+        match self {
+            Lut4::Mxfp4 => &KVALUES,
+            Lut4::Iq4Nl => &KVALUES_IQ4NL,
+        }
+    }
+    /// The block's scale, as ggml reads it.
+    #[inline(always)]
+    pub fn scale(self, blk: &[u8]) -> f32 {
+        match self {
+            Lut4::Mxfp4 => e8m0_to_fp32_half(blk[0]),
+            Lut4::Iq4Nl => half::f16::from_le_bytes([blk[0], blk[1]]).to_f32(),
+        }
+    }
+}
 
 /// `GGML_E8M0_TO_FP32_HALF(e)`: `2^(e − 128)`, built from its bits as ggml-impl.h does
 /// (the two smallest exponents as subnormals).
@@ -78,48 +139,64 @@ pub fn quantize_row(x: &[f32], out: &mut [u8]) {
 
 /// `dequantize_row_mxfp4` of whole blocks into `out` (32 weights a block).
 pub fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(QK))
-    {
-        let d = e8m0_to_fp32_half(b[0]);
+    dequantize_lut4(Lut4::Mxfp4, blocks, out)
+}
+
+/// `dequantize_row_mxfp4` / `dequantize_row_iq4_nl`: code value × the block's scale.
+pub fn dequantize_lut4(kind: Lut4, blocks: &[u8], out: &mut [f32]) {
+    let (bb, at, values) = (kind.block_bytes(), kind.scale_bytes(), kind.values());
+    for (b, y) in blocks.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
+        let d = kind.scale(b);
         for j in 0..QK / 2 {
-            let q = b[1 + j];
-            y[j] = KVALUES[(q & 0x0f) as usize] as f32 * d;
-            y[j + QK / 2] = KVALUES[(q >> 4) as usize] as f32 * d;
+            let q = b[at + j];
+            y[j] = values[(q & 0x0f) as usize] as f32 * d;
+            y[j + QK / 2] = values[(q >> 4) as usize] as f32 * d;
         }
     }
 }
 
-/// A matrix `[out, in]` in MXFP4: ggml's blocks, row after row.
+/// A matrix `[out, in]` in MXFP4 or IQ4_NL: ggml's blocks, row after row.
 #[derive(Debug, Clone)]
-pub struct Mxfp4Matrix {
+pub struct Lut4Matrix {
+    kind: Lut4,
     out: usize,
     k: usize,
     blocks: Vec<u8>,
 }
 
-impl Mxfp4Matrix {
-    /// ggml's bytes of an `[out, k]` matrix, as a GGUF file stores them.
-    pub fn from_bytes(bytes: &[u8], out: usize, k: usize) -> Result<Self> {
-        if !k.is_multiple_of(QK) || bytes.len() != out * k / QK * BLOCK_BYTES {
+impl Lut4Matrix {
+    /// ggml's bytes of an `[out, k]` matrix of `kind`, as a GGUF file stores them.
+    pub fn from_bytes(kind: Lut4, bytes: &[u8], out: usize, k: usize) -> Result<Self> {
+        if !k.is_multiple_of(QK) || bytes.len() != out * k / QK * kind.block_bytes() {
             anyhow::bail!(
-                "{} bytes are not an MXFP4 matrix of {out} rows of {k} (rows of whole 32-weight blocks, 17 bytes each)",
-                bytes.len()
+                "{} bytes are not a {} matrix of {out} rows of {k} (rows of whole 32-weight blocks, {} bytes each)",
+                bytes.len(),
+                kind.ty(),
+                kind.block_bytes()
             );
         }
-        Ok(Mxfp4Matrix {
+        Ok(Lut4Matrix {
+            kind,
             out,
             k,
             blocks: bytes.to_vec(),
         })
     }
 
-    /// An `[out, k]` f32 matrix quantized as ggml does.
+    /// An `[out, k]` f32 matrix quantized to MXFP4 as ggml does.
     pub fn quantize(w: &[f32], out: usize, k: usize) -> Self {
         let mut blocks = vec![0u8; out * k / QK * BLOCK_BYTES];
         quantize_row(w, &mut blocks);
-        Mxfp4Matrix { out, k, blocks }
+        Lut4Matrix {
+            kind: Lut4::Mxfp4,
+            out,
+            k,
+            blocks,
+        }
+    }
+
+    pub fn kind(&self) -> Lut4 {
+        self.kind
     }
 
     /// The stored blocks.
@@ -128,14 +205,17 @@ impl Mxfp4Matrix {
     }
 
     fn row(&self, r: usize) -> &[u8] {
-        let n = self.k / QK * BLOCK_BYTES;
+        let n = self.k / QK * self.kind.block_bytes();
         &self.blocks[r * n..(r + 1) * n]
     }
 }
 
-impl StoredMatrix for Mxfp4Matrix {
+impl StoredMatrix for Lut4Matrix {
     fn format(&self) -> &'static str {
-        "mxfp4"
+        match self.kind {
+            Lut4::Mxfp4 => "mxfp4",
+            Lut4::Iq4Nl => "iq4_nl",
+        }
     }
     fn shape(&self) -> (usize, usize) {
         (self.out, self.k)
@@ -145,11 +225,11 @@ impl StoredMatrix for Mxfp4Matrix {
         vec![
             Part {
                 name: "codes",
-                bytes: blocks * (BLOCK_BYTES - 1),
+                bytes: blocks * (QK / 2),
             },
             Part {
                 name: "block_scales",
-                bytes: blocks,
+                bytes: blocks * self.kind.scale_bytes(),
             },
         ]
     }
@@ -161,16 +241,16 @@ impl StoredMatrix for Mxfp4Matrix {
     fn dequantize_rows(&self, start: usize, out: &mut [f32]) {
         let k = self.k;
         for (i, o) in out.chunks_exact_mut(k).enumerate() {
-            dequantize_row(self.row(start + i), o);
+            dequantize_lut4(self.kind, self.row(start + i), o);
         }
     }
     /// Each weight row dequantized once (as ggml's blocks give it) and taken against
     /// every activation row: the portable product.
     fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-        crate::kernel::mxfp4::matmul(self, x, m, bias, y);
+        crate::kernel::lut4::matmul(self, x, m, bias, y);
     }
     fn ggml(&self) -> Option<(GgmlType, &[u8])> {
-        Some((GgmlType::Mxfp4, &self.blocks))
+        Some((self.kind.ty(), &self.blocks))
     }
 }
 
@@ -206,7 +286,7 @@ impl WeightFormat for Mxfp4Format {
             anyhow::bail!("mxfp4 matrices live on the CPU (quantbench has no GPU kernel for them)");
         }
         let w = t.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Matrix::Custom(Arc::new(Mxfp4Matrix::quantize(&w, out, k))))
+        Ok(Matrix::Custom(Arc::new(Lut4Matrix::quantize(&w, out, k))))
     }
     fn ggml_type(&self) -> Option<GgmlType> {
         Some(GgmlType::Mxfp4)

@@ -26,7 +26,7 @@ pub mod dense;
 pub mod gelu;
 pub mod int8;
 pub mod kquant;
-pub mod mxfp4;
+pub mod lut4;
 pub mod pages;
 pub mod repack;
 pub mod silu;

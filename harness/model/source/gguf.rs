@@ -815,15 +815,15 @@ pub fn matrix_from_bytes(
             shape.to_vec(),
         )?)));
     }
-    match (ty, shape) {
-        (GgmlType::Mxfp4, &[out, k]) => {
+    match (crate::format::mxfp4::Lut4::of(ty), shape) {
+        (Some(kind), &[out, k]) => {
             if !device.is_cpu() {
                 anyhow::bail!(
-                    "MXFP4 matrices run on the CPU only (quantbench has no GPU kernel for them)"
+                    "{ty} matrices run on the CPU only (quantbench has no GPU kernel for them)"
                 );
             }
             Ok(Matrix::Custom(Arc::new(
-                crate::format::mxfp4::Mxfp4Matrix::from_bytes(bytes, out, k)?,
+                crate::format::mxfp4::Lut4Matrix::from_bytes(kind, bytes, out, k)?,
             )))
         }
         _ => anyhow::bail!("{ty} {shape:?} is not a matrix quantbench's own engine holds"),
@@ -836,13 +836,13 @@ pub fn dequantize_bytes(bytes: &[u8], ty: GgmlType, shape: &[usize]) -> Result<T
         let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), &Device::Cpu, dtype)?;
         return Ok(QTensor::new(storage, shape.to_vec())?.dequantize(&Device::Cpu)?);
     }
-    match ty {
-        GgmlType::Mxfp4 => {
+    match crate::format::mxfp4::Lut4::of(ty) {
+        Some(kind) => {
             let mut out = vec![0f32; shape.iter().product()];
-            crate::format::mxfp4::dequantize_row(bytes, &mut out);
+            crate::format::mxfp4::dequantize_lut4(kind, bytes, &mut out);
             Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
         }
-        _ => anyhow::bail!("quantbench's own engine does not read {ty} tensors"),
+        None => anyhow::bail!("quantbench's own engine does not read {ty} tensors"),
     }
 }
 

@@ -736,9 +736,11 @@ pub fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
     }
 }
 
-/// candle's quantizer, run on slices of rows on every core. Blocks never cross rows, so
-/// the bytes are exactly those of one `QTensor::quantize` of the whole matrix; the k-quants'
-/// quantizer (an iterative search per block) is what made loading slow.
+/// ggml's quantizer for `dtype`, run on slices of rows on every core: ggml's reference
+/// quantizers ported where candle's differ (`format::ggml_quants`: the k-quants, q4_1,
+/// q5_1), candle's for the rest (q4_0, q5_0, q8_0: ggml's bytes, tests/quantizers.rs). Blocks
+/// never cross rows, so the bytes are exactly those of one quantization of the whole
+/// matrix; the k-quants' search per block is what made loading slow.
 pub fn quantize_rows(t: &Tensor, dtype: GgmlDType) -> Result<QTensor> {
     let (rows, cols) = t.dims2()?;
     let pieces = rayon::current_num_threads().max(1) * 4;
@@ -751,6 +753,10 @@ pub fn quantize_rows(t: &Tensor, dtype: GgmlDType) -> Result<QTensor> {
             // A tensor of its own: candle's quantizer reads a tensor's storage from its
             // start, whatever view (narrow) is asked of it.
             let values = t.narrow(0, start, len)?.flatten_all()?.to_vec1::<f32>()?;
+            let ty = crate::format::GgmlType::of(dtype);
+            if crate::format::ggml_quants::handles(ty) {
+                return Ok(crate::format::ggml_quants::quantize(ty, &values));
+            }
             let piece = Tensor::from_vec(values, (len, cols), &Device::Cpu)?;
             let q = QTensor::quantize(&piece, dtype)?;
             Ok(q.data()?.into_owned())
@@ -772,7 +778,17 @@ mod tests {
     fn parallel_quantization_is_byte_identical() {
         let t = Tensor::randn(0f32, 0.02, (37, 512), &Device::Cpu).unwrap();
         for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K] {
-            let whole = QTensor::quantize(&t, dtype).unwrap();
+            let ty = crate::format::GgmlType::of(dtype);
+            let whole = if crate::format::ggml_quants::handles(ty) {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let bytes = crate::format::ggml_quants::quantize(ty, &v);
+                let storage =
+                    QStorage::from_data(std::borrow::Cow::Owned(bytes), &Device::Cpu, dtype)
+                        .unwrap();
+                QTensor::new(storage, (37, 512)).unwrap()
+            } else {
+                QTensor::quantize(&t, dtype).unwrap()
+            };
             let parts = quantize_rows(&t, dtype).unwrap();
             assert_eq!(parts.shape().dims(), &[37, 512]);
             assert_eq!(parts.data().unwrap(), whole.data().unwrap(), "{dtype:?}");

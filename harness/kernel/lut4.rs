@@ -1,6 +1,7 @@
-//! quantbench's product for MXFP4 matrices (`format/mxfp4.rs`): `y = x · Wᵀ (+ bias)`
-//! as ggml's CPU backend computes it. The activations are rounded to q8_0 blocks first
-//! (ggml's vec-dot type for MXFP4), as x86's `quantize_row_q8_0` rounds them (the
+//! quantbench's product for MXFP4 and IQ4_NL matrices (`format/mxfp4.rs`'s
+//! [`Lut4Matrix`]: 4-bit codes indexing a table of 16 integers, one scale a 32-weight
+//! block): `y = x · Wᵀ (+ bias)` as ggml's CPU backend computes it. The activations are
+//! rounded to q8_0 blocks first (ggml's vec-dot type for both), as x86's `quantize_row_q8_0` rounds them (the
 //! inverse scale `127 / amax`, where the reference quantizer and
 //! [`super::activations`] take `1 / (amax / 127)`: a last-bit difference that moves an
 //! activation now and then, and so a token on a model with small margins); each block's 32 code values
@@ -9,12 +10,13 @@
 //! (`d_q8 · 2^(e − 128)`), into one of two accumulators of eight lanes by fused
 //! multiply-add (even blocks in the first, odd in the second); the accumulators are
 //! added and summed across lanes in ggml's `hsum_float_8` order, and an odd last block
-//! is added alone — `ggml_vec_dot_mxfp4_q8_0`'s AVX2 path (ggml-cpu/arch/x86/quants.c),
+//! is added alone — `ggml_vec_dot_mxfp4_q8_0`'s and `ggml_vec_dot_iq4_nl_q8_0`'s AVX2
+//! path (ggml-cpu/arch/x86/quants.c; the two differ only in the table and the scale),
 //! which llama.cpp runs on x86 CPUs with AVX2, AVX-512 or not. The same float operations
 //! in the same order: a product here is llama.cpp's to the bit (the AVX2 kernel and the
 //! portable one here are held to each other by the tests below).
 
-use crate::format::mxfp4::{e8m0_to_fp32_half, Mxfp4Matrix, BLOCK_BYTES, KVALUES, QK};
+use crate::format::mxfp4::{Lut4, Lut4Matrix, QK};
 use crate::format::StoredMatrix;
 
 /// Activations rounded to q8_0 blocks as ggml-cpu's x86 `quantize_row_q8_0` rounds them:
@@ -51,13 +53,14 @@ const ROWS: usize = 32;
 
 /// `y[m × out] = x[m × k] · Wᵀ (+ bias)`: weight rows shared out over the pool in units
 /// of [`ROWS`], each unit writing its own outputs in place.
-pub fn matmul(w: &Mxfp4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+pub fn matmul(w: &Lut4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     let (n, k) = w.shape();
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
     assert_eq!(y.len(), m * n, "output is not {m} x {n}");
     let acts = Q8Rows::quantize(x);
     let nb = k / QK;
-    let row_bytes = nb * BLOCK_BYTES;
+    let kind = w.kind();
+    let row_bytes = nb * kind.block_bytes();
     let blocks = w.blocks();
     let out = super::Disjoint::new(y);
     let simd = cfg!(target_arch = "x86_64") && super::level().is_some();
@@ -69,13 +72,14 @@ pub fn matmul(w: &Mxfp4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mu
             // SAFETY: level() checked AVX2 and FMA; the rows, blocks and activations
             // read lie inside `blocks` and `acts` (shapes checked above); this unit
             // writes only outputs of its rows r0 .. r1, which no other unit touches.
-            unsafe { rows_avx2(blocks, row_bytes, &acts, k, (r0, r1), m, n, &out) };
+            unsafe { rows_avx2(kind, blocks, row_bytes, &acts, k, (r0, r1), m, n, &out) };
         }
         if !simd {
             for r in r0..r1 {
                 let wr = &blocks[r * row_bytes..(r + 1) * row_bytes];
                 for t in 0..m {
                     let v = dot_portable(
+                        kind,
                         wr,
                         &acts.qs[t * k..(t + 1) * k],
                         &acts.scales[t * nb..(t + 1) * nb],
@@ -102,43 +106,26 @@ pub fn matmul(w: &Mxfp4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mu
     }
 }
 
-/// One weight row (`d.len()` blocks) against one activation row.
-pub fn dot(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if super::level().is_some() {
-        let acts = Q8Rows {
-            qs: q.to_vec(),
-            scales: d.to_vec(),
-        };
-        let mut y = [0f32];
-        let out = super::Disjoint::new(&mut y);
-        // SAFETY: level() checked AVX2 and FMA; one row of d.len() blocks against one
-        // activation row of as many, into the one output.
-        unsafe { rows_avx2(w, w.len(), &acts, q.len(), (0, 1), 1, 1, &out) };
-        return y[0];
-    }
-    dot_portable(w, q, d)
-}
-
 /// The block's code value for element `e` (0..32): low nibbles first, then high.
-fn code(blk: &[u8], e: usize) -> i32 {
-    let byte = blk[1 + e % 16];
-    KVALUES[if e < 16 { byte & 0x0f } else { byte >> 4 } as usize] as i32
+fn code(kind: Lut4, blk: &[u8], e: usize) -> i32 {
+    let byte = blk[kind.scale_bytes() + e % 16];
+    kind.values()[if e < 16 { byte & 0x0f } else { byte >> 4 } as usize] as i32
 }
 
 /// [`dot`] lane by lane, as the AVX2 path computes it.
-pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
+pub fn dot_portable(kind: Lut4, w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     let nb = d.len();
+    let bb = kind.block_bytes();
     let mut acc = [[0f32; 8]; 2];
     let mut ib = 0;
     while ib + 1 < nb {
         for (p, acc) in acc.iter_mut().enumerate() {
             let b = ib + p;
-            let blk = &w[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
-            let scale = d[b] * e8m0_to_fp32_half(blk[0]);
+            let blk = &w[b * bb..(b + 1) * bb];
+            let scale = d[b] * kind.scale(blk);
             for (l, a) in acc.iter_mut().enumerate() {
                 let s: i32 = (4 * l..4 * l + 4)
-                    .map(|e| code(blk, e) * q[b * QK + e] as i32)
+                    .map(|e| code(kind, blk, e) * q[b * QK + e] as i32)
                     .sum();
                 *a = scale.mul_add(s as f32, *a);
             }
@@ -150,9 +137,11 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     let r: [f32; 4] = std::array::from_fn(|i| v[4 + i] + v[i]);
     let mut sum = (r[0] + r[2]) + (r[1] + r[3]);
     for b in ib..nb {
-        let blk = &w[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
-        let scale = d[b] * e8m0_to_fp32_half(blk[0]);
-        let s: i32 = (0..QK).map(|e| code(blk, e) * q[b * QK + e] as i32).sum();
+        let blk = &w[b * bb..(b + 1) * bb];
+        let scale = d[b] * kind.scale(blk);
+        let s: i32 = (0..QK)
+            .map(|e| code(kind, blk, e) * q[b * QK + e] as i32)
+            .sum();
         sum = scale.mul_add(s as f32, sum);
     }
     sum
@@ -171,6 +160,7 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2(
+    kind: Lut4,
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -181,23 +171,23 @@ unsafe fn rows_avx2(
     out: &super::Disjoint<f32>,
 ) {
     if super::level() == Some(super::Level::Avx512) {
-        return rows_vnni(w, row_bytes, acts, k, (r0, r1), m, n, out);
+        return rows_vnni(kind, w, row_bytes, acts, k, (r0, r1), m, n, out);
     }
     let mut t = 0;
     while t + 4 <= m {
         for r in r0..r1 {
-            tile_avx2::<1, 4>(w, row_bytes, acts, k, r, t, n, out);
+            tile_avx2::<1, 4>(kind, w, row_bytes, acts, k, r, t, n, out);
         }
         t += 4;
     }
     while t < m {
         let mut r = r0;
         while r + 4 <= r1 {
-            tile_avx2::<4, 1>(w, row_bytes, acts, k, r, t, n, out);
+            tile_avx2::<4, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
             r += 4;
         }
         while r < r1 {
-            tile_avx2::<1, 1>(w, row_bytes, acts, k, r, t, n, out);
+            tile_avx2::<1, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
             r += 1;
         }
         t += 1;
@@ -215,6 +205,7 @@ unsafe fn rows_avx2(
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows_vnni(
+    kind: Lut4,
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -228,11 +219,11 @@ unsafe fn rows_vnni(
     while t + 4 <= m {
         let mut r = r0;
         while r + 2 <= r1 {
-            tile_vnni::<2, 4>(w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<2, 4>(kind, w, row_bytes, acts, k, r, t, n, out);
             r += 2;
         }
         while r < r1 {
-            tile_vnni::<1, 4>(w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<1, 4>(kind, w, row_bytes, acts, k, r, t, n, out);
             r += 1;
         }
         t += 4;
@@ -240,25 +231,35 @@ unsafe fn rows_vnni(
     while t < m {
         let mut r = r0;
         while r + 4 <= r1 {
-            tile_vnni::<4, 1>(w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<4, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
             r += 4;
         }
         while r < r1 {
-            tile_vnni::<1, 1>(w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<1, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
             r += 1;
         }
         t += 1;
     }
 }
 
-/// `KVALUES` + 12: the codes as unsigned bytes, for `vpdpbusd`.
-const KVALUES_U: [u8; 16] = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0];
+/// The table made unsigned for `vpdpbusd` (MXFP4 + 12, IQ4_NL + 128), and the offset.
+fn unsigned_table(kind: Lut4) -> ([u8; 16], u8) {
+    let offset: i16 = match kind {
+        Lut4::Mxfp4 => 12,
+        Lut4::Iq4Nl => 128,
+    };
+    (
+        kind.values().map(|v| (v as i16 + offset) as u8),
+        offset as u8,
+    )
+}
 
 /// [`tile_avx2`] with `vpdpbusd`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_vnni<const R: usize, const C: usize>(
+    kind: Lut4,
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -270,9 +271,11 @@ unsafe fn tile_vnni<const R: usize, const C: usize>(
 ) {
     use std::arch::x86_64::*;
     let nb = k / QK;
-    let values = _mm_loadu_si128(KVALUES_U.as_ptr() as *const __m128i);
+    let (table, offset) = unsigned_table(kind);
+    let values = _mm_loadu_si128(table.as_ptr() as *const __m128i);
     let m4b = _mm_set1_epi8(0x0f);
-    let twelve = _mm256_set1_epi8(12);
+    let twelve = _mm256_set1_epi8(offset as i8);
+    let (bb, at) = (kind.block_bytes(), kind.scale_bytes());
     let zero = _mm256_setzero_si256();
     let mut acc = [[[_mm256_setzero_ps(); C]; R]; 2];
     let wp = w.as_ptr();
@@ -290,18 +293,18 @@ unsafe fn tile_vnni<const R: usize, const C: usize>(
                 da[c] = _mm256_set1_ps(*acts.scales.get_unchecked((a_row + c) * nb + b));
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let p = wp.add((w_row + r) * row_bytes + b * BLOCK_BYTES);
+                let p = wp.add((w_row + r) * row_bytes + b * bb);
                 _mm_prefetch::<_MM_HINT_T0>(
                     p.wrapping_add(super::tile::PREFETCH_ROWS * row_bytes) as *const i8
                 );
                 _mm_prefetch::<_MM_HINT_T1>(
                     p.wrapping_add(super::tile::PREFETCH_L2_ROWS * row_bytes) as *const i8,
                 );
-                let bits = _mm_loadu_si128(p.add(1) as *const __m128i);
+                let bits = _mm_loadu_si128(p.add(at) as *const __m128i);
                 let lo = _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b));
                 let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b));
                 let cw = _mm256_set_m128i(hi, lo);
-                let dw = _mm256_set1_ps(e8m0_to_fp32_half(*p));
+                let dw = _mm256_set1_ps(kind.scale(std::slice::from_raw_parts(p, at)));
                 for c in 0..C {
                     let lanes = _mm256_dpbusd_epi32(start[c], cw, av[c]);
                     // d_a · d_w in every lane: ggml's one float product.
@@ -315,6 +318,7 @@ unsafe fn tile_vnni<const R: usize, const C: usize>(
         }
     }
     finish::<R, C>(
+        kind,
         &acc,
         w,
         row_bytes,
@@ -333,6 +337,7 @@ unsafe fn tile_vnni<const R: usize, const C: usize>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn finish<const R: usize, const C: usize>(
+    kind: Lut4,
     acc: &[[[std::arch::x86_64::__m256; C]; R]; 2],
     w: &[u8],
     row_bytes: usize,
@@ -355,10 +360,11 @@ unsafe fn finish<const R: usize, const C: usize>(
             let mut sum = _mm_cvtss_f32(res);
             let row = a_row + c;
             for b in ib..nb {
-                let blk = &wr[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
-                let scale = acts.scales[row * nb + b] * e8m0_to_fp32_half(blk[0]);
+                let bb = kind.block_bytes();
+                let blk = &wr[b * bb..(b + 1) * bb];
+                let scale = acts.scales[row * nb + b] * kind.scale(blk);
                 let s: i32 = (0..QK)
-                    .map(|e| code(blk, e) * acts.qs[row * k + b * QK + e] as i32)
+                    .map(|e| code(kind, blk, e) * acts.qs[row * k + b * QK + e] as i32)
                     .sum();
                 sum = scale.mul_add(s as f32, sum);
             }
@@ -370,11 +376,11 @@ unsafe fn finish<const R: usize, const C: usize>(
 /// The 32 code values of the block at `p` (its exponent byte first) as signed bytes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn codes(p: *const u8) -> std::arch::x86_64::__m256i {
+unsafe fn codes(kind: Lut4, p: *const u8) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let values = _mm_loadu_si128(KVALUES.as_ptr() as *const __m128i);
+    let values = _mm_loadu_si128(kind.values().as_ptr() as *const __m128i);
     let m4b = _mm_set1_epi8(0x0f);
-    let bits = _mm_loadu_si128(p.add(1) as *const __m128i);
+    let bits = _mm_loadu_si128(p.add(kind.scale_bytes()) as *const __m128i);
     let lo = _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b));
     let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b));
     _mm256_set_m128i(hi, lo)
@@ -385,6 +391,7 @@ unsafe fn codes(p: *const u8) -> std::arch::x86_64::__m256i {
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const R: usize, const C: usize>(
+    kind: Lut4,
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -396,6 +403,7 @@ unsafe fn tile_avx2<const R: usize, const C: usize>(
 ) {
     use std::arch::x86_64::*;
     let nb = k / QK;
+    let (bb, at) = (kind.block_bytes(), kind.scale_bytes());
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[[_mm256_setzero_ps(); C]; R]; 2];
     let wp = w.as_ptr();
@@ -411,7 +419,7 @@ unsafe fn tile_avx2<const R: usize, const C: usize>(
                 da[c] = *acts.scales.get_unchecked((a_row + c) * nb + b);
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let p = wp.add((w_row + r) * row_bytes + b * BLOCK_BYTES);
+                let p = wp.add((w_row + r) * row_bytes + b * bb);
                 // Weights stream from memory once: asked for ahead, as tile.rs does.
                 _mm_prefetch::<_MM_HINT_T0>(
                     p.wrapping_add(super::tile::PREFETCH_ROWS * row_bytes) as *const i8
@@ -419,9 +427,9 @@ unsafe fn tile_avx2<const R: usize, const C: usize>(
                 _mm_prefetch::<_MM_HINT_T1>(
                     p.wrapping_add(super::tile::PREFETCH_L2_ROWS * row_bytes) as *const i8,
                 );
-                let cw = codes(p);
+                let cw = codes(kind, p);
                 let ax = _mm256_sign_epi8(cw, cw);
-                let dw = e8m0_to_fp32_half(*p);
+                let dw = kind.scale(std::slice::from_raw_parts(p, at));
                 for c in 0..C {
                     let sy = _mm256_sign_epi8(av[c], cw);
                     let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
@@ -435,72 +443,108 @@ unsafe fn tile_avx2<const R: usize, const C: usize>(
         }
         ib += 2;
     }
-    finish::<R, C>(&acc, w, row_bytes, acts, k, (w_row, a_row), ib, n, out);
+    finish::<R, C>(
+        kind,
+        &acc,
+        w,
+        row_bytes,
+        acts,
+        k,
+        (w_row, a_row),
+        ib,
+        n,
+        out,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::StoredMatrix;
 
-    /// The AVX2 path and the lane-by-lane portable one give the same bits, for even and
-    /// odd block counts; and both are the plain sum of dequantized weights times
-    /// dequantized activations within rounding.
-    #[test]
-    fn avx2_and_portable_agree_to_the_bit_and_with_the_plain_sum() {
-        for nb in [1usize, 2, 3, 8, 9] {
-            let k = nb * QK;
-            let wf: Vec<f32> = (0..k).map(|i| ((i as f32) * 0.731).sin() * 2.5).collect();
-            let xf: Vec<f32> = (0..k).map(|i| ((i as f32) * 0.377).cos()).collect();
-            let w = Mxfp4Matrix::quantize(&wf, 1, k);
-            let a = Q8Rows::quantize(&xf);
-            let p = dot_portable(w.blocks(), &a.qs, &a.scales);
-            let v = dot(w.blocks(), &a.qs, &a.scales);
-            assert_eq!(p.to_bits(), v.to_bits(), "{nb} blocks: {p} {v}");
-            // The AVX2 tiles too, where this CPU would take the VNNI ones.
-            #[cfg(target_arch = "x86_64")]
-            if super::super::level().is_some() {
-                let mut y = [0f32];
-                let out = super::super::Disjoint::new(&mut y);
-                let rb = w.blocks().len();
-                // SAFETY: AVX2 checked; one row of nb blocks, one activation row.
-                unsafe { tile_avx2::<1, 1>(w.blocks(), rb, &a, k, 0, 0, 1, &out) };
-                assert_eq!(y[0].to_bits(), p.to_bits(), "{nb} blocks, AVX2 tile");
-            }
-            // Tiles of rows and columns give each output the same bits as one dot.
-            for m in [1usize, 3, 5] {
-                let rows = 7;
-                let wf: Vec<f32> = (0..rows * k).map(|i| ((i as f32) * 0.123).sin()).collect();
-                let xf: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.71).cos()).collect();
-                let w = Mxfp4Matrix::quantize(&wf, rows, k);
-                let a = Q8Rows::quantize(&xf);
-                let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.25).collect();
-                let mut y = vec![0f32; m * rows];
-                matmul(&w, &xf, m, Some(&bias), &mut y);
-                let rb = nb * BLOCK_BYTES;
-                for t in 0..m {
-                    for r in 0..rows {
-                        let want = dot_portable(
-                            &w.blocks()[r * rb..(r + 1) * rb],
-                            &a.qs[t * k..(t + 1) * k],
-                            &a.scales[t * nb..(t + 1) * nb],
-                        ) + bias[r];
-                        assert_eq!(
-                            y[t * rows + r].to_bits(),
-                            want.to_bits(),
-                            "{nb} blocks, {m} rows: ({t}, {r})"
-                        );
+    /// Rows of `kind` blocks: MXFP4 quantized from values, IQ4_NL drawn (codes and f16
+    /// scales).
+    fn matrix(kind: Lut4, rows: usize, k: usize, seed: f32) -> Lut4Matrix {
+        let wf: Vec<f32> = (0..rows * k)
+            .map(|i| ((i as f32 + seed) * 0.731).sin() * 2.5)
+            .collect();
+        match kind {
+            Lut4::Mxfp4 => Lut4Matrix::quantize(&wf, rows, k),
+            Lut4::Iq4Nl => {
+                let mut bytes = Vec::new();
+                for (b, chunk) in wf.chunks_exact(QK).enumerate() {
+                    let d = half::f16::from_f32(0.01 + (b % 7) as f32 * 0.003);
+                    bytes.extend(d.to_le_bytes());
+                    for j in 0..QK / 2 {
+                        let code = |v: f32| ((v.abs() * 100.0) as u32 % 16) as u8;
+                        bytes.push(code(chunk[j]) | (code(chunk[j + 16]) << 4));
                     }
                 }
+                Lut4Matrix::from_bytes(Lut4::Iq4Nl, &bytes, rows, k).unwrap()
             }
-            let mut wd = vec![0f32; k];
-            w.dequantize_rows(0, &mut wd);
-            let plain: f32 = (0..k)
-                .map(|i| wd[i] * a.qs[i] as f32 * a.scales[i / QK])
-                .sum();
-            assert!(
-                (p - plain).abs() <= 1e-4 * plain.abs().max(1.0),
-                "{p} {plain}"
-            );
+        }
+    }
+
+    /// For both tables: the product's tiles (VNNI or AVX2 as this CPU has, and AVX2's
+    /// explicitly) give every output the lane-by-lane portable dot's bits, for even and
+    /// odd block counts, one activation row or several; and that dot is the plain sum of
+    /// dequantized weights times dequantized activations within rounding.
+    #[test]
+    fn tiles_and_portable_agree_to_the_bit_and_with_the_plain_sum() {
+        for kind in [Lut4::Mxfp4, Lut4::Iq4Nl] {
+            for nb in [1usize, 2, 3, 8, 9] {
+                let k = nb * QK;
+                let rb = nb * kind.block_bytes();
+                for m in [1usize, 3, 5] {
+                    let rows = 7;
+                    let w = matrix(kind, rows, k, nb as f32);
+                    let xf: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.71).cos()).collect();
+                    let a = Q8Rows::quantize(&xf);
+                    let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.25).collect();
+                    let mut y = vec![0f32; m * rows];
+                    matmul(&w, &xf, m, Some(&bias), &mut y);
+                    for t in 0..m {
+                        for r in 0..rows {
+                            let want = dot_portable(
+                                kind,
+                                &w.blocks()[r * rb..(r + 1) * rb],
+                                &a.qs[t * k..(t + 1) * k],
+                                &a.scales[t * nb..(t + 1) * nb],
+                            ) + bias[r];
+                            assert_eq!(
+                                y[t * rows + r].to_bits(),
+                                want.to_bits(),
+                                "{kind:?}, {nb} blocks, {m} rows: ({t}, {r})"
+                            );
+                        }
+                    }
+                }
+                let w = matrix(kind, 1, k, 0.5);
+                let xf: Vec<f32> = (0..k).map(|i| ((i as f32) * 0.377).cos()).collect();
+                let a = Q8Rows::quantize(&xf);
+                let p = dot_portable(kind, w.blocks(), &a.qs, &a.scales);
+                #[cfg(target_arch = "x86_64")]
+                if super::super::level().is_some() {
+                    let mut y = [0f32];
+                    let out = super::super::Disjoint::new(&mut y);
+                    // SAFETY: AVX2 checked; one row of nb blocks, one activation row.
+                    unsafe { tile_avx2::<1, 1>(kind, w.blocks(), rb, &a, k, 0, 0, 1, &out) };
+                    assert_eq!(
+                        y[0].to_bits(),
+                        p.to_bits(),
+                        "{kind:?}, {nb} blocks, AVX2 tile"
+                    );
+                }
+                let mut wd = vec![0f32; k];
+                w.dequantize_rows(0, &mut wd);
+                let plain: f32 = (0..k)
+                    .map(|i| wd[i] * a.qs[i] as f32 * a.scales[i / QK])
+                    .sum();
+                assert!(
+                    (p - plain).abs() <= 1e-4 * plain.abs().max(1.0),
+                    "{kind:?}: {p} {plain}"
+                );
+            }
         }
     }
 }

@@ -1,0 +1,74 @@
+//! quantbench's quantizers make ggml's bytes: every ggml type quantbench quantizes,
+//! against ggml's own `ggml_quantize_chunk` (what llama-quantize calls, from the
+//! libggml-base the peers script builds) on rows drawn to reach each branch — weights-like
+//! normals, outliers, all-positive rows, all-zero and tiny blocks, uniform values, mostly
+//! zero rows (`python3 scripts/make_reference.py --only quantizers`,
+//! tests/fixtures/quantizers/reference.safetensors). Without an importance matrix; the
+//! fixture also holds ggml's bytes with one (`TYPE+imatrix/...`), which quantbench's
+//! quantizers do not take yet.
+
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn reference() -> HashMap<String, candle_core::Tensor> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/quantizers/reference.safetensors");
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn ours(name: &str, x: &candle_core::Tensor) -> Vec<u8> {
+    if name == "mxfp4" {
+        let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut out = vec![0u8; v.len() / 32 * 17];
+        quantbench::format::mxfp4::quantize_row(&v, &mut out);
+        return out;
+    }
+    let dtype = match name {
+        "q4_0" => GgmlDType::Q4_0,
+        "q4_1" => GgmlDType::Q4_1,
+        "q5_0" => GgmlDType::Q5_0,
+        "q5_1" => GgmlDType::Q5_1,
+        "q8_0" => GgmlDType::Q8_0,
+        "q2_k" => GgmlDType::Q2K,
+        "q3_k" => GgmlDType::Q3K,
+        "q4_k" => GgmlDType::Q4K,
+        "q5_k" => GgmlDType::Q5K,
+        "q6_k" => GgmlDType::Q6K,
+        other => panic!("no quantizer for {other}"),
+    };
+    let q = quantbench::model::source::weights::quantize_rows(x, dtype).unwrap();
+    q.data().unwrap().into_owned()
+}
+
+#[test]
+fn every_quantizer_makes_ggmls_bytes_without_an_importance_matrix() {
+    let r = reference();
+    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
+    inputs.sort();
+    let mut types: Vec<&str> = r
+        .keys()
+        .filter(|k| !k.starts_with("input/") && !k.starts_with("imatrix/") && !k.contains('+'))
+        .map(|k| k.split('/').next().unwrap())
+        .collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(types.len(), 11, "{types:?}");
+    let mut failures = Vec::new();
+    for ty in &types {
+        for key in &inputs {
+            let dist = key.trim_start_matches("input/");
+            let want = r[&format!("{ty}/{dist}")].to_vec1::<u8>().unwrap();
+            let got = ours(ty, &r[*key]);
+            if got != want {
+                let blocks_differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                failures.push(format!(
+                    "{ty} on {dist}: {blocks_differ} of {} bytes differ",
+                    want.len()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
