@@ -623,7 +623,8 @@ TOKENIZER_TEXTS = ["Once upon a time", "The meaning of life is",
 
 # ggml's types quantbench quantizes, by ggml.h's ids.
 QUANTIZER_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10,
-                   "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "mxfp4": 39}
+                   "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "iq4_nl": 20,
+                   "mxfp4": 39}
 
 
 def quantizer_inputs():

@@ -1,4 +1,5 @@
-//! quantbench's quantizers make ggml's bytes: every ggml type quantbench quantizes,
+//! quantbench's quantizers make ggml's bytes: every ggml type quantbench quantizes (and
+//! IQ4_NL, whose quantizer is ready for llama-quantize's mixes),
 //! against ggml's own `ggml_quantize_chunk` (what llama-quantize calls, from the
 //! libggml-base the peers script builds) on rows drawn to reach each branch — weights-like
 //! normals, outliers, all-positive rows, all-zero and tiny blocks, uniform values, mostly
@@ -19,6 +20,12 @@ fn reference() -> HashMap<String, candle_core::Tensor> {
 }
 
 fn ours(name: &str, x: &candle_core::Tensor) -> Vec<u8> {
+    if name == "iq4_nl" {
+        let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut out = vec![0u8; v.len() / 32 * 18];
+        quantbench::format::mxfp4::quantize_iq4_nl(&v, &mut out);
+        return out;
+    }
     if name == "mxfp4" {
         let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut out = vec![0u8; v.len() / 32 * 17];
@@ -54,7 +61,7 @@ fn every_quantizer_makes_ggmls_bytes_without_an_importance_matrix() {
         .collect();
     types.sort();
     types.dedup();
-    assert_eq!(types.len(), 11, "{types:?}");
+    assert_eq!(types.len(), 12, "{types:?}");
     let mut failures = Vec::new();
     for ty in &types {
         for key in &inputs {

@@ -35,6 +35,9 @@ pub fn ftype_of(p: Precision) -> Result<u32> {
             p.name(),
             p.name()
         ),
+        Precision::Mxfp4 => crate::bad_input!(
+            "engine llama.cpp cannot make precision mxfp4 (every matrix MXFP4): llama-quantize has no such file type; its mix mxfp4_moe puts a mixture of experts' experts in MXFP4 and the rest in Q8_0"
+        ),
         Precision::Native => unreachable!("native is the file itself"),
         other => crate::bad_input!(
             "engine llama.cpp cannot make precision {other}: it is {}'s format, not one of llama-quantize's types; the llama.cpp engine makes f32, f16, bf16, q8_0, q6_k, q5_0, q5_1, q4_0, q4_1, q2_k and {}",
