@@ -21,6 +21,8 @@
 //!   otherwise in corner cases), used wherever quantbench makes those blocks.
 //! - `mxfp4.rs`: ggml's MXFP4 (gpt-oss's experts), which candle does not hold: the
 //!   quantizer and dequantization as ggml's, its matrix behind [`StoredMatrix`].
+//! - `mix_plan.rs`: llama-quantize's choice of a type for every tensor at one of its file
+//!   types (its mixes), ported for the types quantbench holds.
 //! - `mix.rs`: llama-quantize's file types that are none of the above (its mixes such as
 //!   q4_k_m, its i-quants): names only; an engine that can make them makes them.
 
@@ -30,6 +32,7 @@ pub mod ggml;
 pub mod ggml_quants;
 pub mod int8;
 pub mod mix;
+pub mod mix_plan;
 pub mod mxfp4;
 
 use std::fmt::Debug;
