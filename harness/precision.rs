@@ -50,8 +50,8 @@ pub enum Precision {
     /// a Q4_K_M file's q4_k / q6_k); not one of [`Precision::ALL`], which quantbench makes.
     Native,
     /// One of llama-quantize's file types that is not one of quantbench's formats (its
-    /// mixes, such as q4_k_m, and its i-quants): made by an engine that has its quantizer
-    /// (llama.cpp); quantbench's own engine refuses it by name.
+    /// mixes, such as q4_k_m, and its i-quants): the llama.cpp engine makes every one;
+    /// quantbench's own engine the k-quant mixes and mxfp4_moe, as llama-quantize does.
     Mix(crate::format::mix::Mix),
 }
 

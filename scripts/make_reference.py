@@ -543,13 +543,16 @@ def make_families():
 def main():
     torch.set_num_threads(2)
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    if only not in (None, "gpt2", "llama", "gguf", "families", "quantizers"):
-        sys.exit("--only takes gpt2, llama, gguf, families or quantizers")
+    if only not in (None, "gpt2", "llama", "gguf", "families", "quantizers", "mixes"):
+        sys.exit("--only takes gpt2, llama, gguf, families, quantizers or mixes")
     if only == "gguf":
         make_gguf()
         return
     if only == "quantizers":
         make_quantizers()
+        return
+    if only == "mixes":
+        make_mixes()
         return
     if only in (None, "families"):
         make_families()
@@ -685,6 +688,39 @@ def make_quantizers():
               metadata={"llama_cpp": os.path.basename(os.path.realpath(LLAMA_CPP)),
                         "types": json.dumps(QUANTIZER_TYPES)})
     print("quantizers:", len(out), "tensors")
+
+
+# llama-quantize's mixes quantbench's own engine makes (Q2_K_S needs an importance matrix).
+MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "MXFP4_MOE"]
+
+
+def make_mixes():
+    """llama-quantize's mixes of quantbench's synthetic:tiny-llama (rows of 256 and 512, so
+    the k-quants stay k-quants), its F32 GGUF written by quantbench itself (the synthetic
+    weights are a function of the seed): per mix, each tensor's type and the sha256 of its
+    bytes, into tests/fixtures/gguf/mixes-tiny-llama.json (the files themselves are tens of
+    MB)."""
+    import hashlib
+    sys.path.insert(0, os.path.join(LLAMA_CPP, "gguf-py"))
+    from gguf import GGUFReader
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} not found: cargo build --release first")
+    tmp = tempfile.mkdtemp(prefix="qb-mixes-")
+    f32 = os.path.join(tmp, "tiny-llama-f32.gguf")
+    subprocess.run([BIN, "export", "--model", "synthetic:tiny-llama", "--format", "gguf",
+                    "--precision", "f32", "--out", f32], check=True, capture_output=True)
+    out = {"model": "synthetic:tiny-llama", "llama_cpp": os.path.basename(os.path.realpath(LLAMA_CPP)),
+           "mixes": {}}
+    for mix in MIXES:
+        dst = os.path.join(tmp, f"{mix}.gguf")
+        quantize(f32, dst, mix)
+        r = GGUFReader(dst)
+        out["mixes"][mix.lower()] = {
+            t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
+            for t in r.tensors}
+    with open(os.path.join(FIXTURES, "gguf", "mixes-tiny-llama.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print("mixes:", ", ".join(out["mixes"]))
 
 
 def convert(model_dir, out, outtype="f32"):

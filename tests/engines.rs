@@ -119,10 +119,10 @@ fn the_cli_refuses_bad_engines_and_settings_with_exit_2() {
     assert!(err.contains("unknown engine 'tgi'"), "{err}");
 
     // A precision an engine cannot make: exit 2 naming engine and precision.
-    let (code, _, err) = run(&["--precisions", "q4_k_m"]);
+    let (code, _, err) = run(&["--precisions", "iq4_xs"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("engine quantbench cannot make precision q4_k_m")
+        err.contains("engine quantbench cannot make precision iq4_xs")
             && err.contains("--engine llama.cpp"),
         "{err}"
     );

@@ -524,3 +524,57 @@ fn exports_are_llama_cpps_converter_tensor_for_tensor() {
         }
     }
 }
+
+/// quantbench's own engine makes llama-quantize's mixes byte for byte: its GGUF export of
+/// synthetic:tiny-llama (rows of 256 and 512, so the k-quants stay k-quants) at Q3_K_S …
+/// Q5_K_M and MXFP4_MOE has, tensor for tensor, the type and the bytes (sha256) of the
+/// file llama-quantize made from the same F32 weights (`make_reference.py --only
+/// mixes`); and gpt-oss's experts at MXFP4_MOE are llama-quantize's file exactly. The
+/// type plan is `format::mix_plan`, the blocks `format::ggml_quants` and `format::mxfp4`.
+#[test]
+fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read_to_string(gguf_path("mixes-tiny-llama.json")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mixes = want["mixes"].as_object().unwrap();
+    assert_eq!(mixes.len(), 8);
+    for (mix, tensors) in mixes {
+        let p: Precision = mix.parse().unwrap();
+        let out = tmp.path().join(format!("{mix}.gguf"));
+        export_gguf(&src, Quantization::new(p), &out, false).unwrap();
+        let f = GgufFile::open(&out).unwrap();
+        let tensors = tensors.as_object().unwrap();
+        assert_eq!(f.tensors.len(), tensors.len(), "{mix}");
+        for (name, ty_sha) in tensors {
+            let e = &f.tensors[name];
+            assert_eq!(e.dtype.name(), ty_sha[0].as_str().unwrap(), "{mix}: {name}");
+            let sha = format!("{:x}", Sha256::digest(f.read_bytes(name).unwrap()));
+            assert_eq!(sha, ty_sha[1].as_str().unwrap(), "{mix}: {name}'s bytes");
+        }
+    }
+    let dir = fixtures().join("families/gpt-oss-experts");
+    let src = model::resolve(&ModelSpec::Local(dir.join("model.gguf"))).unwrap();
+    let out = tmp.path().join("gpt-oss-mxfp4_moe.gguf");
+    export_gguf(
+        &src,
+        Quantization::new("mxfp4_moe".parse().unwrap()),
+        &out,
+        false,
+    )
+    .unwrap();
+    let (ours, theirs) = (
+        GgufFile::open(&out).unwrap(),
+        GgufFile::open(&dir.join("model-mxfp4.gguf")).unwrap(),
+    );
+    assert_eq!(ours.tensors.len(), theirs.tensors.len());
+    for (name, e) in &theirs.tensors {
+        assert_eq!(ours.tensors[name].dtype, e.dtype, "{name}");
+        assert_eq!(
+            ours.read_bytes(name).unwrap(),
+            theirs.read_bytes(name).unwrap(),
+            "{name}"
+        );
+    }
+}

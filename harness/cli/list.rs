@@ -59,11 +59,19 @@ fn engines() {
         };
         outln!("  {:<16} {what}{built}", e.name());
     }
+    let (own, llama_only): (Vec<_>, Vec<_>) = quantbench::format::mix::Mix::ALL
+        .into_iter()
+        .partition(|m| quantbench::format::mix::Mix::own_engine_makes(*m));
+    let names = |v: Vec<quantbench::format::mix::Mix>| {
+        v.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+    };
     outln!(
-        "  llama-quantize's mixes and i-quants (llama.cpp engine only): {}\n",
-        quantbench::format::mix::Mix::ALL
-            .map(|m| m.name())
-            .join(", ")
+        "  llama-quantize's mixes, made by both engines (quantbench's byte for byte as llama-quantize's): {}",
+        names(own)
+    );
+    outln!(
+        "  llama-quantize's i-quants and other mixes (llama.cpp engine only): {}\n",
+        names(llama_only)
     );
 }
 

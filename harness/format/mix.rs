@@ -1,8 +1,11 @@
 //! llama-quantize's file types that are not one of quantbench's own formats: its mixes
 //! (q4_k_m keeps some tensors at q6_k, iq4_xs puts the output at q6_k, ...) and the
 //! types quantbench's own engine has no kernel for. A precision names one as
-//! [`crate::precision::Precision::Mix`]; an engine that can make it (llama.cpp, through
-//! its own quantizer) makes it, the others refuse it by name (exit 2).
+//! [`crate::precision::Precision::Mix`]. The llama.cpp engine makes every one through
+//! llama-quantize; quantbench's own engine makes the k-quant mixes and mxfp4_moe
+//! ([`Mix::own_engine_makes`]: `format::mix_plan` chooses each tensor's type as
+//! llama-quantize does, the blocks are ggml's, byte for byte) and refuses the rest by
+//! name (exit 2).
 //!
 //! The names and numbers are llama.h's `enum llama_ftype` and llama-quantize's option
 //! names (tools/quantize/quantize.cpp's `QUANT_OPTIONS`), lower-cased.
@@ -113,6 +116,23 @@ impl Mix {
             Mix::Q1_0 => ("q1_0", 40, "1.125 bpw quantization"),
             Mix::Q2_0 => ("q2_0", 41, "2.25 bpw quantization (group 64)"),
         }
+    }
+
+    /// Whether quantbench's own engine makes it (`format::mix_plan` plans its types and
+    /// quantbench holds them all; Q2_K_S needs an importance matrix, as llama-quantize
+    /// says).
+    pub fn own_engine_makes(self) -> bool {
+        matches!(
+            self,
+            Mix::Q3KS
+                | Mix::Q3KM
+                | Mix::Q3KL
+                | Mix::Q4KS
+                | Mix::Q4KM
+                | Mix::Q5KS
+                | Mix::Q5KM
+                | Mix::Mxfp4Moe
+        )
     }
 
     /// The mix called `name` (case-insensitive), if there is one.

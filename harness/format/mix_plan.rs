@@ -85,6 +85,11 @@ fn allows_quantization(t: &PlanTensor) -> bool {
         && n != "token_types.weight"
 }
 
+/// Whether the file type is one planned here.
+pub fn plannable(ftype: u32) -> bool {
+    default_type(ftype).is_some()
+}
+
 /// The file type's base type (`llama_ftype_get_default_type`), for the file types
 /// planned here.
 fn default_type(ftype: u32) -> Option<GgmlType> {

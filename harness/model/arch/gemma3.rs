@@ -553,7 +553,7 @@ impl Gemma3 {
         q: Quantization,
         device: &Device,
     ) -> Result<(Self, Vec<String>)> {
-        let mut w = Builder::new(src, q, device);
+        let mut w = Builder::new(src, q, device, cfg)?;
         let h = cfg.hidden_size;
         let eps = cfg.rms_norm_eps;
         let embed_q = w.quantize_embeddings();

@@ -646,7 +646,7 @@ fn build(
     q: Quantization,
     device: &Device,
 ) -> Result<(Weights, Vec<String>)> {
-    let mut w = Builder::new(src, q, device);
+    let mut w = Builder::new(src, q, device, cfg)?;
     let c = cfg.n_embd;
     let inner = cfg.inner();
     let embed_q = w.quantize_embeddings();

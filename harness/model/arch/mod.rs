@@ -468,6 +468,11 @@ impl ModelConfig {
     /// anything is loaded (the loaders' choices: policy, rest dtype, block fallbacks),
     /// and the largest single tensor in f32 (what loading holds on top, once).
     pub fn planned_weight_bytes(&self, q: Quantization) -> (u128, u128) {
+        if let crate::precision::Precision::Mix(m) = q.precision {
+            if let Ok(plan) = mix_precisions(&**self, m) {
+                return self.planned_mix_bytes(q, &plan);
+            }
+        }
         let rest = q.rest.dtype().size_in_bytes() as u128;
         let quantize_embeddings =
             q.policy == crate::precision::Policy::All && q.precision.holds_embeddings();
@@ -492,6 +497,115 @@ impl ModelConfig {
                             .map(|&r| q.precision.matrix_bytes(r, row_len) as u128)
                             .sum(),
                         None => q.precision.matrix_bytes(out, row_len) as u128,
+                    }
+                }
+                _ => n as u128 * rest,
+            };
+        }
+        (total, largest)
+    }
+}
+
+/// The precision of every matrix at llama-quantize's file type `mix`, as
+/// `format::mix_plan` chooses it for the tensors this model's GGUF export writes (in
+/// that order, a mixture of experts' slices as their one stacked tensor); a canonical
+/// name missing from the map stays in the rest dtype. An input error for a mix whose
+/// types quantbench's own engine does not make.
+pub fn mix_precisions(
+    cfg: &dyn ArchConfig,
+    mix: crate::format::mix::Mix,
+) -> Result<std::collections::HashMap<String, crate::precision::Precision>> {
+    use crate::format::mix_plan::{plan, PlanModel, PlanTensor};
+    use crate::precision::Precision;
+    if !crate::format::mix_plan::plannable(mix.llama_ftype()) {
+        crate::bad_input!(
+            "engine quantbench cannot make precision {mix}: its types are llama-quantize's i-quants, which only the llama.cpp engine makes (--engine llama.cpp); quantbench makes q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m and mxfp4_moe"
+        );
+    }
+    // The GGUF tensors in the export's order, with the canonical names behind each.
+    let mut tensors: Vec<PlanTensor> = Vec::new();
+    let mut behind: Vec<Vec<String>> = Vec::new();
+    for (name, shape) in cfg.expected_tensors() {
+        let mut ne: Vec<usize> = shape.iter().rev().copied().collect();
+        if cfg.stored_in_out(&name) && ne.len() == 2 {
+            ne.reverse();
+        }
+        let (gname, count) = match cfg.gguf_slice(&name) {
+            Some((g, _, count)) => (g, count),
+            None => (cfg.gguf_name(&name).unwrap_or_else(|| name.clone()), 1),
+        };
+        if count > 1 {
+            ne.push(count);
+        }
+        match tensors.last() {
+            Some(last) if count > 1 && last.name == gname => {
+                behind.last_mut().expect("one per tensor").push(name)
+            }
+            _ => {
+                tensors.push(PlanTensor { name: gname, ne });
+                behind.push(vec![name]);
+            }
+        }
+    }
+    let model = PlanModel {
+        arch: cfg.gguf_architecture().to_string(),
+        n_layer: cfg.n_layer(),
+        n_expert: cfg
+            .expected_tensors()
+            .iter()
+            .filter_map(|(n, _)| cfg.gguf_slice(n).map(|(_, _, c)| c))
+            .max()
+            .unwrap_or(0),
+        n_head: cfg.n_head(),
+        n_head_kv: cfg.n_kv_head(),
+    };
+    let types = plan(mix.llama_ftype(), &model, &tensors)?;
+    let mut out = std::collections::HashMap::new();
+    for (names, ty) in behind.into_iter().zip(types) {
+        let Some(ty) = ty else { continue };
+        let p = Precision::ALL
+            .iter()
+            .copied()
+            .find(|p| p.format().and_then(|f| f.ggml_type()) == Some(ty))
+            .ok_or_else(|| {
+                InputError::new(format!(
+                    "engine quantbench cannot make precision {mix} for this model: it puts {} in {ty}, which quantbench does not make yet",
+                    names[0]
+                ))
+            })?;
+        for n in names {
+            out.insert(n, p);
+        }
+    }
+    Ok(out)
+}
+
+impl ModelConfig {
+    /// [`ModelConfig::planned_weight_bytes`] at a mix: each matrix at its planned
+    /// precision, the rest in the rest dtype.
+    fn planned_mix_bytes(
+        &self,
+        q: Quantization,
+        plan: &std::collections::HashMap<String, crate::precision::Precision>,
+    ) -> (u128, u128) {
+        let rest = q.rest.dtype().size_in_bytes() as u128;
+        let (mut total, mut largest) = (0u128, 0u128);
+        for (name, shape) in self.expected_tensors() {
+            let n: usize = shape.iter().product();
+            largest = largest.max(n as u128 * 4);
+            total += match (plan.get(&name), shape.as_slice()) {
+                (Some(p), [rows, cols]) => {
+                    let (out, row_len) = if self.stored_in_out(&name) {
+                        (*cols, *rows)
+                    } else {
+                        (*rows, *cols)
+                    };
+                    match self.load_splits(&name) {
+                        Some(parts) => parts
+                            .iter()
+                            .map(|&r| p.matrix_bytes(r, row_len) as u128)
+                            .sum(),
+                        None => p.matrix_bytes(out, row_len) as u128,
                     }
                 }
                 _ => n as u128 * rest,

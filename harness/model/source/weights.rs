@@ -573,16 +573,30 @@ pub struct Builder<'a> {
     device: &'a Device,
     /// (stored precision, row length) -> names of the matrices that fell back
     fallbacks: Vec<((Precision, usize), Vec<String>)>,
+    /// At one of llama-quantize's mixes: each matrix's precision (the rest dtype for the
+    /// names it does not hold).
+    mix: Option<std::collections::HashMap<String, Precision>>,
 }
 
 impl<'a> Builder<'a> {
-    pub fn new(src: &'a dyn TensorSource, q: Quantization, device: &'a Device) -> Self {
-        Builder {
+    /// A builder for `cfg`'s tensors at `q` (at a mix, its plan is made here).
+    pub fn new(
+        src: &'a dyn TensorSource,
+        q: Quantization,
+        device: &'a Device,
+        cfg: &dyn crate::model::arch::ArchConfig,
+    ) -> Result<Self> {
+        let mix = match q.precision {
+            Precision::Mix(m) => Some(crate::model::arch::mix_precisions(cfg, m)?),
+            _ => None,
+        };
+        Ok(Builder {
             src,
             q,
             device,
             fallbacks: Vec::new(),
-        }
+            mix,
+        })
     }
 
     /// Whether embeddings (and an untied LM head) are quantized: the `all` policy, at a
@@ -682,6 +696,17 @@ impl<'a> Builder<'a> {
     /// quantized; a fallback format where rows do not divide into blocks, noted).
     fn store_rows(&mut self, name: &str, t: Tensor, quantize: bool) -> Result<Matrix> {
         let row_len = t.dim(1)?;
+        if let Some(plan) = &self.mix {
+            // The mix's plan decides, fallbacks included (llama-quantize's).
+            return match plan.get(name) {
+                Some(&p) => {
+                    store(&t, p, self.device).with_context(|| format!("storing {name} as {p}"))
+                }
+                None => Ok(Matrix::Dense(
+                    t.to_dtype(self.q.rest.dtype())?.to_device(self.device)?,
+                )),
+            };
+        }
         if !quantize {
             return Ok(Matrix::Dense(
                 t.to_dtype(self.q.rest.dtype())?.to_device(self.device)?,

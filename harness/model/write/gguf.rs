@@ -189,7 +189,10 @@ pub fn matrix_bytes(m: &Matrix) -> Result<(Vec<u8>, GgmlType)> {
 /// llama.cpp's `general.file_type` for a precision made uniformly by quantbench (the
 /// k-quants as their _S mixes, which are the uniform ones).
 fn file_type_id(p: Precision) -> Option<u32> {
-    p.format().and_then(|f| f.file_type())
+    match p {
+        Precision::Mix(m) => Some(m.llama_ftype()),
+        _ => p.format().and_then(|f| f.file_type()),
+    }
 }
 
 /// What an export wrote: bytes by stored type, and notes (fallbacks, what was dropped).
@@ -250,6 +253,7 @@ pub fn export_gguf(
     check_destination(source, path, force)?;
     crate::model::check_source_precision(source, q)?;
     if q.precision != Precision::Native
+        && !matches!(q.precision, Precision::Mix(_))
         && q.precision.format().is_none_or(|f| f.ggml_type().is_none())
     {
         crate::bad_input!(
@@ -271,7 +275,7 @@ pub fn export_gguf(
         WeightFiles::Gguf(file) => Box::new(GgufSource::new(file.clone(), cfg)?),
     };
     let device = Device::Cpu;
-    let mut builder = Builder::new(src.as_ref(), q, &device);
+    let mut builder = Builder::new(src.as_ref(), q, &device, &**cfg)?;
     let mut out = GgufExport {
         notes: cfg.gguf_notes(),
         ..Default::default()
