@@ -885,7 +885,7 @@ fn new_families_configs_that_cannot_be_honoured_are_named() {
         (
             "gpt-oss-experts",
             Box::new(|c| c["layer_types"] = serde_json::json!(["full_attention"])),
-            &["layer_types lists 1 layers", "num_hidden_layers is 4"],
+            &["layer_types has 1 entries for 4 layers"],
         ),
         (
             "gpt-oss-experts",

@@ -170,24 +170,7 @@ impl Config {
             },
         };
         let sliding = match &raw.layer_types {
-            Some(types) => {
-                if types.len() != num_hidden_layers {
-                    crate::bad_input!(
-                        "{origin}: layer_types has {} entries for {num_hidden_layers} layers (num_hidden_layers); give one per layer",
-                        types.len()
-                    );
-                }
-                types
-                    .iter()
-                    .map(|t| match t.as_str() {
-                        "sliding_attention" => Ok(true),
-                        "full_attention" => Ok(false),
-                        other => Err(InputError::new(format!(
-                            "{origin}: layer_types holds '{other}'; valid: sliding_attention, full_attention"
-                        ))),
-                    })
-                    .collect::<std::result::Result<Vec<bool>, _>>()?
-            }
+            Some(types) => crate::model::arch::sliding_layers(types, num_hidden_layers, origin)?,
             None => pattern_layers(
                 num_hidden_layers,
                 raw.sliding_window_pattern

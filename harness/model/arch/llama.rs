@@ -944,24 +944,9 @@ fn layer_sliding(
     let Some(types) = &raw.layer_types else {
         return Ok(Some((0..layers).map(|i| i % 2 == 0).collect()));
     };
-    if types.len() != layers {
-        crate::bad_input!(
-            "{origin}: layer_types lists {} layers, but num_hidden_layers is {layers}",
-            types.len()
-        );
-    }
-    types
-        .iter()
-        .map(|t| match t.as_str() {
-            "sliding_attention" => Ok(true),
-            "full_attention" => Ok(false),
-            other => Err(InputError::new(format!(
-                "{origin}: layer_types holds '{other}'; valid for {mt}: sliding_attention, full_attention"
-            ))
-            .into()),
-        })
-        .collect::<Result<Vec<bool>>>()
-        .map(Some)
+    Ok(Some(crate::model::arch::sliding_layers(
+        types, layers, origin,
+    )?))
 }
 
 /// Rope settings from either config form: transformers 5's `rope_parameters` object

@@ -615,6 +615,29 @@ impl ModelConfig {
     }
 }
 
+/// Which layers attend through a sliding window, from a config.json's `layer_types`
+/// (transformers' `sliding_attention` / `full_attention`, one per layer): Gemma 3's and
+/// gpt-oss's. `origin` names the file in errors.
+pub fn sliding_layers(types: &[String], layers: usize, origin: &str) -> Result<Vec<bool>> {
+    if types.len() != layers {
+        crate::bad_input!(
+            "{origin}: layer_types has {} entries for {layers} layers (num_hidden_layers); give one per layer",
+            types.len()
+        );
+    }
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            "sliding_attention" => Ok(true),
+            "full_attention" => Ok(false),
+            other => Err(InputError::new(format!(
+                "{origin}: layer_types holds '{other}'; valid: sliding_attention, full_attention"
+            ))
+            .into()),
+        })
+        .collect()
+}
+
 /// Check a batch: at least one sequence, all of one length; the sequences laid end to
 /// end (row-major `[B, len]`).
 pub fn flatten_batch(batch: &[&[u32]]) -> Result<(usize, usize, Vec<u32>)> {
