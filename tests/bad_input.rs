@@ -530,6 +530,41 @@ fn a_gguf_tensor_type_candle_lacks_is_named() {
     );
 }
 
+/// llama-quantize's mixes in the own engine: q2_k_s without an importance matrix (which
+/// llama-quantize refuses too), a mix under policy linear (a mix decides every tensor),
+/// an i-quant mix (the llama.cpp engine's): each named, exit 2.
+#[test]
+fn mixes_the_own_engine_does_not_make_as_asked_are_refused() {
+    for (args, needles) in [
+        (
+            &["--precision", "q2_k_s"][..],
+            &["q2_k_s", "importance matrix", "q3_k_s"][..],
+        ),
+        (
+            &["--precision", "q4_k_m", "--policy", "linear"][..],
+            &["q4_k_m", "policy linear", "policy at all"][..],
+        ),
+        (
+            &["--precision", "iq3_m"][..],
+            &[
+                "engine quantbench cannot make precision iq3_m",
+                "--engine llama.cpp",
+                "q4_k_m",
+            ][..],
+        ),
+    ] {
+        let mut all = vec![
+            "generate",
+            "--model",
+            "synthetic:tiny-llama",
+            "--new-tokens",
+            "2",
+        ];
+        all.extend_from_slice(args);
+        expect_bad(&all, needles);
+    }
+}
+
 #[test]
 fn native_and_requantize_are_refused_where_they_mean_nothing() {
     expect_bad(
@@ -906,6 +941,13 @@ fn new_families_configs_that_cannot_be_honoured_are_named() {
             "gpt-oss-experts",
             Box::new(|c| c["rope_parameters"]["truncate"] = "no".into()),
             &["truncate", "true or false"],
+        ),
+        (
+            // Experts narrower than the stacked tensors hold: the stacked tensor is named
+            // with its shape and the one the config implies.
+            "gpt-oss-experts",
+            Box::new(|c| c["intermediate_size"] = 16.into()),
+            &["mlp.experts.gate_up_proj", "[4, 64, 64]", "[4, 64, 32]"],
         ),
         (
             "gpt-oss-experts",

@@ -468,23 +468,31 @@ impl ModelConfig {
     /// anything is loaded (the loaders' choices: policy, rest dtype, block fallbacks),
     /// and the largest single tensor in f32 (what loading holds on top, once).
     pub fn planned_weight_bytes(&self, q: Quantization) -> (u128, u128) {
-        if let crate::precision::Precision::Mix(m) = q.precision {
-            if let Ok(plan) = mix_precisions(&**self, m) {
-                return self.planned_mix_bytes(q, &plan);
-            }
-        }
-        let rest = q.rest.dtype().size_in_bytes() as u128;
+        use crate::precision::Precision;
+        // Each matrix's precision: the mix's plan, or the one precision where the policy
+        // and the architecture let it apply; `None` keeps a tensor in the rest dtype.
+        let plan = match q.precision {
+            Precision::Mix(m) => mix_precisions(&**self, m).ok(),
+            _ => None,
+        };
         let quantize_embeddings =
             q.policy == crate::precision::Policy::All && q.precision.holds_embeddings();
+        let precision_of = |name: &str| -> Option<Precision> {
+            match &plan {
+                Some(plan) => plan.get(name).copied(),
+                None if self.is_embedding(name) && !quantize_embeddings => None,
+                None if self.never_quantized(name) => None,
+                None => Some(q.precision),
+            }
+        };
+        let rest = q.rest.dtype().size_in_bytes() as u128;
         let mut total = 0u128;
         let mut largest = 0u128;
         for (name, shape) in self.expected_tensors() {
             let n: usize = shape.iter().product();
             largest = largest.max(n as u128 * 4);
-            total += match shape.as_slice() {
-                [_, _] if self.is_embedding(&name) && !quantize_embeddings => n as u128 * rest,
-                [_, _] if self.never_quantized(&name) => n as u128 * rest,
-                [rows, cols] => {
+            total += match (shape.as_slice(), precision_of(&name)) {
+                ([rows, cols], Some(p)) => {
                     // A matrix stored [in, out] has rows of `in` once transposed.
                     let (out, row_len) = if self.stored_in_out(&name) {
                         (*cols, *rows)
@@ -494,9 +502,9 @@ impl ModelConfig {
                     match self.load_splits(&name) {
                         Some(parts) => parts
                             .iter()
-                            .map(|&r| q.precision.matrix_bytes(r, row_len) as u128)
+                            .map(|&r| p.matrix_bytes(r, row_len) as u128)
                             .sum(),
-                        None => q.precision.matrix_bytes(out, row_len) as u128,
+                        None => p.matrix_bytes(out, row_len) as u128,
                     }
                 }
                 _ => n as u128 * rest,
@@ -525,6 +533,7 @@ pub fn mix_precisions(
     // The GGUF tensors in the export's order, with the canonical names behind each.
     let mut tensors: Vec<PlanTensor> = Vec::new();
     let mut behind: Vec<Vec<String>> = Vec::new();
+    let mut n_expert = 0;
     for (name, shape) in cfg.expected_tensors() {
         let mut ne: Vec<usize> = shape.iter().rev().copied().collect();
         if cfg.stored_in_out(&name) && ne.len() == 2 {
@@ -536,6 +545,7 @@ pub fn mix_precisions(
         };
         if count > 1 {
             ne.push(count);
+            n_expert = n_expert.max(count);
         }
         match tensors.last() {
             Some(last) if count > 1 && last.name == gname => {
@@ -550,12 +560,7 @@ pub fn mix_precisions(
     let model = PlanModel {
         arch: cfg.gguf_architecture().to_string(),
         n_layer: cfg.n_layer(),
-        n_expert: cfg
-            .expected_tensors()
-            .iter()
-            .filter_map(|(n, _)| cfg.gguf_slice(n).map(|(_, _, c)| c))
-            .max()
-            .unwrap_or(0),
+        n_expert,
         n_head: cfg.n_head(),
         n_head_kv: cfg.n_kv_head(),
     };
@@ -578,41 +583,6 @@ pub fn mix_precisions(
         }
     }
     Ok(out)
-}
-
-impl ModelConfig {
-    /// [`ModelConfig::planned_weight_bytes`] at a mix: each matrix at its planned
-    /// precision, the rest in the rest dtype.
-    fn planned_mix_bytes(
-        &self,
-        q: Quantization,
-        plan: &std::collections::HashMap<String, crate::precision::Precision>,
-    ) -> (u128, u128) {
-        let rest = q.rest.dtype().size_in_bytes() as u128;
-        let (mut total, mut largest) = (0u128, 0u128);
-        for (name, shape) in self.expected_tensors() {
-            let n: usize = shape.iter().product();
-            largest = largest.max(n as u128 * 4);
-            total += match (plan.get(&name), shape.as_slice()) {
-                (Some(p), [rows, cols]) => {
-                    let (out, row_len) = if self.stored_in_out(&name) {
-                        (*cols, *rows)
-                    } else {
-                        (*rows, *cols)
-                    };
-                    match self.load_splits(&name) {
-                        Some(parts) => parts
-                            .iter()
-                            .map(|&r| p.matrix_bytes(r, row_len) as u128)
-                            .sum(),
-                        None => p.matrix_bytes(out, row_len) as u128,
-                    }
-                }
-                _ => n as u128 * rest,
-            };
-        }
-        (total, largest)
-    }
 }
 
 /// Which layers attend through a sliding window, from a config.json's `layer_types`
