@@ -30,12 +30,23 @@ pub struct Q8Rows {
 
 impl Q8Rows {
     pub fn quantize(x: &[f32]) -> Q8Rows {
-        let mut qs = vec![0i8; x.len()];
-        let mut scales = vec![0f32; x.len() / QK];
+        let mut a = Q8Rows {
+            qs: Vec::new(),
+            scales: Vec::new(),
+        };
+        a.quantize_into(x);
+        a
+    }
+
+    /// [`Q8Rows::quantize`] into these buffers, reusing their memory: the decode step
+    /// rounds every product's activations without allocating once they have grown.
+    pub fn quantize_into(&mut self, x: &[f32]) {
+        self.qs.resize(x.len(), 0);
+        self.scales.resize(x.len() / QK, 0.0);
         for ((xb, qb), d) in x
             .chunks_exact(QK)
-            .zip(qs.chunks_exact_mut(QK))
-            .zip(&mut scales)
+            .zip(self.qs.chunks_exact_mut(QK))
+            .zip(&mut self.scales)
         {
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
             *d = half::f16::from_f32(amax / 127.0).to_f32();
@@ -44,8 +55,17 @@ impl Q8Rows {
                 *q = (v * id).round_ties_even() as i8;
             }
         }
-        Q8Rows { qs, scales }
     }
+}
+
+thread_local! {
+    /// The calling thread's rounded activations, reused from product to product.
+    static ACTS: std::cell::RefCell<Q8Rows> = const {
+        std::cell::RefCell::new(Q8Rows {
+            qs: Vec::new(),
+            scales: Vec::new(),
+        })
+    };
 }
 
 /// Weight rows per parallel unit.
@@ -57,7 +77,16 @@ pub fn matmul(w: &Lut4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut
     let (n, k) = w.shape();
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
     assert_eq!(y.len(), m * n, "output is not {m} x {n}");
-    let acts = Q8Rows::quantize(x);
+    ACTS.with(|cell| {
+        let mut acts = cell.borrow_mut();
+        acts.quantize_into(x);
+        products(w, &acts, m, bias, y);
+    });
+}
+
+/// [`matmul`] on activations already rounded.
+fn products(w: &Lut4Matrix, acts: &Q8Rows, m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (n, k) = w.shape();
     let nb = k / QK;
     let kind = w.kind();
     let row_bytes = nb * kind.block_bytes();
@@ -72,7 +101,7 @@ pub fn matmul(w: &Lut4Matrix, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut
             // SAFETY: level() checked AVX2 and FMA; the rows, blocks and activations
             // read lie inside `blocks` and `acts` (shapes checked above); this unit
             // writes only outputs of its rows r0 .. r1, which no other unit touches.
-            unsafe { rows_avx2(kind, blocks, row_bytes, &acts, k, (r0, r1), m, n, &out) };
+            unsafe { rows_avx2(kind, blocks, row_bytes, acts, k, (r0, r1), m, n, &out) };
         }
         if !simd {
             for r in r0..r1 {
