@@ -276,13 +276,16 @@ proptest! {
         // A byte-level BPE (gpt2) and a SentencePiece (llama) tokenizer; each file's
         // header (metadata, tokenizer, tensor directory) is its first 13 KB or so.
         // Gemma 3 (shifted norms, its pattern keys), stacked experts, Phi-3's fused
-        // projections and LongRoPE factor tensors too.
+        // projections and LongRoPE factor tensors too; gpt-oss (sinks, YaRN keys, expert
+        // biases) with its experts in MXFP4 and its matrices in IQ4_NL.
         file in prop::sample::select(vec![
             "llama-gqa-llama3-q8_0.gguf",
             "spm-tiny-f32.gguf",
             "../families/gemma3-window/model-q8_0.gguf",
             "../families/qwen3moe-experts/model-q8_0.gguf",
             "../families/phi3-longrope-long/model-q8_0.gguf",
+            "../families/gpt-oss-experts/model-mxfp4.gguf",
+            "../families/gpt-oss-experts/model-iq4_nl.gguf",
         ]),
     ) {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf").join(file);

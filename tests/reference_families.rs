@@ -22,6 +22,19 @@ fn source(path: &str) -> ModelSource {
     model::resolve(&ModelSpec::Local(fixtures().join("families").join(path))).unwrap()
 }
 
+/// The L2 distance of `got` from `want`, relative to `want`'s spread about its mean.
+fn relative_l2(want: &[f32], got: &[f32]) -> f32 {
+    let mean = want.iter().sum::<f32>() / want.len() as f32;
+    let spread = want.iter().map(|x| (x - mean).powi(2)).sum::<f32>().sqrt();
+    let err = want
+        .iter()
+        .zip(got)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f32>()
+        .sqrt();
+    err / spread
+}
+
 fn check_f32(name: &str, path: &str, architecture: &str) {
     let src = source(path);
     assert_eq!(src.config.architecture(), architecture, "{path}");
@@ -149,21 +162,12 @@ fn mxfp4_experts_are_llama_quantizes_bytes_and_run_as_stored() {
         .collect();
     assert!(formats.contains(&"mxfp4".to_string()), "{formats:?}");
     for (i, p) in r.models["gpt-oss-experts"].iter().enumerate() {
-        let want = r.logits("gpt-oss-experts", i);
-        let got = last_logits(&m, &p.prompt_ids);
-        let mean = want.iter().sum::<f32>() / want.len() as f32;
-        let spread = want.iter().map(|x| (x - mean).powi(2)).sum::<f32>().sqrt();
-        let err = want
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f32>()
-            .sqrt();
-        eprintln!(
-            "gpt-oss-experts MXFP4_MOE prompt {i}: relative L2 error {:.4}",
-            err / spread
+        let e = relative_l2(
+            &r.logits("gpt-oss-experts", i),
+            &last_logits(&m, &p.prompt_ids),
         );
-        assert!(err / spread < 0.05, "prompt {i}: {}", err / spread);
+        eprintln!("gpt-oss-experts MXFP4_MOE prompt {i}: relative L2 error {e:.4}");
+        assert!(e < 0.05, "prompt {i}: {e}");
     }
 }
 
@@ -195,21 +199,9 @@ fn q8_0_logits_stay_close_to_f32_and_equal_llama_quantizes() {
         )
         .unwrap();
         for (i, p) in r.models[name].iter().enumerate() {
-            let want = r.logits(name, i);
-            let got = last_logits(&q8, &p.prompt_ids);
-            let mean = want.iter().sum::<f32>() / want.len() as f32;
-            let spread = want.iter().map(|x| (x - mean).powi(2)).sum::<f32>().sqrt();
-            let err = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f32>()
-                .sqrt();
-            eprintln!(
-                "{name} prompt {i}: q8_0 relative L2 error {:.4}",
-                err / spread
-            );
-            assert!(err / spread < 0.10, "{name} prompt {i}: {}", err / spread);
+            let e = relative_l2(&r.logits(name, i), &last_logits(&q8, &p.prompt_ids));
+            eprintln!("{name} prompt {i}: q8_0 relative L2 error {e:.4}");
+            assert!(e < 0.10, "{name} prompt {i}: {e}");
         }
     }
     for name in [

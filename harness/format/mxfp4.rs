@@ -226,11 +226,6 @@ pub fn quantize_iq4_nl(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// `dequantize_row_mxfp4` of whole blocks into `out` (32 weights a block).
-pub fn dequantize_row(blocks: &[u8], out: &mut [f32]) {
-    dequantize_lut4(Lut4::Mxfp4, blocks, out)
-}
-
 /// `dequantize_row_mxfp4` / `dequantize_row_iq4_nl`: code value × the block's scale.
 pub fn dequantize_lut4(kind: Lut4, blocks: &[u8], out: &mut [f32]) {
     let (bb, at, values) = (kind.block_bytes(), kind.scale_bytes(), kind.values());
@@ -409,13 +404,13 @@ mod tests {
         quantize_row(&x, &mut q);
         assert_eq!(q[0], 128);
         let mut back = [0f32; 32];
-        dequantize_row(&q, &mut back);
+        dequantize_lut4(Lut4::Mxfp4, &q, &mut back);
         assert_eq!(back, x);
         x[0] = 5.0; // between 4 and 6: the first (4)
         x[1] = 5.1;
         x[2] = -0.4;
         quantize_row(&x, &mut q);
-        dequantize_row(&q, &mut back);
+        dequantize_lut4(Lut4::Mxfp4, &q, &mut back);
         assert_eq!(&back[..3], &[4.0, 6.0, 0.0]);
         let zero = [0f32; 32];
         quantize_row(&zero, &mut q);
