@@ -58,6 +58,14 @@ impl Lut4 {
             _ => None,
         }
     }
+    /// The kind a kernel's `const NL: bool` names (IQ4_NL when true).
+    pub const fn of_nl(nl: bool) -> Lut4 {
+        if nl {
+            Lut4::Iq4Nl
+        } else {
+            Lut4::Mxfp4
+        }
+    }
     pub fn ty(self) -> GgmlType {
         match self {
             Lut4::Mxfp4 => GgmlType::Mxfp4,

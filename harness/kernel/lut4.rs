@@ -101,7 +101,16 @@ fn products(w: &Lut4Matrix, acts: &Q8Rows, m: usize, bias: Option<&[f32]>, y: &m
             // SAFETY: level() checked AVX2 and FMA; the rows, blocks and activations
             // read lie inside `blocks` and `acts` (shapes checked above); this unit
             // writes only outputs of its rows r0 .. r1, which no other unit touches.
-            unsafe { rows_avx2(kind, blocks, row_bytes, acts, k, (r0, r1), m, n, &out) };
+            unsafe {
+                match kind {
+                    Lut4::Mxfp4 => {
+                        rows_avx2::<false>(blocks, row_bytes, acts, k, (r0, r1), m, n, &out)
+                    }
+                    Lut4::Iq4Nl => {
+                        rows_avx2::<true>(blocks, row_bytes, acts, k, (r0, r1), m, n, &out)
+                    }
+                }
+            };
         }
         if !simd {
             for r in r0..r1 {
@@ -188,8 +197,7 @@ pub fn dot_portable(kind: Lut4, w: &[u8], q: &[i8], d: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2(
-    kind: Lut4,
+unsafe fn rows_avx2<const NL: bool>(
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -200,23 +208,23 @@ unsafe fn rows_avx2(
     out: &super::Disjoint<f32>,
 ) {
     if super::level() == Some(super::Level::Avx512) {
-        return rows_vnni(kind, w, row_bytes, acts, k, (r0, r1), m, n, out);
+        return rows_vnni::<NL>(w, row_bytes, acts, k, (r0, r1), m, n, out);
     }
     let mut t = 0;
     while t + 4 <= m {
         for r in r0..r1 {
-            tile_avx2::<1, 4>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_avx2::<NL, 1, 4>(w, row_bytes, acts, k, r, t, n, out);
         }
         t += 4;
     }
     while t < m {
         let mut r = r0;
         while r + 4 <= r1 {
-            tile_avx2::<4, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_avx2::<NL, 4, 1>(w, row_bytes, acts, k, r, t, n, out);
             r += 4;
         }
         while r < r1 {
-            tile_avx2::<1, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_avx2::<NL, 1, 1>(w, row_bytes, acts, k, r, t, n, out);
             r += 1;
         }
         t += 1;
@@ -233,8 +241,7 @@ unsafe fn rows_avx2(
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_vnni(
-    kind: Lut4,
+unsafe fn rows_vnni<const NL: bool>(
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -248,11 +255,11 @@ unsafe fn rows_vnni(
     while t + 4 <= m {
         let mut r = r0;
         while r + 2 <= r1 {
-            tile_vnni::<2, 4>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<NL, 2, 4>(w, row_bytes, acts, k, r, t, n, out);
             r += 2;
         }
         while r < r1 {
-            tile_vnni::<1, 4>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<NL, 1, 4>(w, row_bytes, acts, k, r, t, n, out);
             r += 1;
         }
         t += 4;
@@ -260,11 +267,11 @@ unsafe fn rows_vnni(
     while t < m {
         let mut r = r0;
         while r + 4 <= r1 {
-            tile_vnni::<4, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<NL, 4, 1>(w, row_bytes, acts, k, r, t, n, out);
             r += 4;
         }
         while r < r1 {
-            tile_vnni::<1, 1>(kind, w, row_bytes, acts, k, r, t, n, out);
+            tile_vnni::<NL, 1, 1>(w, row_bytes, acts, k, r, t, n, out);
             r += 1;
         }
         t += 1;
@@ -272,23 +279,22 @@ unsafe fn rows_vnni(
 }
 
 /// The table made unsigned for `vpdpbusd` (MXFP4 + 12, IQ4_NL + 128), and the offset.
-fn unsigned_table(kind: Lut4) -> ([u8; 16], u8) {
-    let offset: i16 = match kind {
-        Lut4::Mxfp4 => 12,
-        Lut4::Iq4Nl => 128,
-    };
-    (
-        kind.values().map(|v| (v as i16 + offset) as u8),
-        offset as u8,
-    )
+fn unsigned_table(kind: Lut4) -> (&'static [u8; 16], u8) {
+    const MXFP4: [u8; 16] = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0];
+    const IQ4NL: [u8; 16] = [
+        1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241,
+    ];
+    match kind {
+        Lut4::Mxfp4 => (&MXFP4, 12),
+        Lut4::Iq4Nl => (&IQ4NL, 128),
+    }
 }
 
 /// [`tile_avx2`] with `vpdpbusd`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_vnni<const R: usize, const C: usize>(
-    kind: Lut4,
+unsafe fn tile_vnni<const NL: bool, const R: usize, const C: usize>(
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -299,6 +305,7 @@ unsafe fn tile_vnni<const R: usize, const C: usize>(
     out: &super::Disjoint<f32>,
 ) {
     use std::arch::x86_64::*;
+    let kind = Lut4::of_nl(NL);
     let nb = k / QK;
     let (table, offset) = unsigned_table(kind);
     let values = _mm_loadu_si128(table.as_ptr() as *const __m128i);
@@ -419,8 +426,7 @@ unsafe fn codes(kind: Lut4, p: *const u8) -> std::arch::x86_64::__m256i {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const R: usize, const C: usize>(
-    kind: Lut4,
+unsafe fn tile_avx2<const NL: bool, const R: usize, const C: usize>(
     w: &[u8],
     row_bytes: usize,
     acts: &Q8Rows,
@@ -431,6 +437,7 @@ unsafe fn tile_avx2<const R: usize, const C: usize>(
     out: &super::Disjoint<f32>,
 ) {
     use std::arch::x86_64::*;
+    let kind = Lut4::of_nl(NL);
     let nb = k / QK;
     let (bb, at) = (kind.block_bytes(), kind.scale_bytes());
     let ones = _mm256_set1_epi16(1);
@@ -514,6 +521,16 @@ mod tests {
         }
     }
 
+    /// The unsigned tables are the code tables plus their offsets.
+    #[test]
+    fn unsigned_tables_are_the_codes_plus_the_offset() {
+        for kind in [Lut4::Mxfp4, Lut4::Iq4Nl] {
+            let (table, offset) = unsigned_table(kind);
+            let want = kind.values().map(|v| (v as i16 + offset as i16) as u8);
+            assert_eq!(table, &want, "{kind:?}");
+        }
+    }
+
     /// For both tables: the product's tiles (VNNI or AVX2 as this CPU has, and AVX2's
     /// explicitly) give every output the lane-by-lane portable dot's bits, for even and
     /// odd block counts, one activation row or several; and that dot is the plain sum of
@@ -557,7 +574,16 @@ mod tests {
                     let mut y = [0f32];
                     let out = super::super::Disjoint::new(&mut y);
                     // SAFETY: AVX2 checked; one row of nb blocks, one activation row.
-                    unsafe { tile_avx2::<1, 1>(kind, w.blocks(), rb, &a, k, 0, 0, 1, &out) };
+                    unsafe {
+                        match kind {
+                            Lut4::Mxfp4 => {
+                                tile_avx2::<false, 1, 1>(w.blocks(), rb, &a, k, 0, 0, 1, &out)
+                            }
+                            Lut4::Iq4Nl => {
+                                tile_avx2::<true, 1, 1>(w.blocks(), rb, &a, k, 0, 0, 1, &out)
+                            }
+                        }
+                    };
                     assert_eq!(
                         y[0].to_bits(),
                         p.to_bits(),
