@@ -115,6 +115,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -627,7 +628,16 @@ TOKENIZER_TEXTS = ["Once upon a time", "The meaning of life is",
 # ggml's types quantbench quantizes, by ggml.h's ids.
 QUANTIZER_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10,
                    "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14, "iq4_nl": 20,
-                   "mxfp4": 39}
+                   "mxfp4": 39, "iq4_xs": 23, "iq3_xxs": 18, "iq3_s": 21, "iq2_xxs": 16,
+                   "iq2_xs": 17, "iq2_s": 22, "iq1_s": 19, "iq1_m": 29, "tq1_0": 34,
+                   "tq2_0": 35, "nvfp4": 40, "q1_0": 41, "q2_0": 42}
+# ggml_quantize_requires_imatrix: ggml asserts an importance matrix for these.
+NEEDS_IMATRIX = {"iq2_xxs", "iq2_xs", "iq1_s", "iq1_m"}
+# The types read by dequantization (format/ggml_blocks.rs): ggml's to_float of their blocks
+# is kept too, for three of the inputs.
+DEQUANT_TYPES = ["iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m",
+                 "tq1_0", "tq2_0", "nvfp4", "q1_0", "q2_0"]
+DEQUANT_INPUTS = ["normal", "outliers", "zeros"]
 
 
 def quantizer_inputs():
@@ -677,11 +687,18 @@ def make_quantizers():
         x.numpy().tofile(xin)
         imatrix.numpy().tofile(win)
         for name, tid in QUANTIZER_TYPES.items():
-            for suffix, extra in (("", []), ("+imatrix", [win])):
-                dst = os.path.join(tmp, "q.bin")
-                subprocess.run([exe, str(tid), str(rows), str(cols), xin, dst] + extra, check=True)
+            for suffix, extra in (("", ["-"]), ("+imatrix", [win])):
+                if name in NEEDS_IMATRIX and not suffix:
+                    continue
+                dst, back = os.path.join(tmp, "q.bin"), os.path.join(tmp, "back.f32")
+                keep_back = name in DEQUANT_TYPES and dist in DEQUANT_INPUTS and suffix == "+imatrix"
+                subprocess.run([exe, str(tid), str(rows), str(cols), xin, dst] + extra
+                               + ([back] if keep_back else []), check=True)
                 with open(dst, "rb") as f:
                     out[f"{name}{suffix}/{dist}"] = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+                if keep_back:
+                    out[f"dequant/{name}/{dist}"] = torch.from_numpy(
+                        np.fromfile(back, dtype=np.float32).reshape(rows, cols).copy())
     path = os.path.join(FIXTURES, "quantizers")
     os.makedirs(path, exist_ok=True)
     save_file(out, os.path.join(path, "reference.safetensors"),

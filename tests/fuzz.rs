@@ -277,7 +277,8 @@ proptest! {
         // header (metadata, tokenizer, tensor directory) is its first 13 KB or so.
         // Gemma 3 (shifted norms, its pattern keys), stacked experts, Phi-3's fused
         // projections and LongRoPE factor tensors too; gpt-oss (sinks, YaRN keys, expert
-        // biases) with its experts in MXFP4 and its matrices in IQ4_NL.
+        // biases) with its experts in MXFP4 and its matrices in IQ4_NL; a Gemma 3 whose
+        // matrices are IQ4_XS (read by format/ggml_blocks.rs).
         file in prop::sample::select(vec![
             "llama-gqa-llama3-q8_0.gguf",
             "spm-tiny-f32.gguf",
@@ -286,6 +287,7 @@ proptest! {
             "../families/phi3-longrope-long/model-q8_0.gguf",
             "../families/gpt-oss-experts/model-mxfp4.gguf",
             "../families/gpt-oss-experts/model-iq4_nl.gguf",
+            "../llama-engine/gemma3-tiny-IQ4_XS.gguf",
         ]),
     ) {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf").join(file);
@@ -662,5 +664,34 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    /// Every block type read by dequantization (format/ggml_blocks.rs) takes any bytes:
+    /// grid and sign indices stay inside ggml's tables whatever the bits, and a matrix of
+    /// arbitrary blocks dequantizes and multiplies without a panic.
+    #[test]
+    fn ggml_block_readers_take_any_bytes(
+        ty in prop::sample::select(quantbench::format::GgmlType::ALL.to_vec()),
+        seed in any::<u64>(),
+    ) {
+        use quantbench::format::{ggml_blocks, StoredMatrix};
+        let Some((qk, bb)) = ggml_blocks::block(ty) else { return Ok(()); };
+        let (rows, blocks) = (3usize, 2usize);
+        let mut s = seed;
+        let bytes: Vec<u8> = (0..rows * blocks * bb)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (s >> 56) as u8
+            })
+            .collect();
+        let m = ggml_blocks::BlockMatrix::from_bytes(ty, &bytes, rows, blocks * qk).unwrap();
+        let mut w = vec![0f32; rows * blocks * qk];
+        m.dequantize_rows(0, &mut w);
+        let x = vec![0.5f32; 2 * blocks * qk];
+        let mut y = vec![0f32; 2 * rows];
+        m.matmul(&x, 2, None, &mut y);
+        prop_assert!(ggml_blocks::BlockMatrix::from_bytes(ty, &bytes[1..], rows, blocks * qk).is_err());
     }
 }

@@ -13,6 +13,12 @@ use candle_core::Device;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The types quantbench quantizes.
+const OURS: [&str; 12] = [
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
+    "mxfp4",
+];
+
 fn reference() -> HashMap<String, candle_core::Tensor> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/quantizers/reference.safetensors");
@@ -54,14 +60,7 @@ fn every_quantizer_makes_ggmls_bytes_without_an_importance_matrix() {
     let r = reference();
     let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
     inputs.sort();
-    let mut types: Vec<&str> = r
-        .keys()
-        .filter(|k| !k.starts_with("input/") && !k.starts_with("imatrix/") && !k.contains('+'))
-        .map(|k| k.split('/').next().unwrap())
-        .collect();
-    types.sort();
-    types.dedup();
-    assert_eq!(types.len(), 12, "{types:?}");
+    let types = OURS;
     let mut failures = Vec::new();
     for ty in &types {
         for key in &inputs {
@@ -77,5 +76,46 @@ fn every_quantizer_makes_ggmls_bytes_without_an_importance_matrix() {
             }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every type quantbench reads by dequantization (format/ggml_blocks.rs) gives back
+/// ggml's own `to_float` of blocks ggml's quantizer made, to the bit (the fixture keeps
+/// ggml's values for three inputs, blocks made with the importance matrix, which four of
+/// the types require).
+#[test]
+fn every_read_type_dequantizes_as_ggml_does_to_the_bit() {
+    use quantbench::format::GgmlType;
+    let r = reference();
+    let mut keys: Vec<&String> = r.keys().filter(|k| k.starts_with("dequant/")).collect();
+    keys.sort();
+    let mut types = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for key in keys {
+        let mut it = key.split('/').skip(1);
+        let (ty, dist) = (it.next().unwrap(), it.next().unwrap());
+        let gt = GgmlType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.lower() == ty)
+            .unwrap();
+        types.insert(ty);
+        let bytes = r[&format!("{ty}+imatrix/{dist}")].to_vec1::<u8>().unwrap();
+        let want = r[key].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut got = vec![0f32; want.len()];
+        quantbench::format::ggml_blocks::dequantize(gt, &bytes, &mut got);
+        let differ = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        if differ > 0 {
+            failures.push(format!(
+                "{ty} on {dist}: {differ} of {} values differ",
+                want.len()
+            ));
+        }
+    }
+    assert_eq!(types.len(), 13, "{types:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

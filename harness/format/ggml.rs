@@ -203,8 +203,9 @@ impl GgmlType {
     }
 
     /// (weights a block, bytes a block) of the types quantbench's own engine reads:
-    /// candle's, and those with a format of quantbench's own (MXFP4, IQ4_NL); `None` for
-    /// the rest.
+    /// candle's, those with a kernel of quantbench's own (MXFP4, IQ4_NL) and those it
+    /// runs by dequantization (`ggml_blocks.rs`); `None` for the rest (the integer and
+    /// f64 types, which no weight matrix takes).
     pub fn block(self) -> Option<(usize, usize)> {
         if let Some(d) = self.candle() {
             return Some((d.block_size(), d.type_size()));
@@ -214,7 +215,7 @@ impl GgmlType {
                 let kind = super::mxfp4::Lut4::of(self).expect("a table format");
                 Some((super::mxfp4::QK, kind.block_bytes()))
             }
-            _ => None,
+            _ => super::ggml_blocks::block(self),
         }
     }
 

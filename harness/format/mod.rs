@@ -21,6 +21,10 @@
 //!   otherwise in corner cases), used wherever quantbench makes those blocks.
 //! - `mxfp4.rs`: ggml's MXFP4 (gpt-oss's experts), which candle does not hold: the
 //!   quantizer and dequantization as ggml's, its matrix behind [`StoredMatrix`].
+//! - `ggml_blocks.rs`: the rest of ggml's block types (the i-quants, the ternary types,
+//!   NVFP4, Q1_0, Q2_0), read and dequantized as ggml does (its grids in
+//!   `ggml_tables.rs`, generated from ggml-common.h) and multiplied through their
+//!   dequantized rows.
 //! - `mix_plan.rs`: llama-quantize's choice of a type for every tensor at one of its file
 //!   types (its mixes), ported for the types quantbench holds.
 //! - `mix.rs`: llama-quantize's file types that are none of the above (its mixes such as
@@ -29,7 +33,10 @@
 pub mod bnb4;
 pub mod float;
 pub mod ggml;
+pub mod ggml_blocks;
 pub mod ggml_quants;
+#[rustfmt::skip]
+pub mod ggml_tables;
 pub mod int8;
 pub mod mix;
 pub mod mix_plan;

@@ -11,7 +11,7 @@
 
 mod file;
 mod imatrix;
-mod quantize;
+pub mod quantize;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};

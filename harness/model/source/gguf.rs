@@ -826,6 +826,16 @@ pub fn matrix_from_bytes(
                 crate::format::mxfp4::Lut4Matrix::from_bytes(kind, bytes, out, k)?,
             )))
         }
+        (None, &[out, k]) if crate::format::ggml_blocks::block(ty).is_some() => {
+            if !device.is_cpu() {
+                anyhow::bail!(
+                    "{ty} matrices run on the CPU only (quantbench has no GPU kernel for them)"
+                );
+            }
+            Ok(Matrix::Custom(crate::format::ggml_blocks::matrix(
+                ty, bytes, out, k,
+            )?))
+        }
         _ => anyhow::bail!("{ty} {shape:?} is not a matrix quantbench's own engine holds"),
     }
 }
@@ -840,6 +850,11 @@ pub fn dequantize_bytes(bytes: &[u8], ty: GgmlType, shape: &[usize]) -> Result<T
         Some(kind) => {
             let mut out = vec![0f32; shape.iter().product()];
             crate::format::mxfp4::dequantize_lut4(kind, bytes, &mut out);
+            Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+        }
+        None if crate::format::ggml_blocks::block(ty).is_some() => {
+            let mut out = vec![0f32; shape.iter().product()];
+            crate::format::ggml_blocks::dequantize(ty, bytes, &mut out);
             Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
         }
         None => anyhow::bail!("quantbench's own engine does not read {ty} tensors"),

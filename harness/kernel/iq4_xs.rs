@@ -1,0 +1,305 @@
+//! quantbench's product for IQ4_XS matrices (`format/ggml_blocks.rs`'s [`BlockMatrix`]
+//! of that type): `y = x · Wᵀ (+ bias)` as ggml's CPU backend computes it. The
+//! activations are rounded to `q8_K` super-blocks first (ggml's vec-dot type for
+//! IQ4_XS: `quantize_row_q8_K_ref`, `iscale = −127 / max`, `nearest_int` — to the
+//! nearest, ties to even — at most 127, `d = 1 / iscale`); each super-block's codes
+//! (`kvalues_iq4nl`) times the activations are summed in integers, eight lanes of four
+//! products a 32-weight block, each block's sum times its 6-bit scale (minus 32); a
+//! lane's sum goes to float and is added, times `d_x · d_y`, into one accumulator of
+//! eight lanes by fused multiply-add, and the lanes are summed in ggml's `hsum_float_8`
+//! order — `ggml_vec_dot_iq4_xs_q8_K`'s AVX2 path (ggml-cpu/arch/x86/quants.c), which
+//! llama.cpp runs on x86 CPUs with AVX2 or AVX-512. The same float operations in the
+//! same order, so a product here is llama.cpp's to the bit (the AVX2 kernel and the
+//! portable one are held to each other by the tests below, the portable one to
+//! llama.cpp's tokens by tests/llama_cpp_engine.rs).
+
+use crate::format::ggml_blocks::QK_K;
+use crate::format::mxfp4::KVALUES_IQ4NL;
+
+/// Bytes of a `block_iq4_xs`.
+pub const BLOCK_BYTES: usize = 136;
+
+/// Activations rounded to `q8_K` blocks as ggml's `quantize_row_q8_K_ref` rounds them.
+#[derive(Debug, Default)]
+pub struct Q8K {
+    pub qs: Vec<i8>,
+    /// Each super-block's `d` (f32).
+    pub d: Vec<f32>,
+}
+
+impl Q8K {
+    /// Round `x` (a multiple of 256 values) into these buffers, reusing their memory.
+    pub fn quantize_into(&mut self, x: &[f32]) {
+        self.qs.resize(x.len(), 0);
+        self.d.resize(x.len() / QK_K, 0.0);
+        for ((xb, qb), d) in x
+            .chunks_exact(QK_K)
+            .zip(self.qs.chunks_exact_mut(QK_K))
+            .zip(&mut self.d)
+        {
+            let (mut max, mut amax) = (0f32, 0f32);
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            if amax == 0.0 {
+                *d = 0.0;
+                qb.fill(0);
+                continue;
+            }
+            let iscale = -127f32 / max;
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            }
+            *d = 1.0 / iscale;
+        }
+    }
+}
+
+thread_local! {
+    /// The calling thread's rounded activations, reused from product to product.
+    static ACTS: std::cell::RefCell<Q8K> = const {
+        std::cell::RefCell::new(Q8K { qs: Vec::new(), d: Vec::new() })
+    };
+}
+
+/// Block `ib`'s scale (6 bits, minus 32) of super-block `b`.
+#[inline(always)]
+fn scale(b: &[u8], ib: usize) -> i32 {
+    let sh = u16::from_le_bytes([b[2], b[3]]);
+    (((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 | ((((sh >> (2 * ib)) & 3) as i32) << 4)) - 32
+}
+
+/// `hsum_float_8`: the high half onto the low, then movehl, then movehdup.
+#[inline(always)]
+fn hsum8(v: [f32; 8]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| v[4 + i] + v[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// One weight row (whole super-blocks) against one row of rounded activations, lane by
+/// lane as the AVX2 path computes it.
+pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (ibl, b) in w.chunks_exact(BLOCK_BYTES).enumerate() {
+        let dx = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let q8 = &q[ibl * QK_K..(ibl + 1) * QK_K];
+        let mut lanes = [0i32; 8];
+        for ib in 0..QK_K / 32 {
+            let ls = scale(b, ib);
+            let qs = &b[8 + 16 * ib..8 + 16 * ib + 16];
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let mut s = 0i32;
+                for p in 4 * l..4 * l + 4 {
+                    let code = if p < 16 { qs[p] & 0xf } else { qs[p - 16] >> 4 };
+                    s += KVALUES_IQ4NL[code as usize] as i32 * q8[32 * ib + p] as i32;
+                }
+                *lane += ls * s;
+            }
+        }
+        let scale = dx * d[ibl];
+        for (a, &s) in acc.iter_mut().zip(&lanes) {
+            *a = scale.mul_add(s as f32, *a);
+        }
+    }
+    hsum8(acc)
+}
+
+/// [`dot_portable`] with ggml's AVX2 instructions.
+///
+/// # Safety
+/// AVX2 and FMA; `w` holds whole blocks, `q` 256 activations and `d` one scale a block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let values = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let nb = w.len() / BLOCK_BYTES;
+    debug_assert!(q.len() >= nb * QK_K && d.len() >= nb);
+    for (ibl, &dy) in d.iter().enumerate().take(nb) {
+        let b = w.as_ptr().add(ibl * BLOCK_BYTES);
+        let mut qs = b.add(8);
+        let mut q8 = q.as_ptr().add(ibl * QK_K);
+        let mut sh = u16::from_le_bytes([*b.add(2), *b.add(3)]);
+        let mut sum1 = _mm256_setzero_si256();
+        let mut sum2 = _mm256_setzero_si256();
+        for ib in (0..QK_K / 32).step_by(2) {
+            let bits1 = _mm_loadu_si128(qs as *const __m128i);
+            let bits2 = _mm_loadu_si128(qs.add(16) as *const __m128i);
+            qs = qs.add(32);
+            let a1 = _mm256_loadu_si256(q8 as *const __m256i);
+            let a2 = _mm256_loadu_si256(q8.add(32) as *const __m256i);
+            q8 = q8.add(64);
+            let lut = |bits: __m128i| {
+                _mm256_set_m128i(
+                    _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4)),
+                    _mm_shuffle_epi8(values, _mm_and_si128(bits, m4)),
+                )
+            };
+            let (w1, w2) = (lut(bits1), lut(bits2));
+            let p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(a1, w1));
+            let p2 = _mm256_maddubs_epi16(_mm256_sign_epi8(w2, w2), _mm256_sign_epi8(a2, w2));
+            let sl = *b.add(4 + ib / 2);
+            let ls1 = ((sl & 0xf) as i16 | ((sh << 4) & 0x30) as i16) - 32;
+            let ls2 = ((sl >> 4) as i16 | ((sh << 2) & 0x30) as i16) - 32;
+            sh >>= 4;
+            sum1 = _mm256_add_epi32(_mm256_madd_epi16(p1, _mm256_set1_epi16(ls1)), sum1);
+            sum2 = _mm256_add_epi32(_mm256_madd_epi16(p2, _mm256_set1_epi16(ls2)), sum2);
+        }
+        let dx = half::f16::from_le_bytes([*b, *b.add(1)]).to_f32();
+        acc = _mm256_fmadd_ps(
+            _mm256_set1_ps(dx * dy),
+            _mm256_cvtepi32_ps(_mm256_add_epi32(sum1, sum2)),
+            acc,
+        );
+    }
+    let mut v = [0f32; 8];
+    _mm256_storeu_ps(v.as_mut_ptr(), acc);
+    hsum8(v)
+}
+
+/// Weight rows per parallel unit.
+const ROWS: usize = 16;
+
+/// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ4_XS blocks `w` (`n` rows of `k`): the
+/// activations rounded once, weight rows shared out over the pool in units of 16, each
+/// unit writing its own outputs in place.
+pub fn matmul(
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
+    assert_eq!(y.len(), m * n, "output is not {m} x {n}");
+    assert_eq!(
+        w.len(),
+        n * k / QK_K * BLOCK_BYTES,
+        "weights are not {n} x {k} IQ4_XS"
+    );
+    ACTS.with(|cell| {
+        let mut acts = cell.borrow_mut();
+        acts.quantize_into(x);
+        products(w, n, k, &acts, m, bias, y);
+    });
+}
+
+fn products(
+    w: &[u8],
+    n: usize,
+    k: usize,
+    acts: &Q8K,
+    m: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let nb = k / QK_K;
+    let row_bytes = nb * BLOCK_BYTES;
+    let out = super::Disjoint::new(y);
+    let simd = cfg!(target_arch = "x86_64") && super::level().is_some();
+    let unit = |u: usize| {
+        let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
+        for t in 0..m {
+            let (q, d) = (&acts.qs[t * k..(t + 1) * k], &acts.d[t * nb..(t + 1) * nb]);
+            // SAFETY: outputs (t, r0 .. r1) are this unit's alone.
+            let o = unsafe { out.part(t * n + r0, r1 - r0) };
+            for (i, r) in (r0..r1).enumerate() {
+                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: level() checked AVX2 and FMA; whole blocks and their
+                    // activations, as asserted in matmul.
+                    o[i] = unsafe { dot_avx2(wr, q, d) };
+                }
+                if !simd {
+                    o[i] = dot_portable(wr, q, d);
+                }
+                if let Some(b) = bias {
+                    o[i] += b[r];
+                }
+            }
+        }
+    };
+    let units = n.div_ceil(ROWS);
+    if units * m >= 4 {
+        candle_core::utils::barrier_pool().execute_chunked(units, |range| range.for_each(unit));
+    } else {
+        (0..units).for_each(unit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(n: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed;
+        let mut v = vec![0u8; n * BLOCK_BYTES];
+        for b in v.iter_mut() {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *b = (s >> 24) as u8;
+        }
+        for blk in v.chunks_exact_mut(BLOCK_BYTES) {
+            // A finite, modest f16 scale.
+            let d = half::f16::from_f32(0.001 * (blk[5] as f32 + 1.0));
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+        v
+    }
+
+    /// The AVX2 kernel and the portable one agree to the bit; both equal the
+    /// dequantized row against the dequantized activations within rounding.
+    #[test]
+    fn the_kernels_agree_to_the_bit_and_compute_the_product() {
+        let k = 4 * QK_K;
+        let w = blocks(k / QK_K * 3, 7);
+        let x: Vec<f32> = (0..k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0)
+            .collect();
+        let mut a = Q8K::default();
+        a.quantize_into(&x);
+        for r in 0..3 {
+            let wr = &w[r * 4 * BLOCK_BYTES..(r + 1) * 4 * BLOCK_BYTES];
+            let p = dot_portable(wr, &a.qs, &a.d);
+            #[cfg(target_arch = "x86_64")]
+            if crate::kernel::level().is_some() {
+                let s = unsafe { dot_avx2(wr, &a.qs, &a.d) };
+                assert_eq!(p.to_bits(), s.to_bits(), "row {r}: {p} vs {s}");
+            }
+            let mut wd = vec![0f32; k];
+            crate::format::ggml_blocks::dequantize(crate::format::GgmlType::Iq4Xs, wr, &mut wd);
+            let xd: Vec<f32> =
+                a.qs.iter()
+                    .enumerate()
+                    .map(|(i, &q)| q as f32 * a.d[i / QK_K])
+                    .collect();
+            let want: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(
+                ((p as f64) - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{p} vs {want}"
+            );
+        }
+    }
+
+    /// q8_K rounds half to even (ggml's `nearest_int`) and keeps `1 / iscale`.
+    #[test]
+    fn activations_round_as_ggmls_q8_k() {
+        let mut x = vec![0f32; QK_K];
+        x[0] = -127.0;
+        x[1] = 2.5;
+        x[2] = 3.5;
+        x[3] = -2.5;
+        let mut a = Q8K::default();
+        a.quantize_into(&x);
+        // iscale = -127 / -127 = 1.
+        assert_eq!(&a.qs[..4], &[-127, 2, 4, -2]);
+        assert_eq!(a.d[0], 1.0);
+    }
+}
