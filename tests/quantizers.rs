@@ -119,3 +119,46 @@ fn every_read_type_dequantizes_as_ggml_does_to_the_bit() {
     assert_eq!(types.len(), 13, "{types:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// With an importance matrix, every quantizer that takes one makes ggml's bytes:
+/// `quantize_<type>` with `quant_weights` (the `_impl` quantizers: `make_qkx3_quants`,
+/// `make_qp_quants`, weighted `make_qx_quants`, the IQ4 searches), against the fixture's
+/// `TYPE+imatrix/...` (ggml_quantize_chunk with the same weights); and IQ4_XS without one.
+#[test]
+fn every_quantizer_makes_ggmls_bytes_with_an_importance_matrix() {
+    use quantbench::format::{ggml_quants, GgmlType};
+    let r = reference();
+    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
+    inputs.sort();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for ty in GgmlType::ALL
+        .into_iter()
+        .filter(|t| ggml_quants::takes_importance(*t))
+    {
+        for key in &inputs {
+            let dist = key.trim_start_matches("input/");
+            let x = &r[*key];
+            let cols = x.dims()[1];
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = r[&format!("imatrix/{dist}")].to_vec1::<f32>().unwrap();
+            let mut cases = vec![(
+                format!("{}+imatrix/{dist}", ty.lower()),
+                ggml_quants::quantize_weighted(ty, &v, cols, &w),
+            )];
+            if ty == GgmlType::Iq4Xs {
+                cases.push((format!("iq4_xs/{dist}"), ggml_quants::quantize_iq4_xs(&v)));
+            }
+            for (name, got) in cases {
+                let want = r[&name].to_vec1::<u8>().unwrap();
+                checked += 1;
+                if got != want {
+                    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                    failures.push(format!("{name}: {differ} of {} bytes differ", want.len()));
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 11 * 6 + 6, "every type on every input");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -147,7 +147,7 @@ pub fn quantize_row(x: &[f32], out: &mut [u8]) {
 
 /// ggml's `best_index_int8`: the index of the table value nearest `x` (a sorted table;
 /// the lower of two equally near).
-fn best_index_int8(values: &[i8; 16], x: f32) -> u8 {
+pub(crate) fn best_index_int8(values: &[i8; 16], x: f32) -> u8 {
     if x <= values[0] as f32 {
         return 0;
     }
@@ -171,67 +171,9 @@ fn best_index_int8(values: &[i8; 16], x: f32) -> u8 {
 }
 
 /// IQ4_NL as llama-quantize makes it without an importance matrix: ggml's
-/// `quantize_iq4_nl` (`quantize_row_iq4_nl_impl` with blocks of 32, weights x², 7 trial
-/// scales either side of `max / −127`), 18 bytes a block of 32 into `out`.
+/// `quantize_iq4_nl` (`ggml_quants.rs`), 18 bytes a block of 32 into `out`.
 pub fn quantize_iq4_nl(x: &[f32], out: &mut [u8]) {
-    let values = &KVALUES_IQ4NL;
-    let ntry = 7i32;
-    for (xb, yb) in x.chunks_exact(QK).zip(out.chunks_exact_mut(QK / 2 + 2)) {
-        let mut l = [0u8; QK];
-        let mut weight = [0f32; QK];
-        for (w, &v) in weight.iter_mut().zip(xb) {
-            *w = v * v;
-        }
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let scale = if amax < 1e-15 {
-            0.0
-        } else {
-            let mut d = -max / values[0] as f32;
-            let mut id = 1.0 / d;
-            let (mut sumqx, mut sumq2) = (0f32, 0f32);
-            for j in 0..QK {
-                let li = best_index_int8(values, id * xb[j]);
-                l[j] = li;
-                let q = values[li as usize] as f32;
-                let w = weight[j];
-                sumqx += w * q * xb[j];
-                sumq2 += w * q * q;
-            }
-            d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
-            let mut best = d * sumqx;
-            for itry in -ntry..=ntry {
-                id = (itry as f32 + values[0] as f32) / max;
-                sumqx = 0.0;
-                sumq2 = 0.0;
-                for j in 0..QK {
-                    let q = values[best_index_int8(values, id * xb[j]) as usize] as f32;
-                    let w = weight[j];
-                    sumqx += w * q * xb[j];
-                    sumq2 += w * q * q;
-                }
-                if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                    d = sumqx / sumq2;
-                    best = d * sumqx;
-                }
-            }
-            d
-        };
-        yb[..2].copy_from_slice(&half::f16::from_f32(scale).to_le_bytes());
-        // One block a super-block: the codes again at the final scale (in f32).
-        let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-        for j in 0..QK {
-            l[j] = best_index_int8(values, id * xb[j]);
-        }
-        for j in 0..QK / 2 {
-            yb[2 + j] = l[j] | (l[16 + j] << 4);
-        }
-    }
+    super::ggml_quants::quantize_iq4_nl(x, out);
 }
 
 /// `dequantize_row_mxfp4` / `dequantize_row_iq4_nl`: code value × the block's scale.
