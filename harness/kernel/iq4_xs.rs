@@ -51,7 +51,9 @@ impl Q8K {
             }
             let iscale = -127f32 / max;
             for (q, &v) in qb.iter_mut().zip(xb) {
-                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+                // ggml's nearest_int: the float's bits after adding 1.5 · 2^23.
+                let r = ((iscale * v + 12_582_912.0).to_bits() as i32 & 0x007f_ffff) - 0x0040_0000;
+                *q = r.min(127) as i8;
             }
             *d = 1.0 / iscale;
         }
@@ -107,12 +109,38 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     hsum8(acc)
 }
 
+/// The super-block's f16 scale at `b` by F16C's conversion (exact, as ggml's
+/// `GGML_CPU_FP16_TO_FP32`).
+///
+/// # Safety
+/// F16C; `b` points at two readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn f16_to_f32(b: *const u8) -> f32 {
+    use std::arch::x86_64::*;
+    let h = u16::from_le_bytes([*b, *b.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// A block's 32 codes as their table values (low nibbles, then high), by byte shuffles:
+/// written out in place (a closure would not inherit the caller's target features).
+#[cfg(target_arch = "x86_64")]
+macro_rules! lut {
+    ($values:ident, $m4:ident, $bits:expr) => {
+        _mm256_set_m128i(
+            _mm_shuffle_epi8($values, _mm_and_si128(_mm_srli_epi16($bits, 4), $m4)),
+            _mm_shuffle_epi8($values, _mm_and_si128($bits, $m4)),
+        )
+    };
+}
+
 /// [`dot_portable`] with ggml's AVX2 instructions.
 ///
 /// # Safety
 /// AVX2 and FMA; `w` holds whole blocks, `q` 256 activations and `d` one scale a block.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let values = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
@@ -134,13 +162,7 @@ pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
             let a1 = _mm256_loadu_si256(q8 as *const __m256i);
             let a2 = _mm256_loadu_si256(q8.add(32) as *const __m256i);
             q8 = q8.add(64);
-            let lut = |bits: __m128i| {
-                _mm256_set_m128i(
-                    _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4)),
-                    _mm_shuffle_epi8(values, _mm_and_si128(bits, m4)),
-                )
-            };
-            let (w1, w2) = (lut(bits1), lut(bits2));
+            let (w1, w2) = (lut!(values, m4, bits1), lut!(values, m4, bits2));
             let p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(a1, w1));
             let p2 = _mm256_maddubs_epi16(_mm256_sign_epi8(w2, w2), _mm256_sign_epi8(a2, w2));
             let sl = *b.add(4 + ib / 2);
@@ -150,7 +172,7 @@ pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
             sum1 = _mm256_add_epi32(_mm256_madd_epi16(p1, _mm256_set1_epi16(ls1)), sum1);
             sum2 = _mm256_add_epi32(_mm256_madd_epi16(p2, _mm256_set1_epi16(ls2)), sum2);
         }
-        let dx = half::f16::from_le_bytes([*b, *b.add(1)]).to_f32();
+        let dx = f16_to_f32(b);
         acc = _mm256_fmadd_ps(
             _mm256_set1_ps(dx * dy),
             _mm256_cvtepi32_ps(_mm256_add_epi32(sum1, sum2)),
@@ -161,6 +183,89 @@ pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     _mm256_storeu_ps(v.as_mut_ptr(), acc);
     hsum8(v)
 }
+
+/// [`dot_avx2`] of one weight row against `C` activation rows at once (a prompt's
+/// columns): each block's codes looked up once and taken against every column, each
+/// column with its own integer lane sums and accumulator — the same operations per
+/// (row, column) as [`dot_avx2`], so the same bits. `out[c]` receives column `c`'s dot.
+///
+/// # Safety
+/// AVX2 and FMA; `w` holds whole blocks; `q` holds `C` rows of `k` activations (the first
+/// at `q[0]`, `k` apart) and `d` their `C` rows of `k / 256` scales.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)]
+pub unsafe fn dots_avx2<const C: usize>(
+    w: &[u8],
+    q: &[i8],
+    d: &[f32],
+    k: usize,
+    out: &mut [f32; C],
+) {
+    use std::arch::x86_64::*;
+    let values = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let m4 = _mm_set1_epi8(0x0f);
+    let nb = w.len() / BLOCK_BYTES;
+    debug_assert!(q.len() >= (C - 1) * k + nb * QK_K && d.len() >= (C - 1) * (k / QK_K) + nb);
+    let kb = k / QK_K;
+    let mut acc = [_mm256_setzero_ps(); C];
+    for ibl in 0..nb {
+        let b = w.as_ptr().add(ibl * BLOCK_BYTES);
+        let mut qs = b.add(8);
+        let mut sh = u16::from_le_bytes([*b.add(2), *b.add(3)]);
+        // One integer sum a column: ggml's two (even and odd blocks) added at the end give
+        // the same exact integers.
+        let mut sum = [_mm256_setzero_si256(); C];
+        for ib in (0..QK_K / 32).step_by(2) {
+            let bits1 = _mm_loadu_si128(qs as *const __m128i);
+            let bits2 = _mm_loadu_si128(qs.add(16) as *const __m128i);
+            qs = qs.add(32);
+            let (w1, w2) = (lut!(values, m4, bits1), lut!(values, m4, bits2));
+            let (u1, u2) = (_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(w2, w2));
+            let sl = *b.add(4 + ib / 2);
+            let ls1 = _mm256_set1_epi16(((sl & 0xf) as i16 | ((sh << 4) & 0x30) as i16) - 32);
+            let ls2 = _mm256_set1_epi16(((sl >> 4) as i16 | ((sh << 2) & 0x30) as i16) - 32);
+            sh >>= 4;
+            for c in 0..C {
+                let a = q.as_ptr().add(c * k + ibl * QK_K + 32 * ib);
+                let a1 = _mm256_loadu_si256(a as *const __m256i);
+                let a2 = _mm256_loadu_si256(a.add(32) as *const __m256i);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(a1, w1)), ls1);
+                let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(u2, _mm256_sign_epi8(a2, w2)), ls2);
+                sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(p1, p2));
+            }
+        }
+        let dx = f16_to_f32(b);
+        for c in 0..C {
+            acc[c] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * d[c * kb + ibl]),
+                _mm256_cvtepi32_ps(sum[c]),
+                acc[c],
+            );
+        }
+    }
+    for c in 0..C {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), acc[c]);
+        out[c] = hsum8(v);
+    }
+}
+
+/// Whether the CPU converts f16 in hardware (every AVX2 CPU made does; checked all the
+/// same, the kernels convert the scales with it).
+fn has_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A prompt's columns taken together against each weight row.
+const TILE: usize = 4;
 
 /// Weight rows per parallel unit.
 const ROWS: usize = 16;
@@ -203,10 +308,27 @@ fn products(
     let nb = k / QK_K;
     let row_bytes = nb * BLOCK_BYTES;
     let out = super::Disjoint::new(y);
-    let simd = cfg!(target_arch = "x86_64") && super::level().is_some();
+    let simd = cfg!(target_arch = "x86_64") && super::level().is_some() && has_f16c();
     let unit = |u: usize| {
         let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
-        for t in 0..m {
+        let mut t = 0;
+        // A prompt's columns TILE at a time against each weight row.
+        #[cfg(target_arch = "x86_64")]
+        while simd && t + TILE <= m {
+            for r in r0..r1 {
+                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                let mut v = [0f32; TILE];
+                // SAFETY: level() checked AVX2 and FMA; columns t .. t + 4 hold k
+                // activations and nb scales each.
+                unsafe { dots_avx2::<TILE>(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v) };
+                for (c, v) in v.into_iter().enumerate() {
+                    // SAFETY: output (t + c, r) is this unit's alone.
+                    unsafe { out.part((t + c) * n + r, 1)[0] = v + bias.map_or(0.0, |b| b[r]) };
+                }
+            }
+            t += TILE;
+        }
+        for t in t..m {
             let (q, d) = (&acts.qs[t * k..(t + 1) * k], &acts.d[t * nb..(t + 1) * nb]);
             // SAFETY: outputs (t, r0 .. r1) are this unit's alone.
             let o = unsafe { out.part(t * n + r0, r1 - r0) };
@@ -285,6 +407,28 @@ mod tests {
                 ((p as f64) - want).abs() <= 1e-4 * want.abs().max(1.0),
                 "{p} vs {want}"
             );
+        }
+    }
+
+    /// The four-column tile gives each column [`dot_avx2`]'s bits.
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn the_tile_gives_each_column_the_single_dots_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernel::level().is_some() {
+            let k = 2 * QK_K;
+            let w = blocks(2, 9);
+            let x: Vec<f32> = (0..4 * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 7.0)
+                .collect();
+            let mut a = Q8K::default();
+            a.quantize_into(&x);
+            let mut v = [0f32; 4];
+            unsafe { dots_avx2::<4>(&w, &a.qs, &a.d, k, &mut v) };
+            for c in 0..4 {
+                let one = unsafe { dot_avx2(&w, &a.qs[c * k..], &a.d[c * 2..]) };
+                assert_eq!(one.to_bits(), v[c].to_bits(), "column {c}");
+            }
         }
     }
 
