@@ -46,6 +46,11 @@ pub enum Precision {
     DynamicInt8,
     /// The same with one weight scale per output row (`per_channel_dynamic_qconfig`).
     DynamicInt8Pc,
+    /// ggml's IQ4_XS, as a type llama-quantize's mixes put matrices in (`format/iq4.rs`);
+    /// not one of [`Precision::ALL`] (the name `iq4_xs` is the mix's, [`Precision::Mix`]).
+    Iq4XsType,
+    /// ggml's IQ4_NL likewise (IQ4_XS's fallback, and the `iq4_nl` mix's type).
+    Iq4NlType,
     /// Every tensor as the source file stores it (a GGUF file's own mix of types, such as
     /// a Q4_K_M file's q4_k / q6_k); not one of [`Precision::ALL`], which quantbench makes.
     Native,
@@ -100,6 +105,8 @@ impl Precision {
             Precision::Q4_0 => &ggml::Q4_0,
             Precision::Q4K => &ggml::Q4K,
             Precision::Mxfp4 => &crate::format::mxfp4::MXFP4,
+            Precision::Iq4XsType => &crate::format::iq4::IQ4_XS,
+            Precision::Iq4NlType => &crate::format::iq4::IQ4_NL,
             Precision::Q3K => &ggml::Q3K,
             Precision::Q2K => &ggml::Q2K,
             Precision::Nf4 => &bnb4::NF4_FORMAT,

@@ -708,7 +708,8 @@ def make_quantizers():
 
 
 # llama-quantize's mixes quantbench's own engine makes (Q2_K_S needs an importance matrix).
-MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "MXFP4_MOE"]
+MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "IQ4_XS", "IQ4_NL",
+         "MXFP4_MOE"]
 
 
 def make_mixes():

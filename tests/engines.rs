@@ -119,10 +119,10 @@ fn the_cli_refuses_bad_engines_and_settings_with_exit_2() {
     assert!(err.contains("unknown engine 'tgi'"), "{err}");
 
     // A precision an engine cannot make: exit 2 naming engine and precision.
-    let (code, _, err) = run(&["--precisions", "iq4_xs"]);
+    let (code, _, err) = run(&["--precisions", "iq3_s"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("engine quantbench cannot make precision iq4_xs")
+        err.contains("engine quantbench cannot make precision iq3_s")
             && err.contains("--engine llama.cpp"),
         "{err}"
     );

@@ -131,6 +131,8 @@ impl Mix {
                 | Mix::Q4KM
                 | Mix::Q5KS
                 | Mix::Q5KM
+                | Mix::Iq4Xs
+                | Mix::Iq4Nl
                 | Mix::Mxfp4Moe
         )
     }

@@ -105,6 +105,7 @@ fn default_type(ftype: u32) -> Option<GgmlType> {
         16 | 17 => GgmlType::Q5K,
         18 => GgmlType::Q6K,
         25 => GgmlType::Iq4Nl,
+        30 => GgmlType::Iq4Xs,
         38 => GgmlType::Mxfp4,
         _ => return None,
     })
@@ -118,6 +119,7 @@ const Q4_K_S: u32 = 14;
 const Q4_K_M: u32 = 15;
 const Q5_K_M: u32 = 17;
 const IQ4_NL: u32 = 25;
+const IQ4_XS: u32 = 30;
 const MXFP4_MOE: u32 = 38;
 
 fn use_more_bits(i_layer: usize, n_layers: usize) -> bool {
@@ -191,7 +193,7 @@ fn mix_type(
             ty = GgmlType::Q4K;
         } else if ftype == Q3_K_M {
             ty = if i < 2 { GgmlType::Q5K } else { GgmlType::Q4K };
-        } else if ftype == Q3_K_L || (ftype == IQ4_NL && n_gqa >= 4) {
+        } else if ftype == Q3_K_L || (matches!(ftype, IQ4_NL | IQ4_XS) && n_gqa >= 4) {
             ty = GgmlType::Q5K;
         } else if (ftype == Q4_K_M || ftype == Q5_K_M) && use_more_bits(i, n) {
             ty = GgmlType::Q6K;
@@ -241,7 +243,7 @@ fn mix_type(
             } else if use_more_bits(i, n) {
                 ty = GgmlType::Q6K;
             }
-        } else if i < n / 8 && ftype == IQ4_NL {
+        } else if i < n / 8 && matches!(ftype, IQ4_NL | IQ4_XS) {
             // (no importance matrix)
             ty = GgmlType::Q5K;
         } else if ftype == Q5_K_M && use_more_bits(i, n) {
@@ -253,7 +255,10 @@ fn mix_type(
     } else if cat == Category::AttnOutput {
         if !falcon {
             if n_expert == 8 {
-                if matches!(ftype, Q2_K | 11 | Q3_K_M | IQ4_NL | Q4_K_S | Q4_K_M) {
+                if matches!(
+                    ftype,
+                    Q2_K | 11 | Q3_K_M | IQ4_NL | Q4_K_S | Q4_K_M | IQ4_XS
+                ) {
                     ty = GgmlType::Q5K;
                 }
             } else if ftype == Q2_K {

@@ -25,6 +25,8 @@
 //!   NVFP4, Q1_0, Q2_0), read and dequantized as ggml does (its grids in
 //!   `ggml_tables.rs`, generated from ggml-common.h) and multiplied through their
 //!   dequantized rows.
+//! - `iq4.rs`: IQ4_XS and IQ4_NL as the types llama-quantize's mixes put matrices in
+//!   (quantized as ggml does, with or without an importance matrix).
 //! - `mix_plan.rs`: llama-quantize's choice of a type for every tensor at one of its file
 //!   types (its mixes), ported for the types quantbench holds.
 //! - `mix.rs`: llama-quantize's file types that are none of the above (its mixes such as
@@ -38,6 +40,7 @@ pub mod ggml_quants;
 #[rustfmt::skip]
 pub mod ggml_tables;
 pub mod int8;
+pub mod iq4;
 pub mod mix;
 pub mod mix_plan;
 pub mod mxfp4;
