@@ -42,7 +42,7 @@ fn products(c: &mut Criterion) {
         let w = Tensor::randn(0f32, 0.02, (n, k), &Device::Cpu).unwrap();
         let stored: Vec<(Precision, Matrix)> = Precision::ALL
             .iter()
-            .map(|&p| (p, store(&w, p.for_row_len(k), &device).unwrap()))
+            .map(|&p| (p, store(&w, p.for_row_len(k), &device, None).unwrap()))
             .collect();
         for (label, rows) in [("matvec", 1), ("matmul16", PREFILL_ROWS)] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &device).unwrap();

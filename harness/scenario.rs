@@ -425,11 +425,16 @@ impl Scenario {
             }
         }
         let engines = self.engines();
-        if !engines.iter().any(|e| e.takes_engine_settings()) {
-            if let Some(name) = self.engine.set_names().first() {
+        {
+            let untaken = self
+                .engine
+                .set_names()
+                .into_iter()
+                .find(|n| !engines.iter().any(|e| e.takes_setting(n)));
+            if let Some(name) = untaken {
                 let takers: Vec<&str> = crate::engine::EngineKind::ALL
                     .iter()
-                    .filter(|e| e.takes_engine_settings())
+                    .filter(|e| e.takes_setting(name))
                     .map(|e| e.name())
                     .collect();
                 return Err((

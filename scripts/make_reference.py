@@ -708,6 +708,8 @@ def make_quantizers():
 
 
 # llama-quantize's mixes quantbench's own engine makes (Q2_K_S needs an importance matrix).
+# ... and with an importance matrix (Q2_K_S requires one).
+MIXES_IMATRIX = ["Q2_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_S", "IQ4_XS", "IQ4_NL"]
 MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "IQ4_XS", "IQ4_NL",
          "MXFP4_MOE"]
 
@@ -736,9 +738,29 @@ def make_mixes():
         out["mixes"][mix.lower()] = {
             t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
             for t in r.tensors}
+    # With an importance matrix: llama-imatrix's over the project's essay (assets/eval),
+    # kept as a fixture (a few KB) in both of its forms, and the mixes it changes.
+    imatrix = os.path.join(FIXTURES, "gguf", "tiny-llama.imatrix.gguf")
+    for form, dst in (("gguf", imatrix), ("dat", imatrix[:-len(".gguf")] + ".dat")):
+        r = subprocess.run([os.path.join(LLAMA_CPP, "build", "bin", "llama-imatrix"), "-m", f32,
+                            "-f", os.path.join(ROOT, "assets", "eval", "default.txt"), "-c", "128",
+                            "--chunks", "8", "-t", "2", "--output-format", form, "-o", dst],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"llama-imatrix failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    out["imatrix"] = "tiny-llama.imatrix.gguf"
+    out["mixes+imatrix"] = {}
+    for mix in MIXES_IMATRIX:
+        dst = os.path.join(tmp, f"{mix}-imatrix.gguf")
+        quantize(f32, dst, mix, imatrix)
+        r = GGUFReader(dst)
+        out["mixes+imatrix"][mix.lower()] = {
+            t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
+            for t in r.tensors}
     with open(os.path.join(FIXTURES, "gguf", "mixes-tiny-llama.json"), "w") as f:
         json.dump(out, f, indent=1)
-    print("mixes:", ", ".join(out["mixes"]))
+    print("mixes:", ", ".join(out["mixes"]), "; with the importance matrix:",
+          ", ".join(out["mixes+imatrix"]))
 
 
 def convert(model_dir, out, outtype="f32"):
@@ -757,9 +779,10 @@ c.main()
         sys.exit(f"converting {model_dir} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
 
 
-def quantize(src, out, kind):
+def quantize(src, out, kind, imatrix=None):
     exe = os.path.join(LLAMA_CPP, "build", "bin", "llama-quantize")
-    r = subprocess.run([exe, src, out, kind], capture_output=True, text=True)
+    extra = ["--imatrix", imatrix] if imatrix else []
+    r = subprocess.run([exe] + extra + [src, out, kind], capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"llama-quantize {kind} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     summary = [line.strip() for line in (r.stdout + r.stderr).splitlines()

@@ -1026,3 +1026,41 @@ fn new_families_gguf_keys_that_cannot_be_honoured_are_named() {
         );
     }
 }
+
+/// `--imatrix`: a missing file, a file that is no importance matrix, and one made for
+/// another model (its matrices' sizes differ) are each refused naming the file, exit 2;
+/// the right one lets the own engine make q2_k_s, which llama-quantize makes only with
+/// one.
+#[test]
+fn importance_matrices_are_checked_and_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("junk.dat");
+    std::fs::write(&junk, b"not an importance matrix").unwrap();
+    let other = fixture("llama-engine/qwen3-qknorm.imatrix.gguf");
+    let base = [
+        "generate",
+        "--model",
+        "synthetic:tiny-llama",
+        "--new-tokens",
+        "2",
+        "--precision",
+        "q4_k_m",
+        "--imatrix",
+    ];
+    let missing = tmp.path().join("none.gguf");
+    for (file, needles) in [
+        (&missing, &["none.gguf", "does not exist"][..]),
+        (&junk, &["junk.dat", "neither a GGUF importance matrix"][..]),
+        (&other, &["qwen3-qknorm.imatrix.gguf", "another model"][..]),
+    ] {
+        let mut args = base.to_vec();
+        args.push(file.to_str().unwrap());
+        expect_bad(&args, needles);
+    }
+    let good = fixture("gguf/tiny-llama.imatrix.gguf");
+    let mut args = base.to_vec();
+    args.push(good.to_str().unwrap());
+    args[6] = "q2_k_s";
+    let (code, _, err) = quantbench(&args);
+    assert_eq!(code, 0, "{err}");
+}

@@ -578,3 +578,56 @@ fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
         );
     }
 }
+
+/// With an importance matrix (llama-imatrix's, of synthetic:tiny-llama over the
+/// project's essay; tests/fixtures/gguf/tiny-llama.imatrix.gguf and its legacy .dat
+/// twin), the own engine's mixes are llama-quantize's `--imatrix` files tensor for
+/// tensor: the `_impl` quantizers with each matrix's values, Q2_K_S allowed, the IQ4
+/// mixes' plan without their no-imatrix ffn_down rule.
+#[test]
+fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte() {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read_to_string(gguf_path("mixes-tiny-llama.json")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mixes = want["mixes+imatrix"].as_object().unwrap();
+    assert_eq!(mixes.len(), 6);
+    let tmp = tempfile::tempdir().unwrap();
+    for form in ["tiny-llama.imatrix.gguf", "tiny-llama.imatrix.dat"] {
+        let mut src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
+        src.imatrix = Some(std::sync::Arc::new(
+            quantbench::format::imatrix::Imatrix::read(&gguf_path(form)).unwrap(),
+        ));
+        for (mix, tensors) in mixes {
+            let p: Precision = mix.parse().unwrap();
+            let out = tmp.path().join(format!("{mix}.gguf"));
+            export_gguf(&src, Quantization::new(p), &out, true).unwrap();
+            let f = GgufFile::open(&out).unwrap();
+            let tensors = tensors.as_object().unwrap();
+            assert_eq!(f.tensors.len(), tensors.len(), "{form} {mix}");
+            for (name, ty_sha) in tensors {
+                let e = &f.tensors[name];
+                assert_eq!(
+                    e.dtype.name(),
+                    ty_sha[0].as_str().unwrap(),
+                    "{form} {mix}: {name}"
+                );
+                let sha = format!("{:x}", Sha256::digest(f.read_bytes(name).unwrap()));
+                assert_eq!(
+                    sha,
+                    ty_sha[1].as_str().unwrap(),
+                    "{form} {mix}: {name}'s bytes"
+                );
+            }
+        }
+    }
+    // Without one, q2_k_s is refused as llama-quantize refuses it.
+    let src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
+    let e = export_gguf(
+        &src,
+        Quantization::new("q2_k_s".parse().unwrap()),
+        &tmp.path().join("x.gguf"),
+        true,
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("--imatrix"), "{e:#}");
+}

@@ -28,6 +28,7 @@ fn check(path: &Path) -> usize {
     };
     let usize_of = |kv: Kv| f.kv_opt_usize(&arch, kv).unwrap();
     let model = PlanModel {
+        has_imatrix: false,
         arch: arch.clone(),
         n_layer: usize_of(Kv::BlockCount).unwrap(),
         n_expert: usize_of(Kv::ExpertCount).unwrap_or(0),

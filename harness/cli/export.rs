@@ -34,6 +34,9 @@ pub struct Args {
     /// Allow a precision other than native from an already quantized GGUF (dequantized, then quantized again).
     #[arg(long)]
     requantize: bool,
+    /// An importance matrix (llama-imatrix's GGUF or .dat) for the quantizer, used as llama-quantize uses it.
+    #[arg(long)]
+    imatrix: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -47,6 +50,11 @@ enum Layout {
 pub fn main(args: Args) -> Result<ExitCode> {
     let mut source = model::resolve(&args.model)?;
     source.requantize = args.requantize;
+    if let Some(path) = &args.imatrix {
+        source.imatrix = Some(std::sync::Arc::new(
+            quantbench::format::imatrix::Imatrix::read(path)?,
+        ));
+    }
     quantbench::run::interrupt::install_handler()?;
     let out = &args.out;
     match args.format {

@@ -25,6 +25,9 @@ pub struct Args {
     /// Allow a precision other than native from an already quantized GGUF (dequantized, then quantized again).
     #[arg(long)]
     requantize: bool,
+    /// An importance matrix (llama-imatrix's GGUF or .dat) for the quantizer, used as llama-quantize uses it.
+    #[arg(long)]
+    imatrix: Option<std::path::PathBuf>,
     /// What the precision applies to: all (every weight matrix) or linear (the block's linear layers).
     #[arg(long, default_value = "all")]
     policy: Policy,
@@ -51,6 +54,11 @@ pub fn main(args: Args) -> Result<ExitCode> {
         .with_rest(args.rest);
     let mut source = model::resolve(&args.model)?;
     source.requantize = args.requantize;
+    if let Some(path) = &args.imatrix {
+        source.imatrix = Some(std::sync::Arc::new(
+            quantbench::format::imatrix::Imatrix::read(path)?,
+        ));
+    }
     // Check the prompt and the token count against the context before loading.
     let tokenizer = source.tokenizer()?;
     quantbench::run::generate::check_fits(

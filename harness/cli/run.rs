@@ -36,7 +36,7 @@ pub struct Args {
     /// llama.cpp: map the model file (on, llama.cpp's default) or read it into memory (off).
     #[arg(long, value_parser = parse_on_off)]
     mmap: Option<bool>,
-    /// llama.cpp: an importance matrix file (llama-imatrix's) for its quantizer.
+    /// An importance matrix (llama-imatrix's GGUF or .dat) for both engines' quantizers, used as llama-quantize uses it.
     #[arg(long)]
     imatrix: Option<PathBuf>,
     /// llama.cpp: threads for generation and batches (default: every core).

@@ -77,6 +77,13 @@ impl EngineKind {
         matches!(self, EngineKind::LlamaCpp)
     }
 
+    /// Whether the engine honours the engine setting `name` ([`EngineSettings`]): the
+    /// llama.cpp engine every one; the own engine the importance matrix (its quantizers
+    /// take it as llama-quantize's do).
+    pub fn takes_setting(self, name: &str) -> bool {
+        self.takes_engine_settings() || (self == EngineKind::Quantbench && name == "imatrix")
+    }
+
     /// Whether the scenario's `policy` and `rest` are its choices (its own loader's);
     /// another engine quantizes as its own quantizer decides.
     pub fn chooses_policy_and_rest(self) -> bool {
@@ -152,8 +159,9 @@ pub struct EngineSettings {
     /// llama.cpp: map the file (its default) or read it into memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mmap: Option<bool>,
-    /// llama.cpp: an importance matrix (llama-imatrix's GGUF or .dat file) for its
-    /// quantizer.
+    /// Both engines: an importance matrix (llama-imatrix's GGUF or .dat file) for the
+    /// quantizers (llama.cpp's, and the own engine's ggml ports), used as llama-quantize
+    /// uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imatrix: Option<std::path::PathBuf>,
     /// llama.cpp: threads for generation and batches (its default: every core).

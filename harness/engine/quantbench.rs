@@ -32,6 +32,11 @@ impl OwnEngine {
     pub fn open(scenario: &crate::scenario::Scenario, device: &Device) -> Result<Self> {
         let mut source = model::resolve(&scenario.model_spec())?;
         source.requantize = scenario.requantize;
+        if let Some(path) = &scenario.engine.imatrix {
+            source.imatrix = Some(std::sync::Arc::new(crate::format::imatrix::Imatrix::read(
+                path,
+            )?));
+        }
         model::check_tensors(&source)?;
         let tokenizer = source.tokenizer()?;
         let cfg = &source.config;

@@ -300,6 +300,26 @@ impl WeightFormat for BlockFormat {
             q.shape().clone(),
         )?)))
     }
+    /// With an importance matrix: ggml's `quantize_<type>` with `quant_weights`
+    /// (`ggml_quants::quantize_weighted`), row slices on every core; q8_0 takes none.
+    fn store_weighted(&self, t: &Tensor, device: &Device, imatrix: &[f32]) -> Result<Matrix> {
+        if !super::ggml_quants::takes_importance(self.ty) {
+            return self.store(t, device);
+        }
+        let (rows, cols) = t.dims2()?;
+        if imatrix.len() != cols {
+            anyhow::bail!("{} importance values for rows of {cols}", imatrix.len());
+        }
+        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        let bytes = crate::model::source::weights::par_rows(&v, rows, cols, |x| {
+            super::ggml_quants::quantize_weighted(self.ty, x, cols, imatrix)
+        });
+        let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), device, self.dtype())?;
+        Ok(Matrix::Quantized(Arc::new(QTensor::new(
+            storage,
+            (rows, cols),
+        )?)))
+    }
     fn ggml_type(&self) -> Option<GgmlType> {
         Some(self.ty)
     }

@@ -96,6 +96,17 @@ impl WeightFormat for Iq4Format {
         let w = t.flatten_all()?.to_vec1::<f32>()?;
         matrix(self.ty, &quantize(self.ty, &w, k, None), out, k)
     }
+    fn store_weighted(&self, t: &Tensor, device: &Device, imatrix: &[f32]) -> Result<Matrix> {
+        let (out, k) = t.dims2()?;
+        if !device.is_cpu() {
+            anyhow::bail!(
+                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
+                self.ty
+            );
+        }
+        let w = t.flatten_all()?.to_vec1::<f32>()?;
+        matrix(self.ty, &quantize(self.ty, &w, k, Some(imatrix)), out, k)
+    }
     fn ggml_type(&self) -> Option<GgmlType> {
         Some(self.ty)
     }

@@ -21,6 +21,9 @@ pub struct PlanModel {
     pub n_expert: usize,
     pub n_head: usize,
     pub n_head_kv: usize,
+    /// Whether the quantizer has an importance matrix (llama-quantize's `has_imatrix`:
+    /// the IQ4 mixes keep their first ffn_down matrices at Q5_K only without one).
+    pub has_imatrix: bool,
 }
 
 /// One tensor as the file lists it: its name and ggml dimensions (`ne[0]` the row
@@ -243,13 +246,19 @@ fn mix_type(
             } else if use_more_bits(i, n) {
                 ty = GgmlType::Q6K;
             }
-        } else if i < n / 8 && matches!(ftype, IQ4_NL | IQ4_XS) {
-            // (no importance matrix)
+        } else if i < n / 8 && matches!(ftype, IQ4_NL | IQ4_XS) && !model.has_imatrix {
             ty = GgmlType::Q5K;
         } else if ftype == Q5_K_M && use_more_bits(i, n) {
             ty = GgmlType::Q6K;
         } else if ftype == Q4_K_S && !falcon && i < n / 8 {
             ty = GgmlType::Q5K;
+        } else if matches!(ftype, 2 | 8) && model.has_imatrix && i < n / 8 {
+            // Q4_0 / Q5_0 with an importance matrix: the first ffn_down at Q4_1 / Q5_1.
+            ty = if ftype == 2 {
+                GgmlType::Q4_1
+            } else {
+                GgmlType::Q5_1
+            };
         }
         st.i_ffn_down += 1;
     } else if cat == Category::AttnOutput {

@@ -25,6 +25,8 @@
 //!   NVFP4, Q1_0, Q2_0), read and dequantized as ggml does (its grids in
 //!   `ggml_tables.rs`, generated from ggml-common.h) and multiplied through their
 //!   dequantized rows.
+//! - `imatrix.rs`: an importance matrix (llama-imatrix's GGUF or .dat), read as
+//!   llama-quantize reads it, for both engines' quantizers.
 //! - `iq4.rs`: IQ4_XS and IQ4_NL as the types llama-quantize's mixes put matrices in
 //!   (quantized as ggml does, with or without an importance matrix).
 //! - `mix_plan.rs`: llama-quantize's choice of a type for every tensor at one of its file
@@ -39,6 +41,7 @@ pub mod ggml_blocks;
 pub mod ggml_quants;
 #[rustfmt::skip]
 pub mod ggml_tables;
+pub mod imatrix;
 pub mod int8;
 pub mod iq4;
 pub mod mix;
@@ -118,6 +121,12 @@ pub trait WeightFormat: Sync + Debug {
     }
     /// Store an `[out, in]` matrix (f32 on the CPU) in it on `device`.
     fn store(&self, t: &Tensor, device: &Device) -> Result<Matrix>;
+    /// [`WeightFormat::store`] with an importance matrix's values for the matrix's
+    /// columns, used as ggml's quantizer uses them; formats whose quantizer takes none
+    /// (floats, q8_0, mxfp4, the libraries' formats) store as without.
+    fn store_weighted(&self, t: &Tensor, device: &Device, _imatrix: &[f32]) -> Result<Matrix> {
+        self.store(t, device)
+    }
     /// Its ggml type, where GGUF has one.
     fn ggml_type(&self) -> Option<GgmlType> {
         None

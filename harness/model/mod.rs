@@ -170,7 +170,9 @@ pub fn planned_weight_bytes(source: &ModelSource, q: Quantization) -> (u128, u12
             let bytes = file.tensors.values().map(|t| t.bytes as u128);
             (bytes.clone().sum(), bytes.max().unwrap_or(0))
         }
-        _ => source.config.planned_weight_bytes(q),
+        _ => source
+            .config
+            .planned_weight_bytes_with(q, source.imatrix.is_some()),
     }
 }
 
@@ -200,9 +202,9 @@ pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<(
                 Precision::ALL.map(|p| p.name()).join(", ")
             );
         }
-        if m == crate::format::mix::Mix::Q2KS {
+        if m == crate::format::mix::Mix::Q2KS && source.imatrix.is_none() {
             crate::bad_input!(
-                "precision q2_k_s: llama-quantize refuses Q2_K_S without an importance matrix, and quantbench takes none yet; choose q3_k_s or above"
+                "precision q2_k_s: llama-quantize refuses Q2_K_S without an importance matrix; give one (--imatrix FILE, llama-imatrix's), or choose q3_k_s or above"
             );
         }
         if q.policy == crate::precision::Policy::Linear {
@@ -210,7 +212,7 @@ pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<(
                 "precision {m} is llama-quantize's choice for every tensor, embeddings included; policy linear would change nothing while the record said linear; leave policy at all"
             );
         }
-        crate::model::arch::mix_precisions(&*source.config, m)?;
+        crate::model::arch::mix_precisions(&*source.config, m, source.imatrix.is_some())?;
     }
     if q.precision == Precision::Native && q.policy == crate::precision::Policy::Linear {
         crate::bad_input!(
@@ -241,19 +243,24 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
     let cfg = &source.config;
     // Weights on 2 MB pages where the binary's allocator is kernel::pages::WeightPages.
     let pages = device.is_cpu().then(crate::kernel::pages::loading);
-    let (model, fallbacks) = match &source.weights {
+    let src: Box<dyn weights::TensorSource> = match &source.weights {
         WeightFiles::Synthetic { seed } => {
-            let src = synthetic::SyntheticSource::new(cfg.clone(), *seed);
-            cfg.load(&src, q, device)?
+            Box::new(synthetic::SyntheticSource::new(cfg.clone(), *seed))
         }
-        WeightFiles::Safetensors(paths) => {
-            let src = weights::SafetensorsSource::open(paths, cfg)?;
-            cfg.load(&src, q, device)?
-        }
-        WeightFiles::Gguf(file) => {
-            let src = gguf::GgufSource::new(file.clone(), cfg)?;
-            cfg.load(&src, q, device)?
-        }
+        WeightFiles::Safetensors(paths) => Box::new(weights::SafetensorsSource::open(paths, cfg)?),
+        WeightFiles::Gguf(file) => Box::new(gguf::GgufSource::new(file.clone(), cfg)?),
+    };
+    // The importance matrix, when the run has one, beside the tensors for the quantizers.
+    let (model, fallbacks) = match &source.imatrix {
+        Some(m) => cfg.load(
+            &weights::WithImportance {
+                inner: src.as_ref(),
+                imatrix: m,
+            },
+            q,
+            device,
+        )?,
+        None => cfg.load(src.as_ref(), q, device)?,
     };
     drop(pages);
     let tokenizer = source.tokenizer()?;

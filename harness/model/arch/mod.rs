@@ -468,11 +468,18 @@ impl ModelConfig {
     /// anything is loaded (the loaders' choices: policy, rest dtype, block fallbacks),
     /// and the largest single tensor in f32 (what loading holds on top, once).
     pub fn planned_weight_bytes(&self, q: Quantization) -> (u128, u128) {
+        self.planned_weight_bytes_with(q, false)
+    }
+
+    /// [`ModelConfig::planned_weight_bytes`] for a run with or without an importance
+    /// matrix (a mix's plan can differ: llama-quantize's IQ4 mixes keep early ffn_down
+    /// matrices at Q5_K only without one).
+    pub fn planned_weight_bytes_with(&self, q: Quantization, has_imatrix: bool) -> (u128, u128) {
         use crate::precision::Precision;
         // Each matrix's precision: the mix's plan, or the one precision where the policy
         // and the architecture let it apply; `None` keeps a tensor in the rest dtype.
         let plan = match q.precision {
-            Precision::Mix(m) => mix_precisions(&**self, m).ok(),
+            Precision::Mix(m) => mix_precisions(&**self, m, has_imatrix).ok(),
             _ => None,
         };
         let quantize_embeddings =
@@ -522,6 +529,7 @@ impl ModelConfig {
 pub fn mix_precisions(
     cfg: &dyn ArchConfig,
     mix: crate::format::mix::Mix,
+    has_imatrix: bool,
 ) -> Result<std::collections::HashMap<String, crate::precision::Precision>> {
     use crate::format::mix_plan::{plan, PlanModel, PlanTensor};
     use crate::precision::Precision;
@@ -563,6 +571,7 @@ pub fn mix_precisions(
         n_expert,
         n_head: cfg.n_head(),
         n_head_kv: cfg.n_kv_head(),
+        has_imatrix,
     };
     let types = plan(mix.llama_ftype(), &model, &tensors)?;
     let mut out = std::collections::HashMap::new();

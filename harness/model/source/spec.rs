@@ -275,6 +275,9 @@ pub struct ModelSource {
     /// Whether a precision may be made from an already quantized file by dequantizing
     /// it first (`--requantize`); refused otherwise.
     pub requantize: bool,
+    /// An importance matrix for the quantizers (`--imatrix`, llama-imatrix's file), used
+    /// as llama-quantize uses it.
+    pub imatrix: Option<std::sync::Arc<crate::format::imatrix::Imatrix>>,
 }
 
 impl ModelSource {
@@ -352,6 +355,7 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
                 weights: WeightFiles::Synthetic { seed: *seed },
                 tokenizer_dir: None,
                 requantize: false,
+                imatrix: None,
             })
         }
         ModelSpec::Local(path) if crate::model::source::gguf::is_gguf_path(path) => {
@@ -497,6 +501,7 @@ fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
         weights: WeightFiles::Safetensors(weights),
         tokenizer_dir: Some(dir.to_path_buf()),
         requantize: false,
+        imatrix: None,
     })
 }
 
@@ -517,6 +522,7 @@ fn resolve_gguf(spec: &ModelSpec, path: &Path) -> Result<ModelSource> {
         weights: WeightFiles::Gguf(std::sync::Arc::new(file)),
         tokenizer_dir: None,
         requantize: false,
+        imatrix: None,
     })
 }
 

@@ -43,6 +43,35 @@ pub trait TensorSource {
     fn check(&self, _name: &str, _shape: &[usize]) -> Result<()> {
         Ok(())
     }
+    /// The importance matrix the quantizers take, when the run gave one.
+    fn importance(&self) -> Option<&crate::format::imatrix::Imatrix> {
+        None
+    }
+}
+
+/// A source with an importance matrix beside it: every tensor from `inner`, and the
+/// matrix for the quantizers ([`TensorSource::importance`]).
+pub struct WithImportance<'a> {
+    pub inner: &'a dyn TensorSource,
+    pub imatrix: &'a crate::format::imatrix::Imatrix,
+}
+
+impl TensorSource for WithImportance<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.inner.get(name, shape)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.inner.has(name)
+    }
+    fn stored(&self, name: &str, out_in: [usize; 2], device: &Device) -> Result<Option<Matrix>> {
+        self.inner.stored(name, out_in, device)
+    }
+    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.inner.check(name, shape)
+    }
+    fn importance(&self) -> Option<&crate::format::imatrix::Imatrix> {
+        Some(self.imatrix)
+    }
 }
 
 /// One or more safetensors files (memory-mapped). GPT-2 comes in two layouts: the hub's
@@ -569,6 +598,7 @@ impl Footprint {
 /// does, and [`Builder::notes`] says which and why.
 pub struct Builder<'a> {
     src: &'a dyn TensorSource,
+    cfg: &'a dyn crate::model::arch::ArchConfig,
     q: Quantization,
     device: &'a Device,
     /// (stored precision, row length) -> names of the matrices that fell back
@@ -584,14 +614,19 @@ impl<'a> Builder<'a> {
         src: &'a dyn TensorSource,
         q: Quantization,
         device: &'a Device,
-        cfg: &dyn crate::model::arch::ArchConfig,
+        cfg: &'a dyn crate::model::arch::ArchConfig,
     ) -> Result<Self> {
         let mix = match q.precision {
-            Precision::Mix(m) => Some(crate::model::arch::mix_precisions(cfg, m)?),
+            Precision::Mix(m) => Some(crate::model::arch::mix_precisions(
+                cfg,
+                m,
+                src.importance().is_some(),
+            )?),
             _ => None,
         };
         Ok(Builder {
             src,
+            cfg,
             q,
             device,
             fallbacks: Vec::new(),
@@ -692,15 +727,67 @@ impl<'a> Builder<'a> {
         self.store_rows(name, t, quantize)
     }
 
+    /// The importance values for the columns of `name` (its expert's, for an expert of a
+    /// stacked GGUF tensor), when the run has an importance matrix that holds them.
+    fn importance(&self, name: &str, cols: usize) -> Result<Option<Vec<f32>>> {
+        let Some(m) = self.src.importance() else {
+            return Ok(None);
+        };
+        let (gname, expert, n_expert) = match self.cfg.gguf_slice(name) {
+            Some((g, i, n)) => (g, i, n),
+            None => match self.cfg.gguf_name(name) {
+                Some(g) => (g, 0, 1),
+                None => return Ok(None),
+            },
+        };
+        Ok(m.for_tensor(&gname, cols, (expert, n_expert))?
+            .map(<[f32]>::to_vec))
+    }
+
+    /// llama-quantize's `tensor_requires_imatrix`: in a Q2_K_S file every Q2_K matrix but
+    /// the token table and the output needs the importance matrix's values.
+    fn check_required_importance(&self, name: &str, p: Precision, has: bool) -> Result<()> {
+        if has
+            || p != Precision::Q2K
+            || self.q.precision != Precision::Mix(crate::format::mix::Mix::Q2KS)
+        {
+            return Ok(());
+        }
+        let gname = self
+            .cfg
+            .gguf_slice(name)
+            .map(|s| s.0)
+            .or_else(|| self.cfg.gguf_name(name));
+        if matches!(
+            gname.as_deref(),
+            Some("token_embd.weight" | "output.weight")
+        ) {
+            return Ok(());
+        }
+        let file = self
+            .src
+            .importance()
+            .map(|m| m.path.display().to_string())
+            .unwrap_or_default();
+        crate::bad_input!(
+            "precision q2_k_s: the importance matrix {file} has no values for {} ({name}), which llama-quantize requires for a Q2_K matrix of a Q2_K_S file; use the importance matrix made for this model",
+            gname.unwrap_or_else(|| name.to_string())
+        )
+    }
+
     /// An f32 `[rows, cols]` tensor stored as the precision asks (the rest dtype when not
-    /// quantized; a fallback format where rows do not divide into blocks, noted).
+    /// quantized; a fallback format where rows do not divide into blocks, noted), with
+    /// the importance matrix's values for it when the run has one.
     fn store_rows(&mut self, name: &str, t: Tensor, quantize: bool) -> Result<Matrix> {
         let row_len = t.dim(1)?;
+        let w = self.importance(name, row_len)?;
+        let w = w.as_deref();
         if let Some(plan) = &self.mix {
             // The mix's plan decides, fallbacks included (llama-quantize's).
             return match plan.get(name) {
                 Some(&p) => {
-                    store(&t, p, self.device).with_context(|| format!("storing {name} as {p}"))
+                    self.check_required_importance(name, p, w.is_some())?;
+                    store(&t, p, self.device, w).with_context(|| format!("storing {name} as {p}"))
                 }
                 None => Ok(Matrix::Dense(
                     t.to_dtype(self.q.rest.dtype())?.to_device(self.device)?,
@@ -719,7 +806,7 @@ impl<'a> Builder<'a> {
                 None => self.fallbacks.push(((p, row_len), vec![name.to_string()])),
             }
         }
-        store(&t, p, self.device).with_context(|| format!("storing {name} as {p}"))
+        store(&t, p, self.device, w).with_context(|| format!("storing {name} as {p}"))
     }
 
     /// One line per fallback: how many matrices, which, and why.
@@ -751,14 +838,36 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Stores an f32 `[rows, cols]` matrix in precision `p` on `device`.
-pub fn store(t: &Tensor, p: Precision, device: &Device) -> Result<Matrix> {
+/// Stores an f32 `[rows, cols]` matrix in precision `p` on `device`, quantized with
+/// the importance values `imatrix` (one a column) where given and the format takes them.
+pub fn store(t: &Tensor, p: Precision, device: &Device, imatrix: Option<&[f32]>) -> Result<Matrix> {
     match p.format() {
-        Some(f) => f.store(t, device),
+        Some(f) => match imatrix {
+            Some(w) => f.store_weighted(t, device, w),
+            None => f.store(t, device),
+        },
         None => anyhow::bail!(
             "precision native stores nothing of its own: the source's stored tensors are kept"
         ),
     }
+}
+
+/// `f` of slices of whole rows of `x` (`rows × cols`) on every core, the pieces' bytes in
+/// order: a quantizer whose blocks never cross rows gives the bytes of one call on all.
+pub fn par_rows(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    f: impl Fn(&[f32]) -> Vec<u8> + Sync,
+) -> Vec<u8> {
+    let pieces = rayon::current_num_threads().max(1) * 4;
+    let per = rows.div_ceil(pieces).max(1);
+    let starts: Vec<usize> = (0..rows).step_by(per).collect();
+    let parts: Vec<Vec<u8>> = starts
+        .par_iter()
+        .map(|&start| f(&x[start * cols..(start + per.min(rows - start)) * cols]))
+        .collect();
+    parts.concat()
 }
 
 /// ggml's quantizer for `dtype`, run on slices of rows on every core: ggml's reference

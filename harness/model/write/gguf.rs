@@ -275,7 +275,18 @@ pub fn export_gguf(
         WeightFiles::Gguf(file) => Box::new(GgufSource::new(file.clone(), cfg)?),
     };
     let device = Device::Cpu;
-    let mut builder = Builder::new(src.as_ref(), q, &device, &**cfg)?;
+    let with;
+    let src: &dyn TensorSource = match &source.imatrix {
+        Some(m) => {
+            with = crate::model::source::weights::WithImportance {
+                inner: src.as_ref(),
+                imatrix: m,
+            };
+            &with
+        }
+        None => src.as_ref(),
+    };
+    let mut builder = Builder::new(src, q, &device, &**cfg)?;
     let mut out = GgufExport {
         notes: cfg.gguf_notes(),
         ..Default::default()
