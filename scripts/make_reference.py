@@ -757,6 +757,19 @@ def make_mixes():
         out["mixes+imatrix"][mix.lower()] = {
             t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
             for t in r.tensors}
+    # quantbench's own importance matrix (`quantbench imatrix`, the same text and chunks),
+    # kept as a fixture, and llama-quantize's mixes made with it: llama-quantize takes it.
+    ours = os.path.join(FIXTURES, "gguf", "tiny-llama.quantbench.imatrix.gguf")
+    subprocess.run([BIN, "imatrix", "--model", "synthetic:tiny-llama", "--ctx", "128", "--chunks", "8",
+                    "--out", ours, "--force"], check=True, capture_output=True)
+    out["mixes+quantbench-imatrix"] = {}
+    for mix in ["Q4_K_M", "IQ4_XS"]:
+        dst = os.path.join(tmp, f"{mix}-ours.gguf")
+        quantize(f32, dst, mix, ours)
+        r = GGUFReader(dst)
+        out["mixes+quantbench-imatrix"][mix.lower()] = {
+            t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
+            for t in r.tensors}
     with open(os.path.join(FIXTURES, "gguf", "mixes-tiny-llama.json"), "w") as f:
         json.dump(out, f, indent=1)
     print("mixes:", ", ".join(out["mixes"]), "; with the importance matrix:",

@@ -581,18 +581,28 @@ fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
 
 /// With an importance matrix (llama-imatrix's, of synthetic:tiny-llama over the
 /// project's essay; tests/fixtures/gguf/tiny-llama.imatrix.gguf and its legacy .dat
-/// twin), the own engine's mixes are llama-quantize's `--imatrix` files tensor for
-/// tensor: the `_impl` quantizers with each matrix's values, Q2_K_S allowed, the IQ4
-/// mixes' plan without their no-imatrix ffn_down rule.
+/// twin; and quantbench's own of the same, tiny-llama.quantbench.imatrix.gguf), the own
+/// engine's mixes are llama-quantize's `--imatrix` files tensor for tensor: the `_impl`
+/// quantizers with each matrix's values, Q2_K_S allowed, the IQ4 mixes' plan without
+/// their no-imatrix ffn_down rule.
 #[test]
 fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte() {
     use sha2::{Digest, Sha256};
     let text = std::fs::read_to_string(gguf_path("mixes-tiny-llama.json")).unwrap();
     let want: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mixes = want["mixes+imatrix"].as_object().unwrap();
-    assert_eq!(mixes.len(), 6);
     let tmp = tempfile::tempdir().unwrap();
-    for form in ["tiny-llama.imatrix.gguf", "tiny-llama.imatrix.dat"] {
+    for (form, key, n) in [
+        ("tiny-llama.imatrix.gguf", "mixes+imatrix", 6),
+        ("tiny-llama.imatrix.dat", "mixes+imatrix", 6),
+        // quantbench's own (`quantbench imatrix`), which llama-quantize took.
+        (
+            "tiny-llama.quantbench.imatrix.gguf",
+            "mixes+quantbench-imatrix",
+            2,
+        ),
+    ] {
+        let mixes = want[key].as_object().unwrap();
+        assert_eq!(mixes.len(), n);
         let mut src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
         src.imatrix = Some(std::sync::Arc::new(
             quantbench::format::imatrix::Imatrix::read(&gguf_path(form)).unwrap(),
@@ -630,4 +640,55 @@ fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte()
     )
     .unwrap_err();
     assert!(format!("{e:#}").contains("--imatrix"), "{e:#}");
+}
+
+/// `quantbench imatrix` computes what llama-imatrix computes: on synthetic:tiny-llama over
+/// the project's essay (8 chunks of 128 tokens, as the fixture was made), the same
+/// tensors, the same counts, and sums within the models' arithmetic (1e-3 relative;
+/// llama.cpp's products and quantbench's differ in their last bits), in the same GGUF
+/// form; and the file reads back as an importance matrix.
+#[test]
+fn the_importance_matrix_quantbench_computes_is_llama_imatrixs() {
+    use quantbench::format::imatrix::Imatrix;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ours.imatrix.gguf");
+    let mut src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/default.txt"),
+    )
+    .unwrap();
+    let r = quantbench::run::imatrix::compute(
+        &mut src,
+        &text,
+        "default.txt",
+        (128, Some(8)),
+        false,
+        &out,
+    )
+    .unwrap();
+    assert_eq!((r.chunks, r.tensors), (8, 14));
+    let (ours, theirs) = (
+        GgufFile::open(&out).unwrap(),
+        GgufFile::open(&gguf_path("tiny-llama.imatrix.gguf")).unwrap(),
+    );
+    assert_eq!(ours.req_str("general.type").unwrap(), "imatrix");
+    let mut names: Vec<&String> = theirs.tensors.keys().collect();
+    names.sort();
+    assert_eq!(ours.tensors.len(), names.len());
+    let f32s = |f: &GgufFile, n: &str| -> Vec<f32> {
+        f.read_bytes(n)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    for n in names {
+        assert_eq!(ours.tensors[n].shape, theirs.tensors[n].shape, "{n}");
+        let (a, b) = (f32s(&ours, n), f32s(&theirs, n));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-3 * y.abs().max(1e-6), "{n}: {x} vs {y}");
+        }
+    }
+    let m = Imatrix::read(&out).unwrap();
+    assert_eq!(m.entries.len(), 14);
 }

@@ -719,3 +719,55 @@ fn the_own_engine_runs_every_type_llama_cpps_quantizer_makes() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// An importance matrix quantbench computes (`quantbench imatrix`) is one llama.cpp's
+/// quantizer takes (`llama_model_quantize`, what llama-quantize runs): its Q4_K_M of
+/// synthetic:tiny-llama with the matrix differs from the one without in exactly the
+/// tensors the matrix has entries for (the blocks'; not the token table or the output).
+/// (Byte identity with the own engine is held against llama-quantize's files in
+/// tests/gguf.rs; this engine's llama.cpp is built with -march=native, and there the
+/// compiler fuses ggml-quants.c's multiply-adds, so its k-quant searches round otherwise
+/// than a llama-quantize built for the baseline CPU, as release builds are.)
+#[test]
+fn llama_cpps_quantizer_takes_the_importance_matrix_quantbench_computes() {
+    use quantbench::engine::llama_cpp::quantize::quantized;
+    use quantbench::model::source::gguf::GgufFile;
+    use quantbench::model::write::gguf::export_gguf;
+    use quantbench::precision::{Precision, Quantization};
+    let tmp = tempfile::tempdir().unwrap();
+    let imatrix = tmp.path().join("ours.imatrix.gguf");
+    let mut src = quantbench::model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/default.txt"),
+    )
+    .unwrap();
+    quantbench::run::imatrix::compute(
+        &mut src,
+        &text,
+        "default.txt",
+        (128, Some(4)),
+        false,
+        &imatrix,
+    )
+    .unwrap();
+    let src = quantbench::model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
+    let f32 = tmp.path().join("tiny-llama-f32.gguf");
+    export_gguf(&src, Quantization::new(Precision::F32), &f32, false).unwrap();
+    let p: Precision = "q4_k_m".parse().unwrap();
+    let with = GgufFile::open(&quantized(&f32, p, Some(&imatrix), false, 2).unwrap().path).unwrap();
+    let without = GgufFile::open(&quantized(&f32, p, None, false, 2).unwrap().path).unwrap();
+    let mut changed: Vec<&String> = with
+        .tensors
+        .keys()
+        .filter(|n| with.read_bytes(n).unwrap() != without.read_bytes(n).unwrap())
+        .collect();
+    changed.sort();
+    let mut expected: Vec<&String> = with
+        .tensors
+        .iter()
+        .filter(|(n, e)| n.starts_with("blk.") && e.shape.len() == 2)
+        .map(|(n, _)| n)
+        .collect();
+    expected.sort();
+    assert_eq!(changed, expected);
+}

@@ -12,6 +12,7 @@ mod export;
 mod export_results;
 mod generate;
 mod history;
+mod imatrix;
 mod list;
 mod report;
 mod run;
@@ -77,6 +78,9 @@ enum Command {
     /// (config.json, model.safetensors in f32, tokenizer files), or as one GGUF file at a
     /// precision (the very blocks quantbench measures), which llama.cpp runs.
     Export(export::Args),
+    /// Compute an importance matrix of a model over a text, as llama-imatrix does, in its
+    /// GGUF form (for --imatrix here and llama-quantize's --imatrix).
+    Imatrix(imatrix::Args),
     /// Compare runs: per shared variant and metric, base, new, change and a verdict
     /// (faster / slower / same within noise). `compare BASE NEW` compares two runs;
     /// `compare BASE... -- NEW...` compares several runs per side by the spread between
@@ -115,6 +119,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Report(args) => report::main(args),
         Command::Generate(args) => generate::main(args),
         Command::Export(args) => export::main(args),
+        Command::Imatrix(args) => imatrix::main(args),
         Command::Compare(args) => compare::main(args),
         Command::History(args) => history::main(args),
         Command::List => list::main(),

@@ -193,6 +193,179 @@ pub fn parse_legacy(bytes: &[u8]) -> Option<BTreeMap<String, Vec<f32>>> {
     Some(out)
 }
 
+/// What llama-imatrix collects of one weight tensor: per input column (per expert), the
+/// sum of the squared activations, and how many activation rows were summed.
+#[derive(Debug, Clone, Default)]
+struct Stats {
+    values: Vec<f32>,
+    counts: Vec<i64>,
+}
+
+/// The statistics of llama-imatrix's `collect_imatrix`, gathered from the own engine's
+/// products ([`RecordingMatrix`]): a plain matrix's inputs when a product takes 16 rows
+/// or more (llama-imatrix skips smaller batches) and the tensor is a block's (`blk.`) or,
+/// when asked, the output; an expert's inputs whatever their count, summed into its own
+/// slice and counted for it.
+#[derive(Debug, Default)]
+pub struct Collector {
+    stats: std::sync::Mutex<BTreeMap<String, Stats>>,
+    pub process_output: bool,
+}
+
+impl Collector {
+    pub fn new(process_output: bool) -> Self {
+        Collector {
+            stats: Default::default(),
+            process_output,
+        }
+    }
+
+    /// Whether products with the tensor are collected at all.
+    pub fn wants(&self, gguf_name: &str) -> bool {
+        gguf_name.starts_with("blk.") || (self.process_output && gguf_name == "output.weight")
+    }
+
+    /// `m` activation rows of `k` (`x`) entering a product with `gguf_name` (expert
+    /// `expert` of `n_expert`; 0 of 1 for a plain matrix).
+    pub fn record(
+        &self,
+        gguf_name: &str,
+        (expert, n_expert): (usize, usize),
+        x: &[f32],
+        m: usize,
+        k: usize,
+    ) {
+        if !self.wants(gguf_name) || (n_expert == 1 && m < 16) {
+            return;
+        }
+        let mut stats = self.stats.lock().expect("no panics while held");
+        let e = stats.entry(gguf_name.to_string()).or_default();
+        if e.values.is_empty() {
+            e.values = vec![0.0; k * n_expert];
+            e.counts = vec![0; n_expert];
+        }
+        let acc = &mut e.values[expert * k..(expert + 1) * k];
+        for row in x.chunks_exact(k).take(m) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v * v;
+            }
+        }
+        e.counts[expert] += m as i64;
+    }
+
+    /// Tensors collected so far.
+    pub fn len(&self) -> usize {
+        self.stats.lock().expect("no panics while held").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The statistics as llama-imatrix's GGUF file holds them: `general.type` imatrix,
+    /// `imatrix.datasets`, `imatrix.chunk_count`, `imatrix.chunk_size`, and per tensor (in
+    /// name order) `NAME.in_sum2` (`[ne0, n_mat]` f32) and `NAME.counts` (`[1, n_mat]`).
+    #[allow(clippy::type_complexity)]
+    pub fn gguf(
+        &self,
+        datasets: &[String],
+        chunks: usize,
+        chunk_size: usize,
+    ) -> (
+        Vec<(String, crate::model::write::gguf::Meta)>,
+        Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) {
+        use crate::model::write::gguf::Meta;
+        let meta = vec![
+            ("general.type".to_string(), Meta::Str("imatrix".into())),
+            (
+                "imatrix.datasets".to_string(),
+                Meta::Strs(datasets.to_vec()),
+            ),
+            ("imatrix.chunk_count".to_string(), Meta::U32(chunks as u32)),
+            (
+                "imatrix.chunk_size".to_string(),
+                Meta::U32(chunk_size as u32),
+            ),
+        ];
+        let stats = self.stats.lock().expect("no panics while held");
+        let mut tensors = Vec::new();
+        for (name, st) in stats.iter() {
+            let nmat = st.counts.len();
+            // ggml writes a tensor's dimensions without its trailing ones.
+            let (sums, counts) = if nmat == 1 {
+                (vec![st.values.len()], vec![1])
+            } else {
+                (vec![nmat, st.values.len() / nmat], vec![nmat, 1])
+            };
+            tensors.push((format!("{name}.in_sum2"), sums, st.values.clone()));
+            tensors.push((
+                format!("{name}.counts"),
+                counts,
+                st.counts.iter().map(|&c| c as f32).collect(),
+            ));
+        }
+        (meta, tensors)
+    }
+}
+
+/// A matrix whose products are recorded into a [`Collector`] before they are computed by
+/// the matrix itself: what `quantbench imatrix` loads every block matrix as.
+#[derive(Debug)]
+pub struct RecordingMatrix {
+    pub inner: crate::model::nn::Matrix,
+    pub gguf_name: String,
+    pub expert: (usize, usize),
+    pub collector: std::sync::Arc<Collector>,
+}
+
+impl super::StoredMatrix for RecordingMatrix {
+    fn format(&self) -> &'static str {
+        "recorded"
+    }
+    fn shape(&self) -> (usize, usize) {
+        self.inner.shape()
+    }
+    fn parts(&self) -> Vec<super::Part> {
+        vec![super::Part {
+            name: "weights",
+            bytes: self.inner.bytes(),
+        }]
+    }
+    fn transformers_bytes(&self) -> usize {
+        self.inner.bytes()
+    }
+    fn dequantize_rows(&self, start: usize, out: &mut [f32]) {
+        let (_, k) = self.inner.shape();
+        let rows = out.len() / k;
+        let ids: Vec<u32> = (start..start + rows).map(|r| r as u32).collect();
+        let ids =
+            candle_core::Tensor::new(ids.as_slice(), &candle_core::Device::Cpu).expect("row ids");
+        let v = self
+            .inner
+            .rows(&ids)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .expect("rows of a matrix on the CPU");
+        out.copy_from_slice(&v);
+    }
+    fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+        let (n, k) = self.inner.shape();
+        self.collector.record(&self.gguf_name, self.expert, x, m, k);
+        let xs = candle_core::Tensor::from_slice(x, (m, k), &candle_core::Device::Cpu)
+            .expect("activations");
+        let out = self
+            .inner
+            .forward(&xs)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .expect("a product on the CPU");
+        for (t, row) in y.chunks_exact_mut(n).enumerate() {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = out[t * n + j] + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -250,17 +250,29 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
         WeightFiles::Safetensors(paths) => Box::new(weights::SafetensorsSource::open(paths, cfg)?),
         WeightFiles::Gguf(file) => Box::new(gguf::GgufSource::new(file.clone(), cfg)?),
     };
-    // The importance matrix, when the run has one, beside the tensors for the quantizers.
-    let (model, fallbacks) = match &source.imatrix {
-        Some(m) => cfg.load(
-            &weights::WithImportance {
+    // The importance matrix, when the run has one, beside the tensors for the
+    // quantizers; the collector, when the model computes one, beside them too.
+    let with;
+    let src: &dyn weights::TensorSource = match &source.imatrix {
+        Some(m) => {
+            with = weights::WithImportance {
                 inner: src.as_ref(),
                 imatrix: m,
+            };
+            &with
+        }
+        None => src.as_ref(),
+    };
+    let (model, fallbacks) = match &source.collect {
+        Some(c) => cfg.load(
+            &weights::Collecting {
+                inner: src,
+                collector: c,
             },
             q,
             device,
         )?,
-        None => cfg.load(src.as_ref(), q, device)?,
+        None => cfg.load(src, q, device)?,
     };
     drop(pages);
     let tokenizer = source.tokenizer()?;

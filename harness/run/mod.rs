@@ -14,6 +14,7 @@
 pub mod bandwidth;
 pub mod clock;
 pub mod generate;
+pub mod imatrix;
 pub mod interrupt;
 pub mod quality;
 pub mod runner;

@@ -278,6 +278,9 @@ pub struct ModelSource {
     /// An importance matrix for the quantizers (`--imatrix`, llama-imatrix's file), used
     /// as llama-quantize uses it.
     pub imatrix: Option<std::sync::Arc<crate::format::imatrix::Imatrix>>,
+    /// Where the products' inputs go when the model is loaded to compute an importance
+    /// matrix (`quantbench imatrix`).
+    pub collect: Option<std::sync::Arc<crate::format::imatrix::Collector>>,
 }
 
 impl ModelSource {
@@ -356,6 +359,7 @@ pub fn resolve(spec: &ModelSpec) -> Result<ModelSource> {
                 tokenizer_dir: None,
                 requantize: false,
                 imatrix: None,
+                collect: None,
             })
         }
         ModelSpec::Local(path) if crate::model::source::gguf::is_gguf_path(path) => {
@@ -502,6 +506,7 @@ fn resolve_dir(spec: &ModelSpec, dir: &Path) -> Result<ModelSource> {
         tokenizer_dir: Some(dir.to_path_buf()),
         requantize: false,
         imatrix: None,
+        collect: None,
     })
 }
 
@@ -523,6 +528,7 @@ fn resolve_gguf(spec: &ModelSpec, path: &Path) -> Result<ModelSource> {
         tokenizer_dir: None,
         requantize: false,
         imatrix: None,
+        collect: None,
     })
 }
 

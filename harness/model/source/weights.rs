@@ -47,6 +47,39 @@ pub trait TensorSource {
     fn importance(&self) -> Option<&crate::format::imatrix::Imatrix> {
         None
     }
+    /// Where the products' inputs are collected, when the model computes an importance
+    /// matrix (`quantbench imatrix`).
+    fn collector(&self) -> Option<&std::sync::Arc<crate::format::imatrix::Collector>> {
+        None
+    }
+}
+
+/// A source whose matrices record their products' inputs into `collector`
+/// ([`crate::format::imatrix::RecordingMatrix`]): every tensor from `inner`.
+pub struct Collecting<'a> {
+    pub inner: &'a dyn TensorSource,
+    pub collector: &'a std::sync::Arc<crate::format::imatrix::Collector>,
+}
+
+impl TensorSource for Collecting<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.inner.get(name, shape)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.inner.has(name)
+    }
+    fn stored(&self, name: &str, out_in: [usize; 2], device: &Device) -> Result<Option<Matrix>> {
+        self.inner.stored(name, out_in, device)
+    }
+    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.inner.check(name, shape)
+    }
+    fn importance(&self) -> Option<&crate::format::imatrix::Imatrix> {
+        self.inner.importance()
+    }
+    fn collector(&self) -> Option<&std::sync::Arc<crate::format::imatrix::Collector>> {
+        Some(self.collector)
+    }
 }
 
 /// A source with an importance matrix beside it: every tensor from `inner`, and the
@@ -671,7 +704,7 @@ impl<'a> Builder<'a> {
                 shape
             };
             return match self.src.stored(name, out_in, self.device)? {
-                Some(m) => Ok(m),
+                Some(m) => self.recorded(name, m, true),
                 None => Err(InputError::new(format!(
                     "precision native keeps every tensor as a GGUF file stores it, but this source has no stored format for {name}; choose one of: {}",
                     Precision::valid_names()
@@ -681,7 +714,35 @@ impl<'a> Builder<'a> {
         }
         let t = self.src.get(name, &shape)?;
         let t = if transpose { t.t()?.contiguous()? } else { t };
-        self.store_rows(name, t, quantize)
+        let m = self.store_rows(name, t, quantize)?;
+        self.recorded(name, m, true)
+    }
+
+    /// The matrix as a [`crate::format::imatrix::RecordingMatrix`] when the source
+    /// collects products' inputs and llama-imatrix would collect this tensor's (`first`:
+    /// a fused projection's inputs are collected once, by its first part).
+    fn recorded(&self, name: &str, m: Matrix, first: bool) -> Result<Matrix> {
+        let Some(collector) = self.src.collector() else {
+            return Ok(m);
+        };
+        let (gguf_name, expert) = match self.cfg.gguf_slice(name) {
+            Some((g, i, n)) => (g, (i, n)),
+            None => match self.cfg.gguf_name(name) {
+                Some(g) => (g, (0, 1)),
+                None => return Ok(m),
+            },
+        };
+        if !first || !collector.wants(&gguf_name) {
+            return Ok(m);
+        }
+        Ok(Matrix::Custom(std::sync::Arc::new(
+            crate::format::imatrix::RecordingMatrix {
+                inner: m,
+                gguf_name,
+                expert,
+                collector: collector.clone(),
+            },
+        )))
     }
 
     /// Rows `start .. start + len` of a matrix stored `[rows, cols]` (`shape`), as a
@@ -712,19 +773,21 @@ impl<'a> Builder<'a> {
             };
             let (bytes, dtype) = crate::model::write::gguf::matrix_bytes(&m)?;
             let row = bytes.len() / shape[0];
-            return crate::model::source::gguf::matrix_from_bytes(
+            let m = crate::model::source::gguf::matrix_from_bytes(
                 &bytes[start * row..(start + len) * row],
                 dtype,
                 &[len, shape[1]],
                 self.device,
-            );
+            )?;
+            return self.recorded(name, m, start == 0);
         }
         let t = self
             .src
             .get(name, &shape)?
             .narrow(0, start, len)?
             .contiguous()?;
-        self.store_rows(name, t, quantize)
+        let m = self.store_rows(name, t, quantize)?;
+        self.recorded(name, m, start == 0)
     }
 
     /// The importance values for the columns of `name` (its expert's, for an expert of a

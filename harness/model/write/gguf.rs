@@ -243,6 +243,60 @@ fn check_destination(source: &ModelSource, path: &Path, force: bool) -> Result<(
     Ok(())
 }
 
+/// A GGUF file of f32 tensors (shapes in candle's order) and metadata at `path`,
+/// written into a part file renamed into place when complete (an importance matrix).
+pub fn write_f32_gguf(
+    path: &Path,
+    meta: &[(String, Meta)],
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    crate::fsutil::create_output_dir(&dir)?;
+    let tmp = crate::fsutil::PartFile::create(&dir, "gguf")?;
+    let written = (|| -> std::io::Result<()> {
+        let mut w = BufWriter::new(tmp.file());
+        w.write_all(b"GGUF")?;
+        w.write_all(&3u32.to_le_bytes())?;
+        w.write_all(&(tensors.len() as u64).to_le_bytes())?;
+        w.write_all(&(meta.len() as u64).to_le_bytes())?;
+        for (k, v) in meta {
+            write_str(&mut w, k)?;
+            w.write_all(&v.type_id().to_le_bytes())?;
+            v.write(&mut w).map_err(std::io::Error::other)?;
+        }
+        let mut offset = 0u64;
+        for (name, shape, vals) in tensors {
+            write_str(&mut w, name)?;
+            w.write_all(&(shape.len() as u32).to_le_bytes())?;
+            for d in shape.iter().rev() {
+                w.write_all(&(*d as u64).to_le_bytes())?;
+            }
+            w.write_all(&ggml_type_id(GgmlType::F32).to_le_bytes())?;
+            w.write_all(&offset.to_le_bytes())?;
+            offset += (vals.len() as u64 * 4).div_ceil(ALIGNMENT) * ALIGNMENT;
+        }
+        let pos = w.stream_position()?;
+        w.write_all(&vec![
+            0u8;
+            (pos.div_ceil(ALIGNMENT) * ALIGNMENT - pos) as usize
+        ])?;
+        for (_, _, vals) in tensors {
+            let bytes: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let padded = (bytes.len() as u64).div_ceil(ALIGNMENT) * ALIGNMENT;
+            w.write_all(&bytes)?;
+            w.write_all(&vec![0u8; (padded - bytes.len() as u64) as usize])?;
+        }
+        w.flush()
+    })();
+    written
+        .with_context(|| format!("writing {} (for {})", tmp.path().display(), path.display()))?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
 /// Write `source` at `q` as a GGUF file at `path`.
 pub fn export_gguf(
     source: &ModelSource,
