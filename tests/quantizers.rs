@@ -162,3 +162,38 @@ fn every_quantizer_makes_ggmls_bytes_with_an_importance_matrix() {
     assert_eq!(checked, 11 * 6 + 6, "every type on every input");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The simple types' quantizers (format/ggml_blocks.rs: TQ1_0, TQ2_0, NVFP4, Q1_0, Q2_0)
+/// make ggml's bytes, with and without an importance matrix (each ignores one, as ggml's
+/// do).
+#[test]
+fn the_simple_types_quantizers_make_ggmls_bytes() {
+    use quantbench::format::{ggml_blocks, GgmlType};
+    let r = reference();
+    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
+    inputs.sort();
+    let mut failures = Vec::new();
+    for ty in [
+        GgmlType::Tq1_0,
+        GgmlType::Tq2_0,
+        GgmlType::Nvfp4,
+        GgmlType::Q1_0,
+        GgmlType::Q2_0,
+    ] {
+        for key in &inputs {
+            let dist = key.trim_start_matches("input/");
+            let v = r[*key].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = ggml_blocks::quantize(ty, &v).unwrap();
+            for suffix in ["", "+imatrix"] {
+                let name = format!("{}{suffix}/{dist}", ty.lower());
+                let want = r[&name].to_vec1::<u8>().unwrap();
+                if got != want {
+                    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                    failures.push(format!("{name}: {differ} of {} bytes differ", want.len()));
+                }
+            }
+        }
+    }
+    assert!(ggml_blocks::quantize(GgmlType::Iq3S, &[0.0; 256]).is_none());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

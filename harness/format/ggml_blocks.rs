@@ -400,6 +400,159 @@ fn q2_0(b: &[u8], y: &mut [f32]) {
     }
 }
 
+/// ggml's quantizers of the simple types here, as llama-quantize runs them
+/// (`quantize_row_tq1_0_ref`, `_tq2_0_ref`, `_nvfp4_ref`, `_q1_0_ref`, `_q2_0_ref`: each
+/// ignores an importance matrix): `x` of whole blocks into ggml's bytes; `None` for the
+/// i-quants, whose quantizers (grid searches) quantbench does not have yet.
+pub fn quantize(ty: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
+    let (qk, bb) = block(ty)?;
+    if !matches!(
+        ty,
+        GgmlType::Tq1_0 | GgmlType::Tq2_0 | GgmlType::Nvfp4 | GgmlType::Q1_0 | GgmlType::Q2_0
+    ) {
+        return None;
+    }
+    assert!(x.len().is_multiple_of(qk), "{} weights", x.len());
+    let mut out = vec![0u8; x.len() / qk * bb];
+    for (xb, yb) in x.chunks_exact(qk).zip(out.chunks_exact_mut(bb)) {
+        match ty {
+            GgmlType::Tq1_0 => quantize_tq1_0(xb, yb),
+            GgmlType::Tq2_0 => quantize_tq2_0(xb, yb),
+            GgmlType::Nvfp4 => quantize_nvfp4(xb, yb),
+            GgmlType::Q1_0 => quantize_q1_0(xb, yb),
+            _ => quantize_q2_0(xb, yb),
+        }
+    }
+    Some(out)
+}
+
+/// The block's largest magnitude (`fabsf`, the first of equals kept).
+fn amax(x: &[f32]) -> f32 {
+    x.iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m })
+}
+
+/// A ternary digit of `v` at inverse scale `id`: `lroundf(v · id) + 1` (0, 1, 2).
+fn trit(v: f32, id: f32) -> u8 {
+    ((v * id).round() as i32 + 1) as u8
+}
+
+/// `quantize_row_tq1_0_ref`: five digits a byte as the fraction `q / 243`, rounded up to
+/// a byte (`(q · 256 + 242) / 243`), the last 16 weights four a byte (times 3 first).
+fn quantize_tq1_0(x: &[f32], y: &mut [u8]) {
+    let d = amax(x);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    y[52..54].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    let pack = |q: u16| ((q * 256 + 242) / 243) as u8;
+    let mut at = 0;
+    for (j, width) in [(0usize, 32usize), (32, 16)] {
+        for m in 0..width {
+            let mut q = 0u16;
+            for n in 0..5 {
+                q = q * 3 + trit(x[at + m + n * width], id) as u16;
+            }
+            y[j + m] = pack(q);
+        }
+        at += 5 * width;
+    }
+    for j in 0..4 {
+        let mut q = 0u16;
+        for m in 0..4 {
+            q = q * 3 + trit(x[at + j + m * 4], id) as u16;
+        }
+        y[48 + j] = pack(q * 3);
+    }
+}
+
+/// `quantize_row_tq2_0_ref`: four 2-bit digits a byte.
+fn quantize_tq2_0(x: &[f32], y: &mut [u8]) {
+    let d = amax(x);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    y[64..66].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for j in (0..64).step_by(32) {
+        for m in 0..32 {
+            let mut q = 0u8;
+            for n in 0..4 {
+                q += (trit(x[4 * j + m + n * 32], id) & 3) << (2 * n);
+            }
+            y[j + m] = q;
+        }
+    }
+}
+
+/// `ggml_fp32_to_ue4m3` (ggml-impl.h): the unsigned E4M3 scale nearest `x` (its
+/// mantissa rounded on the first dropped bit), 448 at most.
+pub fn fp32_to_ue4m3(x: f32) -> u8 {
+    if !(x > 0.0) {
+        return 0;
+    }
+    let x = if x > 448.0 { 448.0 } else { x };
+    let bits = x.to_bits();
+    let fp32_exp = ((bits >> 23) & 0xff) as i32 - 127;
+    let fp32_man = ((bits >> 20) & 0x7) as i32;
+    let mut exp = fp32_exp + 7;
+    if exp <= 0 {
+        let man = ((x * 512.0 + 0.5) as i32).min(7);
+        return if man < 1 { 0 } else { man as u8 };
+    }
+    if exp >= 15 {
+        return 0x7e;
+    }
+    let mut man = fp32_man + ((bits >> 19) & 1) as i32;
+    if man > 7 {
+        man = 0;
+        exp += 1;
+        if exp >= 15 {
+            return 0x7e;
+        }
+    }
+    ((exp << 3) | man) as u8
+}
+
+/// `quantize_row_nvfp4_ref`: per 16 weights a UE4M3 scale `amax / 6`, each weight the
+/// nearest E2M1 code at that scale (`best_index_mxfp4`).
+fn quantize_nvfp4(x: &[f32], y: &mut [u8]) {
+    use super::mxfp4::best_index;
+    for s in 0..4 {
+        let xb = &x[16 * s..16 * s + 16];
+        let ue = fp32_to_ue4m3(amax(xb) / 6.0);
+        y[s] = ue;
+        let d = ue4m3_to_fp32(ue);
+        for j in 0..8 {
+            y[4 + 8 * s + j] = best_index(xb[j], d) | (best_index(xb[8 + j], d) << 4);
+        }
+    }
+}
+
+/// `quantize_row_q1_0_ref`: `d` the mean magnitude, a set bit for each weight ≥ 0.
+fn quantize_q1_0(x: &[f32], y: &mut [u8]) {
+    let mut sum_abs = 0f32;
+    for v in x {
+        sum_abs += v.abs();
+    }
+    let d = sum_abs / 128.0;
+    y[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    y[2..].fill(0);
+    for (j, &v) in x.iter().enumerate() {
+        if v >= 0.0 {
+            y[2 + j / 8] |= 1 << (j % 8);
+        }
+    }
+}
+
+/// `quantize_row_q2_0_ref`: `d` the largest magnitude, each weight `roundf(w / d)`
+/// clamped to −1 .. 2, plus 1.
+fn quantize_q2_0(x: &[f32], y: &mut [u8]) {
+    let d = amax(x);
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    y[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    y[2..].fill(0);
+    for (j, &w) in x.iter().enumerate() {
+        let q = ((w * id).round() as i32 + 1).clamp(0, 3) as u8;
+        y[2 + j / 4] |= q << ((j % 4) * 2);
+    }
+}
+
 /// A matrix `[out, in]` in one of these types: ggml's bytes, row after row.
 #[derive(Debug, Clone)]
 pub struct BlockMatrix {

@@ -111,7 +111,7 @@ pub fn e8m0_to_fp32_half(e: u8) -> f32 {
 
 /// `best_index_mxfp4`: the code whose value at scale `d` is nearest `x`, the first of
 /// equals.
-fn best_index(x: f32, d: f32) -> u8 {
+pub(crate) fn best_index(x: f32, d: f32) -> u8 {
     let mut best = 0u8;
     let mut best_err = (KVALUES[0] as f32 * d - x).abs();
     for (i, &k) in KVALUES.iter().enumerate().skip(1) {
