@@ -443,7 +443,7 @@ fn quantize_tq1_0(x: &[f32], y: &mut [u8]) {
     let d = amax(x);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y[52..54].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-    let pack = |q: u16| ((q * 256 + 242) / 243) as u8;
+    let pack = |q: u16| (q * 256).div_ceil(243) as u8;
     let mut at = 0;
     for (j, width) in [(0usize, 32usize), (32, 16)] {
         for m in 0..width {
@@ -483,7 +483,8 @@ fn quantize_tq2_0(x: &[f32], y: &mut [u8]) {
 /// `ggml_fp32_to_ue4m3` (ggml-impl.h): the unsigned E4M3 scale nearest `x` (its
 /// mantissa rounded on the first dropped bit), 448 at most.
 pub fn fp32_to_ue4m3(x: f32) -> u8 {
-    if !(x > 0.0) {
+    // Zero, negatives and NaN alike.
+    if x.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return 0;
     }
     let x = if x > 448.0 { 448.0 } else { x };
