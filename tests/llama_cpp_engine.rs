@@ -595,74 +595,95 @@ fn ggml_vec_dot() -> &'static Path {
     })
 }
 
-/// quantbench's IQ4_XS product (kernel/iq4_xs.rs) is ggml's CPU product to the bit:
-/// every row of the tiny Gemma 3's IQ4_XS matrices (as llama-quantize made them)
-/// against activations of several scales, through `ggml_vec_dot_iq4_xs_q8_K` after
-/// `quantize_row_q8_K`, as llama.cpp multiplies.
+/// quantbench's IQ4_XS and IQ3_S products (kernel/iq4_xs.rs, kernel/iq3_s.rs) are
+/// ggml's CPU product to the bit: every row of the tiny Gemma 3's matrices of that type
+/// (as llama.cpp's quantizer made them: the IQ4_XS fixture, and it requantized to IQ3_S)
+/// against activations of several scales, through ggml's `vec_dot` after its
+/// `from_float` for q8_K, as llama.cpp multiplies; a prompt's columns through the tiled
+/// path too.
 #[test]
-fn the_iq4_xs_product_is_ggmls_to_the_bit() {
+fn the_iq4_xs_and_iq3_s_products_are_ggmls_to_the_bit() {
+    use quantbench::engine::llama_cpp::quantize::quantized;
     use quantbench::format::GgmlType;
     use quantbench::model::source::gguf::GgufFile;
-    let path = fixtures().join("llama-engine/gemma3-tiny-IQ4_XS.gguf");
-    let file = GgufFile::open(&path).unwrap();
+    let fixture = fixtures().join("llama-engine/gemma3-tiny-IQ4_XS.gguf");
+    let iq3 = quantized(&fixture, "iq3_s".parse().unwrap(), None, true, 2)
+        .unwrap()
+        .path;
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for name in [
-        "blk.0.attn_q.weight",
-        "blk.0.ffn_down.weight",
-        "blk.1.ffn_up.weight",
-    ] {
-        let e = file.entry(name).unwrap();
-        assert_eq!(e.dtype, GgmlType::Iq4Xs, "{name}");
-        let (k, n) = (e.shape[0], e.shape[1]);
-        let w = file.read_bytes(name).unwrap();
-        for (seed, scale) in [(1u32, 1.0f32), (2, 1e-3), (3, 40.0)] {
-            let mut s = seed;
-            let x: Vec<f32> = (0..k)
-                .map(|_| {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
-                })
-                .collect();
-            let (wf, xf) = (dir.path().join("w.bin"), dir.path().join("x.f32"));
-            std::fs::write(&wf, &w).unwrap();
-            std::fs::write(
-                &xf,
-                x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-            )
-            .unwrap();
-            let out = Command::new(ggml_vec_dot())
-                .args([
-                    GgmlType::Iq4Xs.id().to_string(),
-                    n.to_string(),
-                    k.to_string(),
-                ])
-                .arg(&wf)
-                .arg(&xf)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let want: Vec<u32> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| u32::from_str_radix(l, 16).unwrap())
-                .collect();
-            let mut got = vec![0f32; n];
-            quantbench::kernel::iq4_xs::matmul(&w, n, k, &x, 1, None, &mut got);
-            let differ = got
-                .iter()
-                .zip(&want)
-                .filter(|(g, w)| g.to_bits() != **w)
-                .count();
-            assert_eq!(want.len(), n);
-            assert_eq!(differ, 0, "{name} x{scale}: {differ} of {n} outputs differ");
-            checked += n;
+    for (path, ty) in [(&fixture, GgmlType::Iq4Xs), (&iq3, GgmlType::Iq3S)] {
+        let file = GgufFile::open(path).unwrap();
+        let mut names: Vec<&String> = file
+            .tensors
+            .iter()
+            .filter(|(_, e)| e.dtype == ty)
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        assert!(names.len() >= 3, "{ty}: {names:?}");
+        for name in names.into_iter().take(4) {
+            let e = file.entry(name).unwrap();
+            let (n, k) = (e.shape[0], e.shape[1]);
+            let w = file.read_bytes(name).unwrap();
+            for (seed, scale) in [(1u32, 1.0f32), (2, 1e-3), (3, 40.0)] {
+                let mut s = seed;
+                let x: Vec<f32> = (0..4 * k)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+                    })
+                    .collect();
+                let mut want: Vec<u32> = Vec::new();
+                for t in 0..4 {
+                    let (wf, xf) = (dir.path().join("w.bin"), dir.path().join("x.f32"));
+                    std::fs::write(&wf, &w).unwrap();
+                    let xb: Vec<u8> = x[t * k..(t + 1) * k]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect();
+                    std::fs::write(&xf, xb).unwrap();
+                    let out = Command::new(ggml_vec_dot())
+                        .args([ty.id().to_string(), n.to_string(), k.to_string()])
+                        .arg(&wf)
+                        .arg(&xf)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    want.extend(
+                        String::from_utf8_lossy(&out.stdout)
+                            .lines()
+                            .map(|l| u32::from_str_radix(l, 16).unwrap()),
+                    );
+                }
+                let mut got = vec![0f32; 4 * n];
+                match ty {
+                    GgmlType::Iq4Xs => {
+                        quantbench::kernel::iq4_xs::matmul(&w, n, k, &x, 4, None, &mut got)
+                    }
+                    _ => quantbench::kernel::iq3_s::matmul(&w, n, k, &x, 4, None, &mut got),
+                }
+                let differ = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(g, w)| g.to_bits() != **w)
+                    .count();
+                assert_eq!(want.len(), 4 * n);
+                assert_eq!(
+                    differ,
+                    0,
+                    "{ty} {name} x{scale}: {differ} of {} outputs differ",
+                    4 * n
+                );
+                checked += 4 * n;
+            }
         }
     }
-    assert!(checked > 1000, "{checked}");
+    assert!(checked > 4000, "{checked}");
 }
 
 /// The types quantbench's own engine reads by dequantization (format/ggml_blocks.rs),

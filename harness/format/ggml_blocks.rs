@@ -10,7 +10,8 @@
 //!
 //! A matrix of these types ([`BlockMatrix`]) keeps ggml's bytes as the file stores them
 //! (so an export writes them back unchanged and the record counts them exactly). IQ4_XS
-//! multiplies as ggml's CPU backend does, to the bit (`kernel/iq4_xs.rs`); the rest
+//! and IQ3_S multiply as ggml's CPU backend does, to the bit (`kernel/iq4_xs.rs`,
+//! `kernel/iq3_s.rs`); the rest
 //! through their dequantized rows: the portable product. For those ggml's CPU backend
 //! instead rounds the activations to q8_K (or q8_0) blocks and sums in integers, so a
 //! product here can differ from llama.cpp's in the last bits.
@@ -614,13 +615,17 @@ impl StoredMatrix for BlockMatrix {
         let rows = out.len() / self.k;
         dequantize(self.ty, &self.bytes[start * rb..(start + rows) * rb], out);
     }
-    /// IQ4_XS as ggml computes it (`kernel/iq4_xs.rs`); the rest through the
-    /// dequantized rows (ggml's values), 64 weight rows at a time.
+    /// IQ4_XS and IQ3_S as ggml computes them (`kernel/iq4_xs.rs`, `kernel/iq3_s.rs`);
+    /// the rest through the dequantized rows (ggml's values), 64 weight rows at a time.
     fn matmul(&self, x: &[f32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-        if self.ty == GgmlType::Iq4Xs {
-            crate::kernel::iq4_xs::matmul(&self.bytes, self.out, self.k, x, m, bias, y);
-        } else {
-            super::matmul_by_rows(self, x, m, bias, y);
+        match self.ty {
+            GgmlType::Iq4Xs => {
+                crate::kernel::iq4_xs::matmul(&self.bytes, self.out, self.k, x, m, bias, y)
+            }
+            GgmlType::Iq3S => {
+                crate::kernel::iq3_s::matmul(&self.bytes, self.out, self.k, x, m, bias, y)
+            }
+            _ => super::matmul_by_rows(self, x, m, bias, y),
         }
     }
     fn ggml(&self) -> Option<(GgmlType, &[u8])> {

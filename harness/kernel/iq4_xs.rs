@@ -76,7 +76,7 @@ fn scale(b: &[u8], ib: usize) -> i32 {
 
 /// `hsum_float_8`: the high half onto the low, then movehl, then movehdup.
 #[inline(always)]
-fn hsum8(v: [f32; 8]) -> f32 {
+pub(crate) fn hsum8(v: [f32; 8]) -> f32 {
     let r: [f32; 4] = std::array::from_fn(|i| v[4 + i] + v[i]);
     (r[0] + r[2]) + (r[1] + r[3])
 }
@@ -117,7 +117,7 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "f16c")]
-unsafe fn f16_to_f32(b: *const u8) -> f32 {
+pub(crate) unsafe fn f16_to_f32(b: *const u8) -> f32 {
     use std::arch::x86_64::*;
     let h = u16::from_le_bytes([*b, *b.add(1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
@@ -253,7 +253,7 @@ pub unsafe fn dots_avx2<const C: usize>(
 
 /// Whether the CPU converts f16 in hardware (every AVX2 CPU made does; checked all the
 /// same, the kernels convert the scales with it).
-fn has_f16c() -> bool {
+pub(crate) fn has_f16c() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("f16c")
@@ -262,6 +262,53 @@ fn has_f16c() -> bool {
     {
         false
     }
+}
+
+/// One weight row's dot with a row of q8_K activations and their scales.
+pub(crate) type BlockDot = dyn Fn(&[u8], &[i8], &[f32]) -> f32 + Sync;
+
+/// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for a k-quant-blocked type whose product is one
+/// `dot(row, q8_K activations, scales)` per (row, column): the activations rounded to
+/// q8_K once, weight rows shared out over the pool in units of 16 (IQ3_S's driver).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn by_dots(
+    w: &[u8],
+    (n, k, block_bytes): (usize, usize, usize),
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    dot: &BlockDot,
+) {
+    assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
+    assert_eq!(y.len(), m * n, "output is not {m} x {n}");
+    let nb = k / QK_K;
+    let row_bytes = nb * block_bytes;
+    assert_eq!(w.len(), n * row_bytes, "weights are not {n} rows of {k}");
+    ACTS.with(|cell| {
+        let mut acts = cell.borrow_mut();
+        acts.quantize_into(x);
+        let acts = &*acts;
+        let out = super::Disjoint::new(y);
+        let unit = |u: usize| {
+            let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
+            for t in 0..m {
+                let (q, d) = (&acts.qs[t * k..(t + 1) * k], &acts.d[t * nb..(t + 1) * nb]);
+                // SAFETY: outputs (t, r0 .. r1) are this unit's alone.
+                let o = unsafe { out.part(t * n + r0, r1 - r0) };
+                for (i, r) in (r0..r1).enumerate() {
+                    o[i] = dot(&w[r * row_bytes..(r + 1) * row_bytes], q, d)
+                        + bias.map_or(0.0, |b| b[r]);
+                }
+            }
+        };
+        let units = n.div_ceil(ROWS);
+        if units * m >= 4 {
+            candle_core::utils::barrier_pool().execute_chunked(units, |range| range.for_each(unit));
+        } else {
+            (0..units).for_each(unit);
+        }
+    });
 }
 
 /// A prompt's columns taken together against each weight row.

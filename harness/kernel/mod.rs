@@ -25,6 +25,7 @@ pub mod bnb4;
 pub mod dense;
 pub mod gelu;
 pub mod int8;
+pub mod iq3_s;
 pub mod iq4_xs;
 pub mod kquant;
 pub mod lut4;
