@@ -337,7 +337,18 @@ fn llama_cpps_quantizer_makes_its_types_from_f32_and_they_are_scored() {
         again.variants[2].generated_token_ids,
         q4.generated_token_ids
     );
-    let cached = std::fs::read_dir(cache.path()).unwrap().count();
+    // (Counted by this model's name: other tests running beside this one may quantize
+    // their own files while this test's cache folder is the process's.)
+    let cached = std::fs::read_dir(cache.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("llama-gqa-llama3-f32.")
+        })
+        .count();
     assert_eq!(
         cached, 2,
         "q8_0 and q4_k_m, each made once (f32 is the file itself)"
@@ -603,13 +614,21 @@ fn ggml_vec_dot() -> &'static Path {
 /// path too.
 #[test]
 fn the_iq4_xs_and_iq3_s_products_are_ggmls_to_the_bit() {
-    use quantbench::engine::llama_cpp::quantize::quantized;
+    use quantbench::engine::llama_cpp::quantize::quantized_in;
     use quantbench::format::GgmlType;
     use quantbench::model::source::gguf::GgufFile;
     let fixture = fixtures().join("llama-engine/gemma3-tiny-IQ4_XS.gguf");
-    let iq3 = quantized(&fixture, "iq3_s".parse().unwrap(), None, true, 2)
-        .unwrap()
-        .path;
+    let cache = tempfile::tempdir().unwrap();
+    let iq3 = quantized_in(
+        cache.path(),
+        &fixture,
+        "iq3_s".parse().unwrap(),
+        None,
+        true,
+        2,
+    )
+    .unwrap()
+    .path;
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for (path, ty) in [(&fixture, GgmlType::Iq4Xs), (&iq3, GgmlType::Iq3S)] {
@@ -699,7 +718,7 @@ fn the_iq4_xs_and_iq3_s_products_are_ggmls_to_the_bit() {
 /// values in tests/quantizers.rs.)
 #[test]
 fn the_own_engine_runs_every_type_llama_cpps_quantizer_makes() {
-    use quantbench::engine::llama_cpp::quantize::quantized;
+    use quantbench::engine::llama_cpp::quantize::quantized_in;
     use quantbench::precision::Precision;
     let cache = tempfile::tempdir().unwrap();
     let src = fixtures().join("llama-engine/gemma3-tiny-IQ4_XS.gguf");
@@ -714,7 +733,7 @@ fn the_own_engine_runs_every_type_llama_cpps_quantizer_makes() {
     ] {
         let p: Precision = precision.parse().unwrap();
         let file = cache.path().join(format!("gemma3-tiny-{precision}.gguf"));
-        let made = quantized(&src, p, None, true, 2).unwrap();
+        let made = quantized_in(cache.path(), &src, p, None, true, 2).unwrap();
         std::fs::copy(&made.path, &file).unwrap();
         let (ids, new) = llama_cpp_greedy_kv(&file, PROMPT, 16, "f32");
         let rec = run(&format!(
@@ -751,7 +770,7 @@ fn the_own_engine_runs_every_type_llama_cpps_quantizer_makes() {
 /// than a llama-quantize built for the baseline CPU, as release builds are.)
 #[test]
 fn llama_cpps_quantizer_takes_the_importance_matrix_quantbench_computes() {
-    use quantbench::engine::llama_cpp::quantize::quantized;
+    use quantbench::engine::llama_cpp::quantize::quantized_in;
     use quantbench::model::source::gguf::GgufFile;
     use quantbench::model::write::gguf::export_gguf;
     use quantbench::precision::{Precision, Quantization};
@@ -775,8 +794,18 @@ fn llama_cpps_quantizer_takes_the_importance_matrix_quantbench_computes() {
     let f32 = tmp.path().join("tiny-llama-f32.gguf");
     export_gguf(&src, Quantization::new(Precision::F32), &f32, false).unwrap();
     let p: Precision = "q4_k_m".parse().unwrap();
-    let with = GgufFile::open(&quantized(&f32, p, Some(&imatrix), false, 2).unwrap().path).unwrap();
-    let without = GgufFile::open(&quantized(&f32, p, None, false, 2).unwrap().path).unwrap();
+    let with = GgufFile::open(
+        &quantized_in(tmp.path(), &f32, p, Some(&imatrix), false, 2)
+            .unwrap()
+            .path,
+    )
+    .unwrap();
+    let without = GgufFile::open(
+        &quantized_in(tmp.path(), &f32, p, None, false, 2)
+            .unwrap()
+            .path,
+    )
+    .unwrap();
     let mut changed: Vec<&String> = with
         .tensors
         .keys()

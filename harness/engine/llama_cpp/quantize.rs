@@ -105,8 +105,20 @@ pub fn quantized(
     requantize: bool,
     threads: usize,
 ) -> Result<Made> {
+    quantized_in(&cache_dir(), input, p, imatrix, requantize, threads)
+}
+
+/// [`quantized`] with the cache in `dir`.
+pub fn quantized_in(
+    dir: &Path,
+    input: &Path,
+    p: Precision,
+    imatrix: Option<&Path>,
+    requantize: bool,
+    threads: usize,
+) -> Result<Made> {
     let ftype = ftype_of(p)?;
-    let dir = cache_dir();
+    let dir = dir.to_path_buf();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating llama.cpp's cache folder {}", dir.display()))?;
     let stem = input
