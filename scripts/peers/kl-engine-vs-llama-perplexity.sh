@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${QB_PEERS_CACHE:-$HOME/.cache/quantbench-peers}
 P=${LLAMA_PERPLEXITY:-$CACHE/llama.cpp/build/bin/llama-perplexity}
-MODEL=$(bash "$ROOT/scripts/fetch-models.sh")
+MODEL=$(bash "$ROOT/scripts/fetch-models.sh" smollm2-135m-instruct)
 TEXT=$ROOT/assets/eval/default.txt
 OUT=${OUT:-$CACHE/runs/kl-engine-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
