@@ -46,11 +46,10 @@ pub enum Precision {
     DynamicInt8,
     /// The same with one weight scale per output row (`per_channel_dynamic_qconfig`).
     DynamicInt8Pc,
-    /// ggml's IQ4_XS, as a type llama-quantize's mixes put matrices in (`format/iq4.rs`);
-    /// not one of [`Precision::ALL`] (the name `iq4_xs` is the mix's, [`Precision::Mix`]).
-    Iq4XsType,
-    /// ggml's IQ4_NL likewise (IQ4_XS's fallback, and the `iq4_nl` mix's type).
-    Iq4NlType,
+    /// A ggml type as llama-quantize's mixes put matrices in it, where the type's name is
+    /// the mix's ([`Precision::Mix`]: iq4_xs, iq4_nl, tq1_0, tq2_0, q1_0, q2_0); not one
+    /// of [`Precision::ALL`]. The types [`Precision::TYPES`] lists.
+    Type(crate::format::GgmlType),
     /// Every tensor as the source file stores it (a GGUF file's own mix of types, such as
     /// a Q4_K_M file's q4_k / q6_k); not one of [`Precision::ALL`], which quantbench makes.
     Native,
@@ -64,6 +63,17 @@ pub use crate::format::Family;
 use crate::format::WeightFormat;
 
 impl Precision {
+    /// The ggml types that are a [`Precision::Type`]: those only llama-quantize's mixes
+    /// put matrices in.
+    pub const TYPES: [Precision; 6] = [
+        Precision::Type(crate::format::GgmlType::Iq4Xs),
+        Precision::Type(crate::format::GgmlType::Iq4Nl),
+        Precision::Type(crate::format::GgmlType::Tq1_0),
+        Precision::Type(crate::format::GgmlType::Tq2_0),
+        Precision::Type(crate::format::GgmlType::Q1_0),
+        Precision::Type(crate::format::GgmlType::Q2_0),
+    ];
+
     /// Every precision, from the most bits to the fewest.
     pub const ALL: [Precision; 21] = [
         Precision::F32,
@@ -105,8 +115,11 @@ impl Precision {
             Precision::Q4_0 => &ggml::Q4_0,
             Precision::Q4K => &ggml::Q4K,
             Precision::Mxfp4 => &crate::format::mxfp4::MXFP4,
-            Precision::Iq4XsType => &crate::format::iq4::IQ4_XS,
-            Precision::Iq4NlType => &crate::format::iq4::IQ4_NL,
+            Precision::Type(t) => match t {
+                crate::format::GgmlType::Iq4Xs => &crate::format::iq4::IQ4_XS,
+                crate::format::GgmlType::Iq4Nl => &crate::format::iq4::IQ4_NL,
+                _ => crate::format::ggml_blocks::type_format(t)?,
+            },
             Precision::Q3K => &ggml::Q3K,
             Precision::Q2K => &ggml::Q2K,
             Precision::Nf4 => &bnb4::NF4_FORMAT,

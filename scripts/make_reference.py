@@ -711,7 +711,7 @@ def make_quantizers():
 # ... and with an importance matrix (Q2_K_S requires one).
 MIXES_IMATRIX = ["Q2_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_S", "IQ4_XS", "IQ4_NL"]
 MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "IQ4_XS", "IQ4_NL",
-         "MXFP4_MOE"]
+         "TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "MXFP4_MOE"]
 
 
 def make_mixes():

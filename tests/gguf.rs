@@ -539,7 +539,7 @@ fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
     let src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mixes = want["mixes"].as_object().unwrap();
-    assert_eq!(mixes.len(), 10);
+    assert_eq!(mixes.len(), 14);
     for (mix, tensors) in mixes {
         let p: Precision = mix.parse().unwrap();
         let out = tmp.path().join(format!("{mix}.gguf"));

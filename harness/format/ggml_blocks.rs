@@ -555,6 +555,90 @@ fn quantize_q2_0(x: &[f32], y: &mut [u8]) {
     }
 }
 
+/// One of the simple types here as a format (TQ1_0, TQ2_0, Q1_0, Q2_0): what the own
+/// engine stores a matrix in when llama-quantize's mix of that name puts it there.
+#[derive(Debug)]
+pub struct TypeFormat {
+    ty: GgmlType,
+    name: &'static str,
+    /// llama-quantize's `tensor_type_fallback` (Q4_0 for TQ1_0, TQ2_0 and Q2_0; none for
+    /// Q1_0, which it refuses).
+    fallback: Option<crate::precision::Precision>,
+}
+
+static TYPE_FORMATS: [TypeFormat; 4] = [
+    TypeFormat {
+        ty: GgmlType::Tq1_0,
+        name: "tq1_0",
+        fallback: Some(crate::precision::Precision::Q4_0),
+    },
+    TypeFormat {
+        ty: GgmlType::Tq2_0,
+        name: "tq2_0",
+        fallback: Some(crate::precision::Precision::Q4_0),
+    },
+    TypeFormat {
+        ty: GgmlType::Q1_0,
+        name: "q1_0",
+        fallback: None,
+    },
+    TypeFormat {
+        ty: GgmlType::Q2_0,
+        name: "q2_0",
+        fallback: Some(crate::precision::Precision::Q4_0),
+    },
+];
+
+/// The format of a type [`TypeFormat`] covers.
+pub fn type_format(ty: GgmlType) -> Option<&'static dyn super::WeightFormat> {
+    TYPE_FORMATS
+        .iter()
+        .find(|f| f.ty == ty)
+        .map(|f| f as &dyn super::WeightFormat)
+}
+
+impl super::WeightFormat for TypeFormat {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn family(&self) -> super::Family {
+        super::Family::Ggml
+    }
+    fn block_size(&self) -> usize {
+        block(self.ty).expect("a block type").0
+    }
+    fn block_bytes(&self) -> usize {
+        block(self.ty).expect("a block type").1
+    }
+    fn fallback(&self) -> Option<crate::precision::Precision> {
+        self.fallback
+    }
+    fn store(
+        &self,
+        t: &candle_core::Tensor,
+        device: &candle_core::Device,
+    ) -> Result<crate::model::nn::Matrix> {
+        let (out, k) = t.dims2()?;
+        if !device.is_cpu() {
+            anyhow::bail!(
+                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
+                self.ty
+            );
+        }
+        let w = t.flatten_all()?.to_vec1::<f32>()?;
+        let bytes = quantize(self.ty, &w).expect("a type with a quantizer");
+        Ok(crate::model::nn::Matrix::Custom(matrix(
+            self.ty, &bytes, out, k,
+        )?))
+    }
+    fn ggml_type(&self) -> Option<GgmlType> {
+        Some(self.ty)
+    }
+}
+
 /// A matrix `[out, in]` in one of these types: ggml's bytes, row after row.
 #[derive(Debug, Clone)]
 pub struct BlockMatrix {

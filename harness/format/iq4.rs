@@ -81,7 +81,7 @@ impl WeightFormat for Iq4Format {
     /// block) has none of its own (F16 where even 32 does not divide).
     fn fallback(&self) -> Option<Precision> {
         match self.ty {
-            GgmlType::Iq4Xs => Some(Precision::Iq4NlType),
+            GgmlType::Iq4Xs => Some(Precision::Type(GgmlType::Iq4Nl)),
             _ => Some(Precision::F16),
         }
     }

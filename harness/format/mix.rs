@@ -133,6 +133,10 @@ impl Mix {
                 | Mix::Q5KM
                 | Mix::Iq4Xs
                 | Mix::Iq4Nl
+                | Mix::Tq1_0
+                | Mix::Tq2_0
+                | Mix::Q1_0
+                | Mix::Q2_0
                 | Mix::Mxfp4Moe
         )
     }

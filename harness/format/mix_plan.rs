@@ -109,6 +109,10 @@ fn default_type(ftype: u32) -> Option<GgmlType> {
         18 => GgmlType::Q6K,
         25 => GgmlType::Iq4Nl,
         30 => GgmlType::Iq4Xs,
+        36 => GgmlType::Tq1_0,
+        37 => GgmlType::Tq2_0,
+        40 => GgmlType::Q1_0,
+        41 => GgmlType::Q2_0,
         38 => GgmlType::Mxfp4,
         _ => return None,
     })
@@ -183,7 +187,10 @@ fn mix_type(
             GgmlType::Q8_0
         };
     } else if cat == Category::TokenEmbd {
-        // Only the i-quant and ternary mixes move the table.
+        // Of the mixes planned here, the ternary ones and Q2_0 move the table to Q4_K.
+        if matches!(ftype, 36 | 37 | 41) {
+            ty = GgmlType::Q4K;
+        }
     } else if matches!(cat, Category::AttnV | Category::AttnQkv | Category::AttnKvB) {
         let (i, n) = (st.i_attention_wv, st.n_attention_wv);
         if ftype == Q2_K {

@@ -535,7 +535,7 @@ pub fn mix_precisions(
     use crate::precision::Precision;
     if !crate::format::mix_plan::plannable(mix.llama_ftype()) {
         crate::bad_input!(
-            "engine quantbench cannot make precision {mix}: its types are llama-quantize's i-quants, which only the llama.cpp engine makes (--engine llama.cpp); quantbench makes q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_xs, iq4_nl and mxfp4_moe"
+            "engine quantbench cannot make precision {mix}: its types are llama-quantize's i-quants, which only the llama.cpp engine makes (--engine llama.cpp); quantbench makes q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_xs, iq4_nl, tq1_0, tq2_0, q1_0, q2_0 and mxfp4_moe"
         );
     }
     // The GGUF tensors in the export's order, with the canonical names behind each.
@@ -579,7 +579,7 @@ pub fn mix_precisions(
         let Some(ty) = ty else { continue };
         let p = Precision::ALL
             .iter()
-            .chain(&[Precision::Iq4XsType, Precision::Iq4NlType])
+            .chain(&Precision::TYPES)
             .copied()
             .find(|p| p.format().and_then(|f| f.ggml_type()) == Some(ty))
             .ok_or_else(|| {
