@@ -11,9 +11,10 @@
 //! super-block is read as stored (144 bytes for `q4_k`, 210 for `q6_k`), 4 weight rows at
 //! a time, prefetched ahead, on candle's thread pool.
 //!
-//! The activations are rounded the way ggml's (and candle's) `q8_K` does — one f32 scale
-//! per 256 values, `q = round(−127 / max · x)` with `max` the value of largest magnitude,
-//! half away from zero — with the sums of each 16 quants kept for the minimums. Every
+//! The activations are rounded the way ggml's `q8_K` does (`quantize_row_q8_K_ref`) — one
+//! f32 scale per 256 values, `q = nearest_int(−127 / max · x)` with `max` the value of
+//! largest magnitude, ties to even (candle's rounds them away from zero) — with the sums
+//! of each 16 quants kept for the minimums. Every
 //! super-block's integer dot products are exact in i32 (`vpmaddubsw` pairs stay inside
 //! i16: 2 × 15 × 128 for `q4_k`, 2 × 63 × 128 for `q6_k`), so the kernels equal the
 //! portable definition here up to the order of the f32 sums, and candle's own
@@ -129,7 +130,7 @@ pub struct KActivations {
 }
 
 impl KActivations {
-    /// Round `x` (`rows × k`, `k` a multiple of 256) as candle's `BlockQ8K::from_float`.
+    /// Round `x` (`rows × k`, `k` a multiple of 256) as ggml's `quantize_row_q8_K_ref`.
     pub fn quantize(x: &[f32], rows: usize, k: usize) -> KActivations {
         let mut a = KActivations::default();
         a.quantize_into(x, rows, k);
@@ -212,35 +213,29 @@ fn largest_magnitude(x: &[f32]) -> f32 {
     max
 }
 
-/// `q = round(iscale · x)` (half away from zero), clamped to i8: candle's `q8_K`.
+/// `q = nearest_int(iscale · x)` (to the nearest, ties to even), at most 127: ggml's
+/// `quantize_row_q8_K_ref`, which llama.cpp's CPU backend runs (candle's `q8_K` rounds
+/// ties away from zero instead; `iscale · x` lies in −127 … 127 here).
 fn round_k_block(x: &[f32], iscale: f32, q: &mut [i8]) {
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
+        *q = (iscale * v).round_ties_even().clamp(-128.0, 127.0) as i8;
     }
 }
 
 /// [`round_k_block`] 8 lanes at a time, bit for bit on finite values (a NaN activation
-/// rounds to −128 here, to 0 there): the product as the scalar one, the
-/// rounding as `f32::round` (truncate, then one away from zero where the dropped
-/// fraction — exact in f32 — is at least a half).
+/// rounds to −128 here, to 0 there): the product as the scalar one, the rounding the
+/// CPU's to-nearest-even.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn round_k_block_avx2(x: &[f32], iscale: f32, q: &mut [i8]) {
     use std::arch::x86_64::*;
     debug_assert!(x.len() == QK_K && q.len() == QK_K);
     let scale = _mm256_set1_ps(iscale);
-    let sign = _mm256_set1_ps(-0.0);
-    let half = _mm256_set1_ps(0.5);
-    let one = _mm256_set1_ps(1.0);
     let (lo, hi) = (_mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
     for c in 0..QK_K / 32 {
         let qi: [__m256i; 4] = std::array::from_fn(|i| {
             let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(32 * c + 8 * i)), scale);
-            let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
-            let up = _mm256_cmp_ps(frac, half, _CMP_GE_OQ);
-            let away = _mm256_or_ps(_mm256_and_ps(v, sign), one);
-            let r = _mm256_add_ps(t, _mm256_and_ps(up, away));
+            let r = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
         });
         // Packs interleave the 128-bit lanes; one permute puts the 32 bytes in order.
