@@ -194,7 +194,6 @@ pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
 /// at `q[0]`, `k` apart) and `d` their `C` rows of `k / 256` scales.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)]
 pub unsafe fn dots_avx2<const C: usize>(
     w: &[u8],
     q: &[i8],
@@ -202,6 +201,32 @@ pub unsafe fn dots_avx2<const C: usize>(
     k: usize,
     out: &mut [f32; C],
 ) {
+    dots_body::<C>(w, q, d, k, out)
+}
+
+/// [`dots_avx2`] compiled for AVX-512 CPUs: the same 256-bit instructions (so the same
+/// bits), with the 32 vector registers AVX-512VL gives, where the AVX2 build runs out
+/// of its 16 and spills the tile's sums.
+///
+/// # Safety
+/// As [`dots_avx2`], and AVX-512 F/BW/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub unsafe fn dots_avx512<const C: usize>(
+    w: &[u8],
+    q: &[i8],
+    d: &[f32],
+    k: usize,
+    out: &mut [f32; C],
+) {
+    dots_body::<C>(w, q, d, k, out)
+}
+
+/// The body of [`dots_avx2`] / [`dots_avx512`], inlined into each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn dots_body<const C: usize>(w: &[u8], q: &[i8], d: &[f32], k: usize, out: &mut [f32; C]) {
     use std::arch::x86_64::*;
     let values = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
     let m4 = _mm_set1_epi8(0x0f);
@@ -356,6 +381,7 @@ fn products(
     let row_bytes = nb * BLOCK_BYTES;
     let out = super::Disjoint::new(y);
     let simd = cfg!(target_arch = "x86_64") && super::level().is_some() && has_f16c();
+    let avx512 = simd && super::level() == Some(super::Level::Avx512);
     let unit = |u: usize| {
         let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
         let mut t = 0;
@@ -367,7 +393,13 @@ fn products(
                 let mut v = [0f32; TILE];
                 // SAFETY: level() checked AVX2 and FMA; columns t .. t + 4 hold k
                 // activations and nb scales each.
-                unsafe { dots_avx2::<TILE>(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v) };
+                unsafe {
+                    if avx512 {
+                        dots_avx512::<TILE>(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v)
+                    } else {
+                        dots_avx2::<TILE>(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v)
+                    }
+                };
                 for (c, v) in v.into_iter().enumerate() {
                     // SAFETY: output (t + c, r) is this unit's alone.
                     unsafe { out.part((t + c) * n + r, 1)[0] = v + bias.map_or(0.0, |b| b[r]) };
@@ -475,6 +507,11 @@ mod tests {
             for c in 0..4 {
                 let one = unsafe { dot_avx2(&w, &a.qs[c * k..], &a.d[c * 2..]) };
                 assert_eq!(one.to_bits(), v[c].to_bits(), "column {c}");
+            }
+            if crate::kernel::level() == Some(crate::kernel::Level::Avx512) {
+                let mut v5 = [0f32; 4];
+                unsafe { dots_avx512::<4>(&w, &a.qs, &a.d, k, &mut v5) };
+                assert_eq!(v5.map(f32::to_bits), v.map(f32::to_bits));
             }
         }
     }
