@@ -378,7 +378,19 @@ fn q3_k_block(x: &[f32], y: &mut [u8]) {
         0.0
     };
     dd.copy_from_slice(&fp16(d));
-    let d16 = fp16_back(d);
+    q3_k_finish(x, fp16_back(d), &mut l, hmask, qs, sc);
+}
+
+/// The end of both q3_k quantizers: every weight again at its group's stored scale
+/// (`d16` times the 6-bit scale), the high bits into `hmask`, the low two into `qs`.
+fn q3_k_finish(
+    x: &[f32],
+    d16: f32,
+    l: &mut [i8; QK_K],
+    hmask: &mut [u8],
+    qs: &mut [u8],
+    sc: &[u8],
+) {
     for j in 0..16 {
         let low = if j < 8 { sc[j] & 0xf } else { sc[j - 8] >> 4 };
         let s = ((low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8) - 32;
@@ -520,7 +532,12 @@ fn q2_k_block(x: &[f32], y: &mut [u8]) {
         0.0
     };
     dd[2..4].copy_from_slice(&fp16(dmin));
-    let (d16, dmin16) = (fp16_back(d), fp16_back(dmin));
+    q2_k_finish(x, (fp16_back(d), fp16_back(dmin)), &mut l, qs, sc);
+}
+
+/// The end of both q2_k quantizers: every weight again at its group's stored scale and
+/// minimum (`d16`, `dmin16` times the 4-bit ones), packed four to a byte.
+fn q2_k_finish(x: &[f32], (d16, dmin16): (f32, f32), l: &mut [u8; QK_K], qs: &mut [u8], sc: &[u8]) {
     for j in 0..16 {
         let d = d16 * (sc[j] & 0xf) as f32;
         if d == 0.0 {
@@ -603,6 +620,19 @@ fn q45_k_block(x: &[f32], y: &mut [u8], five: bool) {
     dd[..2].copy_from_slice(&fp16(max_scale / 63.0));
     dd[2..4].copy_from_slice(&fp16(max_min / 63.0));
     let (d16, dmin16) = (fp16_back(max_scale / 63.0), fp16_back(max_min / 63.0));
+    q45_k_finish(x, (d16, dmin16), nmax, &mut l, (sc, qs, qh), five);
+}
+
+/// The end of the q4_k / q5_k quantizers: every weight again at its group's stored
+/// scale and minimum (`d16`, `dmin16` times the 6-bit ones), then packed.
+fn q45_k_finish(
+    x: &[f32],
+    (d16, dmin16): (f32, f32),
+    nmax: i32,
+    l: &mut [u8; QK_K],
+    (sc, qs, qh): (&[u8], &mut [u8], &mut [u8]),
+    five: bool,
+) {
     for j in 0..8 {
         let (s, m) = scale_min_k4(j, sc);
         let d = d16 * s as f32;
@@ -614,7 +644,7 @@ fn q45_k_block(x: &[f32], y: &mut [u8], five: bool) {
             l[32 * j + k] = nearest_int((x[32 * j + k] + dm) / d).clamp(0, nmax) as u8;
         }
     }
-    pack_q45(&l, qs, qh, five);
+    pack_q45(l, qs, qh, five);
 }
 
 /// The levels of a q4_k / q5_k super-block into its qs (and q5_k's qh).
@@ -971,26 +1001,10 @@ fn q2_k_block_weighted(x: &[f32], qw: &[f32], y: &mut [u8]) {
     let (qs, dd) = rest.split_at_mut(64);
     dd[..2].copy_from_slice(&fp16(dm));
     dd[2..4].copy_from_slice(&fp16(mm));
-    let (dm, mm) = (fp16_back(dm), fp16_back(mm));
     for j in 0..16 {
         sc[j] = ls[j] | (lm[j] << 4);
     }
-    for j in 0..16 {
-        let d = dm * (sc[j] & 0xf) as f32;
-        if d == 0.0 {
-            continue;
-        }
-        let m = mm * (sc[j] >> 4) as f32;
-        for k in 0..16 {
-            l[16 * j + k] = nearest_int((x[16 * j + k] + m) / d).clamp(0, 3) as u8;
-        }
-    }
-    for j in (0..QK_K).step_by(128) {
-        for k in 0..32 {
-            qs[j / 4 + k] =
-                l[j + k] | (l[j + k + 32] << 2) | (l[j + k + 64] << 4) | (l[j + k + 96] << 6);
-        }
-    }
+    q2_k_finish(x, (fp16_back(dm), fp16_back(mm)), &mut l, qs, sc);
 }
 
 /// `quantize_row_q3_K_impl` of one super-block with importance weights.
@@ -1030,37 +1044,7 @@ fn q3_k_block_weighted(x: &[f32], qw: &[f32], y: &mut [u8]) {
         sc[j % 4 + 8] |= (v << (2 * (j / 4))) as u8;
     }
     dd.copy_from_slice(&fp16(d_block));
-    let d16 = fp16_back(d_block);
-    for j in 0..16 {
-        let low = if j < 8 { sc[j] & 0xf } else { sc[j - 8] >> 4 };
-        let s = ((low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8) - 32;
-        let d = d16 * s as f32;
-        if d == 0.0 {
-            continue;
-        }
-        for k in 0..16 {
-            l[16 * j + k] = (nearest_int(x[16 * j + k] / d).clamp(-4, 3) + 4) as i8;
-        }
-    }
-    hmask.fill(0);
-    let (mut m, mut hm) = (0usize, 1u8);
-    for v in l.iter_mut() {
-        if *v > 3 {
-            hmask[m] |= hm;
-            *v -= 4;
-        }
-        m += 1;
-        if m == QK_K / 8 {
-            m = 0;
-            hm <<= 1;
-        }
-    }
-    for j in (0..QK_K).step_by(128) {
-        for k in 0..32 {
-            let q = |o: usize| l[j + k + o] as u8;
-            qs[j / 4 + k] = q(0) | (q(32) << 2) | (q(64) << 4) | (q(96) << 6);
-        }
-    }
+    q3_k_finish(x, fp16_back(d_block), &mut l, hmask, qs, sc);
 }
 
 /// `quantize_row_q4_K_impl` / `quantize_row_q5_K_impl` of one super-block with
@@ -1119,18 +1103,7 @@ fn q45_k_block_weighted(x: &[f32], qw: &[f32], y: &mut [u8], five: bool) {
     dd[..2].copy_from_slice(&fp16(d_block));
     dd[2..4].copy_from_slice(&fp16(m_block));
     let (d16, dmin16) = (fp16_back(d_block), fp16_back(m_block));
-    for j in 0..8 {
-        let (s, m) = scale_min_k4(j, sc);
-        let d = d16 * s as f32;
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin16 * m as f32;
-        for k in 0..32 {
-            l[32 * j + k] = nearest_int((x[32 * j + k] + dm) / d).clamp(0, nmax) as u8;
-        }
-    }
-    pack_q45(&l, qs, qh, five);
+    q45_k_finish(x, (d16, dmin16), nmax, &mut l, (sc, qs, qh), five);
 }
 
 /// `quantize_row_q6_K_impl` of one super-block with importance weights (`make_qx_quants`
