@@ -1064,3 +1064,53 @@ fn importance_matrices_are_checked_and_used() {
     let (code, _, err) = quantbench(&args);
     assert_eq!(code, 0, "{err}");
 }
+
+/// `quantbench imatrix`: an --out that is no .gguf, one that exists (without --force),
+/// a chunk shorter than 16 tokens or longer than the model's context, zero chunks, a text
+/// too short for two chunks, a missing text: each refused naming what, exit 2, and no
+/// file written.
+#[test]
+fn imatrix_refuses_bad_input_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.gguf");
+    let existing = tmp.path().join("there.gguf");
+    std::fs::write(&existing, b"keep").unwrap();
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "a few words").unwrap();
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--out", "m.txt"], vec!["m.txt", ".gguf"]),
+        (
+            vec!["--out", existing.to_str().unwrap()],
+            vec!["exists", "--force"],
+        ),
+        (vec!["--out", o, "--ctx", "8"], vec!["--ctx 8", "16"]),
+        (
+            vec!["--out", o, "--ctx", "100000"],
+            vec!["--ctx 100000", "context"],
+        ),
+        (vec!["--out", o, "--chunks", "0"], vec!["--chunks 0"]),
+        (
+            vec![
+                "--out",
+                o,
+                "--ctx",
+                "128",
+                "--text",
+                short.to_str().unwrap(),
+            ],
+            vec!["tokens", "two chunks"],
+        ),
+        (
+            vec!["--out", o, "--text", "/nonexistent/t.txt"],
+            vec!["--text", "/nonexistent/t.txt"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let mut args = vec!["imatrix", "--model", "synthetic:tiny-llama"];
+        args.extend(extra);
+        expect_bad(&args, &needles);
+        assert!(!out.exists(), "{args:?} wrote a file");
+    }
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep");
+}

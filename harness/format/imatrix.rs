@@ -253,6 +253,16 @@ impl Collector {
         e.counts[expert] += m as i64;
     }
 
+    /// The first tensor whose sums are not all finite (llama-imatrix stops there: "non-finite
+    /// values detected"), if any.
+    pub fn non_finite(&self) -> Option<String> {
+        let stats = self.stats.lock().expect("no panics while held");
+        stats
+            .iter()
+            .find(|(_, st)| st.values.iter().any(|v| !v.is_finite()))
+            .map(|(n, _)| n.clone())
+    }
+
     /// Tensors collected so far.
     pub fn len(&self) -> usize {
         self.stats.lock().expect("no panics while held").len()

@@ -252,28 +252,12 @@ fn load_inner(source: &ModelSource, q: Quantization, device: &Device) -> Result<
     };
     // The importance matrix, when the run has one, beside the tensors for the
     // quantizers; the collector, when the model computes one, beside them too.
-    let with;
-    let src: &dyn weights::TensorSource = match &source.imatrix {
-        Some(m) => {
-            with = weights::WithImportance {
-                inner: src.as_ref(),
-                imatrix: m,
-            };
-            &with
-        }
-        None => src.as_ref(),
+    let src = weights::WithExtras {
+        inner: src.as_ref(),
+        imatrix: source.imatrix.as_deref(),
+        collector: source.collect.as_ref(),
     };
-    let (model, fallbacks) = match &source.collect {
-        Some(c) => cfg.load(
-            &weights::Collecting {
-                inner: src,
-                collector: c,
-            },
-            q,
-            device,
-        )?,
-        None => cfg.load(src, q, device)?,
-    };
+    let (model, fallbacks) = cfg.load(&src, q, device)?;
     drop(pages);
     let tokenizer = source.tokenizer()?;
     let mut footprint = Footprint::of(&model.parts());

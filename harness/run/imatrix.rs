@@ -45,6 +45,11 @@ pub fn compute(
             "--ctx {ctx}: llama-imatrix collects batches of 16 tokens or more; give at least 16"
         );
     }
+    if max_chunks == Some(0) {
+        crate::bad_input!(
+            "--chunks 0: at least one chunk is needed; leave it out for as many as the text gives"
+        );
+    }
     let limit = source.config.context_length();
     if ctx > limit {
         crate::bad_input!("--ctx {ctx} is longer than the model's context ({limit} tokens)");
@@ -83,6 +88,11 @@ pub fn compute(
     }
     if collector.is_empty() {
         anyhow::bail!("no block matrix was multiplied: nothing to write");
+    }
+    if let Some(name) = collector.non_finite() {
+        anyhow::bail!(
+            "non-finite activations reached {name}: no importance matrix written (llama-imatrix stops likewise)"
+        );
     }
     let (meta, tensors) = collector.gguf(&[dataset.to_string()], chunks, ctx);
     crate::model::write::gguf::write_f32_gguf(out, &meta, &tensors)?;

@@ -54,14 +54,16 @@ pub trait TensorSource {
     }
 }
 
-/// A source whose matrices record their products' inputs into `collector`
-/// ([`crate::format::imatrix::RecordingMatrix`]): every tensor from `inner`.
-pub struct Collecting<'a> {
+/// A source with what the quantizers and `quantbench imatrix` need beside its tensors:
+/// an importance matrix ([`TensorSource::importance`]) and a collector of the products'
+/// inputs ([`TensorSource::collector`]); every tensor from `inner`.
+pub struct WithExtras<'a> {
     pub inner: &'a dyn TensorSource,
-    pub collector: &'a std::sync::Arc<crate::format::imatrix::Collector>,
+    pub imatrix: Option<&'a crate::format::imatrix::Imatrix>,
+    pub collector: Option<&'a std::sync::Arc<crate::format::imatrix::Collector>>,
 }
 
-impl TensorSource for Collecting<'_> {
+impl TensorSource for WithExtras<'_> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.inner.get(name, shape)
     }
@@ -75,35 +77,10 @@ impl TensorSource for Collecting<'_> {
         self.inner.check(name, shape)
     }
     fn importance(&self) -> Option<&crate::format::imatrix::Imatrix> {
-        self.inner.importance()
+        self.imatrix
     }
     fn collector(&self) -> Option<&std::sync::Arc<crate::format::imatrix::Collector>> {
-        Some(self.collector)
-    }
-}
-
-/// A source with an importance matrix beside it: every tensor from `inner`, and the
-/// matrix for the quantizers ([`TensorSource::importance`]).
-pub struct WithImportance<'a> {
-    pub inner: &'a dyn TensorSource,
-    pub imatrix: &'a crate::format::imatrix::Imatrix,
-}
-
-impl TensorSource for WithImportance<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.inner.get(name, shape)
-    }
-    fn has(&self, name: &str) -> bool {
-        self.inner.has(name)
-    }
-    fn stored(&self, name: &str, out_in: [usize; 2], device: &Device) -> Result<Option<Matrix>> {
-        self.inner.stored(name, out_in, device)
-    }
-    fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
-        self.inner.check(name, shape)
-    }
-    fn importance(&self) -> Option<&crate::format::imatrix::Imatrix> {
-        Some(self.imatrix)
+        self.collector
     }
 }
 
@@ -792,8 +769,9 @@ impl<'a> Builder<'a> {
 
     /// The importance values for the columns of `name` (its expert's, for an expert of a
     /// stacked GGUF tensor), when the run has an importance matrix that holds them.
-    fn importance(&self, name: &str, cols: usize) -> Result<Option<Vec<f32>>> {
-        let Some(m) = self.src.importance() else {
+    fn importance(&self, name: &str, cols: usize) -> Result<Option<&'a [f32]>> {
+        let src: &'a dyn TensorSource = self.src;
+        let Some(m) = src.importance() else {
             return Ok(None);
         };
         let (gname, expert, n_expert) = match self.cfg.gguf_slice(name) {
@@ -803,8 +781,7 @@ impl<'a> Builder<'a> {
                 None => return Ok(None),
             },
         };
-        Ok(m.for_tensor(&gname, cols, (expert, n_expert))?
-            .map(<[f32]>::to_vec))
+        m.for_tensor(&gname, cols, (expert, n_expert))
     }
 
     /// llama-quantize's `tensor_requires_imatrix`: in a Q2_K_S file every Q2_K matrix but
@@ -844,7 +821,6 @@ impl<'a> Builder<'a> {
     fn store_rows(&mut self, name: &str, t: Tensor, quantize: bool) -> Result<Matrix> {
         let row_len = t.dim(1)?;
         let w = self.importance(name, row_len)?;
-        let w = w.as_deref();
         if let Some(plan) = &self.mix {
             // The mix's plan decides, fallbacks included (llama-quantize's).
             return match plan.get(name) {

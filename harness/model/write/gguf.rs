@@ -329,18 +329,12 @@ pub fn export_gguf(
         WeightFiles::Gguf(file) => Box::new(GgufSource::new(file.clone(), cfg)?),
     };
     let device = Device::Cpu;
-    let with;
-    let src: &dyn TensorSource = match &source.imatrix {
-        Some(m) => {
-            with = crate::model::source::weights::WithImportance {
-                inner: src.as_ref(),
-                imatrix: m,
-            };
-            &with
-        }
-        None => src.as_ref(),
+    let src = crate::model::source::weights::WithExtras {
+        inner: src.as_ref(),
+        imatrix: source.imatrix.as_deref(),
+        collector: None,
     };
-    let mut builder = Builder::new(src, q, &device, &**cfg)?;
+    let mut builder = Builder::new(&src, q, &device, &**cfg)?;
     let mut out = GgufExport {
         notes: cfg.gguf_notes(),
         ..Default::default()
