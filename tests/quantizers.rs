@@ -197,3 +197,44 @@ fn the_simple_types_quantizers_make_ggmls_bytes() {
     assert!(ggml_blocks::quantize(GgmlType::Iq3S, &[0.0; 256]).is_none());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The grid i-quants' quantizers (format/ggml_iquants.rs: IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS,
+/// IQ2_S, IQ1_S, IQ1_M) make ggml's bytes on every input, with the importance matrix and,
+/// for the four whose ggml quantizer runs without one, without it.
+#[test]
+fn the_grid_i_quants_quantizers_make_ggmls_bytes() {
+    use quantbench::format::{ggml_iquants, GgmlType};
+    let r = reference();
+    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
+    inputs.sort();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for ty in GgmlType::ALL
+        .into_iter()
+        .filter(|t| ggml_iquants::handles(*t))
+    {
+        for key in &inputs {
+            let dist = key.trim_start_matches("input/");
+            let x = &r[*key];
+            let cols = x.dims()[1];
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = r[&format!("imatrix/{dist}")].to_vec1::<f32>().unwrap();
+            let mut cases = vec![(format!("{}+imatrix/{dist}", ty.lower()), Some(w.as_slice()))];
+            let name = format!("{}/{dist}", ty.lower());
+            if !ggml_iquants::requires_importance(ty) && r.contains_key(&name) {
+                cases.push((name, None));
+            }
+            for (name, w) in cases {
+                let got = ggml_iquants::quantize(ty, &v, cols, w);
+                let want = r[&name].to_vec1::<u8>().unwrap();
+                checked += 1;
+                if got != want {
+                    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                    failures.push(format!("{name}: {differ} of {} bytes differ", want.len()));
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 7 * 6 + 3 * 6, "every type on every input");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

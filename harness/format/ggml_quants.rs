@@ -20,7 +20,7 @@ use super::GgmlType;
 
 /// Weights in a k-quant super-block.
 pub const QK_K: usize = 256;
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Whether this file quantizes the type (else candle's quantizer does).
 pub fn handles(ty: GgmlType) -> bool {
@@ -79,13 +79,13 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
 }
 
 /// ggml's `nearest_int`: round to nearest, ties to even, through the float's bits.
-fn nearest_int(fval: f32) -> i32 {
+pub(super) fn nearest_int(fval: f32) -> i32 {
     let val = fval + 12_582_912.0;
     let i = val.to_bits() as i32;
     (i & 0x007f_ffff) - 0x0040_0000
 }
 
-fn fp16(v: f32) -> [u8; 2] {
+pub(super) fn fp16(v: f32) -> [u8; 2] {
     f16::from_f32(v).to_le_bytes()
 }
 
@@ -885,8 +885,9 @@ fn group_weights(x: &[f32], qw: &[f32], sigma2: f32, w: &mut [f32]) {
 
 /// `make_qp_quants`: a positive scale for levels 0 ..= nmax of the non-negative `x`,
 /// searched over 9 trial scales, then refined a value at a time by `qw`-weighted error.
-fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
+pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
     let n = x.len();
+    assert!(n <= 32, "make_qp_quants of {n} values");
     let mut max = 0f32;
     for &v in x {
         max = if max > v { max } else { v };
@@ -923,7 +924,7 @@ fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
         }
     }
     let (mut sumlx, mut suml2) = (0f32, 0f32);
-    let mut li = [0i32; 16];
+    let mut li = [0i32; 32];
     for i in 0..n {
         let q = nearest_int(iscale * x[i]).min(nmax);
         li[i] = q;

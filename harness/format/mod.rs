@@ -25,6 +25,9 @@
 //!   NVFP4, Q1_0, Q2_0), read and dequantized as ggml does (its grids in
 //!   `ggml_tables.rs`, generated from ggml-common.h) and multiplied through their
 //!   dequantized rows.
+//! - `ggml_iquants.rs`: ggml's grid-search quantizers of IQ3_XXS, IQ3_S, IQ2_XXS,
+//!   IQ2_XS, IQ2_S, IQ1_S and IQ1_M (their lattices' neighbour lists built as ggml's
+//!   init functions build them), byte for byte.
 //! - `imatrix.rs`: an importance matrix (llama-imatrix's GGUF or .dat), read as
 //!   llama-quantize reads it, for both engines' quantizers.
 //! - `iq4.rs`: IQ4_XS and IQ4_NL as the types llama-quantize's mixes put matrices in
@@ -38,6 +41,7 @@ pub mod bnb4;
 pub mod float;
 pub mod ggml;
 pub mod ggml_blocks;
+pub mod ggml_iquants;
 pub mod ggml_quants;
 #[rustfmt::skip]
 pub mod ggml_tables;
