@@ -361,12 +361,12 @@ fn search(
     for is in steps {
         let id = ((2 * kmax - 1) as f32 + is as f32 * step) / top;
         let this_scale = 1.0 / id;
-        for k in 0..n / d {
+        for (k, on) in aux.iter_mut().enumerate().take(n / d) {
             let g = k * d..(k + 1) * d;
             round_levels(id, &xval[g.clone()], kmax, &mut laux[g.clone()]);
             let u = lat.packed(&laux[g.clone()]);
-            aux[k] = lat.on_grid(u).is_some();
-            if !aux[k] {
+            *on = lat.on_grid(u).is_some();
+            if !*on {
                 lat.best_neighbour(
                     u,
                     &xval[g.clone()],
