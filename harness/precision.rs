@@ -65,9 +65,16 @@ use crate::format::WeightFormat;
 impl Precision {
     /// The ggml types that are a [`Precision::Type`]: those only llama-quantize's mixes
     /// put matrices in.
-    pub const TYPES: [Precision; 6] = [
+    pub const TYPES: [Precision; 13] = [
         Precision::Type(crate::format::GgmlType::Iq4Xs),
         Precision::Type(crate::format::GgmlType::Iq4Nl),
+        Precision::Type(crate::format::GgmlType::Iq3S),
+        Precision::Type(crate::format::GgmlType::Iq3Xxs),
+        Precision::Type(crate::format::GgmlType::Iq2S),
+        Precision::Type(crate::format::GgmlType::Iq2Xs),
+        Precision::Type(crate::format::GgmlType::Iq2Xxs),
+        Precision::Type(crate::format::GgmlType::Iq1M),
+        Precision::Type(crate::format::GgmlType::Iq1S),
         Precision::Type(crate::format::GgmlType::Tq1_0),
         Precision::Type(crate::format::GgmlType::Tq2_0),
         Precision::Type(crate::format::GgmlType::Q1_0),

@@ -707,11 +707,13 @@ def make_quantizers():
     print("quantizers:", len(out), "tensors")
 
 
-# llama-quantize's mixes quantbench's own engine makes (Q2_K_S needs an importance matrix).
-# ... and with an importance matrix (Q2_K_S requires one).
-MIXES_IMATRIX = ["Q2_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_S", "IQ4_XS", "IQ4_NL"]
+# llama-quantize's mixes (quantbench's own engine makes every one) that it makes without an
+# importance matrix ...
 MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "IQ4_XS", "IQ4_NL",
-         "TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "MXFP4_MOE"]
+         "TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "MXFP4_MOE", "IQ3_S", "IQ3_M"]
+# ... and with one (Q2_K_S, IQ3_XS, IQ3_XXS and the IQ2 / IQ1 mixes require one).
+MIXES_IMATRIX = ["Q2_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_S", "IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S",
+                 "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"]
 
 
 def make_mixes():

@@ -533,9 +533,9 @@ fn a_gguf_tensor_type_candle_lacks_is_named() {
     );
 }
 
-/// llama-quantize's mixes in the own engine: q2_k_s without an importance matrix (which
-/// llama-quantize refuses too), a mix under policy linear (a mix decides every tensor),
-/// an i-quant mix (the llama.cpp engine's): each named, exit 2.
+/// llama-quantize's mixes in the own engine: q2_k_s, iq2_xxs and iq1_m without an
+/// importance matrix (which llama-quantize refuses too, naming a tensor's type), a mix
+/// under policy linear (a mix decides every tensor): each named, exit 2.
 #[test]
 fn mixes_the_own_engine_does_not_make_as_asked_are_refused() {
     for (args, needles) in [
@@ -548,12 +548,12 @@ fn mixes_the_own_engine_does_not_make_as_asked_are_refused() {
             &["q4_k_m", "policy linear", "policy at all"][..],
         ),
         (
-            &["--precision", "iq3_m"][..],
-            &[
-                "engine quantbench cannot make precision iq3_m",
-                "--engine llama.cpp",
-                "q4_k_m",
-            ][..],
+            &["--precision", "iq2_xxs"][..],
+            &["iq2_xxs", "importance matrix", "--imatrix", "IQ2_XXS"][..],
+        ),
+        (
+            &["--precision", "iq1_m"][..],
+            &["iq1_m", "importance matrix", "--imatrix", "IQ1_M"][..],
         ),
     ] {
         let mut all = vec![

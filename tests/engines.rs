@@ -118,12 +118,11 @@ fn the_cli_refuses_bad_engines_and_settings_with_exit_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unknown engine 'tgi'"), "{err}");
 
-    // A precision an engine cannot make: exit 2 naming engine and precision.
-    let (code, _, err) = run(&["--precisions", "iq3_s"]);
+    // A mix the engine makes only with an importance matrix: exit 2 naming it.
+    let (code, _, err) = run(&["--precisions", "iq2_xs"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("engine quantbench cannot make precision iq3_s")
-            && err.contains("--engine llama.cpp"),
+        err.contains("precision iq2_xs") && err.contains("--imatrix"),
         "{err}"
     );
 

@@ -526,8 +526,10 @@ fn exports_are_llama_cpps_converter_tensor_for_tensor() {
 }
 
 /// quantbench's own engine makes llama-quantize's mixes byte for byte: its GGUF export of
-/// synthetic:tiny-llama (rows of 256 and 512, so the k-quants stay k-quants) at Q3_K_S …
-/// Q5_K_M and MXFP4_MOE has, tensor for tensor, the type and the bytes (sha256) of the
+/// synthetic:tiny-llama (rows of 256 and 512, so the k-quants stay k-quants) at every mix
+/// llama-quantize makes without an importance matrix (Q3_K_S … Q5_K_M, IQ4_XS, IQ4_NL,
+/// IQ3_S, IQ3_M, TQ1_0, TQ2_0, Q1_0, Q2_0, MXFP4_MOE) has, tensor for tensor, the type
+/// and the bytes (sha256) of the
 /// file llama-quantize made from the same F32 weights (`make_reference.py --only
 /// mixes`); and gpt-oss's experts at MXFP4_MOE are llama-quantize's file exactly. The
 /// type plan is `format::mix_plan`, the blocks `format::ggml_quants` and `format::mxfp4`.
@@ -539,7 +541,7 @@ fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
     let src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mixes = want["mixes"].as_object().unwrap();
-    assert_eq!(mixes.len(), 14);
+    assert_eq!(mixes.len(), 16);
     for (mix, tensors) in mixes {
         let p: Precision = mix.parse().unwrap();
         let out = tmp.path().join(format!("{mix}.gguf"));
@@ -583,17 +585,20 @@ fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
 /// project's essay; tests/fixtures/gguf/tiny-llama.imatrix.gguf and its legacy .dat
 /// twin; and quantbench's own of the same, tiny-llama.quantbench.imatrix.gguf), the own
 /// engine's mixes are llama-quantize's `--imatrix` files tensor for tensor: the `_impl`
-/// quantizers with each matrix's values, Q2_K_S allowed, the IQ4 mixes' plan without
-/// their no-imatrix ffn_down rule.
+/// quantizers with each matrix's values, the grid i-quants' searches with them, the mixes
+/// that require one (Q2_K_S, IQ3_XS, IQ3_XXS, IQ2_*, IQ1_*) allowed, the IQ4 and IQ3_XXS
+/// mixes' plans without their no-imatrix rules.
 #[test]
 fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte() {
     use sha2::{Digest, Sha256};
     let text = std::fs::read_to_string(gguf_path("mixes-tiny-llama.json")).unwrap();
     let want: serde_json::Value = serde_json::from_str(&text).unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    // The legacy .dat form is the same matrix: two of its mixes suffice.
+    let dat_mixes = ["q4_k_m", "iq2_xxs"];
     for (form, key, n) in [
-        ("tiny-llama.imatrix.gguf", "mixes+imatrix", 6),
-        ("tiny-llama.imatrix.dat", "mixes+imatrix", 6),
+        ("tiny-llama.imatrix.gguf", "mixes+imatrix", 16),
+        ("tiny-llama.imatrix.dat", "mixes+imatrix", 16),
         // quantbench's own (`quantbench imatrix`), which llama-quantize took.
         (
             "tiny-llama.quantbench.imatrix.gguf",
@@ -608,6 +613,9 @@ fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte()
             quantbench::format::imatrix::Imatrix::read(&gguf_path(form)).unwrap(),
         ));
         for (mix, tensors) in mixes {
+            if form.ends_with(".dat") && !dat_mixes.contains(&mix.as_str()) {
+                continue;
+            }
             let p: Precision = mix.parse().unwrap();
             let out = tmp.path().join(format!("{mix}.gguf"));
             export_gguf(&src, Quantization::new(p), &out, true).unwrap();
@@ -630,16 +638,32 @@ fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte()
             }
         }
     }
-    // Without one, q2_k_s is refused as llama-quantize refuses it.
+    // Without one, the mixes that need one are refused as llama-quantize refuses them,
+    // naming a tensor and its type.
     let src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
-    let e = export_gguf(
-        &src,
-        Quantization::new("q2_k_s".parse().unwrap()),
-        &tmp.path().join("x.gguf"),
-        true,
-    )
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("--imatrix"), "{e:#}");
+    for (mix, ty) in [
+        ("q2_k_s", "Q2_K"),
+        ("iq3_xs", "IQ3_XXS"),
+        ("iq3_xxs", "IQ2_S"),
+        ("iq2_m", "IQ2_S"),
+        ("iq2_xxs", "IQ2_XXS"),
+        ("iq1_s", "IQ1_S"),
+        ("iq1_m", "IQ1_M"),
+    ] {
+        let e = export_gguf(
+            &src,
+            Quantization::new(mix.parse().unwrap()),
+            &tmp.path().join("x.gguf"),
+            true,
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("--imatrix") && msg.contains(ty),
+            "{mix}: {msg}"
+        );
+        assert!(!tmp.path().join("x.gguf").exists(), "{mix}");
+    }
 }
 
 /// `quantbench imatrix` computes what llama-imatrix computes: on synthetic:tiny-llama over

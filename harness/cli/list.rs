@@ -66,13 +66,16 @@ fn engines() {
         v.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
     };
     outln!(
-        "  llama-quantize's mixes, made by both engines (quantbench's byte for byte as llama-quantize's): {}",
+        "  llama-quantize's mixes, made by both engines (quantbench's byte for byte as llama-quantize's; q2_k_s, iq3_xs, iq3_xxs, iq2_* and iq1_* need --imatrix, as llama-quantize says): {}",
         names(own)
     );
-    outln!(
-        "  llama-quantize's i-quants and other mixes (llama.cpp engine only): {}\n",
-        names(llama_only)
-    );
+    if !llama_only.is_empty() {
+        outln!(
+            "  llama-quantize's mixes the llama.cpp engine alone makes: {}",
+            names(llama_only)
+        );
+    }
+    outln!("");
 }
 
 fn presets() {

@@ -404,7 +404,7 @@ fn q2_0(b: &[u8], y: &mut [f32]) {
 /// ggml's quantizers of the simple types here, as llama-quantize runs them
 /// (`quantize_row_tq1_0_ref`, `_tq2_0_ref`, `_nvfp4_ref`, `_q1_0_ref`, `_q2_0_ref`: each
 /// ignores an importance matrix): `x` of whole blocks into ggml's bytes; `None` for the
-/// i-quants, whose quantizers (grid searches) quantbench does not have yet.
+/// i-quants, whose grid searches are `ggml_iquants.rs`'s.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
     let (qk, bb) = block(ty)?;
     if !matches!(
@@ -555,27 +555,33 @@ fn quantize_q2_0(x: &[f32], y: &mut [u8]) {
     }
 }
 
-/// One of the simple types here as a format (TQ1_0, TQ2_0, Q1_0, Q2_0): what the own
-/// engine stores a matrix in when llama-quantize's mix of that name puts it there.
+/// One of the types here as a format (TQ1_0, TQ2_0, Q1_0, Q2_0 and the grid i-quants
+/// IQ3_S, IQ3_XXS, IQ2_S, IQ2_XS, IQ2_XXS, IQ1_M, IQ1_S): what the own engine stores a
+/// matrix in when one of llama-quantize's mixes puts it there (they are not precisions
+/// of their own a scenario names: the names are the mixes').
 #[derive(Debug)]
 pub struct TypeFormat {
     ty: GgmlType,
     name: &'static str,
-    /// llama-quantize's `tensor_type_fallback` (Q4_0 for TQ1_0, TQ2_0 and Q2_0; none for
-    /// Q1_0, which it refuses).
+    /// llama-quantize's `tensor_type_fallback` (Q4_0 for TQ1_0, TQ2_0 and Q2_0; IQ4_NL
+    /// for the i-quants; none for Q1_0, which it refuses).
     fallback: Option<crate::precision::Precision>,
 }
 
-static TYPE_FORMATS: [TypeFormat; 4] = [
+const IQ4_NL: Option<crate::precision::Precision> =
+    Some(crate::precision::Precision::Type(GgmlType::Iq4Nl));
+const Q4_0: Option<crate::precision::Precision> = Some(crate::precision::Precision::Q4_0);
+
+static TYPE_FORMATS: [TypeFormat; 11] = [
     TypeFormat {
         ty: GgmlType::Tq1_0,
         name: "tq1_0",
-        fallback: Some(crate::precision::Precision::Q4_0),
+        fallback: Q4_0,
     },
     TypeFormat {
         ty: GgmlType::Tq2_0,
         name: "tq2_0",
-        fallback: Some(crate::precision::Precision::Q4_0),
+        fallback: Q4_0,
     },
     TypeFormat {
         ty: GgmlType::Q1_0,
@@ -585,7 +591,42 @@ static TYPE_FORMATS: [TypeFormat; 4] = [
     TypeFormat {
         ty: GgmlType::Q2_0,
         name: "q2_0",
-        fallback: Some(crate::precision::Precision::Q4_0),
+        fallback: Q4_0,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq3S,
+        name: "iq3_s",
+        fallback: IQ4_NL,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq3Xxs,
+        name: "iq3_xxs",
+        fallback: IQ4_NL,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq2S,
+        name: "iq2_s",
+        fallback: IQ4_NL,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq2Xs,
+        name: "iq2_xs",
+        fallback: IQ4_NL,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq2Xxs,
+        name: "iq2_xxs",
+        fallback: IQ4_NL,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq1M,
+        name: "iq1_m",
+        fallback: IQ4_NL,
+    },
+    TypeFormat {
+        ty: GgmlType::Iq1S,
+        name: "iq1_s",
+        fallback: IQ4_NL,
     },
 ];
 
@@ -595,6 +636,43 @@ pub fn type_format(ty: GgmlType) -> Option<&'static dyn super::WeightFormat> {
         .iter()
         .find(|f| f.ty == ty)
         .map(|f| f as &dyn super::WeightFormat)
+}
+
+impl TypeFormat {
+    /// The matrix quantized by ggml's quantizer of the type (the grid i-quants' on
+    /// slices of rows on every core), with the importance values `imatrix` where given.
+    fn quantized(
+        &self,
+        t: &candle_core::Tensor,
+        device: &candle_core::Device,
+        imatrix: Option<&[f32]>,
+    ) -> Result<crate::model::nn::Matrix> {
+        use super::ggml_iquants;
+        let (out, k) = t.dims2()?;
+        if !device.is_cpu() {
+            anyhow::bail!(
+                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
+                self.ty
+            );
+        }
+        let w = t.flatten_all()?.to_vec1::<f32>()?;
+        let bytes = if ggml_iquants::handles(self.ty) {
+            if imatrix.is_none() && ggml_iquants::requires_importance(self.ty) {
+                crate::bad_input!(
+                    "{} needs an importance matrix: ggml's quantizer refuses to make one without; give --imatrix FILE (llama-imatrix's, or `quantbench imatrix`'s)",
+                    self.ty
+                );
+            }
+            crate::model::source::weights::par_rows(&w, out, k, |x| {
+                ggml_iquants::quantize(self.ty, x, k, imatrix)
+            })
+        } else {
+            quantize(self.ty, &w).expect("a type with a quantizer")
+        };
+        Ok(crate::model::nn::Matrix::Custom(matrix(
+            self.ty, &bytes, out, k,
+        )?))
+    }
 }
 
 impl super::WeightFormat for TypeFormat {
@@ -621,18 +699,17 @@ impl super::WeightFormat for TypeFormat {
         t: &candle_core::Tensor,
         device: &candle_core::Device,
     ) -> Result<crate::model::nn::Matrix> {
-        let (out, k) = t.dims2()?;
-        if !device.is_cpu() {
-            anyhow::bail!(
-                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
-                self.ty
-            );
-        }
-        let w = t.flatten_all()?.to_vec1::<f32>()?;
-        let bytes = quantize(self.ty, &w).expect("a type with a quantizer");
-        Ok(crate::model::nn::Matrix::Custom(matrix(
-            self.ty, &bytes, out, k,
-        )?))
+        self.quantized(t, device, None)
+    }
+    /// The grid i-quants use the importance values as ggml's quantizers do; the simple
+    /// types ignore them, as ggml's do.
+    fn store_weighted(
+        &self,
+        t: &candle_core::Tensor,
+        device: &candle_core::Device,
+        imatrix: &[f32],
+    ) -> Result<crate::model::nn::Matrix> {
+        self.quantized(t, device, Some(imatrix))
     }
     fn ggml_type(&self) -> Option<GgmlType> {
         Some(self.ty)

@@ -887,7 +887,6 @@ fn group_weights(x: &[f32], qw: &[f32], sigma2: f32, w: &mut [f32]) {
 /// searched over 9 trial scales, then refined a value at a time by `qw`-weighted error.
 pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
     let n = x.len();
-    assert!(n <= 32, "make_qp_quants of {n} values");
     let mut max = 0f32;
     for &v in x {
         max = if max > v { max } else { v };
@@ -923,11 +922,12 @@ pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> 
             iscale = iscale_is;
         }
     }
+    // ggml keeps the levels as uint8_t: a negative one (IQ2_XXS's parity flip makes one
+    // value negative) is stored wrapped and the refinement reads it back so.
     let (mut sumlx, mut suml2) = (0f32, 0f32);
-    let mut li = [0i32; 32];
     for i in 0..n {
         let q = nearest_int(iscale * x[i]).min(nmax);
-        li[i] = q;
+        l[i] = q as u8;
         let w = qw[i];
         sumlx += w * x[i] * q as f32;
         suml2 += w * q as f32 * q as f32;
@@ -936,16 +936,16 @@ pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> 
         let mut n_changed = 0;
         for i in 0..n {
             let w = qw[i];
-            let lf = li[i] as f32;
+            let lf = l[i] as f32;
             let mut slx = sumlx - w * x[i] * lf;
             let mut sl2 = suml2 - w * lf * lf;
             if slx > 0.0 && sl2 > 0.0 {
                 let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
-                if new_l != li[i] {
+                if new_l != l[i] as i32 {
                     slx += w * x[i] * new_l as f32;
                     sl2 += w * new_l as f32 * new_l as f32;
                     if slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        li[i] = new_l;
+                        l[i] = new_l as u8;
                         sumlx = slx;
                         suml2 = sl2;
                         n_changed += 1;
@@ -956,9 +956,6 @@ pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> 
         if n_changed == 0 {
             break;
         }
-    }
-    for i in 0..n {
-        l[i] = li[i] as u8;
     }
     if suml2 > 0.0 {
         sumlx / suml2

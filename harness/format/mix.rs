@@ -1,11 +1,11 @@
 //! llama-quantize's file types that are not one of quantbench's own formats: its mixes
 //! (q4_k_m keeps some tensors at q6_k, iq4_xs puts the output at q6_k, ...) and the
-//! types quantbench's own engine has no kernel for. A precision names one as
+//! types only mixes use. A precision names one as
 //! [`crate::precision::Precision::Mix`]. The llama.cpp engine makes every one through
-//! llama-quantize; quantbench's own engine makes the k-quant mixes and mxfp4_moe
+//! llama-quantize; quantbench's own engine makes every one too
 //! ([`Mix::own_engine_makes`]: `format::mix_plan` chooses each tensor's type as
-//! llama-quantize does, the blocks are ggml's, byte for byte) and refuses the rest by
-//! name (exit 2).
+//! llama-quantize does, the blocks are ggml's, byte for byte), asking for an importance
+//! matrix where llama-quantize does (exit 2 without one).
 //!
 //! The names and numbers are llama.h's `enum llama_ftype` and llama-quantize's option
 //! names (tools/quantize/quantize.cpp's `QUANT_OPTIONS`), lower-cased.
@@ -118,27 +118,12 @@ impl Mix {
         }
     }
 
-    /// Whether quantbench's own engine makes it (`format::mix_plan` plans its types and
-    /// quantbench holds them all; Q2_K_S needs an importance matrix, as llama-quantize
-    /// says).
+    /// Whether quantbench's own engine makes it: every mix (`format::mix_plan` plans
+    /// its types, quantbench quantizes them all as ggml does). Those whose types
+    /// llama-quantize only makes with an importance matrix ask for one
+    /// (`mix_plan::requires_imatrix`).
     pub fn own_engine_makes(self) -> bool {
-        matches!(
-            self,
-            Mix::Q3KS
-                | Mix::Q3KM
-                | Mix::Q3KL
-                | Mix::Q4KS
-                | Mix::Q4KM
-                | Mix::Q5KS
-                | Mix::Q5KM
-                | Mix::Iq4Xs
-                | Mix::Iq4Nl
-                | Mix::Tq1_0
-                | Mix::Tq2_0
-                | Mix::Q1_0
-                | Mix::Q2_0
-                | Mix::Mxfp4Moe
-        )
+        crate::format::mix_plan::plannable(self.llama_ftype())
     }
 
     /// The mix called `name` (case-insensitive), if there is one.

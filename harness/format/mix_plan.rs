@@ -1,10 +1,12 @@
 //! llama-quantize's choice of a type for every tensor of a model at one of its file types
 //! (llama-quant.cpp's `llama_tensor_get_type`: which tensors it quantizes at all, the
 //! mix's rules by tensor kind, layer and model shape, and the fallback for rows a type's
-//! blocks do not fit), ported for the file types whose tensor types quantbench's own
-//! engine holds: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the k-quant mixes (Q2_K, Q2_K_S,
-//! Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K), IQ4_NL and MXFP4_MOE. Without an importance
-//! matrix and without llama-quantize's overrides (`--pure`, `--tensor-type` ...).
+//! blocks do not fit), ported for every file type but the floats: Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0, the k-quant mixes (Q2_K, Q2_K_S, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K), the
+//! i-quant mixes (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S,
+//! IQ3_M, IQ4_NL, IQ4_XS), TQ1_0, TQ2_0, Q1_0, Q2_0 and MXFP4_MOE; with and without an
+//! importance matrix (rules that differ by `has_imatrix`), without llama-quantize's
+//! overrides (`--pure`, `--tensor-type` ...).
 //! tests/mix_plan.rs holds it to the types of files llama-quantize made.
 
 use anyhow::Result;
@@ -109,6 +111,13 @@ fn default_type(ftype: u32) -> Option<GgmlType> {
         18 => GgmlType::Q6K,
         25 => GgmlType::Iq4Nl,
         30 => GgmlType::Iq4Xs,
+        19 => GgmlType::Iq2Xxs,
+        20 | 28 => GgmlType::Iq2Xs,
+        29 => GgmlType::Iq2S,
+        23 => GgmlType::Iq3Xxs,
+        22 | 26 | 27 => GgmlType::Iq3S,
+        24 => GgmlType::Iq1S,
+        31 => GgmlType::Iq1M,
         36 => GgmlType::Tq1_0,
         37 => GgmlType::Tq2_0,
         40 => GgmlType::Q1_0,
@@ -119,6 +128,16 @@ fn default_type(ftype: u32) -> Option<GgmlType> {
 }
 
 const Q2_K: u32 = 10;
+const IQ2_XXS: u32 = 19;
+const IQ2_XS: u32 = 20;
+const IQ3_XS: u32 = 22;
+const IQ3_XXS: u32 = 23;
+const IQ1_S: u32 = 24;
+const IQ3_S: u32 = 26;
+const IQ3_M: u32 = 27;
+const IQ2_S: u32 = 28;
+const IQ2_M: u32 = 29;
+const IQ1_M: u32 = 31;
 const Q2_K_S: u32 = 21;
 const Q3_K_M: u32 = 12;
 const Q3_K_L: u32 = 13;
@@ -140,6 +159,8 @@ struct State {
     n_attention_wv: usize,
     i_attention_wv: usize,
     i_ffn_down: usize,
+    i_ffn_gate: usize,
+    i_ffn_up: usize,
     tied: bool,
 }
 
@@ -161,7 +182,8 @@ fn layer_of(model: &PlanModel, counter: usize, name: &str) -> Result<(usize, usi
     }
 }
 
-/// `llama_tensor_get_type_impl` for the file types planned here.
+/// `llama_tensor_get_type_impl` for the file types planned here, branch for branch in
+/// its order.
 fn mix_type(
     st: &mut State,
     model: &PlanModel,
@@ -171,12 +193,15 @@ fn mix_type(
     mut ty: GgmlType,
 ) -> Result<GgmlType> {
     let falcon = model.arch == "falcon";
-    let n_gqa = model.n_head / model.n_head_kv.max(1);
-    let n_expert = model.n_expert;
     if cat == Category::Output || (st.tied && cat == Category::TokenEmbd) {
         let (qk, _) = ty.block().unwrap_or((1, 0));
         if ftype == MXFP4_MOE || falcon || !t.ne[0].is_multiple_of(qk) {
             ty = GgmlType::Q8_0;
+        } else if matches!(
+            ftype,
+            IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S | IQ2_S | IQ2_M | IQ1_M
+        ) {
+            ty = GgmlType::Q5K;
         } else if ty != GgmlType::Q8_0 {
             ty = GgmlType::Q6K;
         }
@@ -187,108 +212,230 @@ fn mix_type(
             GgmlType::Q8_0
         };
     } else if cat == Category::TokenEmbd {
-        // Of the mixes planned here, the ternary ones and Q2_0 move the table to Q4_K.
-        if matches!(ftype, 36 | 37 | 41) {
-            ty = GgmlType::Q4K;
-        }
+        ty = match ftype {
+            IQ2_XXS | IQ2_XS | IQ1_S | IQ1_M => GgmlType::Q2K,
+            IQ2_S | IQ2_M | IQ3_XXS => GgmlType::Iq3S,
+            36 | 37 | 41 => GgmlType::Q4K,
+            _ => ty,
+        };
+    } else if matches!(ftype, IQ2_XXS | IQ2_XS | IQ1_S | IQ2_S | IQ2_M | IQ1_M) {
+        ty = iq2_family_type(st, model, ftype, cat, ty);
     } else if matches!(cat, Category::AttnV | Category::AttnQkv | Category::AttnKvB) {
-        let (i, n) = (st.i_attention_wv, st.n_attention_wv);
-        if ftype == Q2_K {
-            ty = if n_gqa >= 4 {
-                GgmlType::Q4K
-            } else {
-                GgmlType::Q3K
-            };
-        } else if ftype == Q2_K_S && n_gqa >= 4 {
-            ty = GgmlType::Q4K;
-        } else if ftype == Q3_K_M {
-            ty = if i < 2 { GgmlType::Q5K } else { GgmlType::Q4K };
-        } else if ftype == Q3_K_L || (matches!(ftype, IQ4_NL | IQ4_XS) && n_gqa >= 4) {
-            ty = GgmlType::Q5K;
-        } else if (ftype == Q4_K_M || ftype == Q5_K_M) && use_more_bits(i, n) {
-            ty = GgmlType::Q6K;
-        } else if ftype == Q4_K_S && i < 4 {
-            ty = GgmlType::Q5K;
-        }
-        // LLM_TYPE_70B: 80 layers with grouped keys and values (Llama 2/3 70B).
-        let seventy_b = model.arch == "llama" && model.n_layer == 80 && n_gqa > 1;
-        if seventy_b && matches!(ty, GgmlType::Q3K | GgmlType::Q4K) {
-            ty = GgmlType::Q5K;
-        }
-        if n_expert == 8 {
-            ty = GgmlType::Q8_0;
-        }
+        ty = attn_v_type(st, model, ftype, ty);
         st.i_attention_wv += 1;
     } else if cat == Category::AttnK {
-        if n_expert == 8 {
+        if model.n_expert == 8 {
             ty = GgmlType::Q8_0;
+        } else if ftype == IQ3_XS {
+            ty = GgmlType::Iq3Xxs;
+        } else if ftype == IQ3_XXS {
+            ty = GgmlType::Iq2S;
+        }
+    } else if cat == Category::AttnQ {
+        if ftype == IQ3_XS {
+            ty = GgmlType::Iq3Xxs;
+        } else if ftype == IQ3_XXS {
+            ty = GgmlType::Iq2S;
         }
     } else if cat == Category::FfnDown {
         let (i, n) = layer_of(model, st.i_ffn_down, &t.name)?;
-        if ftype == Q2_K {
-            ty = GgmlType::Q3K;
-        } else if ftype == Q2_K_S {
-            if i < n / 8 {
-                ty = GgmlType::Q4K;
-            }
-        } else if ftype == Q3_K_M {
-            ty = if i < n / 16 {
-                GgmlType::Q5K
-            } else if !falcon || use_more_bits(i, n) {
-                GgmlType::Q4K
-            } else {
-                GgmlType::Q3K
-            };
-        } else if ftype == Q3_K_L {
-            ty = if falcon { GgmlType::Q4K } else { GgmlType::Q5K };
-        } else if ftype == Q4_K_M {
-            if falcon {
-                ty = if i < n / 16 {
-                    GgmlType::Q6K
-                } else if use_more_bits(i, n) {
-                    GgmlType::Q5K
-                } else {
-                    GgmlType::Q4K
-                };
-            } else if use_more_bits(i, n) {
-                ty = GgmlType::Q6K;
-            }
-        } else if i < n / 8 && matches!(ftype, IQ4_NL | IQ4_XS) && !model.has_imatrix {
-            ty = GgmlType::Q5K;
-        } else if ftype == Q5_K_M && use_more_bits(i, n) {
-            ty = GgmlType::Q6K;
-        } else if ftype == Q4_K_S && !falcon && i < n / 8 {
-            ty = GgmlType::Q5K;
-        } else if matches!(ftype, 2 | 8) && model.has_imatrix && i < n / 8 {
-            // Q4_0 / Q5_0 with an importance matrix: the first ffn_down at Q4_1 / Q5_1.
-            ty = if ftype == 2 {
-                GgmlType::Q4_1
-            } else {
-                GgmlType::Q5_1
-            };
+        ty = ffn_down_type(model, ftype, (i, n), ty);
+        st.i_ffn_down += 1;
+    } else if cat == Category::AttnOutput {
+        ty = attn_output_type(model, ftype, ty);
+    } else if matches!(cat, Category::FfnGate | Category::FfnUp) {
+        let counter = if cat == Category::FfnGate {
+            &mut st.i_ffn_gate
+        } else {
+            &mut st.i_ffn_up
+        };
+        let (i, n) = layer_of(model, *counter, &t.name)?;
+        if ftype == IQ3_XS && i >= n / 8 && i < 7 * n / 8 {
+            ty = GgmlType::Iq3Xxs;
+        }
+        *counter += 1;
+    }
+    Ok(ty)
+}
+
+/// The IQ2 / IQ1 file types' rules (attn_v, attn_k of 8 experts, the first ffn_down
+/// matrices by count, attn_output).
+fn iq2_family_type(
+    st: &mut State,
+    model: &PlanModel,
+    ftype: u32,
+    cat: Category,
+    mut ty: GgmlType,
+) -> GgmlType {
+    let n_gqa = model.n_head / model.n_head_kv.max(1);
+    let iq2_s_or_m = matches!(ftype, IQ2_S | IQ2_M);
+    let more = if iq2_s_or_m {
+        GgmlType::Iq3S
+    } else {
+        GgmlType::Q2K
+    };
+    if matches!(cat, Category::AttnV | Category::AttnQkv | Category::AttnKvB) {
+        ty = if n_gqa >= 4 || model.n_expert >= 4 {
+            GgmlType::Q4K
+        } else {
+            more
+        };
+        st.i_attention_wv += 1;
+    } else if model.n_expert == 8 && cat == Category::AttnK {
+        ty = GgmlType::Q4K;
+    } else if cat == Category::FfnDown {
+        // By count, not by layer: n_ffn_down is the model's layer count.
+        if st.i_ffn_down < model.n_layer / 8 {
+            ty = more;
         }
         st.i_ffn_down += 1;
     } else if cat == Category::AttnOutput {
-        if !falcon {
-            if n_expert == 8 {
-                if matches!(
-                    ftype,
-                    Q2_K | 11 | Q3_K_M | IQ4_NL | Q4_K_S | Q4_K_M | IQ4_XS
-                ) {
-                    ty = GgmlType::Q5K;
-                }
-            } else if ftype == Q2_K {
-                ty = GgmlType::Q3K;
-            } else if ftype == Q3_K_M {
-                ty = GgmlType::Q4K;
-            } else if ftype == Q3_K_L {
-                ty = GgmlType::Q5K;
-            }
-        } else if ftype == Q3_K_L {
-            ty = GgmlType::Q4K;
+        if model.n_expert == 8 {
+            ty = GgmlType::Q5K;
+        } else if matches!(ftype, IQ1_S | IQ1_M) {
+            ty = GgmlType::Iq2Xxs;
+        } else if iq2_s_or_m {
+            ty = GgmlType::Iq3S;
         }
     }
-    Ok(ty)
+    ty
+}
+
+/// attn_v (and attn_qkv, attn_kv_b): the general rules.
+fn attn_v_type(st: &State, model: &PlanModel, ftype: u32, mut ty: GgmlType) -> GgmlType {
+    let n_gqa = model.n_head / model.n_head_kv.max(1);
+    let (i, n) = (st.i_attention_wv, st.n_attention_wv);
+    if ftype == Q2_K {
+        ty = if n_gqa >= 4 {
+            GgmlType::Q4K
+        } else {
+            GgmlType::Q3K
+        };
+    } else if ftype == Q2_K_S && n_gqa >= 4 {
+        ty = GgmlType::Q4K;
+    } else if ftype == IQ3_XXS {
+        ty = if n_gqa >= 4 {
+            GgmlType::Q4K
+        } else if !model.has_imatrix {
+            GgmlType::Iq3S
+        } else {
+            GgmlType::Iq3Xxs
+        };
+    } else if (matches!(ftype, IQ3_XS | IQ3_S) && n_gqa >= 4) || ftype == IQ3_M {
+        ty = GgmlType::Q4K;
+    } else if ftype == Q3_K_M {
+        ty = if i < 2 { GgmlType::Q5K } else { GgmlType::Q4K };
+    } else if ftype == Q3_K_L || (matches!(ftype, IQ4_NL | IQ4_XS) && n_gqa >= 4) {
+        ty = GgmlType::Q5K;
+    } else if (ftype == Q4_K_M || ftype == Q5_K_M) && use_more_bits(i, n) {
+        ty = GgmlType::Q6K;
+    } else if ftype == Q4_K_S && i < 4 {
+        ty = GgmlType::Q5K;
+    }
+    // LLM_TYPE_70B: 80 layers with grouped keys and values (Llama 2/3 70B).
+    let seventy_b = model.arch == "llama" && model.n_layer == 80 && n_gqa > 1;
+    if seventy_b && matches!(ty, GgmlType::Q3K | GgmlType::Q4K) {
+        ty = GgmlType::Q5K;
+    }
+    if model.n_expert == 8 {
+        ty = GgmlType::Q8_0;
+    }
+    ty
+}
+
+/// ffn_down of layer `i` of `n`: the general rules.
+fn ffn_down_type(
+    model: &PlanModel,
+    ftype: u32,
+    (i, n): (usize, usize),
+    mut ty: GgmlType,
+) -> GgmlType {
+    let falcon = model.arch == "falcon";
+    if ftype == Q2_K {
+        ty = GgmlType::Q3K;
+    } else if ftype == Q2_K_S {
+        if i < n / 8 {
+            ty = GgmlType::Q4K;
+        }
+    } else if ftype == IQ3_XXS && !model.has_imatrix {
+        ty = if i < n / 8 {
+            GgmlType::Q4K
+        } else {
+            GgmlType::Q3K
+        };
+    } else if ftype == Q3_K_M {
+        ty = if i < n / 16 {
+            GgmlType::Q5K
+        } else if !falcon || use_more_bits(i, n) {
+            GgmlType::Q4K
+        } else {
+            GgmlType::Q3K
+        };
+    } else if ftype == IQ3_M && (i < n / 8 || (model.n_expert == 8 && use_more_bits(i, n))) {
+        ty = GgmlType::Q4K;
+    } else if ftype == Q3_K_L {
+        ty = if falcon { GgmlType::Q4K } else { GgmlType::Q5K };
+    } else if ftype == Q4_K_M {
+        if falcon {
+            ty = if i < n / 16 {
+                GgmlType::Q6K
+            } else if use_more_bits(i, n) {
+                GgmlType::Q5K
+            } else {
+                GgmlType::Q4K
+            };
+        } else if use_more_bits(i, n) {
+            ty = GgmlType::Q6K;
+        }
+    } else if i < n / 8 && matches!(ftype, IQ4_NL | IQ4_XS) && !model.has_imatrix {
+        ty = GgmlType::Q5K;
+    } else if ftype == Q5_K_M && use_more_bits(i, n) {
+        ty = GgmlType::Q6K;
+    } else if ftype == Q4_K_S && !falcon && i < n / 8 {
+        ty = GgmlType::Q5K;
+    } else if matches!(ftype, 2 | 8) && model.has_imatrix && i < n / 8 {
+        // Q4_0 / Q5_0 with an importance matrix: the first ffn_down at Q4_1 / Q5_1.
+        ty = if ftype == 2 {
+            GgmlType::Q4_1
+        } else {
+            GgmlType::Q5_1
+        };
+    }
+    ty
+}
+
+/// attn_output: the general rules.
+fn attn_output_type(model: &PlanModel, ftype: u32, mut ty: GgmlType) -> GgmlType {
+    if model.arch != "falcon" {
+        if model.n_expert == 8 {
+            if matches!(
+                ftype,
+                Q2_K | IQ3_XS
+                    | IQ3_XXS
+                    | 11
+                    | Q3_K_M
+                    | IQ4_NL
+                    | Q4_K_S
+                    | Q4_K_M
+                    | IQ3_S
+                    | IQ3_M
+                    | IQ4_XS
+            ) {
+                ty = GgmlType::Q5K;
+            }
+        } else {
+            ty = match ftype {
+                Q2_K => GgmlType::Q3K,
+                IQ3_XXS => GgmlType::Iq3S,
+                Q3_K_M | IQ3_M => GgmlType::Q4K,
+                Q3_K_L => GgmlType::Q5K,
+                _ => ty,
+            };
+        }
+    } else if ftype == Q3_K_L {
+        ty = GgmlType::Q4K;
+    }
+    ty
 }
 
 /// `tensor_type_fallback`: a type whose blocks do not divide the rows falls back (q4_k
@@ -325,6 +472,25 @@ fn fallback(t: &PlanTensor, ty: GgmlType) -> Result<GgmlType> {
     })
 }
 
+/// llama-quantize's `tensor_requires_imatrix`: whether it refuses to quantize tensor
+/// `name` to `ty` at `ftype` without importance values for it (the IQ3_XXS, IQ2 and IQ1
+/// types anywhere but the token table and the output; Q2_K in a Q2_K_S file).
+pub fn requires_imatrix(ftype: u32, name: &str, ty: GgmlType) -> bool {
+    if matches!(category(name), Category::TokenEmbd | Category::Output) {
+        return false;
+    }
+    match ty {
+        GgmlType::Iq3Xxs
+        | GgmlType::Iq2Xxs
+        | GgmlType::Iq2Xs
+        | GgmlType::Iq2S
+        | GgmlType::Iq1M
+        | GgmlType::Iq1S => true,
+        GgmlType::Q2K => ftype == Q2_K_S,
+        _ => false,
+    }
+}
+
 /// Each tensor's type at `ftype` (llama.h's `llama_ftype` number), in the file's order;
 /// `None` for a tensor llama-quantize keeps as it is (norms, biases, routers, vectors).
 /// An error for a file type not planned here.
@@ -344,6 +510,8 @@ pub fn plan(
             .count(),
         i_attention_wv: 0,
         i_ffn_down: 0,
+        i_ffn_gate: 0,
+        i_ffn_up: 0,
         tied: !cats.contains(&Category::Output),
     };
     tensors

@@ -196,15 +196,9 @@ pub fn check_tensors(source: &ModelSource) -> Result<()> {
 /// quantized file needs `--requantize`.
 pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<()> {
     if let Precision::Mix(m) = q.precision {
-        if !m.own_engine_makes() && m != crate::format::mix::Mix::Q2KS {
+        if !m.own_engine_makes() {
             crate::bad_input!(
-                "engine quantbench cannot make precision {m}: it is one of llama-quantize's i-quant mixes, which only the llama.cpp engine makes (--engine llama.cpp, from an F32/F16/BF16 GGUF file); quantbench makes its own precisions ({}) and the mixes q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_xs, iq4_nl, tq1_0, tq2_0, q1_0, q2_0 and mxfp4_moe",
-                Precision::ALL.map(|p| p.name()).join(", ")
-            );
-        }
-        if m == crate::format::mix::Mix::Q2KS && source.imatrix.is_none() {
-            crate::bad_input!(
-                "precision q2_k_s: llama-quantize refuses Q2_K_S without an importance matrix; give one (--imatrix FILE, llama-imatrix's), or choose q3_k_s or above"
+                "engine quantbench cannot make precision {m}; use the llama.cpp engine (--engine llama.cpp, from an F32/F16/BF16 GGUF file)"
             );
         }
         if q.policy == crate::precision::Policy::Linear {

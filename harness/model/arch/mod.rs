@@ -524,8 +524,9 @@ impl ModelConfig {
 /// The precision of every matrix at llama-quantize's file type `mix`, as
 /// `format::mix_plan` chooses it for the tensors this model's GGUF export writes (in
 /// that order, a mixture of experts' slices as their one stacked tensor); a canonical
-/// name missing from the map stays in the rest dtype. An input error for a mix whose
-/// types quantbench's own engine does not make.
+/// name missing from the map stays in the rest dtype. An input error, as llama-quantize
+/// refuses, for a mix that puts a tensor in a type it quantizes only with an importance
+/// matrix when there is none.
 pub fn mix_precisions(
     cfg: &dyn ArchConfig,
     mix: crate::format::mix::Mix,
@@ -535,7 +536,7 @@ pub fn mix_precisions(
     use crate::precision::Precision;
     if !crate::format::mix_plan::plannable(mix.llama_ftype()) {
         crate::bad_input!(
-            "engine quantbench cannot make precision {mix}: its types are llama-quantize's i-quants, which only the llama.cpp engine makes (--engine llama.cpp); quantbench makes q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, iq4_xs, iq4_nl, tq1_0, tq2_0, q1_0, q2_0 and mxfp4_moe"
+            "engine quantbench cannot make precision {mix}; use the llama.cpp engine (--engine llama.cpp)"
         );
     }
     // The GGUF tensors in the export's order, with the canonical names behind each.
@@ -575,8 +576,15 @@ pub fn mix_precisions(
     };
     let types = plan(mix.llama_ftype(), &model, &tensors)?;
     let mut out = std::collections::HashMap::new();
-    for (names, ty) in behind.into_iter().zip(types) {
+    for ((names, ty), t) in behind.into_iter().zip(types).zip(&tensors) {
         let Some(ty) = ty else { continue };
+        if !has_imatrix && crate::format::mix_plan::requires_imatrix(mix.llama_ftype(), &t.name, ty)
+        {
+            crate::bad_input!(
+                "precision {mix}: llama-quantize refuses to make it without an importance matrix ({} would be {ty}, which it quantizes only with one); give --imatrix FILE (llama-imatrix's, or one `quantbench imatrix` makes), or choose a mix that needs none (q3_k_s and above, iq3_s, iq3_m, iq4_xs, iq4_nl)",
+                t.name
+            );
+        }
         let p = Precision::ALL
             .iter()
             .chain(&Precision::TYPES)

@@ -784,24 +784,23 @@ impl<'a> Builder<'a> {
         m.for_tensor(&gname, cols, (expert, n_expert))
     }
 
-    /// llama-quantize's `tensor_requires_imatrix`: in a Q2_K_S file every Q2_K matrix but
-    /// the token table and the output needs the importance matrix's values.
+    /// llama-quantize's `tensor_requires_imatrix`: in the mixes, the IQ3_XXS, IQ2 and IQ1
+    /// matrices (and a Q2_K_S file's Q2_K ones), but the token table and the output,
+    /// need the importance matrix's values.
     fn check_required_importance(&self, name: &str, p: Precision, has: bool) -> Result<()> {
-        if has
-            || p != Precision::Q2K
-            || self.q.precision != Precision::Mix(crate::format::mix::Mix::Q2KS)
-        {
+        let Precision::Mix(mix) = self.q.precision else {
             return Ok(());
-        }
+        };
+        let Some(ty) = p.format().and_then(|f| f.ggml_type()) else {
+            return Ok(());
+        };
         let gname = self
             .cfg
             .gguf_slice(name)
             .map(|s| s.0)
-            .or_else(|| self.cfg.gguf_name(name));
-        if matches!(
-            gname.as_deref(),
-            Some("token_embd.weight" | "output.weight")
-        ) {
+            .or_else(|| self.cfg.gguf_name(name))
+            .unwrap_or_else(|| name.to_string());
+        if has || !crate::format::mix_plan::requires_imatrix(mix.llama_ftype(), &gname, ty) {
             return Ok(());
         }
         let file = self
@@ -810,8 +809,7 @@ impl<'a> Builder<'a> {
             .map(|m| m.path.display().to_string())
             .unwrap_or_default();
         crate::bad_input!(
-            "precision q2_k_s: the importance matrix {file} has no values for {} ({name}), which llama-quantize requires for a Q2_K matrix of a Q2_K_S file; use the importance matrix made for this model",
-            gname.unwrap_or_else(|| name.to_string())
+            "precision {mix}: the importance matrix {file} has no values for {gname} ({name}), which llama-quantize requires for a {ty} matrix of that mix; use the importance matrix made for this model"
         )
     }
 
