@@ -111,6 +111,7 @@ reference-families.json / reference-families-logits.safetensors:
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -544,8 +545,11 @@ def make_families():
 def main():
     torch.set_num_threads(2)
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    if only not in (None, "gpt2", "llama", "gguf", "families", "quantizers", "mixes"):
-        sys.exit("--only takes gpt2, llama, gguf, families, quantizers or mixes")
+    if only not in (None, "gpt2", "llama", "gguf", "families", "quantizers", "mixes", "plans"):
+        sys.exit("--only takes gpt2, llama, gguf, families, quantizers, mixes or plans")
+    if only == "plans":
+        make_plans()
+        return
     if only == "gguf":
         make_gguf()
         return
@@ -776,6 +780,140 @@ def make_mixes():
         json.dump(out, f, indent=1)
     print("mixes:", ", ".join(out["mixes"]), "; with the importance matrix:",
           ", ".join(out["mixes+imatrix"]))
+
+
+def plan_models(tmp):
+    """The F32 GGUF files whose llama-quantize plans are recorded: the repository's small
+    F32 fixtures (fallbacks: their rows are 64 wide) and GGUF files written here with the
+    shapes the rules key on and rows of 256 (no fallbacks): a 16-layer Llama with 4 query
+    heads a key/value head, an 80-layer one (llama.cpp's LLM_TYPE_70B), a Mixtral of 8
+    experts, a 12-layer Phi-3 with fused qkv. Their weights are zeros: llama-quantize's
+    --dry-run reads only the shapes and the metadata."""
+    import numpy as np
+    sys.path.insert(0, os.path.join(LLAMA_CPP, "gguf-py"))
+    import gguf
+    files = {}
+    for rel in ["gguf/llama-gqa-llama3-f32.gguf", "gguf/qwen2-bias-tied-f32.gguf",
+                "gguf/qwen3-qknorm-f32.gguf", "gguf/gpt2-f32.gguf",
+                "families/gemma3-window/model.gguf", "families/gpt-oss-experts/model.gguf",
+                "families/mixtral-experts/model.gguf", "families/olmoe-experts/model.gguf",
+                "families/phi3-longrope-short/model.gguf", "families/qwen3moe-experts/model.gguf"]:
+        files[rel] = os.path.join(FIXTURES, rel)
+
+    def write(name, arch, n_layer, n_head, n_head_kv, n_expert=0, vocab=512, d=256, ff=512,
+              fused_qkv=False):
+        path = os.path.join(tmp, f"{name}.gguf")
+        w = gguf.GGUFWriter(path, arch)
+        w.add_block_count(n_layer)
+        w.add_context_length(256)
+        w.add_embedding_length(d)
+        w.add_feed_forward_length(ff)
+        w.add_head_count(n_head)
+        w.add_head_count_kv(n_head_kv)
+        w.add_rope_dimension_count(d // n_head)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_file_type(0)
+        if n_expert:
+            w.add_expert_count(n_expert)
+            w.add_expert_used_count(2)
+        z = lambda *shape: np.zeros(shape, dtype=np.float32)
+        kv = d // n_head * n_head_kv
+        w.add_tensor("token_embd.weight", z(vocab, d))
+        w.add_tensor("output_norm.weight", z(d))
+        w.add_tensor("output.weight", z(vocab, d))
+        for i in range(n_layer):
+            b = f"blk.{i}."
+            w.add_tensor(b + "attn_norm.weight", z(d))
+            if fused_qkv:
+                w.add_tensor(b + "attn_qkv.weight", z(d + 2 * kv, d))
+            else:
+                w.add_tensor(b + "attn_q.weight", z(d, d))
+                w.add_tensor(b + "attn_k.weight", z(kv, d))
+                w.add_tensor(b + "attn_v.weight", z(kv, d))
+            w.add_tensor(b + "attn_output.weight", z(d, d))
+            w.add_tensor(b + "ffn_norm.weight", z(d))
+            if n_expert:
+                w.add_tensor(b + "ffn_gate_inp.weight", z(n_expert, d))
+                w.add_tensor(b + "ffn_gate_exps.weight", z(n_expert, ff, d))
+                w.add_tensor(b + "ffn_up_exps.weight", z(n_expert, ff, d))
+                w.add_tensor(b + "ffn_down_exps.weight", z(n_expert, d, ff))
+            elif fused_qkv:
+                w.add_tensor(b + "ffn_up.weight", z(2 * ff, d))
+                w.add_tensor(b + "ffn_down.weight", z(d, ff))
+            else:
+                w.add_tensor(b + "ffn_gate.weight", z(ff, d))
+                w.add_tensor(b + "ffn_up.weight", z(ff, d))
+                w.add_tensor(b + "ffn_down.weight", z(d, ff))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        files[f"written:{name}"] = path
+
+    write("llama-16-gqa4", "llama", 16, 8, 2)
+    write("llama-80-gqa8", "llama", 80, 8, 1, d=256, ff=256)
+    write("mixtral-8-experts", "llama", 8, 8, 2, n_expert=8)
+    write("phi3-12-fused", "phi3", 12, 8, 8, fused_qkv=True)
+    return files
+
+
+def make_plans():
+    """llama-quantize's type for every tensor (`--dry-run`, no weights read) of the models of
+    plan_models() at every file type it makes from F32, without and with an importance matrix
+    (any: it only switches has_imatrix): tests/fixtures/gguf/mix-plans.json, which
+    tests/mix_plan.rs holds format/mix_plan.rs to."""
+    sys.path.insert(0, os.path.join(LLAMA_CPP, "gguf-py"))
+    import gguf
+    header = open(os.path.join(LLAMA_CPP, "include", "llama.h")).read()
+    numbers = {m.group(1): int(m.group(2)) for m in
+               re.finditer(r"^\s*LLAMA_FTYPE_(\w+)\s*=\s*(\d+)", header, re.M)}
+    # llama-quantize's own option names (QUANT_OPTIONS), the quantized ones.
+    options = open(os.path.join(LLAMA_CPP, "tools", "quantize", "quantize.cpp")).read()
+    ftypes = {m.group(1): numbers[m.group(2)] for m in
+              re.finditer(r'\{\s*"(\w+)",\s*LLAMA_FTYPE_(\w+),', options)
+              if m.group(2) not in ("ALL_F32", "MOSTLY_F16", "MOSTLY_BF16")}
+    exe = os.path.join(LLAMA_CPP, "build", "bin", "llama-quantize")
+    imatrix = os.path.join(FIXTURES, "gguf", "tiny-llama.imatrix.gguf")
+    line = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[([\d,\s]+)\], type =\s+(\w+),.*?(?:\((\w+)\))?$")
+    tmp = tempfile.mkdtemp(prefix="qb-plans-")
+    out = {"llama_cpp": os.path.basename(os.path.realpath(LLAMA_CPP)), "ftypes": ftypes, "models": {}}
+    for name, path in plan_models(tmp).items():
+        r = gguf.GGUFReader(path)
+        arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+        val = lambda k, d=None: (int(r.fields[f"{arch}.{k}"].parts[-1][0])
+                                 if f"{arch}.{k}" in r.fields else d)
+        model = {"arch": arch, "n_layer": val("block_count"), "n_expert": val("expert_count", 0),
+                 "n_head": val("attention.head_count"),
+                 "n_head_kv": val("attention.head_count_kv", val("attention.head_count")),
+                 "tensors": None, "lists": [], "plans": {}}
+        for kind, ft in sorted(ftypes.items(), key=lambda kv: kv[1]):
+            for suffix, extra in (("", []), ("+imatrix", ["--imatrix", imatrix])):
+                p = subprocess.run([exe, "--dry-run"] + extra + [path, kind], capture_output=True, text=True)
+                rows = []
+                for ln in (p.stdout + p.stderr).splitlines():
+                    m = line.match(ln.strip())
+                    if m:
+                        ne = [int(v) for v in m.group(2).split(",")]
+                        while len(ne) > 1 and ne[-1] == 1:
+                            ne.pop()
+                        rows.append((m.group(1), ne, (m.group(4) or m.group(3)).upper()))
+                if "no tensor type fallback is defined" in p.stdout + p.stderr:
+                    model["plans"][kind.lower() + suffix] = None  # refused
+                    continue
+                if not rows:
+                    sys.exit(f"llama-quantize --dry-run {kind} {path}: no tensors\n{p.stderr[-2000:]}")
+                tensors = [[n, ne] for n, ne, _ in rows]
+                if model["tensors"] is None:
+                    model["tensors"] = tensors
+                assert model["tensors"] == tensors, (name, kind)
+                types = ",".join(t for _, _, t in rows)
+                if types not in model["lists"]:
+                    model["lists"].append(types)
+                model["plans"][kind.lower() + suffix] = model["lists"].index(types)
+        out["models"][name] = model
+        print(name, arch, len(model["tensors"]), "tensors,", len(model["lists"]), "distinct plans")
+    with open(os.path.join(FIXTURES, "gguf", "mix-plans.json"), "w") as f:
+        json.dump(out, f, indent=0)
 
 
 def convert(model_dir, out, outtype="f32"):

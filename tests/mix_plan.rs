@@ -103,3 +103,84 @@ fn the_plan_is_llama_quantizes_on_the_real_files() {
         assert!(n > 20, "{name}: {n}");
     }
 }
+
+/// The plan against llama-quantize's `--dry-run` (tests/fixtures/gguf/mix-plans.json,
+/// `make_reference.py --only plans`): every file type llama-quantize makes from F32, with
+/// and without an importance matrix, on fourteen models — the small F32 fixtures (rows
+/// of 64: the fallbacks), and written ones with rows of 256 and the shapes the rules key
+/// on (16 layers with 4 query heads a key/value head, Llama 2/3 70B's 80 layers, 8
+/// experts, fused qkv) — tensor for tensor; and the file types it refuses (no fallback
+/// for the rows) refused.
+#[test]
+fn the_plan_is_llama_quantizes_dry_run_for_every_file_type() {
+    let text = std::fs::read_to_string(fixtures().join("gguf/mix-plans.json")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ftypes = want["ftypes"].as_object().unwrap();
+    let (mut compared, mut failures) = (0, Vec::new());
+    for (name, m) in want["models"].as_object().unwrap() {
+        let u = |k: &str| m[k].as_u64().unwrap() as usize;
+        let tensors: Vec<PlanTensor> = m["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| PlanTensor {
+                name: t[0].as_str().unwrap().to_string(),
+                ne: t[1]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as usize)
+                    .collect(),
+            })
+            .collect();
+        for (kind, list) in m["plans"].as_object().unwrap() {
+            let has_imatrix = kind.ends_with("+imatrix");
+            let ftype = ftypes[&kind.trim_end_matches("+imatrix").to_uppercase()]
+                .as_u64()
+                .unwrap() as u32;
+            let model = PlanModel {
+                arch: m["arch"].as_str().unwrap().to_string(),
+                n_layer: u("n_layer"),
+                n_expert: u("n_expert"),
+                n_head: u("n_head"),
+                n_head_kv: u("n_head_kv"),
+                has_imatrix,
+            };
+            let got = plan(ftype, &model, &tensors);
+            compared += 1;
+            let Some(i) = list.as_u64() else {
+                if got.is_ok() {
+                    failures.push(format!(
+                        "{name} {kind}: llama-quantize refuses, the plan does not"
+                    ));
+                }
+                continue;
+            };
+            let types: Vec<&str> = m["lists"][i as usize]
+                .as_str()
+                .unwrap()
+                .split(',')
+                .collect();
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    failures.push(format!("{name} {kind}: {e:#}"));
+                    continue;
+                }
+            };
+            for ((t, g), w) in tensors.iter().zip(&got).zip(&types) {
+                let g = g.map_or("F32".to_string(), |g| g.name().to_uppercase());
+                if g != *w {
+                    failures.push(format!("{name} {kind}: {} is {w}, planned {g}", t.name));
+                }
+            }
+        }
+    }
+    assert!(compared >= 14 * 2 * 30, "{compared} plans compared");
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures[..failures.len().min(40)].join("\n")
+    );
+}
