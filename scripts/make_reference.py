@@ -714,10 +714,16 @@ def make_quantizers():
 # llama-quantize's mixes (quantbench's own engine makes every one) that it makes without an
 # importance matrix ...
 MIXES = ["Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "IQ4_XS", "IQ4_NL",
-         "TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "MXFP4_MOE", "IQ3_S", "IQ3_M"]
+         "TQ1_0", "TQ2_0", "Q1_0", "Q2_0", "MXFP4_MOE", "IQ3_S", "IQ3_M", "Q2_K"]
 # ... and with one (Q2_K_S, IQ3_XS, IQ3_XXS and the IQ2 / IQ1 mixes require one).
-MIXES_IMATRIX = ["Q2_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_S", "IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S",
+MIXES_IMATRIX = ["Q2_K", "Q2_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_S", "IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S",
                  "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"]
+
+
+def qb_mix_name(mix):
+    """quantbench's name of a llama-quantize file type: lower case, but Q2_K is `q2_k_mix`
+    (quantbench's `q2_k` is every matrix Q2_K)."""
+    return {"Q2_K": "q2_k_mix"}.get(mix, mix.lower())
 
 
 def make_mixes():
@@ -741,7 +747,7 @@ def make_mixes():
         dst = os.path.join(tmp, f"{mix}.gguf")
         quantize(f32, dst, mix)
         r = GGUFReader(dst)
-        out["mixes"][mix.lower()] = {
+        out["mixes"][qb_mix_name(mix)] = {
             t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
             for t in r.tensors}
     # With an importance matrix: llama-imatrix's over the project's essay (assets/eval),
@@ -760,7 +766,7 @@ def make_mixes():
         dst = os.path.join(tmp, f"{mix}-imatrix.gguf")
         quantize(f32, dst, mix, imatrix)
         r = GGUFReader(dst)
-        out["mixes+imatrix"][mix.lower()] = {
+        out["mixes+imatrix"][qb_mix_name(mix)] = {
             t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
             for t in r.tensors}
     # quantbench's own importance matrix (`quantbench imatrix`, the same text and chunks),
@@ -773,7 +779,7 @@ def make_mixes():
         dst = os.path.join(tmp, f"{mix}-ours.gguf")
         quantize(f32, dst, mix, ours)
         r = GGUFReader(dst)
-        out["mixes+quantbench-imatrix"][mix.lower()] = {
+        out["mixes+quantbench-imatrix"][qb_mix_name(mix)] = {
             t.name: [t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()]
             for t in r.tensors}
     with open(os.path.join(FIXTURES, "gguf", "mixes-tiny-llama.json"), "w") as f:

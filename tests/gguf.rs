@@ -527,8 +527,8 @@ fn exports_are_llama_cpps_converter_tensor_for_tensor() {
 
 /// quantbench's own engine makes llama-quantize's mixes byte for byte: its GGUF export of
 /// synthetic:tiny-llama (rows of 256 and 512, so the k-quants stay k-quants) at every mix
-/// llama-quantize makes without an importance matrix (Q3_K_S … Q5_K_M, IQ4_XS, IQ4_NL,
-/// IQ3_S, IQ3_M, TQ1_0, TQ2_0, Q1_0, Q2_0, MXFP4_MOE) has, tensor for tensor, the type
+/// llama-quantize makes without an importance matrix (Q2_K as q2_k_mix, Q3_K_S … Q5_K_M,
+/// IQ4_XS, IQ4_NL, IQ3_S, IQ3_M, TQ1_0, TQ2_0, Q1_0, Q2_0, MXFP4_MOE) has, tensor for tensor, the type
 /// and the bytes (sha256) of the
 /// file llama-quantize made from the same F32 weights (`make_reference.py --only
 /// mixes`); and gpt-oss's experts at MXFP4_MOE are llama-quantize's file exactly. The
@@ -541,7 +541,7 @@ fn own_mixes_are_llama_quantizes_files_byte_for_byte() {
     let src = model::resolve(&"synthetic:tiny-llama".parse().unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mixes = want["mixes"].as_object().unwrap();
-    assert_eq!(mixes.len(), 16);
+    assert_eq!(mixes.len(), 17);
     for (mix, tensors) in mixes {
         let p: Precision = mix.parse().unwrap();
         let out = tmp.path().join(format!("{mix}.gguf"));
@@ -597,8 +597,8 @@ fn own_mixes_with_an_importance_matrix_are_llama_quantizes_files_byte_for_byte()
     // The legacy .dat form is the same matrix: two of its mixes suffice.
     let dat_mixes = ["q4_k_m", "iq2_xxs"];
     for (form, key, n) in [
-        ("tiny-llama.imatrix.gguf", "mixes+imatrix", 16),
-        ("tiny-llama.imatrix.dat", "mixes+imatrix", 16),
+        ("tiny-llama.imatrix.gguf", "mixes+imatrix", 17),
+        ("tiny-llama.imatrix.dat", "mixes+imatrix", 17),
         // quantbench's own (`quantbench imatrix`), which llama-quantize took.
         (
             "tiny-llama.quantbench.imatrix.gguf",

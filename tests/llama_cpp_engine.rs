@@ -330,6 +330,23 @@ fn llama_cpps_quantizer_makes_its_types_from_f32_and_they_are_scored() {
         "{}",
         made(q4)
     );
+    // A single type is every quantized matrix in it, output and token table included
+    // (llama-quantize --pure), as the own engine means it: here all of them at q5_0,
+    // q4_k's fallback for 64-wide rows.
+    let pure = run(&toml.replace("\"q4_k_m\"]", "\"q4_k\"]"));
+    let v = &pure.variants[2];
+    assert_eq!(v.status, VariantStatus::Ok, "{:?}", v.error);
+    let formats: std::collections::BTreeSet<&str> = v
+        .weights
+        .as_ref()
+        .unwrap()
+        .by_format
+        .iter()
+        .map(|f| f.format.as_str())
+        .filter(|f| *f != "f32")
+        .collect();
+    assert_eq!(formats.into_iter().collect::<Vec<_>>(), ["q5_0"]);
+    assert!(made(v).contains("--pure"), "{}", made(v));
     // A second run finds the files in the cache.
     let again = run(&toml);
     assert!(made(&again.variants[2]).contains("from quantbench's cache"));
@@ -350,8 +367,8 @@ fn llama_cpps_quantizer_makes_its_types_from_f32_and_they_are_scored() {
         })
         .count();
     assert_eq!(
-        cached, 2,
-        "q8_0 and q4_k_m, each made once (f32 is the file itself)"
+        cached, 3,
+        "q8_0, q4_k_m and q4_k, each made once (f32 is the file itself)"
     );
 }
 
@@ -399,9 +416,9 @@ fn the_llama_cpp_engine_refuses_bad_input_with_exit_2() {
         err.contains("engine llama.cpp cannot make precision nf4"),
         "{err}"
     );
-    let (code, _, err) = run(&["--model", gguf, "--precisions", "q4_k"]);
+    let (code, _, err) = run(&["--model", gguf, "--precisions", "mxfp4"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("q4_k_m"), "{err}");
+    assert!(err.contains("mxfp4_moe"), "{err}");
     // Not a GGUF file.
     let (code, _, err) = run(&["--model", "synthetic:tiny"]);
     assert_eq!(code, 2, "{err}");

@@ -8,13 +8,19 @@
 //! matrix where llama-quantize does (exit 2 without one).
 //!
 //! The names and numbers are llama.h's `enum llama_ftype` and llama-quantize's option
-//! names (tools/quantize/quantize.cpp's `QUANT_OPTIONS`), lower-cased.
+//! names (tools/quantize/quantize.cpp's `QUANT_OPTIONS`), lower-cased — but for `Q2_K`,
+//! whose name quantbench's single type `q2_k` (every quantized matrix Q2_K) holds: its
+//! mix is `q2_k_mix`. (llama-quantize's `Q6_K` is every matrix Q6_K, quantbench's `q6_k`;
+//! its `Q3_K`, `Q4_K`, `Q5_K` are aliases of the `_M` mixes.)
 
 use std::fmt;
 
 /// One llama-quantize file type (`LLAMA_FTYPE_MOSTLY_*`) beyond quantbench's formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mix {
+    /// llama-quantize's `Q2_K` file type, named `q2_k_mix`: quantbench's `q2_k` is every
+    /// quantized matrix in Q2_K.
+    Q2K,
     Q2KS,
     Q3KS,
     Q3KM,
@@ -44,7 +50,7 @@ pub enum Mix {
 
 impl Mix {
     /// Every mix, from the most bits to the fewest (roughly: llama-quantize's order).
-    pub const ALL: [Mix; 25] = [
+    pub const ALL: [Mix; 26] = [
         Mix::Q5KM,
         Mix::Q5KS,
         Mix::Q4KM,
@@ -59,6 +65,7 @@ impl Mix {
         Mix::Iq3S,
         Mix::Iq3Xs,
         Mix::Iq3Xxs,
+        Mix::Q2K,
         Mix::Q2KS,
         Mix::Iq2M,
         Mix::Iq2S,
@@ -90,6 +97,7 @@ impl Mix {
 
     fn row(self) -> (&'static str, u32, &'static str) {
         match self {
+            Mix::Q2K => ("q2_k_mix", 10, "2.96G, +3.5199 ppl @ Llama-3-8B"),
             Mix::Q2KS => ("q2_k_s", 21, "2.96G, +3.1836 ppl @ Llama-3-8B"),
             Mix::Q3KS => ("q3_k_s", 11, "3.41G, +1.6321 ppl @ Llama-3-8B"),
             Mix::Q3KM => ("q3_k_m", 12, "3.74G, +0.6569 ppl @ Llama-3-8B"),

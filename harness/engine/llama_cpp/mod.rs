@@ -425,7 +425,7 @@ impl LlamaEngine {
         if p == Precision::Native {
             return Ok((self.file.path.clone(), None));
         }
-        let ftype = quantize::ftype_of(p)?;
+        let (ftype, _) = quantize::ftype_of(p)?;
         if self.file.file_type == Some(ftype) && !self.file.is_prequantized() {
             return Ok((self.file.path.clone(), None));
         }
@@ -1034,8 +1034,13 @@ impl Loaded for LlamaLoaded {
         if self.precision != Precision::Native {
             let how = match &self.made {
                 Some(m) => format!(
-                    "llama.cpp's quantizer (llama_model_quantize, {}) from {}{}{}: {}",
+                    "llama.cpp's quantizer (llama_model_quantize, {}{}) from {}{}{}: {}",
                     self.precision,
+                    if matches!(quantize::ftype_of(self.precision), Ok((_, true))) {
+                        " --pure: every quantized tensor that type"
+                    } else {
+                        ""
+                    },
                     self.source.display(),
                     self.settings
                         .imatrix

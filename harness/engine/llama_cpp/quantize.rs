@@ -13,34 +13,34 @@ use sha2::{Digest, Sha256};
 
 use crate::precision::Precision;
 
-/// The llama_ftype llama-quantize makes for `p`, or why the llama.cpp engine does not
-/// make it (an input error naming engine and precision).
-pub fn ftype_of(p: Precision) -> Result<u32> {
+/// The llama_ftype llama-quantize makes for `p`, and whether it is made `--pure`: a
+/// single-type precision (`q4_0`, `q4_k` ...) means every quantized matrix in that type to
+/// quantbench, output and token table included, which llama-quantize makes with `--pure`
+/// (its file types of those names are small mixes: Q4_0's output at Q6_K ...); a mix is
+/// its file type. Else why the llama.cpp engine does not make it (an input error naming
+/// engine and precision).
+pub fn ftype_of(p: Precision) -> Result<(u32, bool)> {
     Ok(match p {
-        Precision::F32 => 0,
-        Precision::F16 => 1,
-        Precision::Bf16 => 32,
-        Precision::Q8_0 => 7,
-        Precision::Q6K => 18,
-        Precision::Q5_0 => 8,
-        Precision::Q5_1 => 9,
-        Precision::Q4_0 => 2,
-        Precision::Q4_1 => 3,
-        Precision::Q2K => 10,
-        Precision::Mix(m) => m.llama_ftype(),
-        Precision::Q5K | Precision::Q4K | Precision::Q3K => crate::bad_input!(
-            "engine llama.cpp cannot make precision {p} as quantbench means it (every matrix {p}): llama-quantize's {} is an alias of its mix {}_m; ask for {}_m or {}_s",
-            p.name().to_uppercase(),
-            p.name(),
-            p.name(),
-            p.name()
-        ),
+        Precision::F32 => (0, false),
+        Precision::F16 => (1, false),
+        Precision::Bf16 => (32, false),
+        Precision::Q8_0 => (7, true),
+        Precision::Q6K => (18, true),
+        Precision::Q5_0 => (8, true),
+        Precision::Q5_1 => (9, true),
+        Precision::Q5K => (16, true),
+        Precision::Q4_0 => (2, true),
+        Precision::Q4_1 => (3, true),
+        Precision::Q4K => (14, true),
+        Precision::Q3K => (11, true),
+        Precision::Q2K => (10, true),
+        Precision::Mix(m) => (m.llama_ftype(), false),
         Precision::Mxfp4 => crate::bad_input!(
             "engine llama.cpp cannot make precision mxfp4 (every matrix MXFP4): llama-quantize has no such file type; its mix mxfp4_moe puts a mixture of experts' experts in MXFP4 and the rest in Q8_0"
         ),
         Precision::Native => unreachable!("native is the file itself"),
         other => crate::bad_input!(
-            "engine llama.cpp cannot make precision {other}: it is {}'s format, not one of llama-quantize's types; the llama.cpp engine makes f32, f16, bf16, q8_0, q6_k, q5_0, q5_1, q4_0, q4_1, q2_k and {}",
+            "engine llama.cpp cannot make precision {other}: it is {}'s format, not one of llama-quantize's types; the llama.cpp engine makes f32, f16, bf16, q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k and {}",
             other.family().name(),
             crate::format::mix::Mix::ALL.map(|m| m.name()).join(", ")
         ),
@@ -70,7 +70,12 @@ pub struct Made {
 
 /// The cache key of one quantization: the input's identity (path, size, modification
 /// time), the type, the importance matrix's identity and llama.cpp's version.
-fn cache_key(input: &Path, ftype: u32, imatrix: Option<&Path>, requantize: bool) -> Result<String> {
+fn cache_key(
+    input: &Path,
+    (ftype, pure): (u32, bool),
+    imatrix: Option<&Path>,
+    requantize: bool,
+) -> Result<String> {
     let mut h = Sha256::new();
     for p in std::iter::once(input).chain(imatrix) {
         let canonical = p
@@ -87,7 +92,7 @@ fn cache_key(input: &Path, ftype: u32, imatrix: Option<&Path>, requantize: bool)
         h.update(mtime.to_le_bytes());
     }
     h.update(ftype.to_le_bytes());
-    h.update([u8::from(requantize)]);
+    h.update([u8::from(requantize), u8::from(pure)]);
     h.update(super::VERSION.as_bytes());
     Ok(h.finalize()[..6]
         .iter()
@@ -151,7 +156,7 @@ pub fn quantized_in(
 fn run_quantizer(
     input: &Path,
     output: &Path,
-    ftype: u32,
+    (ftype, pure): (u32, bool),
     imatrix: Option<&Path>,
     requantize: bool,
     threads: usize,
@@ -172,6 +177,7 @@ fn run_quantizer(
         params.nthread = threads as i32;
         params.ftype = ftype as sys::llama_ftype;
         params.allow_requantize = requantize;
+        params.pure_ = pure;
         if let Some(e) = &entries {
             params.imatrix = e.as_ptr();
         }
