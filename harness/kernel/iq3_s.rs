@@ -10,7 +10,7 @@
 //! operations in the same order, so llama.cpp's bits (the two paths here are held to
 //! each other and to the dequantized product by the tests below).
 
-use super::iq4_xs::{by_dots, hsum8};
+use super::iq4_xs::{by_dots, hsum8, TILE};
 use crate::format::ggml_blocks::QK_K;
 use crate::format::ggml_tables::IQ3S_GRID;
 
@@ -57,8 +57,9 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     hsum8(acc)
 }
 
-/// [`dot_portable`] with ggml's AVX2 instructions: the grid entries gathered by index,
-/// the sign bits spread to bytes by a shuffle and applied to the activations.
+/// [`dot_portable`] with ggml's AVX2 instructions: the grid indices built in vectors and
+/// the entries gathered by index, the sign bits spread to bytes by a shuffle and applied
+/// to the activations.
 ///
 /// # Safety
 /// AVX2, FMA and F16C; `w` holds whole blocks, `q` their activations, `d` one scale a
@@ -66,6 +67,85 @@ pub fn dot_portable(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let mut out = [0f32; 1];
+    dots_body::<1>(w, q, d, q.len(), &mut out);
+    out[0]
+}
+
+/// `C` columns of activations against one weight row, each column's arithmetic exactly
+/// [`dot_avx2`]'s (so its bits), the grid entries and sign masks of a block built once
+/// for all `C`. `out[c]` receives column `c`'s dot.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `w` holds whole blocks; `q` holds `C` rows of `k` activations (the
+/// first at `q[0]`, `k` apart) and `d` their `C` rows of `k / 256` scales.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dots_avx2<const C: usize>(
+    w: &[u8],
+    q: &[i8],
+    d: &[f32],
+    k: usize,
+    out: &mut [f32; C],
+) {
+    dots_body::<C>(w, q, d, k, out)
+}
+
+/// [`dots_avx2`] compiled for AVX-512 CPUs (the same 256-bit instructions and bits, 32
+/// vector registers for the tile's sums).
+///
+/// # Safety
+/// As [`dots_avx2`], and AVX-512 F/BW/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub unsafe fn dots_avx512<const C: usize>(
+    w: &[u8],
+    q: &[i8],
+    d: &[f32],
+    k: usize,
+    out: &mut [f32; C],
+) {
+    dots_body::<C>(w, q, d, k, out)
+}
+
+/// The grid entries of blocks `ib32` and `ib32 + 1` (16 groups of 4): their indices
+/// `qs | qh bit << 8` built in two vectors as ggml builds them, the entries loaded.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn grid_pair(
+    b: *const u8,
+    ib32: usize,
+) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+    use std::arch::x86_64::*;
+    let (qs, qh) = (b.add(2 + 8 * ib32), b.add(66 + ib32));
+    let idx_l = _mm256_cvtepu8_epi16(_mm_loadu_si128(qs as *const __m128i));
+    let shift = _mm256_set_epi32(1, 2, 3, 4, 5, 6, 7, 8);
+    let bit = _mm256_set1_epi32(256);
+    let hi = |h: u8| _mm256_and_si256(_mm256_sllv_epi32(_mm256_set1_epi32(h as i32), shift), bit);
+    let v0 = _mm256_or_si256(
+        hi(*qh),
+        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(idx_l)),
+    );
+    let v1 = _mm256_or_si256(
+        hi(*qh.add(1)),
+        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(idx_l, 1)),
+    );
+    let mut idx = [0u32; 16];
+    _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, v0);
+    _mm256_storeu_si256(idx.as_mut_ptr().add(8) as *mut __m256i, v1);
+    // SAFETY: every index is a byte with at most bit 8 set: below 512.
+    let g = |i: usize| *IQ3S_GRID.get_unchecked(idx[i] as usize) as i32;
+    (
+        _mm256_set_epi32(g(7), g(6), g(5), g(4), g(3), g(2), g(1), g(0)),
+        _mm256_set_epi32(g(15), g(14), g(13), g(12), g(11), g(10), g(9), g(8)),
+    )
+}
+
+/// The body of [`dot_avx2`] / [`dots_avx2`] / [`dots_avx512`], inlined into each.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn dots_body<const C: usize>(w: &[u8], q: &[i8], d: &[f32], k: usize, out: &mut [f32; C]) {
     use std::arch::x86_64::*;
     const MASK1: [u8; 32] = [
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
@@ -78,50 +158,54 @@ pub unsafe fn dot_avx2(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
     let mask1 = _mm256_loadu_si256(MASK1.as_ptr() as *const __m256i);
     let mask2 = _mm256_loadu_si256(MASK2.as_ptr() as *const __m256i);
     let nb = w.len() / BLOCK_BYTES;
-    debug_assert!(q.len() >= nb * QK_K && d.len() >= nb);
-    let mut acc = _mm256_setzero_ps();
-    for (ibl, &dy) in d.iter().enumerate().take(nb) {
-        let b = &w[ibl * BLOCK_BYTES..(ibl + 1) * BLOCK_BYTES];
-        let (qs, qh, signs, scales) = (&b[2..66], &b[66..74], &b[74..106], &b[106..110]);
-        let q8 = q.as_ptr().add(ibl * QK_K);
-        let mut sumi = _mm256_setzero_si256();
+    let kb = k / QK_K;
+    debug_assert!(q.len() >= (C - 1) * k + nb * QK_K && d.len() >= (C - 1) * kb + nb);
+    let sgn = |b: *const u8, blk: usize| -> __m256i {
+        let bits = (b.add(74 + 4 * blk) as *const i32).read_unaligned();
+        let aux = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(bits), mask1), mask2);
+        _mm256_cmpeq_epi8(aux, mask2)
+    };
+    let mut acc = [_mm256_setzero_ps(); C];
+    for ibl in 0..nb {
+        let b = w.as_ptr().add(ibl * BLOCK_BYTES);
+        let mut sum = [_mm256_setzero_si256(); C];
         for ib32 in (0..QK_K / 32).step_by(2) {
-            let grid = |blk: usize| -> __m256i {
-                let h = qh[blk] as usize;
-                let e =
-                    |l: usize| IQ3S_GRID[qs[8 * blk + l] as usize | ((h << (8 - l)) & 256)] as i32;
-                _mm256_set_epi32(e(7), e(6), e(5), e(4), e(3), e(2), e(1), e(0))
-            };
-            let sgn = |blk: usize| -> __m256i {
-                let s = &signs[4 * blk..4 * blk + 4];
-                let bits = u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i32;
-                let aux =
-                    _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(bits), mask1), mask2);
-                _mm256_cmpeq_epi8(aux, mask2)
-            };
-            let (g1, g2) = (grid(ib32), grid(ib32 + 1));
-            let (s1, s2) = (sgn(ib32), sgn(ib32 + 1));
-            let a1 = _mm256_loadu_si256(q8.add(32 * ib32) as *const __m256i);
-            let a2 = _mm256_loadu_si256(q8.add(32 * ib32 + 32) as *const __m256i);
-            let a1 = _mm256_sub_epi8(_mm256_xor_si256(s1, a1), s1);
-            let a2 = _mm256_sub_epi8(_mm256_xor_si256(s2, a2), s2);
-            let sc = scales[ib32 / 2];
+            let (g1, g2) = grid_pair(b, ib32);
+            let (s1, s2) = (sgn(b, ib32), sgn(b, ib32 + 1));
+            let sc = *b.add(106 + ib32 / 2);
             let ls1 = _mm256_set1_epi16(2 * (sc & 0xf) as i16 + 1);
             let ls2 = _mm256_set1_epi16(2 * (sc >> 4) as i16 + 1);
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(g1, a1), ls1);
-            let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(g2, a2), ls2);
-            // One exact integer sum: ggml's two, added at the end, are the same integers.
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
+            for c in 0..C {
+                let a = q.as_ptr().add(c * k + ibl * QK_K + 32 * ib32);
+                let a1 = _mm256_loadu_si256(a as *const __m256i);
+                let a2 = _mm256_loadu_si256(a.add(32) as *const __m256i);
+                let a1 = _mm256_sub_epi8(_mm256_xor_si256(s1, a1), s1);
+                let a2 = _mm256_sub_epi8(_mm256_xor_si256(s2, a2), s2);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(g1, a1), ls1);
+                let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(g2, a2), ls2);
+                // One exact integer sum: ggml's two, added at the end, are the same
+                // integers.
+                sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(p1, p2));
+            }
         }
-        let dx = super::iq4_xs::f16_to_f32(b.as_ptr());
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), _mm256_cvtepi32_ps(sumi), acc);
+        let dx = super::iq4_xs::f16_to_f32(b);
+        for c in 0..C {
+            acc[c] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * d[c * kb + ibl]),
+                _mm256_cvtepi32_ps(sum[c]),
+                acc[c],
+            );
+        }
     }
-    let mut v = [0f32; 8];
-    _mm256_storeu_ps(v.as_mut_ptr(), acc);
-    hsum8(v)
+    for c in 0..C {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), acc[c]);
+        out[c] = hsum8(v);
+    }
 }
 
-/// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ3_S blocks `w` (`n` rows of `k`).
+/// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ3_S blocks `w` (`n` rows of `k`): a prompt's
+/// columns four at a time against each weight row, the rest one by one.
 pub fn matmul(
     w: &[u8],
     n: usize,
@@ -133,12 +217,20 @@ pub fn matmul(
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::level().is_some() && super::iq4_xs::has_f16c() {
-        // SAFETY: level() checked AVX2 and FMA, has_f16c F16C; by_dots hands whole rows
-        // and their activations.
+        let avx512 = super::level() == Some(super::Level::Avx512);
+        // SAFETY: level() checked AVX2 and FMA, has_f16c F16C (and AVX-512 for the
+        // AVX-512 build); by_dots hands whole rows and TILE columns of activations.
         let dot = |w: &[u8], q: &[i8], d: &[f32]| unsafe { dot_avx2(w, q, d) };
-        return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, &dot);
+        let tile = move |w: &[u8], q: &[i8], d: &[f32], k: usize, o: &mut [f32; TILE]| unsafe {
+            if avx512 {
+                dots_avx512::<TILE>(w, q, d, k, o)
+            } else {
+                dots_avx2::<TILE>(w, q, d, k, o)
+            }
+        };
+        return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot, Some(&tile)));
     }
-    by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, &dot_portable);
+    by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot_portable, None));
 }
 
 #[cfg(test)]
@@ -190,6 +282,36 @@ mod tests {
                 ((p as f64) - want).abs() <= 1e-4 * want.abs().max(1.0),
                 "{p} vs {want}"
             );
+        }
+    }
+
+    /// The four-column tile gives each column the single dot's bits (both builds).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_tile_gives_each_column_the_single_dots_bits() {
+        if crate::kernel::level().is_none() {
+            return;
+        }
+        let k = 2 * QK_K;
+        let w = blocks(2, 5);
+        let x: Vec<f32> = (0..4 * k)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 7.0)
+            .collect();
+        let mut a = Q8K::default();
+        a.quantize_into(&x);
+        let mut v = [0f32; 4];
+        unsafe { dots_avx2::<4>(&w, &a.qs, &a.d, k, &mut v) };
+        let avx512 = crate::kernel::level() == Some(crate::kernel::Level::Avx512);
+        let mut v5 = [0f32; 4];
+        if avx512 {
+            unsafe { dots_avx512::<4>(&w, &a.qs, &a.d, k, &mut v5) };
+        }
+        for c in 0..4 {
+            let one = dot_portable(&w, &a.qs[c * k..(c + 1) * k], &a.d[c * 2..c * 2 + 2]);
+            assert_eq!(v[c].to_bits(), one.to_bits(), "column {c}");
+            if avx512 {
+                assert_eq!(v5[c].to_bits(), one.to_bits(), "column {c} (AVX-512 build)");
+            }
         }
     }
 }

@@ -292,9 +292,20 @@ pub(crate) fn has_f16c() -> bool {
 /// One weight row's dot with a row of q8_K activations and their scales.
 pub(crate) type BlockDot = dyn Fn(&[u8], &[i8], &[f32]) -> f32 + Sync;
 
+/// One weight row's dots with [`TILE`] rows of activations (`k` apart) and their scales.
+pub(crate) type TileDot = dyn Fn(&[u8], &[i8], &[f32], usize, &mut [f32; TILE]) + Sync;
+
+/// A prompt's columns taken together against each weight row.
+pub(crate) const TILE: usize = 4;
+
+/// Weight rows per parallel unit.
+const ROWS: usize = 16;
+
 /// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for a k-quant-blocked type whose product is one
-/// `dot(row, q8_K activations, scales)` per (row, column): the activations rounded to
-/// q8_K once, weight rows shared out over the pool in units of 16 (IQ3_S's driver).
+/// `dot(row, q8_K activations, scales)` per (row, column), or `tile` of them at once: the
+/// activations rounded to q8_K once, weight rows shared out over the pool in units of
+/// 16, each unit writing its own outputs in place; a prompt's columns [`TILE`] at a time
+/// where the type has a tile, the rest one by one.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn by_dots(
     w: &[u8],
@@ -303,7 +314,7 @@ pub(crate) fn by_dots(
     m: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
-    dot: &BlockDot,
+    (dot, tile): (&BlockDot, Option<&TileDot>),
 ) {
     assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
     assert_eq!(y.len(), m * n, "output is not {m} x {n}");
@@ -317,7 +328,20 @@ pub(crate) fn by_dots(
         let out = super::Disjoint::new(y);
         let unit = |u: usize| {
             let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
-            for t in 0..m {
+            let mut t = 0;
+            while let Some(tile) = tile.filter(|_| t + TILE <= m) {
+                for r in r0..r1 {
+                    let mut v = [0f32; TILE];
+                    let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+                    tile(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v);
+                    for (c, v) in v.into_iter().enumerate() {
+                        // SAFETY: output (t + c, r) is this unit's alone.
+                        unsafe { out.part((t + c) * n + r, 1)[0] = v + bias.map_or(0.0, |b| b[r]) };
+                    }
+                }
+                t += TILE;
+            }
+            for t in t..m {
                 let (q, d) = (&acts.qs[t * k..(t + 1) * k], &acts.d[t * nb..(t + 1) * nb]);
                 // SAFETY: outputs (t, r0 .. r1) are this unit's alone.
                 let o = unsafe { out.part(t * n + r0, r1 - r0) };
@@ -336,15 +360,8 @@ pub(crate) fn by_dots(
     });
 }
 
-/// A prompt's columns taken together against each weight row.
-const TILE: usize = 4;
-
-/// Weight rows per parallel unit.
-const ROWS: usize = 16;
-
 /// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ4_XS blocks `w` (`n` rows of `k`): the
-/// activations rounded once, weight rows shared out over the pool in units of 16, each
-/// unit writing its own outputs in place.
+/// activations rounded once, a prompt's columns four at a time against each weight row.
 pub fn matmul(
     w: &[u8],
     n: usize,
@@ -354,86 +371,27 @@ pub fn matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    assert_eq!(x.len(), m * k, "activations are not {m} x {k}");
-    assert_eq!(y.len(), m * n, "output is not {m} x {n}");
     assert_eq!(
         w.len(),
         n * k / QK_K * BLOCK_BYTES,
         "weights are not {n} x {k} IQ4_XS"
     );
-    ACTS.with(|cell| {
-        let mut acts = cell.borrow_mut();
-        acts.quantize_into(x);
-        products(w, n, k, &acts, m, bias, y);
-    });
-}
-
-fn products(
-    w: &[u8],
-    n: usize,
-    k: usize,
-    acts: &Q8K,
-    m: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let nb = k / QK_K;
-    let row_bytes = nb * BLOCK_BYTES;
-    let out = super::Disjoint::new(y);
-    let simd = cfg!(target_arch = "x86_64") && super::level().is_some() && has_f16c();
-    let avx512 = simd && super::level() == Some(super::Level::Avx512);
-    let unit = |u: usize| {
-        let (r0, r1) = (u * ROWS, n.min(u * ROWS + ROWS));
-        let mut t = 0;
-        // A prompt's columns TILE at a time against each weight row.
-        #[cfg(target_arch = "x86_64")]
-        while simd && t + TILE <= m {
-            for r in r0..r1 {
-                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-                let mut v = [0f32; TILE];
-                // SAFETY: level() checked AVX2 and FMA; columns t .. t + 4 hold k
-                // activations and nb scales each.
-                unsafe {
-                    if avx512 {
-                        dots_avx512::<TILE>(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v)
-                    } else {
-                        dots_avx2::<TILE>(wr, &acts.qs[t * k..], &acts.d[t * nb..], k, &mut v)
-                    }
-                };
-                for (c, v) in v.into_iter().enumerate() {
-                    // SAFETY: output (t + c, r) is this unit's alone.
-                    unsafe { out.part((t + c) * n + r, 1)[0] = v + bias.map_or(0.0, |b| b[r]) };
-                }
+    #[cfg(target_arch = "x86_64")]
+    if super::level().is_some() && has_f16c() {
+        let avx512 = super::level() == Some(super::Level::Avx512);
+        // SAFETY: level() checked AVX2 and FMA, has_f16c F16C (and AVX-512 for the
+        // AVX-512 build); by_dots hands whole rows and TILE columns of activations.
+        let dot = |w: &[u8], q: &[i8], d: &[f32]| unsafe { dot_avx2(w, q, d) };
+        let tile = move |w: &[u8], q: &[i8], d: &[f32], k: usize, o: &mut [f32; TILE]| unsafe {
+            if avx512 {
+                dots_avx512::<TILE>(w, q, d, k, o)
+            } else {
+                dots_avx2::<TILE>(w, q, d, k, o)
             }
-            t += TILE;
-        }
-        for t in t..m {
-            let (q, d) = (&acts.qs[t * k..(t + 1) * k], &acts.d[t * nb..(t + 1) * nb]);
-            // SAFETY: outputs (t, r0 .. r1) are this unit's alone.
-            let o = unsafe { out.part(t * n + r0, r1 - r0) };
-            for (i, r) in (r0..r1).enumerate() {
-                let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-                #[cfg(target_arch = "x86_64")]
-                if simd {
-                    // SAFETY: level() checked AVX2 and FMA; whole blocks and their
-                    // activations, as asserted in matmul.
-                    o[i] = unsafe { dot_avx2(wr, q, d) };
-                }
-                if !simd {
-                    o[i] = dot_portable(wr, q, d);
-                }
-                if let Some(b) = bias {
-                    o[i] += b[r];
-                }
-            }
-        }
-    };
-    let units = n.div_ceil(ROWS);
-    if units * m >= 4 {
-        candle_core::utils::barrier_pool().execute_chunked(units, |range| range.for_each(unit));
-    } else {
-        (0..units).for_each(unit);
+        };
+        return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot, Some(&tile)));
     }
+    by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot_portable, None));
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # quantbench's own engine's quality pass beside llama-perplexity --kl-divergence, on the
 # same weights: SmolLM2-135M-Instruct's f32 GGUF (its shipped Q4_1 dequantized, written
-# by quantbench), llama-quantize's Q4_K_M, IQ4_XS and Q3_K_M files of it (the own engine
+# by quantbench), llama-quantize's Q4_K_M, IQ4_XS, Q3_K_M and Q2_K files of it (the own engine
 # makes those very bytes: tests/gguf.rs), scored by the own engine from the f32 file and
 # by llama-perplexity from the files; the project's essay in chunks of 512 with the
 # second half scored, f32 KV caches on both sides (the own engine's), 2 threads.
@@ -20,10 +20,12 @@ OUT=${OUT:-$CACHE/runs/kl-own-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 QB=$ROOT/target/release/quantbench
 [ -x "$QB" ] || ( cd "$ROOT" && cargo build --release -q )
-TYPES="q4_k_m iq4_xs q3_k_m"
+TYPES=${TYPES:-"q4_k_m iq4_xs q3_k_m q2_k_mix"}
+# llama-quantize's name of a quantbench mix (its Q2_K is quantbench's q2_k_mix).
+llama_name() { [ "$1" = q2_k_mix ] && echo Q2_K || echo "${1^^}"; }
 "$QB" export --model "$MODEL" --requantize --format gguf --precision f32 --out "$OUT/f32.gguf" --force > /dev/null
 for t in $TYPES; do
-  "$BIN/llama-quantize" "$OUT/f32.gguf" "$OUT/$t.gguf" "${t^^}" > "$OUT/quantize-$t.log" 2>&1
+  "$BIN/llama-quantize" "$OUT/f32.gguf" "$OUT/$t.gguf" "$(llama_name "$t")" > "$OUT/quantize-$t.log" 2>&1
 done
 cat > "$OUT/own.toml" <<TOML
 name = "kl-own-vs-llama-perplexity"
