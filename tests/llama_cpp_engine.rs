@@ -647,6 +647,8 @@ fn the_iq4_xs_and_iq3_s_products_are_ggmls_to_the_bit() {
     .unwrap()
     .path;
     let dir = tempfile::tempdir().unwrap();
+    // Nine columns: a prompt tile of eight and one column alone, both held to ggml.
+    const COLS: usize = 9;
     let mut checked = 0;
     for (path, ty) in [(&fixture, GgmlType::Iq4Xs), (&iq3, GgmlType::Iq3S)] {
         let file = GgufFile::open(path).unwrap();
@@ -664,14 +666,14 @@ fn the_iq4_xs_and_iq3_s_products_are_ggmls_to_the_bit() {
             let w = file.read_bytes(name).unwrap();
             for (seed, scale) in [(1u32, 1.0f32), (2, 1e-3), (3, 40.0)] {
                 let mut s = seed;
-                let x: Vec<f32> = (0..4 * k)
+                let x: Vec<f32> = (0..COLS * k)
                     .map(|_| {
                         s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                         ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
                     })
                     .collect();
                 let mut want: Vec<u32> = Vec::new();
-                for t in 0..4 {
+                for t in 0..COLS {
                     let (wf, xf) = (dir.path().join("w.bin"), dir.path().join("x.f32"));
                     std::fs::write(&wf, &w).unwrap();
                     let xb: Vec<u8> = x[t * k..(t + 1) * k]
@@ -696,26 +698,26 @@ fn the_iq4_xs_and_iq3_s_products_are_ggmls_to_the_bit() {
                             .map(|l| u32::from_str_radix(l, 16).unwrap()),
                     );
                 }
-                let mut got = vec![0f32; 4 * n];
+                let mut got = vec![0f32; COLS * n];
                 match ty {
                     GgmlType::Iq4Xs => {
-                        quantbench::kernel::iq4_xs::matmul(&w, n, k, &x, 4, None, &mut got)
+                        quantbench::kernel::iq4_xs::matmul(&w, n, k, &x, COLS, None, &mut got)
                     }
-                    _ => quantbench::kernel::iq3_s::matmul(&w, n, k, &x, 4, None, &mut got),
+                    _ => quantbench::kernel::iq3_s::matmul(&w, n, k, &x, COLS, None, &mut got),
                 }
                 let differ = got
                     .iter()
                     .zip(&want)
                     .filter(|(g, w)| g.to_bits() != **w)
                     .count();
-                assert_eq!(want.len(), 4 * n);
+                assert_eq!(want.len(), COLS * n);
                 assert_eq!(
                     differ,
                     0,
                     "{ty} {name} x{scale}: {differ} of {} outputs differ",
-                    4 * n
+                    COLS * n
                 );
-                checked += 4 * n;
+                checked += COLS * n;
             }
         }
     }

@@ -205,7 +205,7 @@ unsafe fn dots_body<const C: usize>(w: &[u8], q: &[i8], d: &[f32], k: usize, out
 }
 
 /// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ3_S blocks `w` (`n` rows of `k`): a prompt's
-/// columns four at a time against each weight row, the rest one by one.
+/// columns eight at a time against each weight row, the rest one by one.
 pub fn matmul(
     w: &[u8],
     n: usize,
@@ -225,7 +225,12 @@ pub fn matmul(
             if avx512 {
                 dots_avx512::<TILE>(w, q, d, k, o)
             } else {
-                dots_avx2::<TILE>(w, q, d, k, o)
+                // Sixteen vector registers: two tiles of four.
+                let nb = k / QK_K;
+                let (a, b) = o.split_at_mut(TILE / 2);
+                dots_avx2::<{ TILE / 2 }>(w, q, d, k, a.try_into().expect("half a tile"));
+                let (q2, d2) = (&q[TILE / 2 * k..], &d[TILE / 2 * nb..]);
+                dots_avx2::<{ TILE / 2 }>(w, q2, d2, k, b.try_into().expect("half a tile"));
             }
         };
         return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot, Some(&tile)));

@@ -295,8 +295,9 @@ pub(crate) type BlockDot = dyn Fn(&[u8], &[i8], &[f32]) -> f32 + Sync;
 /// One weight row's dots with [`TILE`] rows of activations (`k` apart) and their scales.
 pub(crate) type TileDot = dyn Fn(&[u8], &[i8], &[f32], usize, &mut [f32; TILE]) + Sync;
 
-/// A prompt's columns taken together against each weight row.
-pub(crate) const TILE: usize = 4;
+/// A prompt's columns taken together against each weight row: eight (the AVX-512 build's
+/// 32 registers hold their sums; the AVX2 build runs two tiles of four).
+pub(crate) const TILE: usize = 8;
 
 /// Weight rows per parallel unit.
 const ROWS: usize = 16;
@@ -361,7 +362,7 @@ pub(crate) fn by_dots(
 }
 
 /// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ4_XS blocks `w` (`n` rows of `k`): the
-/// activations rounded once, a prompt's columns four at a time against each weight row.
+/// activations rounded once, a prompt's columns eight at a time against each weight row.
 pub fn matmul(
     w: &[u8],
     n: usize,
@@ -386,7 +387,12 @@ pub fn matmul(
             if avx512 {
                 dots_avx512::<TILE>(w, q, d, k, o)
             } else {
-                dots_avx2::<TILE>(w, q, d, k, o)
+                // Sixteen vector registers: two tiles of four.
+                let nb = k / QK_K;
+                let (a, b) = o.split_at_mut(TILE / 2);
+                dots_avx2::<{ TILE / 2 }>(w, q, d, k, a.try_into().expect("half a tile"));
+                let (q2, d2) = (&q[TILE / 2 * k..], &d[TILE / 2 * nb..]);
+                dots_avx2::<{ TILE / 2 }>(w, q2, d2, k, b.try_into().expect("half a tile"));
             }
         };
         return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot, Some(&tile)));
