@@ -25,6 +25,7 @@ TYPES=${TYPES:-Q8_0 Q4_K_M IQ4_XS IQ4_NL IQ3_M IQ3_S IQ3_XXS Q2_K IQ2_M IQ2_S IQ
 PROMPT=${PROMPT:-64}
 GEN=${GEN:-16}
 ROUNDS=${ROUNDS:-2}
+REPS=${REPS:-3}
 OUT=${OUT:-$CACHE/runs/mix-speed-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 for t in $TYPES; do
@@ -33,7 +34,7 @@ for t in $TYPES; do
   case $t in IQ3_XS|IQ3_XXS|IQ2_*|IQ1_*|Q2_K_S) extra=(--imatrix "${IMATRIX:?$t needs IMATRIX}") ;; esac
   [ -f "$f" ] || "$BIN/llama-quantize" "${extra[@]}" "$F32" "$f" "$t" > "$OUT/quantize-$t.log" 2>&1
   "$QB" run --model "$f" --engine quantbench,llama.cpp --precisions native \
-    --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --rounds "$ROUNDS" --warmup 1 --repeats 3 \
+    --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --new-tokens "$GEN" --rounds "$ROUNDS" --warmup 1 --repeats "$REPS" \
     --no-quality --quiet --out "$OUT/run-$t" > /dev/null
 done
 python3 - "$OUT" $TYPES <<'PYEOF'
