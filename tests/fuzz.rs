@@ -695,3 +695,42 @@ proptest! {
         prop_assert!(ggml_blocks::BlockMatrix::from_bytes(ty, &bytes[1..], rows, blocks * qk).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases().min(200), ..ProptestConfig::default() })]
+
+    /// An importance matrix file (llama-imatrix's GGUF or legacy .dat) cut short, with
+    /// bytes overwritten, or of arbitrary bytes, is read or refused — never a panic — and
+    /// what reads back answers for a tensor without one.
+    #[test]
+    fn importance_matrix_files_survive_any_bytes(
+        dat in any::<bool>(),
+        cut in 0.0f64..1.0,
+        edits in prop::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
+        noise in any::<bool>(),
+    ) {
+        use quantbench::format::imatrix::Imatrix;
+        let name = if dat { "tiny-llama.imatrix.dat" } else { "tiny-llama.imatrix.gguf" };
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf").join(name);
+        let mut bytes = std::fs::read(fixture).unwrap();
+        if noise {
+            let mut s = (cut * 1e9) as u64 | 1;
+            for b in bytes.iter_mut().skip(8) {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                *b = (s >> 56) as u8;
+            }
+        }
+        for (at, v) in &edits {
+            let i = (at * bytes.len() as f64) as usize % bytes.len();
+            bytes[i] = *v;
+        }
+        bytes.truncate(((cut * bytes.len() as f64) as usize).max(1));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        if let Ok(m) = Imatrix::read(&path) {
+            let _ = m.for_tensor("blk.0.attn_q.weight", 256, (0, 1));
+            let _ = m.for_tensor("blk.0.ffn_down.weight", 512, (1, 4));
+        }
+    }
+}
