@@ -657,6 +657,18 @@ impl TypeFormat {
         }
         let w = t.flatten_all()?.to_vec1::<f32>()?;
         let bytes = if ggml_iquants::handles(self.ty) {
+            // ggml's grid searches assert on a weight they cannot place (its search finds
+            // no finite distance); refuse the matrix instead of stopping the run.
+            if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+                anyhow::bail!(
+                    "{} cannot hold row {} of this matrix: its weight {} is {} (ggml's {} quantizer needs finite weights)",
+                    self.ty,
+                    i / k,
+                    i % k,
+                    w[i],
+                    self.ty
+                );
+            }
             if imatrix.is_none() && ggml_iquants::requires_importance(self.ty) {
                 crate::bad_input!(
                     "{} needs an importance matrix: ggml's quantizer refuses to make one without; give --imatrix FILE (llama-imatrix's, or `quantbench imatrix`'s)",
@@ -801,6 +813,21 @@ pub fn matrix(ty: GgmlType, bytes: &[u8], out: usize, k: usize) -> Result<Arc<dy
 
 #[cfg(test)]
 mod tests {
+    /// A grid i-quant refuses a matrix with a non-finite weight (ggml would abort),
+    /// naming the row; a finite one is stored.
+    #[test]
+    fn grid_types_refuse_non_finite_weights() {
+        let dev = candle_core::Device::Cpu;
+        let f = type_format(GgmlType::Iq3S).unwrap();
+        let mut v = vec![0.01f32; 2 * 256];
+        let ok = candle_core::Tensor::from_vec(v.clone(), (2, 256), &dev).unwrap();
+        assert!(f.store(&ok, &dev).is_ok());
+        v[256 + 7] = f32::NAN;
+        let bad = candle_core::Tensor::from_vec(v, (2, 256), &dev).unwrap();
+        let e = format!("{:#}", f.store(&bad, &dev).err().unwrap());
+        assert!(e.contains("row 1") && e.contains("NaN"), "{e}");
+    }
+
     use super::*;
 
     #[test]
