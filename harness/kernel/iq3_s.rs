@@ -220,7 +220,15 @@ pub fn matmul(
         let avx512 = super::level() == Some(super::Level::Avx512);
         // SAFETY: level() checked AVX2 and FMA, has_f16c F16C (and AVX-512 for the
         // AVX-512 build); by_dots hands whole rows and TILE columns of activations.
-        let dot = |w: &[u8], q: &[i8], d: &[f32]| unsafe { dot_avx2(w, q, d) };
+        let dot = move |w: &[u8], q: &[i8], d: &[f32]| unsafe {
+            if avx512 {
+                let mut o = [0f32; 1];
+                dots_avx512::<1>(w, q, d, q.len(), &mut o);
+                o[0]
+            } else {
+                dot_avx2(w, q, d)
+            }
+        };
         let tile = move |w: &[u8], q: &[i8], d: &[f32], k: usize, o: &mut [f32; TILE]| unsafe {
             if avx512 {
                 dots_avx512::<TILE>(w, q, d, k, o)
