@@ -25,6 +25,37 @@ fn reference() -> HashMap<String, candle_core::Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
+/// Every (fixture name, quantbench's bytes) case `cases` makes for a type on each input
+/// (its name, values, row length and importance values) against the fixture's bytes of
+/// that name: the number compared and a line per case that differs.
+fn compare_on_inputs(
+    r: &HashMap<String, candle_core::Tensor>,
+    types: &[quantbench::format::GgmlType],
+    cases: impl Fn(quantbench::format::GgmlType, &str, &[f32], usize, &[f32]) -> Vec<(String, Vec<u8>)>,
+) -> (usize, Vec<String>) {
+    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
+    inputs.sort();
+    let (mut checked, mut failures) = (0, Vec::new());
+    for &ty in types {
+        for key in &inputs {
+            let dist = key.trim_start_matches("input/");
+            let x = &r[*key];
+            let cols = x.dims()[1];
+            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = r[&format!("imatrix/{dist}")].to_vec1::<f32>().unwrap();
+            for (name, got) in cases(ty, dist, &v, cols, &w) {
+                let want = r[&name].to_vec1::<u8>().unwrap();
+                checked += 1;
+                if got != want {
+                    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                    failures.push(format!("{name}: {differ} of {} bytes differ", want.len()));
+                }
+            }
+        }
+    }
+    (checked, failures)
+}
+
 fn ours(name: &str, x: &candle_core::Tensor) -> Vec<u8> {
     if name == "iq4_nl" {
         let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -127,38 +158,20 @@ fn every_read_type_dequantizes_as_ggml_does_to_the_bit() {
 #[test]
 fn every_quantizer_makes_ggmls_bytes_with_an_importance_matrix() {
     use quantbench::format::{ggml_quants, GgmlType};
-    let r = reference();
-    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
-    inputs.sort();
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for ty in GgmlType::ALL
+    let types: Vec<GgmlType> = GgmlType::ALL
         .into_iter()
         .filter(|t| ggml_quants::takes_importance(*t))
-    {
-        for key in &inputs {
-            let dist = key.trim_start_matches("input/");
-            let x = &r[*key];
-            let cols = x.dims()[1];
-            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let w = r[&format!("imatrix/{dist}")].to_vec1::<f32>().unwrap();
-            let mut cases = vec![(
-                format!("{}+imatrix/{dist}", ty.lower()),
-                ggml_quants::quantize_weighted(ty, &v, cols, &w),
-            )];
-            if ty == GgmlType::Iq4Xs {
-                cases.push((format!("iq4_xs/{dist}"), ggml_quants::quantize_iq4_xs(&v)));
-            }
-            for (name, got) in cases {
-                let want = r[&name].to_vec1::<u8>().unwrap();
-                checked += 1;
-                if got != want {
-                    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-                    failures.push(format!("{name}: {differ} of {} bytes differ", want.len()));
-                }
-            }
+        .collect();
+    let (checked, failures) = compare_on_inputs(&reference(), &types, |ty, dist, v, cols, w| {
+        let mut cases = vec![(
+            format!("{}+imatrix/{dist}", ty.lower()),
+            ggml_quants::quantize_weighted(ty, v, cols, w),
+        )];
+        if ty == GgmlType::Iq4Xs {
+            cases.push((format!("iq4_xs/{dist}"), ggml_quants::quantize_iq4_xs(v)));
         }
-    }
+        cases
+    });
     assert_eq!(checked, 11 * 6 + 6, "every type on every input");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -205,36 +218,21 @@ fn the_simple_types_quantizers_make_ggmls_bytes() {
 fn the_grid_i_quants_quantizers_make_ggmls_bytes() {
     use quantbench::format::{ggml_iquants, GgmlType};
     let r = reference();
-    let mut inputs: Vec<&String> = r.keys().filter(|k| k.starts_with("input/")).collect();
-    inputs.sort();
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for ty in GgmlType::ALL
+    let types: Vec<GgmlType> = GgmlType::ALL
         .into_iter()
         .filter(|t| ggml_iquants::handles(*t))
-    {
-        for key in &inputs {
-            let dist = key.trim_start_matches("input/");
-            let x = &r[*key];
-            let cols = x.dims()[1];
-            let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let w = r[&format!("imatrix/{dist}")].to_vec1::<f32>().unwrap();
-            let mut cases = vec![(format!("{}+imatrix/{dist}", ty.lower()), Some(w.as_slice()))];
-            let name = format!("{}/{dist}", ty.lower());
-            if !ggml_iquants::requires_importance(ty) && r.contains_key(&name) {
-                cases.push((name, None));
-            }
-            for (name, w) in cases {
-                let got = ggml_iquants::quantize(ty, &v, cols, w);
-                let want = r[&name].to_vec1::<u8>().unwrap();
-                checked += 1;
-                if got != want {
-                    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-                    failures.push(format!("{name}: {differ} of {} bytes differ", want.len()));
-                }
-            }
+        .collect();
+    let (checked, failures) = compare_on_inputs(&r, &types, |ty, dist, v, cols, w| {
+        let mut cases = vec![(
+            format!("{}+imatrix/{dist}", ty.lower()),
+            ggml_iquants::quantize(ty, v, cols, Some(w)),
+        )];
+        let name = format!("{}/{dist}", ty.lower());
+        if !ggml_iquants::requires_importance(ty) && r.contains_key(&name) {
+            cases.push((name, ggml_iquants::quantize(ty, v, cols, None)));
         }
-    }
+        cases
+    });
     assert_eq!(checked, 7 * 6 + 3 * 6, "every type on every input");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

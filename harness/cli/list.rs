@@ -59,23 +59,10 @@ fn engines() {
         };
         outln!("  {:<16} {what}{built}", e.name());
     }
-    let (own, llama_only): (Vec<_>, Vec<_>) = quantbench::format::mix::Mix::ALL
-        .into_iter()
-        .partition(|m| quantbench::format::mix::Mix::own_engine_makes(*m));
-    let names = |v: Vec<quantbench::format::mix::Mix>| {
-        v.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
-    };
     outln!(
-        "  llama-quantize's mixes, made by both engines (quantbench's byte for byte as llama-quantize's; q2_k_s, iq3_xs, iq3_xxs, iq2_* and iq1_* need --imatrix, as llama-quantize says): {}",
-        names(own)
+        "  llama-quantize's mixes, made by both engines (quantbench's byte for byte as llama-quantize's; q2_k_s, iq3_xs, iq3_xxs, iq2_* and iq1_* need --imatrix, as llama-quantize says): {}\n",
+        quantbench::format::mix::Mix::ALL.map(|m| m.name()).join(", ")
     );
-    if !llama_only.is_empty() {
-        outln!(
-            "  llama-quantize's mixes the llama.cpp engine alone makes: {}",
-            names(llama_only)
-        );
-    }
-    outln!("");
 }
 
 fn presets() {

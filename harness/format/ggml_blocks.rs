@@ -638,6 +638,20 @@ pub fn type_format(ty: GgmlType) -> Option<&'static dyn super::WeightFormat> {
         .map(|f| f as &dyn super::WeightFormat)
 }
 
+/// The `[out, k]` shape and f32 values of a matrix to store in `ty`, a type whose
+/// matrices live on the CPU (an error naming it for another device).
+pub(super) fn cpu_values(
+    ty: GgmlType,
+    t: &candle_core::Tensor,
+    device: &candle_core::Device,
+) -> Result<(usize, usize, Vec<f32>)> {
+    if !device.is_cpu() {
+        anyhow::bail!("{ty} matrices live on the CPU (quantbench has no GPU kernel for them)");
+    }
+    let (out, k) = t.dims2()?;
+    Ok((out, k, t.flatten_all()?.to_vec1::<f32>()?))
+}
+
 impl TypeFormat {
     /// The matrix quantized by ggml's quantizer of the type (the grid i-quants' on
     /// slices of rows on every core), with the importance values `imatrix` where given.
@@ -648,14 +662,7 @@ impl TypeFormat {
         imatrix: Option<&[f32]>,
     ) -> Result<crate::model::nn::Matrix> {
         use super::ggml_iquants;
-        let (out, k) = t.dims2()?;
-        if !device.is_cpu() {
-            anyhow::bail!(
-                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
-                self.ty
-            );
-        }
-        let w = t.flatten_all()?.to_vec1::<f32>()?;
+        let (out, k, w) = cpu_values(self.ty, t, device)?;
         let bytes = if ggml_iquants::handles(self.ty) {
             // ggml's grid searches assert on a weight they cannot place (its search finds
             // no finite distance); refuse the matrix instead of stopping the run.

@@ -263,6 +263,23 @@ fn max(a: f32, b: f32) -> f32 {
     }
 }
 
+/// ggml's running `MAX` over `x` from its first value.
+fn largest(x: &[f32]) -> f32 {
+    x[1..].iter().fold(x[0], |m, &v| max(m, v))
+}
+
+/// ggml's running `MAX` of `fabsf` over `x` from its first value.
+fn largest_abs(x: &[f32]) -> f32 {
+    x[1..].iter().fold(x[0].abs(), |m, &v| max(m, v.abs()))
+}
+
+/// The square roots of a group's weights (the neighbour searches' weights).
+fn roots(weight: &[f32], waux: &mut [f32]) {
+    for (a, &w) in waux.iter_mut().zip(weight) {
+        *a = w.sqrt();
+    }
+}
+
 fn sum_squares(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |s, &v| s + v * v)
 }
@@ -443,12 +460,10 @@ fn iq3_xxs_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             |v| v * v,
             &mut weight,
         );
-        for (a, &w) in waux.iter_mut().zip(&weight) {
-            *a = w.sqrt();
-        }
+        roots(&weight, &mut waux);
         let mut signs = [0u8; 4];
         signs_of(xb, &weight, true, &mut xval, &mut signs);
-        let top = xval[1..].iter().fold(xval[0], |m, &v| max(m, v));
+        let top = largest(&xval);
         let mut l = [0i8; 32];
         if top < GROUP_MAX_EPS_IQ3_XXS {
             continue;
@@ -523,12 +538,10 @@ fn iq3_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             |v| v * v,
             &mut weight,
         );
-        for (a, &w) in waux.iter_mut().zip(&weight) {
-            *a = w.sqrt();
-        }
+        roots(&weight, &mut waux);
         let mut signs = [0u8; 4];
         signs_of(xb, &weight, false, &mut xval, &mut signs);
-        let top = xval[1..].iter().fold(xval[0], |m, &v| max(m, v));
+        let top = largest(&xval);
         let mut l = [0i8; 32];
         if top == 0.0 {
             continue;
@@ -592,12 +605,10 @@ fn iq2_xxs_block(x: &[f32], qw: &[f32], y: &mut [u8]) {
     for ib in 0..8 {
         let xb = &x[32 * ib..32 * ib + 32];
         group_weights(xb, Some(&qw[32 * ib..]), sigma2, |v| v, &mut weight);
-        for (a, &w) in waux.iter_mut().zip(&weight) {
-            *a = w.sqrt();
-        }
+        roots(&weight, &mut waux);
         let mut signs = [0u8; 4];
         signs_of(xb, &weight, true, &mut xval, &mut signs);
-        let top = xval[1..].iter().fold(xval[0], |m, &v| max(m, v));
+        let top = largest(&xval);
         if top < GROUP_MAX_EPS {
             continue;
         }
@@ -679,12 +690,10 @@ fn iq2_xs_block(x: &[f32], qw: &[f32], y: &mut [u8]) {
     for ib in 0..16 {
         let xb = &x[16 * ib..16 * ib + 16];
         group_weights(xb, Some(&qw[16 * ib..]), sigma2, |v| v, &mut weight);
-        for (a, &w) in waux.iter_mut().zip(&weight) {
-            *a = w.sqrt();
-        }
+        roots(&weight, &mut waux);
         let mut signs = [0u8; 2];
         signs_of(xb, &weight, true, &mut xval, &mut signs);
-        let top = xval[1..].iter().fold(xval[0], |m, &v| max(m, v));
+        let top = largest(&xval);
         let mut l = [0i8; 16];
         if top < GROUP_MAX_EPS {
             continue;
@@ -735,12 +744,10 @@ fn iq2_s_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             |v| 0.25 * sigma2 + v * v,
             &mut weight,
         );
-        for (a, &w) in waux.iter_mut().zip(&weight) {
-            *a = w.sqrt();
-        }
+        roots(&weight, &mut waux);
         let mut signs = [0u8; 2];
         signs_of(xb, &weight, false, &mut xval, &mut signs);
-        let top = xval[1..].iter().fold(xval[0], |m, &v| max(m, v));
+        let top = largest(&xval);
         let mut l = [0i8; 16];
         if top < GROUP_MAX_EPS_IQ2_S {
             continue;
@@ -900,7 +907,7 @@ fn iq1_s_block(x: &[f32], qw: &[f32], y: &mut [u8]) {
     for ib in 0..QK_K / BS {
         let xb = &x[BS * ib..BS * (ib + 1)];
         group_weights(xb, Some(&qw[BS * ib..]), sigma2, |v| v, &mut weight);
-        let top = xb[1..].iter().fold(xb[0].abs(), |m, &v| max(m, v.abs()));
+        let top = largest_abs(xb);
         if top < GROUP_MAX_EPS_IQ1_S {
             continue;
         }
@@ -1059,7 +1066,7 @@ fn iq1_m_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             |v| v * v,
             &mut weight,
         );
-        let top = xb[1..].iter().fold(xb[0].abs(), |m, &v| max(m, v.abs()));
+        let top = largest_abs(xb);
         if top < GROUP_MAX_EPS_IQ1_M {
             continue;
         }

@@ -86,25 +86,11 @@ impl WeightFormat for Iq4Format {
         }
     }
     fn store(&self, t: &Tensor, device: &Device) -> Result<Matrix> {
-        let (out, k) = t.dims2()?;
-        if !device.is_cpu() {
-            anyhow::bail!(
-                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
-                self.ty
-            );
-        }
-        let w = t.flatten_all()?.to_vec1::<f32>()?;
+        let (out, k, w) = super::ggml_blocks::cpu_values(self.ty, t, device)?;
         matrix(self.ty, &quantize(self.ty, &w, k, None), out, k)
     }
     fn store_weighted(&self, t: &Tensor, device: &Device, imatrix: &[f32]) -> Result<Matrix> {
-        let (out, k) = t.dims2()?;
-        if !device.is_cpu() {
-            anyhow::bail!(
-                "{} matrices live on the CPU (quantbench has no GPU kernel for them)",
-                self.ty
-            );
-        }
-        let w = t.flatten_all()?.to_vec1::<f32>()?;
+        let (out, k, w) = super::ggml_blocks::cpu_values(self.ty, t, device)?;
         matrix(self.ty, &quantize(self.ty, &w, k, Some(imatrix)), out, k)
     }
     fn ggml_type(&self) -> Option<GgmlType> {

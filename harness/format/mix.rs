@@ -3,7 +3,7 @@
 //! types only mixes use. A precision names one as
 //! [`crate::precision::Precision::Mix`]. The llama.cpp engine makes every one through
 //! llama-quantize; quantbench's own engine makes every one too
-//! ([`Mix::own_engine_makes`]: `format::mix_plan` chooses each tensor's type as
+//! (`format::mix_plan` chooses each tensor's type as
 //! llama-quantize does, the blocks are ggml's, byte for byte), asking for an importance
 //! matrix where llama-quantize does (exit 2 without one).
 //!
@@ -124,14 +124,6 @@ impl Mix {
             Mix::Q1_0 => ("q1_0", 40, "1.125 bpw quantization"),
             Mix::Q2_0 => ("q2_0", 41, "2.25 bpw quantization (group 64)"),
         }
-    }
-
-    /// Whether quantbench's own engine makes it: every mix (`format::mix_plan` plans
-    /// its types, quantbench quantizes them all as ggml does). Those whose types
-    /// llama-quantize only makes with an importance matrix ask for one
-    /// (`mix_plan::requires_imatrix`).
-    pub fn own_engine_makes(self) -> bool {
-        crate::format::mix_plan::plannable(self.llama_ftype())
     }
 
     /// The mix called `name` (case-insensitive), if there is one.

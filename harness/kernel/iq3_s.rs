@@ -10,7 +10,7 @@
 //! operations in the same order, so llama.cpp's bits (the two paths here are held to
 //! each other and to the dequantized product by the tests below).
 
-use super::iq4_xs::{by_dots, hsum8, TILE};
+use super::iq4_xs::{hsum8, tiled_matmul, Tiled, TILE};
 use crate::format::ggml_blocks::QK_K;
 use crate::format::ggml_tables::IQ3S_GRID;
 
@@ -204,6 +204,32 @@ unsafe fn dots_body<const C: usize>(w: &[u8], q: &[i8], d: &[f32], k: usize, out
     }
 }
 
+/// [`dot_avx2`] compiled for AVX-512 CPUs (the same bits).
+///
+/// # Safety
+/// As [`dot_avx2`], and AVX-512 F/BW/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub unsafe fn dot_avx512(w: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let mut out = [0f32; 1];
+    dots_body::<1>(w, q, d, q.len(), &mut out);
+    out[0]
+}
+
+/// IQ3_S's kernels.
+static IQ3_S: Tiled = Tiled {
+    block_bytes: BLOCK_BYTES,
+    portable: dot_portable,
+    #[cfg(target_arch = "x86_64")]
+    one_avx2: dot_avx2,
+    #[cfg(target_arch = "x86_64")]
+    one_avx512: dot_avx512,
+    #[cfg(target_arch = "x86_64")]
+    half_avx2: dots_avx2::<{ TILE / 2 }>,
+    #[cfg(target_arch = "x86_64")]
+    tile_avx512: dots_avx512::<TILE>,
+};
+
 /// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ3_S blocks `w` (`n` rows of `k`): a prompt's
 /// columns eight at a time against each weight row, the rest one by one.
 pub fn matmul(
@@ -215,35 +241,7 @@ pub fn matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if super::level().is_some() && super::iq4_xs::has_f16c() {
-        let avx512 = super::level() == Some(super::Level::Avx512);
-        // SAFETY: level() checked AVX2 and FMA, has_f16c F16C (and AVX-512 for the
-        // AVX-512 build); by_dots hands whole rows and TILE columns of activations.
-        let dot = move |w: &[u8], q: &[i8], d: &[f32]| unsafe {
-            if avx512 {
-                let mut o = [0f32; 1];
-                dots_avx512::<1>(w, q, d, q.len(), &mut o);
-                o[0]
-            } else {
-                dot_avx2(w, q, d)
-            }
-        };
-        let tile = move |w: &[u8], q: &[i8], d: &[f32], k: usize, o: &mut [f32; TILE]| unsafe {
-            if avx512 {
-                dots_avx512::<TILE>(w, q, d, k, o)
-            } else {
-                // Sixteen vector registers: two tiles of four.
-                let nb = k / QK_K;
-                let (a, b) = o.split_at_mut(TILE / 2);
-                dots_avx2::<{ TILE / 2 }>(w, q, d, k, a.try_into().expect("half a tile"));
-                let (q2, d2) = (&q[TILE / 2 * k..], &d[TILE / 2 * nb..]);
-                dots_avx2::<{ TILE / 2 }>(w, q2, d2, k, b.try_into().expect("half a tile"));
-            }
-        };
-        return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot, Some(&tile)));
-    }
-    by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot_portable, None));
+    tiled_matmul(&IQ3_S, w, (n, k), x, m, bias, y);
 }
 
 #[cfg(test)]

@@ -361,6 +361,83 @@ pub(crate) fn by_dots(
     });
 }
 
+/// A tiled type's products: the portable dot, and on x86-64 its single-column dots
+/// (AVX2 build, AVX-512 build) and its tiles ([`TILE`] columns in the AVX-512 build, half
+/// of them in the AVX2 one, whose 16 registers hold four columns' sums). Every one gives
+/// a column the same bits.
+/// `C` columns of activations (`k` apart) and their scales against one weight row.
+pub(crate) type ColumnsKernel<const C: usize> =
+    unsafe fn(&[u8], &[i8], &[f32], usize, &mut [f32; C]);
+
+pub(crate) struct Tiled {
+    pub block_bytes: usize,
+    pub portable: fn(&[u8], &[i8], &[f32]) -> f32,
+    #[cfg(target_arch = "x86_64")]
+    pub one_avx2: unsafe fn(&[u8], &[i8], &[f32]) -> f32,
+    #[cfg(target_arch = "x86_64")]
+    pub one_avx512: unsafe fn(&[u8], &[i8], &[f32]) -> f32,
+    #[cfg(target_arch = "x86_64")]
+    pub half_avx2: ColumnsKernel<{ TILE / 2 }>,
+    #[cfg(target_arch = "x86_64")]
+    pub tile_avx512: ColumnsKernel<TILE>,
+}
+
+/// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for the blocks `w` (`n` rows of `k`) of a tiled
+/// type: [`by_dots`] with the widest of `t`'s kernels this CPU runs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tiled_matmul(
+    t: &'static Tiled,
+    w: &[u8],
+    (n, k): (usize, usize),
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let shape = (n, k, t.block_bytes);
+    #[cfg(target_arch = "x86_64")]
+    if super::level().is_some() && has_f16c() {
+        let avx512 = super::level() == Some(super::Level::Avx512);
+        // SAFETY (both closures): level() checked AVX2 and FMA, has_f16c F16C, and
+        // AVX-512 for the AVX-512 builds; by_dots hands whole rows and their activations,
+        // TILE columns of them to a tile.
+        let dot = move |w: &[u8], q: &[i8], d: &[f32]| unsafe {
+            if avx512 {
+                (t.one_avx512)(w, q, d)
+            } else {
+                (t.one_avx2)(w, q, d)
+            }
+        };
+        let tile = move |w: &[u8], q: &[i8], d: &[f32], k: usize, o: &mut [f32; TILE]| unsafe {
+            if avx512 {
+                (t.tile_avx512)(w, q, d, k, o)
+            } else {
+                let nb = k / QK_K;
+                let (a, b) = o.split_at_mut(TILE / 2);
+                (t.half_avx2)(w, q, d, k, a.try_into().expect("half a tile"));
+                let (q2, d2) = (&q[TILE / 2 * k..], &d[TILE / 2 * nb..]);
+                (t.half_avx2)(w, q2, d2, k, b.try_into().expect("half a tile"));
+            }
+        };
+        return by_dots(w, shape, x, m, bias, y, (&dot, Some(&tile)));
+    }
+    by_dots(w, shape, x, m, bias, y, (&t.portable, None));
+}
+
+/// IQ4_XS's kernels.
+static IQ4_XS: Tiled = Tiled {
+    block_bytes: BLOCK_BYTES,
+    portable: dot_portable,
+    #[cfg(target_arch = "x86_64")]
+    one_avx2: dot_avx2,
+    #[cfg(target_arch = "x86_64")]
+    one_avx512: dot_avx2,
+    #[cfg(target_arch = "x86_64")]
+    half_avx2: dots_avx2::<{ TILE / 2 }>,
+    #[cfg(target_arch = "x86_64")]
+    tile_avx512: dots_avx512::<TILE>,
+};
+
 /// `y[m × n] = x[m × k] · Wᵀ (+ bias)` for IQ4_XS blocks `w` (`n` rows of `k`): the
 /// activations rounded once, a prompt's columns eight at a time against each weight row.
 pub fn matmul(
@@ -377,27 +454,7 @@ pub fn matmul(
         n * k / QK_K * BLOCK_BYTES,
         "weights are not {n} x {k} IQ4_XS"
     );
-    #[cfg(target_arch = "x86_64")]
-    if super::level().is_some() && has_f16c() {
-        let avx512 = super::level() == Some(super::Level::Avx512);
-        // SAFETY: level() checked AVX2 and FMA, has_f16c F16C (and AVX-512 for the
-        // AVX-512 build); by_dots hands whole rows and TILE columns of activations.
-        let dot = |w: &[u8], q: &[i8], d: &[f32]| unsafe { dot_avx2(w, q, d) };
-        let tile = move |w: &[u8], q: &[i8], d: &[f32], k: usize, o: &mut [f32; TILE]| unsafe {
-            if avx512 {
-                dots_avx512::<TILE>(w, q, d, k, o)
-            } else {
-                // Sixteen vector registers: two tiles of four.
-                let nb = k / QK_K;
-                let (a, b) = o.split_at_mut(TILE / 2);
-                dots_avx2::<{ TILE / 2 }>(w, q, d, k, a.try_into().expect("half a tile"));
-                let (q2, d2) = (&q[TILE / 2 * k..], &d[TILE / 2 * nb..]);
-                dots_avx2::<{ TILE / 2 }>(w, q2, d2, k, b.try_into().expect("half a tile"));
-            }
-        };
-        return by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot, Some(&tile)));
-    }
-    by_dots(w, (n, k, BLOCK_BYTES), x, m, bias, y, (&dot_portable, None));
+    tiled_matmul(&IQ4_XS, w, (n, k), x, m, bias, y);
 }
 
 #[cfg(test)]

@@ -196,11 +196,6 @@ pub fn check_tensors(source: &ModelSource) -> Result<()> {
 /// quantized file needs `--requantize`.
 pub fn check_source_precision(source: &ModelSource, q: Quantization) -> Result<()> {
     if let Precision::Mix(m) = q.precision {
-        if !m.own_engine_makes() {
-            crate::bad_input!(
-                "engine quantbench cannot make precision {m}; use the llama.cpp engine (--engine llama.cpp, from an F32/F16/BF16 GGUF file)"
-            );
-        }
         if q.policy == crate::precision::Policy::Linear {
             crate::bad_input!(
                 "precision {m} is llama-quantize's choice for every tensor, embeddings included; policy linear would change nothing while the record said linear; leave policy at all"
